@@ -1,0 +1,1 @@
+//! Building a tokenizer from GGUF metadata (tokenizer.ggml.*).
