@@ -1,1 +1,18 @@
-//! kernels
+//! kernels: slice-in, slice-out math for ferrolm.
+//!
+//! Quantized block formats and their products with activations ([`quant`], [`matmul`]), norms,
+//! RoPE, activations and softmax ([`ops`]), causal grouped-query attention ([`attention`]), and
+//! the persistent thread pool they run on ([`pool`]). Kernels never allocate and know nothing of
+//! models: the caller owns every buffer and passes sizes.
+//!
+//! Contracts are written `input shapes -> output shapes`, outermost dimension first.
+
+pub mod attention;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quant;
+
+pub use matmul::{matmul, Level, MatRef};
+pub use pool::ThreadPool;
+pub use quant::{BlockQ8, Format, QK};

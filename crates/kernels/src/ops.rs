@@ -1,0 +1,175 @@
+//! Element-wise and row-wise operations of a transformer block: norms, RoPE, activations, softmax.
+
+/// x (D) -> out (D): `x / sqrt(mean(x^2) + eps) * weight`.
+///
+/// The sum of squares is accumulated in f64: a 576-wide row of large activations loses bits in
+/// f32, and the peers accumulate in double here too.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert!(x.len() == weight.len() && x.len() == out.len());
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = (v * scale) * w;
+    }
+}
+
+/// x (n) -> x (n) in place: numerically stable softmax (the maximum is subtracted first, so
+/// logits near 1e4 neither overflow nor lose the differences between them). Sums in f64.
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        // Everything masked: define the result as uniform zeros rather than NaN.
+        x.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The rotation angles of RoPE for one position: cos_sin (Dh/2 pairs) of `pos * base^(-2i/Dh)`.
+///
+/// The angle is advanced by repeated multiplication with `base^(-2/Dh)`, which is how the peers
+/// compute it; recomputing `powf` per pair gives slightly different last bits.
+pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, f32)]) {
+    debug_assert_eq!(cos_sin.len(), head_dim / 2);
+    let theta_scale = base.powf(-2.0 / head_dim as f32);
+    let mut theta = pos as f32;
+    for cs in cos_sin.iter_mut() {
+        *cs = (theta.cos(), theta.sin());
+        theta *= theta_scale;
+    }
+}
+
+/// x (heads, Dh) in place: rotate each adjacent pair (x[2i], x[2i+1]) of every head by angle i
+/// ("normal" RoPE, the layout of GGUF llama Q/K weights).
+pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    debug_assert_eq!(x.len() % head_dim, 0);
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+/// SiLU, `x * sigmoid(x)`.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// gate (F), up (F) -> gate (F) in place: `silu(gate) * up` (SwiGLU).
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// x (n) += y (n).
+pub fn add_inplace(x: &mut [f32], y: &[f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Index of the largest value (the first on ties); NaN never wins. 0 for an empty slice.
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_value = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > best_value {
+            best = i;
+            best_value = v;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_row_is_the_weight() {
+        let x = [3.0f32; 8];
+        let w: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut out = [0f32; 8];
+        rms_norm(&x, &w, 0.0, &mut out);
+        for (o, w) in out.iter().zip(&w) {
+            assert!((o - w).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_of_logits_near_1e4_is_finite_and_exact() {
+        let mut x = [1e4f32, 1e4 - 1.0, 1e4 - 2.0];
+        softmax_inplace(&mut x);
+        let e1 = (-1.0f64).exp();
+        let e2 = (-2.0f64).exp();
+        let z = 1.0 + e1 + e2;
+        for (got, want) in x.iter().zip([1.0 / z, e1 / z, e2 / z]) {
+            assert!(got.is_finite());
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn softmax_of_fully_masked_row_is_zero_not_nan() {
+        let mut x = [f32::NEG_INFINITY; 4];
+        softmax_inplace(&mut x);
+        assert_eq!(x, [0.0; 4]);
+    }
+
+    #[test]
+    fn rope_rotates_adjacent_pairs_and_keeps_norms() {
+        let head_dim = 8;
+        let mut cs = vec![(0.0, 0.0); head_dim / 2];
+        rope_angles(3, 10000.0, head_dim, &mut cs);
+        let x0: Vec<f32> = (0..16).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let mut x = x0.clone();
+        rope_inplace(&mut x, head_dim, &cs);
+        for (a, b) in x.chunks_exact(2).zip(x0.chunks_exact(2)) {
+            let (na, nb) = (a[0].hypot(a[1]), b[0].hypot(b[1]));
+            assert!((na - nb).abs() < 1e-5);
+        }
+        // The first pair turns by exactly `pos` radians.
+        let (c, s) = (3.0f32.cos(), 3.0f32.sin());
+        assert!((x[0] - (x0[0] * c - x0[1] * s)).abs() < 1e-6);
+        assert!((x[1] - (x0[0] * s + x0[1] * c)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity() {
+        let mut cs = vec![(0.0, 0.0); 4];
+        rope_angles(0, 10000.0, 8, &mut cs);
+        let x0: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut x = x0.clone();
+        rope_inplace(&mut x, 8, &cs);
+        assert_eq!(x, x0);
+    }
+
+    #[test]
+    fn swiglu_matches_definition() {
+        let mut g = [-2.0f32, 0.0, 1.5];
+        swiglu_inplace(&mut g, &[2.0, 3.0, -1.0]);
+        let want = [-2.0 / (1.0 + 2.0f32.exp()) * 2.0, 0.0, -(1.5 / (1.0 + (-1.5f32).exp()))];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn argmax_takes_first_of_ties_and_ignores_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), 1);
+        assert_eq!(argmax(&[f32::NAN, 0.5]), 1);
+    }
+}

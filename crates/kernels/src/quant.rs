@@ -1,0 +1,301 @@
+//! GGUF block formats: their byte layouts, dequantization, and the 8-bit activation blocks that
+//! quantized matrix products use.
+//!
+//! Layouts (little-endian, `f16` = IEEE half), one block of `QK` weights each:
+//! ```text
+//! Q4_0  18 B: f16 d; u8 qs[16]          w = d * (q - 8)
+//! Q4_1  20 B: f16 d; f16 m; u8 qs[16]   w = d * q + m
+//! Q8_0  34 B: f16 d; i8 qs[32]          w = d * q
+//! ```
+//! In the 4-bit formats the low nibble of `qs[j]` is element `j` and the high nibble element `j+16`.
+
+use half::{bf16, f16};
+
+/// Weights per block in the Q4_0, Q4_1 and Q8_0 formats (and in [`BlockQ8`] activations).
+pub const QK: usize = 32;
+/// Bytes per Q4_0 block.
+pub const Q4_0_BYTES: usize = 18;
+/// Bytes per Q4_1 block.
+pub const Q4_1_BYTES: usize = 20;
+/// Bytes per Q8_0 block.
+pub const Q8_0_BYTES: usize = 34;
+
+/// The weight formats the kernels know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half floats.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 4-bit symmetric blocks of 32 (offset 8).
+    Q4_0,
+    /// 4-bit blocks of 32 with scale and minimum.
+    Q4_1,
+    /// 8-bit symmetric blocks of 32.
+    Q8_0,
+}
+
+impl Format {
+    /// Elements per block.
+    pub fn block_size(self) -> usize {
+        match self {
+            Format::F32 | Format::F16 | Format::Bf16 => 1,
+            Format::Q4_0 | Format::Q4_1 | Format::Q8_0 => QK,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Format::F32 => 4,
+            Format::F16 | Format::Bf16 => 2,
+            Format::Q4_0 => Q4_0_BYTES,
+            Format::Q4_1 => Q4_1_BYTES,
+            Format::Q8_0 => Q8_0_BYTES,
+        }
+    }
+
+    /// Bytes of one row of `k` elements; `None` if `k` is not a whole number of blocks.
+    pub fn row_bytes(self, k: usize) -> Option<usize> {
+        (k % self.block_size() == 0).then(|| k / self.block_size() * self.block_bytes())
+    }
+
+    /// Whether products with this format use 8-bit quantized activations ([`BlockQ8`]).
+    pub fn uses_q8_activations(self) -> bool {
+        matches!(self, Format::Q4_0 | Format::Q4_1 | Format::Q8_0)
+    }
+}
+
+/// Reads the little-endian f16 at `bytes[at..at + 2]` as f32.
+#[inline(always)]
+pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+/// Rounds an f32 to the nearest f16 and back (the precision of a stored scale).
+#[inline(always)]
+pub fn round_to_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// One block of 32 activations quantized to 8 bits: `x[j] ~= d * qs[j]`.
+///
+/// `d` and `s = d * sum(qs)` are kept rounded to f16 precision, as the peers store them, so that
+/// products agree with theirs; `s` lets a Q4_1 product add the weight minimum in one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(16))]
+pub struct BlockQ8 {
+    /// Scale (f16-rounded).
+    pub d: f32,
+    /// `d * sum(qs)` (f16-rounded).
+    pub s: f32,
+    /// Quantized values.
+    pub qs: [i8; QK],
+}
+
+/// Quantizes activations to 8-bit blocks: x (K) f32 -> out (K/32) blocks. `K % 32 == 0`.
+///
+/// Scale `d = amax / 127`; values are `round(x * 127 / amax)`, ties to even (what the x86 SIMD
+/// paths of the peers do).
+pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in block.qs.iter_mut().zip(xs) {
+            let r = (v * id).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        block.d = round_to_f16(d);
+        block.s = round_to_f16(d * sum as f32);
+    }
+}
+
+/// Dequantizes one row: src (row bytes) in `format` -> dst (K) f32.
+pub fn dequantize_row(format: Format, src: &[u8], dst: &mut [f32]) {
+    debug_assert_eq!(Some(src.len()), format.row_bytes(dst.len()));
+    match format {
+        Format::F32 => {
+            for (d, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Format::F16 => {
+            for (d, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        Format::Bf16 => {
+            for (d, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        Format::Q4_0 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q4_0_BYTES)) {
+                let d = read_f16(b, 0);
+                for j in 0..QK / 2 {
+                    let q = b[2 + j];
+                    out[j] = d * ((q & 0x0F) as i32 - 8) as f32;
+                    out[j + QK / 2] = d * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+        }
+        Format::Q4_1 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q4_1_BYTES)) {
+                let (d, m) = (read_f16(b, 0), read_f16(b, 2));
+                for j in 0..QK / 2 {
+                    let q = b[4 + j];
+                    out[j] = d * (q & 0x0F) as f32 + m;
+                    out[j + QK / 2] = d * (q >> 4) as f32 + m;
+                }
+            }
+        }
+        Format::Q8_0 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q8_0_BYTES)) {
+                let d = read_f16(b, 0);
+                for j in 0..QK {
+                    out[j] = d * (b[2 + j] as i8) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes f32 weights to a block format (used by tests and by tools that write model files):
+/// x (K) f32 -> dst (row bytes). Round to nearest, as the peers' reference quantizers do.
+pub fn quantize_row(format: Format, x: &[f32], dst: &mut [u8]) {
+    debug_assert_eq!(Some(dst.len()), format.row_bytes(x.len()));
+    let put_f16 = |dst: &mut [u8], at: usize, v: f32| {
+        dst[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+    };
+    match format {
+        Format::F32 => {
+            for (b, v) in dst.chunks_exact_mut(4).zip(x) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Format::F16 => {
+            for (b, v) in dst.chunks_exact_mut(2).zip(x) {
+                b.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        Format::Bf16 => {
+            for (b, v) in dst.chunks_exact_mut(2).zip(x) {
+                b.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        Format::Q4_0 => {
+            for (b, xs) in dst.chunks_exact_mut(Q4_0_BYTES).zip(x.chunks_exact(QK)) {
+                // The value of largest magnitude maps to -8, so the full range [-8, 7] is used.
+                let max = xs.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_f16(b, 0, d);
+                for j in 0..QK / 2 {
+                    let q0 = ((xs[j] * id + 8.5) as i32).clamp(0, 15) as u8;
+                    let q1 = ((xs[j + QK / 2] * id + 8.5) as i32).clamp(0, 15) as u8;
+                    b[2 + j] = q0 | (q1 << 4);
+                }
+            }
+        }
+        Format::Q4_1 => {
+            for (b, xs) in dst.chunks_exact_mut(Q4_1_BYTES).zip(x.chunks_exact(QK)) {
+                let min = xs.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_f16(b, 0, d);
+                put_f16(b, 2, min);
+                for j in 0..QK / 2 {
+                    let q0 = (((xs[j] - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+                    let q1 = (((xs[j + QK / 2] - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+                    b[4 + j] = q0 | (q1 << 4);
+                }
+            }
+        }
+        Format::Q8_0 => {
+            for (b, xs) in dst.chunks_exact_mut(Q8_0_BYTES).zip(x.chunks_exact(QK)) {
+                let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                put_f16(b, 0, d);
+                for j in 0..QK {
+                    b[2 + j] = ((xs[j] * id).round() as i8) as u8;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(k: usize) -> Vec<f32> {
+        (0..k).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 17.0).collect()
+    }
+
+    #[test]
+    fn quantize_then_dequantize_is_close_for_every_format() {
+        let x = ramp(96);
+        for (format, tol) in [
+            (Format::F32, 0.0),
+            (Format::F16, 2e-3),
+            (Format::Bf16, 2e-2),
+            (Format::Q8_0, 0.02),
+            (Format::Q4_0, 0.45),
+            (Format::Q4_1, 0.25),
+        ] {
+            let mut bytes = vec![0u8; format.row_bytes(x.len()).unwrap()];
+            quantize_row(format, &x, &mut bytes);
+            let mut back = vec![0f32; x.len()];
+            dequantize_row(format, &bytes, &mut back);
+            for (a, b) in x.iter().zip(&back) {
+                assert!((a - b).abs() <= tol, "{format:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4_nibble_order_low_is_first_half() {
+        // One Q4_0 block, d = 1: qs[0] = 0x91 -> element 0 = 1-8, element 16 = 9-8.
+        let mut b = vec![0u8; Q4_0_BYTES];
+        b[0..2].copy_from_slice(&f16::from_f32(1.0).to_bits().to_le_bytes());
+        b[2] = 0x91;
+        let mut out = [0f32; QK];
+        dequantize_row(Format::Q4_0, &b, &mut out);
+        assert_eq!(out[0], -7.0);
+        assert_eq!(out[16], 1.0);
+        assert_eq!(out[1], -8.0);
+    }
+
+    #[test]
+    fn q8_activation_blocks_store_scale_and_sum() {
+        let x = ramp(64);
+        let mut q = vec![BlockQ8::default(); 2];
+        quantize_row_q8(&x, &mut q);
+        for (b, xs) in q.iter().zip(x.chunks_exact(QK)) {
+            let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(b.d, round_to_f16(amax / 127.0));
+            assert_eq!(b.qs.iter().map(|&v| v.unsigned_abs()).max(), Some(127));
+            let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
+            assert_eq!(b.s, round_to_f16(amax / 127.0 * sum as f32));
+            for (v, &q) in xs.iter().zip(&b.qs) {
+                assert!((v - b.d * q as f32).abs() <= b.d * 0.51 + 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_block_quantizes_to_zero_without_nan() {
+        let mut q = vec![BlockQ8::default(); 1];
+        quantize_row_q8(&[0.0; QK], &mut q);
+        assert_eq!(q[0].d, 0.0);
+        assert!(q[0].qs.iter().all(|&v| v == 0));
+    }
+}
