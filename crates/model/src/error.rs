@@ -1,0 +1,44 @@
+//! Errors of the model crate.
+
+use thiserror::Error;
+
+/// What can go wrong loading or running a model.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// The GGUF file itself is malformed or lacks a key.
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    /// The file's architecture is not one this crate runs.
+    #[error("unsupported architecture {0:?} (supported: llama)")]
+    UnsupportedArchitecture(String),
+    /// The file uses a feature of the architecture that is not implemented.
+    #[error("unsupported model feature: {0}")]
+    Unsupported(String),
+    /// A hyper-parameter is out of range.
+    #[error("invalid model configuration: {0}")]
+    BadConfig(String),
+    /// A tensor the architecture needs is absent.
+    #[error("tensor {0:?} is missing from the model file")]
+    MissingTensor(String),
+    /// A tensor has the wrong shape.
+    #[error("tensor {tensor:?} has shape {got:?}, expected {expected:?} (innermost first)")]
+    TensorShape { tensor: String, expected: Vec<u64>, got: Vec<u64> },
+    /// A tensor is stored in a type the kernels do not support yet.
+    #[error("tensor {tensor:?} has type {ggml_type}, which is not supported yet (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)")]
+    UnsupportedTensorType { tensor: String, ggml_type: String },
+    /// A forward call with no tokens.
+    #[error("a forward call needs at least one token")]
+    EmptyBatch,
+    /// A token id outside the vocabulary.
+    #[error("token id {token} is outside the vocabulary of {n_vocab} tokens")]
+    InvalidToken { token: u32, n_vocab: usize },
+    /// The KV cache cannot hold more positions.
+    #[error("the context is full: {needed} positions needed, the cache holds {capacity} (use a larger context size)")]
+    ContextFull { capacity: usize, needed: usize },
+    /// More tokens than the scratch holds, with logits for all of them.
+    #[error("{tokens} tokens with all logits exceed the batch size {max}")]
+    BatchTooLarge { tokens: usize, max: usize },
+    /// A cache made for another model or a larger context than the scratch.
+    #[error("the KV cache does not match this model and scratch")]
+    CacheMismatch,
+}

@@ -1,0 +1,346 @@
+//! The Llama architecture: token embeddings, L pre-norm blocks of grouped-query attention with
+//! RoPE and a SwiGLU feed-forward, a final RMSNorm and the output head.
+//!
+//! ```text
+//! x = embd[tok]
+//! per block:  h = x + Wo . attn(rope(Wq . rms(x)), rope(Wk . rms(x)), Wv . rms(x))
+//!             x = h + Wdown . (silu(Wgate . rms(h)) * Wup . rms(h))
+//! logits = Wout . rms(x)          (Wout = embd when the file has no output.weight)
+//! ```
+
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::ModelError;
+use gguf::{GgmlType, GgufFile, TensorInfo};
+use half::f16;
+use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
+use kernels::ops::{add_inplace, rms_norm, rope_angles, rope_inplace, swiglu_inplace};
+use kernels::quant::{dequantize_row, quantize_row_q8};
+use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A weight matrix stored in the file: `rows` (N) x `cols` (K).
+#[derive(Clone, Debug)]
+struct Weight {
+    info: TensorInfo,
+    format: Format,
+    rows: usize,
+    cols: usize,
+}
+
+/// One transformer block's weights.
+struct Block {
+    attn_norm: Vec<f32>, // (D)
+    wq: Weight,          // (H*Dh, D)
+    wk: Weight,          // (Hkv*Dh, D)
+    wv: Weight,          // (Hkv*Dh, D)
+    wo: Weight,          // (D, H*Dh)
+    ffn_norm: Vec<f32>,  // (D)
+    w_gate: Weight,      // (F, D)
+    w_up: Weight,        // (F, D)
+    w_down: Weight,      // (D, F)
+}
+
+/// Which rows of logits a forward call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's row (generation).
+    Last,
+    /// A row for every token (perplexity, speculative verification).
+    All,
+}
+
+/// A Llama-family model over a memory-mapped GGUF file.
+pub struct Llama {
+    /// The model's sizes.
+    pub config: LlamaConfig,
+    file: GgufFile,
+    token_embd: Weight,   // (V, D)
+    blocks: Vec<Block>,   // (L)
+    output_norm: Vec<f32>, // (D)
+    output: Weight,       // (V, D), the embeddings when tied
+    pool: ThreadPool,
+    level: Level,
+    /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
+    tokens_evaluated: AtomicU64,
+}
+
+fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
+    Ok(match info.ggml_type {
+        GgmlType::F32 => Format::F32,
+        GgmlType::F16 => Format::F16,
+        GgmlType::BF16 => Format::Bf16,
+        GgmlType::Q4_0 => Format::Q4_0,
+        GgmlType::Q4_1 => Format::Q4_1,
+        GgmlType::Q8_0 => Format::Q8_0,
+        other => {
+            return Err(ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: other.name().to_string() })
+        }
+    })
+}
+
+fn weight(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {
+    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let want = [cols as u64, rows as u64];
+    if info.dims != want {
+        return Err(ModelError::TensorShape { tensor: name.to_string(), expected: want.to_vec(), got: info.dims.clone() });
+    }
+    let format = format_of(info)?;
+    Ok(Weight { info: info.clone(), format, rows, cols })
+}
+
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if info.dims != [len as u64] {
+        return Err(ModelError::TensorShape { tensor: name.to_string(), expected: vec![len as u64], got: info.dims.clone() });
+    }
+    let format = format_of(info)?;
+    let mut out = vec![0f32; len];
+    dequantize_row(format, file.tensor_data(info), &mut out);
+    Ok(out)
+}
+
+impl Llama {
+    /// Opens a GGUF file and loads a Llama model from it, running on `n_threads` threads.
+    pub fn open(path: impl AsRef<Path>, n_threads: usize) -> Result<Llama, ModelError> {
+        Llama::from_file(GgufFile::open(path)?, n_threads)
+    }
+
+    /// Loads a model from a parsed GGUF file; every tensor's presence, type and shape is checked.
+    pub fn from_file(file: GgufFile, n_threads: usize) -> Result<Llama, ModelError> {
+        let c = LlamaConfig::from_gguf(&file)?;
+        let (d, f, v) = (c.n_embd, c.n_ff, c.n_vocab);
+        let token_embd = weight(&file, "token_embd.weight", v, d)?;
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            blocks.push(Block {
+                attn_norm: vector(&file, &n("attn_norm.weight"), d)?,
+                wq: weight(&file, &n("attn_q.weight"), c.q_dim(), d)?,
+                wk: weight(&file, &n("attn_k.weight"), c.kv_dim(), d)?,
+                wv: weight(&file, &n("attn_v.weight"), c.kv_dim(), d)?,
+                wo: weight(&file, &n("attn_output.weight"), d, c.q_dim())?,
+                ffn_norm: vector(&file, &n("ffn_norm.weight"), d)?,
+                w_gate: weight(&file, &n("ffn_gate.weight"), f, d)?,
+                w_up: weight(&file, &n("ffn_up.weight"), f, d)?,
+                w_down: weight(&file, &n("ffn_down.weight"), d, f)?,
+            });
+        }
+        let output_norm = vector(&file, "output_norm.weight", d)?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => weight(&file, "output.weight", v, d)?,
+            None => token_embd.clone(),
+        };
+        Ok(Llama { config: c, file, token_embd, blocks, output_norm, output, pool: ThreadPool::new(n_threads), level: Level::detect(), tokens_evaluated: AtomicU64::new(0) })
+    }
+
+    /// The GGUF file the model was loaded from (metadata, tokenizer, chat template).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Threads the kernels run on.
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Bytes of weights read per decoded token (every matrix once, the output head included).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|w| w.info.n_bytes).sum::<u64>())
+            .sum();
+        blocks + self.output.info.n_bytes
+    }
+
+    /// A KV cache for up to `n_ctx` positions of one sequence.
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, n_ctx, self.config.kv_dim())
+    }
+
+    /// Buffers for forward calls of up to `max_tokens` tokens at a time, with caches of up to
+    /// `n_ctx` positions.
+    pub fn new_scratch(&self, max_tokens: usize, n_ctx: usize) -> Scratch {
+        Scratch::new(&self.config, max_tokens.max(1), n_ctx, self.pool.n_threads())
+    }
+
+    fn mat(&self, w: &Weight) -> MatRef<'_> {
+        MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols }
+    }
+
+    /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and returns
+    /// logits: (V) for [`Logits::Last`], (T, V) for [`Logits::All`].
+    ///
+    /// Tokens are processed in batches of the scratch's capacity; [`Logits::All`] needs all of
+    /// them in one batch. Nothing is allocated. The cache grows by `tokens.len()` positions.
+    pub fn forward<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch, logits: Logits) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyBatch);
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::InvalidToken { token: bad, n_vocab: c.n_vocab });
+        }
+        if cache.len() + tokens.len() > cache.capacity() {
+            return Err(ModelError::ContextFull { capacity: cache.capacity(), needed: cache.len() + tokens.len() });
+        }
+        if cache.capacity() > scratch.n_ctx || cache.kv_dim() != c.kv_dim() || cache.n_layer() != c.n_layer {
+            return Err(ModelError::CacheMismatch);
+        }
+        if logits == Logits::All && tokens.len() > scratch.max_tokens {
+            return Err(ModelError::BatchTooLarge { tokens: tokens.len(), max: scratch.max_tokens });
+        }
+        let mut last_t = 0;
+        for chunk in tokens.chunks(scratch.max_tokens) {
+            self.forward_batch(chunk, cache, scratch);
+            last_t = chunk.len();
+        }
+        // Final norm and output head over the wanted rows.
+        let d = c.n_embd;
+        let rows = match logits {
+            Logits::Last => last_t - 1..last_t,
+            Logits::All => 0..last_t,
+        };
+        let n_rows = rows.len();
+        for (o, t) in rows.enumerate() {
+            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[o * d..(o + 1) * d]);
+        }
+        let xn = &scratch.xn[..n_rows * d];
+        quantize_row_q8(xn, &mut scratch.xq[..n_rows * d / QK]);
+        let out = &mut scratch.logits[..n_rows * c.n_vocab];
+        matmul(&self.pool, self.level, &self.mat(&self.output), xn, &scratch.xq[..n_rows * d / QK], n_rows, out);
+        Ok(&scratch.logits[..n_rows * c.n_vocab])
+    }
+
+    /// One batch of T <= max_tokens tokens through every block; leaves the residual stream in
+    /// scratch.x (T, D).
+    fn forward_batch(&self, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch) {
+        let c = &self.config;
+        let (t, d, f) = (tokens.len(), c.n_embd, c.n_ff);
+        let (q_dim, kv_dim, dh) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let start = cache.len();
+        let embd = self.mat(&self.token_embd);
+        for (i, &tok) in tokens.iter().enumerate() {
+            dequantize_row(embd.format, embd.row(tok as usize), &mut s.x[i * d..(i + 1) * d]);
+        }
+        // RoPE angles per token (T, Dh/2), shared by all heads and layers.
+        for i in 0..t {
+            rope_angles(start + i, c.rope_base, dh, &mut s.cos_sin[i * dh / 2..(i + 1) * dh / 2]);
+        }
+        let x = &mut s.x[..t * d];
+        let xn = &mut s.xn[..t * d];
+        let xq = &mut s.xq[..t * d / QK];
+        for (l, b) in self.blocks.iter().enumerate() {
+            // Attention: xn = rms(x); q, k, v = W . xn
+            for i in 0..t {
+                rms_norm(&x[i * d..(i + 1) * d], &b.attn_norm, c.rms_eps, &mut xn[i * d..(i + 1) * d]);
+            }
+            quantize_row_q8(xn, xq);
+            let q = &mut s.q[..t * q_dim];
+            let k = &mut s.k[..t * kv_dim];
+            let v = &mut s.v[..t * kv_dim];
+            matmul(&self.pool, self.level, &self.mat(&b.wq), xn, xq, t, q); // (T, H*Dh)
+            matmul(&self.pool, self.level, &self.mat(&b.wk), xn, xq, t, k); // (T, Hkv*Dh)
+            matmul(&self.pool, self.level, &self.mat(&b.wv), xn, xq, t, v); // (T, Hkv*Dh)
+            for i in 0..t {
+                let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
+                rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
+                rope_inplace(&mut k[i * kv_dim..(i + 1) * kv_dim], dh, cs);
+            }
+            let (k_cache, v_cache) = cache.layer_mut(l);
+            for (dst, src) in k_cache[start * kv_dim..(start + t) * kv_dim].iter_mut().zip(k.iter()) {
+                *dst = f16::from_f32(*src);
+            }
+            for (dst, src) in v_cache[start * kv_dim..(start + t) * kv_dim].iter_mut().zip(v.iter()) {
+                *dst = f16::from_f32(*src);
+            }
+            let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
+            let att = &mut s.att[..t * q_dim];
+            attention(&self.pool, shape, q, &k_cache[..(start + t) * kv_dim], &v_cache[..(start + t) * kv_dim], att, &mut s.att_scratch);
+            // x += Wo . att
+            let att_q = &mut s.wide_q[..t * q_dim / QK];
+            quantize_row_q8(att, att_q);
+            let proj = &mut s.proj[..t * d];
+            matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, proj);
+            add_inplace(x, proj);
+            // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
+            for i in 0..t {
+                rms_norm(&x[i * d..(i + 1) * d], &b.ffn_norm, c.rms_eps, &mut xn[i * d..(i + 1) * d]);
+            }
+            quantize_row_q8(xn, xq);
+            let gate = &mut s.gate[..t * f];
+            let up = &mut s.up[..t * f];
+            matmul(&self.pool, self.level, &self.mat(&b.w_gate), xn, xq, t, gate); // (T, F)
+            matmul(&self.pool, self.level, &self.mat(&b.w_up), xn, xq, t, up); // (T, F)
+            swiglu_inplace(gate, up);
+            let gate_q = &mut s.wide_q[..t * f / QK];
+            quantize_row_q8(gate, gate_q);
+            matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, proj); // (T, D)
+            add_inplace(x, proj);
+        }
+        cache.advance(t);
+        self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);
+    }
+
+    /// How many token rows have gone through the transformer blocks since loading.
+    pub fn tokens_evaluated(&self) -> u64 {
+        self.tokens_evaluated.load(Ordering::Relaxed)
+    }
+
+    /// Chooses the kernel level (tests compare levels; normal use keeps the detected one).
+    pub fn set_level(&mut self, level: Level) {
+        self.level = level;
+    }
+}
+
+/// Buffers for forward calls, allocated once and reused for every token.
+pub struct Scratch {
+    max_tokens: usize,      // T_max
+    n_ctx: usize,           // S_max the attention scratch is sized for
+    x: Vec<f32>,            // (T, D) residual stream
+    xn: Vec<f32>,           // (T, D) normed
+    xq: Vec<BlockQ8>,       // (T, D/32) normed, 8-bit
+    q: Vec<f32>,            // (T, H*Dh)
+    k: Vec<f32>,            // (T, Hkv*Dh)
+    v: Vec<f32>,            // (T, Hkv*Dh)
+    att: Vec<f32>,          // (T, H*Dh)
+    wide_q: Vec<BlockQ8>,   // (T, max(H*Dh, F)/32)
+    proj: Vec<f32>,         // (T, D)
+    gate: Vec<f32>,         // (T, F)
+    up: Vec<f32>,           // (T, F)
+    cos_sin: Vec<(f32, f32)>, // (T, Dh/2)
+    att_scratch: Vec<f32>,  // (threads, S + Dh)
+    logits: Vec<f32>,       // (T, V)
+}
+
+impl Scratch {
+    fn new(c: &LlamaConfig, max_tokens: usize, n_ctx: usize, n_threads: usize) -> Scratch {
+        let t = max_tokens;
+        let wide = c.q_dim().max(c.n_ff);
+        Scratch {
+            max_tokens: t,
+            n_ctx,
+            x: vec![0.0; t * c.n_embd],
+            xn: vec![0.0; t * c.n_embd],
+            xq: vec![BlockQ8::default(); t * c.n_embd / QK],
+            q: vec![0.0; t * c.q_dim()],
+            k: vec![0.0; t * c.kv_dim()],
+            v: vec![0.0; t * c.kv_dim()],
+            att: vec![0.0; t * c.q_dim()],
+            wide_q: vec![BlockQ8::default(); t * wide / QK],
+            proj: vec![0.0; t * c.n_embd],
+            gate: vec![0.0; t * c.n_ff],
+            up: vec![0.0; t * c.n_ff],
+            cos_sin: vec![(0.0, 0.0); t * c.head_dim / 2],
+            att_scratch: vec![0.0; n_threads * attention_scratch_per_thread(n_ctx, c.head_dim)],
+            logits: vec![0.0; t * c.n_vocab],
+        }
+    }
+
+    /// The most tokens one batch holds.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+}

@@ -1,0 +1,229 @@
+//! The Llama forward pass on tiny random models: against a plain f32 reference written
+//! independently here, and the equivalences the KV cache and threads must keep.
+
+use gguf::GgufFile;
+use kernels::quant::dequantize_row;
+use kernels::Format;
+use model::testing::{tiny_llama_gguf, TinySpec};
+use model::{Llama, Logits, ModelError};
+
+fn load(spec: &TinySpec, threads: usize) -> Llama {
+    Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(spec)).unwrap(), threads).unwrap()
+}
+
+/// Dequantized tensor (rows, cols) as f32.
+fn tensor(file: &GgufFile, name: &str) -> (Vec<f32>, usize) {
+    let info = file.tensor(name).unwrap();
+    let cols = info.dims[0] as usize;
+    let format = match info.ggml_type {
+        gguf::GgmlType::F32 => Format::F32,
+        gguf::GgmlType::F16 => Format::F16,
+        gguf::GgmlType::Q4_0 => Format::Q4_0,
+        gguf::GgmlType::Q4_1 => Format::Q4_1,
+        gguf::GgmlType::Q8_0 => Format::Q8_0,
+        t => panic!("{t:?}"),
+    };
+    let n = info.n_elements as usize;
+    let mut out = vec![0f32; n];
+    let rb = format.row_bytes(cols).unwrap();
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        dequantize_row(format, &file.tensor_data(info)[r * rb..(r + 1) * rb], row);
+    }
+    (out, cols)
+}
+
+fn matvec(w: &[f32], cols: usize, x: &[f64]) -> Vec<f64> {
+    w.chunks_exact(cols).map(|row| row.iter().zip(x).map(|(a, b)| *a as f64 * b).sum()).collect()
+}
+
+fn rms(x: &[f64], w: &[f32], eps: f64) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    x.iter().zip(w).map(|(v, w)| v / (ms + eps).sqrt() * *w as f64).collect()
+}
+
+/// The whole model in f64 over dequantized weights, recomputing everything for every position:
+/// no cache, no quantized activations, RoPE with powf per pair. Returns logits (T, V).
+fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let c = model::LlamaConfig::from_gguf(file).unwrap();
+    let (d, h, hkv, dh) = (c.n_embd, c.n_head, c.n_head_kv, c.head_dim);
+    let eps = c.rms_eps as f64;
+    let (embd, _) = tensor(file, "token_embd.weight");
+    let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| embd[t as usize * d..][..d].iter().map(|&v| v as f64).collect()).collect();
+    let rope = |v: &mut [f64], pos: usize| {
+        for head in v.chunks_exact_mut(dh) {
+            for i in 0..dh / 2 {
+                let theta = pos as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / dh as f64);
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * theta.cos() - b * theta.sin();
+                head[2 * i + 1] = a * theta.sin() + b * theta.cos();
+            }
+        }
+    };
+    for l in 0..c.n_layer {
+        let g = |s: &str| tensor(file, &format!("blk.{l}.{s}"));
+        let (an, _) = g("attn_norm.weight");
+        let ((wq, k1), (wk, _), (wv, _), (wo, ko)) = (g("attn_q.weight"), g("attn_k.weight"), g("attn_v.weight"), g("attn_output.weight"));
+        let mut qs = vec![];
+        let mut ks = vec![];
+        let mut vs = vec![];
+        for (pos, x) in xs.iter().enumerate() {
+            let xn = rms(x, &an, eps);
+            let mut q = matvec(&wq, k1, &xn);
+            let mut k = matvec(&wk, k1, &xn);
+            rope(&mut q, pos);
+            rope(&mut k, pos);
+            qs.push(q);
+            ks.push(k);
+            vs.push(matvec(&wv, k1, &xn));
+        }
+        for (pos, x) in xs.iter_mut().enumerate() {
+            let mut att = vec![0f64; h * dh];
+            for head in 0..h {
+                let kvh = head / (h / hkv);
+                let scores: Vec<f64> = (0..=pos)
+                    .map(|s| (0..dh).map(|i| qs[pos][head * dh + i] * ks[s][kvh * dh + i]).sum::<f64>() / (dh as f64).sqrt())
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+                for (s, sc) in scores.iter().enumerate() {
+                    for i in 0..dh {
+                        att[head * dh + i] += (sc - m).exp() / z * vs[s][kvh * dh + i];
+                    }
+                }
+            }
+            for (a, b) in x.iter_mut().zip(matvec(&wo, ko, &att)) {
+                *a += b;
+            }
+            let (fnw, _) = g("ffn_norm.weight");
+            let xn = rms(x, &fnw, eps);
+            let ((wg, kg), (wu, _), (wd, kd)) = (g("ffn_gate.weight"), g("ffn_up.weight"), g("ffn_down.weight"));
+            let gate = matvec(&wg, kg, &xn);
+            let up = matvec(&wu, kg, &xn);
+            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            for (a, b) in x.iter_mut().zip(matvec(&wd, kd, &act)) {
+                *a += b;
+            }
+        }
+    }
+    let (on, _) = tensor(file, "output_norm.weight");
+    xs.iter().map(|x| matvec(&embd, d, &rms(x, &on, eps))).collect()
+}
+
+#[test]
+fn forward_matches_independent_f64_reference_for_every_format() {
+    let tokens: Vec<u32> = vec![1, 40, 77, 200, 5, 263, 3, 99, 150];
+    for (mf, tol) in [(Format::F32, 0.005), (Format::F16, 0.005), (Format::Q8_0, 0.01), (Format::Q4_0, 0.01), (Format::Q4_1, 0.01)] {
+        let spec = TinySpec { matrix_format: mf, ..TinySpec::default() };
+        let bytes = tiny_llama_gguf(&spec);
+        let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let want = reference_logits(&file, &tokens);
+        let model = Llama::from_file(GgufFile::from_bytes(bytes).unwrap(), 2).unwrap();
+        let mut cache = model.new_cache(32);
+        let mut scratch = model.new_scratch(16, 32);
+        let got = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap();
+        let v = model.config.n_vocab;
+        let mut worst = 0f64;
+        for (t, row) in want.iter().enumerate() {
+            for (a, b) in got[t * v..(t + 1) * v].iter().zip(row) {
+                worst = worst.max((*a as f64 - b).abs());
+            }
+        }
+        // 8-bit activations and an f16 cache bound the difference; a wrong RoPE pairing, mask,
+        // scale or head mapping gives errors of order 1.
+        let scale = want.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(worst < tol * scale, "{mf:?}: max |logit - reference| = {worst}, max |logit| {scale}");
+    }
+}
+
+#[test]
+fn prefill_equals_token_by_token_decode() {
+    let model = load(&TinySpec::default(), 2);
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 262) as u32).collect();
+    let v = model.config.n_vocab;
+    let mut cache = model.new_cache(64);
+    let mut scratch = model.new_scratch(32, 64);
+    let all = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
+    let mut cache = model.new_cache(64);
+    for (t, &tok) in tokens.iter().enumerate() {
+        let one = model.forward(&[tok], &mut cache, &mut scratch, Logits::Last).unwrap();
+        for (a, b) in one.iter().zip(&all[t * v..(t + 1) * v]) {
+            assert!((a - b).abs() < 1e-4, "position {t}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn prefill_in_small_batches_equals_one_batch() {
+    let model = load(&TinySpec::default(), 1);
+    let tokens: Vec<u32> = (0..23).map(|i| (i * 11 % 262) as u32).collect();
+    let mut cache = model.new_cache(64);
+    let mut big = model.new_scratch(64, 64);
+    let want = model.forward(&tokens, &mut cache, &mut big, Logits::Last).unwrap().to_vec();
+    let mut cache = model.new_cache(64);
+    let mut small = model.new_scratch(5, 64);
+    let got = model.forward(&tokens, &mut cache, &mut small, Logits::Last).unwrap();
+    assert_eq!(cache.len(), 23);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn one_thread_and_many_threads_give_identical_logits() {
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 29 % 262) as u32).collect();
+    let run = |threads| {
+        let model = load(&TinySpec::default(), threads);
+        let mut cache = model.new_cache(32);
+        let mut scratch = model.new_scratch(16, 32);
+        model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec()
+    };
+    let one = run(1);
+    for threads in [2, 3] {
+        assert_eq!(one, run(threads), "{threads} threads");
+    }
+}
+
+#[test]
+fn kv_cache_is_never_recomputed_in_decode() {
+    let model = load(&TinySpec::default(), 1);
+    let mut cache = model.new_cache(64);
+    let mut scratch = model.new_scratch(16, 64);
+    let prompt: Vec<u32> = (10..30).collect();
+    model.forward(&prompt, &mut cache, &mut scratch, Logits::Last).unwrap();
+    for step in 0..10u32 {
+        model.forward(&[step + 50], &mut cache, &mut scratch, Logits::Last).unwrap();
+    }
+    // Each decode step ran exactly one new token through the blocks.
+    assert_eq!(model.tokens_evaluated(), 20 + 10);
+    assert_eq!(cache.len(), 30);
+}
+
+#[test]
+fn full_context_is_a_clear_error() {
+    let model = load(&TinySpec::default(), 1);
+    let mut cache = model.new_cache(8);
+    let mut scratch = model.new_scratch(8, 8);
+    model.forward(&[1, 2, 3, 4, 5, 6], &mut cache, &mut scratch, Logits::Last).unwrap();
+    let err = model.forward(&[7, 8, 9], &mut cache, &mut scratch, Logits::Last).unwrap_err();
+    assert!(matches!(err, ModelError::ContextFull { capacity: 8, needed: 9 }), "{err}");
+    assert!(err.to_string().contains("context is full"));
+    // The failed call left the cache as it was.
+    assert_eq!(cache.len(), 6);
+}
+
+#[test]
+fn out_of_vocabulary_token_is_an_error() {
+    let model = load(&TinySpec::default(), 1);
+    let mut cache = model.new_cache(8);
+    let mut scratch = model.new_scratch(8, 8);
+    let err = model.forward(&[1, 100_000], &mut cache, &mut scratch, Logits::Last).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidToken { token: 100_000, .. }));
+}
+
+#[test]
+fn missing_tensor_and_wrong_architecture_are_named() {
+    let mut w = gguf::GgufWriter::new();
+    w.add_kv("general.architecture", gguf::Value::String("mamba".into()));
+    let err = Llama::from_file(GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap(), 1).err().unwrap();
+    assert!(err.to_string().contains("mamba"), "{err}");
+}
