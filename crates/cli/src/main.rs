@@ -1,1 +1,384 @@
-fn main() {}
+//! `ferrolm`: the command line over the ferrolm crates.
+
+mod fetch;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use generate::chat::{ChatMessage, ChatTemplate};
+use generate::sampler::SamplerConfig;
+use generate::{GenerateOptions, Session, StopReason};
+use gguf::GgufFile;
+use indicatif::{ProgressBar, ProgressStyle};
+use model::tokenizer_gguf::tokenizer_from_gguf;
+use model::Llama;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use tokenizer::Tokenizer;
+
+#[derive(Parser)]
+#[command(name = "ferrolm", version, about = "Run language models on your own machine (GGUF, CPU)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Threads for the kernels (default: all cores)
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Context size in tokens (default: the model's, at most 4096)
+    #[arg(long)]
+    ctx: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Maximum number of tokens to generate
+    #[arg(long, short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 means greedy
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Keep only the K most likely tokens (0 = off)
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches P (1 = off)
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0 = off)
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Random seed: the same seed reproduces the same text
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text is generated (repeatable; the stop text is not printed)
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> Result<GenerateOptions> {
+        let sampler = SamplerConfig { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, min_p: self.min_p, seed: self.seed };
+        sampler.validate()?;
+        Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt; prints only the generated text on stdout
+    Generate {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// The prompt text
+        #[arg(long, short = 'p')]
+        prompt: String,
+        /// Treat special tokens written in the prompt (like <|im_start|>) as plain text
+        #[arg(long)]
+        no_special: bool,
+    },
+    /// Chat interactively, with the model's chat template and history
+    Chat {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// System prompt
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Print token ids as JSON
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Treat special tokens in the text as plain text
+        #[arg(long)]
+        no_special: bool,
+        /// Text to tokenize
+        #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
+        text: Option<String>,
+        /// File of JSON lines {"text": ...}; prints one JSON array per line
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+    },
+    /// Turn token ids back into text
+    Detokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Token ids
+        #[arg(required = true)]
+        ids: Vec<u32>,
+    },
+    /// Describe a model file
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Perplexity of a text file (llama.cpp's method)
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Threads for the kernels (default: all cores)
+        #[arg(long, short = 't')]
+        threads: Option<usize>,
+        /// Text file to evaluate
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Tokens per chunk
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Print {"ppl": ..., "tokens": ...} as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate { run, sampling, prompt, no_special } => cmd_generate(&run, &sampling, &prompt, !no_special),
+        Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
+        Command::Tokenize { model, no_special, text, jsonl } => cmd_tokenize(&model, !no_special, text, jsonl),
+        Command::Detokenize { model, ids } => {
+            let (_, tok) = open_tokenizer(&model)?;
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= tok.vocab_size()) {
+                bail!("token id {bad} is outside the vocabulary of {} tokens", tok.vocab_size());
+            }
+            println!("{}", tok.decode(&ids, true));
+            Ok(())
+        }
+        Command::Info { model } => cmd_info(&model),
+        Command::Perplexity { model, threads, file, ctx, json } => cmd_perplexity(&model, threads, &file, ctx, json),
+    }
+}
+
+fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
+    let path = fetch::resolve_model(args.model.as_deref())?;
+    let file = GgufFile::open(&path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    Ok((path, file))
+}
+
+fn open_tokenizer(args: &ModelArgs) -> Result<(GgufFile, Tokenizer)> {
+    let (path, file) = open_file(args)?;
+    let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    Ok((file, tok))
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Loads model and tokenizer; returns them with the context size to use.
+fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
+    let (path, file) = open_file(&run.model)?;
+    let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    let threads = run.threads.unwrap_or_else(default_threads);
+    if threads == 0 || threads > 1024 {
+        bail!("--threads must be between 1 and 1024, got {threads}");
+    }
+    let model = Llama::from_file(file, threads).with_context(|| format!("cannot load the model in {}", path.display()))?;
+    let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
+    if n_ctx == 0 || n_ctx > model.config.n_ctx_train {
+        bail!("--ctx must be between 1 and the model's context length {}, got {n_ctx}", model.config.n_ctx_train);
+    }
+    Ok((model, tok, n_ctx))
+}
+
+fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, prompt: &str, parse_special: bool) -> Result<()> {
+    let options = sampling.options()?;
+    let (model, tok, n_ctx) = open_model(run)?;
+    let ids = tok.encode_with_special(prompt, parse_special);
+    let mut session = Session::new(&model, n_ctx, 256);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
+    writeln!(out)?;
+    report(&gen);
+    Ok(())
+}
+
+fn report(gen: &generate::Generation) {
+    let rate = |n: usize, t: std::time::Duration| if t.as_secs_f64() > 0.0 { n as f64 / t.as_secs_f64() } else { 0.0 };
+    let why = match gen.stop_reason {
+        StopReason::EndOfGeneration => "end of generation",
+        StopReason::StopString => "stop string",
+        StopReason::MaxTokens => "token limit",
+        StopReason::ContextFull => "context full",
+        StopReason::Cancelled => "cancelled",
+    };
+    eprintln!(
+        "[prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {why}]",
+        gen.prompt_tokens,
+        rate(gen.prompt_tokens, gen.prefill_time),
+        gen.tokens.len(),
+        rate(gen.tokens.len().saturating_sub(1), gen.decode_time),
+    );
+}
+
+fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> Result<()> {
+    let options = sampling.options()?;
+    let (model, tok, n_ctx) = open_model(run)?;
+    let template = match model.file().get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+        Some(src) => ChatTemplate::new(src).context("the model's chat template does not compile")?,
+        None => {
+            eprintln!("ferrolm: the model has no chat template; using ChatML");
+            ChatTemplate::chatml()
+        }
+    };
+    let token_text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or("").to_string();
+    let (bos, eos) = (token_text(tok.bos_id()), token_text(tok.eos_id()));
+    let mut messages: Vec<ChatMessage> = system.into_iter().map(|content| ChatMessage { role: "system".into(), content }).collect();
+    let mut session = Session::new(&model, n_ctx, 256);
+    eprintln!("ferrolm chat: type a message and press Enter; /reset forgets the conversation, /exit or Ctrl-D quits.");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages.retain(|m| m.role == "system");
+                session.clear();
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage { role: "user".into(), content: line });
+        let prompt = template.render(&messages, true, &bos, &eos)?;
+        let ids = tok.encode(&prompt, true);
+        if ids.len() >= n_ctx {
+            messages.pop();
+            eprintln!("ferrolm: the conversation no longer fits the context of {n_ctx} tokens; /reset to start over");
+            continue;
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
+        writeln!(out)?;
+        report(&gen);
+        messages.push(ChatMessage { role: "assistant".into(), content: gen.text.trim().to_string() });
+    }
+    Ok(())
+}
+
+fn cmd_tokenize(args: &ModelArgs, parse_special: bool, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
+    let (_, tok) = open_tokenizer(args)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Some(text) = text {
+        writeln!(out, "{}", serde_json::to_string(&tok.encode_with_special(&text, parse_special))?)?;
+    } else if let Some(path) = jsonl {
+        let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("{}:{}: cannot read the line", path.display(), n + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not valid JSON", path.display(), n + 1))?;
+            let text = value
+                .get("text")
+                .and_then(|t| t.as_str())
+                .with_context(|| format!("{}:{}: expected an object with a string field \"text\"", path.display(), n + 1))?;
+            writeln!(out, "{}", serde_json::to_string(&tok.encode_with_special(text, parse_special))?)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn cmd_info(args: &ModelArgs) -> Result<()> {
+    let (path, file) = open_file(args)?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("file:          {} ({:.1} MB, GGUF v{})", path.display(), size as f64 / 1e6, file.version);
+    if let Some(name) = file.get("general.name").and_then(|v| v.as_str()) {
+        println!("name:          {name}");
+    }
+    println!("architecture:  {}", file.architecture()?);
+    match model::LlamaConfig::from_gguf(&file) {
+        Ok(c) => {
+            println!("layers:        {}", c.n_layer);
+            println!("embedding:     {}", c.n_embd);
+            println!("heads:         {} query, {} key/value (head dim {})", c.n_head, c.n_head_kv, c.head_dim);
+            println!("feed-forward:  {}", c.n_ff);
+            println!("context:       {}", c.n_ctx_train);
+            println!("rope base:     {}", c.rope_base);
+        }
+        Err(err) => println!("config:        not runnable here: {err}"),
+    }
+    let mut types: Vec<(String, usize, u64)> = Vec::new();
+    let mut params = 0u64;
+    for t in &file.tensors {
+        params += t.n_elements;
+        match types.iter_mut().find(|(n, _, _)| n == t.ggml_type.name()) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += t.n_bytes;
+            }
+            None => types.push((t.ggml_type.name().to_string(), 1, t.n_bytes)),
+        }
+    }
+    println!("parameters:    {:.1} M in {} tensors", params as f64 / 1e6, file.tensors.len());
+    for (name, count, bytes) in types {
+        println!("  {name:<6} {count:>4} tensors, {:.1} MB", bytes as f64 / 1e6);
+    }
+    match tokenizer_from_gguf(&file) {
+        Ok(tok) => println!(
+            "tokenizer:     {} tokens, pre-tokenizer {:?}, bos {:?}, eos {:?}, add_bos {}",
+            tok.vocab_size(),
+            tok.pre_tokenizer(),
+            tok.bos_id(),
+            tok.eos_id(),
+            tok.add_bos()
+        ),
+        Err(err) => println!("tokenizer:     unsupported: {err}"),
+    }
+    let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str());
+    println!("chat template: {}", if template.is_some() { "present" } else { "absent" });
+    Ok(())
+}
+
+fn cmd_perplexity(args: &ModelArgs, threads: Option<usize>, path: &PathBuf, ctx: usize, json: bool) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    let run = RunArgs { model: args.clone(), threads, ctx: None };
+    let (model, tok, _) = open_model(&run)?;
+    if ctx < 4 || ctx > model.config.n_ctx_train {
+        bail!("--ctx must be between 4 and the model's context length {}, got {ctx}", model.config.n_ctx_train);
+    }
+    let tokens = tok.encode(&text, false);
+    let bos = if tok.add_bos() { tok.bos_id() } else { None };
+    let bar = ProgressBar::new((tokens.len() / ctx) as u64);
+    bar.set_style(ProgressStyle::with_template("perplexity {bar:30} {pos}/{len} chunks  ppl {msg}  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let result = generate::perplexity(&model, &tokens, ctx, bos, &mut |_, _, ppl| {
+        bar.set_message(format!("{ppl:.4}"));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::json!({"ppl": result.ppl, "tokens": result.tokens, "ctx": ctx, "chunks": result.chunks, "scored": result.scored}));
+    } else {
+        println!("perplexity: {:.4} ({} tokens, {} chunks of {ctx}, {} predictions scored)", result.ppl, result.tokens, result.chunks, result.scored);
+    }
+    Ok(())
+}

@@ -1,1 +1,33 @@
-//! generate
+//! generate: turning a model's logits into text.
+//!
+//! Samplers ([`sampler`], with its own seeded [`rng`]), stop strings matched across token
+//! boundaries ([`stop`]), chat templates rendered with a Jinja engine ([`chat`]), the generation
+//! loop over a KV-cached session ([`generate`]) and perplexity ([`perplexity`]). It knows nothing
+//! of terminals or files: the CLI and the server sit on top.
+
+pub mod chat;
+pub mod generate;
+pub mod perplexity;
+pub mod rng;
+pub mod sampler;
+pub mod stop;
+
+pub use generate::{GenerateOptions, Generation, Session, StopReason};
+pub use perplexity::{perplexity, Perplexity};
+
+/// What can go wrong while generating.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The model failed (context full, invalid token...).
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    /// Sampler settings out of range.
+    #[error(transparent)]
+    Sampler(#[from] sampler::SamplerError),
+    /// A prompt with no tokens.
+    #[error("the prompt is empty: give at least one token of text")]
+    EmptyPrompt,
+    /// An argument out of range.
+    #[error("{0}")]
+    InvalidArgument(String),
+}

@@ -1,1 +1,222 @@
-//! Building a tokenizer from GGUF metadata (tokenizer.ggml.*).
+//! Building a tokenizer from GGUF metadata (`tokenizer.ggml.*`).
+//!
+//! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are read here. Defaults
+//! follow llama.cpp where the file is silent: no `token_type` array means every token is
+//! normal, no `pre` means llama.cpp's "default" pre-tokenizer (which we do not implement, so it
+//! is reported as unsupported), and `add_bos_token`/`add_eos_token` default to false.
+
+use gguf::{GgufError, GgufFile, Value};
+use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError};
+
+const MODEL_KEY: &str = "tokenizer.ggml.model";
+const PRE_KEY: &str = "tokenizer.ggml.pre";
+const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
+const TOKEN_TYPE_KEY: &str = "tokenizer.ggml.token_type";
+const MERGES_KEY: &str = "tokenizer.ggml.merges";
+const BOS_KEY: &str = "tokenizer.ggml.bos_token_id";
+const EOS_KEY: &str = "tokenizer.ggml.eos_token_id";
+const UNK_KEY: &str = "tokenizer.ggml.unknown_token_id";
+const PAD_KEY: &str = "tokenizer.ggml.padding_token_id";
+const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
+const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
+
+/// Why a GGUF file's tokenizer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerGgufError {
+    /// A key is missing or has the wrong type.
+    #[error("tokenizer metadata: {0}")]
+    Gguf(#[from] GgufError),
+    /// The vocabulary is not byte-level BPE.
+    #[error("{MODEL_KEY} is {model:?}; only \"gpt2\" (byte-level BPE) tokenizers are supported")]
+    UnsupportedModel { model: String },
+    /// An array element has the wrong type.
+    #[error("{key}[{index}] should be {expected}, found {found}")]
+    BadElement {
+        key: &'static str,
+        index: usize,
+        expected: &'static str,
+        found: String,
+    },
+    /// A token type code outside 1..=6.
+    #[error("{TOKEN_TYPE_KEY}[{index}] is {code}, not a known token type (1..=6)")]
+    UnknownTokenType { index: usize, code: i64 },
+    /// The vocabulary itself is inconsistent.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// Build the tokenizer described by `file`'s `tokenizer.ggml.*` metadata.
+pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+    let model = file.get_str(MODEL_KEY)?;
+    if model != "gpt2" {
+        return Err(TokenizerGgufError::UnsupportedModel {
+            model: model.to_string(),
+        });
+    }
+    let pre_tokenizer = match file.get(PRE_KEY) {
+        Some(_) => file.get_str(PRE_KEY)?.to_string(),
+        None => "default".to_string(),
+    };
+    let tokens = strings(file, TOKENS_KEY)?;
+    let token_types = match file.get(TOKEN_TYPE_KEY) {
+        Some(_) => token_types(file.get_array(TOKEN_TYPE_KEY)?)?,
+        None => vec![TokenType::Normal; tokens.len()],
+    };
+    let merges = strings(file, MERGES_KEY)?;
+    let config = BpeConfig {
+        tokens,
+        token_types,
+        merges,
+        pre_tokenizer,
+        bos_id: optional_u32(file, BOS_KEY)?,
+        eos_id: optional_u32(file, EOS_KEY)?,
+        unk_id: optional_u32(file, UNK_KEY)?,
+        pad_id: optional_u32(file, PAD_KEY)?,
+        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(false),
+        add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
+    };
+    Ok(Tokenizer::from_bpe(config)?)
+}
+
+fn strings(file: &GgufFile, key: &'static str) -> Result<Vec<String>, TokenizerGgufError> {
+    file.get_array(key)?
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            value
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad_element(key, index, "a string", value))
+        })
+        .collect()
+}
+
+fn token_types(codes: &[Value]) -> Result<Vec<TokenType>, TokenizerGgufError> {
+    codes
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let code = value
+                .as_i64()
+                .ok_or_else(|| bad_element(TOKEN_TYPE_KEY, index, "an integer", value))?;
+            i32::try_from(code)
+                .ok()
+                .and_then(TokenType::from_gguf)
+                .ok_or(TokenizerGgufError::UnknownTokenType { index, code })
+        })
+        .collect()
+}
+
+fn bad_element(
+    key: &'static str,
+    index: usize,
+    expected: &'static str,
+    value: &Value,
+) -> TokenizerGgufError {
+    TokenizerGgufError::BadElement {
+        key,
+        index,
+        expected,
+        found: format!("{:?}", value.value_type()),
+    }
+}
+
+fn optional_u32(file: &GgufFile, key: &str) -> Result<Option<u32>, GgufError> {
+    file.get(key).map(|_| file.get_u32(key)).transpose()
+}
+
+fn optional_bool(file: &GgufFile, key: &str) -> Result<Option<bool>, GgufError> {
+    file.get(key).map(|_| file.get_bool(key)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gguf::{GgufWriter, ValueType};
+
+    fn string_array(items: &[&str]) -> Value {
+        Value::Array(
+            ValueType::String,
+            items.iter().map(|s| Value::from(*s)).collect(),
+        )
+    }
+
+    /// A tiny gpt2 vocabulary: one control token, "a", "b", "ab" and the merge "a b".
+    fn writer(model: &str) -> GgufWriter {
+        let mut writer = GgufWriter::new();
+        writer
+            .add_kv(MODEL_KEY, Value::from(model))
+            .add_kv(PRE_KEY, Value::from("smollm"))
+            .add_kv(TOKENS_KEY, string_array(&["<|endoftext|>", "a", "b", "ab"]))
+            .add_kv(MERGES_KEY, string_array(&["a b"]))
+            .add_kv(EOS_KEY, Value::from(0u32));
+        writer
+    }
+
+    fn build(writer: &GgufWriter) -> Result<Tokenizer, TokenizerGgufError> {
+        let file = GgufFile::from_bytes(writer.to_bytes().expect("writable")).expect("parsable");
+        tokenizer_from_gguf(&file)
+    }
+
+    #[test]
+    fn absent_optional_keys_take_llama_cpp_defaults() {
+        let tok = build(&writer("gpt2")).expect("valid tokenizer");
+        assert_eq!(tok.encode("ab", false), vec![3]);
+        assert_eq!(tok.token_type(0), Some(TokenType::Normal));
+        assert!(!tok.add_bos());
+        assert_eq!(tok.bos_id(), None);
+        assert_eq!(tok.eos_id(), Some(0));
+    }
+
+    #[test]
+    fn token_types_and_flags_are_read() {
+        let mut writer = writer("gpt2");
+        writer
+            .add_kv(
+                TOKEN_TYPE_KEY,
+                Value::Array(ValueType::I32, [3i32, 1, 1, 1].map(Value::from).to_vec()),
+            )
+            .add_kv(ADD_BOS_KEY, Value::from(true))
+            .add_kv(BOS_KEY, Value::from(0u32));
+        let tok = build(&writer).expect("valid tokenizer");
+        assert_eq!(tok.token_type(0), Some(TokenType::Control));
+        assert_eq!(
+            tok.encode_with_special("<|endoftext|>ab", true),
+            vec![0, 0, 3]
+        );
+    }
+
+    #[test]
+    fn non_bpe_model_is_named_in_the_error() {
+        let error = build(&writer("llama")).expect_err("SentencePiece is not supported here");
+        assert!(
+            matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "llama")
+        );
+        assert!(error.to_string().contains("\"llama\""));
+    }
+
+    #[test]
+    fn unknown_token_type_code_is_reported_with_its_index() {
+        let mut writer = writer("gpt2");
+        writer.add_kv(
+            TOKEN_TYPE_KEY,
+            Value::Array(ValueType::I32, [1i32, 1, 9, 1].map(Value::from).to_vec()),
+        );
+        let error = build(&writer).expect_err("code 9 is not a token type");
+        assert!(matches!(
+            error,
+            TokenizerGgufError::UnknownTokenType { index: 2, code: 9 }
+        ));
+    }
+
+    #[test]
+    fn missing_pre_tokenizer_is_llama_cpp_default_and_unsupported() {
+        let mut writer = GgufWriter::new();
+        writer
+            .add_kv(MODEL_KEY, Value::from("gpt2"))
+            .add_kv(TOKENS_KEY, string_array(&["a"]))
+            .add_kv(MERGES_KEY, string_array(&[]));
+        let error = build(&writer).expect_err("no pre-tokenizer");
+        assert!(error.to_string().contains("\"default\""), "{error}");
+    }
+}

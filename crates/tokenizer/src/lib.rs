@@ -1,1 +1,127 @@
-//! tokenizer
+//! tokenizer: byte-level BPE for the GPT-2 family and SmolLM2, token-exact with llama.cpp and
+//! Hugging Face `tokenizers`.
+//!
+//! Encoding goes in four steps: special tokens are cut out of the text ([`Tokenizer::encode`]),
+//! each remaining span is cut into pieces by a hand-written pre-tokenizer ([`PreTokenizer`], the
+//! GPT-2 pattern without a regex), each piece is spelled as bytes and merged by BPE (lowest merge
+//! rank first, leftmost on ties), and the merged symbols are the token ids. Decoding maps tokens
+//! back to bytes; [`StreamDecoder`] does it one token at a time without ever cutting a UTF-8
+//! character in two.
+//!
+//! This crate knows nothing of file formats: the `model` crate builds a [`BpeConfig`] from GGUF
+//! metadata. SentencePiece and WordPiece vocabularies are not handled here.
+
+mod bpe;
+pub mod byte_level;
+pub mod pretokenize;
+mod special;
+mod stream;
+mod tokenizer;
+
+pub use pretokenize::PreTokenizer;
+pub use stream::StreamDecoder;
+pub use tokenizer::Tokenizer;
+
+/// The type of a vocabulary entry, as GGUF's `tokenizer.ggml.token_type` codes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    /// A regular token, spelled in the byte-level alphabet (GGUF code 1).
+    Normal,
+    /// The unknown token (code 2).
+    Unknown,
+    /// A control token such as `<|im_start|>` (code 3); rendered only on request.
+    Control,
+    /// A token added by the model's authors (code 4); always matched and rendered as its text.
+    UserDefined,
+    /// A reserved slot (code 5); never produced by encoding and never rendered.
+    Unused,
+    /// A raw byte token (code 6); decoded like a normal token.
+    Byte,
+}
+
+impl TokenType {
+    /// The type for a GGUF code (1..=6), or `None` for any other code.
+    pub fn from_gguf(code: i32) -> Option<TokenType> {
+        match code {
+            1 => Some(TokenType::Normal),
+            2 => Some(TokenType::Unknown),
+            3 => Some(TokenType::Control),
+            4 => Some(TokenType::UserDefined),
+            5 => Some(TokenType::Unused),
+            6 => Some(TokenType::Byte),
+            _ => None,
+        }
+    }
+
+    /// The GGUF code of this type.
+    pub fn gguf_code(self) -> i32 {
+        match self {
+            TokenType::Normal => 1,
+            TokenType::Unknown => 2,
+            TokenType::Control => 3,
+            TokenType::UserDefined => 4,
+            TokenType::Unused => 5,
+            TokenType::Byte => 6,
+        }
+    }
+}
+
+/// Everything needed to build a byte-level BPE [`Tokenizer`].
+#[derive(Clone, Debug, Default)]
+pub struct BpeConfig {
+    /// Token spellings (byte-level alphabet for normal tokens, plain text for special ones); the
+    /// index is the id.
+    pub tokens: Vec<String>,
+    /// One type per token.
+    pub token_types: Vec<TokenType>,
+    /// Merge rules, "left right" each; the index is the rank (lower merges first).
+    pub merges: Vec<String>,
+    /// Pre-tokenizer name as in GGUF `tokenizer.ggml.pre`: "smollm" or "gpt2".
+    pub pre_tokenizer: String,
+    /// Beginning-of-sequence token.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence token.
+    pub eos_id: Option<u32>,
+    /// Unknown token (kept for callers; byte-level BPE never needs it when encoding).
+    pub unk_id: Option<u32>,
+    /// Padding token.
+    pub pad_id: Option<u32>,
+    /// Whether [`Tokenizer::encode_with_special`] starts with BOS.
+    pub add_bos: bool,
+    /// Whether [`Tokenizer::encode_with_special`] ends with EOS.
+    pub add_eos: bool,
+}
+
+/// Why a tokenizer could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenizerError {
+    /// The vocabulary has no tokens.
+    #[error("the vocabulary is empty")]
+    EmptyVocabulary,
+    /// More tokens than ids can name.
+    #[error("the vocabulary has {count} tokens, more than the {max} supported")]
+    VocabularyTooLarge { count: usize, max: usize },
+    /// Token types do not line up with tokens.
+    #[error("{tokens} tokens but {token_types} token types")]
+    LengthMismatch { tokens: usize, token_types: usize },
+    /// A special id points past the vocabulary.
+    #[error("{name} token id {id} is out of range (vocabulary of {vocab_size})")]
+    IdOutOfRange {
+        name: &'static str,
+        id: u32,
+        vocab_size: usize,
+    },
+    /// A merge rule is not two tokens separated by a space.
+    #[error("merge #{index} {merge:?} is not \"left right\"")]
+    MalformedMerge { index: usize, merge: String },
+    /// A merge rule names a token, or makes one, that the vocabulary lacks.
+    #[error("merge #{index} {merge:?} needs token {token:?}, which is not in the vocabulary")]
+    MergeTokenMissing {
+        index: usize,
+        merge: String,
+        token: String,
+    },
+    /// The pre-tokenizer is not one this crate implements.
+    #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\")")]
+    UnsupportedPreTokenizer { name: String },
+}

@@ -1,0 +1,56 @@
+//! Perplexity by llama.cpp's method: split the tokens into non-overlapping chunks of `n_ctx`,
+//! evaluate each chunk from an empty cache, and average the negative log-likelihood of the
+//! second half of every chunk only (so each scored token has at least n_ctx/2 tokens of context).
+//! PPL = exp(mean NLL).
+
+use crate::sampler::log_softmax_at;
+use crate::GenerateError;
+use model::{Llama, Logits};
+
+/// The outcome of a perplexity run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perplexity {
+    /// exp(mean negative log-likelihood).
+    pub ppl: f64,
+    /// Tokens in the text.
+    pub tokens: usize,
+    /// Chunks evaluated (tokens / n_ctx, rounded down).
+    pub chunks: usize,
+    /// Predictions scored.
+    pub scored: usize,
+}
+
+/// Computes perplexity over `tokens` with chunks of `n_ctx`; `on_chunk(done, total, ppl_so_far)`
+/// reports progress after each chunk. With `bos` (models that add BOS), the first token of every
+/// chunk is replaced by it, as llama.cpp does.
+pub fn perplexity(model: &Llama, tokens: &[u32], n_ctx: usize, bos: Option<u32>, on_chunk: &mut dyn FnMut(usize, usize, f64)) -> Result<Perplexity, GenerateError> {
+    if n_ctx < 4 {
+        return Err(GenerateError::InvalidArgument(format!("the context size must be at least 4, got {n_ctx}")));
+    }
+    let chunks = tokens.len() / n_ctx;
+    if chunks == 0 {
+        return Err(GenerateError::InvalidArgument(format!(
+            "the text has {} tokens, fewer than one chunk of {n_ctx}: use a longer text or a smaller --ctx",
+            tokens.len()
+        )));
+    }
+    let v = model.config.n_vocab;
+    let mut cache = model.new_cache(n_ctx);
+    let mut scratch = model.new_scratch(n_ctx, n_ctx);
+    let (mut nll, mut scored) = (0.0f64, 0usize);
+    let mut chunk = vec![0u32; n_ctx];
+    for c in 0..chunks {
+        chunk.copy_from_slice(&tokens[c * n_ctx..(c + 1) * n_ctx]);
+        if let Some(bos) = bos {
+            chunk[0] = bos;
+        }
+        cache.clear();
+        let logits = model.forward(&chunk, &mut cache, &mut scratch, Logits::All)?; // (n_ctx, V)
+        for j in n_ctx / 2..n_ctx - 1 {
+            nll -= log_softmax_at(&logits[j * v..(j + 1) * v], chunk[j + 1]);
+            scored += 1;
+        }
+        on_chunk(c + 1, chunks, (nll / scored as f64).exp());
+    }
+    Ok(Perplexity { ppl: (nll / scored as f64).exp(), tokens: tokens.len(), chunks, scored })
+}

@@ -1,0 +1,339 @@
+//! Byte-pair merging of one pre-tokenized piece.
+//!
+//! A piece starts as one symbol per byte (the token spelling that byte). Then, repeatedly, the
+//! adjacent pair with the lowest merge rank is merged, the leftmost one on ties. Instead of
+//! rescanning all pairs after every merge (llama2.c's O(n^2) loop), the symbols form a linked
+//! list and candidate pairs sit in a min-heap keyed by (rank, position); a merge only creates the
+//! two new pairs around it, and heap entries made stale by earlier merges are skipped when popped.
+//! That is O(n log n) per piece.
+//!
+//! A byte whose token is missing from the vocabulary (SmolLM2 lacks 21 of them) stays in the
+//! list as a barrier that never merges, and is dropped at the end: "a\x04b" gives [a, b], never
+//! "ab", which is what llama.cpp does.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Symbol id of a byte that has no token.
+const MISSING: u32 = u32::MAX;
+/// Symbol id of a symbol merged into its left neighbour.
+const MERGED_AWAY: u32 = u32::MAX - 1;
+/// "No neighbour" in the linked list.
+const NONE: u32 = u32::MAX;
+
+/// One merge rule: the pair's rank (its line in the merges list) and the token it makes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Merge {
+    pub rank: u32,
+    pub merged: u32,
+}
+
+/// Multiplicative hasher for the (left, right) id pairs: SipHash would cost more than the merge
+/// itself, and the keys are not attacker-chosen in a way that matters (a fixed vocabulary).
+#[derive(Default)]
+pub(crate) struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        // A product's low bits depend only on the key's low bits, and the table picks buckets by
+        // the low bits: fold the well-mixed high half down.
+        self.0 ^ (self.0 >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A hash map keyed by a packed (left, right) pair or a small integer.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<PairHasher>>;
+
+/// Pack a (left, right) token pair into one key.
+#[inline]
+pub(crate) fn pair_key(left: u32, right: u32) -> u64 {
+    ((left as u64) << 32) | right as u64
+}
+
+/// The merge rules and byte tokens of a vocabulary.
+#[derive(Clone, Debug)]
+pub(crate) struct Bpe {
+    /// Token id spelling each byte, or `MISSING`.
+    pub byte_ids: [u32; 256],
+    /// (left id, right id) packed by `pair_key` -> merge.
+    pub merges: FastMap<u64, Merge>,
+    /// Raw bytes of every token that BPE turns into exactly itself -> its id. Most pieces of
+    /// ordinary text are whole tokens ("Ġthe", "ing"); one hash lookup replaces their merge loop
+    /// (measured: encoding 4x faster on English prose, 2x on the mixed golden corpus; indexing
+    /// costs ~20 ms at load). Only tokens that the merge loop really reaches are listed, so the
+    /// shortcut never changes a result.
+    pub whole_pieces: FastMap<Box<[u8]>, u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Symbol {
+    id: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// A candidate merge of the symbol at `left` with its right neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    rank: u32,
+    left: u32,
+    left_id: u32,
+    right_id: u32,
+    merged: u32,
+}
+
+impl Ord for Candidate {
+    // Reversed so that `BinaryHeap` (a max-heap) pops the lowest rank, then the leftmost.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.rank, other.left).cmp(&(self.rank, self.left))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Buffers reused across the pieces of one encode call.
+#[derive(Default, Debug)]
+pub(crate) struct Scratch {
+    symbols: Vec<Symbol>,
+    heap: BinaryHeap<Candidate>,
+}
+
+impl Bpe {
+    /// Merge rules without the whole-piece shortcut; see [`Bpe::index_whole_pieces`].
+    pub fn new(byte_ids: [u32; 256], merges: FastMap<u64, Merge>) -> Bpe {
+        Bpe {
+            byte_ids,
+            merges,
+            whole_pieces: FastMap::default(),
+        }
+    }
+
+    /// Fill the whole-piece shortcut from the raw bytes of each candidate token.
+    pub fn index_whole_pieces<'a>(&mut self, tokens: impl IntoIterator<Item = (u32, &'a [u8])>) {
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        let mut whole_pieces = FastMap::default();
+        for (id, raw) in tokens {
+            if raw.len() < 2 {
+                continue;
+            }
+            out.clear();
+            self.merge_piece(raw, &mut scratch, &mut out);
+            if out == [id] {
+                whole_pieces.insert(raw.into(), id);
+            }
+        }
+        self.whole_pieces = whole_pieces;
+    }
+
+    /// Append the tokens of `piece` to `out`.
+    pub fn encode_piece(&self, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
+        if piece.len() > 1 {
+            if let Some(&id) = self.whole_pieces.get(piece) {
+                out.push(id);
+                return;
+            }
+        }
+        self.merge_piece(piece, scratch, out);
+    }
+
+    /// The merge loop itself.
+    fn merge_piece(&self, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
+        match piece {
+            [] => return,
+            [byte] => {
+                let id = self.byte_ids[*byte as usize];
+                if id != MISSING {
+                    out.push(id);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Scratch { symbols, heap } = scratch;
+        symbols.clear();
+        heap.clear();
+        let n = piece.len() as u32;
+        symbols.extend(piece.iter().enumerate().map(|(i, &byte)| Symbol {
+            id: self.byte_ids[byte as usize],
+            prev: if i == 0 { NONE } else { i as u32 - 1 },
+            next: if i as u32 + 1 == n {
+                NONE
+            } else {
+                i as u32 + 1
+            },
+        }));
+        for left in 0..n.saturating_sub(1) {
+            self.push_candidate(symbols, heap, left);
+        }
+
+        while let Some(candidate) = heap.pop() {
+            let left = candidate.left as usize;
+            let right = symbols[left].next;
+            // Stale if either side has changed since the candidate was pushed.
+            if symbols[left].id != candidate.left_id
+                || right == NONE
+                || symbols[right as usize].id != candidate.right_id
+            {
+                continue;
+            }
+            let after = symbols[right as usize].next;
+            symbols[left].id = candidate.merged;
+            symbols[left].next = after;
+            symbols[right as usize].id = MERGED_AWAY;
+            if after != NONE {
+                symbols[after as usize].prev = candidate.left;
+            }
+            let prev = symbols[left].prev;
+            if prev != NONE {
+                self.push_candidate(symbols, heap, prev);
+            }
+            self.push_candidate(symbols, heap, candidate.left);
+        }
+
+        // The first symbol is never merged away, so the list starts at 0.
+        let mut at = 0u32;
+        while at != NONE {
+            let symbol = symbols[at as usize];
+            if symbol.id != MISSING {
+                out.push(symbol.id);
+            }
+            at = symbol.next;
+        }
+    }
+
+    /// Push the merge of the symbol at `left` with its right neighbour, if there is a rule.
+    #[inline]
+    fn push_candidate(&self, symbols: &[Symbol], heap: &mut BinaryHeap<Candidate>, left: u32) {
+        let symbol = symbols[left as usize];
+        if symbol.next == NONE || symbol.id == MISSING {
+            return;
+        }
+        let right_id = symbols[symbol.next as usize].id;
+        if right_id == MISSING {
+            return;
+        }
+        if let Some(merge) = self.merges.get(&pair_key(symbol.id, right_id)) {
+            heap.push(Candidate {
+                rank: merge.rank,
+                left,
+                left_id: symbol.id,
+                right_id,
+                merged: merge.merged,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain O(n^2) loop: find the lowest-ranked leftmost pair, merge it, repeat.
+    fn naive(bpe: &Bpe, piece: &[u8]) -> Vec<u32> {
+        let mut symbols: Vec<u32> = piece.iter().map(|&b| bpe.byte_ids[b as usize]).collect();
+        loop {
+            let mut best: Option<(u32, usize, u32)> = None;
+            for i in 0..symbols.len().saturating_sub(1) {
+                if symbols[i] == MISSING || symbols[i + 1] == MISSING {
+                    continue;
+                }
+                if let Some(merge) = bpe.merges.get(&pair_key(symbols[i], symbols[i + 1])) {
+                    if best.map_or(true, |(rank, _, _)| merge.rank < rank) {
+                        best = Some((merge.rank, i, merge.merged));
+                    }
+                }
+            }
+            let Some((_, i, merged)) = best else { break };
+            symbols[i] = merged;
+            symbols.remove(i + 1);
+        }
+        symbols.retain(|&id| id != MISSING);
+        symbols
+    }
+
+    /// Bytes 0..4 have tokens 0..4 (byte 4 has none); random merges of random existing tokens,
+    /// with the whole-piece shortcut indexed so that the test covers it too.
+    fn random_bpe(rules: &[(usize, usize, u32)]) -> Bpe {
+        let mut byte_ids = [MISSING; 256];
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        for (byte, slot) in byte_ids.iter_mut().enumerate().take(4) {
+            *slot = byte as u32;
+            raw.push(vec![byte as u8]);
+        }
+        let mut merges = FastMap::default();
+        for (rank, &(left, right, _)) in rules.iter().enumerate() {
+            let left = left % raw.len();
+            let right = right % raw.len();
+            let merged = raw.len() as u32;
+            merges
+                .entry(pair_key(left as u32, right as u32))
+                .or_insert(Merge {
+                    rank: rank as u32,
+                    merged,
+                });
+            raw.push([raw[left].clone(), raw[right].clone()].concat());
+        }
+        let mut bpe = Bpe::new(byte_ids, merges);
+        bpe.index_whole_pieces(
+            raw.iter()
+                .enumerate()
+                .map(|(id, bytes)| (id as u32, bytes.as_slice())),
+        );
+        bpe
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn heap_merge_equals_naive_merge(
+            rules in prop::collection::vec((0usize..64, 0usize..64, any::<u32>()), 0..24),
+            piece in prop::collection::vec(0u8..5, 0..40),
+        ) {
+            let bpe = random_bpe(&rules);
+            let mut out = Vec::new();
+            bpe.encode_piece(&piece, &mut Scratch::default(), &mut out);
+            prop_assert_eq!(out, naive(&bpe, &piece));
+        }
+    }
+
+    #[test]
+    fn pair_hash_spreads_pairs_that_share_a_right_token() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<PairHasher>::default();
+        let mut low_bits: Vec<u64> = (0..256u32)
+            .map(|left| build.hash_one(pair_key(left, 7)) & 0xff)
+            .collect();
+        low_bits.sort_unstable();
+        low_bits.dedup();
+        assert!(
+            low_bits.len() > 128,
+            "only {} distinct buckets of 256",
+            low_bits.len()
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! The [`Tokenizer`]: vocabulary, merges, special tokens, encode and decode.
+
+use std::collections::HashMap;
+
+use crate::bpe::{pair_key, Bpe, FastMap, Merge, Scratch};
+use crate::byte_level;
+use crate::pretokenize::PreTokenizer;
+use crate::special::{Segment, SpecialTokens};
+use crate::{BpeConfig, TokenType, TokenizerError};
+
+/// Control-token spellings that end a generation besides EOS: llama.cpp's list, so that a chat
+/// model stops where llama.cpp stops (SmolLM2 ends turns with `<|im_end|>` and documents with
+/// `<|endoftext|>`).
+const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end▁of▁sentence|>",
+];
+
+/// Ids at or above this are reserved as sentinels by the BPE merge loop.
+const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
+
+/// A byte-level BPE tokenizer. Immutable once built; share it freely between threads.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    tokens: Vec<String>,
+    token_types: Vec<TokenType>,
+    /// Spelling -> id (the last id wins for duplicate spellings, as in llama.cpp).
+    text_to_id: HashMap<String, u32>,
+    /// Raw bytes of every token, back to back: token i is `bytes[offsets[i]..offsets[i + 1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+    bpe: Bpe,
+    pre_tokenizer: PreTokenizer,
+    specials: SpecialTokens,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
+    unk_id: Option<u32>,
+    pad_id: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    /// Sorted ids that end a generation.
+    end_of_generation: Vec<u32>,
+}
+
+impl Tokenizer {
+    /// Build a tokenizer, checking that the types line up with the tokens, the special ids are in
+    /// range, every merge names two tokens and makes a third, and the pre-tokenizer is supported.
+    pub fn from_bpe(config: BpeConfig) -> Result<Tokenizer, TokenizerError> {
+        let BpeConfig {
+            tokens,
+            token_types,
+            merges,
+            pre_tokenizer,
+            bos_id,
+            eos_id,
+            unk_id,
+            pad_id,
+            add_bos,
+            add_eos,
+        } = config;
+        if tokens.is_empty() {
+            return Err(TokenizerError::EmptyVocabulary);
+        }
+        if tokens.len() > MAX_VOCAB {
+            return Err(TokenizerError::VocabularyTooLarge {
+                count: tokens.len(),
+                max: MAX_VOCAB,
+            });
+        }
+        if tokens.len() != token_types.len() {
+            return Err(TokenizerError::LengthMismatch {
+                tokens: tokens.len(),
+                token_types: token_types.len(),
+            });
+        }
+        let vocab_size = tokens.len();
+        for (name, id) in [
+            ("bos", bos_id),
+            ("eos", eos_id),
+            ("unknown", unk_id),
+            ("padding", pad_id),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
+                return Err(TokenizerError::IdOutOfRange {
+                    name,
+                    id,
+                    vocab_size,
+                });
+            }
+        }
+        let pre = PreTokenizer::from_name(&pre_tokenizer).ok_or(
+            TokenizerError::UnsupportedPreTokenizer {
+                name: pre_tokenizer,
+            },
+        )?;
+
+        let text_to_id: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, text)| (text.clone(), id as u32))
+            .collect();
+
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(vocab_size + 1);
+        offsets.push(0);
+        for (text, &kind) in tokens.iter().zip(&token_types) {
+            match kind {
+                TokenType::Normal | TokenType::Byte => match byte_level::decode_spelling(text) {
+                    Some(raw) => bytes.extend_from_slice(&raw),
+                    None => bytes.extend_from_slice(text.as_bytes()),
+                },
+                _ => bytes.extend_from_slice(text.as_bytes()),
+            }
+            offsets.push(bytes.len());
+        }
+
+        let mut byte_ids = [u32::MAX; 256];
+        for (byte, slot) in byte_ids.iter_mut().enumerate() {
+            let spelling = byte_level::byte_to_char(byte as u8).to_string();
+            if let Some(&id) = text_to_id.get(&spelling) {
+                *slot = id;
+            }
+        }
+        let mut bpe = Bpe::new(byte_ids, parse_merges(&merges, &text_to_id)?);
+        bpe.index_whole_pieces(token_types.iter().enumerate().filter_map(|(id, &kind)| {
+            let raw = bytes.get(offsets[id]..offsets[id + 1])?;
+            (kind == TokenType::Normal).then_some((id as u32, raw))
+        }));
+
+        let specials = SpecialTokens::new(tokens.iter().zip(&token_types).enumerate().filter_map(
+            |(id, (text, kind))| match kind {
+                TokenType::Control | TokenType::Unknown => Some((text.clone(), id as u32, false)),
+                TokenType::UserDefined => Some((text.clone(), id as u32, true)),
+                _ => None,
+            },
+        ));
+
+        let mut end_of_generation: Vec<u32> = eos_id.into_iter().collect();
+        for text in END_OF_GENERATION_TEXTS {
+            if let Some(&id) = text_to_id.get(*text) {
+                if token_types[id as usize] == TokenType::Control {
+                    end_of_generation.push(id);
+                }
+            }
+        }
+        end_of_generation.sort_unstable();
+        end_of_generation.dedup();
+
+        Ok(Tokenizer {
+            tokens,
+            token_types,
+            text_to_id,
+            bytes,
+            offsets,
+            bpe,
+            pre_tokenizer: pre,
+            specials,
+            bos_id,
+            eos_id,
+            unk_id,
+            pad_id,
+            add_bos,
+            add_eos,
+            end_of_generation,
+        })
+    }
+
+    /// Token ids of `text`. With `parse_special`, control tokens written in the text (e.g.
+    /// `<|im_start|>`) become their ids; without it they are plain text. Never adds BOS/EOS.
+    pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        // Roughly 4 bytes per token in English: one allocation for most texts.
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let mut scratch = Scratch::default();
+        self.specials
+            .split(text, parse_special, |segment| match segment {
+                Segment::Special(id) => out.push(id),
+                Segment::Text(span) => {
+                    for piece in self.pre_tokenizer.pieces(span) {
+                        self.bpe
+                            .encode_piece(piece.as_bytes(), &mut scratch, &mut out);
+                    }
+                }
+            });
+        out
+    }
+
+    /// Like [`Tokenizer::encode`], then BOS first and EOS last when the model asks for them.
+    pub fn encode_with_special(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        let body = self.encode(text, parse_special);
+        let bos = self.bos_id.filter(|_| self.add_bos);
+        let eos = self.eos_id.filter(|_| self.add_eos);
+        bos.into_iter().chain(body).chain(eos).collect()
+    }
+
+    /// Text of `ids`, with invalid UTF-8 replaced by U+FFFD. Control and unknown tokens appear as
+    /// their text only with `render_special`; unused tokens and ids past the vocabulary are
+    /// skipped.
+    pub fn decode(&self, ids: &[u32], render_special: bool) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            self.append_bytes(id, render_special, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Append what decoding `id` produces to `out` (see [`Tokenizer::decode`]).
+    pub(crate) fn append_bytes(&self, id: u32, render_special: bool, out: &mut Vec<u8>) {
+        let rendered = match self.token_type(id) {
+            None | Some(TokenType::Unused) => false,
+            Some(TokenType::Control | TokenType::Unknown) => render_special,
+            Some(TokenType::Normal | TokenType::Byte | TokenType::UserDefined) => true,
+        };
+        if rendered {
+            if let Some(raw) = self.token_bytes(id) {
+                out.extend_from_slice(raw);
+            }
+        }
+    }
+
+    /// Raw bytes of a token: the bytes a normal token spells, the text of any other token.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let id = id as usize;
+        let start = *self.offsets.get(id)?;
+        let end = *self.offsets.get(id + 1)?;
+        self.bytes.get(start..end)
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Id of the token with this exact spelling (byte-level alphabet for normal tokens).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.text_to_id.get(token).copied()
+    }
+
+    /// Spelling of a token as the vocabulary stores it.
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// Type of a token.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.token_types.get(id as usize).copied()
+    }
+
+    /// Beginning-of-sequence token.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// End-of-sequence token.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// Unknown token.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.unk_id
+    }
+
+    /// Padding token.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// Whether the model expects BOS at the start of a prompt.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Whether the model expects EOS at the end of an encoded text.
+    pub fn add_eos(&self) -> bool {
+        self.add_eos
+    }
+
+    /// The pre-tokenizer in use.
+    pub fn pre_tokenizer(&self) -> PreTokenizer {
+        self.pre_tokenizer
+    }
+
+    /// Whether generating `id` ends a generation: EOS, and the control tokens llama.cpp also stops
+    /// on (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, `<end_of_turn>`, ...).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
+    }
+
+    /// All ids that end a generation, sorted.
+    pub fn end_of_generation_ids(&self) -> &[u32] {
+        &self.end_of_generation
+    }
+}
+
+/// Parse "left right" merge lines into (left id, right id) -> (rank, merged id). A repeated pair
+/// keeps its first (lowest) rank, as llama.cpp does.
+fn parse_merges(
+    merges: &[String],
+    text_to_id: &HashMap<String, u32>,
+) -> Result<FastMap<u64, Merge>, TokenizerError> {
+    let mut table = FastMap::default();
+    table.reserve(merges.len());
+    for (index, merge) in merges.iter().enumerate() {
+        // Split at the first space after the first character, as llama.cpp does.
+        let split = merge
+            .char_indices()
+            .skip(1)
+            .find(|&(_, c)| c == ' ')
+            .map(|(at, _)| at)
+            .ok_or_else(|| TokenizerError::MalformedMerge {
+                index,
+                merge: merge.clone(),
+            })?;
+        let (left, right) = (&merge[..split], &merge[split + 1..]);
+        if right.is_empty() {
+            return Err(TokenizerError::MalformedMerge {
+                index,
+                merge: merge.clone(),
+            });
+        }
+        let lookup = |token: &str| {
+            text_to_id
+                .get(token)
+                .copied()
+                .ok_or_else(|| TokenizerError::MergeTokenMissing {
+                    index,
+                    merge: merge.clone(),
+                    token: token.to_string(),
+                })
+        };
+        let left_id = lookup(left)?;
+        let right_id = lookup(right)?;
+        let merged = lookup(&format!("{left}{right}"))?;
+        table.entry(pair_key(left_id, right_id)).or_insert(Merge {
+            rank: index as u32,
+            merged,
+        });
+    }
+    Ok(table)
+}
