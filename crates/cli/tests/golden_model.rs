@@ -18,7 +18,11 @@ fn threads() -> usize {
 }
 
 /// llama.cpp's greedy continuations: at least 9 of 10 identical, and wherever one differs,
-/// llama.cpp itself had a near-tie (top-2 logit margin under 0.1) at the first differing step.
+/// llama.cpp itself had a near-tie at the first differing step: its top two logits within
+/// `NEAR_TIE` of each other (a probability ratio under 1.35), the size of the numerical
+/// differences between two correct engines (8-bit activations, f16 cache, summation order).
+const NEAR_TIE: f64 = 0.3;
+
 #[test]
 fn greedy_continuations_match_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
@@ -45,7 +49,7 @@ fn greedy_continuations_match_llama_cpp() {
         let margin = case["top2_margins"][first].as_f64().unwrap_or(f64::INFINITY);
         eprintln!("differs at step {first} of {prompt:?}: llama.cpp top-2 margin {margin:.4}");
         assert!(
-            margin < 0.1,
+            margin < NEAR_TIE,
             "continuation of {prompt:?} differs at step {first} where llama.cpp's margin is {margin} (not a near-tie)\n got  {got:?}\n want {want:?}"
         );
     }

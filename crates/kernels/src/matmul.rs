@@ -80,49 +80,81 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Lanes of the per-row accumulator: each block's 32 integer products are summed in 8 groups of
+/// 4 consecutive elements, and group i is added into lane i with a fused multiply-add by the
+/// block's scale. The lanes are reduced at the end of the row in a fixed tree order.
+///
+/// This is the exact order of the peers' x86 kernels (an 8-wide float accumulator). Float
+/// rounding after 30 layers moves logits by ~0.05 between two correct summation orders, enough to
+/// flip greedy choices at near-ties; keeping the same order keeps us token-exact with them.
+const LANES: usize = 8;
+
+/// Sums the 8 lanes as `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
+#[inline(always)]
+fn reduce_lanes(acc: &[f32; LANES]) -> f32 {
+    let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// w block values (32, element order) times activation block, accumulated into the lanes.
+#[inline(always)]
+fn accumulate_block(acc: &mut [f32; LANES], scale: f32, w: &[i32; QK], a: &[i8; QK]) {
+    for (lane, acc) in acc.iter_mut().enumerate() {
+        let mut sum = 0i32;
+        for e in 4 * lane..4 * lane + 4 {
+            sum += w[e] * a[e] as i32;
+        }
+        *acc = scale.mul_add(sum as f32, *acc);
+    }
+}
+
+/// Unpacks 16 bytes of nibbles into 32 values in element order (low nibbles first), minus `offset`.
+#[inline(always)]
+fn unpack_nibbles(qs: &[u8], offset: i32) -> [i32; QK] {
+    let mut w = [0i32; QK];
+    for j in 0..QK / 2 {
+        w[j] = (qs[j] & 0x0F) as i32 - offset;
+        w[j + QK / 2] = (qs[j] >> 4) as i32 - offset;
+    }
+    w
+}
+
 /// w row (K) q4_0, x (K/32) q8 blocks -> dot product.
 #[inline(always)]
 pub fn dot_q4_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0f32; LANES];
     for (b, a) in w.chunks_exact(Q4_0_BYTES).zip(x) {
-        let qs = &b[2..Q4_0_BYTES];
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += ((qs[j] & 0x0F) as i32 - 8) * a.qs[j] as i32 + ((qs[j] >> 4) as i32 - 8) * a.qs[j + QK / 2] as i32;
-        }
-        sum += sumi as f32 * (read_f16(b, 0) * a.d);
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_nibbles(&b[2..Q4_0_BYTES], 8), &a.qs);
     }
-    sum
+    reduce_lanes(&acc)
 }
 
 /// w row (K) q4_1, x (K/32) q8 blocks -> dot product. The weight minimum `m` meets the block sum
-/// `s` of the activations: sum_j (d q_j + m) a_j = d * sum_j q_j a_j + m * s.
+/// `s` of the activations: sum_j (d q_j + m) a_j = d * sum_j q_j a_j + m * s; the `m * s` terms
+/// are summed separately and added last.
 #[inline(always)]
 pub fn dot_q4_1_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0f32; LANES];
+    let mut mins = 0.0f32;
     for (b, a) in w.chunks_exact(Q4_1_BYTES).zip(x) {
-        let qs = &b[4..Q4_1_BYTES];
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += (qs[j] & 0x0F) as i32 * a.qs[j] as i32 + (qs[j] >> 4) as i32 * a.qs[j + QK / 2] as i32;
-        }
-        sum += sumi as f32 * (read_f16(b, 0) * a.d) + read_f16(b, 2) * a.s;
+        mins += read_f16(b, 2) * a.s;
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_nibbles(&b[4..Q4_1_BYTES], 0), &a.qs);
     }
-    sum
+    reduce_lanes(&acc) + mins
 }
 
 /// w row (K) q8_0, x (K/32) q8 blocks -> dot product.
 #[inline(always)]
 pub fn dot_q8_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0f32; LANES];
     for (b, a) in w.chunks_exact(Q8_0_BYTES).zip(x) {
-        let mut sumi = 0i32;
-        for j in 0..QK {
-            sumi += (b[2 + j] as i8) as i32 * a.qs[j] as i32;
+        let mut q = [0i32; QK];
+        for (q, &v) in q.iter_mut().zip(&b[2..Q8_0_BYTES]) {
+            *q = v as i8 as i32;
         }
-        sum += sumi as f32 * (read_f16(b, 0) * a.d);
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &q, &a.qs);
     }
-    sum
+    reduce_lanes(&acc)
 }
 
 /// w row (K) f32/f16/bf16 bytes, x (K) f32 -> dot product, accumulated in f32 in order.

@@ -6,7 +6,7 @@
 /// f32, and the peers accumulate in double here too.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert!(x.len() == weight.len() && x.len() == out.len());
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
@@ -53,16 +53,49 @@ pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {
             let (a, b) = (pair[0], pair[1]);
-            pair[0] = a * c - b * s;
-            pair[1] = a * s + b * c;
+            pair[0] = a.mul_add(c, -(b * s));
+            pair[1] = a.mul_add(s, b * c);
         }
     }
 }
 
-/// SiLU, `x * sigmoid(x)`.
+/// e^x by range reduction to `2^n * e^b` with |b| <= ln2/2 and a degree-5 minimax polynomial
+/// for e^b, about 1.5 ulp from the exact value.
+///
+/// This is the vector exponential of the ARM optimized-routines family that the peers evaluate
+/// in their softmax and SiLU; computing the same polynomial with the same fused operations keeps
+/// our attention probabilities and activations bit-identical to theirs (libm's `expf` differs in
+/// the last bit often enough to flip greedy choices at near-ties). Below -103.97 it flushes to
+/// zero, above 88.38 to infinity.
+#[inline(always)]
+pub fn exp_poly(x: f32) -> f32 {
+    const SHIFT: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let log2e = f32::from_bits(0x3fb8_aa3b);
+    let ln2_hi = f32::from_bits(0x3f31_7200);
+    let ln2_lo = f32::from_bits(0x35bf_be8e);
+    let c = [
+        f32::from_bits(0x3f7f_fff6), // ~1
+        f32::from_bits(0x3eff_fedb), // ~1/2
+        f32::from_bits(0x3e2a_af33), // ~1/6
+        f32::from_bits(0x3d2b_9f17), // ~1/24
+        f32::from_bits(0x3c07_2010), // ~1/120
+    ];
+    let z = x.mul_add(log2e, SHIFT);
+    let n = z - SHIFT; // round(x / ln2)
+    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x)); // x - n ln2, in two parts
+    if n.abs() > 192.0 || n.is_nan() {
+        return if n > 0.0 { f32::INFINITY } else if n <= 0.0 { 0.0 } else { f32::NAN };
+    }
+    let u = b * b;
+    let j = c[4].mul_add(b, c[3]).mul_add(u, c[2].mul_add(b, c[1])).mul_add(u, c[0].mul_add(b, 1.0));
+    // j * 2^n, exact unless the result leaves the normal range.
+    (j as f64 * (n as f64).exp2()) as f32
+}
+
+/// SiLU, `x * sigmoid(x)`, as `x / (1 + e^-x)` with [`exp_poly`].
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp_poly(-x))
 }
 
 /// gate (F), up (F) -> gate (F) in place: `silu(gate) * up` (SwiGLU).
@@ -158,12 +191,26 @@ mod tests {
     }
 
     #[test]
+    fn exp_poly_is_within_two_ulp_of_exp_and_saturates() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp_poly(x), (x as f64).exp());
+            assert!(((got as f64 - want) / want).abs() < 2.5e-7, "exp({x}) = {got}, want {want}");
+            x += 0.0137;
+        }
+        assert_eq!(exp_poly(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_poly(-200.0), 0.0);
+        assert_eq!(exp_poly(200.0), f32::INFINITY);
+        assert_eq!(exp_poly(0.0), 1.0);
+    }
+
+    #[test]
     fn swiglu_matches_definition() {
         let mut g = [-2.0f32, 0.0, 1.5];
         swiglu_inplace(&mut g, &[2.0, 3.0, -1.0]);
         let want = [-2.0 / (1.0 + 2.0f32.exp()) * 2.0, 0.0, -(1.5 / (1.0 + (-1.5f32).exp()))];
         for (a, b) in g.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6);
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
 

@@ -258,7 +258,7 @@ impl Llama {
             }
             let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
             let att = &mut s.att[..t * q_dim];
-            attention(&self.pool, shape, q, &k_cache[..(start + t) * kv_dim], &v_cache[..(start + t) * kv_dim], att, &mut s.att_scratch);
+            attention(&self.pool, self.level, shape, q, &k_cache[..(start + t) * kv_dim], &v_cache[..(start + t) * kv_dim], att, &mut s.att_scratch);
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             quantize_row_q8(att, att_q);

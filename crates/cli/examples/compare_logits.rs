@@ -1,0 +1,38 @@
+//! Compares ferrolm's logits with a dump from tools/dump_llama_cpp_logits.py, position by
+//! position: max and mean absolute difference, and whether the argmax agrees.
+//!
+//! cargo run --release -p ferrolm --example compare_logits -- MODEL DUMP.bin
+
+use model::{Llama, Logits};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: compare_logits MODEL DUMP.bin");
+        std::process::exit(2);
+    }
+    let model = Llama::open(&args[1], 2).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&args[2]).unwrap_or_else(|e| panic!("{}: {e}", args[2]));
+    let word = |i: usize| u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
+    let (n, v) = (word(0) as usize, word(1) as usize);
+    let tokens: Vec<u32> = (0..n).map(|i| word(2 + i)).collect();
+    let theirs: Vec<f32> = (0..n * v).map(|i| f32::from_bits(word(2 + n + i))).collect();
+    let mut cache = model.new_cache(n);
+    let mut scratch = model.new_scratch(n, n);
+    let ours = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap_or_else(|e| panic!("{e}"));
+    let argmax = |x: &[f32]| kernels::ops::argmax(x);
+    let (mut worst, mut sum, mut agree) = (0f32, 0f64, 0);
+    let identical = ours.iter().zip(&theirs).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+    for t in 0..n {
+        let (a, b) = (&ours[t * v..(t + 1) * v], &theirs[t * v..(t + 1) * v]);
+        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        worst = worst.max(d);
+        sum += a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / v as f64;
+        agree += (argmax(a) == argmax(b)) as usize;
+    }
+    println!(
+        "{n} positions: max |diff| {worst:.3e}, mean |diff| {:.3e}, argmax agrees at {agree}/{n}, {identical}/{} logits bit-identical",
+        sum / n as f64,
+        n * v
+    );
+}

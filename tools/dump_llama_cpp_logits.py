@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Dump llama.cpp's logits for every position of a token sequence, to compare numerics with
+ferrolm (`cargo run --release -p ferrolm --example compare_logits -- MODEL OUT.bin`).
+
+  /work/peers/venv/bin/python tools/dump_llama_cpp_logits.py MODEL OUT.bin "prompt text" [N_GREEDY]
+
+Writes OUT.bin: u32 n_tokens, u32 n_vocab, u32 tokens[n_tokens], f32 logits[n_tokens][n_vocab].
+The sequence is the prompt (special tokens parsed) followed by N_GREEDY llama.cpp greedy tokens.
+"""
+import struct
+import sys
+
+import numpy as np
+from llama_cpp import Llama
+
+model, out, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
+n_greedy = int(sys.argv[4]) if len(sys.argv) > 4 else 32
+llm = Llama(model_path=model, n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
+tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+llm.eval(tokens)
+for _ in range(n_greedy):
+    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tokens.append(nxt)
+    llm.eval([nxt])
+llm.reset()
+llm.eval(tokens)  # one batch, like ferrolm's prefill
+scores = np.array(llm.scores[:len(tokens)], dtype=np.float32)
+with open(out, "wb") as f:
+    f.write(struct.pack("<II", len(tokens), scores.shape[1]))
+    f.write(np.array(tokens, dtype=np.uint32).tobytes())
+    f.write(scores.tobytes())
+print(len(tokens), "tokens written to", out)
