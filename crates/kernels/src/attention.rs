@@ -71,7 +71,7 @@ fn reduce_banks(acc: &[f32]) -> f32 {
 #[inline(always)]
 fn dot_f16(order: Order, q: &[f32], k: &[f16]) -> f32 {
     let n = q.len();
-    if n % LANES != 0 {
+    if !n.is_multiple_of(LANES) {
         return q.iter().zip(k).fold(0.0, |acc, (a, b)| a.mul_add(b.to_f32(), acc));
     }
     match order {

@@ -59,7 +59,7 @@ impl Format {
 
     /// Bytes of one row of `k` elements; `None` if `k` is not a whole number of blocks.
     pub fn row_bytes(self, k: usize) -> Option<usize> {
-        (k % self.block_size() == 0).then(|| k / self.block_size() * self.block_bytes())
+        k.is_multiple_of(self.block_size()).then(|| k / self.block_size() * self.block_bytes())
     }
 
     /// Whether products with this format use 8-bit quantized activations ([`BlockQ8`]).

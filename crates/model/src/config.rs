@@ -114,7 +114,7 @@ impl LlamaConfig {
                 return Err(ModelError::BadConfig(format!("{name} = {v} is out of range")));
             }
         }
-        if self.n_embd % block != 0 || self.n_ff % block != 0 || (self.n_head * self.head_dim) % block != 0 {
+        if !self.n_embd.is_multiple_of(block) || !self.n_ff.is_multiple_of(block) || !(self.n_head * self.head_dim).is_multiple_of(block) {
             return Err(ModelError::Unsupported(format!(
                 "widths must be multiples of {block} (embedding {}, feed-forward {}, heads x head_dim {})",
                 self.n_embd,
@@ -122,7 +122,9 @@ impl LlamaConfig {
                 self.n_head * self.head_dim
             )));
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) || !(self.rope_base.is_finite() && self.rope_base > 0.0) {
+        let eps_ok = self.rms_eps.is_finite() && self.rms_eps >= 0.0;
+        let base_ok = self.rope_base.is_finite() && self.rope_base > 0.0;
+        if !eps_ok || !base_ok {
             return Err(ModelError::BadConfig(format!("rms epsilon {} / rope base {} invalid", self.rms_eps, self.rope_base)));
         }
         Ok(())
