@@ -400,7 +400,7 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
         }
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|start| start.checked_add(t.n_bytes));
-        if !end.is_some_and(|end| end <= file_len) {
+        if end.is_none_or(|end| end > file_len) {
             return Err(GgufError::TensorDataPastEnd {
                 tensor: t.name.clone(),
                 start: start.unwrap_or(u64::MAX),
