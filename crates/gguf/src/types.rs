@@ -148,7 +148,7 @@ impl GgmlType {
     /// a whole number of blocks or the size overflows `u64`.
     pub fn row_bytes(self, n_elements: u64) -> Option<u64> {
         let block_size = self.block_size() as u64;
-        if n_elements % block_size != 0 {
+        if !n_elements.is_multiple_of(block_size) {
             return None;
         }
         (n_elements / block_size).checked_mul(self.type_size() as u64)
@@ -192,7 +192,7 @@ pub(crate) fn tensor_size(
         .filter(|&n| n <= max)
         .ok_or_else(overflow)?;
     let block_size = ggml_type.block_size() as u64;
-    if dims[0] % block_size != 0 {
+    if !dims[0].is_multiple_of(block_size) {
         return Err(GgufError::NotBlockMultiple {
             tensor: name.to_owned(),
             ggml_type,

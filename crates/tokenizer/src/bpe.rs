@@ -262,7 +262,7 @@ mod tests {
                     continue;
                 }
                 if let Some(merge) = bpe.merges.get(&pair_key(symbols[i], symbols[i + 1])) {
-                    if best.map_or(true, |(rank, _, _)| merge.rank < rank) {
+                    if best.is_none_or(|(rank, _, _)| merge.rank < rank) {
                         best = Some((merge.rank, i, merge.merged));
                     }
                 }

@@ -45,7 +45,7 @@ impl Raw {
     }
     /// Zero bytes up to the next multiple of `alignment`.
     pub fn pad(&mut self, alignment: usize) -> &mut Raw {
-        while self.0.len() % alignment != 0 {
+        while !self.0.len().is_multiple_of(alignment) {
             self.0.push(0);
         }
         self
