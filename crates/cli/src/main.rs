@@ -1,5 +1,6 @@
 //! `ferrolm`: the command line over the ferrolm crates.
 
+mod bench;
 mod fetch;
 
 use anyhow::{bail, Context, Result};
@@ -126,6 +127,26 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Measure prompt processing (pp) and generation (tg) speed, as llama-bench does
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt tokens processed in one batch (pp)
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Tokens generated one at a time (tg)
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        /// Threads (default: all cores)
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Repetitions of each test (after one warm-up)
+        #[arg(short = 'r', long, default_value_t = 5)]
+        reps: usize,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]
@@ -168,6 +189,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { model } => cmd_info(&model),
         Command::Perplexity { model, threads, file, ctx, json } => cmd_perplexity(&model, threads, &file, ctx, json),
+        Command::Bench { model, n_prompt, n_gen, threads, reps, json } => {
+            let run = RunArgs { model: model.clone(), threads, ctx: None };
+            let (llama, _, _) = open_model(&run)?;
+            let name = fetch::resolve_model(model.model.as_deref())?;
+            let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            bench::run(&llama, &bench::BenchArgs { n_prompt, n_gen, reps, json }, &name)
+        }
     }
 }
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Side-by-side speed of ferrolm and llama.cpp on the same model, machine and settings, in one run.
+
+llama.cpp is driven through the low-level API of the PyPI package llama-cpp-python, the way
+llama-bench measures: pp = one llama_decode of a P-token batch from an empty cache; tg = N
+single-token llama_decode calls from an empty cache; one warm-up, then R repetitions, median.
+ferrolm is measured by `ferrolm bench --json` with the same P, N, R and threads. The two run
+alternately (llama.cpp, ferrolm, for each thread count) so that machine noise hits both.
+
+  cargo build --release
+  /work/peers/venv/bin/python benches/bench_vs_llama_cpp.py [--model M] [-p 512] [-n 128] [-r 5] [-t 2 1]
+"""
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import llama_cpp.llama_cpp as L
+
+
+def bench_llama_cpp(model_path, n_prompt, n_gen, reps, threads):
+    L.llama_backend_init()
+    model = L.llama_model_load_from_file(model_path.encode(), L.llama_model_default_params())
+    vocab = L.llama_model_get_vocab(model)
+    n_vocab = L.llama_vocab_n_tokens(vocab)
+    cp = L.llama_context_default_params()
+    cp.n_ctx = max(n_prompt, n_gen) + 16
+    cp.n_batch = cp.n_ubatch = max(n_prompt, 1)
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.flash_attn_type = 0  # the library default of llama-cpp-python (ferrolm has no flash path yet)
+    ctx = L.llama_init_from_model(model, cp)
+    mem = L.llama_get_memory(ctx)
+    s = 0x2545F4914F6CDD1D
+    toks = []
+    for _ in range(max(n_prompt, n_gen)):
+        s ^= (s << 13) & (2**64 - 1); s ^= s >> 7; s ^= (s << 17) & (2**64 - 1)
+        toks.append(s % n_vocab)
+
+    def pp():
+        L.llama_memory_clear(mem, True)
+        arr = (ctypes.c_int32 * n_prompt)(*toks[:n_prompt])
+        t = time.perf_counter()
+        L.llama_decode(ctx, L.llama_batch_get_one(arr, n_prompt))
+        L.llama_synchronize(ctx)
+        return n_prompt / (time.perf_counter() - t)
+
+    def tg():
+        L.llama_memory_clear(mem, True)
+        one = (ctypes.c_int32 * 1)()
+        t = time.perf_counter()
+        for i in range(n_gen):
+            one[0] = toks[i]
+            L.llama_decode(ctx, L.llama_batch_get_one(one, 1))
+        L.llama_synchronize(ctx)
+        return n_gen / (time.perf_counter() - t)
+
+    out = {}
+    for name, fn, n in (("pp", pp, n_prompt), ("tg", tg, n_gen)):
+        if n == 0:
+            continue
+        fn()
+        out[name] = statistics.median(fn() for _ in range(reps))
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    return out
+
+
+def bench_ferrolm(binary, model_path, n_prompt, n_gen, reps, threads):
+    cmd = [binary, "bench", "--model", model_path, "-p", str(n_prompt), "-n", str(n_gen),
+           "-r", str(reps), "-t", str(threads), "--json"]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.expanduser("~/.cache/ferrolm/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "ferrolm"))
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-r", type=int, default=5)
+    ap.add_argument("-t", type=int, nargs="+", default=[2, 1])
+    a = ap.parse_args()
+    rows = []
+    for threads in a.t:
+        lc = bench_llama_cpp(a.model, a.p, a.n, a.r, threads)
+        fe = bench_ferrolm(a.binary, a.model, a.p, a.n, a.r, threads)
+        rows.append((threads, lc, fe))
+        print(f"threads {threads}: pp{a.p} llama.cpp {lc.get('pp', 0):7.1f}  ferrolm {fe['pp']:7.1f}  ratio {fe['pp'] / lc['pp']:.2f}x | "
+              f"tg{a.n} llama.cpp {lc.get('tg', 0):7.1f}  ferrolm {fe['tg']:7.1f}  ratio {fe['tg'] / lc['tg']:.2f}x "
+              f"(ferrolm reads weights at {fe['tg_weight_read_gbs']:.1f} of {fe['memory_read_gbs']:.1f} GB/s)", flush=True)
+    print(json.dumps([{"threads": t, "llama_cpp": lc, "ferrolm": {k: fe[k] for k in ("pp", "tg")}} for t, lc, fe in rows]))
+
+
+if __name__ == "__main__":
+    main()

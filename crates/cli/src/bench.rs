@@ -1,0 +1,138 @@
+//! `ferrolm bench`: prompt processing and generation speed, measured the way llama-bench does.
+//!
+//! pp = one forward of P tokens from an empty cache (logits of the last token only);
+//! tg = N single-token decode steps from an empty cache. Token ids are fixed pseudo-random
+//! numbers, as in llama-bench. Each test runs once to warm up, then `reps` times.
+
+use anyhow::{bail, Result};
+use kernels::pool::{split_range, ThreadPool};
+use model::{Llama, Logits};
+use std::time::Instant;
+
+/// Settings of one bench run.
+pub struct BenchArgs {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub reps: usize,
+    pub json: bool,
+}
+
+/// Mean, standard deviation and median of a sample.
+fn stats(xs: &[f64]) -> (f64, f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 };
+    (mean, var.sqrt(), median)
+}
+
+fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// Reads a buffer much larger than the caches on all threads: achieved read bandwidth in GB/s.
+fn memory_read_bandwidth(pool: &ThreadPool) -> f64 {
+    const BYTES: usize = 512 << 20;
+    let buf: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sums: Vec<std::sync::atomic::AtomicU64> = (0..pool.n_threads()).map(|_| Default::default()).collect();
+        pool.run(&|i, n| {
+            let range = split_range(buf.len(), i, n);
+            // Eight independent sums so the loop is bound by loads, not by one add chain.
+            let mut acc = [0u64; 8];
+            for chunk in buf[range].chunks_exact(8) {
+                for (a, v) in acc.iter_mut().zip(chunk) {
+                    *a = a.wrapping_add(*v);
+                }
+            }
+            sums[i].store(acc.iter().fold(0, |a, b| a.wrapping_add(*b)), std::sync::atomic::Ordering::Relaxed);
+        });
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(&sums);
+        best = best.max(BYTES as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// Runs the benchmark and prints a table or one JSON object.
+pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
+    if args.reps == 0 || (args.n_prompt == 0 && args.n_gen == 0) {
+        bail!("nothing to measure: give -r >= 1 and -p or -n > 0");
+    }
+    let n_ctx = args.n_prompt.max(args.n_gen).max(1);
+    if n_ctx > model.config.n_ctx_train {
+        bail!("-p/-n of {n_ctx} exceed the model's context length {}", model.config.n_ctx_train);
+    }
+    let mut cache = model.new_cache(n_ctx);
+    let mut scratch = model.new_scratch(args.n_prompt.max(1), n_ctx);
+    let v = model.config.n_vocab;
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    if args.n_prompt > 0 {
+        let prompt = tokens(args.n_prompt, v);
+        for rep in 0..=args.reps {
+            cache.clear();
+            let start = Instant::now();
+            model.forward(&prompt, &mut cache, &mut scratch, Logits::Last)?;
+            if rep > 0 {
+                pp.push(args.n_prompt as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if args.n_gen > 0 {
+        let gen = tokens(args.n_gen, v);
+        for rep in 0..=args.reps {
+            cache.clear();
+            let start = Instant::now();
+            for &t in &gen {
+                model.forward(&[t], &mut cache, &mut scratch, Logits::Last)?;
+            }
+            if rep > 0 {
+                tg.push(args.n_gen as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let weight_bytes = model.weight_bytes_per_token() as f64;
+    let bandwidth = memory_read_bandwidth(&ThreadPool::new(model.n_threads()));
+    let (pp_mean, pp_std, pp_med) = if pp.is_empty() { (0.0, 0.0, 0.0) } else { stats(&pp) };
+    let (tg_mean, tg_std, tg_med) = if tg.is_empty() { (0.0, 0.0, 0.0) } else { stats(&tg) };
+    let tg_gbs = tg_med * weight_bytes / 1e9;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model_name, "threads": model.n_threads(), "n_prompt": args.n_prompt, "n_gen": args.n_gen,
+                "reps": args.reps, "pp": pp_med, "pp_mean": pp_mean, "pp_std": pp_std, "tg": tg_med, "tg_mean": tg_mean,
+                "tg_std": tg_std, "weight_bytes_per_token": weight_bytes as u64, "tg_weight_read_gbs": tg_gbs,
+                "memory_read_gbs": bandwidth, "kernels": format!("{:?}", kernels::Level::detect()),
+            })
+        );
+    } else {
+        println!("model: {model_name}, {} threads, kernels {:?}", model.n_threads(), kernels::Level::detect());
+        if !pp.is_empty() {
+            println!("pp{:<5} {pp_med:>9.1} tokens/s (mean {pp_mean:.1} +- {pp_std:.1}, {} reps)", args.n_prompt, args.reps);
+        }
+        if !tg.is_empty() {
+            println!("tg{:<5} {tg_med:>9.1} tokens/s (mean {tg_mean:.1} +- {tg_std:.1}, {} reps)", args.n_gen, args.reps);
+            println!(
+                "weights read per token {:.1} MB -> {tg_gbs:.1} GB/s in tg, machine read bandwidth {bandwidth:.1} GB/s ({:.0}% of it)",
+                weight_bytes / 1e6,
+                100.0 * tg_gbs / bandwidth
+            );
+        }
+    }
+    Ok(())
+}
