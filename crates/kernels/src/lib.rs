@@ -12,6 +12,8 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use matmul::{matmul, Level, MatRef};
 pub use pool::ThreadPool;

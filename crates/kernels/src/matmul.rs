@@ -182,38 +182,53 @@ pub fn dot_float(format: Format, w: &[u8], x: &[f32]) -> f32 {
     sum
 }
 
-/// One row of `w` against one activation row.
+/// Rows `rows` of a block-format `w` against all T quantized activation rows, writing y (T, N)
+/// with `dot(row, activations)`.
 #[inline(always)]
-fn dot_row(w: &MatRef, r: usize, x: &[f32], xq: &[BlockQ8]) -> f32 {
-    let row = w.row(r);
-    match w.format {
-        Format::Q4_0 => dot_q4_0_q8(row, xq),
-        Format::Q4_1 => dot_q4_1_q8(row, xq),
-        Format::Q8_0 => dot_q8_0_q8(row, xq),
-        f => dot_float(f, row, x),
-    }
-}
-
-/// Rows `rows` of w against all T activation rows, writing y (T, N).
-#[inline(always)]
-fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>) {
-    let (n, k) = (w.rows, w.cols);
-    let kb = k / QK;
+fn quantized_rows(w: &MatRef, xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>, dot: impl Fn(&[u8], &[BlockQ8]) -> f32) {
+    let (n, kb) = (w.rows, w.cols / QK);
     for r in rows {
+        let row = w.row(r);
         for ti in 0..t {
-            let xr = if w.format.uses_q8_activations() { &x[..0] } else { &x[ti * k..(ti + 1) * k] };
-            let xqr = if w.format.uses_q8_activations() { &xq[ti * kb..(ti + 1) * kb] } else { &xq[..0] };
-            let v = dot_row(w, r, xr, xqr);
             // SAFETY: each thread owns a disjoint set of rows r; ti * n + r < t * n = y.len().
-            unsafe { y.write(ti * n + r, v) };
+            unsafe { y.write(ti * n + r, dot(row, &xq[ti * kb..(ti + 1) * kb])) };
         }
     }
 }
 
+/// Rows `rows` of w against all T activation rows, writing y (T, N): the reference.
+#[inline(always)]
+fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>) {
+    match w.format {
+        Format::Q4_0 => quantized_rows(w, xq, t, rows, y, dot_q4_0_q8),
+        Format::Q4_1 => quantized_rows(w, xq, t, rows, y, dot_q4_1_q8),
+        Format::Q8_0 => quantized_rows(w, xq, t, rows, y, dot_q8_0_q8),
+        f => {
+            let (n, k) = (w.rows, w.cols);
+            for r in rows {
+                for ti in 0..t {
+                    // SAFETY: as above.
+                    unsafe { y.write(ti * n + r, dot_float(f, w.row(r), &x[ti * k..(ti + 1) * k])) };
+                }
+            }
+        }
+    }
+}
+
+/// The same rows with the hand-written AVX2 dot products (float formats: the reference code,
+/// compiled for AVX2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>) {
-    matmul_rows(w, x, xq, t, rows, y)
+    use crate::x86;
+    // SAFETY (all three): this function only runs on CPUs with AVX2, FMA and F16C, and row and
+    // activation lengths match by construction of MatRef and the checks in `matmul`.
+    match w.format {
+        Format::Q4_0 => quantized_rows(w, xq, t, rows, y, |r, a| unsafe { x86::dot_q4_0_q8(r, a) }),
+        Format::Q4_1 => quantized_rows(w, xq, t, rows, y, |r, a| unsafe { x86::dot_q4_1_q8(r, a) }),
+        Format::Q8_0 => quantized_rows(w, xq, t, rows, y, |r, a| unsafe { x86::dot_q8_0_q8(r, a) }),
+        _ => matmul_rows(w, x, xq, t, rows, y),
+    }
 }
 
 /// w (N, K), x (T, K) f32 with xq (T, K/32) its 8-bit blocks -> y (T, N).
