@@ -158,11 +158,123 @@ fn attend_one(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, 
     }
 }
 
+/// The same computation with AVX2/F16C intrinsics: bit-identical to [`attend_one`] (the same
+/// operations in the same order, 8 lanes at a time), tested against it.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_one_avx2(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], o: &mut [f32]) {
-    attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o)
+mod avx2 {
+    use super::{attend_one, softmax_lanes, Order, BANKS, LANES};
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`: the last steps of `reduce16` on its t8.
+    #[inline(always)]
+    unsafe fn reduce8(t8: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+    }
+
+    /// 8 f16 at `p` to f32.
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    /// q (Dh, f16-rounded, Dh % 16 == 0) . k (Dh) in `order`.
+    #[inline(always)]
+    unsafe fn dot(order: Order, q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len();
+        let (qp, kp) = (q.as_ptr(), k.as_ptr());
+        match order {
+            Order::Tiled => {
+                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for c in (0..n).step_by(LANES) {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), load8(kp.add(c)), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c + 8)), load8(kp.add(c + 8)), a1);
+                }
+                reduce8(_mm256_add_ps(a1, a0))
+            }
+            Order::Vector => {
+                let width = LANES * BANKS;
+                let main = n - n % width;
+                let mut a = [_mm256_setzero_ps(); 8];
+                for c in (0..main).step_by(width) {
+                    for (j, acc) in a.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c + 8 * j)), load8(kp.add(c + 8 * j)), *acc);
+                    }
+                }
+                // Banks j = (a[2j], a[2j+1]); lanes = (b0 + b2) + (b1 + b3), then reduce16.
+                let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+                let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+                let mut sum = reduce8(_mm256_add_ps(hi, lo)) as f64;
+                for i in main..n {
+                    sum += (q[i] * k[i].to_f32()) as f64;
+                }
+                sum as f32
+            }
+        }
+    }
+
+    /// See [`attend_one`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn attend_one_avx2(
+        order: Order,
+        q_row: &[f32],
+        k: &[f16],
+        v: &[f16],
+        kv_dim: usize,
+        kv_off: usize,
+        n_seen: usize,
+        scale: f32,
+        work: &mut [f32],
+        o: &mut [f32],
+    ) {
+        let head_dim = q_row.len();
+        if head_dim % LANES != 0 {
+            return attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o);
+        }
+        let (scores, rest) = work.split_at_mut(n_seen);
+        let (qh, acc) = rest.split_at_mut(head_dim);
+        for d in (0..head_dim).step_by(8) {
+            let x = _mm256_loadu_ps(q_row.as_ptr().add(d));
+            let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            _mm256_storeu_ps(qh.as_mut_ptr().add(d), r);
+        }
+        for (s, score) in scores.iter_mut().enumerate() {
+            *score = dot(order, qh, &k[s * kv_dim + kv_off..][..head_dim]) * scale;
+        }
+        softmax_lanes(scores);
+        // acc (W, Dh): one row of accumulators per slot, so the update is a vector over Dh.
+        let width = match order {
+            Order::Tiled => LANES,
+            Order::Vector => LANES * BANKS,
+        };
+        let acc = &mut acc[..width * head_dim];
+        acc.iter_mut().for_each(|x| *x = 0.0);
+        let ap = acc.as_mut_ptr();
+        for (s, &p) in scores.iter().enumerate() {
+            let p = _mm256_set1_ps(f16::from_f32(p).to_f32());
+            let row = ap.add((s % width) * head_dim);
+            let vp = v.as_ptr().add(s * kv_dim + kv_off);
+            for d in (0..head_dim).step_by(8) {
+                let a = _mm256_loadu_ps(row.add(d));
+                _mm256_storeu_ps(row.add(d), _mm256_fmadd_ps(p, load8(vp.add(d)), a));
+            }
+        }
+        let at = |slot: usize, d: usize| _mm256_loadu_ps(ap.add(slot * head_dim + d));
+        for d in (0..head_dim).step_by(8) {
+            // lanes[l] for 8 dimensions at once, then reduce16 across l, also 8 dimensions at once.
+            let lane = |l: usize| match order {
+                Order::Tiled => at(l, d),
+                Order::Vector => _mm256_add_ps(_mm256_add_ps(at(l, d), at(2 * LANES + l, d)), _mm256_add_ps(at(LANES + l, d), at(3 * LANES + l, d))),
+            };
+            let t8: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(lane(l + 8), lane(l)));
+            let t4: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(t8[l + 4], t8[l]));
+            let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
+            _mm256_storeu_ps(o.as_mut_ptr().add(d), r);
+        }
+    }
 }
 
 /// q (T, H, Dh), k (S, Hkv, Dh) f16, v (S, Hkv, Dh) f16 -> out (T, H, Dh).
@@ -209,7 +321,7 @@ pub fn attention(
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                Level::Avx2 => unsafe { attend_one_avx2(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o) },
+                Level::Avx2 => unsafe { avx2::attend_one_avx2(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o) },
                 _ => attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o),
             }
         }
@@ -237,6 +349,28 @@ mod tests {
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 200) as f32 / 100.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn simd_attention_matches_scalar_bit_for_bit() {
+        // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
+        for (t, start) in [(5, 70), (1, 83), (1, 3), (17, 0)] {
+            let (h, hkv, dh) = (6, 2, 64);
+            let s = start + t;
+            let q = values(t * h * dh, 4);
+            let k = to_f16(&values(s * hkv * dh, 5));
+            let v = to_f16(&values(s * hkv * dh, 6));
+            let pool = ThreadPool::new(2);
+            let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+            let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+            let mut want = vec![0f32; t * h * dh];
+            attention(&pool, Level::Scalar, shape, &q, &k, &v, &mut want, &mut scratch);
+            for level in Level::all_available() {
+                let mut got = vec![0f32; t * h * dh];
+                attention(&pool, level, shape, &q, &k, &v, &mut got, &mut scratch);
+                assert_eq!(got, want, "{level:?}, {t} tokens from {start}");
+            }
+        }
     }
 
     #[test]

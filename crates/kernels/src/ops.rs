@@ -88,8 +88,9 @@ pub fn exp_poly(x: f32) -> f32 {
     }
     let u = b * b;
     let j = c[4].mul_add(b, c[3]).mul_add(u, c[2].mul_add(b, c[1])).mul_add(u, c[0].mul_add(b, 1.0));
-    // j * 2^n, exact unless the result leaves the normal range.
-    (j as f64 * (n as f64).exp2()) as f32
+    // j * 2^n with one rounding: exact in f64 (|n| <= 192 keeps 2^n normal there), then to f32.
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (j as f64 * two_n) as f32
 }
 
 /// SiLU, `x * sigmoid(x)`, as `x / (1 + e^-x)` with [`exp_poly`].
