@@ -10,35 +10,139 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// Files shared by all tests, written once per test process.
-struct Fixtures {
-    dir: tempfile::TempDir,
-    tiny: Vec<u8>,
-    tiny_path: PathBuf,
+/// The tiny model's bytes, built once per test process.
+fn tiny_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| tiny_llama_gguf(&TinySpec::default()))
 }
 
-fn fixtures() -> &'static Fixtures {
-    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
-    FIXTURES.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tiny = tiny_llama_gguf(&TinySpec::default());
-        assert!(tiny.len() > 1000, "tiny model is only {} bytes", tiny.len());
-        let tiny_path = dir.path().join("tiny.gguf");
-        std::fs::write(&tiny_path, &tiny).expect("write tiny model");
-        std::fs::create_dir(dir.path().join("cache")).expect("cache dir");
-        Fixtures { dir, tiny, tiny_path }
+/// The tiny model with its own random output head instead of the tied embedding table.
+///
+/// With tied embeddings a random model mostly predicts the token it just read ("nnnn..."), so
+/// every seed and every stop string look alike; an untied head of small random weights gives a
+/// flatter, position-dependent distribution that sampling tests can tell apart.
+fn varied_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let file = GgufFile::from_bytes(tiny_bytes().to_vec()).expect("tiny model parses");
+        let embd = file.tensor("token_embd.weight").expect("embedding table");
+        let (d, v) = (embd.dims[0], embd.dims[1]);
+        let mut state = 42u64;
+        let head: Vec<u8> = (0..d * v)
+            .flat_map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let uniform = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                (HEAD_SCALE * uniform).to_le_bytes()
+            })
+            .collect();
+        let mut w = copy_gguf(&file, |_, v| Some(v.clone()));
+        w.add_tensor("output.weight", &[d, v], GgmlType::F32, head);
+        w.to_bytes().expect("varied model is valid")
     })
 }
 
-fn tiny() -> &'static str {
-    fixtures().tiny_path.to_str().expect("utf-8 temp path")
+/// Scale of the random output head of [`varied_bytes`]: logits of a few units, so temperature
+/// 0.9 spreads probability over many tokens.
+const HEAD_SCALE: f32 = 0.5;
+
+/// A writer holding `file`'s metadata mapped through `edit` (`None` drops an entry) and all its
+/// tensors unchanged.
+fn copy_gguf(file: &GgufFile, edit: impl Fn(&str, &Value) -> Option<Value>) -> GgufWriter {
+    let mut w = GgufWriter::new();
+    for (key, value) in &file.metadata {
+        if let Some(v) = edit(key, value) {
+            w.add_kv(key, v);
+        }
+    }
+    for t in &file.tensors {
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, file.tensor_data(t).to_vec());
+    }
+    w
 }
 
-/// Writes `bytes` to a fresh file in the fixture dir and returns its path.
-fn write_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = fixtures().dir.path().join(name);
-    std::fs::write(&path, bytes).expect("write fixture file");
-    path
+/// The tiny model with its metadata mapped through `edit`.
+fn rewrite_tiny(edit: impl Fn(&str, &Value) -> Option<Value>) -> Vec<u8> {
+    let file = GgufFile::from_bytes(tiny_bytes().to_vec()).expect("tiny model parses");
+    copy_gguf(&file, edit).to_bytes().expect("rewritten model is valid")
+}
+
+/// One test's temp dir: the tiny model, an empty cache folder and any files the test writes.
+/// Dropping it removes everything.
+struct Fx {
+    dir: tempfile::TempDir,
+    tiny: String,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("cache")).expect("cache dir");
+        let path = dir.path().join("tiny.gguf");
+        std::fs::write(&path, tiny_bytes()).expect("write tiny model");
+        let tiny = path.to_str().expect("utf-8 temp path").to_string();
+        Fx { dir, tiny }
+    }
+
+    fn tiny(&self) -> &str {
+        &self.tiny
+    }
+
+    /// Writes `bytes` to `name` in the temp dir and returns its path.
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write fixture file");
+        path.to_str().expect("utf-8 temp path").to_string()
+    }
+
+    /// A path in the temp dir that nothing has been written to.
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().expect("utf-8 temp path").to_string()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolm"));
+        cmd.args(args)
+            .env("FERROLM_CACHE_DIR", self.dir.path().join("cache"))
+            .env_remove("FERROLM_MODEL")
+            // A pip call would mean a test tried to fetch the default model: make it fail fast.
+            .env("FERROLM_PYTHON", "/nonexistent/python-for-tests")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ferrolm");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for ferrolm");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, None)
+    }
+
+    /// `generate` on `model` with one thread (tests run in parallel on few cores).
+    fn generate(&self, model: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["generate", "--model", model, "-t", "1"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// The ids `tokenize --text` prints for `text` with the tiny model.
+    fn tokenize(&self, text: &str, extra: &[&str]) -> Vec<u32> {
+        let mut args = vec!["tokenize", "--model", self.tiny(), "--text", text];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        run.ok();
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "tokenize --text must print exactly one line:\n{}", run.stdout);
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not a JSON array of ids ({e}): {}", lines[0]))
+    }
 }
 
 /// The outcome of one run of the binary.
@@ -70,70 +174,9 @@ impl Run {
     }
 }
 
-fn ferrolm_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolm"));
-    cmd.args(args)
-        .env("FERROLM_CACHE_DIR", fixtures().dir.path().join("cache"))
-        .env_remove("FERROLM_MODEL")
-        // A pip call would mean a test tried to fetch the default model: make it fail fast.
-        .env("FERROLM_PYTHON", "/nonexistent/python-for-tests")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().expect("spawn ferrolm");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait for ferrolm");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ferrolm(args: &[&str]) -> Run {
-    ferrolm_with_stdin(args, None)
-}
-
-/// `generate` on the tiny model with one thread (tests run in parallel on few cores).
-fn generate(extra: &[&str]) -> Run {
-    let mut args = vec!["generate", "--model", tiny(), "-t", "1"];
-    args.extend_from_slice(extra);
-    ferrolm(&args)
-}
-
-fn tokenize(text: &str, extra: &[&str]) -> Vec<u32> {
-    let mut args = vec!["tokenize", "--model", tiny(), "--text", text];
-    args.extend_from_slice(extra);
-    let run = ferrolm(&args);
-    run.ok();
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "tokenize --text must print exactly one line:\n{}", run.stdout);
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not a JSON array of ids ({e}): {}", lines[0]))
-}
-
 /// The generated text: stdout minus the newline `generate` adds after it.
 fn generated_text(run: &Run) -> &str {
     run.stdout.strip_suffix('\n').unwrap_or_else(|| panic!("stdout should end with a newline: {:?}", run.stdout))
-}
-
-/// Rewrites the tiny model through `GgufWriter`, mapping each metadata entry through `edit`
-/// (`None` drops it); all tensors are copied unchanged.
-fn rewrite_tiny(edit: impl Fn(&str, &Value) -> Option<Value>) -> Vec<u8> {
-    let file = GgufFile::from_bytes(fixtures().tiny.clone()).expect("tiny model parses");
-    let mut w = GgufWriter::new();
-    for (key, value) in &file.metadata {
-        if let Some(v) = edit(key, value) {
-            w.add_kv(key, v);
-        }
-    }
-    for t in &file.tensors {
-        w.add_tensor(&t.name, &t.dims, t.ggml_type, file.tensor_data(t).to_vec());
-    }
-    w.to_bytes().expect("rewritten model is valid")
 }
 
 /// Byte offset of the type id field of tensor `name` in a GGUF file's tensor infos.

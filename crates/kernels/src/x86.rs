@@ -49,51 +49,76 @@ unsafe fn sum4_i8_i8(x: __m256i, y: __m256i) -> __m256 {
     sum4_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
-/// w row q4_1 (K), x (K/32) blocks -> dot product.
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; `w.len() / 20 == x.len()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (b, a) in w.chunks_exact(Q4_1_BYTES).zip(x) {
-        let p = b.as_ptr();
-        mins += f16_at(p.add(2)) * a.s;
-        let xy = sum4_u8_i8(nibbles(p.add(4)), _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p) * a.d), xy, acc);
-    }
-    reduce8(acc) + mins
+/// How a weight block is read: its 32 values as bytes in element order, and its scale and minimum.
+#[derive(Clone, Copy)]
+enum Block {
+    /// 20 bytes: f16 d, f16 m, 16 bytes of nibbles (unsigned 0..15).
+    Q4_1,
+    /// 18 bytes: f16 d, 16 bytes of nibbles, offset 8 (signed -8..7).
+    Q4_0,
+    /// 34 bytes: f16 d, 32 signed bytes.
+    Q8_0,
 }
 
-/// w row q4_0 (K), x (K/32) blocks -> dot product.
-///
-/// # Safety
-/// As for [`dot_q4_1_q8`], with 18-byte blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in w.chunks_exact(Q4_0_BYTES).zip(x) {
-        let p = b.as_ptr();
-        let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
-        let xy = sum4_i8_i8(q, _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p) * a.d), xy, acc);
+impl Block {
+    const fn bytes(self) -> usize {
+        match self {
+            Block::Q4_1 => Q4_1_BYTES,
+            Block::Q4_0 => Q4_0_BYTES,
+            Block::Q8_0 => Q8_0_BYTES,
+        }
     }
-    reduce8(acc)
 }
 
-/// w row q8_0 (K), x (K/32) blocks -> dot product.
-///
-/// # Safety
-/// As for [`dot_q4_1_q8`], with 34-byte blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in w.chunks_exact(Q8_0_BYTES).zip(x) {
+/// One weight row against N activation rows: N dot products, each in the reference order. The
+/// weight block is unpacked once and used for all N (the point of N > 1, in prefill).
+#[inline(always)]
+unsafe fn dot_rows<const N: usize>(kind: Block, w: &[u8], x: [&[BlockQ8]; N]) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut mins = [0.0f32; N];
+    for (i, b) in w.chunks_exact(kind.bytes()).enumerate() {
         let p = b.as_ptr();
-        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-        let xy = sum4_i8_i8(q, _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p) * a.d), xy, acc);
+        let d = f16_at(p);
+        for j in 0..N {
+            let a = x[j].get_unchecked(i);
+            let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let xy = match kind {
+                Block::Q4_1 => {
+                    mins[j] += f16_at(p.add(2)) * a.s;
+                    sum4_u8_i8(nibbles(p.add(4)), y)
+                }
+                Block::Q4_0 => sum4_i8_i8(_mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)), y),
+                Block::Q8_0 => sum4_i8_i8(_mm256_loadu_si256(p.add(2) as *const __m256i), y),
+            };
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[j]);
+        }
     }
-    reduce8(acc)
+    let mut out = [0.0f32; N];
+    for j in 0..N {
+        out[j] = reduce8(acc[j]) + if matches!(kind, Block::Q4_1) { mins[j] } else { 0.0 };
+    }
+    out
 }
+
+/// Tokens per call of the multi-row kernels in prefill.
+pub const ROWS: usize = 4;
+
+macro_rules! dot_kernels {
+    ($one:ident, $many:ident, $kind:expr, $doc:literal) => {
+        #[doc = concat!("w row ", $doc, " (K), x (K/32) blocks -> dot product.\n\n# Safety\nThe CPU has AVX2, FMA and F16C; `x` has one block per weight block.")]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[u8], x: &[BlockQ8]) -> f32 {
+            dot_rows::<1>($kind, w, [x])[0]
+        }
+
+        #[doc = concat!("w row ", $doc, " (K), 4 activation rows -> 4 dot products.\n\n# Safety\nAs for the single-row kernel, for each row.")]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $many(w: &[u8], x: [&[BlockQ8]; ROWS]) -> [f32; ROWS] {
+            dot_rows::<ROWS>($kind, w, x)
+        }
+    };
+}
+
+dot_kernels!(dot_q4_1_q8, dot4_q4_1_q8, Block::Q4_1, "q4_1");
+dot_kernels!(dot_q4_0_q8, dot4_q4_0_q8, Block::Q4_0, "q4_0");
+dot_kernels!(dot_q8_0_q8, dot4_q8_0_q8, Block::Q8_0, "q8_0");
