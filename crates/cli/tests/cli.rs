@@ -6,7 +6,7 @@
 
 use gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use model::testing::{tiny_llama_gguf, TinySpec};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -174,11 +174,6 @@ impl Run {
     }
 }
 
-/// The generated text: stdout minus the newline `generate` adds after it.
-fn generated_text(run: &Run) -> &str {
-    run.stdout.strip_suffix('\n').unwrap_or_else(|| panic!("stdout should end with a newline: {:?}", run.stdout))
-}
-
 /// Byte offset of the type id field of tensor `name` in a GGUF file's tensor infos.
 fn tensor_type_offset(bytes: &[u8], name: &str) -> usize {
     let mut pattern = (name.len() as u64).to_le_bytes().to_vec();
@@ -194,47 +189,49 @@ fn tensor_type_offset(bytes: &[u8], name: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 /// Runs info, tokenize and generate against `path`; each must fail cleanly naming `needles`.
-fn all_commands_fail(path: &Path, needles: &[&str]) {
-    let p = path.to_str().unwrap();
-    ferrolm(&["info", "--model", p]).fails_with(needles);
-    ferrolm(&["tokenize", "--model", p, "--text", "hi"]).fails_with(needles);
-    ferrolm(&["generate", "--model", p, "-t", "1", "-p", "hi", "-n", "2"]).fails_with(needles);
+fn all_commands_fail(fx: &Fx, path: &str, needles: &[&str]) {
+    fx.run(&["info", "--model", path]).fails_with(needles);
+    fx.run(&["tokenize", "--model", path, "--text", "hi"]).fails_with(needles);
+    fx.generate(path, &["-p", "hi", "-n", "2"]).fails_with(needles);
 }
 
 #[test]
 fn truncated_model_files_fail_cleanly_at_every_length() {
-    let tiny = &fixtures().tiny;
+    let fx = Fx::new();
+    let tiny = tiny_bytes();
     for len in [8, 100, tiny.len() / 2, tiny.len() - 1] {
-        let path = write_file(&format!("truncated-{len}.gguf"), &tiny[..len]);
-        let p = path.to_str().unwrap();
-        let run = ferrolm(&["info", "--model", p]);
-        run.fails_with(&[p]);
+        let path = fx.write(&format!("truncated-{len}.gguf"), &tiny[..len]);
+        let run = fx.run(&["info", "--model", &path]);
+        run.fails_with(&[&path]);
         assert!(
-            run.stderr.contains("truncated") || run.stderr.contains("past the end") || run.stderr.contains("left"),
+            run.stderr.contains("truncated") || run.stderr.contains("past the end"),
             "length {len}: the message should say the file is cut short:\n{}",
             run.stderr
         );
-        ferrolm(&["tokenize", "--model", p, "--text", "hi"]).fails_with(&[p]);
-        ferrolm(&["generate", "--model", p, "-t", "1", "-p", "hi", "-n", "2"]).fails_with(&[p]);
+        fx.run(&["tokenize", "--model", &path, "--text", "hi"]).fails_with(&[&path]);
+        fx.generate(&path, &["-p", "hi", "-n", "2"]).fails_with(&[&path]);
     }
 }
 
 #[test]
 fn bad_magic_says_not_a_gguf_file() {
-    let mut bytes = fixtures().tiny.clone();
+    let fx = Fx::new();
+    let mut bytes = tiny_bytes().to_vec();
     bytes[..4].copy_from_slice(b"GGML");
-    let path = write_file("bad-magic.gguf", &bytes);
-    all_commands_fail(&path, &["not a GGUF file", path.to_str().unwrap()]);
+    let path = fx.write("bad-magic.gguf", &bytes);
+    all_commands_fail(&fx, &path, &["not a GGUF file", "GGML", &path]);
 }
 
 #[test]
 fn empty_model_file_fails_cleanly() {
-    let path = write_file("empty.gguf", b"");
-    all_commands_fail(&path, &[path.to_str().unwrap()]);
+    let fx = Fx::new();
+    let path = fx.write("empty.gguf", b"");
+    all_commands_fail(&fx, &path, &["the file is empty", &path]);
 }
 
 #[test]
 fn random_bytes_model_file_fails_cleanly() {
+    let fx = Fx::new();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let bytes: Vec<u8> = (0..4096)
         .map(|_| {
@@ -243,43 +240,46 @@ fn random_bytes_model_file_fails_cleanly() {
         })
         .collect();
     assert_ne!(&bytes[..4], b"GGUF");
-    let path = write_file("random.gguf", &bytes);
-    all_commands_fail(&path, &["not a GGUF file"]);
+    let path = fx.write("random.gguf", &bytes);
+    all_commands_fail(&fx, &path, &["not a GGUF file"]);
 }
 
 #[test]
 fn nonexistent_model_path_fails_without_fetching() {
-    let path = fixtures().dir.path().join("does-not-exist.gguf");
-    all_commands_fail(&path, &["no model file", path.to_str().unwrap()]);
+    let fx = Fx::new();
+    let path = fx.path("does-not-exist.gguf");
+    all_commands_fail(&fx, &path, &["no model file", &path]);
 }
 
 #[test]
 fn directory_as_model_fails_cleanly() {
-    let path = fixtures().dir.path().join("a-directory.gguf");
-    std::fs::create_dir_all(&path).unwrap();
-    all_commands_fail(&path, &["no model file", path.to_str().unwrap()]);
+    let fx = Fx::new();
+    let path = fx.path("a-directory.gguf");
+    std::fs::create_dir(&path).expect("create dir");
+    all_commands_fail(&fx, &path, &["no model file", &path]);
 }
 
 #[test]
 fn unknown_tensor_type_id_is_named() {
-    let mut bytes = fixtures().tiny.clone();
+    let fx = Fx::new();
+    let mut bytes = tiny_bytes().to_vec();
     let at = tensor_type_offset(&bytes, "output_norm.weight");
     assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), GgmlType::F32.id());
     bytes[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
-    let path = write_file("unknown-type.gguf", &bytes);
-    all_commands_fail(&path, &["output_norm.weight", "99"]);
+    let path = fx.write("unknown-type.gguf", &bytes);
+    all_commands_fail(&fx, &path, &["output_norm.weight", "type id 99"]);
 }
 
 #[test]
 fn model_without_tokenizer_keys_fails_tokenize_clearly() {
-    let bytes = rewrite_tiny(|key, v| (!key.starts_with("tokenizer.")).then(|| v.clone()));
-    let path = write_file("no-tokenizer.gguf", &bytes);
-    let p = path.to_str().unwrap();
-    ferrolm(&["tokenize", "--model", p, "--text", "hi"]).fails_with(&["tokenizer", "tokenizer.ggml.model"]);
-    ferrolm(&["detokenize", "--model", p, "1", "2"]).fails_with(&["tokenizer", "tokenizer.ggml.model"]);
-    ferrolm(&["generate", "--model", p, "-t", "1", "-p", "hi", "-n", "2"]).fails_with(&["tokenizer", "tokenizer.ggml.model"]);
+    let fx = Fx::new();
+    let path = fx.write("no-tokenizer.gguf", &rewrite_tiny(|key, v| (!key.starts_with("tokenizer.")).then(|| v.clone())));
+    let needles = ["cannot build the tokenizer", "missing metadata key 'tokenizer.ggml.model'"];
+    fx.run(&["tokenize", "--model", &path, "--text", "hi"]).fails_with(&needles);
+    fx.run(&["detokenize", "--model", &path, "1", "2"]).fails_with(&needles);
+    fx.generate(&path, &["-p", "hi", "-n", "2"]).fails_with(&needles);
     // `info` describes what it can: the model is fine, only the tokenizer is missing.
-    let run = ferrolm(&["info", "--model", p]);
+    let run = fx.run(&["info", "--model", &path]);
     run.ok();
     assert!(run.stdout.contains("layers:        2"), "{}", run.stdout);
     assert!(run.stdout.contains("tokenizer:     unsupported") && run.stdout.contains("tokenizer.ggml.model"), "{}", run.stdout);
@@ -288,80 +288,89 @@ fn model_without_tokenizer_keys_fails_tokenize_clearly() {
 
 #[test]
 fn other_architecture_fails_generate_but_info_describes_it() {
-    let bytes = rewrite_tiny(|key, v| Some(if key == "general.architecture" { Value::String("mamba".into()) } else { v.clone() }));
-    let path = write_file("mamba.gguf", &bytes);
-    let p = path.to_str().unwrap();
-    ferrolm(&["generate", "--model", p, "-t", "1", "-p", "hi", "-n", "2"]).fails_with(&["mamba", "architecture"]);
-    ferrolm(&["perplexity", "--model", p, "-t", "1", "--file", p]).fails_with(&["mamba"]);
-    let run = ferrolm(&["info", "--model", p]);
+    let fx = Fx::new();
+    let mamba = rewrite_tiny(|key, v| Some(if key == "general.architecture" { Value::String("mamba".into()) } else { v.clone() }));
+    let path = fx.write("mamba.gguf", &mamba);
+    let text = fx.write("text.txt", "some text to score ".repeat(10).as_bytes());
+    fx.generate(&path, &["-p", "hi", "-n", "2"]).fails_with(&["unsupported architecture \"mamba\"", "supported: llama"]);
+    fx.run(&["perplexity", "--model", &path, "-t", "1", "--file", &text, "--ctx", "16"]).fails_with(&["unsupported architecture \"mamba\""]);
+    let run = fx.run(&["info", "--model", &path]);
     run.ok();
     assert!(run.stdout.contains("architecture:  mamba"), "{}", run.stdout);
-    assert!(run.stdout.contains("not runnable here") && run.stdout.contains("mamba"), "{}", run.stdout);
-    assert!(run.stdout.contains("tensors"), "{}", run.stdout);
+    assert!(run.stdout.contains("not runnable here: unsupported architecture \"mamba\""), "{}", run.stdout);
+    assert!(run.stdout.contains("20 tensors"), "{}", run.stdout);
+    assert!(run.stdout.contains("chat template: present"), "{}", run.stdout);
     // The tokenizer does not depend on the architecture, so tokenizing still works.
-    let run = ferrolm(&["tokenize", "--model", p, "--text", "hi"]);
+    let run = fx.run(&["tokenize", "--model", &path, "--text", "hi there"]);
     run.ok();
-    assert_eq!(run.stdout.trim(), serde_json::to_string(&tokenize("hi", &[])).unwrap());
+    assert_eq!(run.stdout.trim(), serde_json::to_string(&fx.tokenize("hi there", &[])).unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. tokenize / detokenize
 // ---------------------------------------------------------------------------------------------
 
+/// Tokens of the tiny vocabulary: 3 control tokens, 256 byte tokens and 6 merges.
+const TINY_VOCAB: u32 = 265;
+
 #[test]
 fn tokenize_prints_one_json_array_of_ids() {
-    let ids = tokenize("hello there", &[]);
-    assert!(!ids.is_empty());
-    // The tiny vocabulary has 3 control tokens, 256 byte tokens and 6 merges.
-    assert!(ids.iter().all(|&id| id < 265), "{ids:?}");
-    assert!(ids.len() < "hello there".len(), "the merges (\" t\", \"he\", ...) should shorten it: {ids:?}");
+    let fx = Fx::new();
+    let ids = fx.tokenize("hello there", &[]);
+    assert!(ids.iter().all(|&id| id < TINY_VOCAB), "{ids:?}");
+    // Byte b is id 3 + b; the merges " t", "he", " the" are ids 259, 260, 261.
+    let byte = |b: u8| 3 + u32::from(b);
+    assert_eq!(ids, vec![260, byte(b'l'), byte(b'l'), byte(b'o'), 261, byte(b'r'), byte(b'e')]);
 }
 
 #[test]
 fn special_tokens_parse_unless_no_special() {
-    assert_eq!(tokenize("<|im_start|>", &[]), vec![1]);
-    let plain = tokenize("<|im_start|>", &["--no-special"]);
-    assert!(plain.len() > 1, "{plain:?}");
+    let fx = Fx::new();
+    assert_eq!(fx.tokenize("<|im_start|>", &[]), vec![1]);
+    assert_eq!(fx.tokenize("a<|im_end|>b", &[]), vec![3 + u32::from(b'a'), 2, 3 + u32::from(b'b')]);
+    let plain = fx.tokenize("<|im_start|>", &["--no-special"]);
+    assert_eq!(plain.len(), "<|im_start|>".len(), "{plain:?}");
     assert!(!plain.contains(&1), "{plain:?}");
 }
 
 #[test]
 fn tokenize_jsonl_prints_one_array_per_line_in_order() {
+    let fx = Fx::new();
     let texts = ["first line", "<|im_end|>", "the end", "ünïcödé ✓"];
     let jsonl: String = texts.iter().map(|t| format!("{}\n", serde_json::json!({ "text": t }))).collect();
-    let path = write_file("texts.jsonl", jsonl.as_bytes());
-    let run = ferrolm(&["tokenize", "--model", tiny(), "--jsonl", path.to_str().unwrap()]);
+    let path = fx.write("texts.jsonl", jsonl.as_bytes());
+    let run = fx.run(&["tokenize", "--model", fx.tiny(), "--jsonl", &path]);
     run.ok();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), texts.len(), "{}", run.stdout);
     for (line, text) in lines.iter().zip(texts) {
         let ids: Vec<u32> = serde_json::from_str(line).expect("JSON array");
-        assert_eq!(ids, tokenize(text, &[]), "line for {text:?}");
+        assert_eq!(ids, fx.tokenize(text, &[]), "line for {text:?}");
     }
 }
 
 #[test]
 fn tokenize_jsonl_malformed_line_names_the_line_number() {
-    let path = write_file("bad.jsonl", b"{\"text\": \"ok\"}\n{\"text\": \"fine\"}\nnot json at all\n");
-    let p = path.to_str().unwrap();
-    ferrolm(&["tokenize", "--model", tiny(), "--jsonl", p]).fails_with(&[&format!("{p}:3"), "not valid JSON"]);
+    let fx = Fx::new();
+    let path = fx.write("bad.jsonl", b"{\"text\": \"ok\"}\n{\"text\": \"fine\"}\nnot json at all\n");
+    fx.run(&["tokenize", "--model", fx.tiny(), "--jsonl", &path]).fails_with(&[&format!("{path}:3: not valid JSON")]);
 
-    let path = write_file("no-text-field.jsonl", b"{\"text\": \"ok\"}\n{\"txt\": \"typo\"}\n");
-    let p = path.to_str().unwrap();
-    ferrolm(&["tokenize", "--model", tiny(), "--jsonl", p]).fails_with(&[&format!("{p}:2"), "\"text\""]);
+    let path = fx.write("no-text-field.jsonl", b"{\"text\": \"ok\"}\n{\"txt\": \"typo\"}\n");
+    fx.run(&["tokenize", "--model", fx.tiny(), "--jsonl", &path]).fails_with(&[&format!("{path}:2:"), "string field \"text\""]);
 
-    let missing = fixtures().dir.path().join("missing.jsonl");
-    ferrolm(&["tokenize", "--model", tiny(), "--jsonl", missing.to_str().unwrap()]).fails_with(&["cannot open", "missing.jsonl"]);
+    let missing = fx.path("missing.jsonl");
+    fx.run(&["tokenize", "--model", fx.tiny(), "--jsonl", &missing]).fails_with(&["cannot open", &missing]);
 }
 
 #[test]
 fn detokenize_round_trips_tokenize() {
+    let fx = Fx::new();
     for text in ["hello there, the inner water", "<|im_start|>user\nhi<|im_end|>", "ünïcödé ✓ 😀"] {
-        let ids = tokenize(text, &[]);
-        let args: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        let mut argv = vec!["detokenize", "--model", tiny()];
-        argv.extend(args.iter().map(String::as_str));
-        let run = ferrolm(&argv);
+        let ids = fx.tokenize(text, &[]);
+        let id_args: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let mut args = vec!["detokenize", "--model", fx.tiny()];
+        args.extend(id_args.iter().map(String::as_str));
+        let run = fx.run(&args);
         run.ok();
         assert_eq!(run.stdout, format!("{text}\n"), "ids {ids:?}");
     }
@@ -369,33 +378,45 @@ fn detokenize_round_trips_tokenize() {
 
 #[test]
 fn detokenize_out_of_range_id_fails_clearly() {
-    ferrolm(&["detokenize", "--model", tiny(), "5", "100000"]).fails_with(&["100000", "outside the vocabulary", "265"]);
+    let fx = Fx::new();
+    fx.run(&["detokenize", "--model", fx.tiny(), "5", "100000"]).fails_with(&["token id 100000", "outside the vocabulary of 265"]);
+    fx.run(&["detokenize", "--model", fx.tiny(), &TINY_VOCAB.to_string()]).fails_with(&["token id 265"]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // 3. generate
 // ---------------------------------------------------------------------------------------------
 
+/// The generated text: stdout minus the newline `generate` adds after it.
+fn generated_text(run: &Run) -> &str {
+    run.stdout.strip_suffix('\n').unwrap_or_else(|| panic!("stdout should end with a newline: {:?}", run.stdout))
+}
+
 #[test]
 fn greedy_generation_is_deterministic_and_stats_go_to_stderr() {
-    let first = generate(&["-p", "the weather", "--temperature", "0", "-n", "8"]);
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let greedy = ["-p", "the weather", "--temperature", "0", "-n", "8"];
+    let first = fx.generate(&model, &greedy);
     first.ok();
-    let second = generate(&["-p", "the weather", "--temperature", "0", "-n", "8"]);
+    assert!(!generated_text(&first).is_empty());
+    let second = fx.generate(&model, &greedy);
     second.ok();
     assert_eq!(first.stdout, second.stdout);
-    assert!(first.stderr.contains("tok/s"), "stats belong on stderr:\n{}", first.stderr);
+    assert!(first.stderr.contains("tok/s") && first.stderr.contains("generated: 8 tokens"), "stats belong on stderr:\n{}", first.stderr);
     assert!(!first.stdout.contains("tok/s") && !first.stdout.contains("prompt:"), "stdout holds only the text:\n{}", first.stdout);
-    assert_eq!(first.stdout.matches('\n').count(), generated_text(&first).matches('\n').count() + 1);
-    // A different thread count must not change greedy output.
-    let threaded = ferrolm(&["generate", "--model", tiny(), "-t", "2", "-p", "the weather", "--temperature", "0", "-n", "8"]);
+    // The thread count must not change greedy output.
+    let threaded = fx.run(&["generate", "--model", &model, "-t", "2", "-p", "the weather", "--temperature", "0", "-n", "8"]);
     threaded.ok();
     assert_eq!(threaded.stdout, first.stdout);
 }
 
 #[test]
 fn sampling_same_seed_repeats_and_other_seeds_differ() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
     let sample = |seed: &str| {
-        let run = generate(&["-p", "once upon", "--temperature", "0.9", "--seed", seed, "-n", "12"]);
+        let run = fx.generate(&model, &["-p", "once upon", "--temperature", "0.9", "--seed", seed, "-n", "12"]);
         run.ok();
         run.stdout
     };
@@ -406,10 +427,12 @@ fn sampling_same_seed_repeats_and_other_seeds_differ() {
 
 #[test]
 fn stop_string_is_never_printed_and_output_is_the_prefix_before_it() {
-    let free = generate(&["-p", "the", "--temperature", "0", "-n", "24"]);
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let free = fx.generate(&model, &["-p", "the", "--temperature", "0", "-n", "24"]);
     free.ok();
     let text = generated_text(&free);
-    // Pick two printable ASCII characters from the second half so there is a prefix to keep.
+    // Two printable ASCII characters from the second half, so there is a prefix to keep.
     let chars: Vec<char> = text.chars().collect();
     let stop: String = (chars.len() / 2..chars.len().saturating_sub(1))
         .map(|i| [chars[i], chars[i + 1]])
@@ -417,7 +440,8 @@ fn stop_string_is_never_printed_and_output_is_the_prefix_before_it() {
         .map(|pair| pair.iter().collect())
         .unwrap_or_else(|| panic!("no printable pair in the greedy output {text:?}"));
     let expected = &text[..text.find(&stop).unwrap()];
-    let stopped = generate(&["-p", "the", "--temperature", "0", "-n", "24", "--stop", &stop]);
+    assert!(!expected.is_empty(), "pick a stop string that leaves a prefix: {stop:?} in {text:?}");
+    let stopped = fx.generate(&model, &["-p", "the", "--temperature", "0", "-n", "24", "--stop", &stop]);
     stopped.ok();
     assert!(!stopped.stdout.contains(&stop), "stop text {stop:?} printed: {:?}", stopped.stdout);
     assert_eq!(generated_text(&stopped), expected, "stop {stop:?} in {text:?}");
@@ -426,7 +450,8 @@ fn stop_string_is_never_printed_and_output_is_the_prefix_before_it() {
 
 #[test]
 fn zero_max_tokens_prints_an_empty_line_and_succeeds() {
-    let run = generate(&["-p", "hello", "-n", "0"]);
+    let fx = Fx::new();
+    let run = fx.generate(fx.tiny(), &["-p", "hello", "-n", "0"]);
     run.ok();
     assert_eq!(run.stdout, "\n");
     assert!(run.stderr.contains("generated: 0 tokens"), "{}", run.stderr);
@@ -434,24 +459,27 @@ fn zero_max_tokens_prints_an_empty_line_and_succeeds() {
 
 #[test]
 fn absurd_sampling_parameters_state_the_allowed_range() {
-    let cases: [(&[&str], &[&str]); 4] = [
-        (&["--top-p", "0"], &["top_p", "(0, 1]"]),
-        (&["--top-p", "1.5"], &["top_p", "(0, 1]", "1.5"]),
-        (&["--temperature=-1"], &["temperature", ">= 0", "-1"]),
-        (&["--min-p", "2"], &["min_p", "[0, 1]", "2"]),
+    let fx = Fx::new();
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["--top-p", "0"], &["top_p must be in (0, 1]", "got 0"]),
+        (&["--top-p", "1.5"], &["top_p must be in (0, 1]", "got 1.5"]),
+        (&["--temperature=-1"], &["temperature must be a finite number >= 0", "got -1"]),
+        (&["--temperature", "NaN"], &["temperature must be a finite number >= 0"]),
+        (&["--min-p", "2"], &["min_p must be in [0, 1]", "got 2"]),
     ];
     for (flags, needles) in cases {
         let mut args = vec!["-p", "hi", "-n", "2"];
         args.extend_from_slice(flags);
-        generate(&args).fails_with(needles);
+        fx.generate(fx.tiny(), &args).fails_with(needles);
     }
 }
 
 #[test]
-fn negative_temperature_written_with_a_space_is_rejected_without_panic() {
+fn negative_temperature_after_a_space_is_a_usage_error_not_a_run() {
     // clap reads `-1` after a space as a flag, so this is a usage error (exit 2) rather than a
-    // range error; either way it must not run or panic.
-    let run = generate(&["-p", "hi", "-n", "2", "--temperature", "-1"]);
+    // range error; either way it must not generate or panic.
+    let fx = Fx::new();
+    let run = fx.generate(fx.tiny(), &["-p", "hi", "-n", "2", "--temperature", "-1"]);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(matches!(run.code, Some(1) | Some(2)), "{run:?}");
     assert!(run.stderr.starts_with("error:"), "{}", run.stderr);
@@ -460,37 +488,40 @@ fn negative_temperature_written_with_a_space_is_rejected_without_panic() {
 
 #[test]
 fn absurd_run_parameters_state_the_allowed_range() {
+    let fx = Fx::new();
     let cases: [(&[&str], &[&str]); 3] = [
-        (&["--threads", "0"], &["--threads", "between 1 and", "got 0"]),
-        (&["--ctx", "0"], &["--ctx", "between 1 and", "256", "got 0"]),
-        (&["--ctx", "100000"], &["--ctx", "between 1 and", "256", "got 100000"]),
+        (&["--threads", "0"], &["--threads must be between 1 and 1024, got 0"]),
+        (&["--ctx", "0"], &["--ctx must be between 1 and the model's context length 256, got 0"]),
+        (&["--ctx", "100000"], &["--ctx must be between 1 and the model's context length 256, got 100000"]),
     ];
     for (flags, needles) in cases {
-        let mut args = vec!["generate", "--model", tiny(), "-p", "hi", "-n", "2"];
+        let mut args = vec!["generate", "--model", fx.tiny(), "-p", "hi", "-n", "2"];
         args.extend_from_slice(flags);
-        ferrolm(&args).fails_with(needles);
+        fx.run(&args).fails_with(needles);
     }
 }
 
 #[test]
 fn prompt_longer_than_ctx_gives_a_context_error() {
+    let fx = Fx::new();
     let prompt = "x".repeat(40);
-    generate(&["-p", &prompt, "--ctx", "8", "-n", "2"]).fails_with(&["context", "40", "8"]);
+    fx.generate(fx.tiny(), &["-p", &prompt, "--ctx", "8", "-n", "2"]).fails_with(&["context is full", "40 positions needed", "holds 8"]);
 }
 
 #[test]
 fn prompt_that_exactly_fills_ctx_generates_one_token_then_stops() {
+    let fx = Fx::new();
     let prompt = "xxxxxxxx";
-    assert_eq!(tokenize(prompt, &[]).len(), 8);
-    let run = generate(&["-p", prompt, "--ctx", "8", "-n", "5", "--temperature", "0"]);
+    assert_eq!(fx.tokenize(prompt, &[]).len(), 8);
+    let run = fx.generate(fx.tiny(), &["-p", prompt, "--ctx", "8", "-n", "5", "--temperature", "0"]);
     run.ok();
-    assert!(run.stderr.contains("stop: context full") || run.stderr.contains("stop: end of generation"), "{}", run.stderr);
-    assert!(run.stderr.contains("generated: 1 tokens"), "{}", run.stderr);
+    assert!(run.stderr.contains("generated: 1 tokens") && run.stderr.contains("stop: context full"), "{}", run.stderr);
 }
 
 #[test]
 fn empty_prompt_fails_clearly() {
-    generate(&["-p", "", "-n", "2"]).fails_with(&["prompt is empty"]);
+    let fx = Fx::new();
+    fx.generate(fx.tiny(), &["-p", "", "-n", "2"]).fails_with(&["prompt is empty"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,8 +535,9 @@ const PROSE: &str = "The quick brown fox jumps over the lazy dog. Then the dog w
 
 #[test]
 fn perplexity_json_prints_one_object_with_finite_ppl() {
-    let path = write_file("prose.txt", PROSE.as_bytes());
-    let run = ferrolm(&["perplexity", "--model", tiny(), "-t", "1", "--file", path.to_str().unwrap(), "--ctx", "16", "--json"]);
+    let fx = Fx::new();
+    let path = fx.write("prose.txt", PROSE.as_bytes());
+    let run = fx.run(&["perplexity", "--model", fx.tiny(), "-t", "1", "--file", &path, "--ctx", "16", "--json"]);
     run.ok();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.stdout);
@@ -513,31 +545,33 @@ fn perplexity_json_prints_one_object_with_finite_ppl() {
     let ppl = v["ppl"].as_f64().expect("ppl is a number");
     assert!(ppl.is_finite() && ppl > 1.0, "ppl {ppl}");
     let tokens = v["tokens"].as_u64().expect("tokens is a number");
-    assert_eq!(tokens as usize, tokenize(PROSE, &[]).len());
+    assert_eq!(tokens as usize, fx.tokenize(PROSE, &[]).len());
     assert_eq!(v["chunks"].as_u64(), Some(tokens / 16));
 }
 
 #[test]
 fn perplexity_text_shorter_than_one_chunk_fails_clearly() {
-    let path = write_file("short.txt", b"hi there");
-    let p = path.to_str().unwrap();
-    ferrolm(&["perplexity", "--model", tiny(), "--file", p, "--ctx", "16"]).fails_with(&["fewer than one chunk", "16"]);
+    let fx = Fx::new();
+    let path = fx.write("short.txt", b"hi there");
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "16"]).fails_with(&["fewer than one chunk of 16"]);
 }
 
 #[test]
 fn perplexity_missing_or_binary_file_fails_clearly() {
-    let missing = fixtures().dir.path().join("no-such-text.txt");
-    ferrolm(&["perplexity", "--model", tiny(), "--file", missing.to_str().unwrap()]).fails_with(&["cannot read", "no-such-text.txt"]);
-    let binary = write_file("binary.txt", &[0xff, 0xfe, 0x00, 0x80, 0xc3]);
-    ferrolm(&["perplexity", "--model", tiny(), "--file", binary.to_str().unwrap()]).fails_with(&["UTF-8", "binary.txt"]);
+    let fx = Fx::new();
+    let missing = fx.path("no-such-text.txt");
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &missing]).fails_with(&["cannot read", &missing]);
+    let binary = fx.write("binary.txt", &[0xff, 0xfe, 0x00, 0x80, 0xc3]);
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &binary]).fails_with(&["UTF-8", &binary]);
 }
 
 #[test]
 fn perplexity_ctx_out_of_range_states_the_range() {
-    let path = write_file("prose-ctx.txt", PROSE.as_bytes());
-    let p = path.to_str().unwrap();
-    ferrolm(&["perplexity", "--model", tiny(), "--file", p, "--ctx", "2"]).fails_with(&["--ctx", "between 4 and", "256", "got 2"]);
-    ferrolm(&["perplexity", "--model", tiny(), "--file", p, "--ctx", "100000"]).fails_with(&["--ctx", "between 4 and", "256"]);
+    let fx = Fx::new();
+    let path = fx.write("prose.txt", PROSE.as_bytes());
+    let range = "--ctx must be between 4 and the model's context length 256";
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "2"]).fails_with(&[range, "got 2"]);
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "100000"]).fails_with(&[range, "got 100000"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,36 +580,41 @@ fn perplexity_ctx_out_of_range_states_the_range() {
 
 #[test]
 fn chat_answers_piped_input_then_exits() {
-    let run = ferrolm_with_stdin(&["chat", "--model", tiny(), "-t", "1", "-n", "8"], Some("hello\n/exit\n"));
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let run = fx.run_with_stdin(&["chat", "--model", &model, "-t", "1", "-n", "8"], Some("hello\n/exit\n"));
     run.ok();
-    assert!(!run.stdout.is_empty(), "no answer on stdout; stderr:\n{}", run.stderr);
-    assert_eq!(run.stderr.matches("tok/s").count(), 1, "one turn, one stats line:\n{}", run.stderr);
+    assert!(!run.stdout.trim().is_empty(), "no answer on stdout; stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.matches("[prompt:").count(), 1, "one turn, one stats line:\n{}", run.stderr);
 }
 
 #[test]
 fn chat_with_closed_stdin_exits_cleanly() {
-    let run = ferrolm(&["chat", "--model", tiny(), "-t", "1", "-n", "4"]);
+    let fx = Fx::new();
+    let run = fx.run(&["chat", "--model", fx.tiny(), "-t", "1", "-n", "4"]);
     run.ok();
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
 #[test]
 fn chat_turn_too_long_for_ctx_is_refused_and_chat_goes_on() {
+    let fx = Fx::new();
     let input = format!("{}\nhi\n", "word ".repeat(40));
-    let run = ferrolm_with_stdin(&["chat", "--model", tiny(), "-t", "1", "-n", "2", "--ctx", "32"], Some(&input));
+    let run = fx.run_with_stdin(&["chat", "--model", fx.tiny(), "-t", "1", "-n", "2", "--ctx", "32"], Some(&input));
     run.ok();
     assert!(run.stderr.contains("no longer fits the context of 32"), "{}", run.stderr);
     // The short second turn still gets an answer.
-    assert_eq!(run.stderr.matches("tok/s").count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("[prompt:").count(), 1, "{}", run.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. info
+// 6. info and usage
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn info_describes_the_tiny_model() {
-    let run = ferrolm(&["info", "--model", tiny()]);
+    let fx = Fx::new();
+    let run = fx.run(&["info", "--model", fx.tiny()]);
     run.ok();
     let field = |name: &str| -> String {
         let line = run.stdout.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name} line:\n{}", run.stdout));
@@ -593,8 +632,48 @@ fn info_describes_the_tiny_model() {
 
 #[test]
 fn no_subcommand_is_a_usage_error_not_a_panic() {
-    let run = ferrolm(&[]);
+    let fx = Fx::new();
+    let run = fx.run(&[]);
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(!run.stderr.contains("panicked"));
     assert!(run.stderr.contains("Usage"), "{}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Odd inputs found while writing the tests above
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn empty_stop_string_is_ignored() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let plain = fx.generate(&model, &["-p", "the", "--temperature", "0", "-n", "6"]);
+    plain.ok();
+    let with_empty_stop = fx.generate(&model, &["-p", "the", "--temperature", "0", "-n", "6", "--stop", ""]);
+    with_empty_stop.ok();
+    assert_eq!(with_empty_stop.stdout, plain.stdout);
+}
+
+#[test]
+fn chat_with_a_broken_template_fails_clearly() {
+    let fx = Fx::new();
+    let broken = rewrite_tiny(|key, v| {
+        Some(if key == "tokenizer.chat_template" { Value::String("{% for message in messages %}{{ message".into()) } else { v.clone() })
+    });
+    let path = fx.write("broken-template.gguf", &broken);
+    fx.run_with_stdin(&["chat", "--model", &path, "-t", "1", "-n", "2"], Some("hello\n")).fails_with(&["chat template does not compile"]);
+}
+
+#[test]
+fn huge_ctx_on_a_model_claiming_a_huge_context_fails_cleanly() {
+    let fx = Fx::new();
+    let huge = rewrite_tiny(|key, v| Some(if key == "llama.context_length" { Value::U64(u64::MAX / 2) } else { v.clone() }));
+    let path = fx.write("huge-ctx.gguf", &huge);
+    let text = fx.write("prose.txt", PROSE.as_bytes());
+    for ctx in ["1000000000000", "4611686018427387903"] {
+        let run = fx.generate(&path, &["-p", "hi", "-n", "2", "--ctx", ctx]);
+        eprintln!("{run:?}");
+        let run = fx.run(&["perplexity", "--model", &path, "-t", "1", "--file", &text, "--ctx", ctx]);
+        eprintln!("{run:?}");
+    }
 }

@@ -256,12 +256,7 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
     }
 }
 
-/// w (N, K), x (T, K) f32 with xq (T, K/32) its 8-bit blocks -> y (T, N).
-///
-/// `xq` is read for block formats and `x` for float formats; the other may be empty. Rows of `w`
-/// are split statically over the pool's threads; each thread reads its weight rows once and
-/// reuses them for all T tokens.
-pub fn matmul(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &mut [f32]) {
+fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
     let (n, k) = (w.rows, w.cols);
     assert_eq!(y.len(), t * n, "matmul: y has {} values, expected T*N = {t}*{n}", y.len());
     assert_eq!(w.data.len(), n * w.row_bytes(), "matmul: weight bytes do not match its shape");
@@ -270,14 +265,63 @@ pub fn matmul(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[Bloc
     } else {
         assert_eq!(x.len(), t * k, "matmul: activations have the wrong length");
     }
-    let out = SharedMut::new(y);
+}
+
+/// Thread i's share of `w` against the activations, written into `y`.
+#[inline(always)]
+fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: SharedMut<f32>, i: usize, nt: usize) {
+    let rows = split_range(w.rows, i, nt);
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
+        Level::Avx2 => unsafe { matmul_rows_avx2(w, x, xq, t, rows, y) },
+        _ => matmul_rows(w, x, xq, t, rows, y),
+    }
+}
+
+/// w (N, K), x (T, K) f32 with xq (T, K/32) its 8-bit blocks -> y (T, N).
+///
+/// `xq` is read for block formats and `x` for float formats; the other may be empty. Rows of `w`
+/// are split statically over the pool's threads; each thread reads its weight rows once and
+/// reuses them for all T tokens.
+pub fn matmul(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &mut [f32]) {
+    matmul_group(pool, level, [(*w, y)], x, xq, t);
+}
+
+/// Several matrices against the same activations in one pass of the pool (one barrier instead of
+/// one per matrix): `(w_j (N_j, K), y_j (T, N_j))` for each j, as [`matmul`].
+pub fn matmul_group<const N: usize>(pool: &ThreadPool, level: Level, outputs: [(MatRef, &mut [f32]); N], x: &[f32], xq: &[BlockQ8], t: usize) {
+    for (w, y) in outputs.iter() {
+        check_shapes(w, x, xq, t, y);
+    }
+    let jobs = outputs.map(|(w, y)| (w, SharedMut::new(y)));
+    let jobs = &jobs;
     pool.run(&|i, nt| {
-        let rows = split_range(n, i, nt);
-        match level {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-            Level::Avx2 => unsafe { matmul_rows_avx2(w, x, xq, t, rows, out) },
-            _ => matmul_rows(w, x, xq, t, rows, out),
+        for (w, y) in jobs {
+            rows_share(level, w, x, xq, t, *y, i, nt);
+        }
+    });
+}
+
+/// The feed-forward input pair with SwiGLU fused: gate = silu(w_gate . x) * (w_up . x), (T, F).
+///
+/// Each thread computes its rows of both products and applies SwiGLU to them in place, so the
+/// activation is done before the pool's one barrier; `up` (T, F) is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32]) {
+    check_shapes(w_gate, x, xq, t, gate);
+    check_shapes(w_up, x, xq, t, up);
+    assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");
+    let f = w_gate.rows;
+    let (g, u) = (SharedMut::new(gate), SharedMut::new(up));
+    pool.run(&|i, nt| {
+        rows_share(level, w_gate, x, xq, t, g, i, nt);
+        rows_share(level, w_up, x, xq, t, u, i, nt);
+        let rows = split_range(f, i, nt);
+        for ti in 0..t {
+            // SAFETY: thread i owns rows `rows` of every token of both buffers.
+            let (gs, us) = unsafe { (g.slice(ti * f + rows.start, rows.len()), u.slice(ti * f + rows.start, rows.len())) };
+            crate::ops::swiglu_inplace(gs, us);
         }
     });
 }

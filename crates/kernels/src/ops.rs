@@ -47,8 +47,27 @@ pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, 
 }
 
 /// x (heads, Dh) in place: rotate each adjacent pair (x[2i], x[2i+1]) of every head by angle i
-/// ("normal" RoPE, the layout of GGUF llama Q/K weights).
+/// ("normal" RoPE, the layout of GGUF llama Q/K weights). The products are fused as the peers'
+/// compiled C fuses them (`a*c - b*s` as `fma(a, c, -(b*s))`).
 pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA.
+            return unsafe { rope_fma(x, head_dim, cos_sin) };
+        }
+    }
+    rope_generic(x, head_dim, cos_sin)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rope_fma(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    rope_generic(x, head_dim, cos_sin)
+}
+
+#[inline(always)]
+fn rope_generic(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     debug_assert_eq!(x.len() % head_dim, 0);
     for head in x.chunks_exact_mut(head_dim) {
         for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(cos_sin) {

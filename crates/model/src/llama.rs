@@ -14,7 +14,8 @@ use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
 use half::f16;
 use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
-use kernels::ops::{add_inplace, rms_norm, rope_angles, rope_inplace, swiglu_inplace};
+use kernels::matmul::{matmul_group, matmul_swiglu};
+use kernels::ops::{add_inplace, rms_norm, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
 use std::path::Path;
@@ -241,9 +242,9 @@ impl Llama {
             let q = &mut s.q[..t * q_dim];
             let k = &mut s.k[..t * kv_dim];
             let v = &mut s.v[..t * kv_dim];
-            matmul(&self.pool, self.level, &self.mat(&b.wq), xn, xq, t, q); // (T, H*Dh)
-            matmul(&self.pool, self.level, &self.mat(&b.wk), xn, xq, t, k); // (T, Hkv*Dh)
-            matmul(&self.pool, self.level, &self.mat(&b.wv), xn, xq, t, v); // (T, Hkv*Dh)
+            // q (T, H*Dh), k (T, Hkv*Dh), v (T, Hkv*Dh) in one pass of the pool
+            let qkv = [(self.mat(&b.wq), &mut *q), (self.mat(&b.wk), &mut *k), (self.mat(&b.wv), &mut *v)];
+            matmul_group(&self.pool, self.level, qkv, xn, xq, t);
             for i in 0..t {
                 let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
                 rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
@@ -272,9 +273,8 @@ impl Llama {
             quantize_row_q8(xn, xq);
             let gate = &mut s.gate[..t * f];
             let up = &mut s.up[..t * f];
-            matmul(&self.pool, self.level, &self.mat(&b.w_gate), xn, xq, t, gate); // (T, F)
-            matmul(&self.pool, self.level, &self.mat(&b.w_up), xn, xq, t, up); // (T, F)
-            swiglu_inplace(gate, up);
+            // gate = silu(Wgate . xn) * (Wup . xn)  (T, F)
+            matmul_swiglu(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up);
             let gate_q = &mut s.wide_q[..t * f / QK];
             quantize_row_q8(gate, gate_q);
             matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, proj); // (T, D)
