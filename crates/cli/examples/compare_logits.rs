@@ -17,8 +17,8 @@ fn main() {
     let (n, v) = (word(0) as usize, word(1) as usize);
     let tokens: Vec<u32> = (0..n).map(|i| word(2 + i)).collect();
     let theirs: Vec<f32> = (0..n * v).map(|i| f32::from_bits(word(2 + n + i))).collect();
-    let mut cache = model.new_cache(n);
-    let mut scratch = model.new_scratch(n, n);
+    let mut cache = model.new_cache(n).unwrap_or_else(|e| panic!("{e}"));
+    let mut scratch = model.new_scratch(n, n).unwrap_or_else(|e| panic!("{e}"));
     let ours = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap_or_else(|e| panic!("{e}"));
     let argmax = |x: &[f32]| kernels::ops::argmax(x);
     let (mut worst, mut sum, mut agree) = (0f32, 0f64, 0);

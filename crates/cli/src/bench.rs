@@ -76,8 +76,8 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
     if n_ctx > model.config.n_ctx_train {
         bail!("-p/-n of {n_ctx} exceed the model's context length {}", model.config.n_ctx_train);
     }
-    let mut cache = model.new_cache(n_ctx);
-    let mut scratch = model.new_scratch(args.n_prompt.max(1), n_ctx);
+    let mut cache = model.new_cache(n_ctx)?;
+    let mut scratch = model.new_scratch(args.n_prompt.max(1), n_ctx)?;
     let v = model.config.n_vocab;
     let mut pp = Vec::new();
     let mut tg = Vec::new();

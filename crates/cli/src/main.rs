@@ -169,6 +169,11 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
+        // A closed stdout (`ferrolm generate ... | head`) is the reader saying it has enough.
+        let broken_pipe = err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
@@ -201,7 +206,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
     let path = fetch::resolve_model(args.model.as_deref())?;
-    let file = GgufFile::open(&path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    // The error names the path already.
+    let file = GgufFile::open(&path)?;
     Ok((path, file))
 }
 
@@ -235,7 +241,7 @@ fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, prompt: &str, parse_spec
     let options = sampling.options()?;
     let (model, tok, n_ctx) = open_model(run)?;
     let ids = tok.encode_with_special(prompt, parse_special);
-    let mut session = Session::new(&model, n_ctx, 256);
+    let mut session = Session::new(&model, n_ctx, 256)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
@@ -275,7 +281,7 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
     let token_text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or("").to_string();
     let (bos, eos) = (token_text(tok.bos_id()), token_text(tok.eos_id()));
     let mut messages: Vec<ChatMessage> = system.into_iter().map(|content| ChatMessage { role: "system".into(), content }).collect();
-    let mut session = Session::new(&model, n_ctx, 256);
+    let mut session = Session::new(&model, n_ctx, 256)?;
     eprintln!("ferrolm chat: type a message and press Enter; /reset forgets the conversation, /exit or Ctrl-D quits.");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -321,9 +327,6 @@ fn cmd_tokenize(args: &ModelArgs, parse_special: bool, text: Option<String>, jso
         let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.with_context(|| format!("{}:{}: cannot read the line", path.display(), n + 1))?;
-            if line.trim().is_empty() {
-                continue;
-            }
             let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not valid JSON", path.display(), n + 1))?;
             let text = value
                 .get("text")
@@ -372,14 +375,17 @@ fn cmd_info(args: &ModelArgs) -> Result<()> {
         println!("  {name:<6} {count:>4} tensors, {:.1} MB", bytes as f64 / 1e6);
     }
     match tokenizer_from_gguf(&file) {
-        Ok(tok) => println!(
-            "tokenizer:     {} tokens, pre-tokenizer {:?}, bos {:?}, eos {:?}, add_bos {}",
-            tok.vocab_size(),
-            tok.pre_tokenizer(),
-            tok.bos_id(),
-            tok.eos_id(),
-            tok.add_bos()
-        ),
+        Ok(tok) => {
+            let id = |i: Option<u32>| i.map_or("none".to_string(), |i| format!("{i} {:?}", tok.id_to_token(i).unwrap_or("")));
+            println!(
+                "tokenizer:     {} tokens, pre-tokenizer {:?}, bos {}, eos {}, add_bos {}",
+                tok.vocab_size(),
+                tok.pre_tokenizer(),
+                id(tok.bos_id()),
+                id(tok.eos_id()),
+                tok.add_bos()
+            )
+        }
         Err(err) => println!("tokenizer:     unsupported: {err}"),
     }
     let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str());

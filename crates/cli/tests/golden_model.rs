@@ -38,7 +38,7 @@ fn greedy_continuations_match_llama_cpp() {
         let want = ids_of(&case["ids"]);
         let ids = tok.encode(prompt, true);
         assert_eq!(ids, ids_of(&case["prompt_ids"]), "prompt tokens differ for {prompt:?}");
-        let mut session = Session::new(&model, 512, 64);
+        let mut session = Session::new(&model, 512, 64).unwrap();
         let got = session.generate(&tok, &ids, &options, &mut |_| true).unwrap().tokens;
         cases += 1;
         if got == want {

@@ -73,8 +73,9 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     /// A session with room for `n_ctx` positions, evaluating prompts `batch` tokens at a time.
-    pub fn new(model: &'m Llama, n_ctx: usize, batch: usize) -> Session<'m> {
-        Session { model, cache: model.new_cache(n_ctx), scratch: model.new_scratch(batch, n_ctx), tokens: Vec::with_capacity(n_ctx) }
+    pub fn new(model: &'m Llama, n_ctx: usize, batch: usize) -> Result<Session<'m>, GenerateError> {
+        let batch = batch.min(n_ctx).max(1);
+        Ok(Session { model, cache: model.new_cache(n_ctx)?, scratch: model.new_scratch(batch, n_ctx)?, tokens: Vec::new() })
     }
 
     /// The tokens the cache holds.

@@ -35,8 +35,8 @@ pub fn perplexity(model: &Llama, tokens: &[u32], n_ctx: usize, bos: Option<u32>,
         )));
     }
     let v = model.config.n_vocab;
-    let mut cache = model.new_cache(n_ctx);
-    let mut scratch = model.new_scratch(n_ctx, n_ctx);
+    let mut cache = model.new_cache(n_ctx)?;
+    let mut scratch = model.new_scratch(n_ctx, n_ctx)?;
     let (mut nll, mut scored) = (0.0f64, 0usize);
     let mut chunk = vec![0u32; n_ctx];
     for c in 0..chunks {

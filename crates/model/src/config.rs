@@ -109,8 +109,14 @@ impl LlamaConfig {
     /// Checks the sizes the kernels rely on.
     fn validate(&self) -> Result<(), ModelError> {
         let block = kernels::QK;
-        for (name, v) in [("embedding_length", self.n_embd), ("feed_forward_length", self.n_ff), ("block_count", self.n_layer)] {
-            if v == 0 || v > 1 << 20 {
+        for (name, v) in [
+            ("embedding_length", self.n_embd),
+            ("feed_forward_length", self.n_ff),
+            ("block_count", self.n_layer),
+            ("context_length", self.n_ctx_train),
+        ] {
+            // 2^24 positions is beyond every released model; larger values are corrupt files.
+            if v == 0 || v > 1 << 24 {
                 return Err(ModelError::BadConfig(format!("{name} = {v} is out of range")));
             }
         }

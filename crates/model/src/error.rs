@@ -38,6 +38,9 @@ pub enum ModelError {
     /// More tokens than the scratch holds, with logits for all of them.
     #[error("{tokens} tokens with all logits exceed the batch size {max}")]
     BatchTooLarge { tokens: usize, max: usize },
+    /// A buffer does not fit in memory.
+    #[error("the {what} needs {bytes} bytes, more than this machine can allocate: {hint}")]
+    OutOfMemory { what: &'static str, bytes: u128, hint: &'static str },
     /// A cache made for another model or a larger context than the scratch.
     #[error("the KV cache does not match this model and scratch")]
     CacheMismatch,

@@ -8,7 +8,7 @@
 //! logits = Wout . rms(x)          (Wout = embd when the file has no output.weight)
 //! ```
 
-use crate::cache::KvCache;
+use crate::cache::{zeroed, KvCache};
 use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
@@ -157,13 +157,13 @@ impl Llama {
     }
 
     /// A KV cache for up to `n_ctx` positions of one sequence.
-    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+    pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
         KvCache::new(self.config.n_layer, n_ctx, self.config.kv_dim())
     }
 
     /// Buffers for forward calls of up to `max_tokens` tokens at a time, with caches of up to
     /// `n_ctx` positions.
-    pub fn new_scratch(&self, max_tokens: usize, n_ctx: usize) -> Scratch {
+    pub fn new_scratch(&self, max_tokens: usize, n_ctx: usize) -> Result<Scratch, ModelError> {
         Scratch::new(&self.config, max_tokens.max(1), n_ctx, self.pool.n_threads())
     }
 
@@ -316,27 +316,31 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    fn new(c: &LlamaConfig, max_tokens: usize, n_ctx: usize, n_threads: usize) -> Scratch {
+    fn new(c: &LlamaConfig, max_tokens: usize, n_ctx: usize, n_threads: usize) -> Result<Scratch, ModelError> {
         let t = max_tokens;
         let wide = c.q_dim().max(c.n_ff);
-        Scratch {
+        let oom = || ModelError::OutOfMemory { what: "scratch memory", bytes: (t as u128) * (c.n_vocab as u128) * 4, hint: "use a smaller batch or context" };
+        let f = |n: Option<usize>| n.and_then(|n| zeroed(n, 0f32)).ok_or_else(oom);
+        let q8 = |n: Option<usize>| n.and_then(|n| zeroed(n, BlockQ8::default())).ok_or_else(oom);
+        let per_thread = n_ctx.checked_add(attention_scratch_per_thread(0, c.head_dim));
+        Ok(Scratch {
             max_tokens: t,
             n_ctx,
-            x: vec![0.0; t * c.n_embd],
-            xn: vec![0.0; t * c.n_embd],
-            xq: vec![BlockQ8::default(); t * c.n_embd / QK],
-            q: vec![0.0; t * c.q_dim()],
-            k: vec![0.0; t * c.kv_dim()],
-            v: vec![0.0; t * c.kv_dim()],
-            att: vec![0.0; t * c.q_dim()],
-            wide_q: vec![BlockQ8::default(); t * wide / QK],
-            proj: vec![0.0; t * c.n_embd],
-            gate: vec![0.0; t * c.n_ff],
-            up: vec![0.0; t * c.n_ff],
-            cos_sin: vec![(0.0, 0.0); t * c.head_dim / 2],
-            att_scratch: vec![0.0; n_threads * attention_scratch_per_thread(n_ctx, c.head_dim)],
-            logits: vec![0.0; t * c.n_vocab],
-        }
+            x: f(t.checked_mul(c.n_embd))?,
+            xn: f(t.checked_mul(c.n_embd))?,
+            xq: q8(t.checked_mul(c.n_embd / QK))?,
+            q: f(t.checked_mul(c.q_dim()))?,
+            k: f(t.checked_mul(c.kv_dim()))?,
+            v: f(t.checked_mul(c.kv_dim()))?,
+            att: f(t.checked_mul(c.q_dim()))?,
+            wide_q: q8(t.checked_mul(wide / QK))?,
+            proj: f(t.checked_mul(c.n_embd))?,
+            gate: f(t.checked_mul(c.n_ff))?,
+            up: f(t.checked_mul(c.n_ff))?,
+            cos_sin: t.checked_mul(c.head_dim / 2).and_then(|n| zeroed(n, (0f32, 0f32))).ok_or_else(oom)?,
+            att_scratch: f(per_thread.and_then(|p| p.checked_mul(n_threads)))?,
+            logits: f(t.checked_mul(c.n_vocab))?,
+        })
     }
 
     /// The most tokens one batch holds.

@@ -118,8 +118,8 @@ fn forward_matches_independent_f64_reference_for_every_format() {
         let file = GgufFile::from_bytes(bytes.clone()).unwrap();
         let want = reference_logits(&file, &tokens);
         let model = Llama::from_file(GgufFile::from_bytes(bytes).unwrap(), 2).unwrap();
-        let mut cache = model.new_cache(32);
-        let mut scratch = model.new_scratch(16, 32);
+        let mut cache = model.new_cache(32).unwrap();
+        let mut scratch = model.new_scratch(16, 32).unwrap();
         let got = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap();
         let v = model.config.n_vocab;
         let mut worst = 0f64;
@@ -140,10 +140,10 @@ fn prefill_equals_token_by_token_decode() {
     let model = load(&TinySpec::default(), 2);
     let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 262) as u32).collect();
     let v = model.config.n_vocab;
-    let mut cache = model.new_cache(64);
-    let mut scratch = model.new_scratch(32, 64);
+    let mut cache = model.new_cache(64).unwrap();
+    let mut scratch = model.new_scratch(32, 64).unwrap();
     let all = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
-    let mut cache = model.new_cache(64);
+    let mut cache = model.new_cache(64).unwrap();
     for (t, &tok) in tokens.iter().enumerate() {
         let one = model.forward(&[tok], &mut cache, &mut scratch, Logits::Last).unwrap();
         for (a, b) in one.iter().zip(&all[t * v..(t + 1) * v]) {
@@ -156,11 +156,11 @@ fn prefill_equals_token_by_token_decode() {
 fn prefill_in_small_batches_equals_one_batch() {
     let model = load(&TinySpec::default(), 1);
     let tokens: Vec<u32> = (0..23).map(|i| (i * 11 % 262) as u32).collect();
-    let mut cache = model.new_cache(64);
-    let mut big = model.new_scratch(64, 64);
+    let mut cache = model.new_cache(64).unwrap();
+    let mut big = model.new_scratch(64, 64).unwrap();
     let want = model.forward(&tokens, &mut cache, &mut big, Logits::Last).unwrap().to_vec();
-    let mut cache = model.new_cache(64);
-    let mut small = model.new_scratch(5, 64);
+    let mut cache = model.new_cache(64).unwrap();
+    let mut small = model.new_scratch(5, 64).unwrap();
     let got = model.forward(&tokens, &mut cache, &mut small, Logits::Last).unwrap();
     assert_eq!(cache.len(), 23);
     for (a, b) in got.iter().zip(&want) {
@@ -173,8 +173,8 @@ fn one_thread_and_many_threads_give_identical_logits() {
     let tokens: Vec<u32> = (0..12).map(|i| (i * 29 % 262) as u32).collect();
     let run = |threads| {
         let model = load(&TinySpec::default(), threads);
-        let mut cache = model.new_cache(32);
-        let mut scratch = model.new_scratch(16, 32);
+        let mut cache = model.new_cache(32).unwrap();
+        let mut scratch = model.new_scratch(16, 32).unwrap();
         model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec()
     };
     let one = run(1);
@@ -186,8 +186,8 @@ fn one_thread_and_many_threads_give_identical_logits() {
 #[test]
 fn kv_cache_is_never_recomputed_in_decode() {
     let model = load(&TinySpec::default(), 1);
-    let mut cache = model.new_cache(64);
-    let mut scratch = model.new_scratch(16, 64);
+    let mut cache = model.new_cache(64).unwrap();
+    let mut scratch = model.new_scratch(16, 64).unwrap();
     let prompt: Vec<u32> = (10..30).collect();
     model.forward(&prompt, &mut cache, &mut scratch, Logits::Last).unwrap();
     for step in 0..10u32 {
@@ -201,8 +201,8 @@ fn kv_cache_is_never_recomputed_in_decode() {
 #[test]
 fn full_context_is_a_clear_error() {
     let model = load(&TinySpec::default(), 1);
-    let mut cache = model.new_cache(8);
-    let mut scratch = model.new_scratch(8, 8);
+    let mut cache = model.new_cache(8).unwrap();
+    let mut scratch = model.new_scratch(8, 8).unwrap();
     model.forward(&[1, 2, 3, 4, 5, 6], &mut cache, &mut scratch, Logits::Last).unwrap();
     let err = model.forward(&[7, 8, 9], &mut cache, &mut scratch, Logits::Last).unwrap_err();
     assert!(matches!(err, ModelError::ContextFull { capacity: 8, needed: 9 }), "{err}");
@@ -214,8 +214,8 @@ fn full_context_is_a_clear_error() {
 #[test]
 fn out_of_vocabulary_token_is_an_error() {
     let model = load(&TinySpec::default(), 1);
-    let mut cache = model.new_cache(8);
-    let mut scratch = model.new_scratch(8, 8);
+    let mut cache = model.new_cache(8).unwrap();
+    let mut scratch = model.new_scratch(8, 8).unwrap();
     let err = model.forward(&[1, 100_000], &mut cache, &mut scratch, Logits::Last).unwrap_err();
     assert!(matches!(err, ModelError::InvalidToken { token: 100_000, .. }));
 }
