@@ -321,7 +321,7 @@ pub fn attention(
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                Level::Avx2 => unsafe { avx2::attend_one_avx2(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o) },
+                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o) },
                 _ => attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o),
             }
         }

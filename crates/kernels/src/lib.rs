@@ -13,6 +13,8 @@ pub mod ops;
 pub mod pool;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
+mod vnni;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use matmul::{matmul, Level, MatRef};

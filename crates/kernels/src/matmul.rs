@@ -21,21 +21,28 @@ pub enum Level {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL, DQ) and VNNI: two weight rows per instruction.
+    Avx512Vnni,
 }
 
 impl Level {
-    /// The best level this machine supports. `FERROLM_KERNELS=scalar` forces the reference.
+    /// The best level this machine supports. `FERROLM_KERNELS=scalar` (or `avx2`) caps it.
     pub fn detect() -> Level {
-        if std::env::var("FERROLM_KERNELS").is_ok_and(|v| v == "scalar") {
-            return Level::Scalar;
+        let best = Level::best_available();
+        match std::env::var("FERROLM_KERNELS").as_deref() {
+            Ok("scalar") => Level::Scalar,
+            Ok("avx2") if best != Level::Scalar => Level::Avx2,
+            _ => best,
         }
-        Level::best_available()
     }
 
     /// The best level the CPU supports, ignoring the environment.
     pub fn best_available() -> Level {
         #[cfg(target_arch = "x86_64")]
         {
+            if crate::vnni::available() {
+                return Level::Avx512Vnni;
+            }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
                 return Level::Avx2;
             }
@@ -45,12 +52,30 @@ impl Level {
 
     /// Every level this machine can run (for tests that compare them).
     pub fn all_available() -> Vec<Level> {
-        let mut levels = vec![Level::Scalar];
-        if Level::best_available() == Level::Avx2 {
-            levels.push(Level::Avx2);
+        match Level::best_available() {
+            Level::Scalar => vec![Level::Scalar],
+            Level::Avx2 => vec![Level::Scalar, Level::Avx2],
+            Level::Avx512Vnni => vec![Level::Scalar, Level::Avx2, Level::Avx512Vnni],
         }
-        levels
     }
+
+    /// Whether Q4_1 weights should be repacked into row pairs ([`pack_for`]) at load time.
+    pub fn wants_packed_q4_1(self) -> bool {
+        self == Level::Avx512Vnni
+    }
+}
+
+/// The load-time repacking of a weight matrix for `level`, if that level has one for its format:
+/// w (N, K) -> packed bytes for [`MatRef::packed`].
+pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level.wants_packed_q4_1() && format == Format::Q4_1 && rows % 2 == 0 && cols % QK == 0 {
+            return Some(crate::vnni::pack_q4_1_pairs(data, rows, cols / QK));
+        }
+    }
+    let _ = (level, format, data, rows, cols);
+    None
 }
 
 /// A weight matrix viewed in place: `rows` (N) rows of `cols` (K) elements in `format`.
@@ -64,6 +89,8 @@ pub struct MatRef<'a> {
     pub rows: usize,
     /// K, the number of input features.
     pub cols: usize,
+    /// The same weights repacked for the machine's kernels ([`pack_for`]), if they were.
+    pub packed: Option<&'a [u8]>,
 }
 
 impl<'a> MatRef<'a> {
@@ -265,6 +292,50 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
     }
 }
 
+/// Row pairs `pairs` of a Q8_0 or packed Q4_1 `w` against all T tokens with the VNNI kernels,
+/// four tokens at a time, in L1-sized token tiles as [`quantized_rows`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: SharedMut<f32>) {
+    use crate::vnni;
+    let (n, kb) = (w.rows, w.cols / QK);
+    let act = |ti: usize| &xq[ti * kb..(ti + 1) * kb];
+    let pair_bytes = kb * vnni::PAIR_Q4_1_BYTES;
+    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(4, 256) / 4 * 4;
+    // SAFETY (kernel calls): the caller checked the CPU features; shapes match by construction.
+    let dots = |p: usize, xs: &[&[BlockQ8]; 4], count: usize| -> [[f32; 2]; 4] {
+        match (w.format, w.packed) {
+            (Format::Q4_1, Some(packed)) => {
+                let pw = &packed[p * pair_bytes..(p + 1) * pair_bytes];
+                if count == 4 { unsafe { vnni::q4_1_pair::<4>(pw, *xs) } } else { [unsafe { vnni::q4_1_pair::<1>(pw, [xs[0]]) }[0]; 4] }
+            }
+            _ => {
+                let (a, b) = (w.row(2 * p), w.row(2 * p + 1));
+                if count == 4 { unsafe { vnni::q8_0_pair::<4>(a, b, *xs) } } else { [unsafe { vnni::q8_0_pair::<1>(a, b, [xs[0]]) }[0]; 4] }
+            }
+        }
+    };
+    for t0 in (0..t).step_by(tile) {
+        let t1 = (t0 + tile).min(t);
+        for p in pairs.clone() {
+            let mut ti = t0;
+            while ti < t1 {
+                let count = if ti + 4 <= t1 { 4 } else { 1 };
+                let xs = [act(ti), act((ti + 1).min(t1 - 1)), act((ti + 2).min(t1 - 1)), act((ti + 3).min(t1 - 1))];
+                let v = dots(p, &xs, count);
+                for (j, rows) in v.iter().enumerate().take(count) {
+                    // SAFETY: each thread owns whole row pairs; indices are inside y (T, N).
+                    unsafe {
+                        y.write((ti + j) * n + 2 * p, rows[0]);
+                        y.write((ti + j) * n + 2 * p + 1, rows[1]);
+                    }
+                }
+                ti += count;
+            }
+        }
+    }
+}
+
 fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
     let (n, k) = (w.rows, w.cols);
     assert_eq!(y.len(), t * n, "matmul: y has {} values, expected T*N = {t}*{n}", y.len());
@@ -279,12 +350,21 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
 /// Thread i's share of `w` against the activations, written into `y`.
 #[inline(always)]
 fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: SharedMut<f32>, i: usize, nt: usize) {
-    let rows = split_range(w.rows, i, nt);
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-        Level::Avx2 => unsafe { matmul_rows_avx2(w, x, xq, t, rows, y) },
-        _ => matmul_rows(w, x, xq, t, rows, y),
+        // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni`.
+        Level::Avx512Vnni if w.format == Format::Q8_0 || (w.format == Format::Q4_1 && w.packed.is_some()) => unsafe {
+            // Whole row pairs per thread; an odd last row goes to the last thread.
+            let pairs = split_range(w.rows / 2, i, nt);
+            matmul_pairs_vnni(w, xq, t, pairs, y);
+            if w.rows % 2 == 1 && i + 1 == nt {
+                matmul_rows_avx2(w, x, xq, t, w.rows - 1..w.rows, y);
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both levels are only chosen when the CPU has AVX2, FMA and F16C.
+        Level::Avx2 | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, split_range(w.rows, i, nt), y) },
+        _ => matmul_rows(w, x, xq, t, split_range(w.rows, i, nt), y),
     }
 }
 
@@ -386,7 +466,7 @@ mod tests {
         let pool = ThreadPool::new(3);
         for format in FORMATS {
             let data = make_weights(format, n, k, 11);
-            let w = MatRef { format, data: &data, rows: n, cols: k };
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
             let mut y = vec![0f32; t * n];
             matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut y);
             let want = reference_f32(format, &data, n, k, &x, t);
@@ -400,17 +480,27 @@ mod tests {
 
     #[test]
     fn simd_levels_match_scalar_bit_for_bit() {
-        let (n, k, t) = (19, 160, 7); // 7 tokens: one group of four and three single ones
+        for n in [19, 20] {
+            simd_levels_match_scalar_with_rows(n);
+        }
+    }
+
+    /// Odd and even row counts (row pairs, and the odd row left over), 7 tokens: one group of
+    /// four and three single ones.
+    fn simd_levels_match_scalar_with_rows(n: usize) {
+        let (k, t) = (160, 7);
         let x = pseudo_random(t * k, 3);
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
         let pool = ThreadPool::new(1);
         for format in FORMATS {
             let data = make_weights(format, n, k, 5);
-            let w = MatRef { format, data: &data, rows: n, cols: k };
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
             let mut want = vec![0f32; t * n];
             matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut want);
             for level in Level::all_available() {
+                let packed = pack_for(level, format, &data, n, k);
+                let w = MatRef { packed: packed.as_deref(), ..w };
                 let mut y = vec![0f32; t * n];
                 matmul(&pool, level, &w, &x, &xq, t, &mut y);
                 assert_eq!(y, want, "{format:?} at {level:?}");
@@ -425,7 +515,7 @@ mod tests {
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
         let data = make_weights(Format::Q4_1, n, k, 13);
-        let w = MatRef { format: Format::Q4_1, data: &data, rows: n, cols: k };
+        let w = MatRef { format: Format::Q4_1, data: &data, rows: n, cols: k, packed: None };
         let mut one = vec![0f32; t * n];
         matmul(&ThreadPool::new(1), Level::detect(), &w, &x, &xq, t, &mut one);
         for threads in [2, 3, 4] {

@@ -28,6 +28,8 @@ struct Weight {
     format: Format,
     rows: usize,
     cols: usize,
+    /// The weights repacked for the machine's kernels at load time, when they want it.
+    packed: Option<Vec<u8>>,
 }
 
 /// One transformer block's weights.
@@ -88,7 +90,7 @@ fn weight(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weigh
         return Err(ModelError::TensorShape { tensor: name.to_string(), expected: want.to_vec(), got: info.dims.clone() });
     }
     let format = format_of(info)?;
-    Ok(Weight { info: info.clone(), format, rows, cols })
+    Ok(Weight { info: info.clone(), format, rows, cols, packed: None })
 }
 
 fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
@@ -133,7 +135,9 @@ impl Llama {
             Some(_) => weight(&file, "output.weight", v, d)?,
             None => token_embd.clone(),
         };
-        Ok(Llama { config: c, file, token_embd, blocks, output_norm, output, pool: ThreadPool::new(n_threads), level: Level::detect(), tokens_evaluated: AtomicU64::new(0) })
+        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool: ThreadPool::new(n_threads), level: Level::detect(), tokens_evaluated: AtomicU64::new(0) };
+        model.set_level(model.level);
+        Ok(model)
     }
 
     /// The GGUF file the model was loaded from (metadata, tokenizer, chat template).
@@ -167,8 +171,8 @@ impl Llama {
         Scratch::new(&self.config, max_tokens.max(1), n_ctx, self.pool.n_threads())
     }
 
-    fn mat(&self, w: &Weight) -> MatRef<'_> {
-        MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols }
+    fn mat<'a>(&'a self, w: &'a Weight) -> MatRef<'a> {
+        MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols, packed: w.packed.as_deref() }
     }
 
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and returns
@@ -289,9 +293,23 @@ impl Llama {
         self.tokens_evaluated.load(Ordering::Relaxed)
     }
 
-    /// Chooses the kernel level (tests compare levels; normal use keeps the detected one).
+    /// Chooses the kernel level (tests compare levels; normal use keeps the detected one) and
+    /// repacks the weights for it.
     pub fn set_level(&mut self, level: Level) {
         self.level = level;
+        let file = &self.file;
+        let pack = |w: &mut Weight| w.packed = kernels::matmul::pack_for(level, w.format, file.tensor_data(&w.info), w.rows, w.cols);
+        for b in &mut self.blocks {
+            for w in [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.w_gate, &mut b.w_up, &mut b.w_down] {
+                pack(w);
+            }
+        }
+        pack(&mut self.output);
+    }
+
+    /// The kernel level in use.
+    pub fn level(&self) -> Level {
+        self.level
     }
 }
 
