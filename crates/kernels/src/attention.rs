@@ -2,7 +2,7 @@
 
 use crate::matmul::Level;
 use crate::ops::exp_poly;
-use crate::pool::{split_range, SharedMut, ThreadPool};
+use crate::pool::{SharedMut, ThreadPool};
 use half::f16;
 
 /// The shape of one attention call.
@@ -251,15 +251,27 @@ mod avx2 {
             Order::Vector => LANES * BANKS,
         };
         let acc = &mut acc[..width * head_dim];
-        acc.iter_mut().for_each(|x| *x = 0.0);
         let ap = acc.as_mut_ptr();
-        for (s, &p) in scores.iter().enumerate() {
-            let p = _mm256_set1_ps(f16::from_f32(p).to_f32());
-            let row = ap.add((s % width) * head_dim);
-            let vp = v.as_ptr().add(s * kv_dim + kv_off);
-            for d in (0..head_dim).step_by(8) {
-                let a = _mm256_loadu_ps(row.add(d));
-                _mm256_storeu_ps(row.add(d), _mm256_fmadd_ps(p, load8(vp.add(d)), a));
+        // Probabilities rounded to f16 once (they are reused below), in place of the scores.
+        for p in scores.iter_mut() {
+            *p = f16::from_f32(*p).to_f32();
+        }
+        // Slot by slot, 64 dimensions at a time in registers: the positions of one slot are added
+        // in increasing order, the order of the reference, without a load and store per position.
+        for slot in 0..width {
+            for d0 in (0..head_dim).step_by(64) {
+                let lanes = ((head_dim - d0) / 8).min(8);
+                let mut r = [_mm256_setzero_ps(); 8];
+                for s in (slot..n_seen).step_by(width) {
+                    let p = _mm256_set1_ps(scores[s]);
+                    let vp = v.as_ptr().add(s * kv_dim + kv_off + d0);
+                    for (j, r) in r.iter_mut().enumerate().take(lanes) {
+                        *r = _mm256_fmadd_ps(p, load8(vp.add(8 * j)), *r);
+                    }
+                }
+                for (j, r) in r.iter().enumerate().take(lanes) {
+                    _mm256_storeu_ps(ap.add(slot * head_dim + d0 + 8 * j), *r);
+                }
             }
         }
         let at = |slot: usize, d: usize| _mm256_loadu_ps(ap.add(slot * head_dim + d));
@@ -312,7 +324,9 @@ pub fn attention(
     pool.run(&|i, nt| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its pairs.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
-        for pair in split_range(n_tokens * n_head, i, nt) {
+        // Pairs dealt round-robin: with the causal mask later tokens cost more, and contiguous
+        // ranges would leave the last thread with most of the work.
+        for pair in (i..n_tokens * n_head).step_by(nt) {
             let (t, h) = (pair / n_head, pair % n_head);
             let kv_off = (h / group) * head_dim;
             let n_seen = start + t + 1;
