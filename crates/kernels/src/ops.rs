@@ -14,6 +14,29 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// x (T, D) -> xn (T, D) = rms_norm(x) * weight, and xq (T, D/32) its 8-bit blocks: the input
+/// of every matrix product of a block, in one pass (tokens split over the pool when many).
+pub fn rms_norm_quantize(pool: &crate::ThreadPool, x: &[f32], weight: &[f32], eps: f32, xn: &mut [f32], xq: &mut [crate::BlockQ8], t: usize) {
+    let d = weight.len();
+    let kb = d / crate::QK;
+    let rows = |x: &[f32], xn: &mut [f32], xq: &mut [crate::BlockQ8]| {
+        for ((xr, nr), qr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)).zip(xq.chunks_exact_mut(kb)) {
+            rms_norm(xr, weight, eps, nr);
+            crate::quant::quantize_row_q8(nr, qr);
+        }
+    };
+    if t < crate::quant::PARALLEL_MIN_TOKENS || pool.n_threads() == 1 {
+        return rows(x, xn, xq);
+    }
+    let (xn_out, xq_out) = (crate::pool::SharedMut::new(xn), crate::pool::SharedMut::new(xq));
+    pool.run(&|i, nt| {
+        let r = crate::pool::split_range(t, i, nt);
+        // SAFETY: thread i owns the rows of its tokens in both outputs.
+        let (nr, qr) = unsafe { (xn_out.slice(r.start * d, r.len() * d), xq_out.slice(r.start * kb, r.len() * kb)) };
+        rows(&x[r.start * d..r.end * d], nr, qr);
+    });
+}
+
 /// x (n) -> x (n) in place: numerically stable softmax (the maximum is subtracted first, so
 /// logits near 1e4 neither overflow nor lose the differences between them). Sums in f64.
 pub fn softmax_inplace(x: &mut [f32]) {

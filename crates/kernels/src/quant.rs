@@ -111,6 +111,25 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     quantize_row_q8_generic(x, out)
 }
 
+/// Tokens below which a row-wise pass runs on the calling thread alone: waking the pool costs
+/// more than it saves.
+pub const PARALLEL_MIN_TOKENS: usize = 8;
+
+/// x (T, K) f32 -> xq (T, K/32) blocks, tokens split over the pool when there are many.
+pub fn quantize_rows_q8(pool: &crate::ThreadPool, x: &[f32], xq: &mut [BlockQ8], t: usize) {
+    if t < PARALLEL_MIN_TOKENS || pool.n_threads() == 1 {
+        return quantize_row_q8(x, xq);
+    }
+    let (k, kb) = (x.len() / t, xq.len() / t);
+    let out = crate::pool::SharedMut::new(xq);
+    pool.run(&|i, nt| {
+        let rows = crate::pool::split_range(t, i, nt);
+        // SAFETY: thread i owns the blocks of its tokens.
+        let dst = unsafe { out.slice(rows.start * kb, rows.len() * kb) };
+        quantize_row_q8(&x[rows.start * k..rows.end * k], dst);
+    });
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,sse4.1")]
 unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {

@@ -15,8 +15,8 @@ use gguf::{GgmlType, GgufFile, TensorInfo};
 use half::f16;
 use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
 use kernels::matmul::{matmul_group, matmul_swiglu};
-use kernels::ops::{add_inplace, rms_norm, rope_angles, rope_inplace};
-use kernels::quant::{dequantize_row, quantize_row_q8};
+use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
+use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,10 +239,7 @@ impl Llama {
         let xq = &mut s.xq[..t * d / QK];
         for (l, b) in self.blocks.iter().enumerate() {
             // Attention: xn = rms(x); q, k, v = W . xn
-            for i in 0..t {
-                rms_norm(&x[i * d..(i + 1) * d], &b.attn_norm, c.rms_eps, &mut xn[i * d..(i + 1) * d]);
-            }
-            quantize_row_q8(xn, xq);
+            rms_norm_quantize(&self.pool, x, &b.attn_norm, c.rms_eps, xn, xq, t);
             let q = &mut s.q[..t * q_dim];
             let k = &mut s.k[..t * kv_dim];
             let v = &mut s.v[..t * kv_dim];
@@ -266,21 +263,18 @@ impl Llama {
             attention(&self.pool, self.level, shape, q, &k_cache[..(start + t) * kv_dim], &v_cache[..(start + t) * kv_dim], att, &mut s.att_scratch);
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
-            quantize_row_q8(att, att_q);
+            quantize_rows_q8(&self.pool, att, att_q, t);
             let proj = &mut s.proj[..t * d];
             matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, proj);
             add_inplace(x, proj);
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
-            for i in 0..t {
-                rms_norm(&x[i * d..(i + 1) * d], &b.ffn_norm, c.rms_eps, &mut xn[i * d..(i + 1) * d]);
-            }
-            quantize_row_q8(xn, xq);
+            rms_norm_quantize(&self.pool, x, &b.ffn_norm, c.rms_eps, xn, xq, t);
             let gate = &mut s.gate[..t * f];
             let up = &mut s.up[..t * f];
             // gate = silu(Wgate . xn) * (Wup . xn)  (T, F)
             matmul_swiglu(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up);
             let gate_q = &mut s.wide_q[..t * f / QK];
-            quantize_row_q8(gate, gate_q);
+            quantize_rows_q8(&self.pool, gate, gate_q, t);
             matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, proj); // (T, D)
             add_inplace(x, proj);
         }
