@@ -5,6 +5,7 @@
 use gguf::{GgmlType, GgufWriter, Value, ValueType};
 use kernels::quant::quantize_row;
 use kernels::Format;
+use tokenizer::byte_level::byte_to_char;
 
 /// Sizes of a tiny test model.
 #[derive(Clone, Debug)]
@@ -35,16 +36,6 @@ impl Default for TinySpec {
 
 /// The control tokens at ids 0, 1, 2 (as in SmolLM2).
 pub const CONTROL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-
-/// The GPT-2 byte-to-character map: printable bytes map to themselves, the rest to U+0100...
-pub fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    if printable(b) {
-        return b as char;
-    }
-    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(0x100 + rank).unwrap_or('?')
-}
 
 fn ggml_type(format: Format) -> GgmlType {
     match format {
@@ -81,10 +72,10 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut tokens: Vec<String> = CONTROL_TOKENS.iter().map(|s| s.to_string()).collect();
     let mut types = vec![3i32; CONTROL_TOKENS.len()];
     for b in 0..=255u8 {
-        tokens.push(byte_char(b).to_string());
+        tokens.push(byte_to_char(b).to_string());
         types.push(1);
     }
-    let g = byte_char(b' ');
+    let g = byte_to_char(b' ');
     let merges: Vec<String> = vec![
         format!("{g} t"),
         "h e".into(),
