@@ -298,39 +298,43 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: SharedMut<f32>) {
     use crate::vnni;
-    let (n, kb) = (w.rows, w.cols / QK);
-    let act = |ti: usize| &xq[ti * kb..(ti + 1) * kb];
+    let kb = w.cols / QK;
     let pair_bytes = kb * vnni::PAIR_Q4_1_BYTES;
-    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(4, 256) / 4 * 4;
-    // SAFETY (kernel calls): the caller checked the CPU features; shapes match by construction.
-    let dots = |p: usize, xs: &[&[BlockQ8]; 4], count: usize| -> [[f32; 2]; 4] {
-        match (w.format, w.packed) {
-            (Format::Q4_1, Some(packed)) => {
-                let pw = &packed[p * pair_bytes..(p + 1) * pair_bytes];
-                if count == 4 { unsafe { vnni::q4_1_pair::<4>(pw, *xs) } } else { [unsafe { vnni::q4_1_pair::<1>(pw, [xs[0]]) }[0]; 4] }
-            }
-            _ => {
-                let (a, b) = (w.row(2 * p), w.row(2 * p + 1));
-                if count == 4 { unsafe { vnni::q8_0_pair::<4>(a, b, *xs) } } else { [unsafe { vnni::q8_0_pair::<1>(a, b, [xs[0]]) }[0]; 4] }
+    const GROUP: usize = 8; // tokens per kernel call in prefill
+    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(GROUP, 256) / GROUP * GROUP;
+    // One row pair against G tokens starting at `ti`; writes the 2 x G outputs.
+    #[inline(always)]
+    unsafe fn group<const G: usize>(w: &MatRef, pair_bytes: usize, p: usize, ti: usize, xq: &[BlockQ8], y: SharedMut<f32>) {
+        let kb = w.cols / QK;
+        let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
+        // SAFETY: the caller checked the CPU features; shapes match by construction.
+        let v = match (w.format, w.packed) {
+            (Format::Q4_1, Some(packed)) => unsafe { crate::vnni::q4_1_pair::<G>(&packed[p * pair_bytes..(p + 1) * pair_bytes], xs) },
+            _ => unsafe { crate::vnni::q8_0_pair::<G>(w.row(2 * p), w.row(2 * p + 1), xs) },
+        };
+        for (j, rows) in v.iter().enumerate() {
+            // SAFETY: each thread owns whole row pairs; indices are inside y (T, N).
+            unsafe {
+                y.write((ti + j) * w.rows + 2 * p, rows[0]);
+                y.write((ti + j) * w.rows + 2 * p + 1, rows[1]);
             }
         }
-    };
+    }
     for t0 in (0..t).step_by(tile) {
         let t1 = (t0 + tile).min(t);
         for p in pairs.clone() {
             let mut ti = t0;
+            while ti + GROUP <= t1 {
+                group::<GROUP>(w, pair_bytes, p, ti, xq, y);
+                ti += GROUP;
+            }
+            while ti + 4 <= t1 {
+                group::<4>(w, pair_bytes, p, ti, xq, y);
+                ti += 4;
+            }
             while ti < t1 {
-                let count = if ti + 4 <= t1 { 4 } else { 1 };
-                let xs = [act(ti), act((ti + 1).min(t1 - 1)), act((ti + 2).min(t1 - 1)), act((ti + 3).min(t1 - 1))];
-                let v = dots(p, &xs, count);
-                for (j, rows) in v.iter().enumerate().take(count) {
-                    // SAFETY: each thread owns whole row pairs; indices are inside y (T, N).
-                    unsafe {
-                        y.write((ti + j) * n + 2 * p, rows[0]);
-                        y.write((ti + j) * n + 2 * p + 1, rows[1]);
-                    }
-                }
-                ti += count;
+                group::<1>(w, pair_bytes, p, ti, xq, y);
+                ti += 1;
             }
         }
     }
@@ -488,7 +492,7 @@ mod tests {
     /// Odd and even row counts (row pairs, and the odd row left over), 7 tokens: one group of
     /// four and three single ones.
     fn simd_levels_match_scalar_with_rows(n: usize) {
-        let (k, t) = (160, 7);
+        let (k, t) = (160, 13); // one group of eight, one of four, one single
         let x = pseudo_random(t * k, 3);
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
