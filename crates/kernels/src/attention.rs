@@ -40,10 +40,13 @@ enum Order {
     Vector,
 }
 
-/// Scratch floats each thread needs for [`attention`]: a row of scores over S positions, one
-/// query head, and 64 accumulators per head dimension.
+/// Query heads per KV head up to which the grouped kernel handles a whole group at once.
+const MAX_GROUP: usize = 8;
+
+/// Scratch floats each thread needs for [`attention`]: rows of scores over S positions and
+/// query heads for up to a group of heads, and the value accumulators.
 pub fn attention_scratch_per_thread(max_positions: usize, head_dim: usize) -> usize {
-    max_positions + head_dim + head_dim * LANES * BANKS
+    MAX_GROUP * (max_positions + head_dim) + head_dim * (LANES * MAX_GROUP).max(LANES * BANKS)
 }
 
 /// Sums 16 lanes as a tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3).
@@ -289,6 +292,108 @@ mod avx2 {
     }
 }
 
+/// Several tokens, AVX-512: the query heads that share a KV head are handled together, so each
+/// key and value row is loaded and converted from f16 once for the whole group. Per head, the
+/// arithmetic and its order are exactly those of [`attend_one`] in the tiled order (tested).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{softmax_lanes, LANES, MAX_GROUP};
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// `reduce16` of one register: lanes l+8 and l, then the 8-lane tree.
+    #[inline(always)]
+    unsafe fn reduce16(acc: __m512) -> f32 {
+        let t8 = _mm256_add_ps(_mm512_extractf32x8_ps(acc, 1), _mm512_castps512_ps256(acc));
+        let r = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+    }
+
+    /// 16 f16 at `p` to f32.
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    /// q (G, Dh) of one token and its KV head at `kv_off` -> out (G, Dh); Dh % 16 == 0, G <= 8.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn attend_group(
+        group: usize,
+        head_dim: usize,
+        q: &[f32],
+        k: &[f16],
+        v: &[f16],
+        kv_dim: usize,
+        kv_off: usize,
+        n_seen: usize,
+        scale: f32,
+        work: &mut [f32],
+        out: &mut [f32],
+    ) {
+        debug_assert!(group <= MAX_GROUP && head_dim % LANES == 0);
+        let chunks = head_dim / LANES;
+        let (scores, rest) = work.split_at_mut(group * n_seen); // (G, n_seen)
+        let (qh, acc) = rest.split_at_mut(group * head_dim); // (G, Dh), then (G, 16, Dh)
+        for (d, &x) in qh.iter_mut().zip(q) {
+            *d = f16::from_f32(x).to_f32();
+        }
+        for s in 0..n_seen {
+            let kp = k.as_ptr().add(s * kv_dim + kv_off);
+            for g in 0..group {
+                let qp = qh.as_ptr().add(g * head_dim);
+                let mut a = _mm512_setzero_ps();
+                for c in 0..chunks {
+                    a = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(c * LANES)), load16(kp.add(c * LANES)), a);
+                }
+                scores[g * n_seen + s] = reduce16(a) * scale;
+            }
+        }
+        for g in 0..group {
+            let row = &mut scores[g * n_seen..(g + 1) * n_seen];
+            softmax_lanes(row);
+            for p in row.iter_mut() {
+                *p = f16::from_f32(*p).to_f32();
+            }
+        }
+        // Values: slot by slot (position s goes to slot s % 16), 64 dimensions at a time, every
+        // head of the group in registers; each value row is converted once for the group.
+        let ap = acc.as_mut_ptr();
+        for slot in 0..LANES {
+            for d0 in (0..head_dim).step_by(4 * LANES) {
+                let n = ((head_dim - d0) / LANES).min(4);
+                let mut r = [[_mm512_setzero_ps(); 4]; MAX_GROUP];
+                for s in (slot..n_seen).step_by(LANES) {
+                    let vp = v.as_ptr().add(s * kv_dim + kv_off + d0);
+                    let vv: [__m512; 4] = std::array::from_fn(|j| if j < n { load16(vp.add(j * LANES)) } else { _mm512_setzero_ps() });
+                    for (g, rg) in r.iter_mut().enumerate().take(group) {
+                        let p = _mm512_set1_ps(scores[g * n_seen + s]);
+                        for j in 0..n {
+                            rg[j] = _mm512_fmadd_ps(p, vv[j], rg[j]);
+                        }
+                    }
+                }
+                for (g, rg) in r.iter().enumerate().take(group) {
+                    for j in 0..n {
+                        _mm512_storeu_ps(ap.add((g * LANES + slot) * head_dim + d0 + j * LANES), rg[j]);
+                    }
+                }
+            }
+        }
+        // out[g][d] = reduce16 over the 16 slots, 16 dimensions at a time.
+        for g in 0..group {
+            let at = |slot: usize, d: usize| _mm512_loadu_ps(ap.add((g * LANES + slot) * head_dim + d));
+            for d in (0..head_dim).step_by(LANES) {
+                let t8: [__m512; 8] = std::array::from_fn(|l| _mm512_add_ps(at(l + 8, d), at(l, d)));
+                let t4: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(t8[l + 4], t8[l]));
+                let r = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+                _mm512_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), r);
+            }
+        }
+    }
+}
+
 /// q (T, H, Dh), k (S, Hkv, Dh) f16, v (S, Hkv, Dh) f16 -> out (T, H, Dh).
 ///
 /// Scores are `q . k / sqrt(Dh)`; the causal mask lets a token see every position up to and
@@ -321,9 +426,22 @@ pub fn attention(
     let order = if n_tokens == 1 { Order::Vector } else { Order::Tiled };
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
+    // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
+    let grouped = cfg!(target_arch = "x86_64") && level == Level::Avx512Vnni && order == Order::Tiled && head_dim % LANES == 0 && group <= MAX_GROUP;
     pool.run(&|i, nt| {
-        // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its pairs.
+        // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
+        if grouped {
+            #[cfg(target_arch = "x86_64")]
+            for unit in (i..n_tokens * n_head_kv).step_by(nt) {
+                let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
+                let first = (t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
+                let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
+                unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], k, v, kv_dim, kvh * head_dim, start + t + 1, scale, work, o) };
+            }
+            return;
+        }
         // Pairs dealt round-robin: with the causal mask later tokens cost more, and contiguous
         // ranges would leave the last thread with most of the work.
         for pair in (i..n_tokens * n_head).step_by(nt) {
@@ -368,8 +486,7 @@ mod tests {
     #[test]
     fn simd_attention_matches_scalar_bit_for_bit() {
         // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
-        for (t, start) in [(5, 70), (1, 83), (1, 3), (17, 0)] {
-            let (h, hkv, dh) = (6, 2, 64);
+        for (t, start, h, hkv, dh) in [(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)] {
             let s = start + t;
             let q = values(t * h * dh, 4);
             let k = to_f16(&values(s * hkv * dh, 5));

@@ -334,7 +334,8 @@ impl Scratch {
         let oom = || ModelError::OutOfMemory { what: "scratch memory", bytes: (t as u128) * (c.n_vocab as u128) * 4, hint: "use a smaller batch or context" };
         let f = |n: Option<usize>| n.and_then(|n| zeroed(n, 0f32)).ok_or_else(oom);
         let q8 = |n: Option<usize>| n.and_then(|n| zeroed(n, BlockQ8::default())).ok_or_else(oom);
-        let per_thread = n_ctx.checked_add(attention_scratch_per_thread(0, c.head_dim));
+        // (a product that does not overflow means the per-thread size does not either)
+        let per_thread = n_ctx.checked_mul(16).map(|_| attention_scratch_per_thread(n_ctx, c.head_dim));
         Ok(Scratch {
             max_tokens: t,
             n_ctx,
