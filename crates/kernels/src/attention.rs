@@ -234,7 +234,7 @@ mod avx2 {
         o: &mut [f32],
     ) {
         let head_dim = q_row.len();
-        if head_dim % LANES != 0 {
+        if !head_dim.is_multiple_of(LANES) {
             return attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o);
         }
         let (scores, rest) = work.split_at_mut(n_seen);
@@ -332,7 +332,7 @@ mod avx512 {
         work: &mut [f32],
         out: &mut [f32],
     ) {
-        debug_assert!(group <= MAX_GROUP && head_dim % LANES == 0);
+        debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(LANES));
         let chunks = head_dim / LANES;
         let (scores, rest) = work.split_at_mut(group * n_seen); // (G, n_seen)
         let (qh, acc) = rest.split_at_mut(group * head_dim); // (G, Dh), then (G, 16, Dh)
@@ -369,8 +369,8 @@ mod avx512 {
                     let vv: [__m512; 4] = std::array::from_fn(|j| if j < n { load16(vp.add(j * LANES)) } else { _mm512_setzero_ps() });
                     for (g, rg) in r.iter_mut().enumerate().take(group) {
                         let p = _mm512_set1_ps(scores[g * n_seen + s]);
-                        for j in 0..n {
-                            rg[j] = _mm512_fmadd_ps(p, vv[j], rg[j]);
+                        for (rj, vj) in rg.iter_mut().zip(vv).take(n) {
+                            *rj = _mm512_fmadd_ps(p, vj, *rj);
                         }
                     }
                 }

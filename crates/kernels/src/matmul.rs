@@ -70,7 +70,7 @@ impl Level {
 pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
     {
-        if level.wants_packed_q4_1() && format == Format::Q4_1 && rows % 2 == 0 && cols % QK == 0 {
+        if level.wants_packed_q4_1() && format == Format::Q4_1 && rows.is_multiple_of(2) && cols.is_multiple_of(QK) {
             return Some(crate::vnni::pack_q4_1_pairs(data, rows, cols / QK));
         }
     }
@@ -353,6 +353,7 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
 
 /// Thread i's share of `w` against the activations, written into `y`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: SharedMut<f32>, i: usize, nt: usize) {
     match level {
         #[cfg(target_arch = "x86_64")]

@@ -38,7 +38,7 @@ pub fn available() -> bool {
 /// Repacks a Q4_1 matrix of `rows` (even) rows of `kb` blocks into row pairs (see the module
 /// doc): w (N, K) q4_1 -> (N/2, K/32) packed blocks.
 pub fn pack_q4_1_pairs(w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
-    debug_assert!(rows % 2 == 0 && w.len() == rows * kb * Q4_1_BYTES);
+    debug_assert!(rows.is_multiple_of(2) && w.len() == rows * kb * Q4_1_BYTES);
     let mut out = vec![0u8; rows / 2 * kb * PAIR_Q4_1_BYTES];
     for (p, pair) in out.chunks_exact_mut(kb * PAIR_Q4_1_BYTES).enumerate() {
         let row = |r: usize| &w[r * kb * Q4_1_BYTES..(r + 1) * kb * Q4_1_BYTES];
@@ -46,8 +46,8 @@ pub fn pack_q4_1_pairs(w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
         for (i, dst) in pair.chunks_exact_mut(PAIR_Q4_1_BYTES).enumerate() {
             let (ba, bb) = (&a[i * Q4_1_BYTES..][..Q4_1_BYTES], &b[i * Q4_1_BYTES..][..Q4_1_BYTES]);
             let element = |blk: &[u8], j: usize| if j < QK / 2 { blk[4 + j] & 0x0F } else { blk[4 + j - QK / 2] >> 4 };
-            for j in 0..QK {
-                dst[j] = element(ba, j) | (element(bb, j) << 4);
+            for (j, d) in dst[..QK].iter_mut().enumerate() {
+                *d = element(ba, j) | (element(bb, j) << 4);
             }
             dst[32..34].copy_from_slice(&ba[0..2]); // dA
             dst[34..36].copy_from_slice(&bb[0..2]); // dB
