@@ -375,8 +375,8 @@ mod avx512 {
                     }
                 }
                 for (g, rg) in r.iter().enumerate().take(group) {
-                    for j in 0..n {
-                        _mm512_storeu_ps(ap.add((g * LANES + slot) * head_dim + d0 + j * LANES), rg[j]);
+                    for (j, rj) in rg.iter().enumerate().take(n) {
+                        _mm512_storeu_ps(ap.add((g * LANES + slot) * head_dim + d0 + j * LANES), *rj);
                     }
                 }
             }
