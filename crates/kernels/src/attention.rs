@@ -20,6 +20,38 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// One layer of a KV cache made of fixed-size blocks: position s of the sequence lives in block
+/// `table[s / block_size]` at row `s % block_size`. Keys and values are (blocks, block_size,
+/// Hkv*Dh) f16. A contiguous cache is the identity table.
+#[derive(Clone, Copy, Debug)]
+pub struct KvView<'a> {
+    /// Keys of every block of the pool.
+    pub keys: &'a [f16],
+    /// Values, laid out as the keys.
+    pub values: &'a [f16],
+    /// The sequence's blocks, in position order.
+    pub table: &'a [u32],
+    /// Positions per block.
+    pub block_size: usize,
+    /// Hkv * Dh, the width of one position's keys (or values).
+    pub kv_dim: usize,
+}
+
+impl KvView<'_> {
+    /// Offset of position `s`'s row in `keys` and `values`.
+    #[inline(always)]
+    pub fn row(&self, s: usize) -> usize {
+        (self.table[s / self.block_size] as usize * self.block_size + s % self.block_size) * self.kv_dim
+    }
+
+    /// Whether positions `0..n` are addressable: the table covers them and every block they use
+    /// lies inside the pool.
+    pub fn covers(&self, n: usize) -> bool {
+        let blocks = self.keys.len().min(self.values.len()) / (self.block_size * self.kv_dim).max(1);
+        self.block_size > 0 && self.table.len() * self.block_size >= n && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| (b as usize) < blocks)
+    }
+}
+
 /// Width of the accumulators of the attention products (see [`reduce16`]).
 const LANES: usize = 16;
 /// Accumulators of the single-token order (see [`Order::Vector`]).
@@ -124,7 +156,7 @@ fn softmax_lanes(scores: &mut [f32]) {
 /// One (token, head) pair: scores over `n_seen` positions, softmax, weighted sum of values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_one(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], o: &mut [f32]) {
+fn attend_one(order: Order, q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], o: &mut [f32]) {
     let head_dim = q_row.len();
     let (scores, rest) = work.split_at_mut(n_seen);
     let (qh, acc) = rest.split_at_mut(head_dim);
@@ -132,7 +164,7 @@ fn attend_one(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, 
         *d = f16::from_f32(x).to_f32();
     }
     for (s, score) in scores.iter_mut().enumerate() {
-        *score = dot_f16(order, qh, &k[s * kv_dim + kv_off..][..head_dim]) * scale;
+        *score = dot_f16(order, qh, &kv.keys[kv.row(s) + kv_off..][..head_dim]) * scale;
     }
     softmax_lanes(scores);
     // The value product runs over positions: acc (Dh, 64) holds each dimension's accumulators.
@@ -146,7 +178,7 @@ fn attend_one(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, 
             Order::Tiled => s % LANES,
             Order::Vector => s % width,
         };
-        let v_row = &v[s * kv_dim + kv_off..][..head_dim];
+        let v_row = &kv.values[kv.row(s) + kv_off..][..head_dim];
         for (d, vv) in v_row.iter().enumerate() {
             let a = &mut acc[d * width + slot];
             *a = p.mul_add(vv.to_f32(), *a);
@@ -165,7 +197,7 @@ fn attend_one(order: Order, q_row: &[f32], k: &[f16], v: &[f16], kv_dim: usize, 
 /// operations in the same order, 8 lanes at a time), tested against it.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{attend_one, softmax_lanes, Order, BANKS, LANES};
+    use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES};
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -224,9 +256,7 @@ mod avx2 {
     pub(super) unsafe fn attend_one_avx2(
         order: Order,
         q_row: &[f32],
-        k: &[f16],
-        v: &[f16],
-        kv_dim: usize,
+        kv: &KvView,
         kv_off: usize,
         n_seen: usize,
         scale: f32,
@@ -235,7 +265,7 @@ mod avx2 {
     ) {
         let head_dim = q_row.len();
         if !head_dim.is_multiple_of(LANES) {
-            return attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o);
+            return attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o);
         }
         let (scores, rest) = work.split_at_mut(n_seen);
         let (qh, acc) = rest.split_at_mut(head_dim);
@@ -245,7 +275,7 @@ mod avx2 {
             _mm256_storeu_ps(qh.as_mut_ptr().add(d), r);
         }
         for (s, score) in scores.iter_mut().enumerate() {
-            *score = dot(order, qh, &k[s * kv_dim + kv_off..][..head_dim]) * scale;
+            *score = dot(order, qh, &kv.keys[kv.row(s) + kv_off..][..head_dim]) * scale;
         }
         softmax_lanes(scores);
         // acc (W, Dh): one row of accumulators per slot, so the update is a vector over Dh.
@@ -267,7 +297,7 @@ mod avx2 {
                 let mut r = [_mm256_setzero_ps(); 8];
                 for s in (slot..n_seen).step_by(width) {
                     let p = _mm256_set1_ps(scores[s]);
-                    let vp = v.as_ptr().add(s * kv_dim + kv_off + d0);
+                    let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
                     for (j, r) in r.iter_mut().enumerate().take(lanes) {
                         *r = _mm256_fmadd_ps(p, load8(vp.add(8 * j)), *r);
                     }
@@ -297,7 +327,7 @@ mod avx2 {
 /// arithmetic and its order are exactly those of [`attend_one`] in the tiled order (tested).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{softmax_lanes, LANES, MAX_GROUP};
+    use super::{softmax_lanes, KvView, LANES, MAX_GROUP};
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -323,9 +353,7 @@ mod avx512 {
         group: usize,
         head_dim: usize,
         q: &[f32],
-        k: &[f16],
-        v: &[f16],
-        kv_dim: usize,
+        kv: &KvView,
         kv_off: usize,
         n_seen: usize,
         scale: f32,
@@ -340,7 +368,7 @@ mod avx512 {
             *d = f16::from_f32(x).to_f32();
         }
         for s in 0..n_seen {
-            let kp = k.as_ptr().add(s * kv_dim + kv_off);
+            let kp = kv.keys.as_ptr().add(kv.row(s) + kv_off);
             for g in 0..group {
                 let qp = qh.as_ptr().add(g * head_dim);
                 let mut a = _mm512_setzero_ps();
@@ -365,7 +393,7 @@ mod avx512 {
                 let n = ((head_dim - d0) / LANES).min(4);
                 let mut r = [[_mm512_setzero_ps(); 4]; MAX_GROUP];
                 for s in (slot..n_seen).step_by(LANES) {
-                    let vp = v.as_ptr().add(s * kv_dim + kv_off + d0);
+                    let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
                     let vv: [__m512; 4] = std::array::from_fn(|j| if j < n { load16(vp.add(j * LANES)) } else { _mm512_setzero_ps() });
                     for (g, rg) in r.iter_mut().enumerate().take(group) {
                         let p = _mm512_set1_ps(scores[g * n_seen + s]);
@@ -394,7 +422,7 @@ mod avx512 {
     }
 }
 
-/// q (T, H, Dh), k (S, Hkv, Dh) f16, v (S, Hkv, Dh) f16 -> out (T, H, Dh).
+/// q (T, H, Dh), keys and values of S positions through `kv` -> out (T, H, Dh).
 ///
 /// Scores are `q . k / sqrt(Dh)`; the causal mask lets a token see every position up to and
 /// including its own (the diagonal). The query and the attention probabilities are rounded to f16
@@ -408,17 +436,16 @@ pub fn attention(
     level: Level,
     shape: AttentionShape,
     q: &[f32],
-    k: &[f16],
-    v: &[f16],
+    kv: KvView,
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
-    let kv_dim = n_head_kv * head_dim;
     let seen = start + n_tokens; // S: positions the last token sees
     assert!(n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
     assert!(q.len() == n_tokens * n_head * head_dim && out.len() == q.len(), "attention: q/out shape mismatch");
-    assert!(k.len() >= seen * kv_dim && v.len() >= seen * kv_dim, "attention: KV cache shorter than {seen} positions");
+    assert!(kv.kv_dim == n_head_kv * head_dim && kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
+    let kv = &kv;
     let per_thread = attention_scratch_per_thread(seen, head_dim);
     assert!(scratch.len() >= pool.n_threads() * per_thread, "attention: scratch too small");
     let group = n_head / n_head_kv;
@@ -438,7 +465,7 @@ pub fn attention(
                 let first = (t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
                 let o = unsafe { out_ptr.slice(first, group * head_dim) };
                 // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], k, v, kv_dim, kvh * head_dim, start + t + 1, scale, work, o) };
+                unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], kv, kvh * head_dim, start + t + 1, scale, work, o) };
             }
             return;
         }
@@ -453,8 +480,8 @@ pub fn attention(
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o) },
-                _ => attend_one(order, q_row, k, v, kv_dim, kv_off, n_seen, scale, work, o),
+                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
+                _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
             }
         }
     });
@@ -463,6 +490,15 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A contiguous cache: blocks of one position, identity table.
+    fn identity(n: usize) -> Vec<u32> {
+        (0..n as u32).collect()
+    }
+
+    fn view<'a>(k: &'a [f16], v: &'a [f16], kv_dim: usize, table: &'a [u32]) -> KvView<'a> {
+        KvView { keys: k, values: v, table, block_size: 1, kv_dim }
+    }
 
     fn to_f16(x: &[f32]) -> Vec<f16> {
         x.iter().map(|&v| f16::from_f32(v)).collect()
@@ -495,13 +531,53 @@ mod tests {
             let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
             let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
             let mut want = vec![0f32; t * h * dh];
-            attention(&pool, Level::Scalar, shape, &q, &k, &v, &mut want, &mut scratch);
+            let table = identity(s);
+            attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut want, &mut scratch);
             for level in Level::all_available() {
                 let mut got = vec![0f32; t * h * dh];
-                attention(&pool, level, shape, &q, &k, &v, &mut got, &mut scratch);
+                attention(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut got, &mut scratch);
                 assert_eq!(got, want, "{level:?}, {t} tokens from {start}");
             }
         }
+    }
+
+    #[test]
+    fn paged_cache_in_shuffled_blocks_equals_contiguous() {
+        // 37 positions in blocks of 8 (5 blocks), placed in a pool of 7 blocks in shuffled order.
+        let (t, start, h, hkv, dh, bs) = (6, 31, 6, 2, 64, 8);
+        let s = start + t;
+        let kv_dim = hkv * dh;
+        let q = values(t * h * dh, 11);
+        let (k, v) = (to_f16(&values(s * kv_dim, 12)), to_f16(&values(s * kv_dim, 13)));
+        let table: Vec<u32> = vec![5, 0, 6, 2, 3];
+        let mut kp = vec![f16::ZERO; 7 * bs * kv_dim];
+        let mut vp = kp.clone();
+        for pos in 0..s {
+            let row = (table[pos / bs] as usize * bs + pos % bs) * kv_dim;
+            kp[row..row + kv_dim].copy_from_slice(&k[pos * kv_dim..(pos + 1) * kv_dim]);
+            vp[row..row + kv_dim].copy_from_slice(&v[pos * kv_dim..(pos + 1) * kv_dim]);
+        }
+        let pool = ThreadPool::new(2);
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        for level in Level::all_available() {
+            let mut want = vec![0f32; t * h * dh];
+            attention(&pool, level, shape, &q, view(&k, &v, kv_dim, &identity(s)), &mut want, &mut scratch);
+            let mut got = vec![0f32; t * h * dh];
+            let paged = KvView { keys: &kp, values: &vp, table: &table, block_size: bs, kv_dim };
+            attention(&pool, level, shape, &q, paged, &mut got, &mut scratch);
+            assert_eq!(got, want, "{level:?}");
+        }
+    }
+
+    #[test]
+    fn kv_view_rejects_tables_outside_the_pool() {
+        let k = vec![f16::ZERO; 2 * 4 * 8];
+        let table = [1u32, 2];
+        let kv = KvView { keys: &k, values: &k, table: &table, block_size: 4, kv_dim: 8 };
+        assert!(kv.covers(4)); // block 1 exists
+        assert!(!kv.covers(5)); // block 2 does not
+        assert!(!kv.covers(9)); // the table holds 8 positions
     }
 
     #[test]
@@ -515,7 +591,7 @@ mod tests {
         let pool = ThreadPool::new(1);
         let shape = AttentionShape { n_tokens: 2, start: 0, n_head: 1, n_head_kv: 1, head_dim: dh };
         let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
-        attention(&pool, Level::Scalar, shape, &q, &k, &v, &mut out, &mut scratch);
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
         assert_eq!(&out[..4], &[1.0, 2.0, 3.0, 4.0]);
         // Token 1 sees both with equal scores: the mean.
         for (o, want) in out[4..].iter().zip([-2.0, -2.0, -2.0, -2.0]) {
@@ -537,7 +613,8 @@ mod tests {
         let pool = ThreadPool::new(1);
         let shape = AttentionShape { n_tokens: 1, start: 1, n_head: 1, n_head_kv: 1, head_dim: dh };
         let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
-        attention(&pool, Level::Scalar, shape, &q, &to_f16(&k), &to_f16(&v), &mut out, &mut scratch);
+        let (k, v) = (to_f16(&k), to_f16(&v));
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
         let want = 2.0f32.exp() / (1.0 + 2.0f32.exp());
         // Probabilities are rounded to f16 (relative error 2^-11) before the value product.
         assert!((out[0] - want).abs() < 5e-4, "{} vs {want}", out[0]);
@@ -555,7 +632,7 @@ mod tests {
         let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
         let mut out = vec![0f32; t * h * dh];
         let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
-        attention(&pool, Level::Scalar, shape, &q, &k, &v, &mut out, &mut scratch);
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &identity(s)), &mut out, &mut scratch);
         for ti in 0..t {
             for hi in 0..h {
                 let kvh = hi / (h / hkv);

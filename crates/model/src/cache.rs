@@ -1,13 +1,18 @@
-//! The key/value cache of one sequence.
+//! The key/value cache of one sequence, in fixed-size blocks.
 //!
-//! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep),
-//! laid out (L, S, Hkv*Dh): one contiguous run of positions per layer, so attention reads a head's
-//! keys with a fixed stride. The whole capacity is allocated once, when the sequence starts; a
-//! decode step only writes its new position. The paged, multi-sequence cache of the server will
-//! replace the contiguous run with fixed-size blocks addressed through a table.
+//! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep)
+//! in blocks of [`KV_BLOCK`] positions, per layer (L, blocks, KV_BLOCK, Hkv*Dh), and the sequence
+//! reaches its positions through a block table. A single sequence owns all blocks in order (an
+//! identity table); the same layout lets a multi-sequence pool hand blocks to several sequences,
+//! share a prompt's blocks between them and cache prefixes, with the attention kernel unchanged.
+//! Everything is allocated once, when the cache is made; a decode step only writes its position.
 
 use crate::ModelError;
 use half::f16;
+use kernels::attention::KvView;
+
+/// Positions per block.
+pub const KV_BLOCK: usize = 32;
 
 /// Keys and values of every layer for up to `capacity` positions of one sequence.
 pub struct KvCache {
@@ -15,18 +20,27 @@ pub struct KvCache {
     capacity: usize, // S_max
     kv_dim: usize,   // Hkv * Dh
     len: usize,      // positions filled
-    k: Vec<f16>,     // (L, S_max, Hkv*Dh)
-    v: Vec<f16>,     // (L, S_max, Hkv*Dh)
+    n_blocks: usize,
+    table: Vec<u32>, // (blocks) the sequence's blocks in position order
+    k: Vec<f16>,     // (L, blocks, KV_BLOCK, Hkv*Dh)
+    v: Vec<f16>,     // (L, blocks, KV_BLOCK, Hkv*Dh)
 }
 
 impl KvCache {
     /// An empty cache for `capacity` positions; fails cleanly when it does not fit in memory.
     pub fn new(n_layer: usize, capacity: usize, kv_dim: usize) -> Result<KvCache, ModelError> {
-        let size = n_layer.checked_mul(capacity).and_then(|n| n.checked_mul(kv_dim));
+        let n_blocks = capacity.div_ceil(KV_BLOCK);
+        let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
         let k = size.and_then(|n| zeroed(n, f16::ZERO));
         let v = size.and_then(|n| zeroed(n, f16::ZERO));
-        match (k, v) {
-            (Some(k), Some(v)) => Ok(KvCache { n_layer, capacity, kv_dim, len: 0, k, v }),
+        let table = u32::try_from(n_blocks).ok().and_then(|n| {
+            let mut t = Vec::new();
+            t.try_reserve_exact(n as usize).ok()?;
+            t.extend(0..n);
+            Some(t)
+        });
+        match (k, v, table) {
+            (Some(k), Some(v), Some(table)) => Ok(KvCache { n_layer, capacity, kv_dim, len: 0, n_blocks, table, k, v }),
             _ => Err(ModelError::OutOfMemory {
                 what: "KV cache",
                 bytes: (n_layer as u128) * (capacity as u128) * (kv_dim as u128) * 4,
@@ -75,10 +89,26 @@ impl KvCache {
         (self.k.len() + self.v.len()) * std::mem::size_of::<f16>()
     }
 
-    /// The (keys, values) of layer `l`, each (S_max, Hkv*Dh).
-    pub(crate) fn layer_mut(&mut self, l: usize) -> (&mut [f16], &mut [f16]) {
-        let n = self.capacity * self.kv_dim;
-        (&mut self.k[l * n..(l + 1) * n], &mut self.v[l * n..(l + 1) * n])
+    fn layer_len(&self) -> usize {
+        self.n_blocks * KV_BLOCK * self.kv_dim
+    }
+
+    /// Layer `l` as the attention kernel reads it.
+    pub(crate) fn layer(&self, l: usize) -> KvView<'_> {
+        let n = self.layer_len();
+        KvView { keys: &self.k[l * n..(l + 1) * n], values: &self.v[l * n..(l + 1) * n], table: &self.table, block_size: KV_BLOCK, kv_dim: self.kv_dim }
+    }
+
+    /// Stores the keys and values (Hkv*Dh each) of position `pos` in layer `l`, rounded to f16.
+    pub(crate) fn write(&mut self, l: usize, pos: usize, key: &[f32], value: &[f32]) {
+        let n = self.layer_len();
+        let row = l * n + (self.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
+        for (dst, src) in self.k[row..row + self.kv_dim].iter_mut().zip(key) {
+            *dst = f16::from_f32(*src);
+        }
+        for (dst, src) in self.v[row..row + self.kv_dim].iter_mut().zip(value) {
+            *dst = f16::from_f32(*src);
+        }
     }
 
     /// Marks `t` more positions as filled.
@@ -120,6 +150,6 @@ mod tests {
         assert_eq!(c.len(), 3);
         c.clear();
         assert!(c.is_empty());
-        assert_eq!(c.memory_bytes(), 2 * (2 * 8 * 4) * 2);
+        assert_eq!(c.memory_bytes(), 2 * (2 * KV_BLOCK * 4) * 2); // one block per layer
     }
 }

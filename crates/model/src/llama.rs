@@ -12,7 +12,6 @@ use crate::cache::{zeroed, KvCache};
 use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
-use half::f16;
 use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
 use kernels::matmul::{matmul_group, matmul_swiglu};
 use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
@@ -251,16 +250,12 @@ impl Llama {
                 rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
                 rope_inplace(&mut k[i * kv_dim..(i + 1) * kv_dim], dh, cs);
             }
-            let (k_cache, v_cache) = cache.layer_mut(l);
-            for (dst, src) in k_cache[start * kv_dim..(start + t) * kv_dim].iter_mut().zip(k.iter()) {
-                *dst = f16::from_f32(*src);
-            }
-            for (dst, src) in v_cache[start * kv_dim..(start + t) * kv_dim].iter_mut().zip(v.iter()) {
-                *dst = f16::from_f32(*src);
+            for i in 0..t {
+                cache.write(l, start + i, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim]);
             }
             let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
             let att = &mut s.att[..t * q_dim];
-            attention(&self.pool, self.level, shape, q, &k_cache[..(start + t) * kv_dim], &v_cache[..(start + t) * kv_dim], att, &mut s.att_scratch);
+            attention(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             quantize_rows_q8(&self.pool, att, att_q, t);
