@@ -209,6 +209,31 @@ pub fn dot_float(format: Format, w: &[u8], x: &[f32]) -> f32 {
     sum
 }
 
+/// Where a product's results go: stored, or added to what is there (a residual stream).
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: SharedMut<f32>,
+    add: bool,
+}
+
+impl Out {
+    /// Writes (or adds) `v` at `index`.
+    ///
+    /// # Safety
+    /// As [`SharedMut::write`]: in bounds, and no other thread touches `index` during the job.
+    #[inline(always)]
+    unsafe fn put(self, index: usize, v: f32) {
+        unsafe {
+            if self.add {
+                let cell = self.ptr.slice(index, 1);
+                cell[0] += v;
+            } else {
+                self.ptr.write(index, v);
+            }
+        }
+    }
+}
+
 /// Rows `rows` of a block-format `w` against all T quantized activation rows, writing y (T, N):
 /// `dot4` takes four tokens at a time (each weight row is read once per four tokens), `dot` the
 /// rest.
@@ -218,7 +243,7 @@ fn quantized_rows(
     xq: &[BlockQ8],
     t: usize,
     rows: std::ops::Range<usize>,
-    y: SharedMut<f32>,
+    y: Out,
     dot: impl Fn(&[u8], &[BlockQ8]) -> f32,
     dot4: impl Fn(&[u8], [&[BlockQ8]; 4]) -> [f32; 4],
 ) {
@@ -236,13 +261,13 @@ fn quantized_rows(
                 let v = dot4(row, [act(ti), act(ti + 1), act(ti + 2), act(ti + 3)]);
                 for (j, v) in v.into_iter().enumerate() {
                     // SAFETY: each thread owns a disjoint set of rows r; (ti + j) * n + r < t * n = y.len().
-                    unsafe { y.write((ti + j) * n + r, v) };
+                    unsafe { y.put((ti + j) * n + r, v) };
                 }
                 ti += 4;
             }
             for ti in ti..t1 {
                 // SAFETY: as above.
-                unsafe { y.write(ti * n + r, dot(row, act(ti))) };
+                unsafe { y.put(ti * n + r, dot(row, act(ti))) };
             }
         }
     }
@@ -259,7 +284,7 @@ fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4
 
 /// Rows `rows` of w against all T activation rows, writing y (T, N): the reference.
 #[inline(always)]
-fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>) {
+fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     match w.format {
         Format::Q4_0 => quantized_rows(w, xq, t, rows, y, dot_q4_0_q8, four(dot_q4_0_q8)),
         Format::Q4_1 => quantized_rows(w, xq, t, rows, y, dot_q4_1_q8, four(dot_q4_1_q8)),
@@ -269,7 +294,7 @@ fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::
             for r in rows {
                 for ti in 0..t {
                     // SAFETY: as above.
-                    unsafe { y.write(ti * n + r, dot_float(f, w.row(r), &x[ti * k..(ti + 1) * k])) };
+                    unsafe { y.put(ti * n + r, dot_float(f, w.row(r), &x[ti * k..(ti + 1) * k])) };
                 }
             }
         }
@@ -280,7 +305,7 @@ fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::
 /// compiled for AVX2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: SharedMut<f32>) {
+unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     use crate::x86;
     // SAFETY (all three): this function only runs on CPUs with AVX2, FMA and F16C, and row and
     // activation lengths match by construction of MatRef and the checks in `matmul`.
@@ -296,7 +321,7 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
 /// four tokens at a time, in L1-sized token tiles as [`quantized_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: SharedMut<f32>) {
+unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: Out) {
     use crate::vnni;
     let kb = w.cols / QK;
     let pair_bytes = kb * vnni::PAIR_Q4_1_BYTES;
@@ -304,7 +329,7 @@ unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::op
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(GROUP, 256) / GROUP * GROUP;
     // One row pair against G tokens starting at `ti`; writes the 2 x G outputs.
     #[inline(always)]
-    unsafe fn group<const G: usize>(w: &MatRef, pair_bytes: usize, p: usize, ti: usize, xq: &[BlockQ8], y: SharedMut<f32>) {
+    unsafe fn group<const G: usize>(w: &MatRef, pair_bytes: usize, p: usize, ti: usize, xq: &[BlockQ8], y: Out) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
         // SAFETY: the caller checked the CPU features; shapes match by construction.
@@ -315,8 +340,8 @@ unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::op
         for (j, rows) in v.iter().enumerate() {
             // SAFETY: each thread owns whole row pairs; indices are inside y (T, N).
             unsafe {
-                y.write((ti + j) * w.rows + 2 * p, rows[0]);
-                y.write((ti + j) * w.rows + 2 * p + 1, rows[1]);
+                y.put((ti + j) * w.rows + 2 * p, rows[0]);
+                y.put((ti + j) * w.rows + 2 * p + 1, rows[1]);
             }
         }
     }
@@ -354,7 +379,7 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
 /// Thread i's share of `w` against the activations, written into `y`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: SharedMut<f32>, i: usize, nt: usize) {
+fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: Out, i: usize, nt: usize) {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni`.
@@ -382,13 +407,22 @@ pub fn matmul(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[Bloc
     matmul_group(pool, level, [(*w, y)], x, xq, t);
 }
 
+/// y (T, N) += w (N, K) . x: the output projections add into the residual stream directly, with
+/// no buffer and no separate pass (the same single rounding as computing the product and then
+/// adding it).
+pub fn matmul_add(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &mut [f32]) {
+    check_shapes(w, x, xq, t, y);
+    let out = Out { ptr: SharedMut::new(y), add: true };
+    pool.run(&|i, nt| rows_share(level, w, x, xq, t, out, i, nt));
+}
+
 /// Several matrices against the same activations in one pass of the pool (one barrier instead of
 /// one per matrix): `(w_j (N_j, K), y_j (T, N_j))` for each j, as [`matmul`].
 pub fn matmul_group<const N: usize>(pool: &ThreadPool, level: Level, outputs: [(MatRef, &mut [f32]); N], x: &[f32], xq: &[BlockQ8], t: usize) {
     for (w, y) in outputs.iter() {
         check_shapes(w, x, xq, t, y);
     }
-    let jobs = outputs.map(|(w, y)| (w, SharedMut::new(y)));
+    let jobs = outputs.map(|(w, y)| (w, Out { ptr: SharedMut::new(y), add: false }));
     let jobs = &jobs;
     pool.run(&|i, nt| {
         for (w, y) in jobs {
@@ -407,14 +441,14 @@ pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &Ma
     check_shapes(w_up, x, xq, t, up);
     assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");
     let f = w_gate.rows;
-    let (g, u) = (SharedMut::new(gate), SharedMut::new(up));
+    let (g, u) = (Out { ptr: SharedMut::new(gate), add: false }, Out { ptr: SharedMut::new(up), add: false });
     pool.run(&|i, nt| {
         rows_share(level, w_gate, x, xq, t, g, i, nt);
         rows_share(level, w_up, x, xq, t, u, i, nt);
         let rows = split_range(f, i, nt);
         for ti in 0..t {
             // SAFETY: thread i owns rows `rows` of every token of both buffers.
-            let (gs, us) = unsafe { (g.slice(ti * f + rows.start, rows.len()), u.slice(ti * f + rows.start, rows.len())) };
+            let (gs, us) = unsafe { (g.ptr.slice(ti * f + rows.start, rows.len()), u.ptr.slice(ti * f + rows.start, rows.len())) };
             crate::ops::swiglu_inplace(gs, us);
         }
     });
@@ -527,6 +561,29 @@ mod tests {
             let mut many = vec![0f32; t * n];
             matmul(&ThreadPool::new(threads), Level::detect(), &w, &x, &xq, t, &mut many);
             assert_eq!(one, many, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn matmul_add_equals_product_then_add() {
+        let (n, k, t) = (20, 64, 9);
+        let x = pseudo_random(t * k, 21);
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        let pool = ThreadPool::new(2);
+        for format in FORMATS {
+            let data = make_weights(format, n, k, 22);
+            for level in Level::all_available() {
+                let packed = pack_for(level, format, &data, n, k);
+                let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+                let base = pseudo_random(t * n, 23);
+                let mut want = vec![0f32; t * n];
+                matmul(&pool, level, &w, &x, &xq, t, &mut want);
+                want.iter_mut().zip(&base).for_each(|(w, b)| *w += b);
+                let mut got = base.clone();
+                matmul_add(&pool, level, &w, &x, &xq, t, &mut got);
+                assert_eq!(got, want, "{format:?} at {level:?}");
+            }
         }
     }
 

@@ -89,6 +89,32 @@ unsafe fn rope_fma(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     rope_generic(x, head_dim, cos_sin)
 }
 
+/// x (heads, Dh) -> out (heads, Dh) f16: [`rope_inplace`] and the rounding to f16 in one pass
+/// (the keys on their way into the KV cache).
+pub fn rope_to_f16(x: &[f32], head_dim: usize, cos_sin: &[(f32, f32)], out: &mut [half::f16]) {
+    debug_assert_eq!(x.len(), out.len());
+    // One head at a time through a buffer on the stack: the rotation is `rope_inplace`'s, so both
+    // give the same bits.
+    const CHUNK: usize = 256;
+    let store = |dst: &mut [half::f16], src: &[f32]| dst.iter_mut().zip(src).for_each(|(o, v)| *o = half::f16::from_f32(*v));
+    if head_dim <= CHUNK {
+        let step = head_dim * (CHUNK / head_dim); // whole heads
+        let mut buf = [0f32; CHUNK];
+        for (src, dst) in x.chunks(step).zip(out.chunks_mut(step)) {
+            let b = &mut buf[..src.len()];
+            b.copy_from_slice(src);
+            rope_inplace(b, head_dim, cos_sin);
+            store(dst, b);
+        }
+    } else {
+        for (i, (src, dst)) in x.chunks_exact(2).zip(out.chunks_exact_mut(2)).enumerate() {
+            let mut two = [src[0], src[1]];
+            rope_inplace(&mut two, 2, &cos_sin[i % (head_dim / 2)..][..1]);
+            store(dst, &two);
+        }
+    }
+}
+
 #[inline(always)]
 fn rope_generic(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     debug_assert_eq!(x.len() % head_dim, 0);
@@ -241,6 +267,23 @@ mod tests {
         let (c, s) = (3.0f32.cos(), 3.0f32.sin());
         assert!((x[0] - (x0[0] * c - x0[1] * s)).abs() < 1e-6);
         assert!((x[1] - (x0[0] * s + x0[1] * c)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_to_f16_equals_rope_then_rounding() {
+        for head_dim in [8, 64, 96, 512] {
+            let heads = 3;
+            let mut cs = vec![(0.0, 0.0); head_dim / 2];
+            rope_angles(17, 10000.0, head_dim, &mut cs);
+            let x: Vec<f32> = (0..heads * head_dim).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut want = x.clone();
+            rope_inplace(&mut want, head_dim, &cs);
+            let mut got = vec![half::f16::ZERO; x.len()];
+            rope_to_f16(&x, head_dim, &cs, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(*g, half::f16::from_f32(*w), "head_dim {head_dim}");
+            }
+        }
     }
 
     #[test]

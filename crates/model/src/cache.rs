@@ -99,13 +99,12 @@ impl KvCache {
         KvView { keys: &self.k[l * n..(l + 1) * n], values: &self.v[l * n..(l + 1) * n], table: &self.table, block_size: KV_BLOCK, kv_dim: self.kv_dim }
     }
 
-    /// Stores the keys and values (Hkv*Dh each) of position `pos` in layer `l`, rounded to f16.
-    pub(crate) fn write(&mut self, l: usize, pos: usize, key: &[f32], value: &[f32]) {
+    /// Stores position `pos` of layer `l`: the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the
+    /// position, heads of `head_dim`) and the values, both rounded to f16, in one pass.
+    pub(crate) fn write_rotated(&mut self, l: usize, pos: usize, key: &[f32], value: &[f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
         let n = self.layer_len();
         let row = l * n + (self.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
-        for (dst, src) in self.k[row..row + self.kv_dim].iter_mut().zip(key) {
-            *dst = f16::from_f32(*src);
-        }
+        kernels::ops::rope_to_f16(key, head_dim, cos_sin, &mut self.k[row..row + self.kv_dim]);
         for (dst, src) in self.v[row..row + self.kv_dim].iter_mut().zip(value) {
             *dst = f16::from_f32(*src);
         }

@@ -13,8 +13,8 @@ use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
 use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
-use kernels::matmul::{matmul_group, matmul_swiglu};
-use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
+use kernels::matmul::{matmul_add, matmul_group, matmul_swiglu};
+use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
 use std::path::Path;
@@ -245,13 +245,11 @@ impl Llama {
             // q (T, H*Dh), k (T, Hkv*Dh), v (T, Hkv*Dh) in one pass of the pool
             let qkv = [(self.mat(&b.wq), &mut *q), (self.mat(&b.wk), &mut *k), (self.mat(&b.wv), &mut *v)];
             matmul_group(&self.pool, self.level, qkv, xn, xq, t);
+            // RoPE on q in place; k is rotated on its way into the f16 cache.
             for i in 0..t {
                 let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
                 rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
-                rope_inplace(&mut k[i * kv_dim..(i + 1) * kv_dim], dh, cs);
-            }
-            for i in 0..t {
-                cache.write(l, start + i, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim]);
+                cache.write_rotated(l, start + i, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], dh, cs);
             }
             let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
             let att = &mut s.att[..t * q_dim];
@@ -259,9 +257,7 @@ impl Llama {
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             quantize_rows_q8(&self.pool, att, att_q, t);
-            let proj = &mut s.proj[..t * d];
-            matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, proj);
-            add_inplace(x, proj);
+            matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
             rms_norm_quantize(&self.pool, x, &b.ffn_norm, c.rms_eps, xn, xq, t);
             let gate = &mut s.gate[..t * f];
@@ -270,8 +266,7 @@ impl Llama {
             matmul_swiglu(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up);
             let gate_q = &mut s.wide_q[..t * f / QK];
             quantize_rows_q8(&self.pool, gate, gate_q, t);
-            matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, proj); // (T, D)
-            add_inplace(x, proj);
+            matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x); // x (T, D) += Wdown . gate
         }
         cache.advance(t);
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);
@@ -314,7 +309,6 @@ pub struct Scratch {
     v: Vec<f32>,            // (T, Hkv*Dh)
     att: Vec<f32>,          // (T, H*Dh)
     wide_q: Vec<BlockQ8>,   // (T, max(H*Dh, F)/32)
-    proj: Vec<f32>,         // (T, D)
     gate: Vec<f32>,         // (T, F)
     up: Vec<f32>,           // (T, F)
     cos_sin: Vec<(f32, f32)>, // (T, Dh/2)
@@ -342,7 +336,6 @@ impl Scratch {
             v: f(t.checked_mul(c.kv_dim()))?,
             att: f(t.checked_mul(c.q_dim()))?,
             wide_q: q8(t.checked_mul(wide / QK))?,
-            proj: f(t.checked_mul(c.n_embd))?,
             gate: f(t.checked_mul(c.n_ff))?,
             up: f(t.checked_mul(c.n_ff))?,
             cos_sin: t.checked_mul(c.head_dim / 2).and_then(|n| zeroed(n, (0f32, 0f32))).ok_or_else(oom)?,
