@@ -94,6 +94,16 @@ impl<'m> Session<'m> {
         self.tokens.clear();
     }
 
+    /// Runs `tokens` and chooses the next one: greedy decoding takes the argmax found inside the
+    /// output head, other samplers read the logits.
+    fn step(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32, GenerateError> {
+        if sampler.config().temperature <= 0.0 {
+            return Ok(self.model.forward_greedy(tokens, &mut self.cache, &mut self.scratch)?);
+        }
+        let logits = self.model.forward(tokens, &mut self.cache, &mut self.scratch, Logits::Last)?;
+        Ok(sampler.sample(logits))
+    }
+
     /// Generates a continuation of `prompt` (the whole sequence: earlier turns included).
     ///
     /// `on_text` receives each piece of text as soon as it is final (complete UTF-8, not part of a
@@ -120,9 +130,8 @@ impl<'m> Session<'m> {
         self.cache.truncate(common);
         self.tokens.truncate(common);
         let started = Instant::now();
-        let logits = self.model.forward(&prompt[common..], &mut self.cache, &mut self.scratch, Logits::Last)?;
+        let mut next = self.step(&prompt[common..], &mut sampler)?;
         self.tokens.extend_from_slice(&prompt[common..]);
-        let mut next = sampler.sample(logits);
         let prefill_time = started.elapsed();
         let decode_start = Instant::now();
 
@@ -165,9 +174,9 @@ impl<'m> Session<'m> {
                 out.stop_reason = StopReason::ContextFull;
                 break;
             }
-            let logits = self.model.forward(&[next], &mut self.cache, &mut self.scratch, Logits::Last)?;
-            self.tokens.push(next);
-            next = sampler.sample(logits);
+            let token = next;
+            next = self.step(&[token], &mut sampler)?;
+            self.tokens.push(token);
         }
         if !matches!(out.stop_reason, StopReason::StopString | StopReason::Cancelled) {
             // Flush what the decoder and the stop matcher held back.

@@ -376,25 +376,39 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
     }
 }
 
+/// Whether `w` runs on the two-rows-per-instruction kernels at `level`.
+fn uses_pairs(level: Level, w: &MatRef) -> bool {
+    level == Level::Avx512Vnni && (w.format == Format::Q8_0 || (w.format == Format::Q4_1 && w.packed.is_some()))
+}
+
+/// The rows of `w` thread i of nt computes at `level`: whole row pairs on the pair kernels (an
+/// odd last row goes to the last thread, as the second range), else an even split.
+fn owned_rows(level: Level, w: &MatRef, i: usize, nt: usize) -> [std::ops::Range<usize>; 2] {
+    if uses_pairs(level, w) {
+        let pairs = split_range(w.rows / 2, i, nt);
+        let odd = if w.rows % 2 == 1 && i + 1 == nt { w.rows - 1..w.rows } else { 0..0 };
+        [2 * pairs.start..2 * pairs.end, odd]
+    } else {
+        [split_range(w.rows, i, nt), 0..0]
+    }
+}
+
 /// Thread i's share of `w` against the activations, written into `y`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: Out, i: usize, nt: usize) {
+    let [main, odd] = owned_rows(level, w, i, nt);
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni`.
-        Level::Avx512Vnni if w.format == Format::Q8_0 || (w.format == Format::Q4_1 && w.packed.is_some()) => unsafe {
-            // Whole row pairs per thread; an odd last row goes to the last thread.
-            let pairs = split_range(w.rows / 2, i, nt);
-            matmul_pairs_vnni(w, xq, t, pairs, y);
-            if w.rows % 2 == 1 && i + 1 == nt {
-                matmul_rows_avx2(w, x, xq, t, w.rows - 1..w.rows, y);
-            }
+        Level::Avx512Vnni if uses_pairs(level, w) => unsafe {
+            matmul_pairs_vnni(w, xq, t, main.start / 2..main.end / 2, y);
+            matmul_rows_avx2(w, x, xq, t, odd, y);
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both levels are only chosen when the CPU has AVX2, FMA and F16C.
-        Level::Avx2 | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, split_range(w.rows, i, nt), y) },
-        _ => matmul_rows(w, x, xq, t, split_range(w.rows, i, nt), y),
+        Level::Avx2 | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, main, y) },
+        _ => matmul_rows(w, x, xq, t, main, y),
     }
 }
 
@@ -414,6 +428,41 @@ pub fn matmul_add(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[
     check_shapes(w, x, xq, t, y);
     let out = Out { ptr: SharedMut::new(y), add: true };
     pool.run(&|i, nt| rows_share(level, w, x, xq, t, out, i, nt));
+}
+
+/// The output head for greedy decoding: y (N) = w (N, K) . x for one token, and the index of the
+/// largest value (the first on ties; NaN never wins), found by each thread over the rows it just
+/// computed, so the logits are not read again in a separate pass. `best` holds one slot per
+/// thread of the pool.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_argmax(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], y: &mut [f32], best: &mut [(f32, u32)]) -> u32 {
+    check_shapes(w, x, xq, 1, y);
+    assert!(best.len() >= pool.n_threads(), "matmul_argmax: one slot per thread needed");
+    let out = Out { ptr: SharedMut::new(y), add: false };
+    let slots = SharedMut::new(best);
+    pool.run(&|i, nt| {
+        rows_share(level, w, x, xq, 1, out, i, nt);
+        let mut top = (f32::NEG_INFINITY, u32::MAX);
+        for rows in owned_rows(level, w, i, nt) {
+            // SAFETY: these rows were written by this thread in this job.
+            let ys = unsafe { out.ptr.slice(rows.start, rows.len()) };
+            for (r, &v) in rows.zip(ys.iter()) {
+                if v > top.0 || (top.1 == u32::MAX && !v.is_nan()) {
+                    top = (v, r as u32);
+                }
+            }
+        }
+        // SAFETY: slot i belongs to thread i.
+        unsafe { slots.write(i, top) };
+    });
+    // Threads own increasing rows, so a strict comparison keeps the first of equal maxima.
+    let mut top = (f32::NEG_INFINITY, u32::MAX);
+    for &(v, r) in &best[..pool.n_threads()] {
+        if r != u32::MAX && (v > top.0 || top.1 == u32::MAX) {
+            top = (v, r);
+        }
+    }
+    if top.1 == u32::MAX { 0 } else { top.1 }
 }
 
 /// Several matrices against the same activations in one pass of the pool (one barrier instead of
@@ -583,6 +632,31 @@ mod tests {
                 let mut got = base.clone();
                 matmul_add(&pool, level, &w, &x, &xq, t, &mut got);
                 assert_eq!(got, want, "{format:?} at {level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_argmax_equals_argmax_of_the_product() {
+        let (n, k) = (203, 64);
+        let x = pseudo_random(k, 31);
+        let mut xq = vec![BlockQ8::default(); k / QK];
+        quantize_row_q8(&x, &mut xq);
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let mut best = vec![(0.0, 0); threads];
+            for format in FORMATS {
+                let data = make_weights(format, n, k, 32 + threads as u64);
+                for level in Level::all_available() {
+                    let packed = pack_for(level, format, &data, n, k);
+                    let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+                    let mut want = vec![0f32; n];
+                    matmul(&pool, level, &w, &x, &xq, 1, &mut want);
+                    let mut got = vec![0f32; n];
+                    let id = matmul_argmax(&pool, level, &w, &x, &xq, &mut got, &mut best);
+                    assert_eq!(got, want);
+                    assert_eq!(id as usize, crate::ops::argmax(&want), "{format:?} {level:?} {threads} threads");
+                }
             }
         }
     }

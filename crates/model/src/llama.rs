@@ -13,7 +13,7 @@ use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
 use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
-use kernels::matmul::{matmul_add, matmul_group, matmul_swiglu};
+use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu};
 use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
@@ -180,6 +180,42 @@ impl Llama {
     /// Tokens are processed in batches of the scratch's capacity; [`Logits::All`] needs all of
     /// them in one batch. Nothing is allocated. The cache grows by `tokens.len()` positions.
     pub fn forward<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch, logits: Logits) -> Result<&'s [f32], ModelError> {
+        let last_t = self.forward_blocks(tokens, cache, scratch, logits)?;
+        let c = &self.config;
+        // Final norm and output head over the wanted rows.
+        let d = c.n_embd;
+        let rows = match logits {
+            Logits::Last => last_t - 1..last_t,
+            Logits::All => 0..last_t,
+        };
+        let n_rows = rows.len();
+        for (o, t) in rows.enumerate() {
+            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[o * d..(o + 1) * d]);
+        }
+        let xn = &scratch.xn[..n_rows * d];
+        quantize_row_q8(xn, &mut scratch.xq[..n_rows * d / QK]);
+        let out = &mut scratch.logits[..n_rows * c.n_vocab];
+        matmul(&self.pool, self.level, &self.mat(&self.output), xn, &scratch.xq[..n_rows * d / QK], n_rows, out);
+        Ok(&scratch.logits[..n_rows * c.n_vocab])
+    }
+
+    /// As [`Llama::forward`] with [`Logits::Last`], returning the most likely next token (greedy
+    /// decoding): the output head finds the maximum while it computes the logits, which stay
+    /// readable in the scratch afterwards. The same token as the argmax of `forward`'s logits.
+    pub fn forward_greedy(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch) -> Result<u32, ModelError> {
+        let last_t = self.forward_blocks(tokens, cache, scratch, Logits::Last)?;
+        let c = &self.config;
+        let d = c.n_embd;
+        let t = last_t - 1;
+        rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[..d]);
+        quantize_row_q8(&scratch.xn[..d], &mut scratch.xq[..d / QK]);
+        let out = &mut scratch.logits[..c.n_vocab];
+        Ok(matmul_argmax(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..d], &scratch.xq[..d / QK], out, &mut scratch.best))
+    }
+
+    /// Checks a forward call and runs `tokens` through the blocks; returns the size of the last
+    /// batch, whose residual rows are left in scratch.x.
+    fn forward_blocks(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits) -> Result<usize, ModelError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(ModelError::EmptyBatch);
@@ -201,21 +237,7 @@ impl Llama {
             self.forward_batch(chunk, cache, scratch);
             last_t = chunk.len();
         }
-        // Final norm and output head over the wanted rows.
-        let d = c.n_embd;
-        let rows = match logits {
-            Logits::Last => last_t - 1..last_t,
-            Logits::All => 0..last_t,
-        };
-        let n_rows = rows.len();
-        for (o, t) in rows.enumerate() {
-            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[o * d..(o + 1) * d]);
-        }
-        let xn = &scratch.xn[..n_rows * d];
-        quantize_row_q8(xn, &mut scratch.xq[..n_rows * d / QK]);
-        let out = &mut scratch.logits[..n_rows * c.n_vocab];
-        matmul(&self.pool, self.level, &self.mat(&self.output), xn, &scratch.xq[..n_rows * d / QK], n_rows, out);
-        Ok(&scratch.logits[..n_rows * c.n_vocab])
+        Ok(last_t)
     }
 
     /// One batch of T <= max_tokens tokens through every block; leaves the residual stream in
@@ -314,6 +336,7 @@ pub struct Scratch {
     cos_sin: Vec<(f32, f32)>, // (T, Dh/2)
     att_scratch: Vec<f32>,  // (threads, S + Dh)
     logits: Vec<f32>,       // (T, V)
+    best: Vec<(f32, u32)>,  // (threads) per-thread maxima of the greedy output head
 }
 
 impl Scratch {
@@ -341,6 +364,7 @@ impl Scratch {
             cos_sin: t.checked_mul(c.head_dim / 2).and_then(|n| zeroed(n, (0f32, 0f32))).ok_or_else(oom)?,
             att_scratch: f(per_thread.and_then(|p| p.checked_mul(n_threads)))?,
             logits: f(t.checked_mul(c.n_vocab))?,
+            best: vec![(0.0, 0); n_threads],
         })
     }
 

@@ -227,3 +227,20 @@ fn missing_tensor_and_wrong_architecture_are_named() {
     let err = Llama::from_file(GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap(), 1).err().unwrap();
     assert!(err.to_string().contains("mamba"), "{err}");
 }
+
+#[test]
+fn greedy_head_picks_the_argmax_of_the_logits() {
+    let model = load(&TinySpec::default(), 2);
+    let mut cache = model.new_cache(64).unwrap();
+    let mut scratch = model.new_scratch(16, 64).unwrap();
+    let mut cache2 = model.new_cache(64).unwrap();
+    let mut scratch2 = model.new_scratch(16, 64).unwrap();
+    let mut token = 40u32;
+    for _ in 0..12 {
+        let logits = model.forward(&[token], &mut cache, &mut scratch, Logits::Last).unwrap();
+        let want = kernels::ops::argmax(logits) as u32;
+        let got = model.forward_greedy(&[token], &mut cache2, &mut scratch2).unwrap();
+        assert_eq!(got, want);
+        token = got;
+    }
+}
