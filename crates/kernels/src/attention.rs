@@ -193,6 +193,64 @@ fn attend_one(order: Order, q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: u
     }
 }
 
+/// Positions from which a (token, head) pair is computed by [`attend_online`] instead of the
+/// exact two-pass kernels.
+pub const FLASH_MIN_POSITIONS: usize = 4096;
+
+/// Positions per tile of [`attend_online`].
+const TILE: usize = 64;
+
+/// One (token, head) pair over a long context in a single pass: positions in tiles of 64, a
+/// running maximum and sum (online softmax, as flash attention does), each key and value row read
+/// once and no scores row of the whole context. Accumulates in f32 without the f16 rounding of
+/// the probabilities, so it is not bit-identical to the two-pass kernels (it is closer to the
+/// exact value: tested within 1e-5 of an f64 reference, and within the f16 rounding of the
+/// two-pass kernels); it is used from [`FLASH_MIN_POSITIONS`] positions on.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_online(q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], o: &mut [f32]) {
+    let head_dim = q_row.len();
+    let (qh, rest) = work.split_at_mut(head_dim);
+    let (acc, rest) = rest.split_at_mut(head_dim);
+    let scores = &mut rest[..TILE];
+    for (d, &x) in qh.iter_mut().zip(q_row) {
+        *d = f16::from_f32(x).to_f32();
+    }
+    acc.iter_mut().for_each(|a| *a = 0.0);
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    for t0 in (0..n_seen).step_by(TILE) {
+        let tile = &mut scores[..(n_seen - t0).min(TILE)];
+        for (j, score) in tile.iter_mut().enumerate() {
+            *score = dot_f16(Order::Tiled, qh, &kv.keys[kv.row(t0 + j) + kv_off..][..head_dim]) * scale;
+        }
+        let new_max = tile.iter().copied().fold(max, f32::max);
+        // Rescale what was summed under the old maximum (exp(-inf) = 0 on the first tile).
+        let correction = exp_poly(max - new_max);
+        sum *= correction;
+        acc.iter_mut().for_each(|a| *a *= correction);
+        for (j, &score) in tile.iter().enumerate() {
+            let p = exp_poly(score - new_max);
+            sum += p;
+            let v_row = &kv.values[kv.row(t0 + j) + kv_off..][..head_dim];
+            for (a, v) in acc.iter_mut().zip(v_row) {
+                *a = p.mul_add(v.to_f32(), *a);
+            }
+        }
+        max = new_max;
+    }
+    let inv = 1.0 / sum;
+    for (out, a) in o.iter_mut().zip(acc.iter()) {
+        *out = a * inv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_online_avx2(q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], o: &mut [f32]) {
+    attend_online(q_row, kv, kv_off, n_seen, scale, work, o)
+}
+
 /// The same computation with AVX2/F16C intrinsics: bit-identical to [`attend_one`] (the same
 /// operations in the same order, 8 lanes at a time), tested against it.
 #[cfg(target_arch = "x86_64")]
@@ -430,16 +488,14 @@ mod avx512 {
 /// (they convert the other operand of an f16 matrix product to f16), and sums follow their order
 /// (see `Order`). `scratch` holds `n_threads * attention_scratch_per_thread(S, Dh)` floats;
 /// (token, head) pairs are split statically over the threads.
+/// From [`FLASH_MIN_POSITIONS`] positions on, pairs use the single-pass online-softmax kernel.
+pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
+    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS)
+}
+
+/// [`attention`] with the position count from which the online kernel is used.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
-    pool: &ThreadPool,
-    level: Level,
-    shape: AttentionShape,
-    q: &[f32],
-    kv: KvView,
-    out: &mut [f32],
-    scratch: &mut [f32],
-) {
+fn attention_with(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32], flash_min: usize) {
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
     let seen = start + n_tokens; // S: positions the last token sees
     assert!(n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
@@ -454,7 +510,12 @@ pub fn attention(
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
     // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
-    let grouped = cfg!(target_arch = "x86_64") && level == Level::Avx512Vnni && order == Order::Tiled && head_dim % LANES == 0 && group <= MAX_GROUP;
+    let grouped = cfg!(target_arch = "x86_64")
+        && level == Level::Avx512Vnni
+        && order == Order::Tiled
+        && head_dim.is_multiple_of(LANES)
+        && group <= MAX_GROUP
+        && seen < flash_min;
     pool.run(&|i, nt| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
@@ -477,6 +538,15 @@ pub fn attention(
             let n_seen = start + t + 1;
             let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
             let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
+            if n_seen >= flash_min {
+                match level {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: both levels imply AVX2, FMA and F16C.
+                    Level::Avx2 | Level::Avx512Vnni => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
+                    _ => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
+                }
+                continue;
+            }
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
@@ -567,6 +637,44 @@ mod tests {
             let paged = KvView { keys: &kp, values: &vp, table: &table, block_size: bs, kv_dim };
             attention(&pool, level, shape, &q, paged, &mut got, &mut scratch);
             assert_eq!(got, want, "{level:?}");
+        }
+    }
+
+    #[test]
+    fn online_softmax_kernel_agrees_with_the_exact_kernels() {
+        // 300 positions with the online kernel forced on from 0, against the exact kernels.
+        let (t, start, h, hkv, dh) = (3, 297, 4, 2, 32);
+        let s = start + t;
+        let q = values(t * h * dh, 41);
+        let (k, v) = (to_f16(&values(s * hkv * dh, 42)), to_f16(&values(s * hkv * dh, 43)));
+        let table = identity(s);
+        let pool = ThreadPool::new(2);
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        let mut exact = vec![0f32; t * h * dh];
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut exact, &mut scratch);
+        for level in Level::all_available() {
+            let mut online = vec![0f32; t * h * dh];
+            attention_with(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut online, &mut scratch, 0);
+            let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (a, b) in online.iter().zip(&exact) {
+                // The exact kernels round probabilities to f16 (2^-11 relative).
+                assert!((a - b).abs() <= 1e-3 * scale, "{level:?}: {a} vs {b}");
+            }
+            // Against f64, with the query rounded to f16 as the kernels do.
+            for ti in 0..t {
+                for hi in 0..h {
+                    let kvh = hi / (h / hkv);
+                    let gather = |src: &[f16]| -> Vec<f32> {
+                        (0..s).flat_map(|p| (0..dh).map(move |d| (p, d))).map(|(p, d)| src[p * hkv * dh + kvh * dh + d].to_f32()).collect()
+                    };
+                    let qr: Vec<f32> = q[(ti * h + hi) * dh..][..dh].iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+                    let want = naive(&qr, &gather(&k), &gather(&v), start + ti + 1, dh);
+                    for (o, w) in online[(ti * h + hi) * dh..][..dh].iter().zip(&want) {
+                        assert!((*o as f64 - w).abs() < 1e-5, "{level:?} t {ti} h {hi}: {o} vs {w}");
+                    }
+                }
+            }
         }
     }
 
