@@ -59,8 +59,8 @@ impl Level {
         }
     }
 
-    /// Whether Q4_1 weights should be repacked into row pairs ([`pack_for`]) at load time.
-    pub fn wants_packed_q4_1(self) -> bool {
+    /// Whether 4-bit weights should be repacked into row pairs ([`pack_for`]) at load time.
+    pub fn wants_packed_pairs(self) -> bool {
         self == Level::Avx512Vnni
     }
 }
@@ -70,8 +70,12 @@ impl Level {
 pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
     {
-        if level.wants_packed_q4_1() && format == Format::Q4_1 && rows.is_multiple_of(2) && cols.is_multiple_of(QK) {
-            return Some(crate::vnni::pack_q4_1_pairs(data, rows, cols / QK));
+        if level.wants_packed_pairs() && rows.is_multiple_of(2) && cols.is_multiple_of(QK) {
+            match format {
+                Format::Q4_1 => return Some(crate::vnni::pack_q4_1_pairs(data, rows, cols / QK)),
+                Format::Q4_0 => return Some(crate::vnni::pack_q4_0_pairs(data, rows, cols / QK)),
+                _ => {}
+            }
         }
     }
     let _ = (level, format, data, rows, cols);
@@ -317,14 +321,14 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
     }
 }
 
-/// Row pairs `pairs` of a Q8_0 or packed Q4_1 `w` against all T tokens with the VNNI kernels,
+/// Row pairs `pairs` of a Q8_0 or packed Q4_0/Q4_1 `w` against all T tokens with the VNNI kernels,
 /// four tokens at a time, in L1-sized token tiles as [`quantized_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: Out) {
     use crate::vnni;
     let kb = w.cols / QK;
-    let pair_bytes = kb * vnni::PAIR_Q4_1_BYTES;
+    let pair_bytes = kb * if w.format == Format::Q4_0 { vnni::PAIR_Q4_0_BYTES } else { vnni::PAIR_Q4_1_BYTES };
     const GROUP: usize = 8; // tokens per kernel call in prefill
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(GROUP, 256) / GROUP * GROUP;
     // One row pair against G tokens starting at `ti`; writes the 2 x G outputs.
@@ -335,6 +339,7 @@ unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::op
         // SAFETY: the caller checked the CPU features; shapes match by construction.
         let v = match (w.format, w.packed) {
             (Format::Q4_1, Some(packed)) => unsafe { crate::vnni::q4_1_pair::<G>(&packed[p * pair_bytes..(p + 1) * pair_bytes], xs) },
+            (Format::Q4_0, Some(packed)) => unsafe { crate::vnni::q4_0_pair::<G>(&packed[p * pair_bytes..(p + 1) * pair_bytes], xs) },
             _ => unsafe { crate::vnni::q8_0_pair::<G>(w.row(2 * p), w.row(2 * p + 1), xs) },
         };
         for (j, rows) in v.iter().enumerate() {
@@ -378,7 +383,7 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
 
 /// Whether `w` runs on the two-rows-per-instruction kernels at `level`.
 fn uses_pairs(level: Level, w: &MatRef) -> bool {
-    level == Level::Avx512Vnni && (w.format == Format::Q8_0 || (w.format == Format::Q4_1 && w.packed.is_some()))
+    level == Level::Avx512Vnni && (w.format == Format::Q8_0 || (matches!(w.format, Format::Q4_0 | Format::Q4_1) && w.packed.is_some()))
 }
 
 /// The rows of `w` thread i of nt computes at `level`: whole row pairs on the pair kernels (an

@@ -6,14 +6,15 @@
 //! per-half scales accumulates both. Each half is exactly the 8-lane accumulator of the
 //! reference order (`matmul.rs`), so results stay bit-identical to it.
 //!
-//! Q4_1 rows are repacked in pairs at load time ([`pack_q4_1_pairs`]) so that one AND and one
-//! shift unpack both rows: byte j of a packed block holds element j of row A in its low nibble
-//! and element j of row B in its high nibble, followed by the f16 scales (dA, dB) and minimums
-//! (mA, mB): 40 bytes per pair and block, the size of the two original blocks.
+//! Q4_1 and Q4_0 rows are repacked in pairs at load time ([`pack_q4_1_pairs`],
+//! [`pack_q4_0_pairs`]) so that one AND and one shift unpack both rows: byte j of a packed block
+//! holds element j of row A in its low nibble and element j of row B in its high nibble,
+//! followed by the f16 scales (dA, dB) and, for Q4_1, minimums (mA, mB): the size of the two
+//! original blocks. Q8_0 rows need no repacking: two rows' blocks are loaded side by side.
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::quant::{BlockQ8, Q4_1_BYTES, Q8_0_BYTES, QK};
+use crate::quant::{BlockQ8, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use std::arch::x86_64::*;
 
 /// How far ahead of the kernels' weight reads a prefetch is issued. Decode streams ~100 MB of
@@ -23,6 +24,8 @@ const PREFETCH_BYTES: usize = 1024;
 
 /// Bytes of one packed Q4_1 row-pair block.
 pub const PAIR_Q4_1_BYTES: usize = 40;
+/// Bytes of one packed Q4_0 row-pair block.
+pub const PAIR_Q4_0_BYTES: usize = 36;
 
 /// Whether this CPU runs the kernels of this module.
 pub fn available() -> bool {
@@ -36,23 +39,36 @@ pub fn available() -> bool {
 }
 
 /// Repacks a Q4_1 matrix of `rows` (even) rows of `kb` blocks into row pairs (see the module
-/// doc): w (N, K) q4_1 -> (N/2, K/32) packed blocks.
+/// doc): w (N, K) q4_1 -> (N/2, K/32) packed blocks of [`PAIR_Q4_1_BYTES`].
 pub fn pack_q4_1_pairs(w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
-    debug_assert!(rows.is_multiple_of(2) && w.len() == rows * kb * Q4_1_BYTES);
-    let mut out = vec![0u8; rows / 2 * kb * PAIR_Q4_1_BYTES];
-    for (p, pair) in out.chunks_exact_mut(kb * PAIR_Q4_1_BYTES).enumerate() {
-        let row = |r: usize| &w[r * kb * Q4_1_BYTES..(r + 1) * kb * Q4_1_BYTES];
+    pack_nibble_pairs(w, rows, kb, Q4_1_BYTES, 4)
+}
+
+/// Repacks a Q4_0 matrix the same way, without minimums: blocks of [`PAIR_Q4_0_BYTES`].
+pub fn pack_q4_0_pairs(w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
+    pack_nibble_pairs(w, rows, kb, Q4_0_BYTES, 2)
+}
+
+/// Row pairs of a 4-bit format whose blocks are `header` bytes of f16 fields (d, and m for Q4_1)
+/// and 16 bytes of nibbles: 32 bytes of paired nibbles, then each header field for A and B.
+fn pack_nibble_pairs(w: &[u8], rows: usize, kb: usize, block: usize, header: usize) -> Vec<u8> {
+    debug_assert!(rows.is_multiple_of(2) && w.len() == rows * kb * block);
+    let pair_block = QK + 2 * header;
+    let mut out = vec![0u8; rows / 2 * kb * pair_block];
+    for (p, pair) in out.chunks_exact_mut(kb * pair_block).enumerate() {
+        let row = |r: usize| &w[r * kb * block..(r + 1) * kb * block];
         let (a, b) = (row(2 * p), row(2 * p + 1));
-        for (i, dst) in pair.chunks_exact_mut(PAIR_Q4_1_BYTES).enumerate() {
-            let (ba, bb) = (&a[i * Q4_1_BYTES..][..Q4_1_BYTES], &b[i * Q4_1_BYTES..][..Q4_1_BYTES]);
-            let element = |blk: &[u8], j: usize| if j < QK / 2 { blk[4 + j] & 0x0F } else { blk[4 + j - QK / 2] >> 4 };
+        for (i, dst) in pair.chunks_exact_mut(pair_block).enumerate() {
+            let (ba, bb) = (&a[i * block..][..block], &b[i * block..][..block]);
+            let element = |blk: &[u8], j: usize| if j < QK / 2 { blk[header + j] & 0x0F } else { blk[header + j - QK / 2] >> 4 };
             for (j, d) in dst[..QK].iter_mut().enumerate() {
                 *d = element(ba, j) | (element(bb, j) << 4);
             }
-            dst[32..34].copy_from_slice(&ba[0..2]); // dA
-            dst[34..36].copy_from_slice(&bb[0..2]); // dB
-            dst[36..38].copy_from_slice(&ba[2..4]); // mA
-            dst[38..40].copy_from_slice(&bb[2..4]); // mB
+            for f in 0..header / 2 {
+                // Field f (d, then m) of A, then of B.
+                dst[QK + 4 * f..QK + 4 * f + 2].copy_from_slice(&ba[2 * f..2 * f + 2]);
+                dst[QK + 4 * f + 2..QK + 4 * f + 4].copy_from_slice(&bb[2 * f..2 * f + 2]);
+            }
         }
     }
     out
@@ -114,6 +130,40 @@ pub unsafe fn q4_1_pair<const N: usize>(packed: &[u8], x: [&[BlockQ8]; N]) -> [[
         let mut m = [0f32; 4];
         _mm_storeu_ps(m.as_mut_ptr(), mins[j]);
         out[j] = [ra + m[0], rb + m[1]];
+    }
+    out
+}
+
+/// A packed Q4_0 row pair against N activation rows -> N x (row A, row B). The weights are
+/// `q - 8`: the exact integer sums are `sum(q y) - 8 sum(y)` per lane, two VNNI products.
+///
+/// # Safety
+/// [`available`] is true; every `x[j]` has one block per packed block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+pub unsafe fn q4_0_pair<const N: usize>(packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; 2]; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mask = _mm256_set1_epi8(0x0F);
+    let eights = _mm512_set1_epi8(8);
+    for (i, blk) in packed.chunks_exact(PAIR_Q4_0_BYTES).enumerate() {
+        let p = blk.as_ptr();
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8);
+        let q = _mm256_loadu_si256(p as *const __m256i);
+        let lo = _mm256_and_si256(q, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        let d = pair_scales(p.add(32));
+        for j in 0..N {
+            let a = x[j].get_unchecked(i);
+            let y = activation(a);
+            let qy = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, y);
+            let offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, y);
+            let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(qy, offset));
+            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.d)), sums, acc[j]);
+        }
+    }
+    let mut out = [[0.0f32; 2]; N];
+    for j in 0..N {
+        out[j] = reduce_halves(acc[j]);
     }
     out
 }
