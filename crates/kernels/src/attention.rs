@@ -385,7 +385,7 @@ mod avx2 {
 /// arithmetic and its order are exactly those of [`attend_one`] in the tiled order (tested).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{softmax_lanes, KvView, LANES, MAX_GROUP};
+    use super::{KvView, LANES, MAX_GROUP};
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -402,6 +402,50 @@ mod avx512 {
     #[inline(always)]
     unsafe fn load16(p: *const f16) -> __m512 {
         _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    /// `exp_poly` on 16 lanes: the same operations, so the same bits.
+    #[inline(always)]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let shift = _mm512_set1_ps(12582912.0);
+        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(f32::from_bits(0x3fb8_aa3b)), shift);
+        let n = _mm512_sub_ps(z, shift);
+        let b = _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x35bf_be8e)), _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x));
+        let u = _mm512_mul_ps(b, b);
+        let c = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(_mm512_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm512_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+            u,
+            _mm512_fmadd_ps(c(0x3f7f_fff6), b, _mm512_set1_ps(1.0)),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        let big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0), _CMP_GT_OQ);
+        let positive = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
+        let saturated = _mm512_mask_blend_ps(positive, _mm512_setzero_ps(), _mm512_set1_ps(f32::INFINITY));
+        _mm512_mask_blend_ps(big, res, saturated)
+    }
+
+    /// `softmax_lanes` followed by the rounding of each probability to f16, 16 positions at a
+    /// time (the chunks of `softmax_lanes` are these registers).
+    #[inline(always)]
+    unsafe fn softmax_f16(row: &mut [f32]) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let vmax = _mm512_set1_ps(max);
+        let mut sum = 0.0f64;
+        for chunk in row.chunks_mut(LANES) {
+            let mask: __mmask16 = if chunk.len() == LANES { 0xFFFF } else { (1u16 << chunk.len()) - 1 };
+            let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, chunk.as_ptr());
+            let e = exp16(_mm512_sub_ps(x, vmax));
+            _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, e);
+            sum += reduce16(e) as f64;
+        }
+        let inv = _mm512_set1_ps((1.0 / sum) as f32);
+        for chunk in row.chunks_mut(LANES) {
+            let mask: __mmask16 = if chunk.len() == LANES { 0xFFFF } else { (1u16 << chunk.len()) - 1 };
+            let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, chunk.as_ptr()), inv);
+            let p16 = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p));
+            _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, p16);
+        }
     }
 
     /// q (G, Dh) of one token and its KV head at `kv_off` -> out (G, Dh); Dh % 16 == 0, G <= 8.
@@ -437,11 +481,7 @@ mod avx512 {
             }
         }
         for g in 0..group {
-            let row = &mut scores[g * n_seen..(g + 1) * n_seen];
-            softmax_lanes(row);
-            for p in row.iter_mut() {
-                *p = f16::from_f32(*p).to_f32();
-            }
+            softmax_f16(&mut scores[g * n_seen..(g + 1) * n_seen]);
         }
         // Values: slot by slot (position s goes to slot s % 16), 64 dimensions at a time, every
         // head of the group in registers; each value row is converted once for the group.
