@@ -203,14 +203,17 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Index of the largest value (the first on ties); NaN never wins. 0 for an empty slice.
+/// Index of the largest value (the first on ties); NaN never wins, even over -inf. 0 for an
+/// empty or all-NaN slice.
 pub fn argmax(x: &[f32]) -> usize {
     let mut best = 0;
     let mut best_value = f32::NEG_INFINITY;
+    let mut found = false;
     for (i, &v) in x.iter().enumerate() {
-        if v > best_value {
+        if v > best_value || (!found && !v.is_nan()) {
             best = i;
             best_value = v;
+            found = true;
         }
     }
     best
@@ -324,5 +327,7 @@ mod tests {
     fn argmax_takes_first_of_ties_and_ignores_nan() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), 1);
         assert_eq!(argmax(&[f32::NAN, 0.5]), 1);
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
     }
 }
