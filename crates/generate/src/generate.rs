@@ -75,7 +75,12 @@ impl<'m> Session<'m> {
     /// A session with room for `n_ctx` positions, evaluating prompts `batch` tokens at a time.
     pub fn new(model: &'m Llama, n_ctx: usize, batch: usize) -> Result<Session<'m>, GenerateError> {
         let batch = batch.min(n_ctx).max(1);
-        Ok(Session { model, cache: model.new_cache(n_ctx)?, scratch: model.new_scratch(batch, n_ctx)?, tokens: Vec::new() })
+        let cache = model.new_cache(n_ctx)?;
+        let scratch = model.new_scratch(batch, n_ctx)?;
+        // Room for every position up front, so the per-token push never reallocates.
+        let mut tokens = Vec::new();
+        tokens.try_reserve_exact(n_ctx).map_err(|_| GenerateError::InvalidArgument(format!("no memory for a context of {n_ctx} tokens")))?;
+        Ok(Session { model, cache, scratch, tokens })
     }
 
     /// The tokens the cache holds.
