@@ -6,7 +6,7 @@ mod fetch;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use generate::chat::{ChatMessage, ChatTemplate};
-use generate::sampler::SamplerConfig;
+use generate::sampler::{SamplerConfig, SamplerOrder};
 use generate::{GenerateOptions, Session, StopReason};
 use gguf::GgufFile;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,11 +65,54 @@ struct SamplingArgs {
     /// Stop when this text is generated (repeatable; the stop text is not printed)
     #[arg(long)]
     stop: Vec<String>,
+    /// Locally typical sampling: keep the most typical tokens up to this mass (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    typical_p: f32,
+    /// Repetition penalty over the recent window: positive logits divided, negative multiplied (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// OpenAI frequency penalty: logit -= penalty * count in the window (0 = off)
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    frequency_penalty: f32,
+    /// OpenAI presence penalty: logit -= penalty if the token is in the window (0 = off)
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    presence_penalty: f32,
+    /// Tokens the penalties look back over (0 = the whole history)
+    #[arg(long, default_value_t = 64)]
+    penalty_window: usize,
+    /// Add BIAS to a token's logit, as TOKEN=BIAS (repeatable; BIAS -inf bans the token)
+    #[arg(long, value_parser = parse_logit_bias)]
+    logit_bias: Vec<(u32, f32)>,
+    /// Order of the sampler stages: llama-cpp (temperature last) or hf (temperature first)
+    #[arg(long, default_value = "llama-cpp", value_parser = ["llama-cpp", "hf"])]
+    sampler_order: String,
+}
+
+fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
+    let (token, bias) = s.split_once('=').ok_or_else(|| format!("expected TOKEN=BIAS, got {s:?}"))?;
+    let token = token.trim().parse::<u32>().map_err(|e| format!("token id {token:?}: {e}"))?;
+    let bias = bias.trim().parse::<f32>().map_err(|e| format!("bias {bias:?}: {e}"))?;
+    Ok((token, bias))
 }
 
 impl SamplingArgs {
     fn options(&self) -> Result<GenerateOptions> {
-        let sampler = SamplerConfig { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, min_p: self.min_p, seed: self.seed };
+        let order = if self.sampler_order == "hf" { SamplerOrder::HuggingFace } else { SamplerOrder::LlamaCpp };
+        let sampler = SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed: self.seed,
+            typical_p: self.typical_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_window: self.penalty_window,
+            logit_bias: self.logit_bias.clone(),
+            order,
+            ..SamplerConfig::default()
+        };
         sampler.validate()?;
         Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler })
     }

@@ -722,3 +722,54 @@ fn closed_stdout_ends_generation_quietly() {
     assert!(!stderr.contains("error:"), "a closed pipe is not an error worth reporting:\n{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn banning_the_greedy_token_with_logit_bias_changes_the_output() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let greedy = ["-p", "the weather", "--temperature", "0", "-n", "1"];
+    let first = fx.generate(&model, &greedy);
+    first.ok();
+    let ids = fx.run(&["tokenize", "--model", &model, "--text", generated_text(&first)]);
+    ids.ok();
+    let id: u32 = serde_json::from_str::<Vec<u32>>(&ids.stdout).unwrap()[0];
+    let ban = format!("{id}=-inf");
+    let banned = fx.generate(&model, &["-p", "the weather", "--temperature", "0", "-n", "1", "--logit-bias", &ban]);
+    banned.ok();
+    assert_ne!(banned.stdout, first.stdout, "token {id} was banned");
+}
+
+#[test]
+fn repetition_penalty_changes_greedy_output_and_bad_penalties_are_refused() {
+    // The default tiny model repeats the last token it read, so greedy output is one token over
+    // and over: a repetition penalty must break that.
+    let fx = Fx::new();
+    let base = ["-p", "hello", "--temperature", "0", "-n", "16"];
+    let plain = fx.generate(fx.tiny(), &base);
+    plain.ok();
+    let mut with = base.to_vec();
+    with.extend_from_slice(&["--repeat-penalty", "3", "--penalty-window", "0"]);
+    let penalised = fx.generate(fx.tiny(), &with);
+    penalised.ok();
+    assert_ne!(penalised.stdout, plain.stdout);
+    let mut bad = vec!["-p", "hi", "-n", "2"];
+    bad.extend_from_slice(&["--typical-p", "0"]);
+    fx.generate(fx.tiny(), &bad).fails_with(&["typical_p"]);
+    fx.generate(fx.tiny(), &["-p", "hi", "-n", "2", "--repeat-penalty", "0"]).fails_with(&["repeat_penalty"]);
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--logit-bias", "nonsense"]);
+    assert_eq!(usage.code, Some(2), "a malformed flag is a usage error: {}", usage.stderr);
+    assert!(usage.stderr.contains("TOKEN=BIAS"), "{}", usage.stderr);
+}
+
+#[test]
+fn hugging_face_sampler_order_is_selectable() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    for order in ["llama-cpp", "hf"] {
+        let run = fx.generate(&model, &["-p", "once", "--temperature", "1.5", "--top-p", "0.5", "--seed", "3", "-n", "6", "--sampler-order", order]);
+        run.ok();
+    }
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--sampler-order", "vllm"]);
+    assert_eq!(usage.code, Some(2), "an unknown order is a usage error: {}", usage.stderr);
+    assert!(usage.stderr.contains("llama-cpp, hf"), "{}", usage.stderr);
+}

@@ -102,7 +102,7 @@ impl<'m> Session<'m> {
     /// Runs `tokens` and chooses the next one: greedy decoding takes the argmax found inside the
     /// output head, other samplers read the logits.
     fn step(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32, GenerateError> {
-        if sampler.config().temperature <= 0.0 {
+        if sampler.is_plain_greedy() {
             return Ok(self.model.forward_greedy(tokens, &mut self.cache, &mut self.scratch)?);
         }
         let logits = self.model.forward(tokens, &mut self.cache, &mut self.scratch, Logits::Last)?;
@@ -135,6 +135,10 @@ impl<'m> Session<'m> {
         self.cache.truncate(common);
         self.tokens.truncate(common);
         let started = Instant::now();
+        // The penalties look back over the prompt too, as llama.cpp's do.
+        for &token in prompt {
+            sampler.accept(token);
+        }
         let mut next = self.step(&prompt[common..], &mut sampler)?;
         self.tokens.extend_from_slice(&prompt[common..]);
         let prefill_time = started.elapsed();
@@ -180,6 +184,7 @@ impl<'m> Session<'m> {
                 break;
             }
             let token = next;
+            sampler.accept(token);
             next = self.step(&[token], &mut sampler)?;
             self.tokens.push(token);
         }
