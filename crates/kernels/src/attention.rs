@@ -530,12 +530,30 @@ mod avx512 {
 /// (token, head) pairs are split statically over the threads.
 /// From [`FLASH_MIN_POSITIONS`] positions on, pairs use the single-pass online-softmax kernel.
 pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
-    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS)
+    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
+}
+
+/// [`attention`] for several tokens that gives each token exactly the bits it would get alone in
+/// a single-token call (the single-token summation order): what verifying drafted tokens in one
+/// forward needs to reproduce step-by-step decoding.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_per_token_order(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
+    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, true)
 }
 
 /// [`attention`] with the position count from which the online kernel is used.
 #[allow(clippy::too_many_arguments)]
-fn attention_with(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32], flash_min: usize) {
+fn attention_with(
+    pool: &ThreadPool,
+    level: Level,
+    shape: AttentionShape,
+    q: &[f32],
+    kv: KvView,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    flash_min: usize,
+    per_token_order: bool,
+) {
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
     let seen = start + n_tokens; // S: positions the last token sees
     assert!(n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
@@ -546,7 +564,7 @@ fn attention_with(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f
     assert!(scratch.len() >= pool.n_threads() * per_thread, "attention: scratch too small");
     let group = n_head / n_head_kv;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let order = if n_tokens == 1 { Order::Vector } else { Order::Tiled };
+    let order = if n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
     // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
@@ -695,7 +713,7 @@ mod tests {
         attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut exact, &mut scratch);
         for level in Level::all_available() {
             let mut online = vec![0f32; t * h * dh];
-            attention_with(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut online, &mut scratch, 0);
+            attention_with(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut online, &mut scratch, 0, false);
             let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
             for (a, b) in online.iter().zip(&exact) {
                 // The exact kernels round probabilities to f16 (2^-11 relative).
@@ -714,6 +732,28 @@ mod tests {
                         assert!((*o as f64 - w).abs() < 1e-5, "{level:?} t {ti} h {hi}: {o} vs {w}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn per_token_order_equals_one_call_per_token_bit_for_bit() {
+        let (t, start, h, hkv, dh) = (5, 20, 6, 2, 64);
+        let s = start + t;
+        let q = values(t * h * dh, 51);
+        let (k, v) = (to_f16(&values(s * hkv * dh, 52)), to_f16(&values(s * hkv * dh, 53)));
+        let table = identity(s);
+        let pool = ThreadPool::new(2);
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        for level in Level::all_available() {
+            let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+            let mut batch = vec![0f32; t * h * dh];
+            attention_per_token_order(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut batch, &mut scratch);
+            for ti in 0..t {
+                let one = AttentionShape { n_tokens: 1, start: start + ti, ..shape };
+                let mut single = vec![0f32; h * dh];
+                attention(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv * dh, &table), &mut single, &mut scratch);
+                assert_eq!(&batch[ti * h * dh..(ti + 1) * h * dh], &single[..], "{level:?} token {ti}");
             }
         }
     }

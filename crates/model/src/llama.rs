@@ -12,7 +12,7 @@ use crate::cache::{zeroed, KvCache};
 use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
-use kernels::attention::{attention, attention_scratch_per_thread, AttentionShape};
+use kernels::attention::{attention, attention_per_token_order, attention_scratch_per_thread, AttentionShape};
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu};
 use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
@@ -199,6 +199,23 @@ impl Llama {
         Ok(&scratch.logits[..n_rows * c.n_vocab])
     }
 
+    /// Logits (T, V) for every token, each exactly (to the bit) what a separate single-token
+    /// [`Llama::forward`] would give at its position: for verifying drafted tokens in one call
+    /// (speculative decoding) without changing what step-by-step decoding would produce.
+    /// Attention then sums in the single-token order; all other operations are per token anyway.
+    pub fn forward_verify<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
+        let n = self.forward_blocks_in(tokens, cache, scratch, Logits::All, true)?;
+        let c = &self.config;
+        let d = c.n_embd;
+        for t in 0..n {
+            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[t * d..(t + 1) * d]);
+        }
+        quantize_row_q8(&scratch.xn[..n * d], &mut scratch.xq[..n * d / QK]);
+        let out = &mut scratch.logits[..n * c.n_vocab];
+        matmul(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..n * d], &scratch.xq[..n * d / QK], n, out);
+        Ok(&scratch.logits[..n * c.n_vocab])
+    }
+
     /// As [`Llama::forward`] with [`Logits::Last`], returning the most likely next token (greedy
     /// decoding): the output head finds the maximum while it computes the logits, which stay
     /// readable in the scratch afterwards. The same token as the argmax of `forward`'s logits.
@@ -216,6 +233,11 @@ impl Llama {
     /// Checks a forward call and runs `tokens` through the blocks; returns the size of the last
     /// batch, whose residual rows are left in scratch.x.
     fn forward_blocks(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits) -> Result<usize, ModelError> {
+        self.forward_blocks_in(tokens, cache, scratch, logits, false)
+    }
+
+    /// [`Llama::forward_blocks`], with attention in the single-token order when `per_token_order`.
+    fn forward_blocks_in(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(ModelError::EmptyBatch);
@@ -234,7 +256,7 @@ impl Llama {
         }
         let mut last_t = 0;
         for chunk in tokens.chunks(scratch.max_tokens) {
-            self.forward_batch(chunk, cache, scratch);
+            self.forward_batch(chunk, cache, scratch, per_token_order);
             last_t = chunk.len();
         }
         Ok(last_t)
@@ -242,7 +264,7 @@ impl Llama {
 
     /// One batch of T <= max_tokens tokens through every block; leaves the residual stream in
     /// scratch.x (T, D).
-    fn forward_batch(&self, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch) {
+    fn forward_batch(&self, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch, per_token_order: bool) {
         let c = &self.config;
         let (t, d, f) = (tokens.len(), c.n_embd, c.n_ff);
         let (q_dim, kv_dim, dh) = (c.q_dim(), c.kv_dim(), c.head_dim);
@@ -275,7 +297,11 @@ impl Llama {
             }
             let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
             let att = &mut s.att[..t * q_dim];
-            attention(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
+            if per_token_order {
+                attention_per_token_order(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
+            } else {
+                attention(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
+            }
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             quantize_rows_q8(&self.pool, att, att_q, t);

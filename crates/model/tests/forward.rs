@@ -244,3 +244,29 @@ fn greedy_head_picks_the_argmax_of_the_logits() {
         token = got;
     }
 }
+
+#[test]
+fn verifying_drafted_tokens_in_one_call_equals_decoding_them_one_by_one() {
+    for spec in [TinySpec::default(), TinySpec { matrix_format: Format::Q4_0, ..TinySpec::default() }] {
+        let model = load(&spec, 2);
+        let v = model.config.n_vocab;
+        let prompt: Vec<u32> = (30..47).collect();
+        let draft: Vec<u32> = vec![100, 7, 260, 3, 58, 201, 9, 44, 12];
+        // Step by step.
+        let mut cache = model.new_cache(64).unwrap();
+        let mut scratch = model.new_scratch(32, 64).unwrap();
+        model.forward(&prompt, &mut cache, &mut scratch, Logits::Last).unwrap();
+        let mut want = Vec::new();
+        for &t in &draft {
+            want.extend_from_slice(model.forward(&[t], &mut cache, &mut scratch, Logits::Last).unwrap());
+        }
+        // All drafted tokens in one verification call.
+        let mut cache = model.new_cache(64).unwrap();
+        model.forward(&prompt, &mut cache, &mut scratch, Logits::Last).unwrap();
+        let got = model.forward_verify(&draft, &mut cache, &mut scratch).unwrap();
+        assert_eq!(got.len(), draft.len() * v);
+        assert!(got == &want[..], "verification logits differ from step-by-step decoding");
+        // A plain batched forward follows the batch summation order instead (and that is allowed
+        // to differ in the last bits), so verification must not use it.
+    }
+}
