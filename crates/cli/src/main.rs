@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use generate::chat::{ChatMessage, ChatTemplate};
 use generate::sampler::{SamplerConfig, SamplerOrder};
-use generate::{GenerateOptions, Session, StopReason};
+use generate::{GenerateOptions, PromptLookup, Session, StopReason};
 use gguf::GgufFile;
 use indicatif::{ProgressBar, ProgressStyle};
 use model::tokenizer_gguf::tokenizer_from_gguf;
@@ -86,6 +86,18 @@ struct SamplingArgs {
     /// Order of the sampler stages: llama-cpp (temperature last) or hf (temperature first)
     #[arg(long, default_value = "llama-cpp", value_parser = ["llama-cpp", "hf"])]
     sampler_order: String,
+    /// Speculative decoding: `ngram` drafts from earlier text (prompt lookup); greedy only
+    #[arg(long)]
+    speculative: Option<String>,
+    /// Most tokens drafted per step
+    #[arg(long, default_value_t = 8)]
+    draft_k: usize,
+    /// Longest n-gram matched by the prompt-lookup drafter
+    #[arg(long, default_value_t = 3)]
+    ngram: usize,
+    /// Report speculative acceptance on stderr
+    #[arg(long)]
+    verbose: bool,
 }
 
 fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
@@ -114,7 +126,20 @@ impl SamplingArgs {
             ..SamplerConfig::default()
         };
         sampler.validate()?;
-        Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler })
+        let speculative = match self.speculative.as_deref() {
+            None => None,
+            Some("ngram") => {
+                if self.temperature > 0.0 {
+                    bail!("--speculative works with greedy decoding only for now: add --temperature 0");
+                }
+                if self.draft_k == 0 || self.draft_k > 64 || self.ngram == 0 || self.ngram > 16 {
+                    bail!("--draft-k must be in 1..=64 and --ngram in 1..=16, got {} and {}", self.draft_k, self.ngram);
+                }
+                Some(PromptLookup { ngram: self.ngram, draft_len: self.draft_k })
+            }
+            Some(other) => bail!("unknown --speculative mode {other:?} (supported: ngram)"),
+        };
+        Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler, speculative })
     }
 }
 
@@ -290,6 +315,10 @@ fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, prompt: &str, parse_spec
     let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
     writeln!(out)?;
     report(&gen);
+    if sampling.verbose && sampling.speculative.is_some() {
+        let rate = if gen.drafted > 0 { 100.0 * gen.accepted as f64 / gen.drafted as f64 } else { 0.0 };
+        eprintln!("[speculative: {} drafted, {} accepted ({rate:.0}%)]", gen.drafted, gen.accepted);
+    }
     Ok(())
 }
 

@@ -18,11 +18,47 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// How tokens are chosen.
     pub sampler: SamplerConfig,
+    /// Prompt-lookup speculative decoding (greedy decoding only; ignored when sampling).
+    pub speculative: Option<PromptLookup>,
+}
+
+/// Prompt-lookup (n-gram) drafting: the tokens that followed the latest earlier occurrence of the
+/// sequence's last `ngram` tokens are proposed as a draft of up to `draft_len` tokens, verified in
+/// one forward call. Greedy output is identical with and without it (the verification computes
+/// every position exactly as step-by-step decoding does); it pays off when the output repeats
+/// its input (editing, quoting, extraction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptLookup {
+    /// Longest n-gram to match; shorter ones are tried down to 1.
+    pub ngram: usize,
+    /// Most tokens drafted per step.
+    pub draft_len: usize,
+}
+
+impl Default for PromptLookup {
+    fn default() -> Self {
+        PromptLookup { ngram: 3, draft_len: 4 }
+    }
+}
+
+/// The draft for `history`: the tokens after the latest earlier match of its last n tokens
+/// (n from `lookup.ngram` down to 1), at most `max` of them. Empty when nothing matches.
+fn draft_from(history: &[u32], lookup: PromptLookup, max: usize) -> &[u32] {
+    let len = history.len();
+    for n in (1..=lookup.ngram.min(len.saturating_sub(1))).rev() {
+        let tail = &history[len - n..];
+        // Latest earlier occurrence that has at least one token after it.
+        if let Some(start) = (0..len - n).rev().find(|&j| &history[j..j + n] == tail) {
+            let from = start + n;
+            return &history[from..(from + max).min(len)];
+        }
+    }
+    &[]
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default() }
+        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default(), speculative: None }
     }
 }
 
@@ -56,6 +92,10 @@ pub struct Generation {
     pub prefill_time: Duration,
     /// Time spent decoding (from the first sampled token to the end).
     pub decode_time: Duration,
+    /// Tokens proposed by speculative drafting.
+    pub drafted: usize,
+    /// Drafted tokens that verification accepted.
+    pub accepted: usize,
 }
 
 /// A sequence being generated: the model's view (KV cache, scratch) plus the tokens it holds.
@@ -151,12 +191,20 @@ impl<'m> Session<'m> {
             prompt_tokens: prompt.len() - common,
             prefill_time,
             decode_time: Duration::ZERO,
+            drafted: 0,
+            accepted: 0,
         };
+        let lookup = options.speculative.filter(|_| sampler.is_plain_greedy());
+        // Tokens decided but not yet emitted; all but the last are already in the cache.
+        let mut pending: Vec<u32> = vec![next];
+        let mut pos = 0;
+        let (mut draft, mut batch) = (Vec::new(), Vec::new()); // reused across steps
         let mut emit = |text: &str, out: &mut Generation| -> bool {
             out.text.push_str(text);
             text.is_empty() || on_text(text)
         };
         while out.tokens.len() < options.max_tokens {
+            next = pending[pos];
             out.tokens.push(next);
             if tokenizer.is_end_of_generation(next) {
                 out.stop_reason = StopReason::EndOfGeneration;
@@ -179,14 +227,53 @@ impl<'m> Session<'m> {
             if out.tokens.len() == options.max_tokens {
                 break;
             }
+            sampler.accept(next);
+            if pos + 1 < pending.len() {
+                // Already verified and in the cache.
+                pos += 1;
+                continue;
+            }
             if self.cache.len() == self.cache.capacity() {
                 out.stop_reason = StopReason::ContextFull;
                 break;
             }
             let token = next;
-            sampler.accept(token);
-            next = self.step(&[token], &mut sampler)?;
-            self.tokens.push(token);
+            pending.clear();
+            pos = 0;
+            let room = (self.cache.capacity() - self.cache.len() - 1).min(options.max_tokens - out.tokens.len());
+            draft.clear();
+            if let Some(l) = lookup {
+                self.tokens.push(token);
+                draft.extend_from_slice(draft_from(&self.tokens, l, l.draft_len.min(room)));
+                self.tokens.pop();
+            }
+            if !draft.is_empty() {
+                // Verify [token, draft...] in one call; keep the drafted tokens up to the first one
+                // greedy decoding would not have chosen, then the token it chooses there.
+                let start = self.tokens.len();
+                self.tokens.push(token);
+                batch.clear();
+                batch.push(token);
+                batch.extend_from_slice(&draft);
+                let v = self.model.config.n_vocab;
+                let logits = self.model.forward_verify(&batch, &mut self.cache, &mut self.scratch)?;
+                let mut accepted = 0;
+                let mut chosen = crate::sampler::argmax(&logits[..v]);
+                while accepted < draft.len() && draft[accepted] == chosen {
+                    accepted += 1;
+                    chosen = crate::sampler::argmax(&logits[accepted * v..(accepted + 1) * v]);
+                }
+                self.cache.truncate(start + 1 + accepted);
+                self.tokens.extend_from_slice(&draft[..accepted]);
+                pending.extend_from_slice(&draft[..accepted]);
+                pending.push(chosen);
+                out.drafted += draft.len();
+                out.accepted += accepted;
+            } else {
+                let following = self.step(&[token], &mut sampler)?;
+                self.tokens.push(token);
+                pending.push(following);
+            }
         }
         if !matches!(out.stop_reason, StopReason::StopString | StopReason::Cancelled) {
             // Flush what the decoder and the stop matcher held back.
@@ -205,5 +292,26 @@ impl<'m> Session<'m> {
         }
         out.decode_time = decode_start.elapsed();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draft_is_what_followed_the_latest_earlier_match() {
+        let l = PromptLookup { ngram: 2, draft_len: 3 };
+        // ... 5 6 7 8 9 ... 5 6 | 1 2 ... 5 6 -> the latest earlier "5 6" is followed by 1 2
+        let h = [5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6];
+        assert_eq!(draft_from(&h, l, 3), &[1, 2, 5]);
+        assert_eq!(draft_from(&h, l, 1), &[1]);
+        // No bigram match: fall back to the last token alone.
+        let h = [1, 2, 3, 9, 4, 3];
+        assert_eq!(draft_from(&h, l, 2), &[9, 4]);
+        // Nothing matches at all.
+        assert!(draft_from(&[1, 2, 3], l, 4).is_empty());
+        assert!(draft_from(&[], l, 4).is_empty());
+        assert!(draft_from(&[7], l, 4).is_empty());
     }
 }

@@ -12,7 +12,7 @@ pub mod rng;
 pub mod sampler;
 pub mod stop;
 
-pub use generate::{GenerateOptions, Generation, Session, StopReason};
+pub use generate::{GenerateOptions, Generation, PromptLookup, Session, StopReason};
 pub use perplexity::{perplexity, Perplexity};
 
 /// What can go wrong while generating.

@@ -358,13 +358,16 @@ unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::op
                 group::<GROUP>(w, pair_bytes, p, ti, xq, y);
                 ti += GROUP;
             }
-            while ti + 4 <= t1 {
-                group::<4>(w, pair_bytes, p, ti, xq, y);
-                ti += 4;
-            }
-            while ti < t1 {
-                group::<1>(w, pair_bytes, p, ti, xq, y);
-                ti += 1;
+            // The rest (fewer than eight tokens) in one call: each weight block is unpacked once.
+            match t1 - ti {
+                0 => {}
+                1 => group::<1>(w, pair_bytes, p, ti, xq, y),
+                2 => group::<2>(w, pair_bytes, p, ti, xq, y),
+                3 => group::<3>(w, pair_bytes, p, ti, xq, y),
+                4 => group::<4>(w, pair_bytes, p, ti, xq, y),
+                5 => group::<5>(w, pair_bytes, p, ti, xq, y),
+                6 => group::<6>(w, pair_bytes, p, ti, xq, y),
+                _ => group::<7>(w, pair_bytes, p, ti, xq, y),
             }
         }
     }
@@ -574,14 +577,16 @@ mod tests {
     #[test]
     fn simd_levels_match_scalar_bit_for_bit() {
         for n in [19, 20] {
-            simd_levels_match_scalar_with_rows(n);
+            for t in [1, 3, 7, 13] {
+                simd_levels_match_scalar_with_rows(n, t);
+            }
         }
     }
 
-    /// Odd and even row counts (row pairs, and the odd row left over), 7 tokens: one group of
-    /// four and three single ones.
-    fn simd_levels_match_scalar_with_rows(n: usize) {
-        let (k, t) = (160, 13); // one group of eight, one of four, one single
+    /// Odd and even row counts (row pairs, and the odd row left over), and token counts that
+    /// take every kernel width (groups of eight and the rests).
+    fn simd_levels_match_scalar_with_rows(n: usize, t: usize) {
+        let k = 160;
         let x = pseudo_random(t * k, 3);
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
