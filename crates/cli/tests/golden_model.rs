@@ -3,7 +3,7 @@
 //! except under CI, where the model is fetched first and a missing one fails.
 
 use generate::sampler::SamplerConfig;
-use generate::{GenerateOptions, Session};
+use generate::{GenerateOptions, PromptLookup, Session};
 use model::tokenizer_gguf::tokenizer_from_gguf;
 use model::Llama;
 use serde_json::Value;
@@ -28,7 +28,8 @@ fn greedy_continuations_match_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
     let model = Llama::open(&path, threads()).unwrap();
     let tok = tokenizer_from_gguf(model.file()).unwrap();
-    let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy() };
+    let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let speculative = GenerateOptions { speculative: Some(PromptLookup::default()), ..options.clone() };
     let mut identical = 0;
     let mut cases = 0;
     for line in fixture("greedy.jsonl").lines() {
@@ -40,6 +41,10 @@ fn greedy_continuations_match_llama_cpp() {
         assert_eq!(ids, ids_of(&case["prompt_ids"]), "prompt tokens differ for {prompt:?}");
         let mut session = Session::new(&model, 512, 64).unwrap();
         let got = session.generate(&tok, &ids, &options, &mut |_| true).unwrap().tokens;
+        // Prompt-lookup speculative decoding must not change a single token.
+        let mut session = Session::new(&model, 512, 64).unwrap();
+        let fast = session.generate(&tok, &ids, &speculative, &mut |_| true).unwrap().tokens;
+        assert_eq!(fast, got, "speculative decoding changed the greedy output of {prompt:?}");
         cases += 1;
         if got == want {
             identical += 1;
