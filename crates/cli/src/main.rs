@@ -90,7 +90,7 @@ struct SamplingArgs {
     #[arg(long)]
     speculative: Option<String>,
     /// Most tokens drafted per step
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     draft_k: usize,
     /// Longest n-gram matched by the prompt-lookup drafter
     #[arg(long, default_value_t = 3)]
