@@ -2,7 +2,7 @@
 //!
 //! Samplers ([`sampler`], with its own seeded [`rng`]), stop strings matched across token
 //! boundaries ([`stop`]), chat templates rendered with a Jinja engine ([`chat`]), the generation
-//! loop over a KV-cached session ([`generate`]) and perplexity ([`perplexity`]). It knows nothing
+//! loop over a KV-cached session ([`generate`]) and perplexity ([`perplexity`](mod@perplexity)). It knows nothing
 //! of terminals or files: the CLI and the server sit on top.
 
 pub mod chat;

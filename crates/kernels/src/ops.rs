@@ -69,7 +69,7 @@ pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, 
     }
 }
 
-/// x (heads, Dh) in place: rotate each adjacent pair (x[2i], x[2i+1]) of every head by angle i
+/// x (heads, Dh) in place: rotate each adjacent pair `(x[2i], x[2i+1])` of every head by angle i
 /// ("normal" RoPE, the layout of GGUF llama Q/K weights). The products are fused as the peers'
 /// compiled C fuses them (`a*c - b*s` as `fma(a, c, -(b*s))`).
 pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {

@@ -180,23 +180,13 @@ impl Llama {
     /// Tokens are processed in batches of the scratch's capacity; [`Logits::All`] needs all of
     /// them in one batch. Nothing is allocated. The cache grows by `tokens.len()` positions.
     pub fn forward<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch, logits: Logits) -> Result<&'s [f32], ModelError> {
-        let last_t = self.forward_blocks(tokens, cache, scratch, logits)?;
-        let c = &self.config;
-        // Final norm and output head over the wanted rows.
-        let d = c.n_embd;
+        let last_t = self.forward_blocks(tokens, cache, scratch, logits, false)?;
         let rows = match logits {
             Logits::Last => last_t - 1..last_t,
             Logits::All => 0..last_t,
         };
-        let n_rows = rows.len();
-        for (o, t) in rows.enumerate() {
-            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[o * d..(o + 1) * d]);
-        }
-        let xn = &scratch.xn[..n_rows * d];
-        quantize_row_q8(xn, &mut scratch.xq[..n_rows * d / QK]);
-        let out = &mut scratch.logits[..n_rows * c.n_vocab];
-        matmul(&self.pool, self.level, &self.mat(&self.output), xn, &scratch.xq[..n_rows * d / QK], n_rows, out);
-        Ok(&scratch.logits[..n_rows * c.n_vocab])
+        let n = self.head_input(scratch, rows);
+        Ok(self.head_logits(scratch, n))
     }
 
     /// Logits (T, V) for every token, each exactly (to the bit) what a separate single-token
@@ -204,40 +194,45 @@ impl Llama {
     /// (speculative decoding) without changing what step-by-step decoding would produce.
     /// Attention then sums in the single-token order; all other operations are per token anyway.
     pub fn forward_verify<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
-        let n = self.forward_blocks_in(tokens, cache, scratch, Logits::All, true)?;
-        let c = &self.config;
-        let d = c.n_embd;
-        for t in 0..n {
-            rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[t * d..(t + 1) * d]);
-        }
-        quantize_row_q8(&scratch.xn[..n * d], &mut scratch.xq[..n * d / QK]);
-        let out = &mut scratch.logits[..n * c.n_vocab];
-        matmul(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..n * d], &scratch.xq[..n * d / QK], n, out);
-        Ok(&scratch.logits[..n * c.n_vocab])
+        let n = self.forward_blocks(tokens, cache, scratch, Logits::All, true)?;
+        let n = self.head_input(scratch, 0..n);
+        Ok(self.head_logits(scratch, n))
     }
 
     /// As [`Llama::forward`] with [`Logits::Last`], returning the most likely next token (greedy
     /// decoding): the output head finds the maximum while it computes the logits, which stay
     /// readable in the scratch afterwards. The same token as the argmax of `forward`'s logits.
     pub fn forward_greedy(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch) -> Result<u32, ModelError> {
-        let last_t = self.forward_blocks(tokens, cache, scratch, Logits::Last)?;
-        let c = &self.config;
-        let d = c.n_embd;
-        let t = last_t - 1;
-        rms_norm(&scratch.x[t * d..(t + 1) * d], &self.output_norm, c.rms_eps, &mut scratch.xn[..d]);
-        quantize_row_q8(&scratch.xn[..d], &mut scratch.xq[..d / QK]);
-        let out = &mut scratch.logits[..c.n_vocab];
+        let last_t = self.forward_blocks(tokens, cache, scratch, Logits::Last, false)?;
+        self.head_input(scratch, last_t - 1..last_t);
+        let d = self.config.n_embd;
+        let out = &mut scratch.logits[..self.config.n_vocab];
         Ok(matmul_argmax(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..d], &scratch.xq[..d / QK], out, &mut scratch.best))
     }
 
-    /// Checks a forward call and runs `tokens` through the blocks; returns the size of the last
-    /// batch, whose residual rows are left in scratch.x.
-    fn forward_blocks(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits) -> Result<usize, ModelError> {
-        self.forward_blocks_in(tokens, cache, scratch, logits, false)
+    /// The output head's input: final RMSNorm of residual rows `rows` into xn (n, D) and its 8-bit
+    /// blocks into xq; returns n.
+    fn head_input(&self, s: &mut Scratch, rows: std::ops::Range<usize>) -> usize {
+        let d = self.config.n_embd;
+        let n = rows.len();
+        for (o, t) in rows.enumerate() {
+            rms_norm(&s.x[t * d..(t + 1) * d], &self.output_norm, self.config.rms_eps, &mut s.xn[o * d..(o + 1) * d]);
+        }
+        quantize_row_q8(&s.xn[..n * d], &mut s.xq[..n * d / QK]);
+        n
     }
 
-    /// [`Llama::forward_blocks`], with attention in the single-token order when `per_token_order`.
-    fn forward_blocks_in(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
+    /// Logits (n, V) of the n rows [`Llama::head_input`] prepared.
+    fn head_logits<'s>(&self, s: &'s mut Scratch, n: usize) -> &'s [f32] {
+        let (d, v) = (self.config.n_embd, self.config.n_vocab);
+        matmul(&self.pool, self.level, &self.mat(&self.output), &s.xn[..n * d], &s.xq[..n * d / QK], n, &mut s.logits[..n * v]);
+        &s.logits[..n * v]
+    }
+
+    /// Checks a forward call and runs `tokens` through the blocks (attention in the single-token
+    /// order when `per_token_order`); returns the size of the last batch, whose residual rows are
+    /// left in scratch.x.
+    fn forward_blocks(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(ModelError::EmptyBatch);
