@@ -1,11 +1,15 @@
-//! The key/value cache of one sequence, in fixed-size blocks.
+//! Key/value caches in fixed-size blocks: a pool of blocks shared by many sequences, each
+//! sequence reaching its positions through a block table.
 //!
 //! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep)
-//! in blocks of [`KV_BLOCK`] positions, per layer (L, blocks, KV_BLOCK, Hkv*Dh), and the sequence
-//! reaches its positions through a block table. A single sequence owns all blocks in order (an
-//! identity table); the same layout lets a multi-sequence pool hand blocks to several sequences,
-//! share a prompt's blocks between them and cache prefixes, with the attention kernel unchanged.
-//! Everything is allocated once, when the cache is made; a decode step only writes its position.
+//! in blocks of [`KV_BLOCK`] positions, per layer (L, blocks, KV_BLOCK, Hkv*Dh). A [`KvPool`]
+//! owns the memory and counts how many tables use each block; a [`SeqCache`] is one sequence's
+//! table and length. Forking a sequence (beam search, `n > 1` completions of one prompt) copies
+//! only its table: the blocks are shared, and a shared block is copied the first time one of its
+//! sequences writes into it (copy on write). Everything is allocated when the pool is made; a
+//! decode step only writes its position.
+//!
+//! [`KvCache`] is the single-sequence case: a pool with one sequence that owns every block.
 
 use crate::ModelError;
 use half::f16;
@@ -14,41 +18,16 @@ use kernels::attention::KvView;
 /// Positions per block.
 pub const KV_BLOCK: usize = 32;
 
-/// Keys and values of every layer for up to `capacity` positions of one sequence.
-pub struct KvCache {
-    n_layer: usize,
-    capacity: usize, // S_max
-    kv_dim: usize,   // Hkv * Dh
-    len: usize,      // positions filled
-    n_blocks: usize,
-    table: Vec<u32>, // (blocks) the sequence's blocks in position order
-    k: Vec<f16>,     // (L, blocks, KV_BLOCK, Hkv*Dh)
-    v: Vec<f16>,     // (L, blocks, KV_BLOCK, Hkv*Dh)
+/// One sequence's view of a [`KvPool`]: its blocks in position order and how many positions are
+/// filled. Made by [`KvPool::sequence`] or [`KvPool::fork`]; give it back with
+/// [`KvPool::release`] (a dropped table leaks its blocks until the pool is dropped).
+#[derive(Debug, Default)]
+pub struct SeqCache {
+    table: Vec<u32>,        // (blocks) block ids in position order
+    pub(crate) len: usize,  // positions filled
 }
 
-impl KvCache {
-    /// An empty cache for `capacity` positions; fails cleanly when it does not fit in memory.
-    pub fn new(n_layer: usize, capacity: usize, kv_dim: usize) -> Result<KvCache, ModelError> {
-        let n_blocks = capacity.div_ceil(KV_BLOCK);
-        let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
-        let k = size.and_then(|n| zeroed(n, f16::ZERO));
-        let v = size.and_then(|n| zeroed(n, f16::ZERO));
-        let table = u32::try_from(n_blocks).ok().and_then(|n| {
-            let mut t = Vec::new();
-            t.try_reserve_exact(n as usize).ok()?;
-            t.extend(0..n);
-            Some(t)
-        });
-        match (k, v, table) {
-            (Some(k), Some(v), Some(table)) => Ok(KvCache { n_layer, capacity, kv_dim, len: 0, n_blocks, table, k, v }),
-            _ => Err(ModelError::OutOfMemory {
-                what: "KV cache",
-                bytes: (n_layer as u128) * (capacity as u128) * (kv_dim as u128) * 4,
-                hint: "use a smaller context size (--ctx)",
-            }),
-        }
-    }
-
+impl SeqCache {
     /// Positions filled so far.
     pub fn len(&self) -> usize {
         self.len
@@ -59,9 +38,165 @@ impl KvCache {
         self.len == 0
     }
 
-    /// The most positions this cache holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// The block ids, in position order.
+    pub fn blocks(&self) -> &[u32] {
+        &self.table
+    }
+}
+
+/// Blocks of keys and values for every layer, shared by the sequences made from it.
+pub struct KvPool {
+    n_layer: usize,
+    kv_dim: usize,      // Hkv * Dh
+    n_blocks: usize,    // blocks per layer
+    max_seq_len: usize, // S_max, the most positions of one sequence
+    k: Vec<f16>,        // (L, blocks, KV_BLOCK, Hkv*Dh)
+    v: Vec<f16>,        // (L, blocks, KV_BLOCK, Hkv*Dh)
+    refs: Vec<u32>,     // (blocks) tables using each block
+    free: Vec<u32>,     // unused block ids
+}
+
+impl KvPool {
+    /// A pool of `n_blocks` blocks for sequences of up to `max_seq_len` positions; fails cleanly
+    /// when it does not fit in memory.
+    pub fn new(n_layer: usize, kv_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
+        let k = size.and_then(|n| zeroed(n, f16::ZERO));
+        let v = size.and_then(|n| zeroed(n, f16::ZERO));
+        let refs = zeroed(n_blocks, 0u32);
+        let free = u32::try_from(n_blocks).ok().and_then(|n| {
+            let mut f = Vec::new();
+            f.try_reserve_exact(n as usize).ok()?;
+            f.extend((0..n).rev()); // popped from the end: block 0 first
+            Some(f)
+        });
+        match (k, v, refs, free) {
+            (Some(k), Some(v), Some(refs), Some(free)) => Ok(KvPool { n_layer, kv_dim, n_blocks, max_seq_len, k, v, refs, free }),
+            _ => Err(ModelError::OutOfMemory {
+                what: "KV cache",
+                bytes: (n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128) * 4,
+                hint: "use a smaller context size (--ctx) or fewer sequences",
+            }),
+        }
+    }
+
+    /// A pool with room for `n_seqs` sequences of `max_seq_len` positions each, none shared.
+    pub fn for_sequences(n_layer: usize, kv_dim: usize, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        let n_blocks = max_seq_len.div_ceil(KV_BLOCK).checked_mul(n_seqs).ok_or(ModelError::OutOfMemory {
+            what: "KV cache",
+            bytes: u128::MAX,
+            hint: "use a smaller context size (--ctx) or fewer sequences",
+        })?;
+        KvPool::new(n_layer, kv_dim, n_blocks, max_seq_len)
+    }
+
+    /// A new, empty sequence (it takes blocks as it grows).
+    pub fn sequence(&self) -> SeqCache {
+        SeqCache { table: Vec::with_capacity(self.max_seq_len.div_ceil(KV_BLOCK)), len: 0 }
+    }
+
+    /// A sequence holding the same positions as `seq`, sharing its blocks until either writes.
+    pub fn fork(&mut self, seq: &SeqCache) -> SeqCache {
+        let mut new = self.sequence();
+        self.fork_into(seq, &mut new);
+        new
+    }
+
+    /// Makes `dst` a fork of `src` (see [`KvPool::fork`]), releasing what `dst` held and reusing
+    /// its table's memory.
+    pub fn fork_into(&mut self, src: &SeqCache, dst: &mut SeqCache) {
+        for &b in &src.table {
+            self.refs[b as usize] += 1;
+        }
+        self.release(dst);
+        dst.table.extend_from_slice(&src.table);
+        dst.len = src.len;
+    }
+
+    /// Gives back every block of `seq`, which becomes empty.
+    pub fn release(&mut self, seq: &mut SeqCache) {
+        self.truncate(seq, 0);
+    }
+
+    /// Forgets positions of `seq` from `len` on (e.g. a rejected draft) and gives back the blocks
+    /// no longer needed; no-op if the sequence is already shorter.
+    pub fn truncate(&mut self, seq: &mut SeqCache, len: usize) {
+        seq.len = seq.len.min(len);
+        let keep = seq.len.div_ceil(KV_BLOCK);
+        while seq.table.len() > keep {
+            if let Some(b) = seq.table.pop() {
+                self.unref(b);
+            }
+        }
+    }
+
+    fn unref(&mut self, b: u32) {
+        let r = &mut self.refs[b as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.free.push(b);
+        }
+    }
+
+    /// Makes positions `seq.len()..seq.len() + n` writable: takes fresh blocks for them, and
+    /// copies a block they touch that other sequences share (copy on write).
+    pub fn reserve(&mut self, seq: &mut SeqCache, n: usize) -> Result<(), ModelError> {
+        let end = seq.len + n;
+        if end > self.max_seq_len {
+            return Err(ModelError::ContextFull { capacity: self.max_seq_len, needed: end });
+        }
+        let first = seq.len / KV_BLOCK;
+        let needed = end.div_ceil(KV_BLOCK);
+        for i in first..needed {
+            match seq.table.get(i).copied() {
+                Some(b) if self.refs[b as usize] <= 1 => {}
+                Some(b) => {
+                    // Shared: this sequence gets its own copy (only positions before len matter).
+                    let fresh = self.take_block(needed - i)?;
+                    if i * KV_BLOCK < seq.len {
+                        self.copy_block(b, fresh);
+                    }
+                    self.unref(b);
+                    seq.table[i] = fresh;
+                }
+                None => {
+                    let fresh = self.take_block(needed - i)?;
+                    seq.table.push(fresh);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_block(&mut self, wanted: usize) -> Result<u32, ModelError> {
+        let b = self.free.pop().ok_or(ModelError::OutOfKvBlocks { blocks: self.n_blocks, wanted, block_size: KV_BLOCK })?;
+        self.refs[b as usize] = 1;
+        Ok(b)
+    }
+
+    fn copy_block(&mut self, from: u32, to: u32) {
+        let block = KV_BLOCK * self.kv_dim;
+        for l in 0..self.n_layer {
+            let base = l * self.layer_len();
+            let (src, dst) = (base + from as usize * block, base + to as usize * block);
+            self.k.copy_within(src..src + block, dst);
+            self.v.copy_within(src..src + block, dst);
+        }
+    }
+
+    /// Blocks not used by any sequence.
+    pub fn free_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Blocks in the pool.
+    pub fn n_blocks(&self) -> usize {
+        self.n_blocks
+    }
+
+    /// The most positions one sequence holds.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
     }
 
     /// Hkv * Dh.
@@ -74,17 +209,7 @@ impl KvCache {
         self.n_layer
     }
 
-    /// Forgets every position (the memory is kept).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Forgets positions from `len` on (e.g. to rewind a rejected draft); no-op if already shorter.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    /// Bytes the cache holds.
+    /// Bytes the pool holds.
     pub fn memory_bytes(&self) -> usize {
         (self.k.len() + self.v.len()) * std::mem::size_of::<f16>()
     }
@@ -93,27 +218,79 @@ impl KvCache {
         self.n_blocks * KV_BLOCK * self.kv_dim
     }
 
-    /// Layer `l` as the attention kernel reads it.
-    pub(crate) fn layer(&self, l: usize) -> KvView<'_> {
+    /// Layer `l` of `seq` as the attention kernel reads it.
+    pub(crate) fn layer<'a>(&'a self, l: usize, seq: &'a SeqCache) -> KvView<'a> {
         let n = self.layer_len();
-        KvView { keys: &self.k[l * n..(l + 1) * n], values: &self.v[l * n..(l + 1) * n], table: &self.table, block_size: KV_BLOCK, kv_dim: self.kv_dim }
+        KvView { keys: &self.k[l * n..(l + 1) * n], values: &self.v[l * n..(l + 1) * n], table: &seq.table, block_size: KV_BLOCK, kv_dim: self.kv_dim }
     }
 
-    /// Stores position `pos` of layer `l`: the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the
-    /// position, heads of `head_dim`) and the values, both rounded to f16, in one pass.
-    pub(crate) fn write_rotated(&mut self, l: usize, pos: usize, key: &[f32], value: &[f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    /// Stores position `pos` of `seq` in layer `l` (its block reserved by [`KvPool::reserve`]):
+    /// the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the position, heads of `head_dim`) and the
+    /// values, both rounded to f16, in one pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
         let n = self.layer_len();
-        let row = l * n + (self.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
+        let row = l * n + (seq.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
         kernels::ops::rope_to_f16(key, head_dim, cos_sin, &mut self.k[row..row + self.kv_dim]);
         for (dst, src) in self.v[row..row + self.kv_dim].iter_mut().zip(value) {
             *dst = f16::from_f32(*src);
         }
     }
+}
 
-    /// Marks `t` more positions as filled.
-    pub(crate) fn advance(&mut self, t: usize) {
-        debug_assert!(self.len + t <= self.capacity);
-        self.len += t;
+/// Keys and values of every layer for up to `capacity` positions of one sequence: a pool whose
+/// one sequence owns every block.
+pub struct KvCache {
+    pub(crate) pool: KvPool,
+    pub(crate) seq: SeqCache,
+}
+
+impl KvCache {
+    /// An empty cache for `capacity` positions; fails cleanly when it does not fit in memory.
+    pub fn new(n_layer: usize, capacity: usize, kv_dim: usize) -> Result<KvCache, ModelError> {
+        let pool = KvPool::for_sequences(n_layer, kv_dim, 1, capacity)?;
+        let seq = pool.sequence();
+        Ok(KvCache { pool, seq })
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.seq.len
+    }
+
+    /// Whether no position is filled.
+    pub fn is_empty(&self) -> bool {
+        self.seq.len == 0
+    }
+
+    /// The most positions this cache holds.
+    pub fn capacity(&self) -> usize {
+        self.pool.max_seq_len
+    }
+
+    /// Hkv * Dh.
+    pub fn kv_dim(&self) -> usize {
+        self.pool.kv_dim
+    }
+
+    /// L.
+    pub fn n_layer(&self) -> usize {
+        self.pool.n_layer
+    }
+
+    /// Forgets every position (the memory is kept).
+    pub fn clear(&mut self) {
+        self.pool.release(&mut self.seq);
+    }
+
+    /// Forgets positions from `len` on (e.g. to rewind a rejected draft); no-op if already shorter.
+    pub fn truncate(&mut self, len: usize) {
+        self.pool.truncate(&mut self.seq, len);
+    }
+
+    /// Bytes the cache holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.pool.memory_bytes()
     }
 }
 
@@ -142,7 +319,8 @@ mod tests {
     #[test]
     fn truncate_and_clear_forget_positions() {
         let mut c = KvCache::new(2, 8, 4).unwrap();
-        c.advance(5);
+        c.pool.reserve(&mut c.seq, 5).unwrap();
+        c.seq.len = 5;
         c.truncate(3);
         assert_eq!(c.len(), 3);
         c.truncate(7);

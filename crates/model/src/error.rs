@@ -35,6 +35,9 @@ pub enum ModelError {
     /// The KV cache cannot hold more positions.
     #[error("the context is full: {needed} positions needed, the cache holds {capacity} (use a larger context size)")]
     ContextFull { capacity: usize, needed: usize },
+    /// Every block of a shared KV pool is in use.
+    #[error("the KV cache is out of blocks: all {blocks} blocks of {block_size} positions are in use and {wanted} more are needed (use a larger context size or fewer sequences)")]
+    OutOfKvBlocks { blocks: usize, wanted: usize, block_size: usize },
     /// More tokens than the scratch holds, with logits for all of them.
     #[error("{tokens} tokens with all logits exceed the batch size {max}")]
     BatchTooLarge { tokens: usize, max: usize },

@@ -12,7 +12,7 @@ pub mod paths;
 pub mod testing;
 pub mod tokenizer_gguf;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvPool, SeqCache, KV_BLOCK};
 pub use config::LlamaConfig;
 pub use error::ModelError;
-pub use llama::{Llama, Logits, Scratch};
+pub use llama::{Llama, Logits, Scratch, SeqTokens};

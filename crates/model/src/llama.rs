@@ -8,11 +8,11 @@
 //! logits = Wout . rms(x)          (Wout = embd when the file has no output.weight)
 //! ```
 
-use crate::cache::{zeroed, KvCache};
+use crate::cache::{zeroed, KvCache, KvPool, SeqCache};
 use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
-use kernels::attention::{attention, attention_per_token_order, attention_scratch_per_thread, AttentionShape};
+use kernels::attention::{attention_scratch_per_thread, attention_segments, AttentionSegment, Heads};
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu};
 use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
@@ -51,6 +51,18 @@ pub enum Logits {
     Last,
     /// A row for every token (perplexity, speculative verification).
     All,
+    /// No row (a prompt chunk whose logits nobody reads).
+    Skip,
+}
+
+/// One sequence's part of a [`Llama::forward_seqs`] call: `tokens` are its next positions.
+pub struct SeqTokens<'a> {
+    /// The sequence (its blocks live in the pool passed with the call).
+    pub seq: &'a mut SeqCache,
+    /// Its new tokens.
+    pub tokens: &'a [u32],
+    /// Which of their logits rows to compute.
+    pub logits: Logits,
 }
 
 /// A Llama-family model over a memory-mapped GGUF file.
@@ -175,17 +187,17 @@ impl Llama {
     }
 
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and returns
-    /// logits: (V) for [`Logits::Last`], (T, V) for [`Logits::All`].
+    /// logits: (V) for [`Logits::Last`], (T, V) for [`Logits::All`], nothing for [`Logits::Skip`].
     ///
     /// Tokens are processed in batches of the scratch's capacity; [`Logits::All`] needs all of
     /// them in one batch. Nothing is allocated. The cache grows by `tokens.len()` positions.
     pub fn forward<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch, logits: Logits) -> Result<&'s [f32], ModelError> {
-        let last_t = self.forward_blocks(tokens, cache, scratch, logits, false)?;
-        let rows = match logits {
-            Logits::Last => last_t - 1..last_t,
-            Logits::All => 0..last_t,
+        let last_t = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, logits, false)?;
+        let n = match logits {
+            Logits::Last => self.head_input(scratch, [last_t - 1..last_t]),
+            Logits::All => self.head_input(scratch, [0..last_t]),
+            Logits::Skip => 0,
         };
-        let n = self.head_input(scratch, rows);
         Ok(self.head_logits(scratch, n))
     }
 
@@ -194,8 +206,8 @@ impl Llama {
     /// (speculative decoding) without changing what step-by-step decoding would produce.
     /// Attention then sums in the single-token order; all other operations are per token anyway.
     pub fn forward_verify<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
-        let n = self.forward_blocks(tokens, cache, scratch, Logits::All, true)?;
-        let n = self.head_input(scratch, 0..n);
+        let n = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, Logits::All, true)?;
+        let n = self.head_input(scratch, [0..n]);
         Ok(self.head_logits(scratch, n))
     }
 
@@ -203,20 +215,70 @@ impl Llama {
     /// decoding): the output head finds the maximum while it computes the logits, which stay
     /// readable in the scratch afterwards. The same token as the argmax of `forward`'s logits.
     pub fn forward_greedy(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch) -> Result<u32, ModelError> {
-        let last_t = self.forward_blocks(tokens, cache, scratch, Logits::Last, false)?;
-        self.head_input(scratch, last_t - 1..last_t);
+        let last_t = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, Logits::Last, false)?;
+        self.head_input(scratch, [last_t - 1..last_t]);
         let d = self.config.n_embd;
         let out = &mut scratch.logits[..self.config.n_vocab];
         Ok(matmul_argmax(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..d], &scratch.xq[..d / QK], out, &mut scratch.best))
     }
 
-    /// The output head's input: final RMSNorm of residual rows `rows` into xn (n, D) and its 8-bit
-    /// blocks into xq; returns n.
-    fn head_input(&self, s: &mut Scratch, rows: std::ops::Range<usize>) -> usize {
+    /// A pool of KV blocks for `n_seqs` sequences of up to `max_seq_len` positions each (forks
+    /// share blocks, so beams or completions of one prompt fit in fewer).
+    pub fn new_pool(&self, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        KvPool::for_sequences(self.config.n_layer, self.config.kv_dim(), n_seqs, max_seq_len)
+    }
+
+    /// One forward call over tokens of several sequences of `pool` (each segment's tokens are the
+    /// next positions of its sequence), in one pass through the weights. Returns the logits rows
+    /// the segments ask for, in segment order: 1 for [`Logits::Last`], its token count for
+    /// [`Logits::All`], none for [`Logits::Skip`].
+    ///
+    /// Every sequence gets exactly the bits it would get in a call of its own with the same
+    /// tokens ([`Llama::forward`] on a single cache), whatever else is in the batch: all
+    /// operations but attention work token by token, and attention sums each segment in its own
+    /// order. So batching changes speed, never results. All tokens must fit in one batch of the
+    /// scratch. Each sequence grows by its token count.
+    pub fn forward_seqs<'s>(&self, batch: &mut [SeqTokens], pool: &mut KvPool, scratch: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
+        let total: usize = batch.iter().map(|b| b.tokens.len()).sum();
+        if batch.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
+            return Err(ModelError::EmptyBatch);
+        }
+        if total > scratch.max_tokens {
+            return Err(ModelError::BatchTooLarge { tokens: total, max: scratch.max_tokens });
+        }
+        for b in batch.iter() {
+            self.check(b.tokens, b.seq, pool, scratch)?;
+        }
+        for b in batch.iter_mut() {
+            pool.reserve(b.seq, b.tokens.len())?;
+        }
+        let segments: Vec<(&SeqCache, &[u32])> = batch.iter().map(|b| (&*b.seq, b.tokens)).collect();
+        self.run_segments(&segments, pool, scratch, false);
+        drop(segments);
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut first = 0;
+        for b in batch.iter_mut() {
+            let n = b.tokens.len();
+            b.seq.len += n;
+            match b.logits {
+                Logits::Last => rows.push(first + n - 1..first + n),
+                Logits::All => rows.push(first..first + n),
+                Logits::Skip => {}
+            }
+            first += n;
+        }
+        let n = self.head_input(scratch, rows);
+        Ok(self.head_logits(scratch, n))
+    }
+
+    /// The output head's input: final RMSNorm of the residual rows in `rows` into xn (n, D) and
+    /// its 8-bit blocks into xq; returns n.
+    fn head_input(&self, s: &mut Scratch, rows: impl IntoIterator<Item = std::ops::Range<usize>>) -> usize {
         let d = self.config.n_embd;
-        let n = rows.len();
-        for (o, t) in rows.enumerate() {
-            rms_norm(&s.x[t * d..(t + 1) * d], &self.output_norm, self.config.rms_eps, &mut s.xn[o * d..(o + 1) * d]);
+        let mut n = 0;
+        for t in rows.into_iter().flatten() {
+            rms_norm(&s.x[t * d..(t + 1) * d], &self.output_norm, self.config.rms_eps, &mut s.xn[n * d..(n + 1) * d]);
+            n += 1;
         }
         quantize_row_q8(&s.xn[..n * d], &mut s.xq[..n * d / QK]);
         n
@@ -225,14 +287,14 @@ impl Llama {
     /// Logits (n, V) of the n rows [`Llama::head_input`] prepared.
     fn head_logits<'s>(&self, s: &'s mut Scratch, n: usize) -> &'s [f32] {
         let (d, v) = (self.config.n_embd, self.config.n_vocab);
-        matmul(&self.pool, self.level, &self.mat(&self.output), &s.xn[..n * d], &s.xq[..n * d / QK], n, &mut s.logits[..n * v]);
+        if n > 0 {
+            matmul(&self.pool, self.level, &self.mat(&self.output), &s.xn[..n * d], &s.xq[..n * d / QK], n, &mut s.logits[..n * v]);
+        }
         &s.logits[..n * v]
     }
 
-    /// Checks a forward call and runs `tokens` through the blocks (attention in the single-token
-    /// order when `per_token_order`); returns the size of the last batch, whose residual rows are
-    /// left in scratch.x.
-    fn forward_blocks(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
+    /// Checks that `tokens` can be appended to `seq` of `pool` with `scratch`.
+    fn check(&self, tokens: &[u32], seq: &SeqCache, pool: &KvPool, scratch: &Scratch) -> Result<(), ModelError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(ModelError::EmptyBatch);
@@ -240,38 +302,52 @@ impl Llama {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
             return Err(ModelError::InvalidToken { token: bad, n_vocab: c.n_vocab });
         }
-        if cache.len() + tokens.len() > cache.capacity() {
-            return Err(ModelError::ContextFull { capacity: cache.capacity(), needed: cache.len() + tokens.len() });
+        if seq.len() + tokens.len() > pool.max_seq_len() {
+            return Err(ModelError::ContextFull { capacity: pool.max_seq_len(), needed: seq.len() + tokens.len() });
         }
-        if cache.capacity() > scratch.n_ctx || cache.kv_dim() != c.kv_dim() || cache.n_layer() != c.n_layer {
+        if pool.max_seq_len() > scratch.n_ctx || pool.kv_dim() != c.kv_dim() || pool.n_layer() != c.n_layer {
             return Err(ModelError::CacheMismatch);
         }
+        Ok(())
+    }
+
+    /// Checks a forward call of one sequence and runs `tokens` through the blocks in batches of
+    /// the scratch's size (attention in the single-token order when `per_token_order`); returns
+    /// the size of the last batch, whose residual rows are left in scratch.x.
+    fn forward_one(&self, tokens: &[u32], pool: &mut KvPool, seq: &mut SeqCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
+        self.check(tokens, seq, pool, scratch)?;
         if logits == Logits::All && tokens.len() > scratch.max_tokens {
             return Err(ModelError::BatchTooLarge { tokens: tokens.len(), max: scratch.max_tokens });
         }
+        pool.reserve(seq, tokens.len())?;
         let mut last_t = 0;
         for chunk in tokens.chunks(scratch.max_tokens) {
-            self.forward_batch(chunk, cache, scratch, per_token_order);
+            self.run_segments(&[(&*seq, chunk)], pool, scratch, per_token_order);
+            seq.len += chunk.len();
             last_t = chunk.len();
         }
         Ok(last_t)
     }
 
-    /// One batch of T <= max_tokens tokens through every block; leaves the residual stream in
-    /// scratch.x (T, D).
-    fn forward_batch(&self, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch, per_token_order: bool) {
+    /// One batch of T <= max_tokens tokens, made of segments of consecutive new positions of
+    /// sequences (their blocks already reserved), through every block; leaves the residual stream
+    /// in scratch.x (T, D). Sequence lengths are advanced by the caller.
+    fn run_segments(&self, segments: &[(&SeqCache, &[u32])], pool: &mut KvPool, s: &mut Scratch, per_token_order: bool) {
         let c = &self.config;
-        let (t, d, f) = (tokens.len(), c.n_embd, c.n_ff);
+        let t: usize = segments.iter().map(|(_, toks)| toks.len()).sum();
+        let (d, f) = (c.n_embd, c.n_ff);
         let (q_dim, kv_dim, dh) = (c.q_dim(), c.kv_dim(), c.head_dim);
-        let start = cache.len();
         let embd = self.mat(&self.token_embd);
-        for (i, &tok) in tokens.iter().enumerate() {
-            dequantize_row(embd.format, embd.row(tok as usize), &mut s.x[i * d..(i + 1) * d]);
+        // Embeddings and RoPE angles (T, Dh/2) per token, shared by all heads and layers.
+        let mut i = 0;
+        for (seq, toks) in segments {
+            for (j, &tok) in toks.iter().enumerate() {
+                dequantize_row(embd.format, embd.row(tok as usize), &mut s.x[i * d..(i + 1) * d]);
+                rope_angles(seq.len() + j, c.rope_base, dh, &mut s.cos_sin[i * dh / 2..(i + 1) * dh / 2]);
+                i += 1;
+            }
         }
-        // RoPE angles per token (T, Dh/2), shared by all heads and layers.
-        for i in 0..t {
-            rope_angles(start + i, c.rope_base, dh, &mut s.cos_sin[i * dh / 2..(i + 1) * dh / 2]);
-        }
+        let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
         let x = &mut s.x[..t * d];
         let xn = &mut s.xn[..t * d];
         let xq = &mut s.xq[..t * d / QK];
@@ -285,17 +361,34 @@ impl Llama {
             let qkv = [(self.mat(&b.wq), &mut *q), (self.mat(&b.wk), &mut *k), (self.mat(&b.wv), &mut *v)];
             matmul_group(&self.pool, self.level, qkv, xn, xq, t);
             // RoPE on q in place; k is rotated on its way into the f16 cache.
-            for i in 0..t {
-                let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
-                rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
-                cache.write_rotated(l, start + i, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], dh, cs);
+            let mut i = 0;
+            for (seq, toks) in segments {
+                for j in 0..toks.len() {
+                    let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
+                    rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
+                    pool.write_rotated(l, seq, seq.len() + j, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], dh, cs);
+                    i += 1;
+                }
             }
-            let shape = AttentionShape { n_tokens: t, start, n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
             let att = &mut s.att[..t * q_dim];
-            if per_token_order {
-                attention_per_token_order(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
+            let layer = pool.layer(l, segments[0].0);
+            let mut first = 0;
+            let attend = |segs: &[AttentionSegment], att: &mut [f32], scratch: &mut [f32]| {
+                attention_segments(&self.pool, self.level, heads, layer, segs, q, att, scratch, per_token_order)
+            };
+            if let [(seq, toks)] = segments {
+                // One sequence (prefill, single decode): no list to build.
+                attend(&[AttentionSegment { first_token: 0, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() }], att, &mut s.att_scratch);
             } else {
-                attention(&self.pool, self.level, shape, q, cache.layer(l), att, &mut s.att_scratch);
+                let segs: Vec<AttentionSegment> = segments
+                    .iter()
+                    .map(|(seq, toks)| {
+                        let seg = AttentionSegment { first_token: first, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() };
+                        first += toks.len();
+                        seg
+                    })
+                    .collect();
+                attend(&segs, att, &mut s.att_scratch);
             }
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
@@ -311,7 +404,6 @@ impl Llama {
             quantize_rows_q8(&self.pool, gate, gate_q, t);
             matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x); // x (T, D) += Wdown . gate
         }
-        cache.advance(t);
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);
     }
 

@@ -278,6 +278,44 @@ pub fn attention_per_token_order(pool: &ThreadPool, level: Level, shape: Attenti
     attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, true)
 }
 
+/// One sequence's share of a multi-sequence attention call: its `n_tokens` new tokens are rows
+/// `first_token..first_token + n_tokens` of q and out, at positions `start..start + n_tokens` of
+/// the sequence whose blocks `table` lists.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSegment<'a> {
+    /// Row of q/out of the segment's first token.
+    pub first_token: usize,
+    /// New tokens of this sequence.
+    pub n_tokens: usize,
+    /// Position of the first of them.
+    pub start: usize,
+    /// The sequence's block table (see [`KvView`]).
+    pub table: &'a [u32],
+}
+
+/// Heads of an attention call: H query heads of width Dh over Hkv KV heads.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    /// H.
+    pub n_head: usize,
+    /// Hkv.
+    pub n_head_kv: usize,
+    /// Dh.
+    pub head_dim: usize,
+}
+
+/// [`attention`] over a batch that holds tokens of several sequences whose caches share the
+/// blocks of `layer` (its table is ignored: each segment brings its own): q (T, H, Dh) -> out
+/// (T, H, Dh), each segment's tokens attending only to their own sequence's positions. Every segment
+/// gets exactly the bits it would get in a call of its own (a segment of one token sums in the
+/// single-token order, longer ones in the batch order unless `per_token_order`), so a sequence's
+/// result does not depend on what else is in the batch. The work of all segments is dealt to the
+/// threads in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_segments(pool: &ThreadPool, level: Level, heads: Heads, layer: KvView, segments: &[AttentionSegment], q: &[f32], out: &mut [f32], scratch: &mut [f32], per_token_order: bool) {
+    attention_segments_with(pool, level, heads, layer, segments, q, out, scratch, FLASH_MIN_POSITIONS, per_token_order)
+}
+
 /// [`attention`] with the position count from which the online kernel is used.
 #[allow(clippy::too_many_arguments)]
 fn attention_with(
@@ -292,61 +330,108 @@ fn attention_with(
     per_token_order: bool,
 ) {
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
-    let seen = start + n_tokens; // S: positions the last token sees
-    assert!(n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
+    let segment = AttentionSegment { first_token: 0, n_tokens, start, table: kv.table };
     assert!(q.len() == n_tokens * n_head * head_dim && out.len() == q.len(), "attention: q/out shape mismatch");
-    assert!(kv.kv_dim == n_head_kv * head_dim && kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
-    let kv = &kv;
-    let per_thread = attention_scratch_per_thread(seen, head_dim);
+    attention_segments_with(pool, level, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, scratch, flash_min, per_token_order)
+}
+
+/// How one segment is computed.
+struct Plan {
+    order: Order,
+    /// Whether a unit of work is a token's whole group of query heads (AVX-512), else one head.
+    grouped: bool,
+    /// Units of work of the segment.
+    units: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_segments_with(
+    pool: &ThreadPool,
+    level: Level,
+    heads: Heads,
+    layer: KvView,
+    segments: &[AttentionSegment],
+    q: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    flash_min: usize,
+    per_token_order: bool,
+) {
+    let Heads { n_head, n_head_kv, head_dim } = heads;
+    assert!(n_head_kv > 0 && n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
+    assert!(out.len() == q.len() && q.len() % (n_head * head_dim) == 0, "attention: q/out shape mismatch");
+    let n_rows = q.len() / (n_head * head_dim);
+    let mut max_seen = 0;
+    for seg in segments {
+        let seen = seg.start + seg.n_tokens; // S: positions the segment's last token sees
+        assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
+        let kv = KvView { table: seg.table, ..layer };
+        assert!(kv.kv_dim == n_head_kv * head_dim && kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
+        max_seen = max_seen.max(seen);
+    }
+    let per_thread = attention_scratch_per_thread(max_seen, head_dim);
     assert!(scratch.len() >= pool.n_threads() * per_thread, "attention: scratch too small");
     let group = n_head / n_head_kv;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let order = if n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
+    let plan = |seg: &AttentionSegment| {
+        let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
+        // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
+        let grouped = cfg!(target_arch = "x86_64")
+            && level == Level::Avx512Vnni
+            && order == Order::Tiled
+            && head_dim.is_multiple_of(LANES)
+            && group <= MAX_GROUP
+            && seg.start + seg.n_tokens < flash_min;
+        Plan { order, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
+    };
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
-    // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
-    let grouped = cfg!(target_arch = "x86_64")
-        && level == Level::Avx512Vnni
-        && order == Order::Tiled
-        && head_dim.is_multiple_of(LANES)
-        && group <= MAX_GROUP
-        && seen < flash_min;
     pool.run(&|i, nt| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
-        if grouped {
-            #[cfg(target_arch = "x86_64")]
-            for unit in (i..n_tokens * n_head_kv).step_by(nt) {
-                let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
-                let first = (t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
-                let o = unsafe { out_ptr.slice(first, group * head_dim) };
-                // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], kv, kvh * head_dim, start + t + 1, scale, work, o) };
-            }
-            return;
-        }
-        // Pairs dealt round-robin: with the causal mask later tokens cost more, and contiguous
-        // ranges would leave the last thread with most of the work.
-        for pair in (i..n_tokens * n_head).step_by(nt) {
-            let (t, h) = (pair / n_head, pair % n_head);
-            let kv_off = (h / group) * head_dim;
-            let n_seen = start + t + 1;
-            let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
-            let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
-            if n_seen >= flash_min {
-                match level {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: both levels imply AVX2, FMA and F16C.
-                    Level::Avx2 | Level::Avx512Vnni => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
-                    _ => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
+        // Units of all segments are numbered in one sequence and dealt round-robin: with the
+        // causal mask later tokens cost more, and contiguous ranges would leave the last thread
+        // with most of the work.
+        let mut base = 0;
+        for seg in segments {
+            let Plan { order, grouped, units } = plan(seg);
+            let first_unit = (i + nt - base % nt) % nt;
+            base += units;
+            let kv = &KvView { table: seg.table, ..layer };
+            let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
+            if grouped {
+                #[cfg(target_arch = "x86_64")]
+                for unit in (first_unit..units).step_by(nt) {
+                    let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
+                    let first = (row0 + t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
+                    let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                    // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
+                    unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], kv, kvh * head_dim, seg.start + t + 1, scale, work, o) };
                 }
                 continue;
             }
-            match level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
-                _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
+            for unit in (first_unit..units).step_by(nt) {
+                let (t, h) = (unit / n_head, unit % n_head);
+                let kv_off = (h / group) * head_dim;
+                let n_seen = seg.start + t + 1;
+                let pair = row0 + unit;
+                let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
+                let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
+                if n_seen >= flash_min {
+                    match level {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: both levels imply AVX2, FMA and F16C.
+                        Level::Avx2 | Level::Avx512Vnni => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
+                        _ => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
+                    }
+                    continue;
+                }
+                match level {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
+                    Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
+                    _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
+                }
             }
         }
     });
@@ -491,6 +576,45 @@ mod tests {
                 let mut single = vec![0f32; h * dh];
                 attention(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv * dh, &table), &mut single, &mut scratch);
                 assert_eq!(&batch[ti * h * dh..(ti + 1) * h * dh], &single[..], "{level:?} token {ti}");
+            }
+        }
+    }
+
+    #[test]
+    fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
+        // Three sequences in one shared pool of blocks of 8: a 1-token decode at 40, a 5-token
+        // chunk at 9 and a 1-token decode at 2; each must get the bits of a call of its own.
+        let (h, hkv, dh, bs) = (6, 2, 64, 8);
+        let kv_dim = hkv * dh;
+        let n_blocks = 12;
+        let kp = to_f16(&values(n_blocks * bs * kv_dim, 61));
+        let vp = to_f16(&values(n_blocks * bs * kv_dim, 62));
+        let tables: [Vec<u32>; 3] = [vec![3, 7, 0, 9, 11, 1], vec![5, 2], vec![10]];
+        let parts = [(1usize, 40usize), (5, 9), (1, 2)];
+        let t: usize = parts.iter().map(|p| p.0).sum();
+        let q = values(t * h * dh, 63);
+        let pool = ThreadPool::new(2);
+        let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(41, dh)];
+        for level in Level::all_available() {
+            for per_token in [false, true] {
+                let mut segs = Vec::new();
+                let mut first = 0;
+                let layer = KvView { keys: &kp, values: &vp, table: &[], block_size: bs, kv_dim };
+                for ((n, start), table) in parts.iter().zip(&tables) {
+                    segs.push(AttentionSegment { first_token: first, n_tokens: *n, start: *start, table });
+                    first += n;
+                }
+                let mut got = vec![0f32; t * h * dh];
+                attention_segments(&pool, level, heads, layer, &segs, &q, &mut got, &mut scratch, per_token);
+                for seg in &segs {
+                    let rows = seg.first_token * h * dh..(seg.first_token + seg.n_tokens) * h * dh;
+                    let shape = AttentionShape { n_tokens: seg.n_tokens, start: seg.start, n_head: h, n_head_kv: hkv, head_dim: dh };
+                    let mut want = vec![0f32; rows.len()];
+                    let kv = KvView { table: seg.table, ..layer };
+                    attention_with(&pool, level, shape, &q[rows.clone()], kv, &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+                    assert_eq!(&got[rows], &want[..], "{level:?} per_token {per_token} segment at {}", seg.start);
+                }
             }
         }
     }
