@@ -2,7 +2,7 @@
 //! sampling each token, streaming text out, and stopping on end-of-generation tokens, stop
 //! strings, the token limit or a full context.
 
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{Logprobs, Sampler, SamplerConfig};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::GenerateError;
 use model::{KvCache, Llama, Logits, ModelError, Scratch};
@@ -96,6 +96,102 @@ pub struct Generation {
     pub drafted: usize,
     /// Drafted tokens that verification accepted.
     pub accepted: usize,
+    /// Log-probabilities of each generated token and its top alternatives, when the sampler
+    /// asks for them ([`SamplerConfig::logprobs`] > 0); one entry per token of `tokens`.
+    pub logprobs: Vec<Logprobs>,
+}
+
+/// The output side of one sequence: decides when generation ends (end-of-generation token, stop
+/// string, token limit, cancellation) and turns tokens into text. Shared by every generation
+/// loop so they all end and emit alike.
+pub(crate) struct Emitter {
+    stops: StopMatcher,
+    decoder: StreamDecoder,
+    max_tokens: usize,
+    decode_start: Instant,
+    /// The result so far.
+    pub out: Generation,
+}
+
+impl Emitter {
+    pub(crate) fn new(options: &GenerateOptions, prompt_tokens: usize, prefill_time: Duration) -> Emitter {
+        Emitter {
+            stops: StopMatcher::new(options.stop.clone()),
+            decoder: StreamDecoder::new(),
+            max_tokens: options.max_tokens,
+            decode_start: Instant::now(),
+            out: Generation {
+                tokens: Vec::new(),
+                text: String::new(),
+                stop_reason: StopReason::MaxTokens,
+                prompt_tokens,
+                prefill_time,
+                decode_time: Duration::ZERO,
+                drafted: 0,
+                accepted: 0,
+                logprobs: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether no token may be generated at all (`max_tokens` is 0).
+    pub(crate) fn is_full(&self) -> bool {
+        self.out.tokens.len() >= self.max_tokens
+    }
+
+    /// Takes the next decided token; `false` when generation ends with it (the reason is set).
+    pub(crate) fn push(&mut self, tokenizer: &Tokenizer, token: u32, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.out.tokens.push(token);
+        if tokenizer.is_end_of_generation(token) {
+            self.out.stop_reason = StopReason::EndOfGeneration;
+            return false;
+        }
+        let piece = self.decoder.push(tokenizer, token);
+        match self.stops.push(&piece) {
+            StopOutcome::Stopped(text) => {
+                self.emit(&text, on_text);
+                self.out.stop_reason = StopReason::StopString;
+                return false;
+            }
+            StopOutcome::Continue(text) => {
+                if !self.emit(&text, on_text) {
+                    self.out.stop_reason = StopReason::Cancelled;
+                    return false;
+                }
+            }
+        }
+        if self.out.tokens.len() >= self.max_tokens {
+            self.out.stop_reason = StopReason::MaxTokens;
+            return false;
+        }
+        true
+    }
+
+    fn emit(&mut self, text: &str, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.out.text.push_str(text);
+        text.is_empty() || on_text(text)
+    }
+
+    /// Ends generation: flushes what the decoder and the stop matcher held back (unless a stop
+    /// string or the caller ended it) and returns the result.
+    pub(crate) fn finish(mut self, on_text: &mut dyn FnMut(&str) -> bool) -> Generation {
+        if !matches!(self.out.stop_reason, StopReason::StopString | StopReason::Cancelled) {
+            let tail = self.decoder.finish();
+            let text = match self.stops.push(&tail) {
+                StopOutcome::Stopped(text) => {
+                    self.out.stop_reason = StopReason::StopString;
+                    text
+                }
+                StopOutcome::Continue(mut text) => {
+                    text.push_str(&self.stops.finish());
+                    text
+                }
+            };
+            self.emit(&text, on_text);
+        }
+        self.out.decode_time = self.decode_start.elapsed();
+        self.out
+    }
 }
 
 /// A sequence being generated: the model's view (KV cache, scratch) plus the tokens it holds.
@@ -141,12 +237,14 @@ impl<'m> Session<'m> {
 
     /// Runs `tokens` and chooses the next one: greedy decoding takes the argmax found inside the
     /// output head, other samplers read the logits.
-    fn step(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32, GenerateError> {
+    fn step(&mut self, tokens: &[u32], sampler: &mut Sampler, logprobs: &mut Vec<Logprobs>) -> Result<u32, GenerateError> {
         if sampler.is_plain_greedy() {
             return Ok(self.model.forward_greedy(tokens, &mut self.cache, &mut self.scratch)?);
         }
         let logits = self.model.forward(tokens, &mut self.cache, &mut self.scratch, Logits::Last)?;
-        Ok(sampler.sample(logits))
+        let (token, lp) = sampler.sample_with_logprobs(logits);
+        logprobs.extend(lp);
+        Ok(token)
     }
 
     /// Generates a continuation of `prompt` (the whole sequence: earlier turns included).
@@ -167,8 +265,6 @@ impl<'m> Session<'m> {
             return Err(GenerateError::Model(ModelError::ContextFull { capacity: self.cache.capacity(), needed: prompt.len() }));
         }
         let mut sampler = Sampler::new(options.sampler.clone())?;
-        let mut stops = StopMatcher::new(options.stop.clone());
-        let mut decoder = StreamDecoder::new();
 
         // Reuse the cached prefix; at least the last prompt token is evaluated for its logits.
         let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
@@ -179,52 +275,19 @@ impl<'m> Session<'m> {
         for &token in prompt {
             sampler.accept(token);
         }
-        let mut next = self.step(&prompt[common..], &mut sampler)?;
+        let mut logprobs = Vec::new();
+        let mut next = self.step(&prompt[common..], &mut sampler, &mut logprobs)?;
         self.tokens.extend_from_slice(&prompt[common..]);
-        let prefill_time = started.elapsed();
-        let decode_start = Instant::now();
+        let mut em = Emitter::new(options, prompt.len() - common, started.elapsed());
 
-        let mut out = Generation {
-            tokens: Vec::new(),
-            text: String::new(),
-            stop_reason: StopReason::MaxTokens,
-            prompt_tokens: prompt.len() - common,
-            prefill_time,
-            decode_time: Duration::ZERO,
-            drafted: 0,
-            accepted: 0,
-        };
         let lookup = options.speculative.filter(|_| sampler.is_plain_greedy());
         // Tokens decided but not yet emitted; all but the last are already in the cache.
         let mut pending: Vec<u32> = vec![next];
         let mut pos = 0;
         let (mut draft, mut batch) = (Vec::new(), Vec::new()); // reused across steps
-        let mut emit = |text: &str, out: &mut Generation| -> bool {
-            out.text.push_str(text);
-            text.is_empty() || on_text(text)
-        };
-        while out.tokens.len() < options.max_tokens {
+        while !em.is_full() {
             next = pending[pos];
-            out.tokens.push(next);
-            if tokenizer.is_end_of_generation(next) {
-                out.stop_reason = StopReason::EndOfGeneration;
-                break;
-            }
-            let piece = decoder.push(tokenizer, next);
-            match stops.push(&piece) {
-                StopOutcome::Stopped(text) => {
-                    emit(&text, &mut out);
-                    out.stop_reason = StopReason::StopString;
-                    break;
-                }
-                StopOutcome::Continue(text) => {
-                    if !emit(&text, &mut out) {
-                        out.stop_reason = StopReason::Cancelled;
-                        break;
-                    }
-                }
-            }
-            if out.tokens.len() == options.max_tokens {
+            if !em.push(tokenizer, next, on_text) {
                 break;
             }
             sampler.accept(next);
@@ -234,13 +297,13 @@ impl<'m> Session<'m> {
                 continue;
             }
             if self.cache.len() == self.cache.capacity() {
-                out.stop_reason = StopReason::ContextFull;
+                em.out.stop_reason = StopReason::ContextFull;
                 break;
             }
             let token = next;
             pending.clear();
             pos = 0;
-            let room = (self.cache.capacity() - self.cache.len() - 1).min(options.max_tokens - out.tokens.len());
+            let room = (self.cache.capacity() - self.cache.len() - 1).min(options.max_tokens - em.out.tokens.len());
             draft.clear();
             if let Some(l) = lookup {
                 self.tokens.push(token);
@@ -267,30 +330,17 @@ impl<'m> Session<'m> {
                 self.tokens.extend_from_slice(&draft[..accepted]);
                 pending.extend_from_slice(&draft[..accepted]);
                 pending.push(chosen);
-                out.drafted += draft.len();
-                out.accepted += accepted;
+                em.out.drafted += draft.len();
+                em.out.accepted += accepted;
             } else {
-                let following = self.step(&[token], &mut sampler)?;
+                let following = self.step(&[token], &mut sampler, &mut logprobs)?;
                 self.tokens.push(token);
                 pending.push(following);
             }
         }
-        if !matches!(out.stop_reason, StopReason::StopString | StopReason::Cancelled) {
-            // Flush what the decoder and the stop matcher held back.
-            let tail = decoder.finish();
-            let text = match stops.push(&tail) {
-                StopOutcome::Stopped(text) => {
-                    out.stop_reason = StopReason::StopString;
-                    text
-                }
-                StopOutcome::Continue(mut text) => {
-                    text.push_str(&stops.finish());
-                    text
-                }
-            };
-            emit(&text, &mut out);
-        }
-        out.decode_time = decode_start.elapsed();
+        let mut out = em.finish(on_text);
+        logprobs.truncate(out.tokens.len());
+        out.logprobs = logprobs;
         Ok(out)
     }
 }

@@ -485,4 +485,9 @@ impl Scratch {
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
     }
+
+    /// The first `n` floats of the logits buffer: after a forward call, its logits rows.
+    pub fn logits(&self, n: usize) -> &[f32] {
+        &self.logits[..n.min(self.logits.len())]
+    }
 }
