@@ -2,6 +2,7 @@
 
 mod bench;
 mod fetch;
+mod generate_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -95,9 +96,12 @@ struct SamplingArgs {
     /// Longest n-gram matched by the prompt-lookup drafter
     #[arg(long, default_value_t = 3)]
     ngram: usize,
-    /// Report speculative acceptance on stderr
+    /// Report speculative acceptance and batch timings on stderr
     #[arg(long)]
     verbose: bool,
+    /// Report the log-probability of each generated token and of its N most likely alternatives
+    #[arg(long, value_name = "N")]
+    logprobs: Option<usize>,
 }
 
 fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
@@ -123,8 +127,12 @@ impl SamplingArgs {
             penalty_window: self.penalty_window,
             logit_bias: self.logit_bias.clone(),
             order,
+            logprobs: self.logprobs.unwrap_or(0),
             ..SamplerConfig::default()
         };
+        if self.logprobs.is_some_and(|n| n > 20) {
+            bail!("--logprobs must be at most 20 (as in the OpenAI API), got {}", self.logprobs.unwrap_or(0));
+        }
         sampler.validate()?;
         let speculative = match self.speculative.as_deref() {
             None => None,
@@ -152,11 +160,24 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingArgs,
         /// The prompt text
-        #[arg(long, short = 'p')]
-        prompt: String,
+        #[arg(long, short = 'p', required_unless_present = "batch_file", conflicts_with = "batch_file")]
+        prompt: Option<String>,
         /// Treat special tokens written in the prompt (like <|im_start|>) as plain text
         #[arg(long)]
         no_special: bool,
+        /// JSON lines of prompts ({"prompt": ..., optional "max_tokens", "temperature", "seed",
+        /// "stop", "id"}), decoded together; results as JSON lines with --json
+        #[arg(long, value_name = "FILE")]
+        batch_file: Option<PathBuf>,
+        /// With --batch-file: the most prompts decoded together (1 runs them one after another)
+        #[arg(long, default_value_t = 8)]
+        max_batch: usize,
+        /// Completions of the prompt, sharing its evaluation (completion i uses seed + i)
+        #[arg(long, default_value_t = 1)]
+        num_return_sequences: usize,
+        /// Print results as JSON lines (text, tokens, stop_reason, logprobs)
+        #[arg(long)]
+        json: bool,
     },
     /// Chat interactively, with the model's chat template and history
     Chat {
@@ -249,7 +270,17 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { run, sampling, prompt, no_special } => cmd_generate(&run, &sampling, &prompt, !no_special),
+        Command::Generate { run, sampling, prompt, no_special, batch_file, max_batch, num_return_sequences, json } => {
+            let req = generate_cmd::GenerateRequest {
+                prompt: prompt.as_deref(),
+                parse_special: !no_special,
+                batch_file: batch_file.as_deref(),
+                max_batch,
+                num_return_sequences,
+                json,
+            };
+            generate_cmd::cmd_generate(&run, &sampling, &req)
+        }
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
         Command::Tokenize { model, no_special, text, jsonl } => cmd_tokenize(&model, !no_special, text, jsonl),
         Command::Detokenize { model, ids } => {
@@ -290,7 +321,7 @@ fn default_threads() -> usize {
 }
 
 /// Loads model and tokenizer; returns them with the context size to use.
-fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
+pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
     let (path, file) = open_file(&run.model)?;
     let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     let threads = run.threads.unwrap_or_else(default_threads);
@@ -305,24 +336,7 @@ fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
     Ok((model, tok, n_ctx))
 }
 
-fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, prompt: &str, parse_special: bool) -> Result<()> {
-    let options = sampling.options()?;
-    let (model, tok, n_ctx) = open_model(run)?;
-    let ids = tok.encode_with_special(prompt, parse_special);
-    let mut session = Session::new(&model, n_ctx, 256)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
-    writeln!(out)?;
-    report(&gen);
-    if sampling.verbose && sampling.speculative.is_some() {
-        let rate = if gen.drafted > 0 { 100.0 * gen.accepted as f64 / gen.drafted as f64 } else { 0.0 };
-        eprintln!("[speculative: {} drafted, {} accepted ({rate:.0}%)]", gen.drafted, gen.accepted);
-    }
-    Ok(())
-}
-
-fn report(gen: &generate::Generation) {
+pub(crate) fn report(gen: &generate::Generation) {
     let rate = |n: usize, t: std::time::Duration| if t.as_secs_f64() > 0.0 { n as f64 / t.as_secs_f64() } else { 0.0 };
     let why = match gen.stop_reason {
         StopReason::EndOfGeneration => "end of generation",

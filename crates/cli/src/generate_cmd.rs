@@ -1,0 +1,234 @@
+//! `ferrolm generate`: one prompt (streamed), `n` completions of one prompt, beam search, or a
+//! file of prompts decoded together; text or JSON lines out.
+
+use crate::{open_model, report, RunArgs, SamplingArgs};
+use anyhow::{bail, Context, Result};
+use generate::sampler::Logprobs;
+use generate::{generate_batch, generate_n, BatchSizes, GenerateOptions, Generation, Session, StopReason};
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Instant;
+use tokenizer::Tokenizer;
+
+/// Prompt tokens evaluated per forward call.
+const PREFILL_CHUNK: usize = 256;
+
+/// What `generate` was asked for, besides the sampling settings.
+pub struct GenerateRequest<'a> {
+    pub prompt: Option<&'a str>,
+    pub parse_special: bool,
+    pub batch_file: Option<&'a Path>,
+    pub max_batch: usize,
+    pub num_return_sequences: usize,
+    pub json: bool,
+}
+
+pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateRequest) -> Result<()> {
+    let options = sampling.options()?;
+    if req.num_return_sequences == 0 || req.num_return_sequences > 256 {
+        bail!("--num-return-sequences must be between 1 and 256, got {}", req.num_return_sequences);
+    }
+    if req.max_batch == 0 || req.max_batch > 256 {
+        bail!("--max-batch must be between 1 and 256, got {}", req.max_batch);
+    }
+    if let Some(path) = req.batch_file {
+        if req.num_return_sequences > 1 {
+            bail!("--num-return-sequences applies to a single --prompt, not to --batch-file");
+        }
+        if options.speculative.is_some() {
+            bail!("--speculative applies to a single --prompt, not to --batch-file");
+        }
+        // Read and check every line before loading the model: a bad line costs nothing.
+        let lines = read_batch_file(path, &options)?;
+        let (model, tok, n_ctx) = open_model(run)?;
+        return run_batch_file(&model, &tok, n_ctx, lines, req, sampling.verbose);
+    }
+    let Some(prompt) = req.prompt else { bail!("give a --prompt or a --batch-file") };
+    let (model, tok, n_ctx) = open_model(run)?;
+    let ids = tok.encode_with_special(prompt, req.parse_special);
+    if req.num_return_sequences > 1 {
+        if options.speculative.is_some() {
+            bail!("--speculative makes one sequence: drop it or --num-return-sequences");
+        }
+        let sizes = BatchSizes { n_ctx, prefill_chunk: PREFILL_CHUNK };
+        let gens = generate_n(&model, &tok, &ids, &options, req.num_return_sequences, sizes, &mut |_, _| true)?;
+        return print_all(&tok, &gens, req.json);
+    }
+    let mut session = Session::new(&model, n_ctx, PREFILL_CHUNK)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stream = !req.json;
+    let gen = session.generate(&tok, &ids, &options, &mut |text| !stream || out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
+    drop(out);
+    if req.json {
+        print_all(&tok, std::slice::from_ref(&gen), true)?;
+    } else {
+        println!();
+        if !gen.logprobs.is_empty() {
+            eprint!("{}", logprobs_table(&tok, &gen.logprobs));
+        }
+    }
+    report(&gen);
+    if sampling.verbose && options.speculative.is_some() {
+        let rate = if gen.drafted > 0 { 100.0 * gen.accepted as f64 / gen.drafted as f64 } else { 0.0 };
+        eprintln!("[speculative: {} drafted, {} accepted ({rate:.0}%)]", gen.drafted, gen.accepted);
+    }
+    Ok(())
+}
+
+fn stop_reason(r: StopReason) -> &'static str {
+    match r {
+        StopReason::EndOfGeneration => "eos",
+        StopReason::StopString => "stop",
+        StopReason::MaxTokens => "length",
+        StopReason::ContextFull => "context_full",
+        StopReason::Cancelled => "cancelled",
+    }
+}
+
+fn token_text(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id], false)
+}
+
+fn logprobs_json(tok: &Tokenizer, lps: &[Logprobs]) -> Value {
+    let alt = |(id, lp): &(u32, f32)| json!({"token": id, "text": token_text(tok, *id), "logprob": lp});
+    Value::Array(
+        lps.iter()
+            .map(|l| json!({"token": l.token, "text": token_text(tok, l.token), "logprob": l.logprob, "top": l.top.iter().map(alt).collect::<Vec<_>>()}))
+            .collect(),
+    )
+}
+
+fn logprobs_table(tok: &Tokenizer, lps: &[Logprobs]) -> String {
+    let mut s = String::from("[logprobs]\n");
+    for l in lps {
+        let top: Vec<String> = l.top.iter().map(|(id, lp)| format!("{:?} {lp:.3}", token_text(tok, *id))).collect();
+        s.push_str(&format!("  {:<16} {:>8.3}   {}\n", format!("{:?}", token_text(tok, l.token)), l.logprob, top.join(", ")));
+    }
+    s
+}
+
+/// A generation as one JSON object.
+fn gen_json(tok: &Tokenizer, g: &Generation) -> Value {
+    let mut v = json!({"text": g.text, "tokens": g.tokens, "stop_reason": stop_reason(g.stop_reason)});
+    if !g.logprobs.is_empty() {
+        v["logprobs"] = logprobs_json(tok, &g.logprobs);
+    }
+    v
+}
+
+fn print_all(tok: &Tokenizer, gens: &[Generation], json: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (i, g) in gens.iter().enumerate() {
+        if json {
+            let mut v = gen_json(tok, g);
+            v["index"] = json!(i);
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "=== sequence {} of {} ({} tokens, stop: {}) ===", i + 1, gens.len(), g.tokens.len(), stop_reason(g.stop_reason))?;
+            writeln!(out, "{}", g.text)?;
+            if !g.logprobs.is_empty() {
+                write!(out, "{}", logprobs_table(tok, &g.logprobs))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One line of a batch file.
+struct BatchLine {
+    prompt: String,
+    options: GenerateOptions,
+    id: Option<Value>,
+}
+
+/// Reads JSON lines `{"prompt": "...", "max_tokens"?, "temperature"?, "seed"?, "stop"?, "id"?}`;
+/// fields not given take the command-line settings. Errors name the file and line.
+fn read_batch_file(path: &Path, defaults: &GenerateOptions) -> Result<Vec<BatchLine>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let line = line.with_context(|| format!("{}: cannot read the line", at()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).with_context(|| format!("{}: not valid JSON", at()))?;
+        let Some(obj) = v.as_object() else { bail!("{}: expected a JSON object like {{\"prompt\": \"...\"}}", at()) };
+        let Some(prompt) = obj.get("prompt").and_then(|p| p.as_str()) else { bail!("{}: expected a string field \"prompt\"", at()) };
+        if let Some(bad) = obj.keys().find(|k| !["prompt", "max_tokens", "temperature", "seed", "stop", "id"].contains(&k.as_str())) {
+            bail!("{}: unknown field {bad:?} (known: prompt, max_tokens, temperature, seed, stop, id)", at());
+        }
+        let mut options = defaults.clone();
+        if let Some(m) = obj.get("max_tokens") {
+            options.max_tokens = m.as_u64().with_context(|| format!("{}: \"max_tokens\" must be a non-negative integer", at()))? as usize;
+        }
+        if let Some(t) = obj.get("temperature") {
+            options.sampler.temperature = t.as_f64().with_context(|| format!("{}: \"temperature\" must be a number", at()))? as f32;
+        }
+        if let Some(s) = obj.get("seed") {
+            options.sampler.seed = s.as_u64().with_context(|| format!("{}: \"seed\" must be a non-negative integer", at()))?;
+        }
+        if let Some(s) = obj.get("stop") {
+            let list = match s {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().with_context(|| format!("{}: \"stop\" must be strings", at()))?,
+                _ => bail!("{}: \"stop\" must be a string or a list of strings", at()),
+            };
+            options.stop = list;
+        }
+        options.sampler.validate().with_context(|| at())?;
+        lines.push(BatchLine { prompt: prompt.to_string(), options, id: obj.get("id").cloned() });
+    }
+    if lines.is_empty() {
+        bail!("{}: no prompts in the file", path.display());
+    }
+    Ok(lines)
+}
+
+fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Vec<BatchLine>, req: &GenerateRequest, verbose: bool) -> Result<()> {
+    let requests: Vec<(Vec<u32>, GenerateOptions)> = lines.iter().map(|l| (tok.encode_with_special(&l.prompt, req.parse_special), l.options.clone())).collect();
+    let started = Instant::now();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut generated, mut prefill) = (0, std::time::Duration::ZERO);
+    // Static batches of up to max_batch sequences; results in input order.
+    for (b, group) in requests.chunks(req.max_batch).enumerate() {
+        let sizes = BatchSizes { n_ctx, prefill_chunk: PREFILL_CHUNK };
+        let gens = generate_batch(model, tok, group, sizes, &mut |_, _| true)?;
+        for (k, g) in gens.iter().enumerate() {
+            let i = b * req.max_batch + k;
+            generated += g.tokens.len();
+            prefill += g.prefill_time;
+            if req.json {
+                let mut v = gen_json(tok, g);
+                v["index"] = json!(i);
+                if let Some(id) = &lines[i].id {
+                    v["id"] = id.clone();
+                }
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "=== prompt {} of {} ({} tokens, stop: {}) ===", i + 1, lines.len(), g.tokens.len(), stop_reason(g.stop_reason))?;
+                writeln!(out, "{}", g.text)?;
+            }
+        }
+    }
+    out.flush()?;
+    let total = started.elapsed().as_secs_f64();
+    let decode = (total - prefill.as_secs_f64()).max(1e-9);
+    eprintln!(
+        "[batch: {} prompts, at most {} together | generated {generated} tokens in {total:.2} s, {:.1} tok/s overall, {:.1} tok/s after the prompts]",
+        lines.len(),
+        req.max_batch,
+        generated as f64 / total,
+        generated as f64 / decode,
+    );
+    if verbose {
+        eprintln!("[prompt evaluation took {:.2} s of it]", prefill.as_secs_f64());
+    }
+    Ok(())
+}
+
