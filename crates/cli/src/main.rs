@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use generate::chat::{ChatMessage, ChatTemplate};
 use generate::sampler::{SamplerConfig, SamplerOrder};
-use generate::{GenerateOptions, PromptLookup, Session, StopReason};
+use generate::{GenerateOptions, PromptLookup, Session, Speculation, StopReason};
 use gguf::GgufFile;
 use indicatif::{ProgressBar, ProgressStyle};
 use model::tokenizer_gguf::tokenizer_from_gguf;
@@ -87,12 +87,20 @@ struct SamplingArgs {
     /// Order of the sampler stages: llama-cpp (temperature last) or hf (temperature first)
     #[arg(long, default_value = "llama-cpp", value_parser = ["llama-cpp", "hf"])]
     sampler_order: String,
-    /// Speculative decoding: `ngram` drafts from earlier text (prompt lookup); greedy only
-    #[arg(long)]
+    /// Speculative decoding: `ngram` drafts from earlier text (prompt lookup), `draft` asks a
+    /// draft model (--draft-model or --draft-layers); greedy output is unchanged, sampled output
+    /// keeps its distribution
+    #[arg(long, value_parser = ["ngram", "draft"])]
     speculative: Option<String>,
     /// Most tokens drafted per step
     #[arg(long, default_value_t = 4)]
     draft_k: usize,
+    /// With --speculative draft: a smaller GGUF model with the same vocabulary
+    #[arg(long, value_name = "PATH", conflicts_with = "draft_layers")]
+    draft_model: Option<PathBuf>,
+    /// With --speculative draft: draft with the model's own first N layers
+    #[arg(long, value_name = "N")]
+    draft_layers: Option<usize>,
     /// Longest n-gram matched by the prompt-lookup drafter
     #[arg(long, default_value_t = 3)]
     ngram: usize,
@@ -134,19 +142,22 @@ impl SamplingArgs {
             bail!("--logprobs must be at most 20 (as in the OpenAI API), got {}", self.logprobs.unwrap_or(0));
         }
         sampler.validate()?;
+        if self.draft_k == 0 || self.draft_k > 64 || self.ngram == 0 || self.ngram > 16 {
+            bail!("--draft-k must be in 1..=64 and --ngram in 1..=16, got {} and {}", self.draft_k, self.ngram);
+        }
         let speculative = match self.speculative.as_deref() {
             None => None,
-            Some("ngram") => {
-                if self.temperature > 0.0 {
-                    bail!("--speculative works with greedy decoding only for now: add --temperature 0");
+            Some("ngram") => Some(Speculation::PromptLookup(PromptLookup { ngram: self.ngram, draft_len: self.draft_k })),
+            Some(_) => {
+                if self.draft_model.is_none() && self.draft_layers.is_none() {
+                    bail!("--speculative draft needs a draft: --draft-model PATH (same vocabulary) or --draft-layers N (the model's first N layers)");
                 }
-                if self.draft_k == 0 || self.draft_k > 64 || self.ngram == 0 || self.ngram > 16 {
-                    bail!("--draft-k must be in 1..=64 and --ngram in 1..=16, got {} and {}", self.draft_k, self.ngram);
-                }
-                Some(PromptLookup { ngram: self.ngram, draft_len: self.draft_k })
+                Some(Speculation::DraftModel { draft_len: self.draft_k })
             }
-            Some(other) => bail!("unknown --speculative mode {other:?} (supported: ngram)"),
         };
+        if speculative.is_none() && (self.draft_model.is_some() || self.draft_layers.is_some()) {
+            bail!("--draft-model and --draft-layers need --speculative draft");
+        }
         Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler, speculative })
     }
 }

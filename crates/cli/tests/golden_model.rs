@@ -3,7 +3,7 @@
 //! except under CI, where the model is fetched first and a missing one fails.
 
 use generate::sampler::SamplerConfig;
-use generate::{GenerateOptions, PromptLookup, Session};
+use generate::{GenerateOptions, PromptLookup, Session, Speculation};
 use model::tokenizer_gguf::tokenizer_from_gguf;
 use model::Llama;
 use serde_json::Value;
@@ -29,7 +29,7 @@ fn greedy_continuations_match_llama_cpp() {
     let model = Llama::open(&path, threads()).unwrap();
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
-    let speculative = GenerateOptions { speculative: Some(PromptLookup::default()), ..options.clone() };
+    let speculative = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup::default())), ..options.clone() };
     let mut identical = 0;
     let mut cases = 0;
     for line in fixture("greedy.jsonl").lines() {

@@ -2,7 +2,9 @@
 //! sampling each token, streaming text out, and stopping on end-of-generation tokens, stop
 //! strings, the token limit or a full context.
 
+use crate::draft::{draft_from, DraftModel, Speculation};
 use crate::sampler::{Logprobs, Sampler, SamplerConfig};
+use crate::speculative::{verify_sampled, DraftProbs};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::GenerateError;
 use model::{KvCache, Llama, Logits, ModelError, Scratch};
@@ -18,42 +20,9 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// How tokens are chosen.
     pub sampler: SamplerConfig,
-    /// Prompt-lookup speculative decoding (greedy decoding only; ignored when sampling).
-    pub speculative: Option<PromptLookup>,
-}
-
-/// Prompt-lookup (n-gram) drafting: the tokens that followed the latest earlier occurrence of the
-/// sequence's last `ngram` tokens are proposed as a draft of up to `draft_len` tokens, verified in
-/// one forward call. Greedy output is identical with and without it (the verification computes
-/// every position exactly as step-by-step decoding does); it pays off when the output repeats
-/// its input (editing, quoting, extraction).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PromptLookup {
-    /// Longest n-gram to match; shorter ones are tried down to 1.
-    pub ngram: usize,
-    /// Most tokens drafted per step.
-    pub draft_len: usize,
-}
-
-impl Default for PromptLookup {
-    fn default() -> Self {
-        PromptLookup { ngram: 3, draft_len: 4 }
-    }
-}
-
-/// The draft for `history`: the tokens after the latest earlier match of its last n tokens
-/// (n from `lookup.ngram` down to 1), at most `max` of them. Empty when nothing matches.
-fn draft_from(history: &[u32], lookup: PromptLookup, max: usize) -> &[u32] {
-    let len = history.len();
-    for n in (1..=lookup.ngram.min(len.saturating_sub(1))).rev() {
-        let tail = &history[len - n..];
-        // Latest earlier occurrence that has at least one token after it.
-        if let Some(start) = (0..len - n).rev().find(|&j| &history[j..j + n] == tail) {
-            let from = start + n;
-            return &history[from..(from + max).min(len)];
-        }
-    }
-    &[]
+    /// Speculative decoding: how tokens are drafted (not used when log-probabilities are asked
+    /// for). Greedy output is unchanged by it; sampled output keeps its distribution.
+    pub speculative: Option<Speculation>,
 }
 
 impl Default for GenerateOptions {
@@ -96,6 +65,8 @@ pub struct Generation {
     pub drafted: usize,
     /// Drafted tokens that verification accepted.
     pub accepted: usize,
+    /// Forward calls that verified drafts.
+    pub verify_calls: usize,
     /// Log-probabilities of each generated token and its top alternatives, when the sampler
     /// asks for them ([`SamplerConfig::logprobs`] > 0); one entry per token of `tokens`.
     pub logprobs: Vec<Logprobs>,
@@ -129,6 +100,7 @@ impl Emitter {
                 decode_time: Duration::ZERO,
                 drafted: 0,
                 accepted: 0,
+                verify_calls: 0,
                 logprobs: Vec::new(),
             },
         }
@@ -205,6 +177,8 @@ pub struct Session<'m> {
     scratch: Scratch,
     /// The tokens whose keys and values the cache holds, in order.
     tokens: Vec<u32>,
+    /// The draft model of [`Speculation::DraftModel`], when the session has one.
+    draft: Option<DraftModel<'m>>,
 }
 
 impl<'m> Session<'m> {
@@ -216,7 +190,15 @@ impl<'m> Session<'m> {
         // Room for every position up front, so the per-token push never reallocates.
         let mut tokens = Vec::new();
         tokens.try_reserve_exact(n_ctx).map_err(|_| GenerateError::InvalidArgument(format!("no memory for a context of {n_ctx} tokens")))?;
-        Ok(Session { model, cache, scratch, tokens })
+        Ok(Session { model, cache, scratch, tokens, draft: None })
+    }
+
+    /// A session that can also draft with `draft` ([`Speculation::DraftModel`]): a smaller model
+    /// with the same vocabulary, or the model's own first layers. It keeps a cache of its own.
+    pub fn with_draft_model(model: &'m Llama, draft: &'m Llama, n_ctx: usize, batch: usize) -> Result<Session<'m>, GenerateError> {
+        let mut session = Session::new(model, n_ctx, batch)?;
+        session.draft = Some(DraftModel::new(draft, model, n_ctx, batch.min(n_ctx).max(1))?);
+        Ok(session)
     }
 
     /// The tokens the cache holds.
@@ -233,6 +215,9 @@ impl<'m> Session<'m> {
     pub fn clear(&mut self) {
         self.cache.clear();
         self.tokens.clear();
+        if let Some(d) = self.draft.as_mut() {
+            d.clear();
+        }
     }
 
     /// Runs `tokens` and chooses the next one: greedy decoding takes the argmax found inside the
@@ -280,11 +265,20 @@ impl<'m> Session<'m> {
         self.tokens.extend_from_slice(&prompt[common..]);
         let mut em = Emitter::new(options, prompt.len() - common, started.elapsed());
 
-        let lookup = options.speculative.filter(|_| sampler.is_plain_greedy());
+        // Log-probabilities are reported per sampled token, which speculation does not give.
+        let speculation = options.speculative.filter(|_| options.sampler.logprobs == 0);
+        if let Some(Speculation::DraftModel { .. }) = speculation {
+            match self.draft.as_mut() {
+                Some(d) => d.start(&options.sampler)?,
+                None => return Err(GenerateError::InvalidArgument("speculative decoding with a draft model needs a session made with Session::with_draft_model".into())),
+            }
+        }
+        let greedy = sampler.is_plain_greedy();
+        let v = self.model.config.n_vocab;
         // Tokens decided but not yet emitted; all but the last are already in the cache.
         let mut pending: Vec<u32> = vec![next];
         let mut pos = 0;
-        let (mut draft, mut batch) = (Vec::new(), Vec::new()); // reused across steps
+        let (mut draft, mut batch, mut probs) = (Vec::new(), Vec::new(), Vec::new()); // reused across steps
         while !em.is_full() {
             next = pending[pos];
             if !em.push(tokenizer, next, on_text) {
@@ -305,33 +299,58 @@ impl<'m> Session<'m> {
             pos = 0;
             let room = (self.cache.capacity() - self.cache.len() - 1).min(options.max_tokens - em.out.tokens.len());
             draft.clear();
-            if let Some(l) = lookup {
-                self.tokens.push(token);
-                draft.extend_from_slice(draft_from(&self.tokens, l, l.draft_len.min(room)));
-                self.tokens.pop();
-            }
+            self.tokens.push(token);
+            let proposed = match speculation {
+                Some(Speculation::PromptLookup(l)) => {
+                    draft.extend_from_slice(draft_from(&self.tokens, l, l.draft_len.min(room)));
+                    Ok(())
+                }
+                Some(Speculation::DraftModel { draft_len }) => match self.draft.as_mut() {
+                    Some(d) => d.propose(&self.tokens, draft_len.min(room), &mut draft),
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            };
+            self.tokens.pop();
+            proposed?;
             if !draft.is_empty() {
-                // Verify [token, draft...] in one call; keep the drafted tokens up to the first one
-                // greedy decoding would not have chosen, then the token it chooses there.
+                // Verify [token, draft...] in one call; each row is what step-by-step decoding
+                // would compute. Keep the accepted prefix of the draft, then the token chosen
+                // after it.
                 let start = self.tokens.len();
                 self.tokens.push(token);
                 batch.clear();
                 batch.push(token);
                 batch.extend_from_slice(&draft);
-                let v = self.model.config.n_vocab;
+                let k = draft.len();
                 let logits = self.model.forward_verify(&batch, &mut self.cache, &mut self.scratch)?;
-                let mut accepted = 0;
-                let mut chosen = crate::sampler::argmax(&logits[..v]);
-                while accepted < draft.len() && draft[accepted] == chosen {
-                    accepted += 1;
-                    chosen = crate::sampler::argmax(&logits[accepted * v..(accepted + 1) * v]);
-                }
+                let (accepted, chosen) = if greedy {
+                    // Greedy: keep drafts up to the first one the argmax would not have chosen.
+                    let mut accepted = 0;
+                    let mut chosen = crate::sampler::argmax(&logits[..v]);
+                    while accepted < k && draft[accepted] == chosen {
+                        accepted += 1;
+                        chosen = crate::sampler::argmax(&logits[accepted * v..(accepted + 1) * v]);
+                    }
+                    (accepted, chosen)
+                } else {
+                    // Sampling: the standard acceptance rule keeps the target distribution.
+                    probs.resize((k + 1) * v, 0.0);
+                    sampler.distributions_after_drafts(logits, &draft, &mut probs);
+                    let q = match (speculation, self.draft.as_ref()) {
+                        (Some(Speculation::DraftModel { .. }), Some(d)) => DraftProbs::Rows(&d.q[..k * v]),
+                        _ => DraftProbs::OneHot,
+                    };
+                    let verdict = verify_sampled(&probs, q, &draft, v, sampler.rng_mut())?;
+                    (verdict.accepted, verdict.next)
+                };
                 self.cache.truncate(start + 1 + accepted);
                 self.tokens.extend_from_slice(&draft[..accepted]);
                 pending.extend_from_slice(&draft[..accepted]);
                 pending.push(chosen);
-                em.out.drafted += draft.len();
+                em.out.drafted += k;
                 em.out.accepted += accepted;
+                em.out.verify_calls += 1;
             } else {
                 let following = self.step(&[token], &mut sampler, &mut logprobs)?;
                 self.tokens.push(token);
@@ -345,23 +364,3 @@ impl<'m> Session<'m> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn draft_is_what_followed_the_latest_earlier_match() {
-        let l = PromptLookup { ngram: 2, draft_len: 3 };
-        // ... 5 6 7 8 9 ... 5 6 | 1 2 ... 5 6 -> the latest earlier "5 6" is followed by 1 2
-        let h = [5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6];
-        assert_eq!(draft_from(&h, l, 3), &[1, 2, 5]);
-        assert_eq!(draft_from(&h, l, 1), &[1]);
-        // No bigram match: fall back to the last token alone.
-        let h = [1, 2, 3, 9, 4, 3];
-        assert_eq!(draft_from(&h, l, 2), &[9, 4]);
-        // Nothing matches at all.
-        assert!(draft_from(&[1, 2, 3], l, 4).is_empty());
-        assert!(draft_from(&[], l, 4).is_empty());
-        assert!(draft_from(&[7], l, 4).is_empty());
-    }
-}

@@ -5,14 +5,20 @@
 //! loop over a KV-cached session ([`generate`]) and perplexity ([`perplexity`](mod@perplexity)). It knows nothing
 //! of terminals or files: the CLI and the server sit on top.
 
+pub mod beam;
+pub mod batch;
 pub mod chat;
+pub mod draft;
 pub mod generate;
 pub mod perplexity;
 pub mod rng;
 pub mod sampler;
+pub mod speculative;
 pub mod stop;
 
-pub use generate::{GenerateOptions, Generation, PromptLookup, Session, StopReason};
+pub use batch::{generate_batch, generate_n, BatchSizes};
+pub use draft::{PromptLookup, Speculation};
+pub use generate::{GenerateOptions, Generation, Session, StopReason};
 pub use perplexity::{perplexity, Perplexity};
 
 /// What can go wrong while generating.

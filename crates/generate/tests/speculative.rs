@@ -1,7 +1,7 @@
 //! Prompt-lookup speculative decoding leaves greedy output unchanged, bit for bit.
 
 use generate::sampler::SamplerConfig;
-use generate::{GenerateOptions, PromptLookup, Session};
+use generate::{GenerateOptions, PromptLookup, Session, Speculation};
 use gguf::GgufFile;
 use model::testing::{tiny_llama_gguf, TinySpec};
 use model::tokenizer_gguf::tokenizer_from_gguf;
@@ -18,7 +18,7 @@ fn greedy_output_is_identical_with_and_without_prompt_lookup() {
     let want = session.generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
     for draft_len in [1, 3, 8] {
         for ngram in [1, 2, 3] {
-            let options = GenerateOptions { speculative: Some(PromptLookup { ngram, draft_len }), ..plain.clone() };
+            let options = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup { ngram, draft_len })), ..plain.clone() };
             let mut session = Session::new(&model, 256, 64).unwrap();
             let got = session.generate(&tok, &prompt, &options, &mut |_| true).unwrap();
             assert_eq!(got.tokens, want.tokens, "draft_len {draft_len}, ngram {ngram}");

@@ -18,6 +18,7 @@ use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A weight matrix stored in the file: `rows` (N) x `cols` (K).
@@ -74,7 +75,7 @@ pub struct Llama {
     blocks: Vec<Block>,   // (L)
     output_norm: Vec<f32>, // (D)
     output: Weight,       // (V, D), the embeddings when tied
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     level: Level,
     /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
     tokens_evaluated: AtomicU64,
@@ -123,7 +124,25 @@ impl Llama {
 
     /// Loads a model from a parsed GGUF file; every tensor's presence, type and shape is checked.
     pub fn from_file(file: GgufFile, n_threads: usize) -> Result<Llama, ModelError> {
-        let c = LlamaConfig::from_gguf(&file)?;
+        Llama::load(file, Arc::new(ThreadPool::new(n_threads)), None)
+    }
+
+    /// A model that runs on the threads of `other` (a draft model beside its target: two pools
+    /// of spinning threads on the same cores would fight), using only its first `max_layers`
+    /// blocks when given (a model's own first layers make a draft for it that needs no second
+    /// file).
+    pub fn sharing_threads(file: GgufFile, other: &Llama, max_layers: Option<usize>) -> Result<Llama, ModelError> {
+        Llama::load(file, other.pool.clone(), max_layers)
+    }
+
+    fn load(file: GgufFile, pool: Arc<ThreadPool>, max_layers: Option<usize>) -> Result<Llama, ModelError> {
+        let mut c = LlamaConfig::from_gguf(&file)?;
+        if let Some(n) = max_layers {
+            if n == 0 || n > c.n_layer {
+                return Err(ModelError::BadConfig(format!("cannot keep {n} layers of a model with {} (use 1..={})", c.n_layer, c.n_layer)));
+            }
+            c.n_layer = n;
+        }
         let (d, f, v) = (c.n_embd, c.n_ff, c.n_vocab);
         let token_embd = weight(&file, "token_embd.weight", v, d)?;
         let mut blocks = Vec::with_capacity(c.n_layer);
@@ -146,7 +165,7 @@ impl Llama {
             Some(_) => weight(&file, "output.weight", v, d)?,
             None => token_embd.clone(),
         };
-        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool: ThreadPool::new(n_threads), level: Level::detect(), tokens_evaluated: AtomicU64::new(0) };
+        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool, level: Level::detect(), tokens_evaluated: AtomicU64::new(0) };
         model.set_level(model.level);
         Ok(model)
     }

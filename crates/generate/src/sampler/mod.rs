@@ -16,6 +16,7 @@
 //! on its own.
 
 mod config;
+mod distribution;
 mod math;
 mod penalties;
 mod stages;
@@ -25,6 +26,7 @@ mod tests;
 mod tests_stages;
 
 pub use config::{SamplerConfig, SamplerError, SamplerOrder, Stage, MAX_PENALTY_WINDOW};
+pub use distribution::draw_weighted;
 pub use math::{argmax, log_softmax_at, softmax_inplace};
 
 use crate::rng::Rng;

@@ -1,0 +1,178 @@
+//! Drafters for speculative decoding: prompt lookup (copy what followed the latest earlier
+//! occurrence of the last n-gram) and a draft model (a smaller model with the same vocabulary,
+//! or the target's own first layers) that proposes tokens one at a time with its own KV cache.
+//!
+//! A drafter proposes k tokens and, for sampled decoding, the distributions q_0..q_{k-1} it drew
+//! them from; the session verifies them against the target in one forward call
+//! ([`crate::speculative`] for the acceptance rule).
+
+use crate::rng::Rng;
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::GenerateError;
+use model::{KvCache, Llama, Logits, Scratch};
+
+/// Prompt-lookup (n-gram) drafting: the tokens that followed the latest earlier occurrence of the
+/// sequence's last `ngram` tokens are proposed as a draft of up to `draft_len` tokens, verified in
+/// one forward call. It pays off when the output repeats its input (editing, quoting,
+/// extraction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptLookup {
+    /// Longest n-gram to match; shorter ones are tried down to 1.
+    pub ngram: usize,
+    /// Most tokens drafted per step.
+    pub draft_len: usize,
+}
+
+impl Default for PromptLookup {
+    fn default() -> Self {
+        PromptLookup { ngram: 3, draft_len: 4 }
+    }
+}
+
+/// How speculative decoding drafts tokens. Greedy output is identical with and without it (the
+/// verification computes every position exactly as step-by-step decoding does); sampled output
+/// follows the same distribution (speculative sampling), though not the same random draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speculation {
+    /// Copy from earlier text.
+    PromptLookup(PromptLookup),
+    /// Ask the draft model given to [`crate::Session::with_draft_model`] for `draft_len` tokens
+    /// per step.
+    DraftModel {
+        /// Tokens drafted per step.
+        draft_len: usize,
+    },
+}
+
+impl Speculation {
+    /// Most tokens drafted per step.
+    pub fn draft_len(self) -> usize {
+        match self {
+            Speculation::PromptLookup(l) => l.draft_len,
+            Speculation::DraftModel { draft_len } => draft_len,
+        }
+    }
+}
+
+/// The draft for `history`: the tokens after the latest earlier match of its last n tokens
+/// (n from `lookup.ngram` down to 1), at most `max` of them. Empty when nothing matches.
+pub(crate) fn draft_from(history: &[u32], lookup: PromptLookup, max: usize) -> &[u32] {
+    let len = history.len();
+    for n in (1..=lookup.ngram.min(len.saturating_sub(1))).rev() {
+        let tail = &history[len - n..];
+        // Latest earlier occurrence that has at least one token after it.
+        if let Some(start) = (0..len - n).rev().find(|&j| &history[j..j + n] == tail) {
+            let from = start + n;
+            return &history[from..(from + max).min(len)];
+        }
+    }
+    &[]
+}
+
+/// A draft model with its own cache, kept in step with the session's tokens.
+pub(crate) struct DraftModel<'m> {
+    model: &'m Llama,
+    cache: KvCache,
+    scratch: Scratch,
+    /// The tokens whose keys and values the draft cache holds.
+    tokens: Vec<u32>,
+    /// The sampler the draft draws with: the target's settings without penalties (any q is
+    /// valid for speculative sampling; this one needs no history) and its own random stream.
+    sampler: Option<Sampler>,
+    rng_seed: u64,
+    /// (k, V) the distributions of the last proposal.
+    pub(crate) q: Vec<f32>,
+}
+
+impl<'m> DraftModel<'m> {
+    pub(crate) fn new(model: &'m Llama, target: &Llama, n_ctx: usize, batch: usize) -> Result<DraftModel<'m>, GenerateError> {
+        if model.config.n_vocab != target.config.n_vocab {
+            return Err(GenerateError::InvalidArgument(format!(
+                "the draft model has {} tokens in its vocabulary and the model {}: a draft model must share the model's vocabulary",
+                model.config.n_vocab, target.config.n_vocab
+            )));
+        }
+        Ok(DraftModel { model, cache: model.new_cache(n_ctx)?, scratch: model.new_scratch(batch, n_ctx)?, tokens: Vec::new(), sampler: None, rng_seed: 0, q: Vec::new() })
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+    }
+
+    /// Prepares for a generation with `config`.
+    pub(crate) fn start(&mut self, config: &SamplerConfig) -> Result<(), GenerateError> {
+        let draft_config = SamplerConfig { repeat_penalty: 1.0, frequency_penalty: 0.0, presence_penalty: 0.0, logprobs: 0, ..config.clone() };
+        // A stream of its own, derived from the seed, so that drafts never shift the target's.
+        self.rng_seed = Rng::new(config.seed ^ 0x5eed_d4af_7000_0001).next_u64();
+        let mut sampler = Sampler::new(SamplerConfig { seed: self.rng_seed, ..draft_config })?;
+        sampler.reset_history();
+        self.sampler = Some(sampler);
+        Ok(())
+    }
+
+    /// Proposes up to `k` tokens to follow `history` (the session's tokens and the token just
+    /// decided); the distributions they were drawn from are left in `self.q` (k, V) when
+    /// sampling. Greedy drafts are the draft model's argmax.
+    pub(crate) fn propose(&mut self, history: &[u32], k: usize, out: &mut Vec<u32>) -> Result<(), GenerateError> {
+        out.clear();
+        let Some(sampler) = self.sampler.as_mut() else { return Ok(()) };
+        // Reuse what the draft cache holds of the history; evaluate the rest.
+        let common = self.tokens.iter().zip(history).take_while(|(a, b)| a == b).count().min(history.len() - 1);
+        self.cache.truncate(common);
+        self.tokens.truncate(common);
+        let room = self.cache.capacity().saturating_sub(history.len());
+        let k = k.min(room);
+        if k == 0 {
+            return Ok(());
+        }
+        let v = self.model.config.n_vocab;
+        let greedy = sampler.is_plain_greedy();
+        if !greedy {
+            self.q.resize(k * v, 0.0);
+        }
+        let q = &mut self.q;
+        let mut choose = |i: usize, logits: &[f32]| {
+            if greedy {
+                crate::sampler::argmax(logits)
+            } else {
+                let q = &mut q[i * v..(i + 1) * v];
+                sampler.distribution(logits, q);
+                sampler.draw_from(q)
+            }
+        };
+        let logits = self.model.forward(&history[common..], &mut self.cache, &mut self.scratch, Logits::Last)?;
+        self.tokens.extend_from_slice(&history[common..]);
+        let mut token = choose(0, logits);
+        out.push(token);
+        for i in 1..k {
+            let logits = self.model.forward(&[token], &mut self.cache, &mut self.scratch, Logits::Last)?;
+            self.tokens.push(token);
+            token = choose(i, logits);
+            out.push(token);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draft_is_what_followed_the_latest_earlier_match() {
+        let l = PromptLookup { ngram: 2, draft_len: 3 };
+        // ... 5 6 7 8 9 ... 5 6 | 1 2 ... 5 6 -> the latest earlier "5 6" is followed by 1 2
+        let h = [5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6];
+        assert_eq!(draft_from(&h, l, 3), &[1, 2, 5]);
+        assert_eq!(draft_from(&h, l, 1), &[1]);
+        // No bigram match: fall back to the last token alone.
+        let h = [1, 2, 3, 9, 4, 3];
+        assert_eq!(draft_from(&h, l, 2), &[9, 4]);
+        // Nothing matches at all.
+        assert!(draft_from(&[1, 2, 3], l, 4).is_empty());
+        assert!(draft_from(&[], l, 4).is_empty());
+        assert!(draft_from(&[7], l, 4).is_empty());
+    }
+}
