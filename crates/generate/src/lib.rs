@@ -12,10 +12,12 @@ pub mod draft;
 pub mod generate;
 pub mod perplexity;
 pub mod rng;
+pub mod search;
 pub mod sampler;
 pub mod speculative;
 pub mod stop;
 
+pub use search::{beam_search, BeamResult};
 pub use batch::{generate_batch, generate_n, BatchSizes};
 pub use draft::{PromptLookup, Speculation};
 pub use generate::{GenerateOptions, Generation, Session, StopReason};
@@ -30,6 +32,9 @@ pub enum GenerateError {
     /// Sampler settings out of range.
     #[error(transparent)]
     Sampler(#[from] sampler::SamplerError),
+    /// Beam-search settings out of range.
+    #[error(transparent)]
+    Beam(#[from] beam::BeamError),
     /// A prompt with no tokens.
     #[error("the prompt is empty: give at least one token of text")]
     EmptyPrompt,
