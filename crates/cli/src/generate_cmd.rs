@@ -3,6 +3,8 @@
 
 use crate::{open_model, report, RunArgs, SamplingArgs};
 use anyhow::{bail, Context, Result};
+use generate::beam::{BeamConfig, EarlyStopping, FinishReason, LengthPenalty};
+use generate::beam_search;
 use generate::sampler::Logprobs;
 use generate::{generate_batch, generate_n, BatchSizes, GenerateOptions, Generation, Session, StopReason};
 use serde_json::{json, Value};
@@ -21,7 +23,16 @@ pub struct GenerateRequest<'a> {
     pub batch_file: Option<&'a Path>,
     pub max_batch: usize,
     pub num_return_sequences: usize,
+    pub beams: Option<BeamArgs>,
     pub json: bool,
+}
+
+/// Beam-search settings from the command line.
+pub struct BeamArgs {
+    pub num_beams: usize,
+    pub length_penalty: f64,
+    pub gnmt_alpha: Option<f64>,
+    pub early_stopping: String,
 }
 
 pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateRequest) -> Result<()> {
@@ -45,6 +56,20 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
         return run_batch_file(&model, &tok, n_ctx, lines, req, sampling.verbose);
     }
     let Some(prompt) = req.prompt else { bail!("give a --prompt or a --batch-file") };
+    if let Some(b) = &req.beams {
+        if options.speculative.is_some() {
+            bail!("--speculative does not apply to beam search: drop one of --speculative and --num-beams");
+        }
+        if b.num_beams == 0 || b.num_beams > 64 {
+            bail!("--num-beams must be between 1 and 64, got {}", b.num_beams);
+        }
+        if req.num_return_sequences > b.num_beams {
+            bail!("--num-return-sequences ({}) cannot exceed --num-beams ({})", req.num_return_sequences, b.num_beams);
+        }
+        let (model, tok, n_ctx) = open_model(run)?;
+        let ids = tok.encode_with_special(prompt, req.parse_special);
+        return run_beams(&model, &tok, n_ctx, &ids, &options, req, b);
+    }
     let (model, tok, n_ctx) = open_model(run)?;
     let ids = tok.encode_with_special(prompt, req.parse_special);
     if req.num_return_sequences > 1 {
@@ -101,6 +126,47 @@ fn open_draft(run: &RunArgs, sampling: &SamplingArgs, model: &model::Llama) -> R
     let file = gguf::GgufFile::open(&path)?;
     let draft = model::Llama::sharing_threads(file, model, layers).with_context(|| format!("cannot load the draft model from {}", path.display()))?;
     Ok(Some(draft))
+}
+
+fn run_beams(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, ids: &[u32], options: &GenerateOptions, req: &GenerateRequest, b: &BeamArgs) -> Result<()> {
+    let length_penalty = match b.gnmt_alpha {
+        Some(a) => LengthPenalty::Gnmt(a),
+        None => LengthPenalty::Hf(b.length_penalty),
+    };
+    let early_stopping = match b.early_stopping.as_str() {
+        "true" => EarlyStopping::True,
+        "never" => EarlyStopping::Never,
+        _ => EarlyStopping::False,
+    };
+    let config = BeamConfig {
+        num_beams: b.num_beams,
+        length_penalty,
+        early_stopping,
+        num_return_sequences: req.num_return_sequences,
+        max_new_tokens: options.max_tokens,
+        eos: tok.end_of_generation_ids().to_vec(),
+    };
+    let started = Instant::now();
+    let results = beam_search(model, tok, ids, &config, &options.stop, n_ctx, PREFILL_CHUNK)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (i, r) in results.iter().enumerate() {
+        let finish = match r.finish {
+            FinishReason::Eos => "eos",
+            FinishReason::StopString => "stop",
+            FinishReason::MaxTokens => "length",
+            FinishReason::Interrupted => "interrupted",
+        };
+        if req.json {
+            writeln!(out, "{}", json!({"index": i, "text": r.text, "tokens": r.tokens, "score": r.score, "sum_logprobs": r.sum_logprobs, "stop_reason": finish}))?;
+        } else {
+            writeln!(out, "=== beam {} of {} (score {:.4}, sum of log-probs {:.4}, {} tokens, stop: {finish}) ===", i + 1, results.len(), r.score, r.sum_logprobs, r.tokens.len())?;
+            writeln!(out, "{}", r.text)?;
+        }
+    }
+    out.flush()?;
+    eprintln!("[beam search: {} beams, {} prompt tokens, {:.2} s]", b.num_beams, ids.len(), started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn stop_reason(r: StopReason) -> &'static str {

@@ -183,9 +183,23 @@ enum Command {
         /// With --batch-file: the most prompts decoded together (1 runs them one after another)
         #[arg(long, default_value_t = 8)]
         max_batch: usize,
-        /// Completions of the prompt, sharing its evaluation (completion i uses seed + i)
+        /// Completions of the prompt, sharing its evaluation (completion i uses seed + i); with
+        /// --num-beams, the best hypotheses
         #[arg(long, default_value_t = 1)]
         num_return_sequences: usize,
+        /// Beam search with this many beams (deterministic; sampling settings are not used)
+        #[arg(long)]
+        num_beams: Option<usize>,
+        /// Beam search: finished score = sum of log-probs / length^P (Hugging Face semantics)
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        length_penalty: f64,
+        /// Beam search: the GNMT length penalty ((5 + length)^A / 6^A) instead of --length-penalty
+        #[arg(long, value_name = "A", allow_negative_numbers = true)]
+        gnmt_alpha: Option<f64>,
+        /// Beam search: stop when num_beams hypotheses are done (true), by Hugging Face's
+        /// heuristic (false), or only when no running beam can win (never)
+        #[arg(long, default_value = "false", value_parser = ["true", "false", "never"])]
+        early_stopping: String,
         /// Print results as JSON lines (text, tokens, stop_reason, logprobs)
         #[arg(long)]
         json: bool,
@@ -281,13 +295,28 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { run, sampling, prompt, no_special, batch_file, max_batch, num_return_sequences, json } => {
+        Command::Generate {
+            run,
+            sampling,
+            prompt,
+            no_special,
+            batch_file,
+            max_batch,
+            num_return_sequences,
+            num_beams,
+            length_penalty,
+            gnmt_alpha,
+            early_stopping,
+            json,
+        } => {
+            let beams = num_beams.map(|n| generate_cmd::BeamArgs { num_beams: n, length_penalty, gnmt_alpha, early_stopping });
             let req = generate_cmd::GenerateRequest {
                 prompt: prompt.as_deref(),
                 parse_special: !no_special,
                 batch_file: batch_file.as_deref(),
                 max_batch,
                 num_return_sequences,
+                beams,
                 json,
             };
             generate_cmd::cmd_generate(&run, &sampling, &req)
