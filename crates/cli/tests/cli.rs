@@ -773,3 +773,139 @@ fn hugging_face_sampler_order_is_selectable() {
     assert_eq!(usage.code, Some(2), "an unknown order is a usage error: {}", usage.stderr);
     assert!(usage.stderr.contains("llama-cpp, hf"), "{}", usage.stderr);
 }
+
+/// JSON lines of a `--json` run.
+fn json_lines(run: &Run) -> Vec<serde_json::Value> {
+    run.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+#[test]
+fn batch_file_gives_each_prompt_what_it_gets_alone() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let lines = [
+        r#"{"prompt": "the weather", "id": "w"}"#,
+        "",
+        r#"{"prompt": "a longer prompt about cats and dogs", "max_tokens": 3, "seed": 9}"#,
+        r#"{"prompt": "x", "temperature": 0}"#,
+    ];
+    let file = fx.write("prompts.jsonl", lines.join("\n").as_bytes());
+    let run = fx.generate(&model, &["--batch-file", &file, "--json", "-n", "6", "--temperature", "0.9", "--seed", "4"]);
+    run.ok();
+    let got = json_lines(&run);
+    assert_eq!(got.len(), 3, "one result per prompt, the blank line skipped");
+    assert_eq!(got[0]["id"], "w");
+    assert_eq!(got[1]["tokens"].as_array().unwrap().len(), 3);
+    assert!(run.stderr.contains("[batch: 3 prompts"), "{}", run.stderr);
+    // Each line alone, with the same settings, gives the same tokens.
+    let singles = [
+        vec!["-p", "the weather", "-n", "6", "--temperature", "0.9", "--seed", "4"],
+        vec!["-p", "a longer prompt about cats and dogs", "-n", "3", "--temperature", "0.9", "--seed", "9"],
+        vec!["-p", "x", "-n", "6", "--temperature", "0", "--seed", "4"],
+    ];
+    for (i, args) in singles.iter().enumerate() {
+        let mut args = args.clone();
+        args.push("--json");
+        let alone = fx.generate(&model, &args);
+        alone.ok();
+        assert_eq!(json_lines(&alone)[0]["tokens"], got[i]["tokens"], "prompt {i}");
+    }
+    // One at a time gives the same results too.
+    let serial = fx.generate(&model, &["--batch-file", &file, "--json", "-n", "6", "--temperature", "0.9", "--seed", "4", "--max-batch", "1"]);
+    serial.ok();
+    assert_eq!(json_lines(&serial), got);
+}
+
+#[test]
+fn bad_batch_files_name_the_line() {
+    let fx = Fx::new();
+    let cases: [(&str, &[&str]); 5] = [
+        ("{\"prompt\": \"ok\"}\nnot json\n", &["prompts.jsonl:2", "json"]),
+        ("{\"text\": \"hi\"}\n", &["prompts.jsonl:1", "prompt"]),
+        ("{\"prompt\": \"hi\", \"temperature\": \"hot\"}\n", &["prompts.jsonl:1", "temperature"]),
+        ("{\"prompt\": \"hi\", \"colour\": 1}\n", &["prompts.jsonl:1", "unknown field"]),
+        ("\n\n", &["no prompts"]),
+    ];
+    for (text, needles) in cases {
+        let file = fx.write("prompts.jsonl", text.as_bytes());
+        fx.generate(fx.tiny(), &["--batch-file", &file]).fails_with(needles);
+    }
+    fx.generate(fx.tiny(), &["--batch-file", &fx.path("missing.jsonl")]).fails_with(&["cannot open"]);
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--batch-file", "x.jsonl"]);
+    assert_eq!(usage.code, Some(2), "--prompt and --batch-file together are a usage error");
+}
+
+#[test]
+fn num_return_sequences_gives_n_completions() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let run = fx.generate(&model, &["-p", "the weather", "-n", "5", "--temperature", "1.0", "--num-return-sequences", "3", "--json"]);
+    run.ok();
+    let got = json_lines(&run);
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().any(|g| g["tokens"] != got[0]["tokens"]), "completions differ: {got:?}");
+    // Completion i is the single run with seed + i.
+    let second = fx.generate(&model, &["-p", "the weather", "-n", "5", "--temperature", "1.0", "--seed", "1", "--json"]);
+    assert_eq!(json_lines(second.ok())[0]["tokens"], got[1]["tokens"]);
+    fx.generate(&model, &["-p", "hi", "--num-return-sequences", "0"]).fails_with(&["--num-return-sequences", "between 1"]);
+}
+
+#[test]
+fn beam_search_flags_work_and_one_beam_is_greedy() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let greedy = fx.generate(&model, &["-p", "the weather", "-n", "8", "--temperature", "0", "--json"]);
+    let beam = fx.generate(&model, &["-p", "the weather", "-n", "8", "--num-beams", "1", "--json"]);
+    assert_eq!(json_lines(greedy.ok())[0]["tokens"], json_lines(beam.ok())[0]["tokens"]);
+    for extra in [&["--length-penalty", "-0.5"][..], &["--gnmt-alpha", "0.6"], &["--early-stopping", "never"], &["--early-stopping", "true"]] {
+        let mut args = vec!["-p", "the weather", "-n", "6", "--num-beams", "3", "--num-return-sequences", "2", "--json"];
+        args.extend_from_slice(extra);
+        let run = fx.generate(&model, &args);
+        let got = json_lines(run.ok());
+        assert_eq!(got.len(), 2, "{extra:?}");
+        assert!(got[0]["score"].as_f64().unwrap() >= got[1]["score"].as_f64().unwrap(), "best first");
+    }
+    fx.generate(&model, &["-p", "hi", "--num-beams", "2", "--num-return-sequences", "3"]).fails_with(&["cannot exceed"]);
+    fx.generate(&model, &["-p", "hi", "--num-beams", "0"]).fails_with(&["--num-beams"]);
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--num-beams", "2", "--early-stopping", "maybe"]);
+    assert_eq!(usage.code, Some(2));
+}
+
+#[test]
+fn logprobs_are_reported_per_token() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let run = fx.generate(&model, &["-p", "the weather", "-n", "4", "--temperature", "0", "--logprobs", "2", "--json"]);
+    let got = json_lines(run.ok());
+    let lps = got[0]["logprobs"].as_array().expect("logprobs array");
+    assert_eq!(lps.len(), 4);
+    for (lp, tok) in lps.iter().zip(got[0]["tokens"].as_array().unwrap()) {
+        assert_eq!(&lp["token"], tok);
+        let top = lp["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(top[0]["token"], lp["token"]);
+        assert!(lp["logprob"].as_f64().unwrap() <= 0.0);
+    }
+    fx.generate(&model, &["-p", "hi", "--logprobs", "21"]).fails_with(&["--logprobs", "20"]);
+}
+
+#[test]
+fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let plain = fx.generate(&model, &["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json"]);
+    for extra in [&["--speculative", "draft", "--draft-layers", "1"][..], &["--speculative", "draft", "--draft-model", &model], &["--speculative", "ngram"]] {
+        let mut args = vec!["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json", "--verbose"];
+        args.extend_from_slice(extra);
+        let run = fx.generate(&model, &args);
+        run.ok();
+        assert_eq!(json_lines(&run)[0]["tokens"], json_lines(&plain)[0]["tokens"], "{extra:?}");
+        assert!(run.stderr.contains("[speculative:"), "{}", run.stderr);
+    }
+    // Sampling with a draft runs too.
+    fx.generate(&model, &["-p", "hi", "-n", "5", "--temperature", "0.8", "--speculative", "draft", "--draft-layers", "1"]).ok();
+    fx.generate(&model, &["-p", "hi", "--speculative", "draft"]).fails_with(&["--draft-model", "--draft-layers"]);
+    fx.generate(&model, &["-p", "hi", "--speculative", "draft", "--draft-layers", "9"]).fails_with(&["layers"]);
+    fx.generate(&model, &["-p", "hi", "--draft-layers", "1"]).fails_with(&["--speculative draft"]);
+}
