@@ -50,13 +50,14 @@ pub struct Verdict {
 /// `target` is (k+1, V) row-major: row i is p_i, the target's distribution after the prefix
 /// `drafted[..i]` (row k for the bonus token). `draft` holds q_0..q_{k-1}; `drafted` (k) the
 /// drafted ids. The rows are meant to be normalised distributions, such as
-/// [`Sampler::distribution`](crate::sampler::Sampler::distribution) writes: the acceptance ratio compares p_i and q_i as they are.
+/// [`Sampler::distribution`](crate::sampler::Sampler::distribution) writes: the acceptance ratio
+/// compares p_i and q_i as they are.
 ///
-/// Uses one uniform of `rng` per examined draft and one for the final draw. Degenerate input
-/// never panics: entries that are NaN, infinite or negative count as 0; a draft with
-/// q_i(d_i) = 0 (the drafter claims it could not have proposed it) is rejected; a residual that is
-/// zero everywhere (p_i <= q_i, only possible through rounding) falls back to p_i; a row of p with
-/// no positive entry gives its lowest id.
+/// Uses one uniform of `rng` per examined draft and one for the final draw (two when the
+/// residual is empty). Degenerate input never panics: entries that are NaN, infinite or negative
+/// count as 0; a draft with q_i(d_i) = 0 (the drafter claims it could not have proposed it) is
+/// rejected; a residual that is zero everywhere (p_i <= q_i, only possible through rounding)
+/// falls back to p_i; a row of p with no positive entry gives token 0.
 ///
 /// Errors: `GenerateError::InvalidArgument` when V is 0, when `target` or a `Rows` draft does not
 /// hold (k+1, V) or (k, V) values, or a drafted id is not below V.
