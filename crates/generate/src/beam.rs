@@ -5,9 +5,10 @@
 //! of logits per running beam; [`BeamSearch::step`] answers with the new running beams as
 //! `(parent, token)` pairs, so the caller forks its caches (`new[i] = old[parent] + token`).
 //!
-//! One step, as transformers does it (`_get_top_k_continuations`, `_get_running_beams_for_next_iteration`,
-//! `_update_finished_beams`, `_check_early_stop_heuristic` in `generation/utils.py`):
-//! 1. candidate score = running beam's summed log-prob + log_softmax(logits row)[token], in f32;
+//! One step, as transformers does it (`generation/utils.py`: `_get_top_k_continuations`,
+//! `_get_running_beams_for_next_iteration`, `_update_finished_beams`,
+//! `_check_early_stop_heuristic`, `_beam_search_has_unfinished_sequences`):
+//! 1. candidate score = running beam's summed log-prob + `log_softmax(logits row)[token]`, in f32;
 //! 2. keep the top K = max(2, 1 + n_eos) * num_beams candidates over all beams;
 //! 3. a candidate is *final* if its token is an EOS, if the caller's `is_final` says so (stop
 //!    strings), or if it is the max_new_tokens-th token; a final candidate joins the finished set
@@ -597,7 +598,7 @@ impl BeamSearch {
             .finished
             .last()
             .map_or(f32::NEG_INFINITY, |worst| worst.score);
-        !(best_possible > worst_finished)
+        best_possible <= worst_finished
     }
 
     fn push_node(&mut self, parent: usize, token: u32) -> usize {

@@ -276,7 +276,7 @@ fn score_divides_by_length_including_the_eos() {
 #[test]
 fn gnmt_penalty_formula_and_winner() {
     let model = table_model(SHORT_EOS_TABLE, UNIFORM3);
-    // alpha 1: [E] -0.92 / 1 beats [a, E] -1.20 / (7/6) = -1.03; alpha 3: -1.20 / 1.59 = -0.76 wins.
+    // alpha 1: [E] -0.92 / 1 beats [a, E] -1.20 / (7/6) = -1.03; alpha 3: -1.20 / 1.59 = -0.76.
     let out = run(config(2, 2, LengthPenalty::Gnmt(1.0)), &model, no_stop);
     assert_eq!(out.hypotheses[0].tokens, vec![EOS]);
     let out = run(config(2, 2, LengthPenalty::Gnmt(3.0)), &model, no_stop);
@@ -574,60 +574,26 @@ fn wrong_logits_shape_is_an_error() {
 fn invalid_configs_are_errors() {
     let ok = BeamConfig::new(4, 8, vec![EOS]);
     assert_eq!(ok.validate(), Ok(()));
-    let cases = [
-        (
-            BeamConfig {
-                num_beams: 0,
-                ..ok.clone()
-            },
-            BeamError::NumBeams { got: 0 },
-        ),
-        (
-            BeamConfig {
-                num_return_sequences: 0,
-                ..ok.clone()
-            },
-            BeamError::NumReturnSequences {
-                got: 0,
-                num_beams: 4,
-            },
-        ),
-        (
-            BeamConfig {
-                num_return_sequences: 5,
-                ..ok.clone()
-            },
-            BeamError::NumReturnSequences {
-                got: 5,
-                num_beams: 4,
-            },
-        ),
-        (
-            BeamConfig {
-                length_penalty: LengthPenalty::Hf(f64::INFINITY),
-                ..ok.clone()
-            },
-            BeamError::LengthPenalty { got: f64::INFINITY },
-        ),
-        (
-            BeamConfig {
-                max_new_tokens: 0,
-                ..ok.clone()
-            },
-            BeamError::MaxNewTokens,
-        ),
-    ];
-    for (cfg, expected) in cases {
-        assert_eq!(BeamSearch::new(cfg).unwrap_err(), expected);
-    }
-    let nan = BeamConfig {
-        length_penalty: LengthPenalty::Gnmt(f64::NAN),
-        ..ok
+    let rejected = |change: fn(&mut BeamConfig)| {
+        let mut cfg = ok.clone();
+        change(&mut cfg);
+        BeamSearch::new(cfg).unwrap_err()
     };
-    assert!(matches!(
-        nan.validate(),
-        Err(BeamError::LengthPenalty { .. })
-    ));
+    assert_eq!(
+        rejected(|c| c.num_beams = 0),
+        BeamError::NumBeams { got: 0 }
+    );
+    let nrs = |got| BeamError::NumReturnSequences { got, num_beams: 4 };
+    assert_eq!(rejected(|c| c.num_return_sequences = 0), nrs(0));
+    assert_eq!(rejected(|c| c.num_return_sequences = 5), nrs(5));
+    let inf = BeamError::LengthPenalty { got: f64::INFINITY };
+    assert_eq!(
+        rejected(|c| c.length_penalty = LengthPenalty::Hf(f64::INFINITY)),
+        inf
+    );
+    let nan = rejected(|c| c.length_penalty = LengthPenalty::Gnmt(f64::NAN));
+    assert!(matches!(nan, BeamError::LengthPenalty { .. }));
+    assert_eq!(rejected(|c| c.max_new_tokens = 0), BeamError::MaxNewTokens);
 }
 
 /// Every candidate of one step, sorted as the search ranks them (score, then flat index).
@@ -678,4 +644,75 @@ fn large_vocab_selection_equals_a_full_sort() {
         .collect();
     assert!(search.step(&rows, vocab, |_, _| false).unwrap().is_empty());
     assert_eq!(tokens_of(&search.finish()), expected);
+}
+
+/// A golden case from Hugging Face transformers: `generate(num_beams=...)` over `hash_model` with
+/// the EOS logits raised by `eos_bias`, prompt excluded; expected hypotheses best first.
+struct HfCase {
+    seed: u64,
+    vocab: usize,
+    eos: &'static [u32],
+    eos_bias: f32,
+    num_beams: usize,
+    length_penalty: f64,
+    early_stopping: EarlyStopping,
+    num_return_sequences: usize,
+    max_new_tokens: usize,
+    expected: &'static [(&'static [u32], f64)],
+}
+
+/// Made with transformers 5.24.0 and torch 2.15.0 by tools/make_beam_logic_fixtures.py (its doc
+/// gives the command); the first twelve fail under mutants of beam.rs (hypothetical length of
+/// early_stopping "never", rank < num_beams rule, EOS counted in the length, early_stopping True).
+#[rustfmt::skip]
+static HF_CASES: &[HfCase] = &[
+    HfCase { seed: 506456969, vocab: 30, eos: &[8], eos_bias: 3.0, num_beams: 2, length_penalty: 2.0, early_stopping: EarlyStopping::Never, num_return_sequences: 2, max_new_tokens: 4, expected: &[(&[8], -0.17189201712608337), (&[17,21,10,24], -0.4947405457496643)] },
+    HfCase { seed: 2049371167, vocab: 20, eos: &[15,1], eos_bias: 3.0, num_beams: 3, length_penalty: 1.0, early_stopping: EarlyStopping::Never, num_return_sequences: 3, max_new_tokens: 6, expected: &[(&[4,15], -0.7921342849731445), (&[9,15], -0.9458379745483398), (&[6,4,11,11,15], -1.3421523571014404)] },
+    HfCase { seed: 2974549682, vocab: 28, eos: &[24,21], eos_bias: 3.0, num_beams: 3, length_penalty: 2.0, early_stopping: EarlyStopping::Never, num_return_sequences: 1, max_new_tokens: 5, expected: &[(&[15,22,9,4,24], -0.3131600618362427)] },
+    HfCase { seed: 586666819, vocab: 12, eos: &[10,11], eos_bias: 2.0, num_beams: 4, length_penalty: -1.0, early_stopping: EarlyStopping::False, num_return_sequences: 4, max_new_tokens: 6, expected: &[(&[6,10], -3.3171544075012207), (&[6,11], -4.725305557250977), (&[9,8,10], -10.138394355773926), (&[9,6,11], -10.744277000427246)] },
+    HfCase { seed: 2191835438, vocab: 20, eos: &[5,14], eos_bias: 2.0, num_beams: 3, length_penalty: -1.0, early_stopping: EarlyStopping::True, num_return_sequences: 3, max_new_tokens: 7, expected: &[(&[4,14], -3.522095203399658), (&[8,5], -4.899890422821045), (&[4,1,5], -7.172028064727783)] },
+    HfCase { seed: 542351185, vocab: 17, eos: &[13,2], eos_bias: 2.0, num_beams: 2, length_penalty: 0.5, early_stopping: EarlyStopping::True, num_return_sequences: 1, max_new_tokens: 5, expected: &[(&[9,13], -1.367606282234192)] },
+    HfCase { seed: 1063484913, vocab: 16, eos: &[7,0], eos_bias: 0.0, num_beams: 3, length_penalty: 0.0, early_stopping: EarlyStopping::Never, num_return_sequences: 3, max_new_tokens: 8, expected: &[(&[3,6,14,9,1,15,7], -6.435335636138916), (&[3,6,14,10,5,6,7], -6.611181735992432), (&[3,6,14,10,5,13,12,14], -7.668674468994141)] },
+    HfCase { seed: 3170611280, vocab: 19, eos: &[13,5], eos_bias: 0.0, num_beams: 3, length_penalty: 2.0, early_stopping: EarlyStopping::Never, num_return_sequences: 3, max_new_tokens: 2, expected: &[(&[10,6], -0.7677289843559265), (&[0,18], -0.8194069862365723), (&[0,12], -0.8637844324111938)] },
+    HfCase { seed: 3056255486, vocab: 17, eos: &[8], eos_bias: 3.0, num_beams: 2, length_penalty: 1.0, early_stopping: EarlyStopping::False, num_return_sequences: 2, max_new_tokens: 2, expected: &[(&[9,8], -0.49344611167907715), (&[9,15], -1.5514321327209473)] },
+    HfCase { seed: 3475229416, vocab: 20, eos: &[12], eos_bias: 1.0, num_beams: 3, length_penalty: 2.0, early_stopping: EarlyStopping::True, num_return_sequences: 2, max_new_tokens: 6, expected: &[(&[4,14,5,12], -0.31467175483703613), (&[4,14,11,12], -0.3170815110206604)] },
+    HfCase { seed: 964455029, vocab: 13, eos: &[10], eos_bias: 3.0, num_beams: 4, length_penalty: 2.0, early_stopping: EarlyStopping::True, num_return_sequences: 2, max_new_tokens: 5, expected: &[(&[1,10], -0.24060063064098358), (&[1,9,10], -0.34055885672569275)] },
+    HfCase { seed: 3222400114, vocab: 15, eos: &[7,4], eos_bias: 2.0, num_beams: 4, length_penalty: 0.5, early_stopping: EarlyStopping::True, num_return_sequences: 4, max_new_tokens: 7, expected: &[(&[7], -0.11403241753578186), (&[10,11,4], -2.9466962814331055), (&[10,6,7], -3.060253143310547), (&[10,4], -3.401193380355835)] },
+    HfCase { seed: 441669301, vocab: 17, eos: &[5], eos_bias: 3.0, num_beams: 3, length_penalty: -1.0, early_stopping: EarlyStopping::False, num_return_sequences: 3, max_new_tokens: 5, expected: &[(&[5], -1.0959721803665161), (&[8,9,5], -8.390968322753906), (&[8,14,11,3,5], -28.802759170532227)] },
+    HfCase { seed: 1071848707, vocab: 12, eos: &[0,4], eos_bias: 0.0, num_beams: 2, length_penalty: -1.0, early_stopping: EarlyStopping::True, num_return_sequences: 2, max_new_tokens: 5, expected: &[(&[3,9,3,0], -12.471708297729492), (&[10,9,1,7,4], -22.202749252319336)] },
+    HfCase { seed: 3147205187, vocab: 28, eos: &[11,15], eos_bias: 3.0, num_beams: 2, length_penalty: 0.0, early_stopping: EarlyStopping::False, num_return_sequences: 2, max_new_tokens: 3, expected: &[(&[15], -0.9095550775527954), (&[19,11], -2.109530448913574)] },
+    HfCase { seed: 3373318657, vocab: 24, eos: &[13,7], eos_bias: 1.0, num_beams: 4, length_penalty: 0.0, early_stopping: EarlyStopping::Never, num_return_sequences: 2, max_new_tokens: 8, expected: &[(&[21,7], -2.95644474029541), (&[3,23,7], -4.241182804107666)] },
+];
+
+#[test]
+fn matches_transformers_on_a_hash_model() {
+    for (n, case) in HF_CASES.iter().enumerate() {
+        let base = hash_model(case.vocab, case.seed);
+        let model = |tokens: &[u32]| {
+            let mut row = base(tokens);
+            for &e in case.eos {
+                row[e as usize] += case.eos_bias;
+            }
+            row
+        };
+        let cfg = BeamConfig {
+            num_beams: case.num_beams,
+            length_penalty: LengthPenalty::Hf(case.length_penalty),
+            early_stopping: case.early_stopping,
+            num_return_sequences: case.num_return_sequences,
+            max_new_tokens: case.max_new_tokens,
+            eos: case.eos.to_vec(),
+        };
+        let out = run(cfg, model, no_stop);
+        let expected: Vec<Vec<u32>> = case.expected.iter().map(|(t, _)| t.to_vec()).collect();
+        assert_eq!(tokens_of(&out.hypotheses), expected, "case {n}");
+        for (got, &(_, score)) in out.hypotheses.iter().zip(case.expected) {
+            // torch sums exp in f32 lanes, we in f64: an ulp or two apart.
+            let tolerance = 1e-6 * score.abs().max(1.0);
+            assert!(
+                (f64::from(got.score) - score).abs() < tolerance,
+                "case {n}: {got:?} vs {score}"
+            );
+        }
+    }
 }
