@@ -6,13 +6,15 @@
 
 use anyhow::{bail, Result};
 use kernels::pool::{split_range, ThreadPool};
-use model::{Llama, Logits};
+use model::{Llama, Logits, SeqTokens};
 use std::time::Instant;
 
 /// Settings of one bench run.
 pub struct BenchArgs {
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Sequences decoded together in a second tg test (1: none).
+    pub batch: usize,
     pub reps: usize,
     pub json: bool,
 }
@@ -105,6 +107,37 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
             }
         }
     }
+    // Batched tg: B sequences, one token each per forward call, interleaved with single tg.
+    let mut tgb = Vec::new();
+    let mut tg1 = Vec::new();
+    if args.batch > 1 && args.n_gen > 0 {
+        let b = args.batch;
+        let gen = tokens(args.n_gen * b, v);
+        let mut pool = model.new_pool(b, n_ctx)?;
+        let mut bscratch = model.new_scratch(b, n_ctx)?;
+        for rep in 0..=args.reps {
+            cache.clear();
+            let start = Instant::now();
+            for &t in &gen[..args.n_gen] {
+                model.forward(&[t], &mut cache, &mut scratch, Logits::Last)?;
+            }
+            let one = args.n_gen as f64 / start.elapsed().as_secs_f64();
+            let mut seqs: Vec<_> = (0..b).map(|_| pool.sequence()).collect();
+            let start = Instant::now();
+            for step in gen.chunks_exact(b) {
+                let mut batch: Vec<SeqTokens> = seqs.iter_mut().zip(step).map(|(seq, t)| SeqTokens { seq, tokens: std::slice::from_ref(t), logits: Logits::Last }).collect();
+                model.forward_seqs(&mut batch, &mut pool, &mut bscratch)?;
+            }
+            let many = (args.n_gen * b) as f64 / start.elapsed().as_secs_f64();
+            for seq in &mut seqs {
+                pool.release(seq);
+            }
+            if rep > 0 {
+                tg1.push(one);
+                tgb.push(many);
+            }
+        }
+    }
     let weight_bytes = model.weight_bytes_per_token() as f64;
     let bandwidth = memory_read_bandwidth(&ThreadPool::new(model.n_threads()));
     let (pp_mean, pp_std, pp_med) = if pp.is_empty() { (0.0, 0.0, 0.0) } else { stats(&pp) };
@@ -118,6 +151,8 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
                 "reps": args.reps, "pp": pp_med, "pp_mean": pp_mean, "pp_std": pp_std, "tg": tg_med, "tg_mean": tg_mean,
                 "tg_std": tg_std, "weight_bytes_per_token": weight_bytes as u64, "tg_weight_read_gbs": tg_gbs,
                 "memory_read_gbs": bandwidth, "kernels": format!("{:?}", kernels::Level::detect()),
+                "batch": args.batch, "tg_batch": if tgb.is_empty() { 0.0 } else { stats(&tgb).2 },
+                "tg_batch_single": if tg1.is_empty() { 0.0 } else { stats(&tg1).2 },
             })
         );
     } else {
@@ -131,6 +166,14 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
                 "weights read per token {:.1} MB -> {tg_gbs:.1} GB/s in tg, machine read bandwidth {bandwidth:.1} GB/s ({:.0}% of it)",
                 weight_bytes / 1e6,
                 100.0 * tg_gbs / bandwidth
+            );
+        }
+        if !tgb.is_empty() {
+            let ratios: Vec<f64> = tgb.iter().zip(&tg1).map(|(m, o)| m / o).collect();
+            let (one, many, ratio) = (stats(&tg1).2, stats(&tgb).2, stats(&ratios).2);
+            println!(
+                "tg{:<5} {} sequences together: {many:.1} tokens/s in all, against {one:.1} for one sequence in the same reps ({ratio:.2}x, median of per-rep ratios)",
+                args.n_gen, args.batch
             );
         }
     }

@@ -257,6 +257,9 @@ enum Command {
         /// Repetitions of each test (after one warm-up)
         #[arg(short = 'r', long, default_value_t = 5)]
         reps: usize,
+        /// Also decode B sequences together (one forward per step), interleaved with one sequence
+        #[arg(short = 'b', long, default_value_t = 1)]
+        batch: usize,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
@@ -333,12 +336,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { model } => cmd_info(&model),
         Command::Perplexity { model, threads, file, ctx, json } => cmd_perplexity(&model, threads, &file, ctx, json),
-        Command::Bench { model, n_prompt, n_gen, threads, reps, json } => {
+        Command::Bench { model, n_prompt, n_gen, threads, reps, batch, json } => {
+            if batch == 0 || batch > 256 {
+                bail!("--batch must be between 1 and 256, got {batch}");
+            }
             let run = RunArgs { model: model.clone(), threads, ctx: None };
             let (llama, _, _) = open_model(&run)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            bench::run(&llama, &bench::BenchArgs { n_prompt, n_gen, reps, json }, &name)
+            bench::run(&llama, &bench::BenchArgs { n_prompt, n_gen, batch, reps, json }, &name)
         }
     }
 }

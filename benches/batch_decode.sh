@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Batched decoding: 8 prompts of different lengths decoded together (--max-batch 8) against the
+# same 8 run one after another (--max-batch 1), alternating runs in one invocation; checks that
+# the outputs are identical and prints the aggregate decode tokens/s (after the prompts) of each.
+#   cargo build --release && bash benches/batch_decode.sh [RUNS] [MAX_TOKENS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${FERROLM_BIN:-target/release/ferrolm}
+n=${2:-128}
+file=$(mktemp --suffix=.jsonl)
+trap 'rm -f "$file" /tmp/ferrolm-batch-*.out /tmp/ferrolm-batch-*.err' EXIT
+python3 - "$file" <<'PY'
+import json, sys
+prompts = [
+    "Write a short story about a robot who learns to paint.",
+    "Explain how a refrigerator works.",
+    "List ten ideas for a weekend trip, with one sentence on each.",
+    "The history of the printing press began",
+    "def quicksort(items):",
+    "Describe the water cycle to a ten-year-old, step by step, with examples from everyday life such as rain, puddles and clouds.",
+    "Once upon a time",
+    "What are the main differences between Python and Rust?",
+]
+with open(sys.argv[1], "w") as f:
+    for p in prompts:
+        f.write(json.dumps({"prompt": p}) + "\n")
+PY
+rate() { grep -o '[0-9.]* tok/s after the prompts' "$1" | grep -o '^[0-9.]*'; }
+for _ in $(seq "${1:-3}"); do
+  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 1 >/tmp/ferrolm-batch-1.out 2>/tmp/ferrolm-batch-1.err
+  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 8 >/tmp/ferrolm-batch-8.out 2>/tmp/ferrolm-batch-8.err
+  same=$(cmp -s /tmp/ferrolm-batch-1.out /tmp/ferrolm-batch-8.out && echo identical || echo DIFFERENT)
+  one=$(rate /tmp/ferrolm-batch-1.err); eight=$(rate /tmp/ferrolm-batch-8.err)
+  tokens=$(grep -o 'generated [0-9]* tokens' /tmp/ferrolm-batch-8.err)
+  echo "one after another: $one tok/s | batch of 8: $eight tok/s | ratio $(python3 -c "print(f'{$eight/$one:.2f}x')") | $tokens | outputs $same"
+done
