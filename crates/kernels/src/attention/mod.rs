@@ -78,7 +78,7 @@ const MAX_GROUP: usize = 8;
 /// Scratch floats each thread needs for [`attention`]: rows of scores over S positions and
 /// query heads for up to a group of heads, and the value accumulators.
 pub fn attention_scratch_per_thread(max_positions: usize, head_dim: usize) -> usize {
-    MAX_GROUP * (max_positions + head_dim) + head_dim * (LANES * MAX_GROUP).max(LANES * BANKS)
+    MAX_GROUP * (max_positions + head_dim) + head_dim * LANES * BANKS * MAX_GROUP
 }
 
 /// Sums 16 lanes as a tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3).
@@ -338,7 +338,8 @@ fn attention_with(
 /// How one segment is computed.
 struct Plan {
     order: Order,
-    /// Whether a unit of work is a token's whole group of query heads (AVX-512), else one head.
+    /// Whether a unit of work is a token's whole group of query heads (AVX-512, either order),
+    /// else one head.
     grouped: bool,
     /// Units of work of the segment.
     units: usize,
@@ -373,12 +374,16 @@ fn attention_segments_with(
     assert!(scratch.len() >= pool.n_threads() * per_thread, "attention: scratch too small");
     let group = n_head / n_head_kv;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    // The single-token order groups heads only when the call has enough (token, KV head) units
+    // to keep every thread busy: one decode step alone has as few as Hkv units.
+    let total_tokens: usize = segments.iter().map(|s| s.n_tokens).sum();
+    let vector_grouped = total_tokens * n_head_kv >= 4 * pool.n_threads() && head_dim.is_multiple_of(LANES * BANKS);
     let plan = |seg: &AttentionSegment| {
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
-        // Several tokens on AVX-512: one unit of work is a token's whole group of query heads.
+        // On AVX-512 one unit of work can be a token's whole group of query heads.
         let grouped = cfg!(target_arch = "x86_64")
             && level == Level::Avx512Vnni
-            && order == Order::Tiled
+            && (order == Order::Tiled || vector_grouped)
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
@@ -405,8 +410,12 @@ fn attention_segments_with(
                     let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
                     let first = (row0 + t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
                     let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                    let q_group = &q[first..first + group * head_dim];
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                    unsafe { avx512::attend_group(group, head_dim, &q[first..first + group * head_dim], kv, kvh * head_dim, seg.start + t + 1, scale, work, o) };
+                    match order {
+                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
+                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
+                    }
                 }
                 continue;
             }
@@ -560,7 +569,14 @@ mod tests {
 
     #[test]
     fn per_token_order_equals_one_call_per_token_bit_for_bit() {
-        let (t, start, h, hkv, dh) = (5, 20, 6, 2, 64);
+        // Short and long contexts (past 64 slots), groups of 3 and 2, Dh 64 and 128: with enough
+        // units the batch groups heads, alone a token does not; the bits must not change.
+        for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128)] {
+            per_token_order_case(t, start, h, hkv, dh);
+        }
+    }
+
+    fn per_token_order_case(t: usize, start: usize, h: usize, hkv: usize, dh: usize) {
         let s = start + t;
         let q = values(t * h * dh, 51);
         let (k, v) = (to_f16(&values(s * hkv * dh, 52)), to_f16(&values(s * hkv * dh, 53)));
