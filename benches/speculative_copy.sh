@@ -4,7 +4,7 @@
 #   cargo build --release && bash benches/speculative_copy.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/ferrolm
+bin=${FERROLM_BIN:-target/release/ferrolm}
 prompt=$(python3 -c '
 import pydoc_data.topics as t
 passage = t.topics["naming"][:1400]

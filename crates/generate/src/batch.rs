@@ -49,13 +49,20 @@ struct Batch<'m> {
 }
 
 impl<'m> Batch<'m> {
-    fn new(model: &'m Llama, n_seqs: usize, sizes: BatchSizes) -> Result<Batch<'m>, GenerateError> {
+    /// A batch whose sequences need at most `lengths[i]` positions each (prompt and generated
+    /// tokens, capped at the context): the pool holds exactly their blocks.
+    fn new(model: &'m Llama, lengths: impl Iterator<Item = usize>, sizes: BatchSizes) -> Result<Batch<'m>, GenerateError> {
+        let n_ctx = sizes.n_ctx.max(1);
+        let (mut n_seqs, mut n_blocks) = (0usize, 0usize);
+        for len in lengths {
+            n_seqs += 1;
+            n_blocks = n_blocks.saturating_add(len.clamp(1, n_ctx).div_ceil(model::KV_BLOCK));
+        }
         if n_seqs == 0 {
             return Err(GenerateError::InvalidArgument("a batch needs at least one sequence".into()));
         }
-        let n_ctx = sizes.n_ctx.max(1);
         let prefill_chunk = sizes.prefill_chunk.min(n_ctx).max(1);
-        let pool = model.new_pool(n_seqs, n_ctx)?;
+        let pool = model.new_pool_blocks(n_blocks, n_ctx)?;
         let scratch = model.new_scratch(prefill_chunk.max(n_seqs), n_ctx)?;
         Ok(Batch { model, pool, scratch, sizes: BatchSizes { n_ctx, prefill_chunk } })
     }
@@ -159,7 +166,8 @@ pub fn generate_batch(
     sizes: BatchSizes,
     on_text: &mut dyn FnMut(usize, &str) -> bool,
 ) -> Result<Vec<Generation>, GenerateError> {
-    let mut batch = Batch::new(model, requests.len(), sizes)?;
+    let lengths = requests.iter().map(|(p, o)| p.len().saturating_add(o.max_tokens));
+    let mut batch = Batch::new(model, lengths, sizes)?;
     let mut running = Vec::with_capacity(requests.len());
     for (prompt, options) in requests {
         running.push(start(&mut batch, prompt, options)?);
@@ -198,7 +206,9 @@ pub fn generate_n(
     if n == 0 {
         return Err(GenerateError::InvalidArgument("the number of completions must be at least 1".into()));
     }
-    let mut batch = Batch::new(model, n, sizes)?;
+    // The prompt's blocks are shared: each completion owns at most its own blocks in full.
+    let len = prompt.len().saturating_add(options.max_tokens);
+    let mut batch = Batch::new(model, std::iter::repeat_n(len, n), sizes)?;
     let started = Instant::now();
     let mut first = batch.pool.sequence();
     let v = model.config.n_vocab;

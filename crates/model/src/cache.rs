@@ -61,8 +61,8 @@ impl KvPool {
     /// when it does not fit in memory.
     pub fn new(n_layer: usize, kv_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
         let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
-        let k = size.and_then(|n| zeroed(n, f16::ZERO));
-        let v = size.and_then(|n| zeroed(n, f16::ZERO));
+        let k = size.and_then(zeroed_f16);
+        let v = size.and_then(zeroed_f16);
         let refs = zeroed(n_blocks, 0u32);
         let free = u32::try_from(n_blocks).ok().and_then(|n| {
             let mut f = Vec::new();
@@ -291,6 +291,25 @@ impl KvCache {
     /// Bytes the cache holds.
     pub fn memory_bytes(&self) -> usize {
         self.pool.memory_bytes()
+    }
+}
+
+/// `n` zero halves, or `None` when the memory cannot be had. Asks the allocator for zeroed
+/// memory, so a large cache costs nothing until its blocks are written (fresh pages from the
+/// system are zero already): a pool sized for many long sequences is cheap to make.
+pub(crate) fn zeroed_f16(n: usize) -> Option<Vec<f16>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f16>(n).ok()?;
+    // SAFETY: the layout has a non-zero size; f16 is a transparent u16, for which all-zero bits
+    // is the value 0.0; the vector takes ownership of exactly this allocation (same layout).
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut f16;
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(ptr, n, n))
     }
 }
 

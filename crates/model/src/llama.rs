@@ -247,6 +247,12 @@ impl Llama {
         KvPool::for_sequences(self.config.n_layer, self.config.kv_dim(), n_seqs, max_seq_len)
     }
 
+    /// A pool of `n_blocks` KV blocks ([`crate::KV_BLOCK`] positions each) for sequences of up
+    /// to `max_seq_len` positions.
+    pub fn new_pool_blocks(&self, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        KvPool::new(self.config.n_layer, self.config.kv_dim(), n_blocks, max_seq_len)
+    }
+
     /// One forward call over tokens of several sequences of `pool` (each segment's tokens are the
     /// next positions of its sequence), in one pass through the weights. Returns the logits rows
     /// the segments ask for, in segment order: 1 for [`Logits::Last`], its token count for
