@@ -134,45 +134,6 @@ pub unsafe fn q4_1_pair<const N: usize>(packed: &[u8], x: [&[BlockQ8]; N]) -> [[
     out
 }
 
-/// [`q4_1_pair`] for eight activation rows whose block sums are given transposed, `s_cols[i * 8
-/// + j] = x[j][i].s`: the minimum terms of all eight rows are then accumulated in one register
-/// (row A's eight tokens in the low lanes, row B's in the high ones) instead of one per token.
-/// Each lane does the same multiply and add in the same order, so the result is the same bits.
-///
-/// # Safety
-/// [`available`] is true; every `x[j]` has one block per packed block; `s_cols` holds 8 per block.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-pub unsafe fn q4_1_pair8(packed: &[u8], x: [&[BlockQ8]; 8], s_cols: &[f32]) -> [[f32; 2]; 8] {
-    let mut acc = [_mm512_setzero_ps(); 8];
-    let mut mins = _mm512_setzero_ps(); // lanes j: row A token j; lanes 8 + j: row B token j
-    let mask = _mm256_set1_epi8(0x0F);
-    for (i, blk) in packed.chunks_exact(PAIR_Q4_1_BYTES).enumerate() {
-        let p = blk.as_ptr();
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8);
-        let q = _mm256_loadu_si256(p as *const __m256i);
-        let lo = _mm256_and_si256(q, mask); // row A, 32 elements in order
-        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask); // row B
-        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        let d = pair_scales(p.add(32));
-        let m = pair_scales(p.add(36)); // row A's minimum in the low lanes, row B's in the high
-        let s = _mm512_broadcast_f32x8(_mm256_loadu_ps(s_cols.as_ptr().add(i * 8)));
-        mins = _mm512_add_ps(mins, _mm512_mul_ps(m, s));
-        for j in 0..8 {
-            let a = x[j].get_unchecked(i);
-            let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, activation(a)));
-            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(a.d)), sums, acc[j]);
-        }
-    }
-    let mut m = [0f32; 16];
-    _mm512_storeu_ps(m.as_mut_ptr(), mins);
-    let mut out = [[0.0f32; 2]; 8];
-    for j in 0..8 {
-        let [ra, rb] = reduce_halves(acc[j]);
-        out[j] = [ra + m[j], rb + m[8 + j]];
-    }
-    out
-}
-
 /// A packed Q4_0 row pair against N activation rows -> N x (row A, row B). The weights are
 /// `q - 8`: the exact integer sums are `sum(q y) - 8 sum(y)` per lane, two VNNI products.
 ///
