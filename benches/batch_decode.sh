@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${FERROLM_BIN:-target/release/ferrolm}
 n=${2:-128}
+# Every sequence generates exactly N tokens unless FERROLM_STOP_AT_EOS=1 (then the batch shrinks as
+# sequences end, as it would in use).
+IGNORE=$([ "${FERROLM_STOP_AT_EOS:-0}" = 1 ] && echo "" || echo "--ignore-eos")
 file=$(mktemp --suffix=.jsonl)
 trap 'rm -f "$file" /tmp/ferrolm-batch-*.out /tmp/ferrolm-batch-*.err' EXIT
 python3 - "$file" <<'PY'
@@ -27,8 +30,8 @@ with open(sys.argv[1], "w") as f:
 PY
 rate() { grep -o '[0-9.]* tok/s after the prompts' "$1" | grep -o '^[0-9.]*'; }
 for _ in $(seq "${1:-3}"); do
-  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 1 >/tmp/ferrolm-batch-1.out 2>/tmp/ferrolm-batch-1.err
-  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 8 >/tmp/ferrolm-batch-8.out 2>/tmp/ferrolm-batch-8.err
+  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 1 $IGNORE >/tmp/ferrolm-batch-1.out 2>/tmp/ferrolm-batch-1.err
+  "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 8 $IGNORE >/tmp/ferrolm-batch-8.out 2>/tmp/ferrolm-batch-8.err
   same=$(cmp -s /tmp/ferrolm-batch-1.out /tmp/ferrolm-batch-8.out && echo identical || echo DIFFERENT)
   one=$(rate /tmp/ferrolm-batch-1.err); eight=$(rate /tmp/ferrolm-batch-8.err)
   tokens=$(grep -o 'generated [0-9]* tokens' /tmp/ferrolm-batch-8.err)

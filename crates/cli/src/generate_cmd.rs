@@ -144,7 +144,7 @@ fn run_beams(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, ids: &[u32], o
         early_stopping,
         num_return_sequences: req.num_return_sequences,
         max_new_tokens: options.max_tokens,
-        eos: tok.end_of_generation_ids().to_vec(),
+        eos: if options.ignore_eos { Vec::new() } else { tok.end_of_generation_ids().to_vec() },
     };
     let started = Instant::now();
     let results = beam_search(model, tok, ids, &config, &options.stop, n_ctx, PREFILL_CHUNK)?;

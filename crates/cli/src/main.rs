@@ -107,6 +107,9 @@ struct SamplingArgs {
     /// Report speculative acceptance and batch timings on stderr
     #[arg(long)]
     verbose: bool,
+    /// Keep generating past end-of-generation tokens (benchmarks with a fixed token count)
+    #[arg(long)]
+    ignore_eos: bool,
     /// Report the log-probability of each generated token and of its N most likely alternatives
     #[arg(long, value_name = "N")]
     logprobs: Option<usize>,
@@ -158,7 +161,7 @@ impl SamplingArgs {
         if speculative.is_none() && (self.draft_model.is_some() || self.draft_layers.is_some()) {
             bail!("--draft-model and --draft-layers need --speculative draft");
         }
-        Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler, speculative })
+        Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler, speculative, ignore_eos: self.ignore_eos })
     }
 }
 

@@ -909,3 +909,17 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
     fx.generate(&model, &["-p", "hi", "--speculative", "draft", "--draft-layers", "9"]).fails_with(&["layers"]);
     fx.generate(&model, &["-p", "hi", "--draft-layers", "1"]).fails_with(&["--speculative draft"]);
 }
+
+#[test]
+fn ignore_eos_keeps_generating_past_end_of_generation() {
+    let fx = Fx::new();
+    // A bias makes <|im_end|> (id 2, end of generation) the only choice.
+    let stops = fx.generate(fx.tiny(), &["-p", "hi", "-n", "4", "--temperature", "0", "--logit-bias", "2=100", "--json"]);
+    let got = json_lines(stops.ok());
+    assert_eq!(got[0]["tokens"], serde_json::json!([2]));
+    assert_eq!(got[0]["stop_reason"], "eos");
+    let goes_on = fx.generate(fx.tiny(), &["-p", "hi", "-n", "4", "--temperature", "0", "--logit-bias", "2=100", "--json", "--ignore-eos"]);
+    let got = json_lines(goes_on.ok());
+    assert_eq!(got[0]["tokens"], serde_json::json!([2, 2, 2, 2]));
+    assert_eq!(got[0]["stop_reason"], "length");
+}

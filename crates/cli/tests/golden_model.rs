@@ -28,7 +28,7 @@ fn greedy_continuations_match_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
     let model = Llama::open(&path, threads()).unwrap();
     let tok = tokenizer_from_gguf(model.file()).unwrap();
-    let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let speculative = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup::default())), ..options.clone() };
     let mut identical = 0;
     let mut cases = 0;

@@ -23,11 +23,14 @@ pub struct GenerateOptions {
     /// Speculative decoding: how tokens are drafted (not used when log-probabilities are asked
     /// for). Greedy output is unchanged by it; sampled output keeps its distribution.
     pub speculative: Option<Speculation>,
+    /// Keep generating past end-of-generation tokens (they are emitted as text like any other):
+    /// for benchmarks that need a fixed number of tokens.
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default(), speculative: None }
+        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default(), speculative: None, ignore_eos: false }
     }
 }
 
@@ -79,6 +82,7 @@ pub(crate) struct Emitter {
     stops: StopMatcher,
     decoder: StreamDecoder,
     max_tokens: usize,
+    ignore_eos: bool,
     decode_start: Instant,
     /// The result so far.
     pub out: Generation,
@@ -90,6 +94,7 @@ impl Emitter {
             stops: StopMatcher::new(options.stop.clone()),
             decoder: StreamDecoder::new(),
             max_tokens: options.max_tokens,
+            ignore_eos: options.ignore_eos,
             decode_start: Instant::now(),
             out: Generation {
                 tokens: Vec::new(),
@@ -114,7 +119,7 @@ impl Emitter {
     /// Takes the next decided token; `false` when generation ends with it (the reason is set).
     pub(crate) fn push(&mut self, tokenizer: &Tokenizer, token: u32, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
         self.out.tokens.push(token);
-        if tokenizer.is_end_of_generation(token) {
+        if !self.ignore_eos && tokenizer.is_end_of_generation(token) {
             self.out.stop_reason = StopReason::EndOfGeneration;
             return false;
         }

@@ -47,7 +47,7 @@ fn every_sequence_of_a_batch_equals_its_generation_alone() {
             };
             // Different limits and a stop string, so sequences leave the batch at different steps.
             let stop = if i == 3 { vec!["e".to_string()] } else { vec![] };
-            requests.push((tok.encode(text, true), GenerateOptions { max_tokens: 5 + 7 * i, stop, sampler, speculative: None }));
+            requests.push((tok.encode(text, true), GenerateOptions { max_tokens: 5 + 7 * i, stop, sampler, speculative: None, ignore_eos: false }));
         }
         let mut streamed = vec![String::new(); texts.len()];
         let got = generate_batch(&model, &tok, &requests, BatchSizes { n_ctx: N_CTX, prefill_chunk: CHUNK }, &mut |i, t| {
@@ -72,7 +72,7 @@ fn every_sequence_of_a_batch_equals_its_generation_alone() {
 #[test]
 fn a_finished_sequence_stops_costing_compute() {
     let (model, tok) = setup(2);
-    let short = GenerateOptions { max_tokens: 2, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let short = GenerateOptions { max_tokens: 2, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let long = GenerateOptions { max_tokens: 20, ..short.clone() };
     let (p1, p2) = (tok.encode("ab", true), tok.encode("cd", true));
     let before = model.tokens_evaluated();
@@ -91,7 +91,7 @@ fn n_completions_share_the_prompt_and_equal_single_runs_with_seed_plus_i() {
     let prompt = tok.encode("once upon a time, in a land far away, there lived", true);
     // A hot sampler: the tiny model's own distribution is very peaked.
     let hot = |seed| SamplerConfig { temperature: 30.0, top_p: 1.0, ..sampled(seed) };
-    let options = GenerateOptions { max_tokens: 12, stop: vec![], sampler: hot(100), speculative: None };
+    let options = GenerateOptions { max_tokens: 12, stop: vec![], sampler: hot(100), speculative: None, ignore_eos: false };
     let before = model.tokens_evaluated();
     let got = generate_n(&model, &tok, &prompt, &options, 4, BatchSizes { n_ctx: N_CTX, prefill_chunk: CHUNK }, &mut |_, _| true).unwrap();
     let evaluated = (model.tokens_evaluated() - before) as usize;
@@ -110,7 +110,7 @@ fn n_completions_share_the_prompt_and_equal_single_runs_with_seed_plus_i() {
 fn bad_batches_are_errors_not_panics() {
     let (model, tok) = setup(1);
     let sizes = BatchSizes { n_ctx: 16, prefill_chunk: CHUNK };
-    let ok = GenerateOptions { max_tokens: 3, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let ok = GenerateOptions { max_tokens: 3, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     assert!(generate_batch(&model, &tok, &[], sizes, &mut |_, _| true).is_err());
     assert!(generate_batch(&model, &tok, &[(vec![], ok.clone())], sizes, &mut |_, _| true).is_err());
     let long = tok.encode(&"word ".repeat(40), true);

@@ -23,7 +23,7 @@ fn one_beam_is_greedy_decoding() {
     let (model, tok) = setup();
     for text in ["the cat", "hello world, this is", "x"] {
         let prompt = tok.encode(text, true);
-        let options = GenerateOptions { max_tokens: 20, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+        let options = GenerateOptions { max_tokens: 20, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
         let greedy = Session::new(&model, 128, 32).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
         let config = BeamConfig::new(1, 20, tok.end_of_generation_ids().to_vec());
         let beams = beam_search(&model, &tok, &prompt, &config, &[], 128, 32).unwrap();

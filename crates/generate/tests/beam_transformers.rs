@@ -40,7 +40,7 @@ fn beam_search_matches_transformers_on_the_fixture_model() {
         let want_scores: Vec<f64> = case["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
         if case["hf_method"] == "greedy_search" {
             // transformers runs num_beams = 1 as greedy search, which stops at the first EOS.
-            let options = GenerateOptions { max_tokens: max_new_tokens, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+            let options = GenerateOptions { max_tokens: max_new_tokens, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
             let got = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
             assert_eq!(got.tokens, want[0], "case {i} (greedy)");
             compared += 1;

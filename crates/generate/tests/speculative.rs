@@ -13,7 +13,7 @@ fn greedy_output_is_identical_with_and_without_prompt_lookup() {
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     // A prompt that repeats itself, so that drafts exist and some are accepted.
     let prompt = tok.encode("the cat sat on the mat. the cat sat on the mat. the cat", true);
-    let plain = GenerateOptions { max_tokens: 40, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let plain = GenerateOptions { max_tokens: 40, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let mut session = Session::new(&model, 256, 64).unwrap();
     let want = session.generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
     for draft_len in [1, 3, 8] {

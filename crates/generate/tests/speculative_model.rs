@@ -26,7 +26,7 @@ fn greedy_output_is_identical_with_a_draft_model() {
     let model = target(2);
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     let prompt = tok.encode("the quick brown fox jumps over the lazy dog and then", true);
-    let plain = GenerateOptions { max_tokens: 40, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None };
+    let plain = GenerateOptions { max_tokens: 40, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let want = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
     for layers in [1, 2, 3] {
         let draft = draft_of(&model, layers);
@@ -49,7 +49,7 @@ fn greedy_output_is_identical_with_a_draft_model() {
 fn a_draft_model_needs_the_same_vocabulary_and_a_session_with_it() {
     let model = target(2);
     let tok = tokenizer_from_gguf(model.file()).unwrap();
-    let options = GenerateOptions { max_tokens: 4, stop: vec![], sampler: SamplerConfig::greedy(), speculative: Some(Speculation::DraftModel { draft_len: 2 }) };
+    let options = GenerateOptions { max_tokens: 4, stop: vec![], sampler: SamplerConfig::greedy(), speculative: Some(Speculation::DraftModel { draft_len: 2 }), ignore_eos: false };
     let err = Session::new(&model, 64, 16).unwrap().generate(&tok, &[5, 6], &options, &mut |_| true).unwrap_err();
     assert!(err.to_string().contains("with_draft_model"), "{err}");
     assert!(Llama::sharing_threads(GgufFile::from_bytes(tiny_llama_gguf(&spec())).unwrap(), &model, Some(0)).is_err());
@@ -112,7 +112,7 @@ fn sampled_speculative_decoding_keeps_the_model_distribution() {
         let mut session = Session::with_draft_model(&model, &draft, 64, 64).unwrap();
         let n = 3000;
         for seed in 0..n {
-            let options = GenerateOptions { max_tokens: 2, stop: vec![], sampler: config(seed), speculative: Some(mode) };
+            let options = GenerateOptions { max_tokens: 2, stop: vec![], sampler: config(seed), speculative: Some(mode), ignore_eos: false };
             session.clear();
             let g = session.generate(&tok, &prompt, &options, &mut |_| true).unwrap();
             assert_eq!(g.tokens.len(), 2, "{:?}", g.stop_reason);
