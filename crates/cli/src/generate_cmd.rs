@@ -114,7 +114,7 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
 
 /// The draft model of `--speculative draft`: another file (same vocabulary) or the model's own
 /// first layers, on the model's threads.
-fn open_draft(run: &RunArgs, sampling: &SamplingArgs, model: &model::Llama) -> Result<Option<model::Llama>> {
+pub(crate) fn open_draft(run: &RunArgs, sampling: &SamplingArgs, model: &model::Llama) -> Result<Option<model::Llama>> {
     if sampling.speculative.as_deref() != Some("draft") {
         return Ok(None);
     }

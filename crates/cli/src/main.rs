@@ -416,7 +416,11 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
     let token_text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or("").to_string();
     let (bos, eos) = (token_text(tok.bos_id()), token_text(tok.eos_id()));
     let mut messages: Vec<ChatMessage> = system.into_iter().map(|content| ChatMessage { role: "system".into(), content }).collect();
-    let mut session = Session::new(&model, n_ctx, 256)?;
+    let draft = generate_cmd::open_draft(run, sampling, &model)?;
+    let mut session = match &draft {
+        Some(d) => Session::with_draft_model(&model, d, n_ctx, 256)?,
+        None => Session::new(&model, n_ctx, 256)?,
+    };
     eprintln!("ferrolm chat: type a message and press Enter; /reset forgets the conversation, /exit or Ctrl-D quits.");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();

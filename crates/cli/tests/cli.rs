@@ -903,6 +903,9 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
         assert_eq!(json_lines(&run)[0]["tokens"], json_lines(&plain)[0]["tokens"], "{extra:?}");
         assert!(run.stderr.contains("[speculative:"), "{}", run.stderr);
     }
+    // Chat drafts too.
+    let chat = fx.run_with_stdin(&["chat", "--model", &model, "-t", "1", "-n", "4", "--temperature", "0", "--speculative", "draft", "--draft-layers", "1"], Some("hello\n"));
+    chat.ok();
     // Sampling with a draft runs too.
     fx.generate(&model, &["-p", "hi", "-n", "5", "--temperature", "0.8", "--speculative", "draft", "--draft-layers", "1"]).ok();
     fx.generate(&model, &["-p", "hi", "--speculative", "draft"]).fails_with(&["--draft-model", "--draft-layers"]);
