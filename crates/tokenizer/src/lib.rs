@@ -14,6 +14,7 @@
 mod bpe;
 pub mod byte_level;
 pub mod pretokenize;
+pub mod scan;
 mod special;
 mod stream;
 mod tokenizer;
