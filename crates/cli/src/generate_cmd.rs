@@ -93,7 +93,8 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
     if req.json {
         print_all(&tok, std::slice::from_ref(&gen), true)?;
     } else {
-        println!();
+        // A closed stdout (`| head`) is an error here, not a panic: main exits quietly on it.
+        writeln!(std::io::stdout())?;
         if !gen.logprobs.is_empty() {
             eprint!("{}", logprobs_table(&tok, &gen.logprobs));
         }
