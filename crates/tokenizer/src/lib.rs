@@ -16,6 +16,7 @@ pub mod byte_level;
 pub mod pretokenize;
 pub mod scan;
 mod special;
+pub mod spm;
 mod stream;
 mod tokenizer;
 
