@@ -517,9 +517,10 @@ fn cmd_info(args: &ModelArgs) -> Result<()> {
         Ok(tok) => {
             let id = |i: Option<u32>| i.map_or("none".to_string(), |i| format!("{i} {:?}", tok.id_to_token(i).unwrap_or("")));
             println!(
-                "tokenizer:     {} tokens, pre-tokenizer {:?}, bos {}, eos {}, add_bos {}",
+                "tokenizer:     {} ({} tokens), pre-tokenizer {}, bos {}, eos {}, add_bos {}",
+                tok.model_name(),
                 tok.vocab_size(),
-                tok.pre_tokenizer(),
+                tok.pre_tokenizer().map_or("none".to_string(), |p| format!("{p:?}")),
                 id(tok.bos_id()),
                 id(tok.eos_id()),
                 tok.add_bos()

@@ -6,6 +6,7 @@
 //! is reported as unsupported), and `add_bos_token`/`add_eos_token` default to false.
 
 use gguf::{GgufError, GgufFile, Value};
+use tokenizer::spm::SpmConfig;
 use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError};
 
 const MODEL_KEY: &str = "tokenizer.ggml.model";
@@ -19,6 +20,8 @@ const UNK_KEY: &str = "tokenizer.ggml.unknown_token_id";
 const PAD_KEY: &str = "tokenizer.ggml.padding_token_id";
 const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
+const SCORES_KEY: &str = "tokenizer.ggml.scores";
+const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
 
 /// Why a GGUF file's tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,9 @@ pub enum TokenizerGgufError {
 /// Build the tokenizer described by `file`'s `tokenizer.ggml.*` metadata.
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
     let model = file.get_str(MODEL_KEY)?;
+    if model == "llama" {
+        return spm_from_gguf(file);
+    }
     if model != "gpt2" {
         return Err(TokenizerGgufError::UnsupportedModel {
             model: model.to_string(),
@@ -76,6 +82,35 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufEr
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
     };
     Ok(Tokenizer::from_bpe(config)?)
+}
+
+/// A SentencePiece-style vocabulary (`tokenizer.ggml.model = "llama"`): tokens, scores and
+/// types, with llama.cpp's defaults for absent keys (BOS added, EOS not, a space prefix).
+fn spm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+    let tokens = strings(file, TOKENS_KEY)?;
+    let token_types = match file.get(TOKEN_TYPE_KEY) {
+        Some(_) => token_types(file.get_array(TOKEN_TYPE_KEY)?)?,
+        None => vec![TokenType::Normal; tokens.len()],
+    };
+    let scores = file
+        .get_array(SCORES_KEY)?
+        .iter()
+        .enumerate()
+        .map(|(index, value)| value.as_f32().ok_or_else(|| bad_element(SCORES_KEY, index, "a number", value)))
+        .collect::<Result<Vec<f32>, _>>()?;
+    let config = SpmConfig {
+        tokens,
+        scores,
+        token_types,
+        bos_id: optional_u32(file, BOS_KEY)?,
+        eos_id: optional_u32(file, EOS_KEY)?,
+        unk_id: optional_u32(file, UNK_KEY)?,
+        pad_id: optional_u32(file, PAD_KEY)?,
+        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(true),
+        add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
+        add_space_prefix: optional_bool(file, ADD_SPACE_PREFIX_KEY)?.unwrap_or(true),
+    };
+    Ok(Tokenizer::from_spm(config)?)
 }
 
 fn strings(file: &GgufFile, key: &'static str) -> Result<Vec<String>, TokenizerGgufError> {
@@ -187,12 +222,35 @@ mod tests {
     }
 
     #[test]
-    fn non_bpe_model_is_named_in_the_error() {
-        let error = build(&writer("llama")).expect_err("SentencePiece is not supported here");
-        assert!(
-            matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "llama")
-        );
-        assert!(error.to_string().contains("\"llama\""));
+    fn unknown_model_is_named_in_the_error() {
+        let error = build(&writer("bert")).expect_err("WordPiece is not read from GGUF yet");
+        assert!(matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "bert"));
+        assert!(error.to_string().contains("\"bert\""));
+    }
+
+    #[test]
+    fn sentencepiece_vocabulary_from_gguf_merges_by_score() {
+        // "▁a", "b" merge to "▁ab" (score 1.0) before "▁a" + "bc" would; byte fallback for "z".
+        let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "c", "▁a", "bc", "▁ab", "<0x7A>"];
+        let scores: Vec<Value> = [0.0f32, 0.0, 0.0, -1.0, -2.0, -3.0, -4.0, 2.0, 0.5, 1.0, 0.0].iter().map(|&s| Value::F32(s)).collect();
+        let types: Vec<Value> = [2i32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6].iter().map(|&t| Value::I32(t)).collect();
+        let mut w = GgufWriter::new();
+        w.add_kv(MODEL_KEY, Value::from("llama"))
+            .add_kv(TOKENS_KEY, string_array(&tokens))
+            .add_kv(SCORES_KEY, Value::Array(ValueType::F32, scores))
+            .add_kv(TOKEN_TYPE_KEY, Value::Array(ValueType::I32, types))
+            .add_kv(BOS_KEY, Value::from(1u32))
+            .add_kv(EOS_KEY, Value::from(2u32))
+            .add_kv(UNK_KEY, Value::from(0u32));
+        let tok = build(&w).expect("valid SentencePiece vocabulary");
+        assert_eq!(tok.model_name(), "llama");
+        // Default add_space_prefix: " abz" -> "▁abz"; add_bos defaults to true.
+        assert_eq!(tok.encode_with_special("abz", false), vec![1, 9, 10]);
+        assert_eq!(tok.decode(&[9, 10], false), " abz");
+        // Scores must line up with tokens.
+        let mut short = GgufWriter::new();
+        short.add_kv(MODEL_KEY, Value::from("llama")).add_kv(TOKENS_KEY, string_array(&tokens)).add_kv(SCORES_KEY, Value::Array(ValueType::F32, vec![Value::F32(0.0)]));
+        assert!(build(&short).is_err());
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! tokenizer: byte-level BPE for the GPT-2 family and SmolLM2, token-exact with llama.cpp and
-//! Hugging Face `tokenizers`.
+//! tokenizer: the tokenizers models ship, token-exact with llama.cpp and Hugging Face `tokenizers`.
 //!
-//! Encoding goes in four steps: special tokens are cut out of the text ([`Tokenizer::encode`]),
-//! each remaining span is cut into pieces by a hand-written pre-tokenizer ([`PreTokenizer`], the
-//! GPT-2 pattern without a regex), each piece is spelled as bytes and merged by BPE (lowest merge
-//! rank first, leftmost on ties), and the merged symbols are the token ids. Decoding maps tokens
-//! back to bytes; [`StreamDecoder`] does it one token at a time without ever cutting a UTF-8
-//! character in two.
+//! - [`Tokenizer`]: byte-level BPE (GGUF `gpt2`: GPT-2, SmolLM2, Llama 3, Qwen2 pre-tokenizers)
+//!   and SentencePiece-style BPE (GGUF `llama`: [`spm`], e.g. Gemma 3) behind one interface.
+//!   Byte-level encoding goes in four steps: special tokens are cut out of the text
+//!   ([`Tokenizer::encode`]), each remaining span is cut into pieces by a hand-written
+//!   pre-tokenizer ([`PreTokenizer`], [`scan`]: the patterns without a regex), each piece is
+//!   spelled as bytes and merged by BPE (lowest merge rank first, leftmost on ties), and the
+//!   merged symbols are the token ids. Decoding maps tokens back to bytes; [`StreamDecoder`] does
+//!   it one token at a time without ever cutting a UTF-8 character in two.
+//! - [`hf`]: Hugging Face `tokenizer.json` files (WordPiece with the BERT normalizer and
+//!   pre-tokenizer, added tokens, post-processors, offsets).
+//! - [`scan::RegexSplit`]: any other `Split` pattern, through a regex engine.
 //!
-//! This crate knows nothing of file formats: the `model` crate builds a [`BpeConfig`] from GGUF
-//! metadata. SentencePiece and WordPiece vocabularies are not handled here.
+//! This crate knows nothing of model files: the `model` crate builds a [`BpeConfig`] or an
+//! [`spm::SpmConfig`] from GGUF metadata.
 
 mod bpe;
 pub mod byte_level;
+pub mod hf;
 pub mod pretokenize;
 pub mod scan;
 mod special;
@@ -124,6 +129,9 @@ pub enum TokenizerError {
         token: String,
     },
     /// The pre-tokenizer is not one this crate implements.
-    #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\")")]
+    #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\", \"llama-bpe\"/\"llama3\", \"qwen2\")")]
     UnsupportedPreTokenizer { name: String },
+    /// A SentencePiece vocabulary is inconsistent.
+    #[error("SentencePiece vocabulary: {0}")]
+    SentencePiece(String),
 }

@@ -75,6 +75,10 @@ pub enum PreTokenizer {
     Gpt2,
     /// `smollm`: every `\p{N}` character is its own piece, then the GPT-2 pattern in between.
     SmolLm,
+    /// `llama-bpe` (Llama 3): numbers in runs of up to three digits (see [`crate::scan`]).
+    Llama3,
+    /// `qwen2`: as Llama 3 with single digits.
+    Qwen2,
 }
 
 impl PreTokenizer {
@@ -83,16 +87,25 @@ impl PreTokenizer {
         match name {
             "gpt2" => Some(PreTokenizer::Gpt2),
             "smollm" => Some(PreTokenizer::SmolLm),
+            // llama.cpp's names for these patterns.
+            "llama-bpe" | "llama3" | "llama-v3" => Some(PreTokenizer::Llama3),
+            "qwen2" | "deepseek-r1-qwen" => Some(PreTokenizer::Qwen2),
             _ => None,
         }
     }
 
     /// The pieces of `text`, in order; they concatenate back to `text`.
     pub fn pieces<'a>(&self, text: &'a str) -> Pieces<'a> {
+        let scan = match self {
+            PreTokenizer::Llama3 => Some(crate::scan::Pattern::Llama3.pieces(text)),
+            PreTokenizer::Qwen2 => Some(crate::scan::Pattern::Qwen2.pieces(text)),
+            PreTokenizer::Gpt2 | PreTokenizer::SmolLm => None,
+        };
         Pieces {
             text,
             pos: 0,
             digits_cut: *self == PreTokenizer::SmolLm,
+            scan,
         }
     }
 }
@@ -104,12 +117,17 @@ pub struct Pieces<'a> {
     pos: usize,
     /// Whether every number character is a hard cut (a piece of its own and a span end).
     digits_cut: bool,
+    /// The scanner of the Llama 3 family, when it is one of those patterns.
+    scan: Option<crate::scan::Pieces<'a>>,
 }
 
 impl<'a> Iterator for Pieces<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
+        if let Some(scan) = self.scan.as_mut() {
+            return scan.next().map(|range| &self.text[range]);
+        }
         let start = self.pos;
         let (c0, class0, len0) = decode_at(self.text, start)?;
         let end = if self.digits_cut && class0 == CharClass::Number {

@@ -6,6 +6,7 @@ use crate::bpe::{pair_key, Bpe, FastMap, Merge, Scratch};
 use crate::byte_level;
 use crate::pretokenize::PreTokenizer;
 use crate::special::{Segment, SpecialTokens};
+use crate::spm::{SpmConfig, SpmTokenizer};
 use crate::{BpeConfig, TokenType, TokenizerError};
 
 /// Control-token spellings that end a generation besides EOS: llama.cpp's list, so that a chat
@@ -26,7 +27,18 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
 /// Ids at or above this are reserved as sentinels by the BPE merge loop.
 const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
 
-/// A byte-level BPE tokenizer. Immutable once built; share it freely between threads.
+/// How text becomes ids.
+#[derive(Clone, Debug)]
+enum Model {
+    /// Byte-level BPE (GGUF `gpt2`): special tokens cut out, a pre-tokenizer, merges by rank.
+    Bpe { bpe: Bpe, pre_tokenizer: PreTokenizer },
+    /// SentencePiece-style BPE (GGUF `llama`): merges by score, byte fallback; it cuts out its
+    /// own special tokens.
+    Spm(Box<SpmTokenizer>),
+}
+
+/// A tokenizer: byte-level BPE or SentencePiece-style BPE, with one vocabulary, special-token
+/// and decoding interface. Immutable once built; share it freely between threads.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     tokens: Vec<String>,
@@ -36,8 +48,7 @@ pub struct Tokenizer {
     /// Raw bytes of every token, back to back: token i is `bytes[offsets[i]..offsets[i + 1]]`.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
-    bpe: Bpe,
-    pre_tokenizer: PreTokenizer,
+    model: Model,
     specials: SpecialTokens,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -142,16 +153,7 @@ impl Tokenizer {
             },
         ));
 
-        let mut end_of_generation: Vec<u32> = eos_id.into_iter().collect();
-        for text in END_OF_GENERATION_TEXTS {
-            if let Some(&id) = text_to_id.get(*text) {
-                if token_types[id as usize] == TokenType::Control {
-                    end_of_generation.push(id);
-                }
-            }
-        }
-        end_of_generation.sort_unstable();
-        end_of_generation.dedup();
+        let end_of_generation = end_of_generation(eos_id, &text_to_id, &token_types);
 
         Ok(Tokenizer {
             tokens,
@@ -159,8 +161,7 @@ impl Tokenizer {
             text_to_id,
             bytes,
             offsets,
-            bpe,
-            pre_tokenizer: pre,
+            model: Model::Bpe { bpe, pre_tokenizer: pre },
             specials,
             bos_id,
             eos_id,
@@ -176,15 +177,18 @@ impl Tokenizer {
     /// `<|im_start|>`) become their ids; without it they are plain text. Never adds BOS/EOS.
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
         // Roughly 4 bytes per token in English: one allocation for most texts.
+        let (bpe, pre_tokenizer) = match &self.model {
+            Model::Bpe { bpe, pre_tokenizer } => (bpe, pre_tokenizer),
+            Model::Spm(spm) => return spm.encode(text, false, parse_special),
+        };
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
         self.specials
             .split(text, parse_special, |segment| match segment {
                 Segment::Special(id) => out.push(id),
                 Segment::Text(span) => {
-                    for piece in self.pre_tokenizer.pieces(span) {
-                        self.bpe
-                            .encode_piece(piece.as_bytes(), &mut scratch, &mut out);
+                    for piece in pre_tokenizer.pieces(span) {
+                        bpe.encode_piece(piece.as_bytes(), &mut scratch, &mut out);
                     }
                 }
             });
@@ -282,9 +286,58 @@ impl Tokenizer {
         self.add_eos
     }
 
-    /// The pre-tokenizer in use.
-    pub fn pre_tokenizer(&self) -> PreTokenizer {
-        self.pre_tokenizer
+    /// The pre-tokenizer in use (`None` for SentencePiece, which has none).
+    pub fn pre_tokenizer(&self) -> Option<PreTokenizer> {
+        match &self.model {
+            Model::Bpe { pre_tokenizer, .. } => Some(*pre_tokenizer),
+            Model::Spm(_) => None,
+        }
+    }
+
+    /// The kind of model: "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE), as GGUF
+    /// `tokenizer.ggml.model` names them.
+    pub fn model_name(&self) -> &'static str {
+        match &self.model {
+            Model::Bpe { .. } => "gpt2",
+            Model::Spm(_) => "llama",
+        }
+    }
+
+    /// Build a SentencePiece-style tokenizer (see [`crate::spm`]); its vocabulary, special ids and
+    /// decoding are then served like a byte-level one's.
+    pub fn from_spm(config: SpmConfig) -> Result<Tokenizer, TokenizerError> {
+        let tokens = config.tokens.clone();
+        let token_types = config.token_types.clone();
+        let (bos_id, eos_id, unk_id, pad_id) = (config.bos_id, config.eos_id, config.unk_id, config.pad_id);
+        let (add_bos, add_eos) = (config.add_bos, config.add_eos);
+        let spm = SpmTokenizer::new(config).map_err(|e| TokenizerError::SentencePiece(e.to_string()))?;
+        let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(tokens.len() + 1);
+        offsets.push(0);
+        for id in 0..tokens.len() {
+            if let Some(raw) = spm.token_bytes(id as u32) {
+                bytes.extend_from_slice(raw);
+            }
+            offsets.push(bytes.len());
+        }
+        let end_of_generation = end_of_generation(eos_id, &text_to_id, &token_types);
+        Ok(Tokenizer {
+            tokens,
+            token_types,
+            text_to_id,
+            bytes,
+            offsets,
+            model: Model::Spm(Box::new(spm)),
+            specials: SpecialTokens::new(std::iter::empty()),
+            bos_id,
+            eos_id,
+            unk_id,
+            pad_id,
+            add_bos,
+            add_eos,
+            end_of_generation,
+        })
     }
 
     /// Whether generating `id` ends a generation: EOS, and the control tokens llama.cpp also stops
@@ -344,4 +397,19 @@ fn parse_merges(
         });
     }
     Ok(table)
+}
+
+/// EOS and the control tokens llama.cpp also stops on, sorted.
+fn end_of_generation(eos_id: Option<u32>, text_to_id: &HashMap<String, u32>, token_types: &[TokenType]) -> Vec<u32> {
+    let mut ids: Vec<u32> = eos_id.into_iter().collect();
+    for text in END_OF_GENERATION_TEXTS {
+        if let Some(&id) = text_to_id.get(*text) {
+            if token_types[id as usize] == TokenType::Control {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

@@ -213,15 +213,15 @@ fn stream_decoder_flushes_an_unfinished_tail_as_replacement() {
 #[test]
 fn unsupported_pre_tokenizer_is_named_in_the_error() {
     let mut config = config();
-    config.pre_tokenizer = "llama-bpe".into();
-    let error = Tokenizer::from_bpe(config).expect_err("llama-bpe is not supported");
+    config.pre_tokenizer = "falcon".into();
+    let error = Tokenizer::from_bpe(config).expect_err("falcon is not supported");
     assert_eq!(
         error,
         TokenizerError::UnsupportedPreTokenizer {
-            name: "llama-bpe".into()
+            name: "falcon".into()
         }
     );
-    assert!(error.to_string().contains("llama-bpe"));
+    assert!(error.to_string().contains("falcon"));
 }
 
 #[test]

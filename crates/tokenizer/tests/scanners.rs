@@ -380,3 +380,17 @@ fn separators_1c_to_1f_are_not_whitespace() {
     let llama3: Vec<&str> = Pattern::Llama3.pieces(text).map(|r| &text[r]).collect();
     assert_eq!(llama3, [" \u{1c}", "x"]);
 }
+
+/// The `Tokenizer`'s pre-tokenizers for the Llama 3 family are the scanners, by their GGUF names.
+#[test]
+fn gguf_pre_tokenizer_names_reach_the_llama3_and_qwen2_scanners() {
+    use tokenizer::PreTokenizer;
+    let text = "Hello, world! 12345 tokens\n\n  it's  ＡＢＣ";
+    for (name, pattern) in [("llama-bpe", Pattern::Llama3), ("llama3", Pattern::Llama3), ("qwen2", Pattern::Qwen2)] {
+        let pre = PreTokenizer::from_name(name).expect("known name");
+        let got: Vec<&str> = pre.pieces(text).collect();
+        let want: Vec<&str> = pattern.pieces(text).map(|r| &text[r]).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    assert!(PreTokenizer::from_name("falcon").is_none());
+}
