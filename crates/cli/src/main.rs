@@ -3,6 +3,7 @@
 mod bench;
 mod fetch;
 mod generate_cmd;
+mod tokenizer_bench;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -267,6 +268,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Single-thread encode speed of the model's tokenizer in MB/s (and pathological inputs)
+    TokenizerBench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Corpus: JSON lines {"text": ...}, one document each, or any other file as one document
+        /// (default: the texts of tests/fixtures/tokenizer_golden.jsonl grown to 1 MiB)
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// Timed passes over the corpus (after one warm-up)
+        #[arg(short = 'r', long, default_value_t = 5)]
+        reps: usize,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+        /// Also time one letter repeated and text without spaces at 100 KB, 300 KB and 1 MB
+        #[arg(long)]
+        pathological: bool,
+    },
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]
@@ -339,6 +358,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { model } => cmd_info(&model),
         Command::Perplexity { model, threads, file, ctx, json } => cmd_perplexity(&model, threads, &file, ctx, json),
+        Command::TokenizerBench { model, file, reps, json, pathological } => {
+            let (_, tok) = open_tokenizer(&model)?;
+            let name = fetch::resolve_model(model.model.as_deref())?;
+            let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            tokenizer_bench::run(&tok, &tokenizer_bench::TokenizerBenchArgs { file, reps, json, pathological }, &name)
+        }
         Command::Bench { model, n_prompt, n_gen, threads, reps, batch, json } => {
             if batch == 0 || batch > 256 {
                 bail!("--batch must be between 1 and 256, got {batch}");
