@@ -222,9 +222,18 @@ enum Command {
     Tokenize {
         #[command(flatten)]
         model: ModelArgs,
+        /// A tokenizer file instead of the model's: a Hugging Face tokenizer.json or a GGUF
+        #[arg(long, value_name = "PATH", conflicts_with = "model")]
+        tokenizer: Option<PathBuf>,
         /// Treat special tokens in the text as plain text
         #[arg(long)]
         no_special: bool,
+        /// Leave out the special tokens the tokenizer adds (BOS/EOS, [CLS]/[SEP])
+        #[arg(long)]
+        no_add_special: bool,
+        /// Print {"ids": [...], "offsets": [[start, end], ...]} with each token's byte span
+        #[arg(long)]
+        offsets: bool,
         /// Text to tokenize
         #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
         text: Option<String>,
@@ -347,7 +356,10 @@ fn run(cli: Cli) -> Result<()> {
             generate_cmd::cmd_generate(&run, &sampling, &req)
         }
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
-        Command::Tokenize { model, no_special, text, jsonl } => cmd_tokenize(&model, !no_special, text, jsonl),
+        Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, text, jsonl } => {
+            let how = TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets };
+            cmd_tokenize(&model, tokenizer.as_deref(), how, text, jsonl)
+        }
         Command::Detokenize { model, ids } => {
             let (_, tok) = open_tokenizer(&model)?;
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= tok.vocab_size()) {
@@ -481,12 +493,73 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
     Ok(())
 }
 
-fn cmd_tokenize(args: &ModelArgs, parse_special: bool, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
-    let (_, tok) = open_tokenizer(args)?;
+/// How `tokenize` encodes and prints.
+#[derive(Clone, Copy)]
+struct TokenizeHow {
+    parse_special: bool,
+    add_special: bool,
+    offsets: bool,
+}
+
+/// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json.
+enum AnyTokenizer {
+    Gguf(Tokenizer),
+    Hf(Box<tokenizer::hf::HfTokenizer>),
+}
+
+impl AnyTokenizer {
+    fn open(args: &ModelArgs, path: Option<&std::path::Path>) -> Result<AnyTokenizer> {
+        let Some(path) = path else { return Ok(AnyTokenizer::Gguf(open_tokenizer(args)?.1)) };
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.starts_with(b"GGUF") {
+            let file = GgufFile::from_bytes(bytes).with_context(|| format!("cannot read {}", path.display()))?;
+            let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+            return Ok(AnyTokenizer::Gguf(tok));
+        }
+        let tok = tokenizer::hf::HfTokenizer::from_json(&bytes).with_context(|| format!("{}: not a usable tokenizer.json", path.display()))?;
+        Ok(AnyTokenizer::Hf(Box::new(tok)))
+    }
+
+    /// Ids and byte spans (special tokens the tokenizer adds get (0, 0), as in Hugging Face).
+    fn encode(&self, text: &str, how: TokenizeHow) -> (Vec<u32>, Vec<(usize, usize)>) {
+        match self {
+            AnyTokenizer::Hf(t) => {
+                let e = t.encode_with_offsets(text, how.add_special);
+                (e.ids, e.offsets)
+            }
+            AnyTokenizer::Gguf(t) => {
+                let (mut ids, mut offsets) = t.encode_with_offsets(text, how.parse_special);
+                if how.add_special {
+                    if let Some(bos) = t.bos_id().filter(|_| t.add_bos()) {
+                        ids.insert(0, bos);
+                        offsets.insert(0, (0, 0));
+                    }
+                    if let Some(eos) = t.eos_id().filter(|_| t.add_eos()) {
+                        ids.push(eos);
+                        offsets.push((0, 0));
+                    }
+                }
+                (ids, offsets)
+            }
+        }
+    }
+}
+
+fn cmd_tokenize(args: &ModelArgs, path: Option<&std::path::Path>, how: TokenizeHow, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
+    let tok = AnyTokenizer::open(args, path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let print = |text: &str, out: &mut dyn Write| -> Result<()> {
+        let (ids, offsets) = tok.encode(text, how);
+        if how.offsets {
+            writeln!(out, "{}", serde_json::json!({"ids": ids, "offsets": offsets}))?;
+        } else {
+            writeln!(out, "{}", serde_json::to_string(&ids)?)?;
+        }
+        Ok(())
+    };
     if let Some(text) = text {
-        writeln!(out, "{}", serde_json::to_string(&tok.encode_with_special(&text, parse_special))?)?;
+        print(&text, &mut out)?;
     } else if let Some(path) = jsonl {
         let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -496,7 +569,7 @@ fn cmd_tokenize(args: &ModelArgs, parse_special: bool, text: Option<String>, jso
                 .get("text")
                 .and_then(|t| t.as_str())
                 .with_context(|| format!("{}:{}: expected an object with a string field \"text\"", path.display(), n + 1))?;
-            writeln!(out, "{}", serde_json::to_string(&tok.encode_with_special(text, parse_special))?)?;
+            print(text, &mut out)?;
         }
     }
     out.flush()?;

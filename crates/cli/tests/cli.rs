@@ -926,3 +926,24 @@ fn ignore_eos_keeps_generating_past_end_of_generation() {
     assert_eq!(got[0]["tokens"], serde_json::json!([2, 2, 2, 2]));
     assert_eq!(got[0]["stop_reason"], "length");
 }
+
+#[test]
+fn tokenize_reads_a_tokenizer_json_and_prints_offsets() {
+    let fx = Fx::new();
+    let json = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/hf/minilm/tokenizer.json");
+    let run = fx.run(&["tokenize", "--tokenizer", json, "--text", "Hello, Wörld!", "--offsets"]);
+    let v: serde_json::Value = serde_json::from_str(run.ok().stdout.trim()).expect("one JSON object");
+    // [CLS] hello , world ! [SEP], with byte spans into the text ([CLS]/[SEP] at (0, 0)).
+    assert_eq!(v["ids"], serde_json::json!([101, 7592, 1010, 2088, 999, 102]));
+    assert_eq!(v["offsets"], serde_json::json!([[0, 0], [0, 5], [5, 6], [7, 13], [13, 14], [0, 0]]));
+    let bare = fx.run(&["tokenize", "--tokenizer", json, "--text", "Hello", "--no-add-special"]);
+    assert_eq!(bare.ok().stdout.trim(), "[7592]");
+    // A GGUF given as --tokenizer, with offsets covering the text.
+    let run = fx.run(&["tokenize", "--tokenizer", fx.tiny(), "--text", "the cat", "--offsets"]);
+    let v: serde_json::Value = serde_json::from_str(run.ok().stdout.trim()).expect("one JSON object");
+    let offsets = v["offsets"].as_array().unwrap();
+    assert_eq!(offsets.first().unwrap()[0], 0);
+    assert_eq!(offsets.last().unwrap()[1], 7);
+    let bad = fx.write("bad.json", b"{\"model\": {\"type\": \"Unigram\"}}");
+    fx.run(&["tokenize", "--tokenizer", &bad, "--text", "hi"]).fails_with(&["bad.json", "tokenizer.json"]);
+}

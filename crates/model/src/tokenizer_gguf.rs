@@ -247,6 +247,8 @@ mod tests {
         // Default add_space_prefix: " abz" -> "▁abz"; add_bos defaults to true.
         assert_eq!(tok.encode_with_special("abz", false), vec![1, 9, 10]);
         assert_eq!(tok.decode(&[9, 10], false), " abz");
+        // Offsets: the space SentencePiece adds in front is not in the text.
+        assert_eq!(tok.encode_with_offsets("abz", false), (vec![9, 10], vec![(0, 2), (2, 3)]));
         // Scores must line up with tokens.
         let mut short = GgufWriter::new();
         short.add_kv(MODEL_KEY, Value::from("llama")).add_kv(TOKENS_KEY, string_array(&tokens)).add_kv(SCORES_KEY, Value::Array(ValueType::F32, vec![Value::F32(0.0)]));

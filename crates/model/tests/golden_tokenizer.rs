@@ -210,3 +210,32 @@ fn encode_throughput() {
         pieces / rounds,
     );
 }
+
+#[test]
+fn offsets_cover_every_golden_doc_except_missing_bytes() {
+    let Some(tok) = shared_tokenizer() else { return };
+    let mut checked = 0;
+    for doc in load_docs() {
+        let (ids, offsets) = tok.encode_with_offsets(&doc.text, doc.special);
+        assert_eq!(ids, tok.encode(&doc.text, doc.special));
+        assert_eq!(offsets.len(), ids.len());
+        let bytes = doc.text.as_bytes();
+        let mut covered = vec![false; bytes.len()];
+        let mut last = 0;
+        for (&id, &(start, end)) in ids.iter().zip(&offsets) {
+            assert!(last <= start && start <= end && end <= bytes.len(), "spans in order and inside the text");
+            // Each span holds exactly its token's bytes.
+            assert_eq!(&bytes[start..end], tok.token_bytes(id).unwrap(), "{:?}", doc.text);
+            covered[start..end].iter_mut().for_each(|c| *c = true);
+            last = end;
+        }
+        // What no span covers are bytes without a byte token (barriers that encode to nothing).
+        for (i, c) in covered.iter().enumerate() {
+            if !c {
+                assert!(tok.token_to_id(&byte_to_char(bytes[i]).to_string()).is_none(), "byte {i} of {:?} uncovered", doc.text);
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 300);
+}

@@ -195,6 +195,46 @@ impl Tokenizer {
         out
     }
 
+    /// [`Tokenizer::encode`] with the byte span of `text` each token stands for.
+    ///
+    /// Spans follow from the tokens' bytes: each token's bytes are found at the current position
+    /// of the text. Where the text has bytes no token covers (a byte missing from a byte-level
+    /// vocabulary, which is a barrier that encodes to nothing), the search skips over them; a
+    /// token whose bytes are not in the text at all (the space SentencePiece may add in front)
+    /// gets the span of the part that is there, at worst an empty span at the current position.
+    /// Spans are in order, inside the text and never overlap.
+    pub fn encode_with_offsets(&self, text: &str, parse_special: bool) -> (Vec<u32>, Vec<(usize, usize)>) {
+        let ids = self.encode(text, parse_special);
+        let offsets = self.align(text, &ids);
+        (ids, offsets)
+    }
+
+    /// The byte spans of `ids` (the encoding of `text`) in `text`; see
+    /// [`Tokenizer::encode_with_offsets`].
+    fn align(&self, text: &str, ids: &[u32]) -> Vec<(usize, usize)> {
+        let bytes = text.as_bytes();
+        let mut pos = 0;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let tok = self.token_bytes(id).unwrap_or(&[]);
+            // The token's bytes, or (SentencePiece) all but a space it added in front.
+            let find = |from: usize, tok: &[u8]| -> Option<usize> {
+                // Skipped bytes are few (missing-byte barriers): a short window suffices.
+                (from..bytes.len().min(from + 64) + 1).find(|&at| !tok.is_empty() && bytes[at.min(bytes.len())..].starts_with(tok))
+            };
+            let span = match find(pos, tok) {
+                Some(at) => (at, at + tok.len()),
+                None => match tok.strip_prefix(b" ").filter(|t| !t.is_empty()).and_then(|t| find(pos, t).map(|at| (at, at + t.len()))) {
+                    Some(span) => span,
+                    None => (pos, pos),
+                },
+            };
+            pos = span.1;
+            out.push(span);
+        }
+        out
+    }
+
     /// Like [`Tokenizer::encode`], then BOS first and EOS last when the model asks for them.
     pub fn encode_with_special(&self, text: &str, parse_special: bool) -> Vec<u32> {
         let body = self.encode(text, parse_special);
