@@ -239,3 +239,15 @@ fn offsets_cover_every_golden_doc_except_missing_bytes() {
     }
     assert!(checked > 300);
 }
+
+#[test]
+fn batch_encoding_on_threads_equals_one_by_one() {
+    let Some(tok) = shared_tokenizer() else { return };
+    let texts: Vec<String> = load_docs().into_iter().map(|d| d.text).collect();
+    let want: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t, true)).collect();
+    for threads in [1, 2, 3, 7] {
+        assert_eq!(tok.encode_batch(&texts, true, threads), want, "{threads} threads");
+    }
+    assert!(tok.encode_batch::<&str>(&[], true, 4).is_empty());
+    assert_eq!(tok.encode_batch(&["a"], true, 4), vec![tok.encode("a", true)]);
+}

@@ -195,6 +195,39 @@ impl Tokenizer {
         out
     }
 
+    /// [`Tokenizer::encode`] of every text, on up to `threads` threads (texts are dealt in
+    /// contiguous runs of similar total size); the result is in input order and equal to
+    /// encoding the texts one by one.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], parse_special: bool, threads: usize) -> Vec<Vec<u32>> {
+        let threads = threads.clamp(1, texts.len().max(1));
+        if threads == 1 {
+            return texts.iter().map(|t| self.encode(t.as_ref(), parse_special)).collect();
+        }
+        // Cut the list where the running byte count crosses each thread's share.
+        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let mut cuts = vec![0];
+        let mut seen = 0;
+        for (i, t) in texts.iter().enumerate() {
+            seen += t.as_ref().len();
+            if seen * threads >= total * cuts.len() && cuts.len() < threads {
+                cuts.push(i + 1);
+            }
+        }
+        cuts.push(texts.len());
+        cuts.dedup();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = cuts
+                .windows(2)
+                .map(|w| {
+                    let part = &texts[w[0]..w[1]];
+                    scope.spawn(move || part.iter().map(|t| self.encode(t.as_ref(), parse_special)).collect::<Vec<_>>())
+                })
+                .collect();
+            // A panic in a worker is a bug in encode itself; re-raise it on the caller.
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        })
+    }
+
     /// [`Tokenizer::encode`] with the byte span of `text` each token stands for.
     ///
     /// Spans follow from the tokens' bytes: each token's bytes are found at the current position
