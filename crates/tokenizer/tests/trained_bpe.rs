@@ -3,10 +3,9 @@
 //! tools/make_trained_bpe_fixtures.py): cutting held-out text with `scan::Pattern` and merging
 //! each piece must give Hugging Face's ids.
 //!
-//! The crate's `Tokenizer` has its pre-tokenizer built in (GPT-2 or SmolLM), so it can run the
-//! GPT-2 tokenizer end to end but not the other two. For all three the merge is done here by a
-//! plain reference BPE (lowest rank first, leftmost on ties: Hugging Face's order), so the test
-//! checks the scanners and the byte-level spelling, not merge speed.
+//! Each is checked twice: the scanner with a plain reference BPE written here (lowest rank
+//! first, leftmost on ties: Hugging Face's order), and the crate's own `Tokenizer` end to end
+//! with the pre-tokenizer named as GGUF names it ("gpt2", "llama-bpe", "qwen2").
 //!
 //! Set FERROLM_HELDOUT_IDS to a held-out file made with `--max-text-bytes 0` to run on the whole
 //! corpus instead of the committed cut-down one.
@@ -178,13 +177,13 @@ impl Trained {
             .collect()
     }
 
-    /// The crate's own tokenizer over this vocabulary with the GPT-2 pre-tokenizer.
-    fn crate_tokenizer(&self) -> Tokenizer {
+    /// The crate's own tokenizer over this vocabulary with the pre-tokenizer GGUF calls `pre`.
+    fn crate_tokenizer(&self, pre: &str) -> Tokenizer {
         Tokenizer::from_bpe(BpeConfig {
             tokens: self.tokens.clone(),
             token_types: vec![TokenType::Normal; self.tokens.len()],
             merges: self.merge_lines.clone(),
-            pre_tokenizer: "gpt2".to_string(),
+            pre_tokenizer: pre.to_string(),
             ..BpeConfig::default()
         })
         .expect("a valid vocabulary")
@@ -282,18 +281,24 @@ fn qwen2_settings_give_hugging_face_ids() {
 }
 
 #[test]
-fn crate_tokenizer_with_gpt2_settings_gives_hugging_face_ids() {
-    // The end-to-end path the crate ships (pretokenize.rs scanner, heap BPE, whole-piece cache)
-    // on a vocabulary it has never seen.
-    let trained = load("gpt2");
-    let tokenizer = trained.crate_tokenizer();
+fn crate_tokenizer_gives_hugging_face_ids_for_all_three_settings() {
+    // The end-to-end path the crate ships (scanner, heap BPE, whole-piece cache) on
+    // vocabularies it has never seen.
+    for (kind, pre) in [("gpt2", "gpt2"), ("llama3", "llama-bpe"), ("qwen2", "qwen2")] {
+        crate_tokenizer_case(kind, pre);
+    }
+}
+
+fn crate_tokenizer_case(kind: &str, pre: &str) {
+    let trained = load(kind);
+    let tokenizer = trained.crate_tokenizer(pre);
     for (index, record) in held_out().iter().enumerate() {
         let ours = tokenizer.encode(&record.text, false);
-        let theirs = &record.ids["gpt2"];
+        let theirs = &record.ids[kind];
         assert_eq!(
             &ours,
             theirs,
-            "text #{index} {:?}, first difference at {}",
+            "{kind}: text #{index} {:?}, first difference at {}",
             record.text.chars().take(80).collect::<String>(),
             first_difference(&ours, theirs)
         );
