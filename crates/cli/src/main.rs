@@ -234,6 +234,10 @@ enum Command {
         /// Print {"ids": [...], "offsets": [[start, end], ...]} with each token's byte span
         #[arg(long)]
         offsets: bool,
+        /// Bytes without a token of their own: a barrier nothing merges across (llama.cpp), or
+        /// dropped before merging (Hugging Face tokenizers)
+        #[arg(long, default_value = "barrier", value_parser = ["barrier", "drop"])]
+        missing_bytes: String,
         /// Text to tokenize
         #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
         text: Option<String>,
@@ -356,8 +360,9 @@ fn run(cli: Cli) -> Result<()> {
             generate_cmd::cmd_generate(&run, &sampling, &req)
         }
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
-        Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, text, jsonl } => {
-            let how = TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets };
+        Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, missing_bytes, text, jsonl } => {
+            let drop_missing = missing_bytes == "drop";
+            let how = TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, drop_missing };
             cmd_tokenize(&model, tokenizer.as_deref(), how, text, jsonl)
         }
         Command::Detokenize { model, ids } => {
@@ -499,6 +504,7 @@ struct TokenizeHow {
     parse_special: bool,
     add_special: bool,
     offsets: bool,
+    drop_missing: bool,
 }
 
 /// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json.
@@ -546,7 +552,10 @@ impl AnyTokenizer {
 }
 
 fn cmd_tokenize(args: &ModelArgs, path: Option<&std::path::Path>, how: TokenizeHow, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
-    let tok = AnyTokenizer::open(args, path)?;
+    let tok = match AnyTokenizer::open(args, path)? {
+        AnyTokenizer::Gguf(t) if how.drop_missing => AnyTokenizer::Gguf(t.with_missing_bytes(tokenizer::MissingBytes::Drop)),
+        other => other,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let print = |text: &str, out: &mut dyn Write| -> Result<()> {

@@ -123,6 +123,21 @@ fn decode_gives_back_every_golden_doc_whose_bytes_are_in_the_vocab() {
 }
 
 #[test]
+fn hugging_face_mode_gives_hugging_face_ids_on_every_golden_doc() {
+    let Some(tok) = load_tokenizer() else { return };
+    let hf = tok.with_missing_bytes(tokenizer::MissingBytes::Drop);
+    let mut compared = 0;
+    for (index, doc) in load_docs().iter().enumerate() {
+        // The fixture stores HF's ids only where they differ from llama.cpp's.
+        let want = doc.hf_ids.as_ref().unwrap_or(&doc.ids);
+        let got = hf.encode(&doc.text, doc.special);
+        assert_eq!(&got, want, "doc #{index} {:?}", doc.text.chars().take(60).collect::<String>());
+        compared += 1;
+    }
+    assert!(compared > 300, "{compared}");
+}
+
+#[test]
 fn peers_disagree_only_on_docs_with_missing_byte_tokens() {
     let Some(tok) = load_tokenizer() else { return };
     for (index, doc) in load_docs().iter().enumerate() {

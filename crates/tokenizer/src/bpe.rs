@@ -148,6 +148,11 @@ impl Bpe {
         self.whole_pieces = whole_pieces;
     }
 
+    /// Whether `byte` has a token of its own.
+    pub(crate) fn has_byte(&self, byte: u8) -> bool {
+        self.byte_ids[byte as usize] != MISSING
+    }
+
     /// Append the tokens of `piece` to `out`.
     pub fn encode_piece(&self, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
         if piece.len() > 1 {

@@ -27,7 +27,7 @@ mod tokenizer;
 
 pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{MissingBytes, Tokenizer};
 
 /// The type of a vocabulary entry, as GGUF's `tokenizer.ggml.token_type` codes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,6 +27,19 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
 /// Ids at or above this are reserved as sentinels by the BPE merge loop.
 const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
 
+/// What byte-level BPE does with a byte that has no token of its own (SmolLM2's vocabulary lacks
+/// 21 of the 256 bytes). The peers differ, so both are offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingBytes {
+    /// llama.cpp: the byte is dropped and stays a barrier, nothing merges across it (`"!\x04!"`
+    /// gives `! !`). The default, since GGUF models are llama.cpp's.
+    #[default]
+    Barrier,
+    /// Hugging Face `tokenizers`: the byte is dropped before merging, so its neighbours can merge
+    /// (`"!\x04!"` gives `!!`).
+    Drop,
+}
+
 /// How text becomes ids.
 #[derive(Clone, Debug)]
 enum Model {
@@ -49,6 +62,7 @@ pub struct Tokenizer {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
     model: Model,
+    missing_bytes: MissingBytes,
     specials: SpecialTokens,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -162,6 +176,7 @@ impl Tokenizer {
             bytes,
             offsets,
             model: Model::Bpe { bpe, pre_tokenizer: pre },
+            missing_bytes: MissingBytes::Barrier,
             specials,
             bos_id,
             eos_id,
@@ -188,7 +203,13 @@ impl Tokenizer {
                 Segment::Special(id) => out.push(id),
                 Segment::Text(span) => {
                     for piece in pre_tokenizer.pieces(span) {
-                        bpe.encode_piece(piece.as_bytes(), &mut scratch, &mut out);
+                        let piece = piece.as_bytes();
+                        if self.missing_bytes == MissingBytes::Drop && !piece.iter().all(|&b| bpe.has_byte(b)) {
+                            let kept: Vec<u8> = piece.iter().copied().filter(|&b| bpe.has_byte(b)).collect();
+                            bpe.encode_piece(&kept, &mut scratch, &mut out);
+                        } else {
+                            bpe.encode_piece(piece, &mut scratch, &mut out);
+                        }
                     }
                 }
             });
@@ -359,6 +380,12 @@ impl Tokenizer {
         self.add_eos
     }
 
+    /// The same tokenizer treating bytes without a token as `mode` says (byte-level BPE only).
+    pub fn with_missing_bytes(mut self, mode: MissingBytes) -> Tokenizer {
+        self.missing_bytes = mode;
+        self
+    }
+
     /// The pre-tokenizer in use (`None` for SentencePiece, which has none).
     pub fn pre_tokenizer(&self) -> Option<PreTokenizer> {
         match &self.model {
@@ -402,6 +429,7 @@ impl Tokenizer {
             bytes,
             offsets,
             model: Model::Spm(Box::new(spm)),
+            missing_bytes: MissingBytes::Barrier,
             specials: SpecialTokens::new(std::iter::empty()),
             bos_id,
             eos_id,
