@@ -280,6 +280,24 @@ proptest! {
     }
 
     #[test]
+    fn offsets_cover_the_input_in_order(text in any::<String>(), special in any::<bool>()) {
+        let tok = tokenizer();
+        let (ids, offsets) = tok.encode_with_offsets(&text, special);
+        prop_assert_eq!(&ids, &tok.encode(&text, special));
+        let mut last = 0;
+        let mut covered = 0;
+        for (&id, &(start, end)) in ids.iter().zip(&offsets) {
+            prop_assert!(last <= start && start <= end && end <= text.len());
+            prop_assert_eq!(&text.as_bytes()[start..end], tok.token_bytes(id).unwrap());
+            covered += end - start;
+            last = end;
+        }
+        // Every byte this vocabulary has a token for is covered: only missing bytes are not.
+        let missing = text.bytes().filter(|&b| tok.token_to_id(&byte_to_char(b).to_string()).is_none()).count();
+        prop_assert_eq!(covered + missing, text.len());
+    }
+
+    #[test]
     fn stream_decoder_matches_decode(text in any::<String>()) {
         let tok = tokenizer();
         let ids = tok.encode(&text, true);
