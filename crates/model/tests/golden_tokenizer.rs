@@ -133,6 +133,8 @@ fn hugging_face_mode_gives_hugging_face_ids_on_every_golden_doc() {
         let got = hf.encode(&doc.text, doc.special);
         assert_eq!(&got, want, "doc #{index} {:?}", doc.text.chars().take(60).collect::<String>());
         compared += 1;
+        // Trap: both modes in one thread share nothing through the per-thread word cache.
+        assert_eq!(tok.encode(&doc.text, doc.special), doc.ids, "barrier mode after drop mode, doc #{index}");
     }
     assert!(compared > 300, "{compared}");
 }

@@ -27,6 +27,27 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
 /// Ids at or above this are reserved as sentinels by the BPE merge loop.
 const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
 
+/// Pieces of up to this many bytes are remembered by [`WordCache`].
+const CACHED_PIECE: usize = 32;
+/// The most pieces a thread's [`WordCache`] holds before it starts over.
+const CACHE_ENTRIES: usize = 1 << 15;
+
+/// Each tokenizer gets a number, so that a thread's cache knows whose pieces it holds.
+static NEXT_TOKENIZER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A thread's cache of encoded pieces (text is mostly the same few thousand words), for one
+/// tokenizer at a time: piece bytes -> a span of `ids`.
+#[derive(Default)]
+struct WordCache {
+    owner: u64,
+    spans: FastMap<Box<[u8]>, (u32, u32)>,
+    ids: Vec<u32>,
+}
+
+thread_local! {
+    static WORD_CACHE: std::cell::RefCell<WordCache> = std::cell::RefCell::new(WordCache::default());
+}
+
 /// What byte-level BPE does with a byte that has no token of its own (SmolLM2's vocabulary lacks
 /// 21 of the 256 bytes). The peers differ, so both are offered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +84,8 @@ pub struct Tokenizer {
     offsets: Vec<usize>,
     model: Model,
     missing_bytes: MissingBytes,
+    /// This tokenizer's number for the per-thread word caches (a clone shares it: same output).
+    cache_owner: u64,
     specials: SpecialTokens,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -177,6 +200,7 @@ impl Tokenizer {
             offsets,
             model: Model::Bpe { bpe, pre_tokenizer: pre },
             missing_bytes: MissingBytes::Barrier,
+            cache_owner: NEXT_TOKENIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             specials,
             bos_id,
             eos_id,
@@ -198,22 +222,51 @@ impl Tokenizer {
         };
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
-        self.specials
-            .split(text, parse_special, |segment| match segment {
+        WORD_CACHE.with_borrow_mut(|cache| {
+            if cache.owner != self.cache_owner {
+                cache.owner = self.cache_owner;
+                cache.spans.clear();
+                cache.ids.clear();
+            }
+            self.specials.split(text, parse_special, |segment| match segment {
                 Segment::Special(id) => out.push(id),
                 Segment::Text(span) => {
                     for piece in pre_tokenizer.pieces(span) {
-                        let piece = piece.as_bytes();
-                        if self.missing_bytes == MissingBytes::Drop && !piece.iter().all(|&b| bpe.has_byte(b)) {
-                            let kept: Vec<u8> = piece.iter().copied().filter(|&b| bpe.has_byte(b)).collect();
-                            bpe.encode_piece(&kept, &mut scratch, &mut out);
-                        } else {
-                            bpe.encode_piece(piece, &mut scratch, &mut out);
-                        }
+                        self.encode_piece_cached(bpe, piece.as_bytes(), cache, &mut scratch, &mut out);
                     }
                 }
             });
+        });
         out
+    }
+
+    /// One piece through the thread's word cache (pieces of 2..=32 bytes), then the merge.
+    fn encode_piece_cached(&self, bpe: &Bpe, piece: &[u8], cache: &mut WordCache, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        if piece.len() < 2 || piece.len() > CACHED_PIECE {
+            return self.encode_piece(bpe, piece, scratch, out);
+        }
+        if let Some(&(start, len)) = cache.spans.get(piece) {
+            out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+            return;
+        }
+        let from = out.len();
+        self.encode_piece(bpe, piece, scratch, out);
+        if cache.spans.len() >= CACHE_ENTRIES {
+            cache.spans.clear();
+            cache.ids.clear();
+        }
+        let start = cache.ids.len() as u32;
+        cache.ids.extend_from_slice(&out[from..]);
+        cache.spans.insert(piece.into(), (start, (out.len() - from) as u32));
+    }
+
+    fn encode_piece(&self, bpe: &Bpe, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
+        if self.missing_bytes == MissingBytes::Drop && !piece.iter().all(|&b| bpe.has_byte(b)) {
+            let kept: Vec<u8> = piece.iter().copied().filter(|&b| bpe.has_byte(b)).collect();
+            bpe.encode_piece(&kept, scratch, out);
+        } else {
+            bpe.encode_piece(piece, scratch, out);
+        }
     }
 
     /// [`Tokenizer::encode`] of every text, on up to `threads` threads (texts are dealt in
@@ -383,6 +436,8 @@ impl Tokenizer {
     /// The same tokenizer treating bytes without a token as `mode` says (byte-level BPE only).
     pub fn with_missing_bytes(mut self, mode: MissingBytes) -> Tokenizer {
         self.missing_bytes = mode;
+        // Another output for the same pieces: a new owner for the caches.
+        self.cache_owner = NEXT_TOKENIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -430,6 +485,7 @@ impl Tokenizer {
             offsets,
             model: Model::Spm(Box::new(spm)),
             missing_bytes: MissingBytes::Barrier,
+            cache_owner: NEXT_TOKENIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             specials: SpecialTokens::new(std::iter::empty()),
             bos_id,
             eos_id,
