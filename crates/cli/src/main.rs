@@ -3,6 +3,7 @@
 mod bench;
 mod fetch;
 mod generate_cmd;
+mod tokenize_cmd;
 mod tokenizer_bench;
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +27,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
@@ -362,8 +363,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
         Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, missing_bytes, text, jsonl } => {
             let drop_missing = missing_bytes == "drop";
-            let how = TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, drop_missing };
-            cmd_tokenize(&model, tokenizer.as_deref(), how, text, jsonl)
+            let how = tokenize_cmd::TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, drop_missing };
+            tokenize_cmd::cmd_tokenize(&model, tokenizer.as_deref(), how, text, jsonl)
         }
         Command::Detokenize { model, ids } => {
             let (_, tok) = open_tokenizer(&model)?;
@@ -401,7 +402,7 @@ fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
     Ok((path, file))
 }
 
-fn open_tokenizer(args: &ModelArgs) -> Result<(GgufFile, Tokenizer)> {
+pub(crate) fn open_tokenizer(args: &ModelArgs) -> Result<(GgufFile, Tokenizer)> {
     let (path, file) = open_file(args)?;
     let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     Ok((file, tok))
@@ -495,93 +496,6 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
         report(&gen);
         messages.push(ChatMessage { role: "assistant".into(), content: gen.text.trim().to_string() });
     }
-    Ok(())
-}
-
-/// How `tokenize` encodes and prints.
-#[derive(Clone, Copy)]
-struct TokenizeHow {
-    parse_special: bool,
-    add_special: bool,
-    offsets: bool,
-    drop_missing: bool,
-}
-
-/// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json.
-enum AnyTokenizer {
-    Gguf(Tokenizer),
-    Hf(Box<tokenizer::hf::HfTokenizer>),
-}
-
-impl AnyTokenizer {
-    fn open(args: &ModelArgs, path: Option<&std::path::Path>) -> Result<AnyTokenizer> {
-        let Some(path) = path else { return Ok(AnyTokenizer::Gguf(open_tokenizer(args)?.1)) };
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if bytes.starts_with(b"GGUF") {
-            let file = GgufFile::from_bytes(bytes).with_context(|| format!("cannot read {}", path.display()))?;
-            let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-            return Ok(AnyTokenizer::Gguf(tok));
-        }
-        let tok = tokenizer::hf::HfTokenizer::from_json(&bytes).with_context(|| format!("{}: not a usable tokenizer.json", path.display()))?;
-        Ok(AnyTokenizer::Hf(Box::new(tok)))
-    }
-
-    /// Ids and byte spans (special tokens the tokenizer adds get (0, 0), as in Hugging Face).
-    fn encode(&self, text: &str, how: TokenizeHow) -> (Vec<u32>, Vec<(usize, usize)>) {
-        match self {
-            AnyTokenizer::Hf(t) => {
-                let e = t.encode_with_offsets(text, how.add_special);
-                (e.ids, e.offsets)
-            }
-            AnyTokenizer::Gguf(t) => {
-                let (mut ids, mut offsets) = t.encode_with_offsets(text, how.parse_special);
-                if how.add_special {
-                    if let Some(bos) = t.bos_id().filter(|_| t.add_bos()) {
-                        ids.insert(0, bos);
-                        offsets.insert(0, (0, 0));
-                    }
-                    if let Some(eos) = t.eos_id().filter(|_| t.add_eos()) {
-                        ids.push(eos);
-                        offsets.push((0, 0));
-                    }
-                }
-                (ids, offsets)
-            }
-        }
-    }
-}
-
-fn cmd_tokenize(args: &ModelArgs, path: Option<&std::path::Path>, how: TokenizeHow, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
-    let tok = match AnyTokenizer::open(args, path)? {
-        AnyTokenizer::Gguf(t) if how.drop_missing => AnyTokenizer::Gguf(t.with_missing_bytes(tokenizer::MissingBytes::Drop)),
-        other => other,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let print = |text: &str, out: &mut dyn Write| -> Result<()> {
-        let (ids, offsets) = tok.encode(text, how);
-        if how.offsets {
-            writeln!(out, "{}", serde_json::json!({"ids": ids, "offsets": offsets}))?;
-        } else {
-            writeln!(out, "{}", serde_json::to_string(&ids)?)?;
-        }
-        Ok(())
-    };
-    if let Some(text) = text {
-        print(&text, &mut out)?;
-    } else if let Some(path) = jsonl {
-        let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("{}:{}: cannot read the line", path.display(), n + 1))?;
-            let value: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not valid JSON", path.display(), n + 1))?;
-            let text = value
-                .get("text")
-                .and_then(|t| t.as_str())
-                .with_context(|| format!("{}:{}: expected an object with a string field \"text\"", path.display(), n + 1))?;
-            print(text, &mut out)?;
-        }
-    }
-    out.flush()?;
     Ok(())
 }
 

@@ -1,0 +1,266 @@
+//! Attention kernels against plain references and each other.
+
+use super::*;
+
+/// A contiguous cache: blocks of one position, identity table.
+fn identity(n: usize) -> Vec<u32> {
+    (0..n as u32).collect()
+}
+
+fn view<'a>(k: &'a [f16], v: &'a [f16], kv_dim: usize, table: &'a [u32]) -> KvView<'a> {
+    KvView { keys: k, values: v, table, block_size: 1, kv_dim }
+}
+
+fn to_f16(x: &[f32]) -> Vec<f16> {
+    x.iter().map(|&v| f16::from_f32(v)).collect()
+}
+
+/// Plain f64 attention for one query row against `n` positions of one KV head.
+fn naive(q: &[f32], k: &[f32], v: &[f32], n: usize, dh: usize) -> Vec<f64> {
+    let scores: Vec<f64> = (0..n)
+        .map(|s| (0..dh).map(|d| q[d] as f64 * k[s * dh + d] as f64).sum::<f64>() / (dh as f64).sqrt())
+        .collect();
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    (0..dh).map(|d| (0..n).map(|s| e[s] / z * v[s * dh + d] as f64).sum()).collect()
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 200) as f32 / 100.0 - 1.0).collect()
+}
+
+#[test]
+fn simd_attention_matches_scalar_bit_for_bit() {
+    // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
+    for (t, start, h, hkv, dh) in [(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)] {
+        let s = start + t;
+        let q = values(t * h * dh, 4);
+        let k = to_f16(&values(s * hkv * dh, 5));
+        let v = to_f16(&values(s * hkv * dh, 6));
+        let pool = ThreadPool::new(2);
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        let mut want = vec![0f32; t * h * dh];
+        let table = identity(s);
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut want, &mut scratch);
+        for level in Level::all_available() {
+            let mut got = vec![0f32; t * h * dh];
+            attention(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut got, &mut scratch);
+            assert_eq!(got, want, "{level:?}, {t} tokens from {start}");
+        }
+    }
+}
+
+#[test]
+fn paged_cache_in_shuffled_blocks_equals_contiguous() {
+    // 37 positions in blocks of 8 (5 blocks), placed in a pool of 7 blocks in shuffled order.
+    let (t, start, h, hkv, dh, bs) = (6, 31, 6, 2, 64, 8);
+    let s = start + t;
+    let kv_dim = hkv * dh;
+    let q = values(t * h * dh, 11);
+    let (k, v) = (to_f16(&values(s * kv_dim, 12)), to_f16(&values(s * kv_dim, 13)));
+    let table: Vec<u32> = vec![5, 0, 6, 2, 3];
+    let mut kp = vec![f16::ZERO; 7 * bs * kv_dim];
+    let mut vp = kp.clone();
+    for pos in 0..s {
+        let row = (table[pos / bs] as usize * bs + pos % bs) * kv_dim;
+        kp[row..row + kv_dim].copy_from_slice(&k[pos * kv_dim..(pos + 1) * kv_dim]);
+        vp[row..row + kv_dim].copy_from_slice(&v[pos * kv_dim..(pos + 1) * kv_dim]);
+    }
+    let pool = ThreadPool::new(2);
+    let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+    let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+    for level in Level::all_available() {
+        let mut want = vec![0f32; t * h * dh];
+        attention(&pool, level, shape, &q, view(&k, &v, kv_dim, &identity(s)), &mut want, &mut scratch);
+        let mut got = vec![0f32; t * h * dh];
+        let paged = KvView { keys: &kp, values: &vp, table: &table, block_size: bs, kv_dim };
+        attention(&pool, level, shape, &q, paged, &mut got, &mut scratch);
+        assert_eq!(got, want, "{level:?}");
+    }
+}
+
+#[test]
+fn online_softmax_kernel_agrees_with_the_exact_kernels() {
+    // 300 positions with the online kernel forced on from 0, against the exact kernels.
+    let (t, start, h, hkv, dh) = (3, 297, 4, 2, 32);
+    let s = start + t;
+    let q = values(t * h * dh, 41);
+    let (k, v) = (to_f16(&values(s * hkv * dh, 42)), to_f16(&values(s * hkv * dh, 43)));
+    let table = identity(s);
+    let pool = ThreadPool::new(2);
+    let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+    let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+    let mut exact = vec![0f32; t * h * dh];
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut exact, &mut scratch);
+    for level in Level::all_available() {
+        let mut online = vec![0f32; t * h * dh];
+        attention_with(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut online, &mut scratch, 0, false);
+        let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in online.iter().zip(&exact) {
+            // The exact kernels round probabilities to f16 (2^-11 relative).
+            assert!((a - b).abs() <= 1e-3 * scale, "{level:?}: {a} vs {b}");
+        }
+        // Against f64, with the query rounded to f16 as the kernels do.
+        for ti in 0..t {
+            for hi in 0..h {
+                let kvh = hi / (h / hkv);
+                let gather = |src: &[f16]| -> Vec<f32> {
+                    (0..s).flat_map(|p| (0..dh).map(move |d| (p, d))).map(|(p, d)| src[p * hkv * dh + kvh * dh + d].to_f32()).collect()
+                };
+                let qr: Vec<f32> = q[(ti * h + hi) * dh..][..dh].iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+                let want = naive(&qr, &gather(&k), &gather(&v), start + ti + 1, dh);
+                for (o, w) in online[(ti * h + hi) * dh..][..dh].iter().zip(&want) {
+                    assert!((*o as f64 - w).abs() < 1e-5, "{level:?} t {ti} h {hi}: {o} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn per_token_order_equals_one_call_per_token_bit_for_bit() {
+    // Short and long contexts (past 64 slots), groups of 3 and 2, Dh 64 and 128: with enough
+    // units the batch groups heads, alone a token does not; the bits must not change.
+    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128)] {
+        per_token_order_case(t, start, h, hkv, dh);
+    }
+}
+
+fn per_token_order_case(t: usize, start: usize, h: usize, hkv: usize, dh: usize) {
+    let s = start + t;
+    let q = values(t * h * dh, 51);
+    let (k, v) = (to_f16(&values(s * hkv * dh, 52)), to_f16(&values(s * hkv * dh, 53)));
+    let table = identity(s);
+    let pool = ThreadPool::new(2);
+    let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+    for level in Level::all_available() {
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut batch = vec![0f32; t * h * dh];
+        attention_per_token_order(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut batch, &mut scratch);
+        for ti in 0..t {
+            let one = AttentionShape { n_tokens: 1, start: start + ti, ..shape };
+            let mut single = vec![0f32; h * dh];
+            attention(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv * dh, &table), &mut single, &mut scratch);
+            assert_eq!(&batch[ti * h * dh..(ti + 1) * h * dh], &single[..], "{level:?} token {ti}");
+        }
+    }
+}
+
+#[test]
+fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
+    // Three sequences in one shared pool of blocks of 8: a 1-token decode at 40, a 5-token
+    // chunk at 9 and a 1-token decode at 2; each must get the bits of a call of its own.
+    let (h, hkv, dh, bs) = (6, 2, 64, 8);
+    let kv_dim = hkv * dh;
+    let n_blocks = 12;
+    let kp = to_f16(&values(n_blocks * bs * kv_dim, 61));
+    let vp = to_f16(&values(n_blocks * bs * kv_dim, 62));
+    let tables: [Vec<u32>; 3] = [vec![3, 7, 0, 9, 11, 1], vec![5, 2], vec![10]];
+    let parts = [(1usize, 40usize), (5, 9), (1, 2)];
+    let t: usize = parts.iter().map(|p| p.0).sum();
+    let q = values(t * h * dh, 63);
+    let pool = ThreadPool::new(2);
+    let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
+    let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(41, dh)];
+    for level in Level::all_available() {
+        for per_token in [false, true] {
+            let mut segs = Vec::new();
+            let mut first = 0;
+            let layer = KvView { keys: &kp, values: &vp, table: &[], block_size: bs, kv_dim };
+            for ((n, start), table) in parts.iter().zip(&tables) {
+                segs.push(AttentionSegment { first_token: first, n_tokens: *n, start: *start, table });
+                first += n;
+            }
+            let mut got = vec![0f32; t * h * dh];
+            attention_segments(&pool, level, heads, layer, &segs, &q, &mut got, &mut scratch, per_token);
+            for seg in &segs {
+                let rows = seg.first_token * h * dh..(seg.first_token + seg.n_tokens) * h * dh;
+                let shape = AttentionShape { n_tokens: seg.n_tokens, start: seg.start, n_head: h, n_head_kv: hkv, head_dim: dh };
+                let mut want = vec![0f32; rows.len()];
+                let kv = KvView { table: seg.table, ..layer };
+                attention_with(&pool, level, shape, &q[rows.clone()], kv, &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+                assert_eq!(&got[rows], &want[..], "{level:?} per_token {per_token} segment at {}", seg.start);
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_view_rejects_tables_outside_the_pool() {
+    let k = vec![f16::ZERO; 2 * 4 * 8];
+    let table = [1u32, 2];
+    let kv = KvView { keys: &k, values: &k, table: &table, block_size: 4, kv_dim: 8 };
+    assert!(kv.covers(4)); // block 1 exists
+    assert!(!kv.covers(5)); // block 2 does not
+    assert!(!kv.covers(9)); // the table holds 8 positions
+}
+
+#[test]
+fn causal_mask_includes_the_diagonal() {
+    // One head, two positions. Token 0 must attend only to itself, so its output is v[0].
+    let dh = 4;
+    let k = to_f16(&[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    let v = to_f16(&[1.0, 2.0, 3.0, 4.0, -5.0, -6.0, -7.0, -8.0]);
+    let q = [0.5f32, 0.5, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0];
+    let mut out = [0f32; 8];
+    let pool = ThreadPool::new(1);
+    let shape = AttentionShape { n_tokens: 2, start: 0, n_head: 1, n_head_kv: 1, head_dim: dh };
+    let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
+    assert_eq!(&out[..4], &[1.0, 2.0, 3.0, 4.0]);
+    // Token 1 sees both with equal scores: the mean.
+    for (o, want) in out[4..].iter().zip([-2.0, -2.0, -2.0, -2.0]) {
+        assert!((o - want).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn scores_are_scaled_by_one_over_sqrt_head_dim() {
+    // Two positions whose keys give raw scores 0 and 8 with Dh = 16: scaled 0 and 2.
+    let dh = 16;
+    let mut k = vec![0f32; 2 * dh];
+    k[dh] = 8.0;
+    let mut v = vec![0f32; 2 * dh];
+    v[dh] = 1.0; // out[0] = p(position 1)
+    let mut q = vec![0f32; dh];
+    q[0] = 1.0;
+    let mut out = vec![0f32; dh];
+    let pool = ThreadPool::new(1);
+    let shape = AttentionShape { n_tokens: 1, start: 1, n_head: 1, n_head_kv: 1, head_dim: dh };
+    let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
+    let (k, v) = (to_f16(&k), to_f16(&v));
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
+    let want = 2.0f32.exp() / (1.0 + 2.0f32.exp());
+    // Probabilities are rounded to f16 (relative error 2^-11) before the value product.
+    assert!((out[0] - want).abs() < 5e-4, "{} vs {want}", out[0]);
+}
+
+#[test]
+fn grouped_query_heads_read_their_kv_head_and_match_naive() {
+    let (t, start, h, hkv, dh) = (3, 2, 6, 2, 8);
+    let s = start + t;
+    let q = values(t * h * dh, 1).iter().map(|v| f16::from_f32(*v).to_f32()).collect::<Vec<_>>();
+    let kf = values(s * hkv * dh, 2);
+    let vf = values(s * hkv * dh, 3);
+    let (k, v) = (to_f16(&kf), to_f16(&vf));
+    let pool = ThreadPool::new(2);
+    let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+    let mut out = vec![0f32; t * h * dh];
+    let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &identity(s)), &mut out, &mut scratch);
+    for ti in 0..t {
+        for hi in 0..h {
+            let kvh = hi / (h / hkv);
+            let gather = |src: &[f16]| -> Vec<f32> {
+                (0..s).flat_map(|p| (0..dh).map(move |d| (p, d))).map(|(p, d)| src[p * hkv * dh + kvh * dh + d].to_f32()).collect()
+            };
+            let want = naive(&q[(ti * h + hi) * dh..][..dh], &gather(&k), &gather(&v), start + ti + 1, dh);
+            for (o, w) in out[(ti * h + hi) * dh..][..dh].iter().zip(&want) {
+                // f16 probabilities: relative error 2^-11 per term.
+                assert!((*o as f64 - w).abs() < 1e-3, "t {ti} h {hi}: {o} vs {w}");
+            }
+        }
+    }
+}
