@@ -235,10 +235,11 @@ enum Command {
         /// Print {"ids": [...], "offsets": [[start, end], ...]} with each token's byte span
         #[arg(long)]
         offsets: bool,
-        /// Bytes without a token of their own: a barrier nothing merges across (llama.cpp), or
-        /// dropped before merging (Hugging Face tokenizers)
-        #[arg(long, default_value = "barrier", value_parser = ["barrier", "drop"])]
-        missing_bytes: String,
+        /// Where llama.cpp and Hugging Face tokenizers differ, reproduce `llama-cpp` (a byte
+        /// without a token is a barrier; whitespace-run tokens are cut out whole) or `hf` (the
+        /// byte is dropped before merging; whitespace runs merge as "▁"s)
+        #[arg(long, default_value = "llama-cpp", value_parser = ["llama-cpp", "hf"])]
+        compat: String,
         /// Text to tokenize
         #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
         text: Option<String>,
@@ -361,9 +362,9 @@ fn run(cli: Cli) -> Result<()> {
             generate_cmd::cmd_generate(&run, &sampling, &req)
         }
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
-        Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, missing_bytes, text, jsonl } => {
-            let drop_missing = missing_bytes == "drop";
-            let how = tokenize_cmd::TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, drop_missing };
+        Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, compat, text, jsonl } => {
+            let hf_compat = compat == "hf";
+            let how = tokenize_cmd::TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, hf_compat };
             tokenize_cmd::cmd_tokenize(&model, tokenizer.as_deref(), how, text, jsonl)
         }
         Command::Detokenize { model, ids } => {
@@ -395,7 +396,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
+pub(crate) fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
     let path = fetch::resolve_model(args.model.as_deref())?;
     // The error names the path already.
     let file = GgufFile::open(&path)?;

@@ -1,10 +1,10 @@
 //! `ferrolm tokenize`: ids (and byte offsets) of text, with the model's tokenizer or a
 //! tokenizer file (a Hugging Face tokenizer.json or a GGUF).
 
-use crate::{open_tokenizer, ModelArgs};
+use crate::{open_file, ModelArgs};
 use anyhow::{Context, Result};
 use gguf::GgufFile;
-use model::tokenizer_gguf::tokenizer_from_gguf;
+use model::tokenizer_gguf::{tokenizer_from_gguf_compat, Compat};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use tokenizer::Tokenizer;
@@ -15,7 +15,7 @@ pub struct TokenizeHow {
     pub parse_special: bool,
     pub add_special: bool,
     pub offsets: bool,
-    pub drop_missing: bool,
+    pub hf_compat: bool,
 }
 
 /// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json.
@@ -25,13 +25,18 @@ enum AnyTokenizer {
 }
 
 impl AnyTokenizer {
-    fn open(args: &ModelArgs, path: Option<&std::path::Path>) -> Result<AnyTokenizer> {
-        let Some(path) = path else { return Ok(AnyTokenizer::Gguf(open_tokenizer(args)?.1)) };
+    fn open(args: &ModelArgs, path: Option<&std::path::Path>, compat: Compat) -> Result<AnyTokenizer> {
+        let gguf = |file: &GgufFile, path: &std::path::Path| {
+            tokenizer_from_gguf_compat(file, compat).with_context(|| format!("cannot build the tokenizer of {}", path.display()))
+        };
+        let Some(path) = path else {
+            let (path, file) = open_file(args)?;
+            return Ok(AnyTokenizer::Gguf(gguf(&file, &path)?));
+        };
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         if bytes.starts_with(b"GGUF") {
             let file = GgufFile::from_bytes(bytes).with_context(|| format!("cannot read {}", path.display()))?;
-            let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-            return Ok(AnyTokenizer::Gguf(tok));
+            return Ok(AnyTokenizer::Gguf(gguf(&file, path)?));
         }
         let tok = tokenizer::hf::HfTokenizer::from_json(&bytes).with_context(|| format!("{}: not a usable tokenizer.json", path.display()))?;
         Ok(AnyTokenizer::Hf(Box::new(tok)))
@@ -63,10 +68,8 @@ impl AnyTokenizer {
 }
 
 pub fn cmd_tokenize(args: &ModelArgs, path: Option<&std::path::Path>, how: TokenizeHow, text: Option<String>, jsonl: Option<PathBuf>) -> Result<()> {
-    let tok = match AnyTokenizer::open(args, path)? {
-        AnyTokenizer::Gguf(t) if how.drop_missing => AnyTokenizer::Gguf(t.with_missing_bytes(tokenizer::MissingBytes::Drop)),
-        other => other,
-    };
+    let compat = if how.hf_compat { Compat::HuggingFace } else { Compat::LlamaCpp };
+    let tok = AnyTokenizer::open(args, path, compat)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let print = |text: &str, out: &mut dyn Write| -> Result<()> {

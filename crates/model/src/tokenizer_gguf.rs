@@ -48,11 +48,28 @@ pub enum TokenizerGgufError {
     Tokenizer(#[from] TokenizerError),
 }
 
-/// Build the tokenizer described by `file`'s `tokenizer.ggml.*` metadata.
+/// Whose tokenization to reproduce where llama.cpp and Hugging Face `tokenizers` differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compat {
+    /// llama.cpp's (GGUF files are its format): a byte without a token is a barrier to merges;
+    /// SentencePiece whitespace-run tokens are cut out whole.
+    #[default]
+    LlamaCpp,
+    /// Hugging Face's: such a byte is dropped before merging; whitespace runs merge as "▁"s
+    /// (see [`SpmConfig::with_hugging_face_whitespace`]).
+    HuggingFace,
+}
+
+/// Build the tokenizer described by `file`'s `tokenizer.ggml.*` metadata, as llama.cpp reads it.
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+    tokenizer_from_gguf_compat(file, Compat::LlamaCpp)
+}
+
+/// [`tokenizer_from_gguf`], reproducing `compat`'s tokenization where the peers differ.
+pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tokenizer, TokenizerGgufError> {
     let model = file.get_str(MODEL_KEY)?;
     if model == "llama" {
-        return spm_from_gguf(file);
+        return spm_from_gguf(file, compat);
     }
     if model != "gpt2" {
         return Err(TokenizerGgufError::UnsupportedModel {
@@ -81,12 +98,16 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufEr
         add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(false),
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
     };
-    Ok(Tokenizer::from_bpe(config)?)
+    let tok = Tokenizer::from_bpe(config)?;
+    Ok(match compat {
+        Compat::LlamaCpp => tok,
+        Compat::HuggingFace => tok.with_missing_bytes(tokenizer::MissingBytes::Drop),
+    })
 }
 
 /// A SentencePiece-style vocabulary (`tokenizer.ggml.model = "llama"`): tokens, scores and
 /// types, with llama.cpp's defaults for absent keys (BOS added, EOS not, a space prefix).
-fn spm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+fn spm_from_gguf(file: &GgufFile, compat: Compat) -> Result<Tokenizer, TokenizerGgufError> {
     let tokens = strings(file, TOKENS_KEY)?;
     let token_types = match file.get(TOKEN_TYPE_KEY) {
         Some(_) => token_types(file.get_array(TOKEN_TYPE_KEY)?)?,
@@ -109,6 +130,10 @@ fn spm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
         add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(true),
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
         add_space_prefix: optional_bool(file, ADD_SPACE_PREFIX_KEY)?.unwrap_or(true),
+    };
+    let config = match compat {
+        Compat::LlamaCpp => config,
+        Compat::HuggingFace => config.with_hugging_face_whitespace(),
     };
     Ok(Tokenizer::from_spm(config)?)
 }

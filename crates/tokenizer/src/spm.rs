@@ -80,6 +80,32 @@ pub struct SpmConfig {
     pub add_space_prefix: bool,
 }
 
+impl SpmConfig {
+    /// The vocabulary as Hugging Face's conversion of a GGUF SentencePiece model reads it
+    /// (transformers' `GGUFLlamaConverter`): user-defined tokens made only of spaces are respelled
+    /// with "▁" and become ordinary pieces, merged by their position in the vocabulary like every
+    /// other token (a lower id merges first), instead of being cut out whole before merging.
+    ///
+    /// Both tokenizations exist in the wild: llama.cpp and SentencePiece cut a run of 40 spaces
+    /// into the user-defined tokens 31 + 9; Hugging Face's converted tokenizer merges "▁"s up to
+    /// 16 + 24, and also takes a literal "▁▁▁▁" in the text as one token. This makes our ids
+    /// Hugging Face's. Scores are rewritten so that a lower id always ranks higher, which is the
+    /// order the converter gives its merges.
+    pub fn with_hugging_face_whitespace(mut self) -> SpmConfig {
+        let n = self.tokens.len() as f32;
+        for (id, ((text, kind), score)) in self.tokens.iter_mut().zip(&mut self.token_types).zip(&mut self.scores).enumerate() {
+            if *kind == TokenType::UserDefined && !text.is_empty() && text.bytes().all(|b| b == b' ') {
+                *text = METASPACE.to_string().repeat(text.len());
+                *kind = TokenType::Normal;
+            }
+            if *kind == TokenType::Normal {
+                *score = n - id as f32;
+            }
+        }
+        self
+    }
+}
+
 /// Why a [`SpmTokenizer`] could not be built.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpmError {

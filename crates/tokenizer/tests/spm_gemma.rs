@@ -312,3 +312,20 @@ fn pathological_inputs_encode_in_linear_time() {
         );
     }
 }
+
+#[test]
+fn hugging_face_whitespace_mode_gives_hugging_face_ids_on_the_gemma_corpus() {
+    let tok = SpmTokenizer::new(load_config().with_hugging_face_whitespace()).expect("valid vocabulary");
+    let mut failures = 0;
+    for (line, doc) in docs().iter().enumerate() {
+        let want = doc.hf_ids.as_ref().unwrap_or(&doc.ids);
+        let got = tok.encode(&doc.text, false, doc.special);
+        if &got != want {
+            failures += 1;
+            if failures <= 3 {
+                eprintln!("line {}: {:?}\n ours {}\n hf   {}", line + 1, doc.text.chars().take(60).collect::<String>(), show(&tok, &got), show(&tok, want));
+            }
+        }
+    }
+    assert_eq!(failures, 0, "{failures} of {} documents differ from Hugging Face", docs().len());
+}
