@@ -97,11 +97,6 @@ fn parse_normalizer(value: &Value, path: String) -> Result<NormalizerSpec, HfErr
             strip_accents: obj.opt_bool("strip_accents")?,
             lowercase: obj.bool_or("lowercase", true)?,
         },
-        "Prepend" => NormalizerSpec::Prepend(obj.req_str("prepend")?.to_string()),
-        "Replace" => NormalizerSpec::Replace {
-            pattern: obj.pattern("pattern")?,
-            content: obj.req_str("content")?.to_string(),
-        },
         "Sequence" => NormalizerSpec::Sequence(obj.list("normalizers", parse_normalizer)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -125,11 +120,24 @@ fn parse_pre_tokenizer(value: &Value, path: String) -> Result<PreTokenizerSpec, 
             trim_offsets: obj.bool_or("trim_offsets", true)?,
             use_regex: obj.bool_or("use_regex", true)?,
         },
-        "Split" => PreTokenizerSpec::Split {
-            pattern: obj.pattern("pattern")?,
-            behavior: obj.behavior_or("behavior", SplitBehavior::Removed)?,
-            invert: obj.bool_or("invert", false)?,
-        },
+        "Split" => {
+            let pattern = Obj::new(obj.req_value("pattern")?, obj.child("pattern"))?;
+            let pattern = match (pattern.opt_str("String")?, pattern.opt_str("Regex")?) {
+                (Some(s), None) => SplitPattern::String(s.to_string()),
+                (None, Some(r)) => SplitPattern::Regex(r.to_string()),
+                _ => {
+                    return Err(HfError::Invalid {
+                        path: pattern.path,
+                        message: "expected {\"String\": ...} or {\"Regex\": ...}".into(),
+                    })
+                }
+            };
+            PreTokenizerSpec::Split {
+                pattern,
+                behavior: obj.behavior_or("behavior", SplitBehavior::Removed)?,
+                invert: obj.bool_or("invert", false)?,
+            }
+        }
         "Metaspace" => PreTokenizerSpec::Metaspace {
             replacement: obj.char_or("replacement", '\u{2581}')?,
             prepend_scheme: obj
@@ -329,16 +337,6 @@ fn parse_decoder(value: &Value, path: String) -> Result<DecoderSpec, HfError> {
                 .to_string(),
         },
         "ByteFallback" => DecoderSpec::ByteFallback,
-        "Fuse" => DecoderSpec::Fuse,
-        "Strip" => DecoderSpec::Strip {
-            content: obj.char_or("content", ' ')?,
-            start: obj.opt_usize("start")?.unwrap_or(0),
-            stop: obj.opt_usize("stop")?.unwrap_or(0),
-        },
-        "Replace" => DecoderSpec::Replace {
-            pattern: obj.pattern("pattern")?,
-            content: obj.req_str("content")?.to_string(),
-        },
         "Sequence" => DecoderSpec::Sequence(obj.list("decoders", parse_decoder)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -469,19 +467,6 @@ impl<'a> Obj<'a> {
             Some("Contiguous") => SplitBehavior::Contiguous,
             Some(other) => return Err(self.invalid(key, format!("unknown behavior {other:?}"))),
         })
-    }
-
-    /// `{"String": " "}` or `{"Regex": "\\s+"}`.
-    fn pattern(&self, key: &str) -> Result<SplitPattern, HfError> {
-        let pattern = Obj::new(self.req_value(key)?, self.child(key))?;
-        match (pattern.opt_str("String")?, pattern.opt_str("Regex")?) {
-            (Some(s), None) => Ok(SplitPattern::String(s.to_string())),
-            (None, Some(r)) => Ok(SplitPattern::Regex(r.to_string())),
-            _ => Err(HfError::Invalid {
-                path: pattern.path,
-                message: "expected {\"String\": ...} or {\"Regex\": ...}".into(),
-            }),
-        }
     }
 
     /// `["[SEP]", 102]`: a token and its id.

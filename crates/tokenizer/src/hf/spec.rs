@@ -1,8 +1,10 @@
 //! `tokenizer.json` as typed data: the [`TokenizerSpec`] and its parts.
 //!
-//! A type that [`TokenizerSpec::from_json`] does not know is refused when parsing, with its path:
-//! `unsupported pre_tokenizer.pretokenizers[1] "Foo"`. A few values it reads are refused later,
-//! when [`super::HfTokenizer`] is built (BPE dropout, a continuing-subword prefix).
+//! [`TokenizerSpec::from_json`] knows more types than [`super::HfTokenizer`] can run (the BPE
+//! model, the ByteLevel, Split and Metaspace pre-tokenizers, their decoders): they are read so
+//! that a caller can inspect them, and refused when the tokenizer is built. A type it does not
+//! know at all is refused when parsing, with its path:
+//! `unsupported pre_tokenizer.pretokenizers[1] "Foo"`.
 //!
 //! Missing optional fields take Hugging Face's defaults. Of `truncation`, only the maximum
 //! length is kept, and `padding` is ignored (see the module doc of [`super`]).
@@ -71,15 +73,6 @@ pub enum NormalizerSpec {
     Lowercase,
     /// Remove combining marks (General_Category M*); meant to follow NFD.
     StripAccents,
-    /// Put this text before the text (if the text is not empty).
-    Prepend(String),
-    /// Replace every match of a pattern.
-    Replace {
-        /// What to look for.
-        pattern: SplitPattern,
-        /// What each match becomes.
-        content: String,
-    },
     /// BERT's basic cleaning.
     Bert {
         /// Remove control characters, turn every whitespace into a space.
@@ -134,25 +127,22 @@ pub enum PreTokenizerSpec {
     Punctuation { behavior: SplitBehavior },
     /// Each in turn.
     Sequence(Vec<PreTokenizerSpec>),
-    /// GPT-2 byte-level: optionally a space before each piece, optionally the GPT-2 regex, then
-    /// every byte spelled as one character of the byte-level alphabet.
+    /// GPT-2 byte-level (parsed, not supported yet).
     ByteLevel {
         add_prefix_space: bool,
         trim_offsets: bool,
         use_regex: bool,
     },
-    /// Split on a pattern.
+    /// Split on a pattern (parsed, not supported yet).
     Split {
         pattern: SplitPattern,
         behavior: SplitBehavior,
         invert: bool,
     },
-    /// SentencePiece-style: spaces become `replacement`, which may also be put before a piece.
+    /// SentencePiece-style space replacement (parsed, not supported yet).
     Metaspace {
         replacement: char,
-        /// `"always"`, `"first"` (only before the piece that starts the text) or `"never"`.
         prepend_scheme: String,
-        /// Cut before each `replacement`.
         split: bool,
     },
 }
@@ -171,7 +161,8 @@ pub enum ModelSpec {
         /// Longer words (in characters) become `unk_token` whole.
         max_input_chars_per_word: usize,
     },
-    /// Byte-pair encoding.
+    /// Byte-pair encoding (parsed so callers can inspect it; encoding it here is not supported
+    /// yet).
     Bpe {
         /// Token text -> id.
         vocab: HashMap<String, u32>,
@@ -247,29 +238,15 @@ pub enum PostProcessorSpec {
 pub enum DecoderSpec {
     /// Join WordPiece tokens: strip the prefix of continuations, put a space before others.
     WordPiece { prefix: String, cleanup: bool },
-    /// Byte-level alphabet back to bytes, then to text (invalid UTF-8 as U+FFFD).
+    /// GPT-2 byte-level (parsed, not supported yet).
     ByteLevel,
-    /// SentencePiece-style: `replacement` back to spaces (dropped in the first token unless the
-    /// prepend scheme is `"never"`).
+    /// SentencePiece-style (parsed, not supported yet).
     Metaspace {
         replacement: char,
         prepend_scheme: String,
     },
-    /// Runs of `<0xNN>` tokens to the text their bytes spell (U+FFFD per byte if invalid).
+    /// `<0xNN>` tokens to bytes (parsed, not supported yet).
     ByteFallback,
-    /// All tokens joined into one.
-    Fuse,
-    /// Remove up to `start` copies of `content` from the start of each token, `stop` from the end.
-    Strip {
-        content: char,
-        start: usize,
-        stop: usize,
-    },
-    /// Replace every match of a pattern in each token.
-    Replace {
-        pattern: SplitPattern,
-        content: String,
-    },
     /// Each in turn.
     Sequence(Vec<DecoderSpec>),
 }
