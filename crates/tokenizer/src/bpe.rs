@@ -68,6 +68,9 @@ pub(crate) fn pair_key(left: u32, right: u32) -> u64 {
     ((left as u64) << 32) | right as u64
 }
 
+/// Pieces of at least this many bytes merge through rank buckets (linear) instead of the heap.
+const LONG_PIECE: usize = 2048;
+
 /// The merge rules and byte tokens of a vocabulary.
 #[derive(Clone, Debug)]
 pub(crate) struct Bpe {
@@ -190,6 +193,10 @@ impl Bpe {
                 i as u32 + 1
             },
         }));
+        if n as usize >= LONG_PIECE && self.merge_by_rank_buckets(symbols) {
+            return self.emit(symbols, out);
+        }
+        // (A failed bucket pass leaves the symbols as they were.)
         for left in 0..n.saturating_sub(1) {
             self.push_candidate(symbols, heap, left);
         }
@@ -218,6 +225,11 @@ impl Bpe {
             self.push_candidate(symbols, heap, candidate.left);
         }
 
+        self.emit(symbols, out);
+    }
+
+    /// Appends the ids of the symbol list (missing bytes left out).
+    fn emit(&self, symbols: &[Symbol], out: &mut Vec<u32>) {
         // The first symbol is never merged away, so the list starts at 0.
         let mut at = 0u32;
         while at != NONE {
@@ -227,6 +239,64 @@ impl Bpe {
             }
             at = symbol.next;
         }
+    }
+
+    /// The merge loop for long pieces, in time linear in the piece (plus sorting each rank's
+    /// candidates), instead of a heap of all candidates that outgrows the caches: candidates wait
+    /// in one bucket per rank, and ranks are taken lowest first, each bucket left to right.
+    ///
+    /// It gives the heap's result because merging never makes a candidate of the rank being
+    /// worked on or a lower one: a merge involving a token comes after the merge that made it,
+    /// as BPE training orders them. A vocabulary that breaks this (the check is exact) makes it
+    /// return `false` with the symbols untouched, and the caller runs the heap instead.
+    fn merge_by_rank_buckets(&self, symbols: &mut [Symbol]) -> bool {
+        let original: Vec<Symbol> = symbols.to_vec();
+        let mut buckets: FastMap<u32, Vec<Candidate>> = FastMap::default();
+        let mut ranks: BinaryHeap<std::cmp::Reverse<u32>> = BinaryHeap::new();
+        let push = |symbols: &[Symbol], left: u32, buckets: &mut FastMap<u32, Vec<Candidate>>, ranks: &mut BinaryHeap<std::cmp::Reverse<u32>>| {
+            let symbol = symbols[left as usize];
+            if symbol.next == NONE || symbol.id == MISSING {
+                return None;
+            }
+            let right_id = symbols[symbol.next as usize].id;
+            let merge = self.merges.get(&pair_key(symbol.id, right_id))?;
+            let bucket = buckets.entry(merge.rank).or_default();
+            if bucket.is_empty() {
+                ranks.push(std::cmp::Reverse(merge.rank));
+            }
+            bucket.push(Candidate { rank: merge.rank, left, left_id: symbol.id, right_id, merged: merge.merged });
+            Some(merge.rank)
+        };
+        for left in 0..symbols.len() as u32 - 1 {
+            push(symbols, left, &mut buckets, &mut ranks);
+        }
+        while let Some(std::cmp::Reverse(rank)) = ranks.pop() {
+            let mut bucket = buckets.remove(&rank).unwrap_or_default();
+            if !bucket.is_sorted_by_key(|c| c.left) {
+                bucket.sort_unstable_by_key(|c| c.left);
+            }
+            for candidate in bucket {
+                let left = candidate.left as usize;
+                let right = symbols[left].next;
+                if symbols[left].id != candidate.left_id || right == NONE || symbols[right as usize].id != candidate.right_id {
+                    continue;
+                }
+                let after = symbols[right as usize].next;
+                symbols[left].id = candidate.merged;
+                symbols[left].next = after;
+                symbols[right as usize].id = MERGED_AWAY;
+                if after != NONE {
+                    symbols[after as usize].prev = candidate.left;
+                }
+                let prev = symbols[left].prev;
+                let new_ranks = [if prev != NONE { push(symbols, prev, &mut buckets, &mut ranks) } else { None }, push(symbols, candidate.left, &mut buckets, &mut ranks)];
+                if new_ranks.iter().flatten().any(|&r| r <= rank) {
+                    symbols.copy_from_slice(&original);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Push the merge of the symbol at `left` with its right neighbour, if there is a rule.
@@ -324,6 +394,39 @@ mod tests {
             bpe.encode_piece(&piece, &mut Scratch::default(), &mut out);
             prop_assert_eq!(out, naive(&bpe, &piece));
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+
+        #[test]
+        fn long_pieces_merged_by_rank_buckets_equal_naive_merge(
+            rules in prop::collection::vec((0usize..64, 0usize..64, any::<u32>()), 0..24),
+            piece in prop::collection::vec(0u8..5, LONG_PIECE..LONG_PIECE + 600),
+        ) {
+            let bpe = random_bpe(&rules);
+            let mut out = Vec::new();
+            bpe.encode_piece(&piece, &mut Scratch::default(), &mut out);
+            prop_assert_eq!(out, naive(&bpe, &piece));
+        }
+    }
+
+    #[test]
+    fn a_vocabulary_out_of_training_order_falls_back_to_the_heap() {
+        // "ab" (rank 1) makes token 2, and (2, "a") has the lower rank 0: merging at rank 1
+        // creates a rank-0 candidate, which the bucket order cannot serve.
+        let mut byte_ids = [MISSING; 256];
+        byte_ids[b'a' as usize] = 0;
+        byte_ids[b'b' as usize] = 1;
+        let mut merges = FastMap::default();
+        merges.insert(pair_key(0, 1), Merge { rank: 1, merged: 2 });
+        merges.insert(pair_key(2, 0), Merge { rank: 0, merged: 3 });
+        let bpe = Bpe::new(byte_ids, merges);
+        let piece: Vec<u8> = b"ab".repeat(LONG_PIECE).into_iter().chain([b'a']).collect();
+        let mut out = Vec::new();
+        bpe.encode_piece(&piece, &mut Scratch::default(), &mut out);
+        assert_eq!(out, naive(&bpe, &piece));
+        assert!(out.contains(&3), "the rank-0 merge happened");
     }
 
     #[test]
