@@ -29,7 +29,7 @@ const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
 
 /// Pieces of up to this many bytes are remembered by [`WordCache`].
 const CACHED_PIECE: usize = 32;
-/// The most pieces a thread's [`WordCache`] holds before it starts over.
+/// The most pieces a thread's [`WordCache`] holds; later pieces are not added.
 const CACHE_ENTRIES: usize = 1 << 15;
 
 /// Each tokenizer gets a number, so that a thread's cache knows whose pieces it holds.
@@ -252,8 +252,9 @@ impl Tokenizer {
         let from = out.len();
         self.encode_piece(bpe, piece, scratch, out);
         if cache.spans.len() >= CACHE_ENTRIES {
-            cache.spans.clear();
-            cache.ids.clear();
+            // Full: keep what it holds (the words met first are the frequent ones) rather than
+            // churn through text whose pieces never repeat.
+            return;
         }
         let start = cache.ids.len() as u32;
         cache.ids.extend_from_slice(&out[from..]);
