@@ -411,6 +411,23 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Pieces long enough for the priority-bucket loop (which falls back to the heap when a
+    /// random vocabulary's scores are out of merge order): still the naive merge's result.
+    #[test]
+    fn long_pieces_equal_naive_rescanning_merge(
+        words in prop::collection::vec((prop::collection::vec(0usize..5, 2..5), any::<i8>()), 0..30),
+        letters in prop::collection::vec(0usize..5, 2048..2400),
+    ) {
+        let tok = random_tokenizer(&words);
+        const TEXT_ALPHABET: [&str; 5] = ["a", "b", "é", "€", "日"];
+        let text: String = letters.iter().map(|&i| TEXT_ALPHABET[i]).collect();
+        prop_assert_eq!(tok.encode(&text, false, false), naive(&tok, &text));
+    }
+}
+
 #[test]
 fn text_is_not_cut_before_a_metaspace_that_a_token_spans() {
     // Gemma has ">▁</": the word cut before "▁" must not separate '>' from "▁</".

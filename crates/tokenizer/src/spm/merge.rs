@@ -6,6 +6,8 @@ use std::collections::BinaryHeap;
 use super::{SpmTokenizer, NONE};
 use crate::bpe::FastMap;
 
+/// Pieces of at least this many characters merge through priority buckets instead of the heap.
+const LONG_PIECE: usize = 2048;
 /// Words longer than this (bytes) are merged every time rather than cached.
 const MAX_CACHED_WORD: usize = 64;
 /// The word cache is emptied when it holds this many words, bounding its memory (~4 MB).
@@ -74,7 +76,11 @@ impl SpmTokenizer {
             }
         }
         seeds.sort_unstable_by(|a, b| b.cmp(a));
-        let mut next_seed = 0;
+        let mut next_seed = if symbols.len() >= LONG_PIECE && self.merge_by_priority_buckets(piece, symbols, seeds, stats) {
+            seeds.len() // done: skip the loop
+        } else {
+            0
+        };
         loop {
             let from_seeds = match (seeds.get(next_seed), heap.peek()) {
                 (Some(seed), Some(top)) => seed > top,
@@ -133,6 +139,76 @@ impl SpmTokenizer {
                 None => self.byte_fallback(span, out),
             }
             index = symbol.next;
+        }
+    }
+
+    /// The merge loop for long pieces without a heap: candidates wait in one bucket per
+    /// priority, priorities are taken best first and each bucket left to right (the order the
+    /// heap gives), and the buckets are plain arrays read front to back.
+    ///
+    /// Correct when merging never makes a candidate as good as the priority being worked on,
+    /// which holds when scores follow merge order (BPE-trained SentencePiece models such as
+    /// Gemma and Llama 2). The check is exact: otherwise the symbols are put back and `false`
+    /// sends the caller to the heap loop.
+    fn merge_by_priority_buckets(&self, piece: &[u8], symbols: &mut [Symbol], seeds: &[Candidate], stats: &mut MergeStats) -> bool {
+        let (original, original_stats) = (symbols.to_vec(), *stats);
+        let mut buckets: FastMap<u32, Vec<Candidate>> = FastMap::default();
+        let mut priorities: BinaryHeap<u32> = BinaryHeap::new();
+        let mut next_seed = 0;
+        let mut current = Vec::new();
+        loop {
+            // The best priority waiting, among the seeds (sorted) and the buckets.
+            let priority = match (seeds.get(next_seed).map(|c| c.priority), priorities.peek().copied()) {
+                (Some(a), Some(b)) => a.max(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => return true,
+            };
+            // All its candidates, left to right: the seeds' run is sorted that way already.
+            current.clear();
+            while let Some(&seed) = seeds.get(next_seed).filter(|c| c.priority == priority) {
+                current.push(seed);
+                next_seed += 1;
+            }
+            if priorities.peek() == Some(&priority) {
+                priorities.pop();
+                current.extend(buckets.remove(&priority).unwrap_or_default());
+            }
+            if !current.is_sorted_by_key(|c| c.left()) {
+                current.sort_unstable_by_key(|c| c.left());
+            }
+            for &candidate in &current {
+                stats.pops += 1;
+                let left = candidate.left();
+                let right = symbols[left as usize].next;
+                let size = self.merge_data[candidate.id as usize].1;
+                if symbols[left as usize].len == 0 || right == NONE || symbols[left as usize].len + symbols[right as usize].len != size {
+                    continue;
+                }
+                let after = symbols[right as usize].next;
+                let merged = &mut symbols[left as usize];
+                merged.len = size;
+                merged.id = candidate.id;
+                merged.next = after;
+                let before = merged.prev;
+                symbols[right as usize].len = 0;
+                if after != NONE {
+                    symbols[after as usize].prev = left;
+                }
+                for new in [self.candidate(piece, symbols, stats, before, left), self.candidate(piece, symbols, stats, left, after)].into_iter().flatten() {
+                    if new.priority >= priority {
+                        // Undone: the heap loop starts from the characters, and counts its own work.
+                        symbols.copy_from_slice(&original);
+                        *stats = original_stats;
+                        return false;
+                    }
+                    let bucket = buckets.entry(new.priority).or_default();
+                    if bucket.is_empty() {
+                        priorities.push(new.priority);
+                    }
+                    bucket.push(new);
+                }
+            }
         }
     }
 
