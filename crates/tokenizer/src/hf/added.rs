@@ -15,9 +15,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use super::bert::is_word_char;
+use super::model::Model;
 use super::normalize::Normalizer;
 use super::spec::AddedTokenSpec;
-use super::wordpiece::WordPiece;
 
 /// An added token with the id it ended up with.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ impl AddedVocabulary {
     /// Register `specs` in file order over `model`, with ids as Hugging Face assigns them.
     pub fn new(
         specs: &[AddedTokenSpec],
-        model: &WordPiece,
+        model: &Model,
         normalizer: Option<&Normalizer>,
     ) -> AddedVocabulary {
         let mut tokens: Vec<Added> = Vec::new();

@@ -1,5 +1,5 @@
-//! BERT's character classes and the splitting pre-tokenizers (BertPreTokenizer, Whitespace,
-//! WhitespaceSplit, Digits, Punctuation, Sequence).
+//! BERT's character classes and the pre-tokenizers that only cut (BertPreTokenizer, Whitespace,
+//! WhitespaceSplit, Digits, Punctuation); `pretok.rs` runs them with the others.
 //!
 //! The classes follow Hugging Face `tokenizers` exactly, tables included: control characters
 //! (`Cc`, `Cf`, `Co`) and punctuation (`P*`) come from the `unicode_categories` crate, which has
@@ -76,7 +76,7 @@ pub(crate) fn is_word_char(c: char) -> bool {
     }
 }
 
-/// A pre-tokenizer that only cuts (none of the supported ones changes the text).
+/// A pre-tokenizer that only cuts, never changes the text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Splitter {
     Bert,
@@ -84,13 +84,12 @@ pub(crate) enum Splitter {
     WhitespaceSplit,
     Digits { individual_digits: bool },
     Punctuation { behavior: SplitBehavior },
-    Sequence(Vec<Splitter>),
 }
 
 impl Splitter {
-    /// The splitter for a spec, or the name of the first part that is not supported.
-    pub fn from_spec(spec: &PreTokenizerSpec) -> Result<Splitter, &'static str> {
-        Ok(match spec {
+    /// The splitter for a spec, or `None` for the pre-tokenizers that are not simple cutters.
+    pub fn from_spec(spec: &PreTokenizerSpec) -> Option<Splitter> {
+        Some(match spec {
             PreTokenizerSpec::Bert => Splitter::Bert,
             PreTokenizerSpec::Whitespace => Splitter::Whitespace,
             PreTokenizerSpec::WhitespaceSplit => Splitter::WhitespaceSplit,
@@ -100,15 +99,10 @@ impl Splitter {
             PreTokenizerSpec::Punctuation { behavior } => Splitter::Punctuation {
                 behavior: *behavior,
             },
-            PreTokenizerSpec::Sequence(parts) => Splitter::Sequence(
-                parts
-                    .iter()
-                    .map(Splitter::from_spec)
-                    .collect::<Result<_, _>>()?,
-            ),
-            PreTokenizerSpec::ByteLevel { .. } => return Err("ByteLevel"),
-            PreTokenizerSpec::Split { .. } => return Err("Split"),
-            PreTokenizerSpec::Metaspace { .. } => return Err("Metaspace"),
+            PreTokenizerSpec::Sequence(_)
+            | PreTokenizerSpec::ByteLevel { .. }
+            | PreTokenizerSpec::Split { .. }
+            | PreTokenizerSpec::Metaspace { .. } => return None,
         })
     }
 
@@ -139,18 +133,6 @@ impl Splitter {
             }
             Splitter::Punctuation { behavior } => {
                 split_by(slice, base, is_bert_punctuation, *behavior, out)
-            }
-            Splitter::Sequence(parts) => {
-                let mut current = vec![range];
-                let mut next = Vec::new();
-                for part in parts {
-                    next.clear();
-                    for piece in current.drain(..) {
-                        part.split(text, piece, &mut next);
-                    }
-                    std::mem::swap(&mut current, &mut next);
-                }
-                out.append(&mut current);
             }
         }
     }

@@ -97,6 +97,11 @@ fn parse_normalizer(value: &Value, path: String) -> Result<NormalizerSpec, HfErr
             strip_accents: obj.opt_bool("strip_accents")?,
             lowercase: obj.bool_or("lowercase", true)?,
         },
+        "Prepend" => NormalizerSpec::Prepend(obj.req_str("prepend")?.to_string()),
+        "Replace" => NormalizerSpec::Replace {
+            pattern: obj.pattern("pattern")?,
+            content: obj.req_str("content")?.to_string(),
+        },
         "Sequence" => NormalizerSpec::Sequence(obj.list("normalizers", parse_normalizer)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -120,30 +125,14 @@ fn parse_pre_tokenizer(value: &Value, path: String) -> Result<PreTokenizerSpec, 
             trim_offsets: obj.bool_or("trim_offsets", true)?,
             use_regex: obj.bool_or("use_regex", true)?,
         },
-        "Split" => {
-            let pattern = Obj::new(obj.req_value("pattern")?, obj.child("pattern"))?;
-            let pattern = match (pattern.opt_str("String")?, pattern.opt_str("Regex")?) {
-                (Some(s), None) => SplitPattern::String(s.to_string()),
-                (None, Some(r)) => SplitPattern::Regex(r.to_string()),
-                _ => {
-                    return Err(HfError::Invalid {
-                        path: pattern.path,
-                        message: "expected {\"String\": ...} or {\"Regex\": ...}".into(),
-                    })
-                }
-            };
-            PreTokenizerSpec::Split {
-                pattern,
-                behavior: obj.behavior_or("behavior", SplitBehavior::Removed)?,
-                invert: obj.bool_or("invert", false)?,
-            }
-        }
+        "Split" => PreTokenizerSpec::Split {
+            pattern: obj.pattern("pattern")?,
+            behavior: obj.behavior_or("behavior", SplitBehavior::Removed)?,
+            invert: obj.bool_or("invert", false)?,
+        },
         "Metaspace" => PreTokenizerSpec::Metaspace {
             replacement: obj.char_or("replacement", '\u{2581}')?,
-            prepend_scheme: obj
-                .opt_str("prepend_scheme")?
-                .unwrap_or("always")
-                .to_string(),
+            prepend_scheme: obj.prepend_scheme()?,
             split: obj.bool_or("split", true)?,
         },
         other => return Err(obj.unsupported(other)),
@@ -331,12 +320,19 @@ fn parse_decoder(value: &Value, path: String) -> Result<DecoderSpec, HfError> {
         "ByteLevel" => DecoderSpec::ByteLevel,
         "Metaspace" => DecoderSpec::Metaspace {
             replacement: obj.char_or("replacement", '\u{2581}')?,
-            prepend_scheme: obj
-                .opt_str("prepend_scheme")?
-                .unwrap_or("always")
-                .to_string(),
+            prepend_scheme: obj.prepend_scheme()?,
         },
         "ByteFallback" => DecoderSpec::ByteFallback,
+        "Fuse" => DecoderSpec::Fuse,
+        "Strip" => DecoderSpec::Strip {
+            content: obj.char_or("content", ' ')?,
+            start: obj.opt_usize("start")?.unwrap_or(0),
+            stop: obj.opt_usize("stop")?.unwrap_or(0),
+        },
+        "Replace" => DecoderSpec::Replace {
+            pattern: obj.pattern("pattern")?,
+            content: obj.req_str("content")?.to_string(),
+        },
         "Sequence" => DecoderSpec::Sequence(obj.list("decoders", parse_decoder)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -467,6 +463,34 @@ impl<'a> Obj<'a> {
             Some("Contiguous") => SplitBehavior::Contiguous,
             Some(other) => return Err(self.invalid(key, format!("unknown behavior {other:?}"))),
         })
+    }
+
+    /// Metaspace's `prepend_scheme`, "always" by default. Files written before it existed have
+    /// `add_prefix_space` instead: Hugging Face ignores `true`, and takes `false` only with an
+    /// explicit "never" (anything else is its error "add_prefix_space does not match declared
+    /// prepend_scheme").
+    fn prepend_scheme(&self) -> Result<String, HfError> {
+        let scheme = self.opt_str("prepend_scheme")?;
+        if self.opt_bool("add_prefix_space")? == Some(false) && scheme != Some("never") {
+            return Err(self.invalid(
+                "add_prefix_space",
+                format!("false does not match prepend_scheme {scheme:?}"),
+            ));
+        }
+        Ok(scheme.unwrap_or("always").to_string())
+    }
+
+    /// `{"String": " "}` or `{"Regex": "\\s+"}`.
+    fn pattern(&self, key: &str) -> Result<SplitPattern, HfError> {
+        let pattern = Obj::new(self.req_value(key)?, self.child(key))?;
+        match (pattern.opt_str("String")?, pattern.opt_str("Regex")?) {
+            (Some(s), None) => Ok(SplitPattern::String(s.to_string())),
+            (None, Some(r)) => Ok(SplitPattern::Regex(r.to_string())),
+            _ => Err(HfError::Invalid {
+                path: pattern.path,
+                message: "expected {\"String\": ...} or {\"Regex\": ...}".into(),
+            }),
+        }
     }
 
     /// `["[SEP]", 102]`: a token and its id.

@@ -1,26 +1,70 @@
-//! Normalizers: NFC/NFD/NFKC/NFKD, Lowercase, StripAccents, BertNormalizer and Sequence, each
-//! step written as Hugging Face writes it so that text and offsets agree.
+//! Normalizers: NFC/NFD/NFKC/NFKD, Lowercase, StripAccents, BertNormalizer, Prepend, Replace and
+//! Sequence, each step written as Hugging Face writes it so that text and offsets agree.
 
 use unicode_categories::UnicodeCategories;
 use unicode_normalization_alignments::char::is_combining_mark;
 
 use super::bert::{is_bert_control, is_bert_whitespace, is_chinese_char};
 use super::normalized::NormalizedText;
+use super::pattern::TextPattern;
 use super::spec::NormalizerSpec;
+use super::HfError;
 
-/// A normalizer ready to run. All specs are supported, so this is the spec itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Normalizer(NormalizerSpec);
+/// A normalizer ready to run.
+#[derive(Clone, Debug)]
+pub(crate) enum Normalizer {
+    /// A step that needs nothing compiled (the Unicode forms, case, accents, BERT).
+    Plain(NormalizerSpec),
+    /// Put the text before a non-empty text.
+    Prepend(String),
+    /// Replace every match by `content`.
+    Replace {
+        pattern: TextPattern,
+        content: String,
+    },
+    /// Each in turn.
+    Sequence(Vec<Normalizer>),
+}
 
 impl Normalizer {
-    /// The normalizer for a spec.
-    pub fn new(spec: NormalizerSpec) -> Normalizer {
-        Normalizer(spec)
+    /// The normalizer for a spec; a `Replace` regex that does not compile is an error.
+    pub fn new(spec: NormalizerSpec) -> Result<Normalizer, HfError> {
+        Normalizer::at(spec, "normalizer".to_string())
+    }
+
+    fn at(spec: NormalizerSpec, path: String) -> Result<Normalizer, HfError> {
+        Ok(match spec {
+            NormalizerSpec::Prepend(prefix) => Normalizer::Prepend(prefix),
+            NormalizerSpec::Replace { pattern, content } => Normalizer::Replace {
+                pattern: TextPattern::new(&pattern, &format!("{path}.pattern"))?,
+                content,
+            },
+            NormalizerSpec::Sequence(parts) => Normalizer::Sequence(
+                parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, part)| Normalizer::at(part, format!("{path}.normalizers[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            plain => Normalizer::Plain(plain),
+        })
     }
 
     /// Normalize `text` in place.
     pub fn apply(&self, text: &mut NormalizedText) {
-        apply(&self.0, text);
+        match self {
+            Normalizer::Plain(spec) => apply_plain(spec, text),
+            Normalizer::Prepend(prefix) => text.prepend(prefix),
+            Normalizer::Replace { pattern, content } => {
+                let matches = pattern.find_all(text.as_str());
+                text.replace_ranges(&matches, content);
+            }
+            Normalizer::Sequence(parts) => {
+                for part in parts {
+                    part.apply(text);
+                }
+            }
+        }
     }
 
     /// `text` normalized, without offsets (for the contents of added tokens).
@@ -31,7 +75,7 @@ impl Normalizer {
     }
 }
 
-fn apply(spec: &NormalizerSpec, text: &mut NormalizedText) {
+fn apply_plain(spec: &NormalizerSpec, text: &mut NormalizedText) {
     match spec {
         NormalizerSpec::Nfc => text.nfc(),
         NormalizerSpec::Nfd => text.nfd(),
@@ -69,11 +113,10 @@ fn apply(spec: &NormalizerSpec, text: &mut NormalizedText) {
                 text.lowercase();
             }
         }
-        NormalizerSpec::Sequence(parts) => {
-            for part in parts {
-                apply(part, text);
-            }
-        }
+        // Compiled into their own variants by `Normalizer::new`.
+        NormalizerSpec::Prepend(_)
+        | NormalizerSpec::Replace { .. }
+        | NormalizerSpec::Sequence(_) => {}
     }
 }
 
@@ -88,6 +131,7 @@ mod tests {
             strip_accents,
             lowercase,
         })
+        .unwrap()
     }
 
     #[test]
@@ -109,5 +153,29 @@ mod tests {
     #[test]
     fn cjk_ideographs_get_spaces_but_kana_does_not() {
         assert_eq!(bert(None, true).normalize_str("日本かな"), " 日  本 かな");
+    }
+
+    #[test]
+    fn prepend_and_replace_take_the_spans_hugging_face_gives() {
+        use super::super::spec::SplitPattern;
+        let llama = Normalizer::new(NormalizerSpec::Sequence(vec![
+            NormalizerSpec::Prepend("\u{2581}".into()),
+            NormalizerSpec::Replace {
+                pattern: SplitPattern::String(" ".into()),
+                content: "\u{2581}".into(),
+            },
+        ]))
+        .unwrap();
+        let mut text = NormalizedText::new(" a b", 10);
+        llama.apply(&mut text);
+        assert_eq!(text.as_str(), "\u{2581}\u{2581}a\u{2581}b");
+        // The prepended space takes the span of the first character, each replaced space its own.
+        let spans: Vec<_> = text
+            .as_str()
+            .char_indices()
+            .map(|(at, _)| text.span_at(at).unwrap())
+            .collect();
+        assert_eq!(spans, [(10, 11), (10, 11), (11, 12), (12, 13), (13, 14)]);
+        assert_eq!(llama.normalize_str(""), "");
     }
 }

@@ -23,6 +23,8 @@ pub(crate) struct NormalizedText {
     text: String,
     /// One span per byte of `text`: the original bytes of the character it belongs to.
     spans: Vec<Span>,
+    /// Where the original text starts: the span of a character inserted before everything.
+    base: usize,
 }
 
 impl NormalizedText {
@@ -36,7 +38,102 @@ impl NormalizedText {
         NormalizedText {
             text: text.to_string(),
             spans,
+            base,
         }
+    }
+
+    /// An empty text, to be filled with [`NormalizedText::push_slice`] and
+    /// [`NormalizedText::push_char`], for an original that starts at byte `base`.
+    pub fn empty(base: usize, capacity: usize) -> NormalizedText {
+        NormalizedText {
+            text: String::with_capacity(capacity),
+            spans: Vec::with_capacity(capacity),
+            base,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Where the original text starts.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The original span of the character that byte `at` belongs to.
+    pub fn span_at(&self, at: usize) -> Option<Span> {
+        self.spans.get(at).copied()
+    }
+
+    /// Append `from[range]` with its spans. A range that is not on character boundaries of
+    /// `from` appends nothing.
+    pub fn push_slice(&mut self, from: &NormalizedText, range: Range<usize>) {
+        if let (Some(text), Some(spans)) = (from.text.get(range.clone()), from.spans.get(range)) {
+            self.text.push_str(text);
+            self.spans.extend_from_slice(spans);
+        }
+    }
+
+    /// Append one character with the given original span.
+    pub fn push_char(&mut self, c: char, span: Span) {
+        self.text.push(c);
+        self.spans.extend(std::iter::repeat_n(span, c.len_utf8()));
+    }
+
+    /// Put `prefix` before a non-empty text (Hugging Face's `prepend`): the new characters take
+    /// the span of the first character. An empty text stays empty.
+    pub fn prepend(&mut self, prefix: &str) {
+        let Some(&first) = self.spans.first() else {
+            return;
+        };
+        let mut text = String::with_capacity(prefix.len() + self.text.len());
+        text.push_str(prefix);
+        text.push_str(&self.text);
+        let mut spans = Vec::with_capacity(text.len());
+        spans.extend(std::iter::repeat_n(first, prefix.len()));
+        spans.extend_from_slice(&self.spans);
+        self.text = text;
+        self.spans = spans;
+    }
+
+    /// Replace each of `matches` (byte ranges in order, not overlapping, on character
+    /// boundaries) by `content` (Hugging Face's `replace`). The new characters all take the span
+    /// of the byte just before the end of the range they replace, i.e. of the last replaced
+    /// character, or for an empty match of the character before it (the start of the original
+    /// when there is none).
+    pub fn replace_ranges(&mut self, matches: &[Range<usize>], content: &str) {
+        if matches.is_empty() {
+            return;
+        }
+        let mut text = String::with_capacity(self.text.len());
+        let mut spans = Vec::with_capacity(self.spans.len());
+        let mut done = 0;
+        for range in matches {
+            if range.start < done || !self.text.is_char_boundary(range.start) {
+                continue;
+            }
+            let Some(kept) = self.text.get(done..range.start) else {
+                continue;
+            };
+            if !self.text.is_char_boundary(range.end) {
+                continue;
+            }
+            text.push_str(kept);
+            spans.extend_from_slice(&self.spans[done..range.start]);
+            let span = match range.end.checked_sub(1) {
+                Some(last) => self.spans[last],
+                None => (self.base, self.base),
+            };
+            text.push_str(content);
+            spans.extend(std::iter::repeat_n(span, content.len()));
+            done = range.end;
+        }
+        text.push_str(&self.text[done..]);
+        spans.extend_from_slice(&self.spans[done..]);
+        self.text = text;
+        self.spans = spans;
     }
 
     /// The normalized text.

@@ -1,10 +1,8 @@
 //! `tokenizer.json` as typed data: the [`TokenizerSpec`] and its parts.
 //!
-//! [`TokenizerSpec::from_json`] knows more types than [`super::HfTokenizer`] can run (the BPE
-//! model, the ByteLevel, Split and Metaspace pre-tokenizers, their decoders): they are read so
-//! that a caller can inspect them, and refused when the tokenizer is built. A type it does not
-//! know at all is refused when parsing, with its path:
-//! `unsupported pre_tokenizer.pretokenizers[1] "Foo"`.
+//! A type that [`TokenizerSpec::from_json`] does not know is refused when parsing, with its path:
+//! `unsupported pre_tokenizer.pretokenizers[1] "Foo"`. A few values it reads are refused later,
+//! when [`super::HfTokenizer`] is built (BPE dropout, a continuing-subword prefix).
 //!
 //! Missing optional fields take Hugging Face's defaults. Of `truncation`, only the maximum
 //! length is kept, and `padding` is ignored (see the module doc of [`super`]).
@@ -73,6 +71,15 @@ pub enum NormalizerSpec {
     Lowercase,
     /// Remove combining marks (General_Category M*); meant to follow NFD.
     StripAccents,
+    /// Put this text before the text (if the text is not empty).
+    Prepend(String),
+    /// Replace every match of a pattern.
+    Replace {
+        /// What to look for.
+        pattern: SplitPattern,
+        /// What each match becomes.
+        content: String,
+    },
     /// BERT's basic cleaning.
     Bert {
         /// Remove control characters, turn every whitespace into a space.
@@ -127,22 +134,25 @@ pub enum PreTokenizerSpec {
     Punctuation { behavior: SplitBehavior },
     /// Each in turn.
     Sequence(Vec<PreTokenizerSpec>),
-    /// GPT-2 byte-level (parsed, not supported yet).
+    /// GPT-2 byte-level: optionally a space before each piece, optionally the GPT-2 regex, then
+    /// every byte spelled as one character of the byte-level alphabet.
     ByteLevel {
         add_prefix_space: bool,
         trim_offsets: bool,
         use_regex: bool,
     },
-    /// Split on a pattern (parsed, not supported yet).
+    /// Split on a pattern.
     Split {
         pattern: SplitPattern,
         behavior: SplitBehavior,
         invert: bool,
     },
-    /// SentencePiece-style space replacement (parsed, not supported yet).
+    /// SentencePiece-style: spaces become `replacement`, which may also be put before a piece.
     Metaspace {
         replacement: char,
+        /// `"always"`, `"first"` (only before the piece that starts the text) or `"never"`.
         prepend_scheme: String,
+        /// Cut before each `replacement`.
         split: bool,
     },
 }
@@ -161,8 +171,7 @@ pub enum ModelSpec {
         /// Longer words (in characters) become `unk_token` whole.
         max_input_chars_per_word: usize,
     },
-    /// Byte-pair encoding (parsed so callers can inspect it; encoding it here is not supported
-    /// yet).
+    /// Byte-pair encoding.
     Bpe {
         /// Token text -> id.
         vocab: HashMap<String, u32>,
@@ -238,15 +247,29 @@ pub enum PostProcessorSpec {
 pub enum DecoderSpec {
     /// Join WordPiece tokens: strip the prefix of continuations, put a space before others.
     WordPiece { prefix: String, cleanup: bool },
-    /// GPT-2 byte-level (parsed, not supported yet).
+    /// Byte-level alphabet back to bytes, then to text (invalid UTF-8 as U+FFFD).
     ByteLevel,
-    /// SentencePiece-style (parsed, not supported yet).
+    /// SentencePiece-style: `replacement` back to spaces (dropped in the first token unless the
+    /// prepend scheme is `"never"`).
     Metaspace {
         replacement: char,
         prepend_scheme: String,
     },
-    /// `<0xNN>` tokens to bytes (parsed, not supported yet).
+    /// Runs of `<0xNN>` tokens to the text their bytes spell (U+FFFD per byte if invalid).
     ByteFallback,
+    /// All tokens joined into one.
+    Fuse,
+    /// Remove up to `start` copies of `content` from the start of each token, `stop` from the end.
+    Strip {
+        content: char,
+        start: usize,
+        stop: usize,
+    },
+    /// Replace every match of a pattern in each token.
+    Replace {
+        pattern: SplitPattern,
+        content: String,
+    },
     /// Each in turn.
     Sequence(Vec<DecoderSpec>),
 }
