@@ -8,8 +8,10 @@
 //!   spelled as bytes and merged by BPE (lowest merge rank first, leftmost on ties), and the
 //!   merged symbols are the token ids. Decoding maps tokens back to bytes; [`StreamDecoder`] does
 //!   it one token at a time without ever cutting a UTF-8 character in two.
-//! - [`hf`]: Hugging Face `tokenizer.json` files (WordPiece with the BERT normalizer and
-//!   pre-tokenizer, added tokens, post-processors, offsets).
+//! - [`hf`]: Hugging Face `tokenizer.json` files: WordPiece (BERT normalizer and
+//!   pre-tokenizer) and BPE (byte-level, or SentencePiece-style with byte fallback and
+//!   Metaspace), with their normalizers, pre-tokenizers, added tokens, post-processors,
+//!   decoders and offsets.
 //! - [`scan::RegexSplit`]: any other `Split` pattern, through a regex engine.
 //!
 //! This crate knows nothing of model files: the `model` crate builds a [`BpeConfig`] or an
