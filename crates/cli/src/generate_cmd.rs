@@ -273,7 +273,7 @@ fn read_batch_file(path: &Path, defaults: &GenerateOptions) -> Result<Vec<BatchL
             };
             options.stop = list;
         }
-        options.sampler.validate().with_context(|| at())?;
+        options.sampler.validate().with_context(at)?;
         lines.push(BatchLine { prompt: prompt.to_string(), options, id: obj.get("id").cloned() });
     }
     if lines.is_empty() {

@@ -141,7 +141,6 @@ impl SamplingArgs {
             logit_bias: self.logit_bias.clone(),
             order,
             logprobs: self.logprobs.unwrap_or(0),
-            ..SamplerConfig::default()
         };
         if self.logprobs.is_some_and(|n| n > 20) {
             bail!("--logprobs must be at most 20 (as in the OpenAI API), got {}", self.logprobs.unwrap_or(0));

@@ -18,7 +18,8 @@ pub struct TokenizeHow {
     pub hf_compat: bool,
 }
 
-/// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json.
+/// A tokenizer from a model (GGUF) or a Hugging Face tokenizer.json (made once per command).
+#[allow(clippy::large_enum_variant)]
 enum AnyTokenizer {
     Gguf(Tokenizer),
     Hf(Box<tokenizer::hf::HfTokenizer>),

@@ -122,7 +122,7 @@ fn sampled_speculative_decoding_keeps_the_model_distribution() {
         }
         assert!(drafted as u64 >= n / 4 && accepted > 0 && accepted < drafted, "{mode:?}: {accepted} of {drafted} accepted");
         let (stat, dof) = chi_square(&counts, &joint);
-        assert!(dof >= 3 && dof <= 30, "{dof} degrees of freedom");
+        assert!((3..=30).contains(&dof), "{dof} degrees of freedom");
         assert!(stat < CRITICAL_0_001[dof - 1], "{mode:?}: chi-square {stat:.1} with {dof} dof");
     }
 }

@@ -213,8 +213,8 @@ impl Llama {
     pub fn forward<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch, logits: Logits) -> Result<&'s [f32], ModelError> {
         let last_t = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, logits, false)?;
         let n = match logits {
-            Logits::Last => self.head_input(scratch, [last_t - 1..last_t]),
-            Logits::All => self.head_input(scratch, [0..last_t]),
+            Logits::Last => self.head_input(scratch, std::iter::once(last_t - 1..last_t)),
+            Logits::All => self.head_input(scratch, std::iter::once(0..last_t)),
             Logits::Skip => 0,
         };
         Ok(self.head_logits(scratch, n))
@@ -226,7 +226,7 @@ impl Llama {
     /// Attention then sums in the single-token order; all other operations are per token anyway.
     pub fn forward_verify<'s>(&self, tokens: &[u32], cache: &mut KvCache, scratch: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
         let n = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, Logits::All, true)?;
-        let n = self.head_input(scratch, [0..n]);
+        let n = self.head_input(scratch, std::iter::once(0..n));
         Ok(self.head_logits(scratch, n))
     }
 
@@ -235,7 +235,7 @@ impl Llama {
     /// readable in the scratch afterwards. The same token as the argmax of `forward`'s logits.
     pub fn forward_greedy(&self, tokens: &[u32], cache: &mut KvCache, scratch: &mut Scratch) -> Result<u32, ModelError> {
         let last_t = self.forward_one(tokens, &mut cache.pool, &mut cache.seq, scratch, Logits::Last, false)?;
-        self.head_input(scratch, [last_t - 1..last_t]);
+        self.head_input(scratch, std::iter::once(last_t - 1..last_t));
         let d = self.config.n_embd;
         let out = &mut scratch.logits[..self.config.n_vocab];
         Ok(matmul_argmax(&self.pool, self.level, &self.mat(&self.output), &scratch.xn[..d], &scratch.xq[..d / QK], out, &mut scratch.best))

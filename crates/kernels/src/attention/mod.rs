@@ -360,7 +360,7 @@ fn attention_segments_with(
 ) {
     let Heads { n_head, n_head_kv, head_dim } = heads;
     assert!(n_head_kv > 0 && n_head % n_head_kv == 0, "attention: {n_head} query heads are not a multiple of {n_head_kv} KV heads");
-    assert!(out.len() == q.len() && q.len() % (n_head * head_dim) == 0, "attention: q/out shape mismatch");
+    assert!(out.len() == q.len() && q.len().is_multiple_of(n_head * head_dim), "attention: q/out shape mismatch");
     let n_rows = q.len() / (n_head * head_dim);
     let mut max_seen = 0;
     for seg in segments {
