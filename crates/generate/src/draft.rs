@@ -95,6 +95,11 @@ impl<'m> DraftModel<'m> {
         Ok(DraftModel { model, cache: model.new_cache(n_ctx)?, scratch: model.new_scratch(batch, n_ctx)?, tokens: Vec::new(), sampler: None, rng_seed: 0, q: Vec::new() })
     }
 
+    /// Whether the last proposal was drawn from distributions (left in `q`), not greedy.
+    pub(crate) fn sampled(&self) -> bool {
+        self.sampler.as_ref().is_some_and(|s| !s.is_plain_greedy())
+    }
+
     /// Forgets everything.
     pub(crate) fn clear(&mut self) {
         self.cache.clear();

@@ -302,7 +302,10 @@ impl<'m> Session<'m> {
             let token = next;
             pending.clear();
             pos = 0;
-            let room = (self.cache.capacity() - self.cache.len() - 1).min(options.max_tokens - em.out.tokens.len());
+            // Drafts must fit the cache, the token limit and one verification batch with the token.
+            let room = (self.cache.capacity() - self.cache.len() - 1)
+                .min(options.max_tokens - em.out.tokens.len())
+                .min(self.scratch.max_tokens().saturating_sub(1));
             draft.clear();
             self.tokens.push(token);
             let proposed = match speculation {
@@ -323,12 +326,13 @@ impl<'m> Session<'m> {
                 // would compute. Keep the accepted prefix of the draft, then the token chosen
                 // after it.
                 let start = self.tokens.len();
-                self.tokens.push(token);
                 batch.clear();
                 batch.push(token);
                 batch.extend_from_slice(&draft);
                 let k = draft.len();
                 let logits = self.model.forward_verify(&batch, &mut self.cache, &mut self.scratch)?;
+                // Only now is the token in the cache (a failed call leaves both as they were).
+                self.tokens.push(token);
                 let (accepted, chosen) = if greedy {
                     // Greedy: keep drafts up to the first one the argmax would not have chosen.
                     let mut accepted = 0;
@@ -342,8 +346,10 @@ impl<'m> Session<'m> {
                     // Sampling: the standard acceptance rule keeps the target distribution.
                     probs.resize((k + 1) * v, 0.0);
                     sampler.distributions_after_drafts(logits, &draft, &mut probs);
+                    // A draft model that sampled gave its distributions; a greedy one (temperature
+                    // 0 with penalties makes the target sample but not the draft) is one-hot.
                     let q = match (speculation, self.draft.as_ref()) {
-                        (Some(Speculation::DraftModel { .. }), Some(d)) => DraftProbs::Rows(&d.q[..k * v]),
+                        (Some(Speculation::DraftModel { .. }), Some(d)) if d.sampled() && d.q.len() >= k * v => DraftProbs::Rows(&d.q[..k * v]),
                         _ => DraftProbs::OneHot,
                     };
                     let verdict = verify_sampled(&probs, q, &draft, v, sampler.rng_mut())?;

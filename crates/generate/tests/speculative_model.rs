@@ -126,3 +126,44 @@ fn sampled_speculative_decoding_keeps_the_model_distribution() {
         assert!(stat < CRITICAL_0_001[dof - 1], "{mode:?}: chi-square {stat:.1} with {dof} dof");
     }
 }
+
+#[test]
+fn greedy_with_penalties_and_a_draft_model_keeps_the_output() {
+    // Temperature 0 with a penalty: the target samples (deterministically) through the penalty
+    // stage, while the draft (penalties dropped) is plain greedy and so one-hot.
+    let model = target(1);
+    let draft = draft_of(&model, 1);
+    let tok = tokenizer_from_gguf(model.file()).unwrap();
+    let prompt = tok.encode("the quick brown fox jumps over the lazy dog and then", true);
+    let sampler = SamplerConfig { repeat_penalty: 1.3, ..SamplerConfig::greedy() };
+    let plain = GenerateOptions { max_tokens: 24, stop: vec![], sampler, speculative: None, ignore_eos: false };
+    let want = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
+    for speculation in [Speculation::DraftModel { draft_len: 3 }, Speculation::PromptLookup(PromptLookup { ngram: 2, draft_len: 3 })] {
+        let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
+        let got = Session::with_draft_model(&model, &draft, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
+        assert_eq!(got.tokens, want.tokens, "{speculation:?}");
+    }
+}
+
+#[test]
+fn drafts_longer_than_the_session_batch_are_cut_to_fit() {
+    // A session evaluating 2 tokens per call can verify at most one drafted token at a time.
+    let model = target(1);
+    let draft = draft_of(&model, 2);
+    let tok = tokenizer_from_gguf(model.file()).unwrap();
+    let prompt = tok.encode("ab ab ab ab ab ab", true);
+    let plain = GenerateOptions { max_tokens: 12, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
+    let want = Session::new(&model, 128, 2).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
+    for speculation in [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 2, draft_len: 4 })] {
+        let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
+        let mut session = Session::with_draft_model(&model, &draft, 128, 2).unwrap();
+        let got = session.generate(&tok, &prompt, &options, &mut |_| true).unwrap();
+        assert_eq!(got.tokens, want.tokens, "{speculation:?}");
+        // The session's tokens match its cache: a follow-up turn equals a fresh session's.
+        let mut next = prompt.clone();
+        next.extend_from_slice(&got.tokens);
+        let again = session.generate(&tok, &next, &plain, &mut |_| true).unwrap();
+        let fresh = Session::new(&model, 128, 2).unwrap().generate(&tok, &next, &plain, &mut |_| true).unwrap();
+        assert_eq!(again.tokens, fresh.tokens);
+    }
+}

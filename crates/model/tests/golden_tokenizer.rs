@@ -268,3 +268,13 @@ fn batch_encoding_on_threads_equals_one_by_one() {
     assert!(tok.encode_batch::<&str>(&[], true, 4).is_empty());
     assert_eq!(tok.encode_batch(&["a"], true, 4), vec![tok.encode("a", true)]);
 }
+
+#[test]
+fn offsets_skip_any_run_of_bytes_without_a_token() {
+    let Some(tok) = shared_tokenizer() else { return };
+    // \x04 has no token in SmolLM2's vocabulary: 70 of them encode to nothing.
+    let text = format!("a{} b c", "\x04".repeat(70));
+    let (ids, offsets) = tok.encode_with_offsets(&text, false);
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(offsets, vec![(0, 1), (71, 73), (73, 75)]);
+}

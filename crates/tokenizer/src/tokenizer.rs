@@ -323,15 +323,34 @@ impl Tokenizer {
     /// [`Tokenizer::encode_with_offsets`].
     fn align(&self, text: &str, ids: &[u32]) -> Vec<(usize, usize)> {
         let bytes = text.as_bytes();
+        // Bytes that encode to nothing (no byte token in a byte-level vocabulary) may lie between
+        // two tokens' bytes; SentencePiece has byte fallback for every byte.
+        let skippable = |b: u8| match &self.model {
+            Model::Bpe { bpe, .. } => !bpe.has_byte(b),
+            Model::Spm(_) => false,
+        };
+        // Where `tok` starts at `from`, or after some skippable bytes.
+        let find = |from: usize, tok: &[u8]| -> Option<usize> {
+            if tok.is_empty() {
+                return None;
+            }
+            let mut at = from;
+            loop {
+                if bytes[at..].starts_with(tok) {
+                    return Some(at);
+                }
+                if at < bytes.len() && skippable(bytes[at]) {
+                    at += 1;
+                } else {
+                    return None;
+                }
+            }
+        };
         let mut pos = 0;
         let mut out = Vec::with_capacity(ids.len());
         for &id in ids {
             let tok = self.token_bytes(id).unwrap_or(&[]);
             // The token's bytes, or (SentencePiece) all but a space it added in front.
-            let find = |from: usize, tok: &[u8]| -> Option<usize> {
-                // Skipped bytes are few (missing-byte barriers): a short window suffices.
-                (from..bytes.len().min(from + 64) + 1).find(|&at| !tok.is_empty() && bytes[at.min(bytes.len())..].starts_with(tok))
-            };
             let span = match find(pos, tok) {
                 Some(at) => (at, at + tok.len()),
                 None => match tok.strip_prefix(b" ").filter(|t| !t.is_empty()).and_then(|t| find(pos, t).map(|at| (at, at + t.len()))) {

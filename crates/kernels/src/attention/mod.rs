@@ -363,7 +363,11 @@ fn attention_segments_with(
     assert!(out.len() == q.len() && q.len().is_multiple_of(n_head * head_dim), "attention: q/out shape mismatch");
     let n_rows = q.len() / (n_head * head_dim);
     let mut max_seen = 0;
+    let mut rows_end = 0;
     for seg in segments {
+        // Disjoint rows, in order: each thread writes the out rows of its units only.
+        assert!(seg.first_token >= rows_end, "attention: segments overlap or are out of order");
+        rows_end = seg.first_token + seg.n_tokens;
         let seen = seg.start + seg.n_tokens; // S: positions the segment's last token sees
         assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
         let kv = KvView { table: seg.table, ..layer };
