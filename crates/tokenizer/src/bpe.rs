@@ -68,6 +68,26 @@ pub(crate) fn pair_key(left: u32, right: u32) -> u64 {
     ((left as u64) << 32) | right as u64
 }
 
+/// Merges `candidate` into the symbol list unless it is stale (either side changed since it was
+/// made); returns the merged symbol's left neighbour (`NONE` at the start), whose pair with it
+/// is new, or `None` for a stale candidate.
+#[inline]
+fn apply(symbols: &mut [Symbol], candidate: Candidate) -> Option<u32> {
+    let left = candidate.left as usize;
+    let right = symbols[left].next;
+    if symbols[left].id != candidate.left_id || right == NONE || symbols[right as usize].id != candidate.right_id {
+        return None;
+    }
+    let after = symbols[right as usize].next;
+    symbols[left].id = candidate.merged;
+    symbols[left].next = after;
+    symbols[right as usize].id = MERGED_AWAY;
+    if after != NONE {
+        symbols[after as usize].prev = candidate.left;
+    }
+    Some(symbols[left].prev)
+}
+
 /// Pieces of at least this many bytes merge through rank buckets (linear) instead of the heap.
 const LONG_PIECE: usize = 2048;
 
@@ -202,23 +222,7 @@ impl Bpe {
         }
 
         while let Some(candidate) = heap.pop() {
-            let left = candidate.left as usize;
-            let right = symbols[left].next;
-            // Stale if either side has changed since the candidate was pushed.
-            if symbols[left].id != candidate.left_id
-                || right == NONE
-                || symbols[right as usize].id != candidate.right_id
-            {
-                continue;
-            }
-            let after = symbols[right as usize].next;
-            symbols[left].id = candidate.merged;
-            symbols[left].next = after;
-            symbols[right as usize].id = MERGED_AWAY;
-            if after != NONE {
-                symbols[after as usize].prev = candidate.left;
-            }
-            let prev = symbols[left].prev;
+            let Some(prev) = apply(symbols, candidate) else { continue };
             if prev != NONE {
                 self.push_candidate(symbols, heap, prev);
             }
@@ -276,19 +280,7 @@ impl Bpe {
                 bucket.sort_unstable_by_key(|c| c.left);
             }
             for candidate in bucket {
-                let left = candidate.left as usize;
-                let right = symbols[left].next;
-                if symbols[left].id != candidate.left_id || right == NONE || symbols[right as usize].id != candidate.right_id {
-                    continue;
-                }
-                let after = symbols[right as usize].next;
-                symbols[left].id = candidate.merged;
-                symbols[left].next = after;
-                symbols[right as usize].id = MERGED_AWAY;
-                if after != NONE {
-                    symbols[after as usize].prev = candidate.left;
-                }
-                let prev = symbols[left].prev;
+                let Some(prev) = apply(symbols, candidate) else { continue };
                 let new_ranks = [if prev != NONE { push(symbols, prev, &mut buckets, &mut ranks) } else { None }, push(symbols, candidate.left, &mut buckets, &mut ranks)];
                 if new_ranks.iter().flatten().any(|&r| r <= rank) {
                     symbols.copy_from_slice(&original);

@@ -62,6 +62,16 @@ impl TokenType {
         }
     }
 
+    /// Whether decoding shows a token of this type: control and unknown tokens only with
+    /// `render_special`, unused ones never.
+    pub fn is_rendered(self, render_special: bool) -> bool {
+        match self {
+            TokenType::Unused => false,
+            TokenType::Control | TokenType::Unknown => render_special,
+            TokenType::Normal | TokenType::Byte | TokenType::UserDefined => true,
+        }
+    }
+
     /// The GGUF code of this type.
     pub fn gguf_code(self) -> i32 {
         match self {

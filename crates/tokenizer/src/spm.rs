@@ -483,12 +483,7 @@ impl SpmTokenizer {
 
     /// Append what decoding `id` alone produces to `out` (no space-prefix stripping).
     pub fn append_bytes(&self, id: u32, render_special: bool, out: &mut Vec<u8>) {
-        let rendered = match self.token_type(id) {
-            None | Some(TokenType::Unused) => false,
-            Some(TokenType::Control | TokenType::Unknown) => render_special,
-            Some(TokenType::Normal | TokenType::Byte | TokenType::UserDefined) => true,
-        };
-        if rendered {
+        if self.token_type(id).is_some_and(|kind| kind.is_rendered(render_special)) {
             if let Some(raw) = self.token_bytes(id) {
                 out.extend_from_slice(raw);
             }

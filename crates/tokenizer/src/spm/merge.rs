@@ -98,28 +98,7 @@ impl SpmTokenizer {
                 }
             };
             stats.pops += 1;
-            let left = candidate.left();
-            let right = symbols[left as usize].next;
-            let size = self.merge_data[candidate.id as usize].1;
-            // Stale if the left side was merged away, or either side grew since the pair was
-            // made: llama.cpp's test (a side only changes length by merging, so the lengths
-            // adding up to the token's means the same pair).
-            if symbols[left as usize].len == 0
-                || right == NONE
-                || symbols[left as usize].len + symbols[right as usize].len != size
-            {
-                continue;
-            }
-            let after = symbols[right as usize].next;
-            let merged = &mut symbols[left as usize];
-            merged.len = size;
-            merged.id = candidate.id;
-            merged.next = after;
-            let before = merged.prev;
-            symbols[right as usize].len = 0;
-            if after != NONE {
-                symbols[after as usize].prev = left;
-            }
+            let Some((before, left, after)) = self.apply(symbols, candidate) else { continue };
             heap.extend(self.candidate(piece, symbols, stats, before, left));
             heap.extend(self.candidate(piece, symbols, stats, left, after));
         }
@@ -179,22 +158,7 @@ impl SpmTokenizer {
             }
             for &candidate in &current {
                 stats.pops += 1;
-                let left = candidate.left();
-                let right = symbols[left as usize].next;
-                let size = self.merge_data[candidate.id as usize].1;
-                if symbols[left as usize].len == 0 || right == NONE || symbols[left as usize].len + symbols[right as usize].len != size {
-                    continue;
-                }
-                let after = symbols[right as usize].next;
-                let merged = &mut symbols[left as usize];
-                merged.len = size;
-                merged.id = candidate.id;
-                merged.next = after;
-                let before = merged.prev;
-                symbols[right as usize].len = 0;
-                if after != NONE {
-                    symbols[after as usize].prev = left;
-                }
+                let Some((before, left, after)) = self.apply(symbols, candidate) else { continue };
                 for new in [self.candidate(piece, symbols, stats, before, left), self.candidate(piece, symbols, stats, left, after)].into_iter().flatten() {
                     if new.priority >= priority {
                         // Undone: the heap loop starts from the characters, and counts its own work.
@@ -210,6 +174,31 @@ impl SpmTokenizer {
                 }
             }
         }
+    }
+
+    /// Merges `candidate` into the symbol list unless it is stale: the left side was merged
+    /// away, or either side grew since the pair was made (llama.cpp's test: a side only changes
+    /// length by merging, so the lengths adding up to the token's means the same pair). Returns
+    /// (left neighbour, merged symbol, right neighbour), whose two pairs are new.
+    #[inline]
+    fn apply(&self, symbols: &mut [Symbol], candidate: Candidate) -> Option<(u32, u32, u32)> {
+        let left = candidate.left();
+        let right = symbols[left as usize].next;
+        let size = self.merge_data[candidate.id as usize].1;
+        if symbols[left as usize].len == 0 || right == NONE || symbols[left as usize].len + symbols[right as usize].len != size {
+            return None;
+        }
+        let after = symbols[right as usize].next;
+        let merged = &mut symbols[left as usize];
+        merged.len = size;
+        merged.id = candidate.id;
+        merged.next = after;
+        let before = merged.prev;
+        symbols[right as usize].len = 0;
+        if after != NONE {
+            symbols[after as usize].prev = left;
+        }
+        Some((before, left, after))
     }
 
     /// The merge of `left` and `right`, if their concatenation is a token.
