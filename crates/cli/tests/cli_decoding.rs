@@ -1,0 +1,181 @@
+//! End-to-end tests of `ferrolm generate`'s decoding modes (batch files, several completions,
+//! beam search, log-probabilities, speculative decoding) and `tokenize` with tokenizer files,
+//! on the tiny model of `common`.
+
+mod common;
+
+use common::*;
+
+/// JSON lines of a `--json` run.
+fn json_lines(run: &Run) -> Vec<serde_json::Value> {
+    run.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+#[test]
+fn batch_file_gives_each_prompt_what_it_gets_alone() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let lines = [
+        r#"{"prompt": "the weather", "id": "w"}"#,
+        "",
+        r#"{"prompt": "a longer prompt about cats and dogs", "max_tokens": 3, "seed": 9}"#,
+        r#"{"prompt": "x", "temperature": 0}"#,
+    ];
+    let file = fx.write("prompts.jsonl", lines.join("\n").as_bytes());
+    let run = fx.generate(&model, &["--batch-file", &file, "--json", "-n", "6", "--temperature", "0.9", "--seed", "4"]);
+    run.ok();
+    let got = json_lines(&run);
+    assert_eq!(got.len(), 3, "one result per prompt, the blank line skipped");
+    assert_eq!(got[0]["id"], "w");
+    assert_eq!(got[1]["tokens"].as_array().unwrap().len(), 3);
+    assert!(run.stderr.contains("[batch: 3 prompts"), "{}", run.stderr);
+    // Each line alone, with the same settings, gives the same tokens.
+    let singles = [
+        vec!["-p", "the weather", "-n", "6", "--temperature", "0.9", "--seed", "4"],
+        vec!["-p", "a longer prompt about cats and dogs", "-n", "3", "--temperature", "0.9", "--seed", "9"],
+        vec!["-p", "x", "-n", "6", "--temperature", "0", "--seed", "4"],
+    ];
+    for (i, args) in singles.iter().enumerate() {
+        let mut args = args.clone();
+        args.push("--json");
+        let alone = fx.generate(&model, &args);
+        alone.ok();
+        assert_eq!(json_lines(&alone)[0]["tokens"], got[i]["tokens"], "prompt {i}");
+    }
+    // One at a time gives the same results too.
+    let serial = fx.generate(&model, &["--batch-file", &file, "--json", "-n", "6", "--temperature", "0.9", "--seed", "4", "--max-batch", "1"]);
+    serial.ok();
+    assert_eq!(json_lines(&serial), got);
+}
+
+#[test]
+fn bad_batch_files_name_the_line() {
+    let fx = Fx::new();
+    let cases: [(&str, &[&str]); 5] = [
+        ("{\"prompt\": \"ok\"}\nnot json\n", &["prompts.jsonl:2", "json"]),
+        ("{\"text\": \"hi\"}\n", &["prompts.jsonl:1", "prompt"]),
+        ("{\"prompt\": \"hi\", \"temperature\": \"hot\"}\n", &["prompts.jsonl:1", "temperature"]),
+        ("{\"prompt\": \"hi\", \"colour\": 1}\n", &["prompts.jsonl:1", "unknown field"]),
+        ("\n\n", &["no prompts"]),
+    ];
+    for (text, needles) in cases {
+        let file = fx.write("prompts.jsonl", text.as_bytes());
+        fx.generate(fx.tiny(), &["--batch-file", &file]).fails_with(needles);
+    }
+    fx.generate(fx.tiny(), &["--batch-file", &fx.path("missing.jsonl")]).fails_with(&["cannot open"]);
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--batch-file", "x.jsonl"]);
+    assert_eq!(usage.code, Some(2), "--prompt and --batch-file together are a usage error");
+}
+
+#[test]
+fn num_return_sequences_gives_n_completions() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let run = fx.generate(&model, &["-p", "the weather", "-n", "5", "--temperature", "1.0", "--num-return-sequences", "3", "--json"]);
+    run.ok();
+    let got = json_lines(&run);
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().any(|g| g["tokens"] != got[0]["tokens"]), "completions differ: {got:?}");
+    // Completion i is the single run with seed + i.
+    let second = fx.generate(&model, &["-p", "the weather", "-n", "5", "--temperature", "1.0", "--seed", "1", "--json"]);
+    assert_eq!(json_lines(second.ok())[0]["tokens"], got[1]["tokens"]);
+    fx.generate(&model, &["-p", "hi", "--num-return-sequences", "0"]).fails_with(&["--num-return-sequences", "between 1"]);
+}
+
+#[test]
+fn beam_search_flags_work_and_one_beam_is_greedy() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let greedy = fx.generate(&model, &["-p", "the weather", "-n", "8", "--temperature", "0", "--json"]);
+    let beam = fx.generate(&model, &["-p", "the weather", "-n", "8", "--num-beams", "1", "--json"]);
+    assert_eq!(json_lines(greedy.ok())[0]["tokens"], json_lines(beam.ok())[0]["tokens"]);
+    for extra in [&["--length-penalty", "-0.5"][..], &["--gnmt-alpha", "0.6"], &["--early-stopping", "never"], &["--early-stopping", "true"]] {
+        let mut args = vec!["-p", "the weather", "-n", "6", "--num-beams", "3", "--num-return-sequences", "2", "--json"];
+        args.extend_from_slice(extra);
+        let run = fx.generate(&model, &args);
+        let got = json_lines(run.ok());
+        assert_eq!(got.len(), 2, "{extra:?}");
+        assert!(got[0]["score"].as_f64().unwrap() >= got[1]["score"].as_f64().unwrap(), "best first");
+    }
+    fx.generate(&model, &["-p", "hi", "--num-beams", "2", "--num-return-sequences", "3"]).fails_with(&["cannot exceed"]);
+    fx.generate(&model, &["-p", "hi", "--num-beams", "0"]).fails_with(&["--num-beams"]);
+    let usage = fx.run(&["generate", "--model", fx.tiny(), "-p", "hi", "--num-beams", "2", "--early-stopping", "maybe"]);
+    assert_eq!(usage.code, Some(2));
+}
+
+#[test]
+fn logprobs_are_reported_per_token() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let run = fx.generate(&model, &["-p", "the weather", "-n", "4", "--temperature", "0", "--logprobs", "2", "--json"]);
+    let got = json_lines(run.ok());
+    let lps = got[0]["logprobs"].as_array().expect("logprobs array");
+    assert_eq!(lps.len(), 4);
+    for (lp, tok) in lps.iter().zip(got[0]["tokens"].as_array().unwrap()) {
+        assert_eq!(&lp["token"], tok);
+        let top = lp["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(top[0]["token"], lp["token"]);
+        assert!(lp["logprob"].as_f64().unwrap() <= 0.0);
+    }
+    fx.generate(&model, &["-p", "hi", "--logprobs", "21"]).fails_with(&["--logprobs", "20"]);
+}
+
+#[test]
+fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let plain = fx.generate(&model, &["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json"]);
+    for extra in [&["--speculative", "draft", "--draft-layers", "1"][..], &["--speculative", "draft", "--draft-model", &model], &["--speculative", "ngram"]] {
+        let mut args = vec!["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json", "--verbose"];
+        args.extend_from_slice(extra);
+        let run = fx.generate(&model, &args);
+        run.ok();
+        assert_eq!(json_lines(&run)[0]["tokens"], json_lines(&plain)[0]["tokens"], "{extra:?}");
+        assert!(run.stderr.contains("[speculative:"), "{}", run.stderr);
+    }
+    // Chat drafts too.
+    let chat = fx.run_with_stdin(&["chat", "--model", &model, "-t", "1", "-n", "4", "--temperature", "0", "--speculative", "draft", "--draft-layers", "1"], Some("hello\n"));
+    chat.ok();
+    // Sampling with a draft runs too.
+    fx.generate(&model, &["-p", "hi", "-n", "5", "--temperature", "0.8", "--speculative", "draft", "--draft-layers", "1"]).ok();
+    fx.generate(&model, &["-p", "hi", "--speculative", "draft"]).fails_with(&["--draft-model", "--draft-layers"]);
+    fx.generate(&model, &["-p", "hi", "--speculative", "draft", "--draft-layers", "9"]).fails_with(&["layers"]);
+    fx.generate(&model, &["-p", "hi", "--draft-layers", "1"]).fails_with(&["--speculative draft"]);
+}
+
+#[test]
+fn ignore_eos_keeps_generating_past_end_of_generation() {
+    let fx = Fx::new();
+    // A bias makes <|im_end|> (id 2, end of generation) the only choice.
+    let stops = fx.generate(fx.tiny(), &["-p", "hi", "-n", "4", "--temperature", "0", "--logit-bias", "2=100", "--json"]);
+    let got = json_lines(stops.ok());
+    assert_eq!(got[0]["tokens"], serde_json::json!([2]));
+    assert_eq!(got[0]["stop_reason"], "eos");
+    let goes_on = fx.generate(fx.tiny(), &["-p", "hi", "-n", "4", "--temperature", "0", "--logit-bias", "2=100", "--json", "--ignore-eos"]);
+    let got = json_lines(goes_on.ok());
+    assert_eq!(got[0]["tokens"], serde_json::json!([2, 2, 2, 2]));
+    assert_eq!(got[0]["stop_reason"], "length");
+}
+
+#[test]
+fn tokenize_reads_a_tokenizer_json_and_prints_offsets() {
+    let fx = Fx::new();
+    let json = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/hf/minilm/tokenizer.json");
+    let run = fx.run(&["tokenize", "--tokenizer", json, "--text", "Hello, Wörld!", "--offsets"]);
+    let v: serde_json::Value = serde_json::from_str(run.ok().stdout.trim()).expect("one JSON object");
+    // [CLS] hello , world ! [SEP], with byte spans into the text ([CLS]/[SEP] at (0, 0)).
+    assert_eq!(v["ids"], serde_json::json!([101, 7592, 1010, 2088, 999, 102]));
+    assert_eq!(v["offsets"], serde_json::json!([[0, 0], [0, 5], [5, 6], [7, 13], [13, 14], [0, 0]]));
+    let bare = fx.run(&["tokenize", "--tokenizer", json, "--text", "Hello", "--no-add-special"]);
+    assert_eq!(bare.ok().stdout.trim(), "[7592]");
+    // A GGUF given as --tokenizer, with offsets covering the text.
+    let run = fx.run(&["tokenize", "--tokenizer", fx.tiny(), "--text", "the cat", "--offsets"]);
+    let v: serde_json::Value = serde_json::from_str(run.ok().stdout.trim()).expect("one JSON object");
+    let offsets = v["offsets"].as_array().unwrap();
+    assert_eq!(offsets.first().unwrap()[0], 0);
+    assert_eq!(offsets.last().unwrap()[1], 7);
+    let bad = fx.write("bad.json", b"{\"model\": {\"type\": \"Unigram\"}}");
+    fx.run(&["tokenize", "--tokenizer", &bad, "--text", "hi"]).fails_with(&["bad.json", "tokenizer.json"]);
+}
