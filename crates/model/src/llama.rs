@@ -373,6 +373,25 @@ impl Llama {
             }
         }
         let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: dh };
+        // The attention segments, the same for every layer: one sequence (prefill, a single
+        // decode) needs no list; several get one, built once per call.
+        let one: [AttentionSegment; 1];
+        let many: Vec<AttentionSegment>;
+        let att_segments: &[AttentionSegment] = if let [(seq, toks)] = segments {
+            one = [AttentionSegment { first_token: 0, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() }];
+            &one
+        } else {
+            let mut first = 0;
+            many = segments
+                .iter()
+                .map(|(seq, toks)| {
+                    let seg = AttentionSegment { first_token: first, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() };
+                    first += toks.len();
+                    seg
+                })
+                .collect();
+            &many
+        };
         let x = &mut s.x[..t * d];
         let xn = &mut s.xn[..t * d];
         let xq = &mut s.xq[..t * d / QK];
@@ -397,24 +416,7 @@ impl Llama {
             }
             let att = &mut s.att[..t * q_dim];
             let layer = pool.layer(l, segments[0].0);
-            let mut first = 0;
-            let attend = |segs: &[AttentionSegment], att: &mut [f32], scratch: &mut [f32]| {
-                attention_segments(&self.pool, self.level, heads, layer, segs, q, att, scratch, per_token_order)
-            };
-            if let [(seq, toks)] = segments {
-                // One sequence (prefill, single decode): no list to build.
-                attend(&[AttentionSegment { first_token: 0, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() }], att, &mut s.att_scratch);
-            } else {
-                let segs: Vec<AttentionSegment> = segments
-                    .iter()
-                    .map(|(seq, toks)| {
-                        let seg = AttentionSegment { first_token: first, n_tokens: toks.len(), start: seq.len(), table: seq.blocks() };
-                        first += toks.len();
-                        seg
-                    })
-                    .collect();
-                attend(&segs, att, &mut s.att_scratch);
-            }
+            attention_segments(&self.pool, self.level, heads, layer, att_segments, q, att, &mut s.att_scratch, per_token_order);
             // x += Wo . att
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             quantize_rows_q8(&self.pool, att, att_q, t);
