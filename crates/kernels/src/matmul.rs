@@ -59,8 +59,9 @@ impl Level {
         }
     }
 
-    /// Whether 4-bit weights should be repacked into row pairs ([`pack_for`]) at load time.
-    pub fn wants_packed_pairs(self) -> bool {
+    /// Whether block-format weights should be repacked into row groups ([`pack_for`]) at load
+    /// time.
+    pub fn wants_row_groups(self) -> bool {
         self == Level::Avx512Vnni
     }
 }
@@ -70,11 +71,9 @@ impl Level {
 pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
     {
-        if level.wants_packed_pairs() && rows.is_multiple_of(2) && cols.is_multiple_of(QK) {
-            match format {
-                Format::Q4_1 => return Some(crate::vnni::pack_q4_1_pairs(data, rows, cols / QK)),
-                Format::Q4_0 => return Some(crate::vnni::pack_q4_0_pairs(data, rows, cols / QK)),
-                _ => {}
+        if level.wants_row_groups() && rows >= crate::vnni::GROUP_ROWS && cols.is_multiple_of(QK) {
+            if let Some(kind) = group_kind(format) {
+                return Some(crate::vnni::pack_groups(kind, data, rows, cols / QK));
             }
         }
     }
@@ -321,53 +320,54 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
     }
 }
 
-/// Row pairs `pairs` of a Q8_0 or packed Q4_0/Q4_1 `w` against all T tokens with the VNNI kernels,
-/// four tokens at a time, in L1-sized token tiles as [`quantized_rows`].
+/// The row-group layout of a block format, if it has one.
+#[cfg(target_arch = "x86_64")]
+fn group_kind(format: Format) -> Option<crate::vnni::Kind> {
+    match format {
+        Format::Q4_1 => Some(crate::vnni::Kind::Q4_1),
+        Format::Q4_0 => Some(crate::vnni::Kind::Q4_0),
+        Format::Q8_0 => Some(crate::vnni::Kind::Q8_0),
+        _ => None,
+    }
+}
+
+/// Row groups `groups` of a packed `w` against all T tokens with the VNNI kernels, two tokens at
+/// a time, in L1-sized token tiles as [`quantized_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-unsafe fn matmul_pairs_vnni(w: &MatRef, xq: &[BlockQ8], t: usize, pairs: std::ops::Range<usize>, y: Out) {
-    use crate::vnni;
+unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
+    use crate::vnni::GROUP_ROWS;
     let kb = w.cols / QK;
-    let pair_bytes = kb * if w.format == Format::Q4_0 { vnni::PAIR_Q4_0_BYTES } else { vnni::PAIR_Q4_1_BYTES };
-    const GROUP: usize = 8; // tokens per kernel call in prefill
-    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(GROUP, 256) / GROUP * GROUP;
-    // One row pair against G tokens starting at `ti`; writes the 2 x G outputs.
+    let group_bytes = kb * kind.group_bytes();
+    // Tokens per kernel call: each token needs 8 accumulator registers, and the 8 weight
+    // registers of a block stay live across the tokens; two tokens fit in the 32 registers.
+    const STEP: usize = 2;
+    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
+    // One row group against G tokens starting at `ti`; writes the 16 x G outputs.
     #[inline(always)]
-    unsafe fn group<const G: usize>(w: &MatRef, pair_bytes: usize, p: usize, ti: usize, xq: &[BlockQ8], y: Out) {
+    unsafe fn call<const G: usize>(w: &MatRef, kind: crate::vnni::Kind, group_bytes: usize, g: usize, ti: usize, xq: &[BlockQ8], y: Out) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
+        let packed = w.packed.unwrap_or(&[]);
         // SAFETY: the caller checked the CPU features; shapes match by construction.
-        let v = match (w.format, w.packed) {
-            (Format::Q4_1, Some(packed)) => unsafe { crate::vnni::q4_1_pair::<G>(&packed[p * pair_bytes..(p + 1) * pair_bytes], xs) },
-            (Format::Q4_0, Some(packed)) => unsafe { crate::vnni::q4_0_pair::<G>(&packed[p * pair_bytes..(p + 1) * pair_bytes], xs) },
-            _ => unsafe { crate::vnni::q8_0_pair::<G>(w.row(2 * p), w.row(2 * p + 1), xs) },
-        };
+        let v = unsafe { crate::vnni::group::<G>(kind, &packed[g * group_bytes..(g + 1) * group_bytes], xs) };
         for (j, rows) in v.iter().enumerate() {
-            // SAFETY: each thread owns whole row pairs; indices are inside y (T, N).
-            unsafe {
-                y.put((ti + j) * w.rows + 2 * p, rows[0]);
-                y.put((ti + j) * w.rows + 2 * p + 1, rows[1]);
+            for (r, &value) in rows.iter().enumerate() {
+                // SAFETY: each thread owns whole row groups; indices are inside y (T, N).
+                unsafe { y.put((ti + j) * w.rows + g * GROUP_ROWS + r, value) };
             }
         }
     }
     for t0 in (0..t).step_by(tile) {
         let t1 = (t0 + tile).min(t);
-        for p in pairs.clone() {
+        for g in groups.clone() {
             let mut ti = t0;
-            while ti + GROUP <= t1 {
-                group::<GROUP>(w, pair_bytes, p, ti, xq, y);
-                ti += GROUP;
+            while ti + STEP <= t1 {
+                call::<STEP>(w, kind, group_bytes, g, ti, xq, y);
+                ti += STEP;
             }
-            // The rest (fewer than eight tokens) in one call: each weight block is unpacked once.
-            match t1 - ti {
-                0 => {}
-                1 => group::<1>(w, pair_bytes, p, ti, xq, y),
-                2 => group::<2>(w, pair_bytes, p, ti, xq, y),
-                3 => group::<3>(w, pair_bytes, p, ti, xq, y),
-                4 => group::<4>(w, pair_bytes, p, ti, xq, y),
-                5 => group::<5>(w, pair_bytes, p, ti, xq, y),
-                6 => group::<6>(w, pair_bytes, p, ti, xq, y),
-                _ => group::<7>(w, pair_bytes, p, ti, xq, y),
+            if ti < t1 {
+                call::<1>(w, kind, group_bytes, g, ti, xq, y);
             }
         }
     }
@@ -384,35 +384,53 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
     }
 }
 
-/// Whether `w` runs on the two-rows-per-instruction kernels at `level`.
-fn uses_pairs(level: Level, w: &MatRef) -> bool {
-    level == Level::Avx512Vnni && (w.format == Format::Q8_0 || (matches!(w.format, Format::Q4_0 | Format::Q4_1) && w.packed.is_some()))
+/// The row-group layout `w` runs on at `level`, if any (its weights were packed for it).
+#[cfg(target_arch = "x86_64")]
+fn groups_of(level: Level, w: &MatRef) -> Option<crate::vnni::Kind> {
+    if level == Level::Avx512Vnni && w.packed.is_some() {
+        group_kind(w.format)
+    } else {
+        None
+    }
 }
 
-/// The rows of `w` thread i of nt computes at `level`: whole row pairs on the pair kernels (an
-/// odd last row goes to the last thread, as the second range), else an even split.
-fn owned_rows(level: Level, w: &MatRef, i: usize, nt: usize) -> [std::ops::Range<usize>; 2] {
-    if uses_pairs(level, w) {
-        let pairs = split_range(w.rows / 2, i, nt);
-        let odd = if w.rows % 2 == 1 && i + 1 == nt { w.rows - 1..w.rows } else { 0..0 };
-        [2 * pairs.start..2 * pairs.end, odd]
-    } else {
-        [split_range(w.rows, i, nt), 0..0]
+/// Rows per unit of work at `level`: a row group on the grouped kernels, else one row.
+fn row_unit(level: Level, w: &MatRef) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if groups_of(level, w).is_some() {
+        return crate::vnni::GROUP_ROWS;
     }
+    let _ = (level, w);
+    1
+}
+
+/// The rows of `w` thread i of nt computes at `level`: whole row groups on the grouped kernels
+/// (the rows after the last whole group go to the last thread, as the second range), else an
+/// even split.
+fn owned_rows(level: Level, w: &MatRef, i: usize, nt: usize) -> [std::ops::Range<usize>; 2] {
+    let unit = row_unit(level, w);
+    let units = split_range(w.rows / unit, i, nt);
+    let rest = if i + 1 == nt { w.rows / unit * unit..w.rows } else { 0..0 };
+    [unit * units.start..unit * units.end, rest]
 }
 
 /// Thread i's share of `w` against the activations, written into `y`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: Out, i: usize, nt: usize) {
-    let [main, odd] = owned_rows(level, w, i, nt);
+    let [main, rest] = owned_rows(level, w, i, nt);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kind) = groups_of(level, w) {
+        let g = crate::vnni::GROUP_ROWS;
+        // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni` (and
+        // so AVX2, FMA and F16C).
+        unsafe {
+            matmul_groups_vnni(w, kind, xq, t, main.start / g..main.end / g, y);
+            matmul_rows_avx2(w, x, xq, t, rest, y);
+        }
+        return;
+    }
     match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni`.
-        Level::Avx512Vnni if uses_pairs(level, w) => unsafe {
-            matmul_pairs_vnni(w, xq, t, main.start / 2..main.end / 2, y);
-            matmul_rows_avx2(w, x, xq, t, odd, y);
-        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both levels are only chosen when the CPU has AVX2, FMA and F16C.
         Level::Avx2 | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, main, y) },
@@ -499,16 +517,31 @@ pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &Ma
     assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");
     let f = w_gate.rows;
     let (g, u) = (Out { ptr: SharedMut::new(gate), add: false }, Out { ptr: SharedMut::new(up), add: false });
+    let nt = pool.n_threads();
+    // Fused only when each thread computes the same rows of both products (same format and
+    // packing); otherwise the activation waits for a barrier.
+    let same_rows = (0..nt).all(|i| owned_rows(level, w_gate, i, nt) == owned_rows(level, w_up, i, nt));
+    let activate = |i: usize, nt: usize| {
+        let rows = if same_rows { owned_rows(level, w_gate, i, nt) } else { [split_range(f, i, nt), 0..0] };
+        for rows in rows {
+            for ti in 0..t {
+                // SAFETY: thread i owns rows `rows` of every token of both buffers (computed by
+                // this thread, or by any thread before the barrier).
+                let (gs, us) = unsafe { (g.ptr.slice(ti * f + rows.start, rows.len()), u.ptr.slice(ti * f + rows.start, rows.len())) };
+                crate::ops::swiglu_inplace(gs, us);
+            }
+        }
+    };
     pool.run(&|i, nt| {
         rows_share(level, w_gate, x, xq, t, g, i, nt);
         rows_share(level, w_up, x, xq, t, u, i, nt);
-        let rows = split_range(f, i, nt);
-        for ti in 0..t {
-            // SAFETY: thread i owns rows `rows` of every token of both buffers.
-            let (gs, us) = unsafe { (g.ptr.slice(ti * f + rows.start, rows.len()), u.ptr.slice(ti * f + rows.start, rows.len())) };
-            crate::ops::swiglu_inplace(gs, us);
+        if same_rows {
+            activate(i, nt);
         }
     });
+    if !same_rows {
+        pool.run(&activate);
+    }
 }
 
 #[cfg(test)]
@@ -576,7 +609,7 @@ mod tests {
 
     #[test]
     fn simd_levels_match_scalar_bit_for_bit() {
-        for n in [19, 20] {
+        for n in [19, 20, 32, 35] {
             for t in [1, 3, 7, 13] {
                 simd_levels_match_scalar_with_rows(n, t);
             }
@@ -602,6 +635,73 @@ mod tests {
                 let mut y = vec![0f32; t * n];
                 matmul(&pool, level, &w, &x, &xq, t, &mut y);
                 assert_eq!(y, want, "{format:?} at {level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_is_exact_at_extreme_values() {
+        // Stored values at their limits (Q8_0 bytes -128 and 127, nibbles 0 and 15) against
+        // activations of +-127: where an offset or sign mistake in the grouped kernels would show.
+        let (n, k, t) = (35, 96, 3);
+        let x: Vec<f32> = (0..t * k).map(|i| if (i * 7) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        let pool = ThreadPool::new(2);
+        for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+            let block = format.block_bytes();
+            let header = if format == Format::Q4_1 { 4 } else { 2 };
+            let mut data = vec![0u8; n * k / QK * block];
+            for (b, blk) in data.chunks_exact_mut(block).enumerate() {
+                blk[0..2].copy_from_slice(&f16::from_f32(0.25 + b as f32 * 1e-3).to_bits().to_le_bytes());
+                if format == Format::Q4_1 {
+                    blk[2..4].copy_from_slice(&f16::from_f32(-0.5).to_bits().to_le_bytes());
+                }
+                for (j, v) in blk[header..].iter_mut().enumerate() {
+                    *v = match (format, (b + j) % 3) {
+                        (Format::Q8_0, 0) => 0x80,
+                        (Format::Q8_0, 1) => 0x7F,
+                        (_, 0) => 0x00,
+                        (_, 1) => 0xFF,
+                        _ => 0x0F,
+                    };
+                }
+            }
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
+            let mut want = vec![0f32; t * n];
+            matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut want);
+            for level in Level::all_available() {
+                let packed = pack_for(level, format, &data, n, k);
+                let w = MatRef { packed: packed.as_deref(), ..w };
+                let mut y = vec![0f32; t * n];
+                matmul(&pool, level, &w, &x, &xq, t, &mut y);
+                assert_eq!(y, want, "{format:?} at {level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_swiglu_equals_products_then_swiglu_for_mixed_formats() {
+        // Gate and up in different formats split their rows differently over the threads (row
+        // groups against single rows); the fused activation must still see finished rows.
+        let (n, k, t) = (50, 64, 3);
+        let x = pseudo_random(t * k, 41);
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        let pool = ThreadPool::new(3);
+        for (fg, fu) in [(Format::Q4_1, Format::F32), (Format::F16, Format::Q8_0), (Format::Q4_1, Format::Q4_1)] {
+            let (dg, du) = (make_weights(fg, n, k, 42), make_weights(fu, n, k, 43));
+            for level in Level::all_available() {
+                let (pg, pu) = (pack_for(level, fg, &dg, n, k), pack_for(level, fu, &du, n, k));
+                let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref() };
+                let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref() };
+                let (mut want, mut up) = (vec![0f32; t * n], vec![0f32; t * n]);
+                matmul(&pool, level, &wg, &x, &xq, t, &mut want);
+                matmul(&pool, level, &wu, &x, &xq, t, &mut up);
+                crate::ops::swiglu_inplace(&mut want, &up);
+                let (mut gate, mut scratch) = (vec![0f32; t * n], vec![0f32; t * n]);
+                matmul_swiglu(&pool, level, &wg, &wu, &x, &xq, t, &mut gate, &mut scratch);
+                assert_eq!(gate, want, "{fg:?}/{fu:?} at {level:?}");
             }
         }
     }

@@ -1,0 +1,64 @@
+//! Times the quantized matrix products on the shapes of SmolLM2-135M, for one token (decode) and
+//! a few tokens at once (batched decode), at the machine's best kernel level and at AVX2:
+//!
+//!     cargo run --release -p kernels --example matmul_bench [-- THREADS [REPS]]
+//!
+//! Prints microseconds per call and per token. A tool for comparing kernel variants on one
+//! machine in one run, not a test.
+
+use kernels::matmul::{matmul, pack_for, Level};
+use kernels::quant::{quantize_row, quantize_row_q8};
+use kernels::{BlockQ8, Format, MatRef, ThreadPool, QK};
+use std::time::Instant;
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let threads = args.first().copied().unwrap_or(2);
+    let reps = args.get(1).copied().unwrap_or(200);
+    let pool = ThreadPool::new(threads);
+    let shapes = [("gate 1536x576", Format::Q4_1, 1536, 576), ("down 576x1536", Format::Q4_1, 576, 1536), ("head 49152x576", Format::Q8_0, 49152, 576)];
+    let mut levels = vec![Level::best_available()];
+    if levels[0] != Level::Avx2 && Level::all_available().contains(&Level::Avx2) {
+        levels.push(Level::Avx2);
+    }
+    println!("{threads} threads, {reps} reps (median)");
+    for (name, format, n, k) in shapes {
+        let wf = pseudo_random(n * k, 1);
+        let rb = format.row_bytes(k).unwrap();
+        let mut data = vec![0u8; n * rb];
+        for r in 0..n {
+            quantize_row(format, &wf[r * k..(r + 1) * k], &mut data[r * rb..(r + 1) * rb]);
+        }
+        for &level in &levels {
+            let packed = pack_for(level, format, &data, n, k);
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+            for t in [1, 2, 4, 8] {
+                let x = pseudo_random(t * k, 2);
+                let mut xq = vec![BlockQ8::default(); t * k / QK];
+                quantize_row_q8(&x, &mut xq);
+                let mut y = vec![0f32; t * n];
+                let reps = if n > 10000 { reps / 10 } else { reps }.max(3);
+                let mut times: Vec<f64> = (0..reps)
+                    .map(|_| {
+                        let start = Instant::now();
+                        matmul(&pool, level, &w, &x, &xq, t, &mut y);
+                        start.elapsed().as_secs_f64() * 1e6
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                let us = times[times.len() / 2];
+                println!("{name:16} {level:?} T={t}: {us:8.1} us/call {:8.1} us/token", us / t as f64);
+            }
+        }
+    }
+}
