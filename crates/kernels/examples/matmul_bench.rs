@@ -25,13 +25,17 @@ fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let threads = args.first().copied().unwrap_or(2);
     let reps = args.get(1).copied().unwrap_or(200);
+    // Weights come from memory in a decode step (the model is larger than the caches): with
+    // `cold` in the arguments, 64 MB are read between calls to push the weights out of the caches.
+    let cold = std::env::args().any(|a| a == "cold");
+    let flush = vec![1u8; if cold { 64 << 20 } else { 0 }];
     let pool = ThreadPool::new(threads);
     let shapes = [("gate 1536x576", Format::Q4_1, 1536, 576), ("down 576x1536", Format::Q4_1, 576, 1536), ("head 49152x576", Format::Q8_0, 49152, 576)];
     let mut levels = vec![Level::best_available()];
     if levels[0] != Level::Avx2 && Level::all_available().contains(&Level::Avx2) {
         levels.push(Level::Avx2);
     }
-    println!("{threads} threads, {reps} reps (median)");
+    println!("{threads} threads, {reps} reps (median){}", if cold { ", weights from memory" } else { "" });
     for (name, format, n, k) in shapes {
         let wf = pseudo_random(n * k, 1);
         let rb = format.row_bytes(k).unwrap();
@@ -50,6 +54,9 @@ fn main() {
                 let reps = if n > 10000 { reps / 10 } else { reps }.max(3);
                 let mut times: Vec<f64> = (0..reps)
                     .map(|_| {
+                        if cold {
+                            std::hint::black_box(flush.iter().step_by(64).map(|&b| b as u64).sum::<u64>());
+                        }
                         let start = Instant::now();
                         matmul(&pool, level, &w, &x, &xq, t, &mut y);
                         start.elapsed().as_secs_f64() * 1e6

@@ -136,16 +136,46 @@ pub(super) unsafe fn attend_group(
     }
 }
 
-/// `reduce_banks` of four 16-lane banks: lanes (b0 + b2) + (b1 + b3), then `reduce16`.
+/// Sums of 16 registers, one per position, each in the `reduce16` tree -> one register of the
+/// 16 sums. Input `i` lands in lane `4 * (i % 4) + i / 4`, so callers put position
+/// `4 * (i % 4) + i / 4` in input `i` to get the sums in position order. Every addition is one of
+/// `reduce16`'s, between the same operands: the sums are bit-identical to it.
 #[inline(always)]
-unsafe fn reduce_banks(b: [__m512; 4]) -> f32 {
-    reduce16(_mm512_add_ps(_mm512_add_ps(b[0], b[2]), _mm512_add_ps(b[1], b[3])))
+unsafe fn reduce16_x16(v: [__m512; 16]) -> __m512 {
+    let e0 = t4_of(t8_of(v[0], v[1]), t8_of(v[2], v[3]));
+    let e1 = t4_of(t8_of(v[4], v[5]), t8_of(v[6], v[7]));
+    let e2 = t4_of(t8_of(v[8], v[9]), t8_of(v[10], v[11]));
+    let e3 = t4_of(t8_of(v[12], v[13]), t8_of(v[14], v[15]));
+    let (g, h) = (u_of(e0, e1), u_of(e2, e3));
+    // u0 + u1 of each input: per 128-bit lane k, inputs k, 4 + k, 8 + k, 12 + k.
+    _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(g, h), _mm512_shuffle_ps::<0b11_01_11_01>(g, h))
+}
+
+/// t8 of two inputs side by side: [t8(a), t8(b)], t8[l] = v[l + 8] + v[l].
+#[inline(always)]
+unsafe fn t8_of(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b))
+}
+
+/// t4 of four inputs from two t8 pairs: [t4(a), t4(b), t4(c), t4(d)], t4[l] = t8[l + 4] + t8[l].
+#[inline(always)]
+unsafe fn t4_of(ab: __m512, cd: __m512) -> __m512 {
+    _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd), _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd))
+}
+
+/// Per 128-bit lane k: [e.u0, e.u1, f.u0, f.u1], u0 = t4[0] + t4[2], u1 = t4[1] + t4[3].
+#[inline(always)]
+unsafe fn u_of(e: __m512, f: __m512) -> __m512 {
+    let (e, f) = (_mm512_castps_pd(e), _mm512_castps_pd(f));
+    _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(e, f)), _mm512_castpd_ps(_mm512_unpackhi_pd(e, f)))
 }
 
 /// [`attend_group`] in the single-token (vector) order of [`attend_one`](super::attend_one):
 /// q (G, Dh) of one token and its KV head at `kv_off` -> out (G, Dh); Dh % 64 == 0, G <= 8.
-/// Each key and value row is loaded and converted once for the group; per head, the operations
-/// and their order are those of the single-head kernel (tested bit for bit).
+/// Per head, the operations and their order are those of the single-head kernel (tested bit for
+/// bit): each score is a 4-bank dot product reduced in the `reduce_banks` tree, 16 positions'
+/// trees at once; each output is the 64-slot sum over positions (slot s % 64) reduced in the same
+/// tree, kept in registers and skipping slots no position reached.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn attend_group_vector(
@@ -160,67 +190,178 @@ pub(super) unsafe fn attend_group_vector(
     out: &mut [f32],
 ) {
     const WIDTH: usize = LANES * BANKS; // 64 slots
-    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(WIDTH));
-    let (scores, rest) = work.split_at_mut(group * n_seen); // (G, n_seen)
-    let (qh, acc) = rest.split_at_mut(group * head_dim); // (G, Dh), then (G, 64, Dh)
+    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(WIDTH) && n_seen > 0);
+    let (scores, rest) = work.split_at_mut(group * n_seen.next_multiple_of(LANES)); // (G, n_seen), padded
+    let stride = n_seen.next_multiple_of(LANES);
+    let (qh, rest) = rest.split_at_mut(group * head_dim); // (G, Dh)
     for (d, &x) in qh.iter_mut().zip(q) {
         *d = f16::from_f32(x).to_f32();
     }
-    // Scores: element i of the head goes to bank (i % 64) / 16, lane i % 16.
-    for s in 0..n_seen {
-        let kp = kv.keys.as_ptr().add(kv.row(s) + kv_off);
+    // Scores, 16 positions at a time. A position's banks: element i of the head goes to bank
+    // (i % 64) / 16, lane i % 16; lanes = (b0 + b2) + (b1 + b3), then the reduce16 tree.
+    let chunks = head_dim / WIDTH;
+    let vscale = _mm512_set1_ps(scale);
+    for s0 in (0..n_seen).step_by(LANES) {
+        let n = (n_seen - s0).min(LANES);
+        // Rows of the 16 positions (one block when blocks are a multiple of 16 positions); the
+        // padding past n_seen repeats the first row and its scores are never read.
+        let mut rows = [0usize; LANES];
+        if kv.block_size.is_multiple_of(LANES) {
+            let base = kv.row(s0);
+            for (p, r) in rows.iter_mut().enumerate().take(n) {
+                *r = base + p * kv.kv_dim;
+            }
+        } else {
+            for (p, r) in rows.iter_mut().enumerate().take(n) {
+                *r = kv.row(s0 + p);
+            }
+        }
+        for p in n..LANES {
+            rows[p] = rows[0];
+        }
+        let keys = kv.keys.as_ptr().add(kv_off);
         for g in 0..group {
             let qp = qh.as_ptr().add(g * head_dim);
-            let mut b = [_mm512_setzero_ps(); 4];
-            for c in (0..head_dim).step_by(WIDTH) {
-                for (j, bj) in b.iter_mut().enumerate() {
-                    *bj = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(c + j * LANES)), load16(kp.add(c + j * LANES)), *bj);
+            let sums = match chunks {
+                1 => score_block::<1>(qp, keys, &rows),
+                2 => score_block::<2>(qp, keys, &rows),
+                _ => {
+                    let lanes: [__m512; 16] = std::array::from_fn(|i| score_lanes(qp, keys.add(rows[4 * (i % 4) + i / 4]), chunks));
+                    reduce16_x16(lanes)
                 }
-            }
-            // The reference sums in f64 and rounds back: exact for a single f32.
-            scores[g * n_seen + s] = reduce_banks(b) * scale;
+            };
+            // The reference rounds the f32 sum through f64 (exact) and then scales it.
+            _mm512_storeu_ps(scores.as_mut_ptr().add(g * stride + s0), _mm512_mul_ps(sums, vscale));
         }
     }
     for g in 0..group {
-        softmax_f16(&mut scores[g * n_seen..(g + 1) * n_seen]);
+        softmax_f16(&mut scores[g * stride..g * stride + n_seen]);
     }
-    // Values: position s goes to slot s % 64; per slot, positions in increasing order.
-    let ap = acc.as_mut_ptr();
-    for slot in 0..WIDTH.min(n_seen) {
-        for d0 in (0..head_dim).step_by(4 * LANES) {
-            let mut r = [[_mm512_setzero_ps(); 4]; MAX_GROUP];
-            for s in (slot..n_seen).step_by(WIDTH) {
-                let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
-                let vv: [__m512; 4] = std::array::from_fn(|j| load16(vp.add(j * LANES)));
-                for (g, rg) in r.iter_mut().enumerate().take(group) {
-                    let p = _mm512_set1_ps(scores[g * n_seen + s]);
-                    for (rj, vj) in rg.iter_mut().zip(vv) {
-                        *rj = _mm512_fmadd_ps(p, vj, *rj);
-                    }
+    // Values: out[g][d] sums over 64 slots (position s goes to slot s % 64, each slot's
+    // positions in increasing order) in the tree lanes[l] = (S[l] + S[32+l]) + (S[16+l] + S[48+l]),
+    // then reduce16 over the lanes. 32 dimensions of every head of the group at a time, so each
+    // value row is loaded and converted once for the group.
+    let t8 = &mut rest[..group * 2 * 8 * LANES];
+    let probs = &scores[..];
+    match group {
+        1 => weighted_values::<1>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        2 => weighted_values::<2>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        3 => weighted_values::<3>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        4 => weighted_values::<4>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        5 => weighted_values::<5>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        6 => weighted_values::<6>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        7 => weighted_values::<7>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+        _ => weighted_values::<8>(head_dim, kv, kv_off, probs, stride, n_seen, t8, out),
+    }
+}
+
+/// The value half of [`attend_group_vector`] for G heads: probabilities `probs` (G rows of
+/// `stride`, `n_seen` used) -> out (G, Dh). `t8` is scratch for G * 2 * 8 registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_values<const G: usize>(head_dim: usize, kv: &KvView, kv_off: usize, probs: &[f32], stride: usize, n_seen: usize, t8: &mut [f32], out: &mut [f32]) {
+    let t8p = t8.as_mut_ptr();
+    for d0 in (0..head_dim).step_by(2 * LANES) {
+        let values = kv.values.as_ptr().add(kv_off + d0);
+        for l in 0..8 {
+            let lane = |l: usize| value_lane::<G>(kv, values, probs, stride, n_seen, l);
+            let t = add_all::<G>(lane(l + 8), lane(l)).unwrap_or([[_mm512_setzero_ps(); 2]; G]);
+            for (g, tg) in t.iter().enumerate() {
+                for (c, tc) in tg.iter().enumerate() {
+                    _mm512_storeu_ps(t8p.add(((g * 2 + c) * 8 + l) * LANES), *tc);
                 }
             }
-            for (g, rg) in r.iter().enumerate().take(group) {
-                for (j, rj) in rg.iter().enumerate() {
-                    _mm512_storeu_ps(ap.add((g * WIDTH + slot) * head_dim + d0 + j * LANES), *rj);
-                }
+        }
+        for g in 0..G {
+            for c in 0..2 {
+                let at = |l: usize| _mm512_loadu_ps(t8p.add(((g * 2 + c) * 8 + l) * LANES));
+                let t4 = [0, 1, 2, 3].map(|l| _mm512_add_ps(at(l + 4), at(l)));
+                let r = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+                _mm512_storeu_ps(out.as_mut_ptr().add(g * head_dim + d0 + c * LANES), r);
             }
         }
     }
-    // Slots no position reached hold zeros.
-    for g in 0..group {
-        for slot in n_seen.min(WIDTH)..WIDTH {
-            std::ptr::write_bytes(ap.add((g * WIDTH + slot) * head_dim), 0, head_dim);
+}
+
+/// Lane l of the value tree for G heads x 32 dimensions (values of position s at
+/// `values + row(s)`): (S[l] + S[32+l]) + (S[16+l] + S[48+l]).
+#[inline(always)]
+unsafe fn value_lane<const G: usize>(kv: &KvView, values: *const f16, probs: &[f32], stride: usize, n_seen: usize, l: usize) -> Option<[[__m512; 2]; G]> {
+    let slot = |slot: usize| slot_sum::<G>(kv, values, probs, stride, n_seen, slot);
+    add_all::<G>(add_all::<G>(slot(l), slot(2 * LANES + l)), add_all::<G>(slot(LANES + l), slot(3 * LANES + l)))
+}
+
+/// S[slot] of G heads x 2 chunks of 16 dimensions: the probability-weighted values of positions
+/// slot, slot + 64, ... in increasing order, from +0; `None` when no position reaches the slot.
+#[inline(always)]
+unsafe fn slot_sum<const G: usize>(kv: &KvView, values: *const f16, probs: &[f32], stride: usize, n_seen: usize, slot: usize) -> Option<[[__m512; 2]; G]> {
+    if slot >= n_seen {
+        return None;
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; G];
+    for s in (slot..n_seen).step_by(LANES * BANKS) {
+        let vp = values.add(kv.row(s));
+        let v = [load16(vp), load16(vp.add(LANES))];
+        for (g, a) in acc.iter_mut().enumerate() {
+            let p = _mm512_set1_ps(*probs.get_unchecked(g * stride + s));
+            a[0] = _mm512_fmadd_ps(p, v[0], a[0]);
+            a[1] = _mm512_fmadd_ps(p, v[1], a[1]);
         }
     }
-    // out[g][d] = reduce_banks over the 64 slots, 16 dimensions at a time.
-    for g in 0..group {
-        let at = |slot: usize, d: usize| _mm512_loadu_ps(ap.add((g * WIDTH + slot) * head_dim + d));
-        for d in (0..head_dim).step_by(LANES) {
-            let lane = |l: usize| _mm512_add_ps(_mm512_add_ps(at(l, d), at(2 * LANES + l, d)), _mm512_add_ps(at(LANES + l, d), at(3 * LANES + l, d)));
-            let t8: [__m512; 8] = std::array::from_fn(|l| _mm512_add_ps(lane(l + 8), lane(l)));
-            let t4: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(t8[l + 4], t8[l]));
-            let r = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
-            _mm512_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), r);
+    Some(acc)
+}
+
+/// Adds two sets of slot sums where an absent one (no position reached its slot) counts as
+/// zero. Slot sums are never -0 (each starts from +0 and p >= 0), so skipping a zero changes no
+/// bit.
+#[inline(always)]
+unsafe fn add_all<const G: usize>(a: Option<[[__m512; 2]; G]>, b: Option<[[__m512; 2]; G]>) -> Option<[[__m512; 2]; G]> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            for (ag, bg) in a.iter_mut().zip(b) {
+                ag[0] = _mm512_add_ps(ag[0], bg[0]);
+                ag[1] = _mm512_add_ps(ag[1], bg[1]);
+            }
+            Some(a)
+        }
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// The unscaled scores of 16 positions (key rows at `keys + rows[p]`) for a head of
+/// 64 * CHUNKS dimensions, the query held in registers: [`score_lanes`] of each position, then
+/// their 16 trees at once.
+#[inline(always)]
+unsafe fn score_block<const CHUNKS: usize>(qp: *const f32, keys: *const f16, rows: &[usize; LANES]) -> __m512 {
+    let q: [[__m512; BANKS]; CHUNKS] = std::array::from_fn(|c| std::array::from_fn(|j| _mm512_loadu_ps(qp.add((c * BANKS + j) * LANES))));
+    let lanes = |p: usize| {
+        let kp = keys.add(rows[p]);
+        let mut b = [_mm512_setzero_ps(); BANKS];
+        for (c, qc) in q.iter().enumerate() {
+            for (j, bj) in b.iter_mut().enumerate() {
+                *bj = _mm512_fmadd_ps(qc[j], load16(kp.add((c * BANKS + j) * LANES)), *bj);
+            }
+        }
+        _mm512_add_ps(_mm512_add_ps(b[0], b[2]), _mm512_add_ps(b[1], b[3]))
+    };
+    // Input i of the tree takes position 4 * (i % 4) + i / 4 (see `reduce16_x16`).
+    reduce16_x16([
+        lanes(0), lanes(4), lanes(8), lanes(12), lanes(1), lanes(5), lanes(9), lanes(13),
+        lanes(2), lanes(6), lanes(10), lanes(14), lanes(3), lanes(7), lanes(11), lanes(15),
+    ])
+}
+
+/// One position's score lanes: the four 16-lane banks of q . k (f16 keys at `kp`) over
+/// `chunks` chunks of 64 elements, summed (b0 + b2) + (b1 + b3).
+#[inline(always)]
+unsafe fn score_lanes(qp: *const f32, kp: *const f16, chunks: usize) -> __m512 {
+    let mut b = [_mm512_setzero_ps(); BANKS];
+    for c in 0..chunks {
+        for (j, bj) in b.iter_mut().enumerate() {
+            let at = c * LANES * BANKS + j * LANES;
+            *bj = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(at)), load16(kp.add(at)), *bj);
         }
     }
+    _mm512_add_ps(_mm512_add_ps(b[0], b[2]), _mm512_add_ps(b[1], b[3]))
 }

@@ -41,7 +41,10 @@ impl KvView<'_> {
     /// Offset of position `s`'s row in `keys` and `values`.
     #[inline(always)]
     pub fn row(&self, s: usize) -> usize {
-        (self.table[s / self.block_size] as usize * self.block_size + s % self.block_size) * self.kv_dim
+        let bs = self.block_size;
+        // Blocks are a power of two in practice: a shift and a mask instead of a division.
+        let (block, within) = if bs.is_power_of_two() { (s >> bs.trailing_zeros(), s & (bs - 1)) } else { (s / bs, s % bs) };
+        (self.table[block] as usize * bs + within) * self.kv_dim
     }
 
     /// Whether positions `0..n` are addressable: the table covers them and every block they use
@@ -440,6 +443,11 @@ fn attention_segments_with(
                     continue;
                 }
                 match level {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
+                    Level::Avx512Vnni if order == Order::Vector && head_dim.is_multiple_of(LANES * BANKS) => unsafe {
+                        avx512::attend_group_vector(1, head_dim, q_row, kv, kv_off, n_seen, scale, work, o)
+                    },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
                     Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },

@@ -33,7 +33,13 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 #[test]
 fn simd_attention_matches_scalar_bit_for_bit() {
     // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
-    for (t, start, h, hkv, dh) in [(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)] {
+    let mut cases = vec![(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)];
+    // One token at every position count around the 16-position score blocks and the 64 value
+    // slots, with heads of 64 and 128 and groups of 1, 3 and 8 query heads.
+    for start in [0, 14, 15, 16, 62, 63, 64, 129, 199] {
+        cases.extend([(1, start, 9, 3, 64), (1, start, 8, 1, 128), (1, start, 2, 2, 64)]);
+    }
+    for (t, start, h, hkv, dh) in cases {
         let s = start + t;
         let q = values(t * h * dh, 4);
         let k = to_f16(&values(s * hkv * dh, 5));
@@ -123,7 +129,7 @@ fn online_softmax_kernel_agrees_with_the_exact_kernels() {
 fn per_token_order_equals_one_call_per_token_bit_for_bit() {
     // Short and long contexts (past 64 slots), groups of 3 and 2, Dh 64 and 128: with enough
     // units the batch groups heads, alone a token does not; the bits must not change.
-    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128)] {
+    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128), (4, 0, 8, 1, 64), (6, 60, 8, 1, 128)] {
         per_token_order_case(t, start, h, hkv, dh);
     }
 }
