@@ -512,6 +512,20 @@ pub fn matmul_group<const N: usize>(pool: &ThreadPool, level: Level, outputs: [(
 /// activation is done before the pool's one barrier; `up` (T, F) is scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32]) {
+    swiglu_with(pool, level, w_gate, w_up, x, xq, t, gate, up, None)
+}
+
+/// [`matmul_swiglu`] that also writes gate's 8-bit blocks, gate_q (T, F/32), as
+/// [`quantize_rows_q8`](crate::quant::quantize_rows_q8) would: the down projection's input is
+/// ready at the same barrier when each thread's rows are whole blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_swiglu_q8(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32], gate_q: &mut [BlockQ8]) {
+    assert_eq!(gate_q.len() * QK, gate.len(), "matmul_swiglu_q8: gate_q must hold gate's blocks");
+    swiglu_with(pool, level, w_gate, w_up, x, xq, t, gate, up, Some(gate_q))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn swiglu_with(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32], gate_q: Option<&mut [BlockQ8]>) {
     check_shapes(w_gate, x, xq, t, gate);
     check_shapes(w_up, x, xq, t, up);
     assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");
@@ -521,14 +535,21 @@ pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &Ma
     // Fused only when each thread computes the same rows of both products (same format and
     // packing); otherwise the activation waits for a barrier.
     let same_rows = (0..nt).all(|i| owned_rows(level, w_gate, i, nt) == owned_rows(level, w_up, i, nt));
-    let activate = |i: usize, nt: usize| {
-        let rows = if same_rows { owned_rows(level, w_gate, i, nt) } else { [split_range(f, i, nt), 0..0] };
+    // Quantized in the same pass only when every thread's rows are whole blocks.
+    let whole_blocks = |r: &std::ops::Range<usize>| r.is_empty() || (r.start.is_multiple_of(QK) && r.end.is_multiple_of(QK));
+    let fuse_q = same_rows && (0..nt).all(|i| owned_rows(level, w_gate, i, nt).iter().all(whole_blocks));
+    let gq = gate_q.map(SharedMut::new);
+    let activate = |rows: [std::ops::Range<usize>; 2], quantize: bool| {
         for rows in rows {
             for ti in 0..t {
                 // SAFETY: thread i owns rows `rows` of every token of both buffers (computed by
-                // this thread, or by any thread before the barrier).
+                // this thread, or by any thread before the barrier), and their blocks.
                 let (gs, us) = unsafe { (g.ptr.slice(ti * f + rows.start, rows.len()), u.ptr.slice(ti * f + rows.start, rows.len())) };
                 crate::ops::swiglu_inplace(gs, us);
+                if let (true, Some(gq)) = (quantize, gq) {
+                    let q = unsafe { gq.slice((ti * f + rows.start) / QK, rows.len() / QK) };
+                    crate::quant::quantize_row_q8(gs, q);
+                }
             }
         }
     };
@@ -536,11 +557,16 @@ pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &Ma
         rows_share(level, w_gate, x, xq, t, g, i, nt);
         rows_share(level, w_up, x, xq, t, u, i, nt);
         if same_rows {
-            activate(i, nt);
+            activate(owned_rows(level, w_gate, i, nt), fuse_q);
         }
     });
     if !same_rows {
-        pool.run(&activate);
+        pool.run(&|i, nt| activate([split_range(f, i, nt), 0..0], false));
+    }
+    if let (false, Some(gq)) = (fuse_q, gq) {
+        // SAFETY: the pool has finished; this is the only user of gate and gate_q now.
+        let (gate, gate_q) = unsafe { (g.ptr.slice(0, t * f), gq.slice(0, t * f / QK)) };
+        crate::quant::quantize_rows_q8(pool, gate, gate_q, t);
     }
 }
 
@@ -702,6 +728,34 @@ mod tests {
                 let (mut gate, mut scratch) = (vec![0f32; t * n], vec![0f32; t * n]);
                 matmul_swiglu(&pool, level, &wg, &wu, &x, &xq, t, &mut gate, &mut scratch);
                 assert_eq!(gate, want, "{fg:?}/{fu:?} at {level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_swiglu_quantization_equals_a_separate_pass() {
+        // 96 rows: with 3 threads each owns 32 rows (whole blocks: fused); with 2 threads 48
+        // (not whole blocks: a separate pass). Mixed formats cannot fuse at all.
+        let (n, k, t) = (96, 64, 3);
+        let x = pseudo_random(t * k, 51);
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for (fg, fu) in [(Format::Q4_1, Format::Q4_1), (Format::Q8_0, Format::F32)] {
+                let (dg, du) = (make_weights(fg, n, k, 52), make_weights(fu, n, k, 53));
+                for level in Level::all_available() {
+                    let (pg, pu) = (pack_for(level, fg, &dg, n, k), pack_for(level, fu, &du, n, k));
+                    let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref() };
+                    let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref() };
+                    let (mut want, mut scratch) = (vec![0f32; t * n], vec![0f32; t * n]);
+                    matmul_swiglu(&pool, level, &wg, &wu, &x, &xq, t, &mut want, &mut scratch);
+                    let mut want_q = vec![BlockQ8::default(); t * n / QK];
+                    quantize_row_q8(&want, &mut want_q);
+                    let (mut gate, mut gate_q) = (vec![0f32; t * n], vec![BlockQ8::default(); t * n / QK]);
+                    matmul_swiglu_q8(&pool, level, &wg, &wu, &x, &xq, t, &mut gate, &mut scratch, &mut gate_q);
+                    assert_eq!((&gate, &gate_q), (&want, &want_q), "{fg:?}/{fu:?} at {level:?}, {threads} threads");
+                }
             }
         }
     }

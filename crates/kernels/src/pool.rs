@@ -28,6 +28,8 @@ struct Shared {
     /// Set when a worker's share of a job panicked.
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Workers asleep on `wake` (changed only under `sleep_lock`).
+    sleeping: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -55,6 +57,7 @@ impl ThreadPool {
             remaining: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            sleeping: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -87,11 +90,17 @@ impl ThreadPool {
         let job_ptr: *const Job = unsafe { std::mem::transmute::<&'a (dyn Fn(usize, usize) + Sync + 'a), &'static Job>(job) };
         unsafe { *shared.job.get() = Some(job_ptr) };
         shared.remaining.store(self.n_threads - 1, Ordering::Relaxed);
-        {
+        let any_asleep = {
             let _guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.generation.fetch_add(1, Ordering::Release);
+            shared.sleeping.load(Ordering::Relaxed) > 0
+        };
+        // Spinning workers see the new generation by themselves; waking is a system call, made
+        // only when one sleeps. A worker that is about to sleep checks the generation under the
+        // same lock, so it cannot miss this job.
+        if any_asleep {
+            shared.wake.notify_all();
         }
-        shared.wake.notify_all();
         let own = catch_unwind(AssertUnwindSafe(|| job(0, self.n_threads)));
         let mut spins = 0u32;
         while shared.remaining.load(Ordering::Acquire) != 0 {
@@ -131,7 +140,10 @@ fn worker_loop(shared: &Shared, index: usize, n_threads: usize) {
             }
             let guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             if shared.generation.load(Ordering::Acquire) == seen && !shared.shutdown.load(Ordering::Acquire) {
-                drop(shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
+                shared.sleeping.fetch_add(1, Ordering::Relaxed);
+                let guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                shared.sleeping.fetch_sub(1, Ordering::Relaxed);
+                drop(guard);
             }
         }
         seen = shared.generation.load(Ordering::Acquire);

@@ -103,6 +103,10 @@ pub struct BlockQ8 {
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU has AVX-512 F and BW and F16C.
+            return unsafe { quantize_row_q8_avx512(x, out) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (and so SSE4.1).
             return unsafe { quantize_row_q8_avx2(x, out) };
@@ -134,6 +138,36 @@ pub fn quantize_rows_q8(pool: &crate::ThreadPool, x: &[f32], xq: &mut [BlockQ8],
 #[target_feature(enable = "avx2,sse4.1")]
 unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
     quantize_row_q8_generic(x, out)
+}
+
+/// [`quantize_row_q8_generic`] 32 values at a time: the same scale, the same quotient (a true
+/// division, not a reciprocal estimate), rounding to nearest even, and an exact integer sum, so
+/// the same bits. A NaN product (a NaN input, or an infinite one times 0) quantizes to 0 as
+/// `as i32` makes it (the instruction would give i32::MIN); the maximum skips NaN as `f32::max`
+/// does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,f16c")]
+unsafe fn quantize_row_q8_avx512(x: &[f32], out: &mut [BlockQ8]) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (a, b) = (_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16)));
+        // max(v, acc) keeps acc when v is NaN, as f32::max does.
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(b), _mm512_max_ps(_mm512_abs_ps(a), _mm512_setzero_ps())));
+        let d = amax / 127.0;
+        let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let round = |v: __m512| {
+            let p = _mm512_mul_ps(v, id);
+            let q = _mm512_cvtps_epi32(p); // MXCSR rounding: nearest, ties to even
+            _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p), q)
+        };
+        let (qa, qb) = (round(a), round(b));
+        _mm_storeu_si128(block.qs.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(block.qs.as_mut_ptr().add(16) as *mut __m128i, _mm512_cvtepi32_epi8(qb));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+        block.d = round_to_f16(d);
+        block.s = round_to_f16(d * sum as f32);
+    }
 }
 
 #[inline(always)]
@@ -276,6 +310,36 @@ mod tests {
 
     fn ramp(k: usize) -> Vec<f32> {
         (0..k).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 17.0).collect()
+    }
+
+    #[test]
+    fn every_quantizer_path_matches_the_generic_one_bit_for_bit() {
+        // Random blocks, ties (k + 0.5 after scaling), zeros of both signs, subnormals, and the
+        // non-finite values whose handling differs between instructions and `as i32`.
+        let mut x: Vec<f32> = (0..32 * 64).map(|i| ((i as u32).wrapping_mul(2654435761) >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0).collect();
+        let specials = [0.5, -0.5, 1.5, 2.5, -2.5, 127.0, -0.0, 0.0, 1e-40, -1e-40, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0e38];
+        for (b, chunk) in x.chunks_mut(32).enumerate().skip(1) {
+            chunk[b % 32] = specials[b % specials.len()];
+            if b % 5 == 0 {
+                chunk.iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 15.5) / 2.0); // exact ties
+            }
+        }
+        let mut want = vec![BlockQ8::default(); x.len() / 32];
+        quantize_row_q8_generic(&x, &mut want);
+        let mut got = vec![BlockQ8::default(); x.len() / 32];
+        quantize_row_q8(&x, &mut got);
+        let same = |got: &[BlockQ8], path: &str| {
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!((g.d.to_bits(), g.s.to_bits(), g.qs), (w.d.to_bits(), w.s.to_bits(), w.qs), "{path}, block {i}");
+            }
+        };
+        same(&got, "best");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: checked just above.
+            unsafe { quantize_row_q8_avx2(&x, &mut got) };
+            same(&got, "avx2");
+        }
     }
 
     #[test]

@@ -12,10 +12,10 @@ use crate::cache::{zeroed, KvCache, KvPool, SeqCache};
 use crate::config::LlamaConfig;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
-use kernels::attention::{attention_scratch_per_thread, attention_segments, AttentionSegment, Heads};
-use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu};
+use kernels::attention::{attention_scratch_per_thread, attention_segments_q8, AttentionSegment, Heads};
+use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
 use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
-use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
+use kernels::quant::{dequantize_row, quantize_row_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
 use std::path::Path;
 use std::sync::Arc;
@@ -416,19 +416,18 @@ impl Llama {
             }
             let att = &mut s.att[..t * q_dim];
             let layer = pool.layer(l, segments[0].0);
-            attention_segments(&self.pool, self.level, heads, layer, att_segments, q, att, &mut s.att_scratch, per_token_order);
-            // x += Wo . att
+            // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
             let att_q = &mut s.wide_q[..t * q_dim / QK];
-            quantize_rows_q8(&self.pool, att, att_q, t);
+            attention_segments_q8(&self.pool, self.level, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
+            // x += Wo . att
             matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
             rms_norm_quantize(&self.pool, x, &b.ffn_norm, c.rms_eps, xn, xq, t);
             let gate = &mut s.gate[..t * f];
             let up = &mut s.up[..t * f];
-            // gate = silu(Wgate . xn) * (Wup . xn)  (T, F)
-            matmul_swiglu(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up);
+            // gate = silu(Wgate . xn) * (Wup . xn)  (T, F), and its 8-bit blocks
             let gate_q = &mut s.wide_q[..t * f / QK];
-            quantize_rows_q8(&self.pool, gate, gate_q, t);
+            matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
             matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x); // x (T, D) += Wdown . gate
         }
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 use crate::matmul::Level;
 use crate::ops::exp_poly;
 use crate::pool::{SharedMut, ThreadPool};
+use crate::quant::{BlockQ8, QK};
 use half::f16;
 
 /// The shape of one attention call.
@@ -316,7 +317,32 @@ pub struct Heads {
 /// threads in one pass.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_segments(pool: &ThreadPool, level: Level, heads: Heads, layer: KvView, segments: &[AttentionSegment], q: &[f32], out: &mut [f32], scratch: &mut [f32], per_token_order: bool) {
-    attention_segments_with(pool, level, heads, layer, segments, q, out, scratch, FLASH_MIN_POSITIONS, per_token_order)
+    attention_segments_with(pool, level, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order)
+}
+
+/// [`attention_segments`] that also writes out's 8-bit blocks, out_q (T, H*Dh/32), as
+/// [`quantize_rows_q8`](crate::quant::quantize_rows_q8) would: each thread quantizes the heads
+/// it just computed, so the output projection's input is ready at the pool's one barrier.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_segments_q8(
+    pool: &ThreadPool,
+    level: Level,
+    heads: Heads,
+    layer: KvView,
+    segments: &[AttentionSegment],
+    q: &[f32],
+    out: &mut [f32],
+    out_q: &mut [BlockQ8],
+    scratch: &mut [f32],
+    per_token_order: bool,
+) {
+    assert_eq!(out_q.len() * QK, out.len(), "attention: out_q must hold out's blocks");
+    if !heads.head_dim.is_multiple_of(QK) {
+        // A head is not a whole number of blocks: quantize after the barrier.
+        attention_segments_with(pool, level, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order);
+        return crate::quant::quantize_rows_q8(pool, out, out_q, out.len() / (heads.n_head * heads.head_dim).max(1));
+    }
+    attention_segments_with(pool, level, heads, layer, segments, q, out, Some(out_q), scratch, FLASH_MIN_POSITIONS, per_token_order)
 }
 
 /// [`attention`] with the position count from which the online kernel is used.
@@ -335,7 +361,7 @@ fn attention_with(
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
     let segment = AttentionSegment { first_token: 0, n_tokens, start, table: kv.table };
     assert!(q.len() == n_tokens * n_head * head_dim && out.len() == q.len(), "attention: q/out shape mismatch");
-    attention_segments_with(pool, level, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, scratch, flash_min, per_token_order)
+    attention_segments_with(pool, level, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, None, scratch, flash_min, per_token_order)
 }
 
 /// How one segment is computed.
@@ -357,6 +383,7 @@ fn attention_segments_with(
     segments: &[AttentionSegment],
     q: &[f32],
     out: &mut [f32],
+    out_q: Option<&mut [BlockQ8]>,
     scratch: &mut [f32],
     flash_min: usize,
     per_token_order: bool,
@@ -398,6 +425,14 @@ fn attention_segments_with(
     };
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
+    // Quantizes out[first..first + len] (whole blocks) into out_q, when asked.
+    let out_q = out_q.map(SharedMut::new);
+    let quantize = |first: usize, len: usize| {
+        if let Some(out_q) = out_q {
+            // SAFETY: the unit that owns these out rows owns their blocks (heads are whole blocks).
+            unsafe { crate::quant::quantize_row_q8(out_ptr.slice(first, len), out_q.slice(first / QK, len / QK)) };
+        }
+    };
     pool.run(&|i, nt| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
@@ -423,6 +458,7 @@ fn attention_segments_with(
                         Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
                         Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
                     }
+                    quantize(first, group * head_dim);
                 }
                 continue;
             }
@@ -433,16 +469,11 @@ fn attention_segments_with(
                 let pair = row0 + unit;
                 let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
                 let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
-                if n_seen >= flash_min {
-                    match level {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: both levels imply AVX2, FMA and F16C.
-                        Level::Avx2 | Level::Avx512Vnni => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
-                        _ => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
-                    }
-                    continue;
-                }
                 match level {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: both levels imply AVX2, FMA and F16C.
+                    Level::Avx2 | Level::Avx512Vnni if n_seen >= flash_min => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
+                    _ if n_seen >= flash_min => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
                     Level::Avx512Vnni if order == Order::Vector && head_dim.is_multiple_of(LANES * BANKS) => unsafe {
@@ -453,6 +484,7 @@ fn attention_segments_with(
                     Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
                     _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
                 }
+                quantize(pair * head_dim, head_dim);
             }
         }
     });

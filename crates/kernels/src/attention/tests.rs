@@ -181,6 +181,12 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
             }
             let mut got = vec![0f32; t * h * dh];
             attention_segments(&pool, level, heads, layer, &segs, &q, &mut got, &mut scratch, per_token);
+            // The fused quantization: the same output, and its blocks as a separate pass makes them.
+            let (mut fused, mut fused_q) = (vec![0f32; t * h * dh], vec![crate::BlockQ8::default(); t * h * dh / crate::QK]);
+            attention_segments_q8(&pool, level, heads, layer, &segs, &q, &mut fused, &mut fused_q, &mut scratch, per_token);
+            let mut want_q = vec![crate::BlockQ8::default(); t * h * dh / crate::QK];
+            crate::quant::quantize_row_q8(&got, &mut want_q);
+            assert_eq!((&fused, &fused_q), (&got, &want_q), "{level:?} per_token {per_token}: fused quantization");
             for seg in &segs {
                 let rows = seg.first_token * h * dh..(seg.first_token + seg.n_tokens) * h * dh;
                 let shape = AttentionShape { n_tokens: seg.n_tokens, start: seg.start, n_head: h, n_head_kv: hkv, head_dim: dh };
