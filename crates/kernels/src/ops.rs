@@ -203,20 +203,33 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Index of the largest value (the first on ties); NaN never wins, even over -inf. 0 for an
-/// empty or all-NaN slice.
+/// The index of the largest value; ties go to the lowest index, NaN is ignored (the first non-NaN
+/// value wins even when it is -inf). Returns 0 when every value is NaN or `x` is empty.
+///
+/// Two passes that vectorize: the maximum over 16 lanes (a NaN never replaces a lane), then the
+/// first position holding it. Each step of the scalar loop would depend on the one before.
 pub fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_value = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &v) in x.iter().enumerate() {
-        if v > best_value || (!found && !v.is_nan()) {
-            best = i;
-            best_value = v;
-            found = true;
+    const W: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; W];
+    let chunks = x.chunks_exact(W);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            // `v > m` is false for NaN: the lane keeps its value.
+            *m = if v > *m { v } else { *m };
         }
     }
-    best
+    for &v in tail {
+        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+    }
+    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+    // The first chunk holding the maximum, then its place there. When every value is -inf or
+    // NaN the maximum is -inf, found at the first non-NaN value; all NaN finds nothing: 0.
+    x.chunks(W)
+        .enumerate()
+        .find(|(_, chunk)| chunk.iter().fold(false, |hit, &v| hit | (v == max)))
+        .and_then(|(c, chunk)| chunk.iter().position(|&v| v == max).map(|i| c * W + i))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -329,5 +342,40 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, 0.5]), 1);
         assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), 1);
         assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        assert_eq!(argmax(&[f32::NAN; 40]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn argmax_equals_the_sequential_scan() {
+        // The sequential definition: strict `>` keeps the first maximum, NaN is skipped, the
+        // first non-NaN value counts even when it is -inf.
+        fn scan(x: &[f32]) -> usize {
+            let (mut best, mut value, mut found) = (0, f32::NEG_INFINITY, false);
+            for (i, &v) in x.iter().enumerate() {
+                if v > value || (!found && !v.is_nan()) {
+                    (best, value, found) = (i, v, true);
+                }
+            }
+            best
+        }
+        let mut seed = 7u64;
+        for len in [1, 15, 16, 17, 33, 100, 1000] {
+            for case in 0..50 {
+                let x: Vec<f32> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        match (seed >> 60, case % 3) {
+                            (0, _) => f32::NAN,
+                            (1, _) => f32::NEG_INFINITY,
+                            (_, 0) => ((seed >> 40) % 5) as f32, // many ties
+                            (_, 1) => f32::NEG_INFINITY,
+                            _ => ((seed >> 33) as f32).sin(),
+                        }
+                    })
+                    .collect();
+                assert_eq!(argmax(&x), scan(&x), "{x:?}");
+            }
+        }
     }
 }

@@ -4,19 +4,7 @@
 /// every value is NaN or the slice is empty (a caller bug, debug assertion).
 pub fn argmax(logits: &[f32]) -> u32 {
     debug_assert!(!logits.is_empty(), "argmax of empty logits");
-    let mut best = 0usize;
-    let mut best_value = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &x) in logits.iter().enumerate() {
-        // Strict `>` keeps the first of equal maxima; NaN compares false and is skipped. The
-        // `found` arm picks the first non-NaN value even when it is -inf.
-        if (!found && !x.is_nan()) || x > best_value {
-            best = i;
-            best_value = x;
-            found = true;
-        }
-    }
-    best as u32
+    kernels::ops::argmax(logits) as u32
 }
 
 /// Numerically stable softmax in place: x_i <- exp(x_i - max) / sum_j exp(x_j - max).
