@@ -36,6 +36,9 @@ fn main() {
         levels.push(Level::Avx2);
     }
     println!("{threads} threads, {reps} reps (median){}", if cold { ", weights from memory" } else { "" });
+    if std::env::args().any(|a| a == "stream") {
+        return stream(&pool, threads);
+    }
     for (name, format, n, k) in shapes {
         let wf = pseudo_random(n * k, 1);
         let rb = format.row_bytes(k).unwrap();
@@ -67,5 +70,44 @@ fn main() {
                 println!("{name:16} {level:?} T={t}: {us:8.1} us/call {:8.1} us/token", us / t as f64);
             }
         }
+    }
+}
+
+/// Many distinct gate-sized matrices one after another, as the layers of a model are: the
+/// weights stream from memory with the prefetchers running, as in a decode step.
+fn stream(pool: &ThreadPool, threads: usize) {
+    let (format, n, k, copies) = (Format::Q4_1, 1536, 576, 64);
+    let level = Level::best_available();
+    let rb = format.row_bytes(k).unwrap();
+    let mats: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..copies)
+        .map(|c| {
+            let wf = pseudo_random(n * k, c as u64 + 10);
+            let mut data = vec![0u8; n * rb];
+            for r in 0..n {
+                quantize_row(format, &wf[r * k..(r + 1) * k], &mut data[r * rb..(r + 1) * rb]);
+            }
+            let packed = pack_for(level, format, &data, n, k);
+            (data, packed)
+        })
+        .collect();
+    println!("{copies} distinct {n}x{k} {format:?} matrices ({:.0} MB) in turn, {threads} threads", (copies * n * rb) as f64 / 1e6);
+    for t in [1, 2, 4, 8] {
+        let x = pseudo_random(t * k, 2);
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        let mut y = vec![0f32; t * n];
+        let mut times: Vec<f64> = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                for (data, packed) in &mats {
+                    let w = MatRef { format, data, rows: n, cols: k, packed: packed.as_deref() };
+                    matmul(pool, level, &w, &x, &xq, t, &mut y);
+                }
+                start.elapsed().as_secs_f64() * 1e6 / copies as f64
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let us = times[3];
+        println!("stream {level:?} T={t}: {us:8.1} us/matrix {:8.1} us/token", us / t as f64);
     }
 }
