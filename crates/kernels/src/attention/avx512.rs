@@ -219,6 +219,16 @@ pub(super) unsafe fn attend_group_vector(
         for p in n..LANES {
             rows[p] = rows[0];
         }
+        // The value pass reads these rows slot by slot (positions 64 apart), an order the
+        // hardware prefetcher does not follow; with a batch of sequences the cache holds
+        // megabytes of keys and values per layer, and those reads would wait on memory.
+        // Fetch the value rows now, while the keys stream in order.
+        let values = kv.values.as_ptr().add(kv_off);
+        for &r in &rows[..n] {
+            for line in (0..head_dim * 2).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(values.add(r).cast::<i8>().add(line));
+            }
+        }
         let keys = kv.keys.as_ptr().add(kv_off);
         for g in 0..group {
             let qp = qh.as_ptr().add(g * head_dim);
