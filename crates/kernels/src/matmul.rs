@@ -642,8 +642,8 @@ mod tests {
         }
     }
 
-    /// Odd and even row counts (row pairs, and the odd row left over), and token counts that
-    /// take every kernel width (groups of eight and the rests).
+    /// Row counts below, at and past a group of 16 (whole row groups and the rows left over),
+    /// and token counts that take every kernel width (pairs of tokens and the rest).
     fn simd_levels_match_scalar_with_rows(n: usize, t: usize) {
         let k = 160;
         let x = pseudo_random(t * k, 3);
