@@ -150,13 +150,13 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
                 "model": model_name, "threads": model.n_threads(), "n_prompt": args.n_prompt, "n_gen": args.n_gen,
                 "reps": args.reps, "pp": pp_med, "pp_mean": pp_mean, "pp_std": pp_std, "tg": tg_med, "tg_mean": tg_mean,
                 "tg_std": tg_std, "weight_bytes_per_token": weight_bytes as u64, "tg_weight_read_gbs": tg_gbs,
-                "memory_read_gbs": bandwidth, "kernels": format!("{:?}", kernels::Level::detect()),
+                "memory_read_gbs": bandwidth, "kernels": format!("{:?}", model.level()), "sum_order": format!("{:?}", model.sum_order()),
                 "batch": args.batch, "tg_batch": if tgb.is_empty() { 0.0 } else { stats(&tgb).2 },
                 "tg_batch_single": if tg1.is_empty() { 0.0 } else { stats(&tg1).2 },
             })
         );
     } else {
-        println!("model: {model_name}, {} threads, kernels {:?}", model.n_threads(), kernels::Level::detect());
+        println!("model: {model_name}, {} threads, kernels {:?}, sum order {:?}", model.n_threads(), model.level(), model.sum_order());
         if !pp.is_empty() {
             println!("pp{:<5} {pp_med:>9.1} tokens/s (mean {pp_mean:.1} +- {pp_std:.1}, {} reps)", args.n_prompt, args.reps);
         }

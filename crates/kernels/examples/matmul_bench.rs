@@ -6,7 +6,7 @@
 //! Prints microseconds per call and per token. A tool for comparing kernel variants on one
 //! machine in one run, not a test.
 
-use kernels::matmul::{matmul, pack_for, Level};
+use kernels::matmul::{matmul, pack_for, Level, SumOrder};
 use kernels::quant::{quantize_row, quantize_row_q8};
 use kernels::{BlockQ8, Format, MatRef, ThreadPool, QK};
 use std::time::Instant;
@@ -48,7 +48,7 @@ fn main() {
         }
         for &level in &levels {
             let packed = pack_for(level, format, &data, n, k);
-            let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::from_env() };
             for t in [1, 2, 4, 8] {
                 let x = pseudo_random(t * k, 2);
                 let mut xq = vec![BlockQ8::default(); t * k / QK];
@@ -100,7 +100,7 @@ fn stream(pool: &ThreadPool, threads: usize) {
             .map(|_| {
                 let start = Instant::now();
                 for (data, packed) in &mats {
-                    let w = MatRef { format, data, rows: n, cols: k, packed: packed.as_deref() };
+                    let w = MatRef { format, data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::from_env() };
                     matmul(pool, level, &w, &x, &xq, t, &mut y);
                 }
                 start.elapsed().as_secs_f64() * 1e6 / copies as f64

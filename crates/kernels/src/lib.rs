@@ -17,6 +17,6 @@ mod vnni;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use matmul::{matmul, Level, MatRef};
+pub use matmul::{matmul, Level, MatRef, SumOrder};
 pub use pool::ThreadPool;
 pub use quant::{BlockQ8, Format, QK};

@@ -94,6 +94,36 @@ pub struct MatRef<'a> {
     pub cols: usize,
     /// The same weights repacked for the machine's kernels ([`pack_for`]), if they were.
     pub packed: Option<&'a [u8]>,
+    /// How products of block formats add up their blocks.
+    pub order: SumOrder,
+}
+
+/// How a quantized dot product adds up its blocks. Both orders sum each block's integer products
+/// exactly; they differ in where the float roundings fall, so logits differ in their last bits
+/// (30 layers later, by up to ~0.05), and greedy choices can differ at near-ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SumOrder {
+    /// llama.cpp's x86 order (the default): per block, 8 lanes of 4 consecutive products, each
+    /// lane converted to f32 and fused-multiply-added with the block scale into its own
+    /// accumulator; the 8 lanes are reduced at the end of the row (see [`LANES`]). Greedy output
+    /// is token-exact with llama.cpp on x86.
+    #[default]
+    LlamaCpp,
+    /// One integer sum per block, converted once and fused-multiply-added with the block scale
+    /// into a single accumulator per row (the order of llama.cpp's repacked and ARM kernels).
+    /// A batch of tokens is bound by this float work, and it is 8 times smaller: batched
+    /// decoding and prompt processing run faster. Chosen with `FERROLM_SUM_ORDER=blocks`.
+    Blocks,
+}
+
+impl SumOrder {
+    /// The order `FERROLM_SUM_ORDER` asks for (`blocks` or `llama-cpp`), else the default.
+    pub fn from_env() -> SumOrder {
+        match std::env::var("FERROLM_SUM_ORDER").as_deref() {
+            Ok("blocks") => SumOrder::Blocks,
+            _ => SumOrder::LlamaCpp,
+        }
+    }
 }
 
 impl<'a> MatRef<'a> {
@@ -185,6 +215,33 @@ pub fn dot_q8_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
         accumulate_block(&mut acc, read_f16(b, 0) * a.d, &q, &a.qs);
     }
     reduce_lanes(&acc)
+}
+
+/// w row (K) in a block format, x (K/32) q8 blocks -> dot product in the [`SumOrder::Blocks`]
+/// order: acc = fma(d_w * d_x, sum of the block's integer products, acc), block after block;
+/// for Q4_1 the minimum's terms `m * s` are summed separately and added last, as in
+/// [`dot_q4_1_q8`].
+#[inline(always)]
+pub fn dot_blocks_q8(format: Format, w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut mins = 0.0f32;
+    for (b, a) in w.chunks_exact(format.block_bytes()).zip(x) {
+        let dot = |values: &[i32; QK]| values.iter().zip(&a.qs).map(|(&v, &q)| v * q as i32).sum::<i32>();
+        let sum = match format {
+            Format::Q4_0 => dot(&unpack_nibbles(&b[2..Q4_0_BYTES], 8)),
+            Format::Q4_1 => {
+                mins += read_f16(b, 2) * a.s;
+                dot(&unpack_nibbles(&b[4..Q4_1_BYTES], 0))
+            }
+            _ => b[2..Q8_0_BYTES].iter().zip(&a.qs).map(|(&v, &q)| v as i8 as i32 * q as i32).sum(),
+        };
+        acc = (read_f16(b, 0) * a.d).mul_add(sum as f32, acc);
+    }
+    if format == Format::Q4_1 {
+        acc + mins
+    } else {
+        acc
+    }
 }
 
 /// w row (K) f32/f16/bf16 bytes, x (K) f32 -> dot product, accumulated in f32 in order.
@@ -288,6 +345,10 @@ fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4
 /// Rows `rows` of w against all T activation rows, writing y (T, N): the reference.
 #[inline(always)]
 fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
+    if w.order == SumOrder::Blocks && w.format.uses_q8_activations() {
+        let dot = |r: &[u8], a: &[BlockQ8]| dot_blocks_q8(w.format, r, a);
+        return quantized_rows(w, xq, t, rows, y, dot, four(dot));
+    }
     match w.format {
         Format::Q4_0 => quantized_rows(w, xq, t, rows, y, dot_q4_0_q8, four(dot_q4_0_q8)),
         Format::Q4_1 => quantized_rows(w, xq, t, rows, y, dot_q4_1_q8, four(dot_q4_1_q8)),
@@ -310,6 +371,10 @@ fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     use crate::x86;
+    if w.order == SumOrder::Blocks {
+        // The reference, compiled for AVX2 (its integer block sums vectorize).
+        return matmul_rows(w, x, xq, t, rows, y);
+    }
     // SAFETY (all three): this function only runs on CPUs with AVX2, FMA and F16C, and row and
     // activation lengths match by construction of MatRef and the checks in `matmul`.
     match w.format {
@@ -350,7 +415,7 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
         let packed = w.packed.unwrap_or(&[]);
         // SAFETY: the caller checked the CPU features; shapes match by construction.
-        let v = unsafe { crate::vnni::group::<G>(kind, &packed[g * group_bytes..(g + 1) * group_bytes], xs) };
+        let v = unsafe { crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, &packed[g * group_bytes..(g + 1) * group_bytes], xs) };
         for (j, rows) in v.iter().enumerate() {
             for (r, &value) in rows.iter().enumerate() {
                 // SAFETY: each thread owns whole row groups; indices are inside y (T, N).
@@ -621,7 +686,7 @@ mod tests {
         let pool = ThreadPool::new(3);
         for format in FORMATS {
             let data = make_weights(format, n, k, 11);
-            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None, order: SumOrder::LlamaCpp };
             let mut y = vec![0f32; t * n];
             matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut y);
             let want = reference_f32(format, &data, n, k, &x, t);
@@ -650,9 +715,9 @@ mod tests {
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
         let pool = ThreadPool::new(1);
-        for format in FORMATS {
+        for (format, order) in FORMATS.iter().flat_map(|&f| [(f, SumOrder::LlamaCpp), (f, SumOrder::Blocks)]) {
             let data = make_weights(format, n, k, 5);
-            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None, order };
             let mut want = vec![0f32; t * n];
             matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut want);
             for level in Level::all_available() {
@@ -660,7 +725,34 @@ mod tests {
                 let w = MatRef { packed: packed.as_deref(), ..w };
                 let mut y = vec![0f32; t * n];
                 matmul(&pool, level, &w, &x, &xq, t, &mut y);
-                assert_eq!(y, want, "{format:?} at {level:?}");
+                assert_eq!(y, want, "{format:?} in the {order:?} order at {level:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn both_sum_orders_agree_within_float_rounding() {
+        // The orders differ only in where float roundings fall: the same value to ~1e-6 of the
+        // sum of the terms' magnitudes (at most K here: weights and activations lie in [-1, 1]),
+        // and exactly the same for float formats.
+        let (n, k, t) = (40, 1536, 3);
+        let x = pseudo_random(t * k, 61);
+        let mut xq = vec![BlockQ8::default(); t * k / QK];
+        quantize_row_q8(&x, &mut xq);
+        let pool = ThreadPool::new(2);
+        for format in FORMATS {
+            let data = make_weights(format, n, k, 62);
+            let packed = pack_for(Level::detect(), format, &data, n, k);
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::LlamaCpp };
+            let (mut a, mut b) = (vec![0f32; t * n], vec![0f32; t * n]);
+            matmul(&pool, Level::detect(), &w, &x, &xq, t, &mut a);
+            matmul(&pool, Level::detect(), &MatRef { order: SumOrder::Blocks, ..w }, &x, &xq, t, &mut b);
+            let want = reference_f32(format, &data, n, k, &x, t);
+            for ((a, b), r) in a.iter().zip(&b).zip(&want) {
+                assert!((a - b).abs() <= 1e-6 * k as f32, "{format:?}: {a} vs {b} (reference {r})");
+                if !format.uses_q8_activations() {
+                    assert_eq!(a, b, "{format:?}: float formats have one order");
+                }
             }
         }
     }
@@ -693,15 +785,17 @@ mod tests {
                     };
                 }
             }
-            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None };
-            let mut want = vec![0f32; t * n];
-            matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut want);
-            for level in Level::all_available() {
-                let packed = pack_for(level, format, &data, n, k);
-                let w = MatRef { packed: packed.as_deref(), ..w };
-                let mut y = vec![0f32; t * n];
-                matmul(&pool, level, &w, &x, &xq, t, &mut y);
-                assert_eq!(y, want, "{format:?} at {level:?}");
+            for order in [SumOrder::LlamaCpp, SumOrder::Blocks] {
+                let w = MatRef { format, data: &data, rows: n, cols: k, packed: None, order };
+                let mut want = vec![0f32; t * n];
+                matmul(&pool, Level::Scalar, &w, &x, &xq, t, &mut want);
+                for level in Level::all_available() {
+                    let packed = pack_for(level, format, &data, n, k);
+                    let w = MatRef { packed: packed.as_deref(), ..w };
+                    let mut y = vec![0f32; t * n];
+                    matmul(&pool, level, &w, &x, &xq, t, &mut y);
+                    assert_eq!(y, want, "{format:?} in the {order:?} order at {level:?}");
+                }
             }
         }
     }
@@ -719,8 +813,8 @@ mod tests {
             let (dg, du) = (make_weights(fg, n, k, 42), make_weights(fu, n, k, 43));
             for level in Level::all_available() {
                 let (pg, pu) = (pack_for(level, fg, &dg, n, k), pack_for(level, fu, &du, n, k));
-                let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref() };
-                let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref() };
+                let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref(), order: SumOrder::LlamaCpp };
+                let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref(), order: SumOrder::LlamaCpp };
                 let (mut want, mut up) = (vec![0f32; t * n], vec![0f32; t * n]);
                 matmul(&pool, level, &wg, &x, &xq, t, &mut want);
                 matmul(&pool, level, &wu, &x, &xq, t, &mut up);
@@ -746,8 +840,8 @@ mod tests {
                 let (dg, du) = (make_weights(fg, n, k, 52), make_weights(fu, n, k, 53));
                 for level in Level::all_available() {
                     let (pg, pu) = (pack_for(level, fg, &dg, n, k), pack_for(level, fu, &du, n, k));
-                    let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref() };
-                    let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref() };
+                    let wg = MatRef { format: fg, data: &dg, rows: n, cols: k, packed: pg.as_deref(), order: SumOrder::LlamaCpp };
+                    let wu = MatRef { format: fu, data: &du, rows: n, cols: k, packed: pu.as_deref(), order: SumOrder::LlamaCpp };
                     let (mut want, mut scratch) = (vec![0f32; t * n], vec![0f32; t * n]);
                     matmul_swiglu(&pool, level, &wg, &wu, &x, &xq, t, &mut want, &mut scratch);
                     let mut want_q = vec![BlockQ8::default(); t * n / QK];
@@ -767,7 +861,7 @@ mod tests {
         let mut xq = vec![BlockQ8::default(); t * k / QK];
         quantize_row_q8(&x, &mut xq);
         let data = make_weights(Format::Q4_1, n, k, 13);
-        let w = MatRef { format: Format::Q4_1, data: &data, rows: n, cols: k, packed: None };
+        let w = MatRef { format: Format::Q4_1, data: &data, rows: n, cols: k, packed: None, order: SumOrder::LlamaCpp };
         let mut one = vec![0f32; t * n];
         matmul(&ThreadPool::new(1), Level::detect(), &w, &x, &xq, t, &mut one);
         for threads in [2, 3, 4] {
@@ -788,7 +882,7 @@ mod tests {
             let data = make_weights(format, n, k, 22);
             for level in Level::all_available() {
                 let packed = pack_for(level, format, &data, n, k);
-                let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+                let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::LlamaCpp };
                 let base = pseudo_random(t * n, 23);
                 let mut want = vec![0f32; t * n];
                 matmul(&pool, level, &w, &x, &xq, t, &mut want);
@@ -813,7 +907,7 @@ mod tests {
                 let data = make_weights(format, n, k, 32 + threads as u64);
                 for level in Level::all_available() {
                     let packed = pack_for(level, format, &data, n, k);
-                    let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref() };
+                    let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::LlamaCpp };
                     let mut want = vec![0f32; n];
                     matmul(&pool, level, &w, &x, &xq, 1, &mut want);
                     let mut got = vec![0f32; n];

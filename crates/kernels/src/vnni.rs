@@ -209,31 +209,117 @@ unsafe fn element_group<const N: usize>(kind: Kind, l: usize, w: __m512i, i: usi
     }
 }
 
-/// A row group of `kind` against N activation rows -> N x 16 dot products (see [`group_dot`]).
+/// [`group_dot`] in the [`SumOrder::Blocks`](crate::matmul::SumOrder) order: the 8 element
+/// groups' integer sums of a block are added in integers (two chains, exact in any order),
+/// converted once, and fused-multiply-added with the block scale into one accumulator per row.
+#[inline(always)]
+unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut mins = [_mm512_setzero_ps(); N];
+    let nibble_mask = _mm512_set1_epi8(0x0F);
+    let values_at = GROUP_ROWS * kind.header();
+    for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
+        let p = blk.as_ptr();
+        for line in (0..kind.group_bytes()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + line) as *const i8);
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let m = if kind == Kind::Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * GROUP_ROWS) as *const __m256i)) } else { _mm512_setzero_ps() };
+        let mut scale = [_mm512_setzero_ps(); N];
+        // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
+        // short dependency chains instead of one of eight.
+        let mut part = [[_mm512_setzero_si512(); 2]; N];
+        for j in 0..N {
+            let a = x[j].get_unchecked(i);
+            scale[j] = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+            if kind == Kind::Q4_1 {
+                // mins += m * s: one rounding for the product and one for the sum, as the reference.
+                mins[j] = _mm512_add_ps(mins[j], _mm512_mul_ps(m, _mm512_set1_ps(a.s)));
+            } else {
+                // The block's sum starts at -offset * (sum of its activation bytes).
+                let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
+                part[j][0] = _mm512_set1_epi32(-kind.offset() * hsum8(sums));
+            }
+        }
+        if kind == Kind::Q8_0 {
+            unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let w = _mm512_loadu_si512(p.add(values_at + 64 * l) as *const _);
+                element_group_sum(l, w, i, &x, &mut part);
+            });
+        } else {
+            unroll!(k in [0, 1, 2, 3] {
+                let q = _mm512_loadu_si512(p.add(values_at + 64 * k) as *const _);
+                element_group_sum(k, _mm512_and_si512(q, nibble_mask), i, &x, &mut part);
+                element_group_sum(k + 4, _mm512_and_si512(_mm512_srli_epi16(q, 4), nibble_mask), i, &x, &mut part);
+            });
+        }
+        for j in 0..N {
+            let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(part[j][0], part[j][1]));
+            acc[j] = _mm512_fmadd_ps(scale[j], sums, acc[j]);
+        }
+    }
+    let mut out = [[0.0f32; GROUP_ROWS]; N];
+    for j in 0..N {
+        let sum = if kind == Kind::Q4_1 { _mm512_add_ps(acc[j], mins[j]) } else { acc[j] };
+        _mm512_storeu_ps(out[j].as_mut_ptr(), sum);
+    }
+    out
+}
+
+/// Sum of the 8 lanes (exact: integers).
+#[inline(always)]
+unsafe fn hsum8(v: __m256i) -> i32 {
+    let r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let r = _mm_add_epi32(r, _mm_shuffle_epi32::<0b01_00_11_10>(r));
+    let r = _mm_add_epi32(r, _mm_shuffle_epi32::<0b10_11_00_01>(r));
+    _mm_cvtsi128_si32(r)
+}
+
+/// Element group l of block i of the 16 rows (`w`) against the four activation bytes of group l
+/// of each token, into partial sum l % 2.
+#[inline(always)]
+unsafe fn element_group_sum<const N: usize>(l: usize, w: __m512i, i: usize, x: &[&[BlockQ8]; N], part: &mut [[__m512i; 2]; N]) {
+    for j in 0..N {
+        let ys = x[j].get_unchecked(i).qs.as_ptr();
+        let y = _mm512_set1_epi32(std::ptr::read_unaligned(ys.add(4 * l) as *const i32));
+        part[j][l % 2] = _mm512_dpbusd_epi32(part[j][l % 2], w, y);
+    }
+}
+
+/// A row group of `kind` against N activation rows -> N x 16 dot products, in the
+/// [`SumOrder::Blocks`](crate::matmul::SumOrder) order when `blocks` (see [`group_dot_blocks`]),
+/// else in the reference lane order (see [`group_dot`]).
 ///
 /// # Safety
 /// [`available`] is true; `packed` is whole group blocks of `kind` and every `x[j]` has one
 /// block per group block.
 #[inline(always)]
-pub unsafe fn group<const N: usize>(kind: Kind, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes() >= packed.len()));
-    match kind {
-        Kind::Q4_1 => group_q4_1::<N>(packed, x),
-        Kind::Q4_0 => group_q4_0::<N>(packed, x),
-        Kind::Q8_0 => group_q8_0::<N>(packed, x),
+    match (kind, blocks) {
+        (Kind::Q4_1, false) => group_q4_1::<N>(packed, x),
+        (Kind::Q4_0, false) => group_q4_0::<N>(packed, x),
+        (Kind::Q8_0, false) => group_q8_0::<N>(packed, x),
+        (Kind::Q4_1, true) => group_q4_1_blocks::<N>(packed, x),
+        (Kind::Q4_0, true) => group_q4_0_blocks::<N>(packed, x),
+        (Kind::Q8_0, true) => group_q8_0_blocks::<N>(packed, x),
     }
 }
 
 macro_rules! group_kernel {
-    ($name:ident, $kind:expr) => {
-        /// One format's copy of [`group_dot`], so that no format test is left in its loop.
+    ($name:ident, $body:ident, $kind:expr) => {
+        /// One format's and order's copy of the kernel, so that no test is left in its loop.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
         unsafe fn $name<const N: usize>(packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
-            group_dot::<N>($kind, packed, x)
+            $body::<N>($kind, packed, x)
         }
     };
 }
 
-group_kernel!(group_q4_1, Kind::Q4_1);
-group_kernel!(group_q4_0, Kind::Q4_0);
-group_kernel!(group_q8_0, Kind::Q8_0);
+group_kernel!(group_q4_1, group_dot, Kind::Q4_1);
+group_kernel!(group_q4_0, group_dot, Kind::Q4_0);
+group_kernel!(group_q8_0, group_dot, Kind::Q8_0);
+group_kernel!(group_q4_1_blocks, group_dot_blocks, Kind::Q4_1);
+group_kernel!(group_q4_0_blocks, group_dot_blocks, Kind::Q4_0);
+group_kernel!(group_q8_0_blocks, group_dot_blocks, Kind::Q8_0);

@@ -16,7 +16,7 @@ use kernels::attention::{attention_scratch_per_thread, attention_segments_q8, At
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
 use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8};
-use kernels::{matmul, BlockQ8, Format, Level, MatRef, ThreadPool, QK};
+use kernels::{matmul, BlockQ8, Format, Level, MatRef, SumOrder, ThreadPool, QK};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +77,7 @@ pub struct Llama {
     output: Weight,       // (V, D), the embeddings when tied
     pool: Arc<ThreadPool>,
     level: Level,
+    order: SumOrder,
     /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
     tokens_evaluated: AtomicU64,
 }
@@ -165,7 +166,8 @@ impl Llama {
             Some(_) => weight(&file, "output.weight", v, d)?,
             None => token_embd.clone(),
         };
-        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool, level: Level::detect(), tokens_evaluated: AtomicU64::new(0) };
+        let order = SumOrder::from_env();
+        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool, level: Level::detect(), order, tokens_evaluated: AtomicU64::new(0) };
         model.set_level(model.level);
         Ok(model)
     }
@@ -202,7 +204,7 @@ impl Llama {
     }
 
     fn mat<'a>(&'a self, w: &'a Weight) -> MatRef<'a> {
-        MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols, packed: w.packed.as_deref() }
+        MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols, packed: w.packed.as_deref(), order: self.order }
     }
 
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and returns
@@ -455,6 +457,17 @@ impl Llama {
     /// The kernel level in use.
     pub fn level(&self) -> Level {
         self.level
+    }
+
+    /// Chooses how quantized products add up their blocks (see [`SumOrder`]); the default is
+    /// llama.cpp's order, or the one `FERROLM_SUM_ORDER` names.
+    pub fn set_sum_order(&mut self, order: SumOrder) {
+        self.order = order;
+    }
+
+    /// The summation order in use.
+    pub fn sum_order(&self) -> SumOrder {
+        self.order
     }
 }
 
