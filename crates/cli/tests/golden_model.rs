@@ -13,6 +13,14 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The model in llama.cpp's summation order, whatever `FERROLM_SUM_ORDER` says: these tests
+/// compare with llama.cpp's x86 arithmetic.
+fn open_model(path: &std::path::Path) -> Llama {
+    let mut model = Llama::open(path, threads()).unwrap();
+    model.set_sum_order(kernels::SumOrder::LlamaCpp);
+    model
+}
+
 fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -26,7 +34,7 @@ const NEAR_TIE: f64 = 0.3;
 #[test]
 fn greedy_continuations_match_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
-    let model = Llama::open(&path, threads()).unwrap();
+    let model = open_model(&path);
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let speculative = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup::default())), ..options.clone() };
@@ -68,7 +76,7 @@ fn greedy_continuations_match_llama_cpp() {
 fn perplexity_matches_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
     let want: Value = serde_json::from_str(&fixture("perplexity.json")).unwrap();
-    let model = Llama::open(&path, threads()).unwrap();
+    let model = open_model(&path);
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     let tokens = tok.encode(&fixture("perplexity.txt"), false);
     assert_eq!(tokens.len() as u64, want["tokens"].as_u64().unwrap());

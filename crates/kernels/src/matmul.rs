@@ -404,9 +404,11 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
     use crate::vnni::GROUP_ROWS;
     let kb = w.cols / QK;
     let group_bytes = kb * kind.group_bytes();
-    // Tokens per kernel call: each token needs 8 accumulator registers, and the 8 weight
-    // registers of a block stay live across the tokens; two tokens fit in the 32 registers.
-    const STEP: usize = 2;
+    // Tokens per kernel call: the 8 weight registers of a block stay live across the tokens;
+    // in llama.cpp's order each token needs 8 accumulators (two tokens fit in the 32
+    // registers), in the block order 4 (four tokens fit).
+    const STEP: usize = 4;
+    let step = if w.order == SumOrder::Blocks { 4 } else { 2 };
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
     // One row group against G tokens starting at `ti`; writes the 16 x G outputs.
     #[inline(always)]
@@ -427,12 +429,18 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
         let t1 = (t0 + tile).min(t);
         for g in groups.clone() {
             let mut ti = t0;
-            while ti + STEP <= t1 {
-                call::<STEP>(w, kind, group_bytes, g, ti, xq, y);
-                ti += STEP;
+            while ti + step <= t1 {
+                match step {
+                    4 => call::<4>(w, kind, group_bytes, g, ti, xq, y),
+                    _ => call::<2>(w, kind, group_bytes, g, ti, xq, y),
+                }
+                ti += step;
             }
-            if ti < t1 {
-                call::<1>(w, kind, group_bytes, g, ti, xq, y);
+            match t1 - ti {
+                0 => {}
+                1 => call::<1>(w, kind, group_bytes, g, ti, xq, y),
+                2 => call::<2>(w, kind, group_bytes, g, ti, xq, y),
+                _ => call::<3>(w, kind, group_bytes, g, ti, xq, y),
             }
         }
     }
