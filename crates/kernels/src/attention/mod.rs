@@ -433,22 +433,38 @@ fn attention_segments_with(
             unsafe { crate::quant::quantize_row_q8(out_ptr.slice(first, len), out_q.slice(first / QK, len / QK)) };
         }
     };
-    pool.run(&|i, nt| {
+    // Units of all segments are numbered in one sequence and taken one at a time from a shared
+    // counter, last first: with the causal mask later tokens cost more, so the expensive units go
+    // first and the cheap ones even out the end; a thread that falls behind is covered by the
+    // others.
+    let total: usize = segments.iter().map(|seg| plan(seg).units).sum();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    pool.run(&|i, _| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
-        // Units of all segments are numbered in one sequence and dealt round-robin: with the
-        // causal mask later tokens cost more, and contiguous ranges would leave the last thread
-        // with most of the work.
-        let mut base = 0;
-        for seg in segments {
-            let Plan { order, grouped, units } = plan(seg);
-            let first_unit = (i + nt - base % nt) % nt;
-            base += units;
+        loop {
+            let taken = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if taken >= total {
+                break;
+            }
+            // Unit `taken` from the end, and its segment.
+            let mut unit = total - 1 - taken;
+            let mut found = None;
+            for seg in segments {
+                let units = plan(seg).units;
+                if unit < units {
+                    found = Some(seg);
+                    break;
+                }
+                unit -= units;
+            }
+            let Some(seg) = found else { break };
+            let Plan { order, grouped, .. } = plan(seg);
             let kv = &KvView { table: seg.table, ..layer };
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
             if grouped {
                 #[cfg(target_arch = "x86_64")]
-                for unit in (first_unit..units).step_by(nt) {
+                {
                     let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
                     let first = (row0 + t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
                     let o = unsafe { out_ptr.slice(first, group * head_dim) };
@@ -462,30 +478,28 @@ fn attention_segments_with(
                 }
                 continue;
             }
-            for unit in (first_unit..units).step_by(nt) {
-                let (t, h) = (unit / n_head, unit % n_head);
-                let kv_off = (h / group) * head_dim;
-                let n_seen = seg.start + t + 1;
-                let pair = row0 + unit;
-                let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
-                let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
-                match level {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: both levels imply AVX2, FMA and F16C.
-                    Level::Avx2 | Level::Avx512Vnni if n_seen >= flash_min => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
-                    _ if n_seen >= flash_min => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                    Level::Avx512Vnni if order == Order::Vector && head_dim.is_multiple_of(LANES * BANKS) => unsafe {
-                        avx512::attend_group_vector(1, head_dim, q_row, kv, kv_off, n_seen, scale, work, o)
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                    Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
-                    _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
-                }
-                quantize(pair * head_dim, head_dim);
+            let (t, h) = (unit / n_head, unit % n_head);
+            let kv_off = (h / group) * head_dim;
+            let n_seen = seg.start + t + 1;
+            let pair = row0 + unit;
+            let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
+            let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: both levels imply AVX2, FMA and F16C.
+                Level::Avx2 | Level::Avx512Vnni if n_seen >= flash_min => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
+                _ if n_seen >= flash_min => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
+                Level::Avx512Vnni if order == Order::Vector && head_dim.is_multiple_of(LANES * BANKS) => unsafe {
+                    avx512::attend_group_vector(1, head_dim, q_row, kv, kv_off, n_seen, scale, work, o)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
+                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
+                _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
             }
+            quantize(pair * head_dim, head_dim);
         }
     });
 }
