@@ -21,7 +21,7 @@ pub enum Level {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 (F, BW, VL, DQ) and VNNI: two weight rows per instruction.
+    /// x86-64 with AVX-512 (F, BW, VL, DQ) and VNNI: 16 weight rows per instruction.
     Avx512Vnni,
 }
 
@@ -397,7 +397,7 @@ fn group_kind(format: Format) -> Option<crate::vnni::Kind> {
 }
 
 /// Row groups `groups` of a packed `w` against all T tokens with the VNNI kernels, two tokens at
-/// a time, in L1-sized token tiles as [`quantized_rows`].
+/// a time (four in the block order), in L1-sized token tiles as [`quantized_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
@@ -582,7 +582,8 @@ pub fn matmul_group<const N: usize>(pool: &ThreadPool, level: Level, outputs: [(
 /// The feed-forward input pair with SwiGLU fused: gate = silu(w_gate . x) * (w_up . x), (T, F).
 ///
 /// Each thread computes its rows of both products and applies SwiGLU to them in place, so the
-/// activation is done before the pool's one barrier; `up` (T, F) is scratch.
+/// activation is done before the pool's one barrier (when gate and up split their rows over the
+/// threads differently, the activation waits for a second pass); `up` (T, F) is scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32]) {
     swiglu_with(pool, level, w_gate, w_up, x, xq, t, gate, up, None)
@@ -708,8 +709,9 @@ mod tests {
 
     #[test]
     fn simd_levels_match_scalar_bit_for_bit() {
+        // t = 105 crosses a token tile (100 tokens at K = 160).
         for n in [19, 20, 32, 35] {
-            for t in [1, 3, 7, 13] {
+            for t in [1, 2, 3, 6, 7, 13, 105] {
                 simd_levels_match_scalar_with_rows(n, t);
             }
         }
@@ -837,7 +839,8 @@ mod tests {
     #[test]
     fn fused_swiglu_quantization_equals_a_separate_pass() {
         // 96 rows: with 3 threads each owns 32 rows (whole blocks: fused); with 2 threads 48
-        // (not whole blocks: a separate pass). Mixed formats cannot fuse at all.
+        // (not whole blocks: a separate pass). Q8_0 gate with F32 up fuses where both split by
+        // single rows (scalar and AVX2) and not where the gate takes row groups (VNNI).
         let (n, k, t) = (96, 64, 3);
         let x = pseudo_random(t * k, 51);
         let mut xq = vec![BlockQ8::default(); t * k / QK];

@@ -98,8 +98,9 @@ pub struct BlockQ8 {
 /// Quantizes activations to 8-bit blocks: x (K) f32 -> out (K/32) blocks. `K % 32 == 0`.
 ///
 /// Scale `d = amax / 127`; values are `round(x * 127 / amax)`, ties to even (what the x86 SIMD
-/// paths of the peers do). Uses the SSE4.1 rounding instruction where the CPU has it (the
-/// portable `round_ties_even` is a library call); the results are the same.
+/// paths of the peers do). A block whose largest value is so small that `127 / amax` overflows
+/// (below ~3.7e-37) quantizes to zeros. Uses AVX-512, or the SSE4.1 rounding instruction, where
+/// the CPU has them (the portable `round_ties_even` is a library call); the results are the same.
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -155,7 +156,7 @@ unsafe fn quantize_row_q8_avx512(x: &[f32], out: &mut [BlockQ8]) {
         // max(v, acc) keeps acc when v is NaN, as f32::max does.
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(b), _mm512_max_ps(_mm512_abs_ps(a), _mm512_setzero_ps())));
         let d = amax / 127.0;
-        let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let id = _mm512_set1_ps(inverse_scale(amax));
         let round = |v: __m512| {
             let p = _mm512_mul_ps(v, id);
             let q = _mm512_cvtps_epi32(p); // MXCSR rounding: nearest, ties to even
@@ -170,13 +171,25 @@ unsafe fn quantize_row_q8_avx512(x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
+/// `127 / amax`, or 0 for a zero block and for one so small that the quotient overflows (its
+/// values would all round to +-inf, beyond an i8).
+#[inline(always)]
+fn inverse_scale(amax: f32) -> f32 {
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    if id.is_finite() {
+        id
+    } else {
+        0.0
+    }
+}
+
 #[inline(always)]
 fn quantize_row_q8_generic(x: &[f32], out: &mut [BlockQ8]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let id = inverse_scale(amax);
         let mut sum = 0i32;
         for (q, &v) in block.qs.iter_mut().zip(xs) {
             let r = (v * id).round_ties_even() as i32;
@@ -318,6 +331,9 @@ mod tests {
         // non-finite values whose handling differs between instructions and `as i32`.
         let mut x: Vec<f32> = (0..32 * 64).map(|i| ((i as u32).wrapping_mul(2654435761) >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0).collect();
         let specials = [0.5, -0.5, 1.5, 2.5, -2.5, 127.0, -0.0, 0.0, 1e-40, -1e-40, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0e38];
+        // A block whose largest value is tiny: 127 / amax overflows (it quantizes to zeros).
+        let tiny: Vec<f32> = (0..32).map(|i| [1e-37, 0.0, -3e-38, 2e-38][i % 4]).collect();
+        x.extend(tiny);
         for (b, chunk) in x.chunks_mut(32).enumerate().skip(1) {
             chunk[b % 32] = specials[b % specials.len()];
             if b % 5 == 0 {

@@ -1,6 +1,7 @@
-//! Several tokens, AVX-512: the query heads that share a KV head are handled together, so each
-//! key and value row is loaded and converted from f16 once for the whole group. Per head, the
-//! arithmetic and its order are exactly those of [`attend_one`](super::attend_one) in the tiled order (tested).
+//! AVX-512 attention: the query heads that share a KV head are handled together, so each key
+//! and value row is loaded and converted from f16 once for the whole group (a group of one head
+//! serves single-token decode). Per head, the arithmetic and its order are exactly those of
+//! [`attend_one`](super::attend_one) in the tiled or the single-token order (tested).
 
 use super::{KvView, BANKS, LANES, MAX_GROUP};
 use half::f16;

@@ -322,7 +322,8 @@ pub fn attention_segments(pool: &ThreadPool, level: Level, heads: Heads, layer: 
 
 /// [`attention_segments`] that also writes out's 8-bit blocks, out_q (T, H*Dh/32), as
 /// [`quantize_rows_q8`](crate::quant::quantize_rows_q8) would: each thread quantizes the heads
-/// it just computed, so the output projection's input is ready at the pool's one barrier.
+/// it just computed, so the output projection's input is ready at the pool's one barrier. Blocks
+/// of rows that no segment covers are left as they are.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_segments_q8(
     pool: &ThreadPool,
@@ -434,9 +435,9 @@ fn attention_segments_with(
         }
     };
     // Units of all segments are numbered in one sequence and taken one at a time from a shared
-    // counter, last first: with the causal mask later tokens cost more, so the expensive units go
-    // first and the cheap ones even out the end; a thread that falls behind is covered by the
-    // others.
+    // counter, so sequences of different lengths and a thread that falls behind even out; last
+    // first: within a segment later tokens cost more (the causal mask), so its expensive units go
+    // first and the cheap ones fill the end.
     let total: usize = segments.iter().map(|seg| plan(seg).units).sum();
     let next = std::sync::atomic::AtomicUsize::new(0);
     pool.run(&|i, _| {

@@ -35,7 +35,8 @@ fn simd_attention_matches_scalar_bit_for_bit() {
     // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
     let mut cases = vec![(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)];
     // One token at every position count around the 16-position score blocks and the 64 value
-    // slots, with heads of 64 and 128 and groups of 1, 3 and 8 query heads.
+    // slots, with heads of 64 and 128 (alone, a token's heads run one at a time; the grouped
+    // kernel is checked against these in `per_token_order_equals_one_call_per_token_bit_for_bit`).
     for start in [0, 14, 15, 16, 62, 63, 64, 129, 199] {
         cases.extend([(1, start, 9, 3, 64), (1, start, 8, 1, 128), (1, start, 2, 2, 64)]);
     }
@@ -60,14 +61,21 @@ fn simd_attention_matches_scalar_bit_for_bit() {
 
 #[test]
 fn paged_cache_in_shuffled_blocks_equals_contiguous() {
-    // 37 positions in blocks of 8 (5 blocks), placed in a pool of 7 blocks in shuffled order.
-    let (t, start, h, hkv, dh, bs) = (6, 31, 6, 2, 64, 8);
+    // 37 positions in blocks of 8 (5 blocks), placed in a pool of 7 blocks in shuffled order;
+    // and blocks of 32 (the model's size, where 16 positions always share a block) for one
+    // token and for several, past the 64 value slots.
+    paged_case(6, 31, 8, &[5, 0, 6, 2, 3], 7);
+    paged_case(1, 100, 32, &[2, 0, 3, 1], 5);
+    paged_case(6, 90, 32, &[3, 1, 0, 2], 4);
+}
+
+fn paged_case(t: usize, start: usize, bs: usize, table: &[u32], pool_blocks: usize) {
+    let (h, hkv, dh) = (6, 2, 64);
     let s = start + t;
     let kv_dim = hkv * dh;
     let q = values(t * h * dh, 11);
     let (k, v) = (to_f16(&values(s * kv_dim, 12)), to_f16(&values(s * kv_dim, 13)));
-    let table: Vec<u32> = vec![5, 0, 6, 2, 3];
-    let mut kp = vec![f16::ZERO; 7 * bs * kv_dim];
+    let mut kp = vec![f16::ZERO; pool_blocks * bs * kv_dim];
     let mut vp = kp.clone();
     for pos in 0..s {
         let row = (table[pos / bs] as usize * bs + pos % bs) * kv_dim;
@@ -78,12 +86,14 @@ fn paged_cache_in_shuffled_blocks_equals_contiguous() {
     let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
     let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
     for level in Level::all_available() {
-        let mut want = vec![0f32; t * h * dh];
-        attention(&pool, level, shape, &q, view(&k, &v, kv_dim, &identity(s)), &mut want, &mut scratch);
-        let mut got = vec![0f32; t * h * dh];
-        let paged = KvView { keys: &kp, values: &vp, table: &table, block_size: bs, kv_dim };
-        attention(&pool, level, shape, &q, paged, &mut got, &mut scratch);
-        assert_eq!(got, want, "{level:?}");
+        for per_token in [false, true] {
+            let mut want = vec![0f32; t * h * dh];
+            attention_with(&pool, level, shape, &q, view(&k, &v, kv_dim, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            let mut got = vec![0f32; t * h * dh];
+            let paged = KvView { keys: &kp, values: &vp, table, block_size: bs, kv_dim };
+            attention_with(&pool, level, shape, &q, paged, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            assert_eq!(got, want, "{level:?}, blocks of {bs}, {t} tokens from {start}, per-token order {per_token}");
+        }
     }
 }
 
@@ -129,7 +139,8 @@ fn online_softmax_kernel_agrees_with_the_exact_kernels() {
 fn per_token_order_equals_one_call_per_token_bit_for_bit() {
     // Short and long contexts (past 64 slots), groups of 3 and 2, Dh 64 and 128: with enough
     // units the batch groups heads, alone a token does not; the bits must not change.
-    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128), (4, 0, 8, 1, 64), (6, 60, 8, 1, 128)] {
+    // (10, 20, 8, 1) and (8, 30, 8, 2) have enough units for the grouped kernel with groups of 8 and 4.
+    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128), (4, 0, 8, 1, 64), (6, 60, 8, 1, 128), (10, 20, 8, 1, 64), (8, 30, 8, 2, 64)] {
         per_token_order_case(t, start, h, hkv, dh);
     }
 }
