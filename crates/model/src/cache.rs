@@ -50,8 +50,8 @@ pub struct KvPool {
     kv_dim: usize,      // Hkv * Dh
     n_blocks: usize,    // blocks per layer
     max_seq_len: usize, // S_max, the most positions of one sequence
-    k: Vec<f16>,        // (L, blocks, KV_BLOCK, Hkv*Dh)
-    v: Vec<f16>,        // (L, blocks, KV_BLOCK, Hkv*Dh)
+    k: F16Buffer,       // (L, blocks, KV_BLOCK, Hkv*Dh)
+    v: F16Buffer,       // (L, blocks, KV_BLOCK, Hkv*Dh)
     refs: Vec<u32>,     // (blocks) tables using each block
     free: Vec<u32>,     // unused block ids
 }
@@ -294,23 +294,47 @@ impl KvCache {
     }
 }
 
-/// `n` zero halves, or `None` when the memory cannot be had. Asks the allocator for zeroed
-/// memory, so a large cache costs nothing until its blocks are written (fresh pages from the
-/// system are zero already): a pool sized for many long sequences is cheap to make.
-pub(crate) fn zeroed_f16(n: usize) -> Option<Vec<f16>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f16>(n).ok()?;
-    // SAFETY: the layout has a non-zero size; f16 is a transparent u16, for which all-zero bits
-    // is the value 0.0; the vector takes ownership of exactly this allocation (same layout).
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout) as *mut f16;
-        if ptr.is_null() {
-            return None;
+/// Zero-initialized f16 memory mapped from the system and asked to be backed by 2 MB pages
+/// (transparent huge pages): a batch's attention reads megabytes of keys and values per layer,
+/// and on 4 KB pages under virtualization every page costs a two-level table walk.
+pub(crate) struct F16Buffer {
+    map: Option<memmap2::MmapMut>,
+    len: usize,
+}
+
+impl std::ops::Deref for F16Buffer {
+    type Target = [f16];
+    fn deref(&self) -> &[f16] {
+        match &self.map {
+            // SAFETY: the map holds `len` f16 (2 * len bytes), page-aligned, zero or written
+            // as f16; f16 is a transparent u16, valid for any bits.
+            Some(map) => unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f16, self.len) },
+            None => &[],
         }
-        Some(Vec::from_raw_parts(ptr, n, n))
     }
+}
+
+impl std::ops::DerefMut for F16Buffer {
+    fn deref_mut(&mut self) -> &mut [f16] {
+        match &mut self.map {
+            // SAFETY: as in `deref`, and the map is borrowed mutably.
+            Some(map) => unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut f16, self.len) },
+            None => &mut [],
+        }
+    }
+}
+
+/// `n` zero halves, or `None` when the memory cannot be had. Fresh pages from the system are
+/// zero and cost nothing until written, so a pool sized for many long sequences is cheap to make.
+pub(crate) fn zeroed_f16(n: usize) -> Option<F16Buffer> {
+    if n == 0 {
+        return Some(F16Buffer { map: None, len: 0 });
+    }
+    let map = memmap2::MmapMut::map_anon(n.checked_mul(std::mem::size_of::<f16>())?).ok()?;
+    // Advice only: without transparent huge pages the 4 KB pages serve as before.
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    Some(F16Buffer { map: Some(map), len: n })
 }
 
 /// A vector of `n` copies of `value`, or `None` when the memory cannot be had (instead of the
