@@ -718,7 +718,8 @@ mod tests {
     }
 
     /// Row counts below, at and past a group of 16 (whole row groups and the rows left over),
-    /// and token counts that take every kernel width (pairs of tokens and the rest).
+    /// and token counts that take every kernel width (two or four tokens per call, and the rest)
+    /// and cross a token tile.
     fn simd_levels_match_scalar_with_rows(n: usize, t: usize) {
         let k = 160;
         let x = pseudo_random(t * k, 3);

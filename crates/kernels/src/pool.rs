@@ -1,7 +1,8 @@
 //! A persistent thread pool for the per-token path.
 //!
 //! Workers are started once and wait for jobs; a job is one closure called on every thread with
-//! `(thread_index, n_threads)`, and each thread picks its own static share of the work. Between
+//! `(thread_index, n_threads)`, and each thread picks its share of the work (a static split, or
+//! items taken from a counter the job shares). Between
 //! jobs a worker spins briefly (a decode step issues hundreds of jobs in a few milliseconds, and
 //! waking a sleeping thread costs tens of microseconds) and then sleeps on a condition variable,
 //! so an idle engine does not burn a core. Fork-join pools that create tasks per operation cost
