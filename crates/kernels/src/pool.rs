@@ -2,10 +2,9 @@
 //!
 //! Workers are started once and wait for jobs; a job is one closure called on every thread with
 //! `(thread_index, n_threads)`, and each thread picks its share of the work (a static split, or
-//! items taken from a counter the job shares). Between
-//! jobs a worker spins briefly (a decode step issues hundreds of jobs in a few milliseconds, and
-//! waking a sleeping thread costs tens of microseconds) and then sleeps on a condition variable,
-//! so an idle engine does not burn a core. Fork-join pools that create tasks per operation cost
+//! items taken from a counter the job shares). Between jobs a worker spins briefly (a decode step
+//! issues hundreds of jobs in a few milliseconds, and waking a sleeping thread costs tens of
+//! microseconds) and then sleeps on a condition variable, so an idle engine does not burn a core. Fork-join pools that create tasks per operation cost
 //! Rust engines 2-14x against llama.cpp on this path; this design avoids all per-job allocation.
 
 use std::cell::UnsafeCell;
