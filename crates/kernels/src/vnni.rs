@@ -130,6 +130,33 @@ pub fn pack_groups(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
     out
 }
 
+/// What both orders do at the start of block i of a row group (at `p`): prefetch ahead, the
+/// scales d_w * d_x of each token, for Q4_1 `mins += m * s` (one rounding for the product and one
+/// for the sum, as the reference), and for the formats with an offset each token's sums of the 8
+/// groups of four activation bytes (zeros for Q4_1).
+#[inline(always)]
+unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, i: usize, x: &[&[BlockQ8]; N], mins: &mut [__m512; N]) -> ([__m512; N], [[i32; 8]; N]) {
+    for line in (0..kind.group_bytes()).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + line) as *const i8);
+    }
+    let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+    let mut scale = [_mm512_setzero_ps(); N];
+    let mut sums = [[0i32; 8]; N];
+    for j in 0..N {
+        let a = x[j].get_unchecked(i);
+        scale[j] = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+        if kind == Kind::Q4_1 {
+            let m = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * GROUP_ROWS) as *const __m256i));
+            mins[j] = _mm512_add_ps(mins[j], _mm512_mul_ps(m, _mm512_set1_ps(a.s)));
+        } else {
+            let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let group_sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
+            _mm256_storeu_si256(sums[j].as_mut_ptr() as *mut __m256i, group_sums);
+        }
+    }
+    (scale, sums)
+}
+
 /// A row group (K/32 group blocks of `kind`) against N activation rows -> N x 16 dot products,
 /// each in the reference order: lane l of row r's reference accumulator is lane r of
 /// accumulator register l here.
@@ -145,27 +172,10 @@ unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], x: [&[BlockQ8]; N
     let values_at = GROUP_ROWS * kind.header();
     for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
         let p = blk.as_ptr();
-        for line in (0..kind.group_bytes()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + line) as *const i8);
-        }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-        let m = if kind == Kind::Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * GROUP_ROWS) as *const __m256i)) } else { _mm512_setzero_ps() };
-        let mut scale = [_mm512_setzero_ps(); N];
-        // Each token's integer sums start at -offset * (sum of the group's activation bytes).
-        let mut start = [[0i32; 8]; N];
-        for j in 0..N {
-            let a = x[j].get_unchecked(i);
-            scale[j] = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
-            if kind == Kind::Q4_1 {
-                // mins += m * s: one rounding for the product and one for the sum, as the reference.
-                mins[j] = _mm512_add_ps(mins[j], _mm512_mul_ps(m, _mm512_set1_ps(a.s)));
-            } else {
-                let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
-                let s = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-kind.offset()));
-                _mm256_storeu_si256(start[j].as_mut_ptr() as *mut __m256i, s);
-            }
-        }
+        let (scale, offset_sums) = block_start(kind, p, i, &x, &mut mins);
+        // Each token's integer sums of element group l start at -offset * (the sum of the
+        // group's four activation bytes).
+        let start: [[i32; 8]; N] = std::array::from_fn(|j| offset_sums[j].map(|sum| -kind.offset() * sum));
         // Written out lane by lane (no loop): with a constant lane index every accumulator stays
         // in a register; a loop the compiler does not unroll keeps them in memory.
         if kind == Kind::Q8_0 {
@@ -220,28 +230,11 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], x: [&[Bloc
     let values_at = GROUP_ROWS * kind.header();
     for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
         let p = blk.as_ptr();
-        for line in (0..kind.group_bytes()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + line) as *const i8);
-        }
-        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-        let m = if kind == Kind::Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * GROUP_ROWS) as *const __m256i)) } else { _mm512_setzero_ps() };
-        let mut scale = [_mm512_setzero_ps(); N];
+        let (scale, offset_sums) = block_start(kind, p, i, &x, &mut mins);
         // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
-        // short dependency chains instead of one of eight.
-        let mut part = [[_mm512_setzero_si512(); 2]; N];
-        for j in 0..N {
-            let a = x[j].get_unchecked(i);
-            scale[j] = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
-            if kind == Kind::Q4_1 {
-                // mins += m * s: one rounding for the product and one for the sum, as the reference.
-                mins[j] = _mm512_add_ps(mins[j], _mm512_mul_ps(m, _mm512_set1_ps(a.s)));
-            } else {
-                // The block's sum starts at -offset * (sum of its activation bytes).
-                let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
-                part[j][0] = _mm512_set1_epi32(-kind.offset() * hsum8(sums));
-            }
-        }
+        // short dependency chains instead of one of eight. The block's sum starts at
+        // -offset * (the sum of its activation bytes).
+        let mut part: [[__m512i; 2]; N] = std::array::from_fn(|j| [_mm512_set1_epi32(-kind.offset() * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm512_loadu_si512(p.add(values_at + 64 * l) as *const _);
@@ -265,15 +258,6 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], x: [&[Bloc
         _mm512_storeu_ps(out[j].as_mut_ptr(), sum);
     }
     out
-}
-
-/// Sum of the 8 lanes (exact: integers).
-#[inline(always)]
-unsafe fn hsum8(v: __m256i) -> i32 {
-    let r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let r = _mm_add_epi32(r, _mm_shuffle_epi32::<0b01_00_11_10>(r));
-    let r = _mm_add_epi32(r, _mm_shuffle_epi32::<0b10_11_00_01>(r));
-    _mm_cvtsi128_si32(r)
 }
 
 /// Element group l of block i of the 16 rows (`w`) against the four activation bytes of group l

@@ -192,8 +192,8 @@ pub(super) unsafe fn attend_group_vector(
 ) {
     const WIDTH: usize = LANES * BANKS; // 64 slots
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(WIDTH) && n_seen > 0);
-    let (scores, rest) = work.split_at_mut(group * n_seen.next_multiple_of(LANES)); // (G, n_seen), padded
     let stride = n_seen.next_multiple_of(LANES);
+    let (scores, rest) = work.split_at_mut(group * stride); // (G, n_seen), rows padded to `stride`
     let (qh, rest) = rest.split_at_mut(group * head_dim); // (G, Dh)
     for (d, &x) in qh.iter_mut().zip(q) {
         *d = f16::from_f32(x).to_f32();
