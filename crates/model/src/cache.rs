@@ -11,6 +11,7 @@
 //!
 //! [`KvCache`] is the single-sequence case: a pool with one sequence that owns every block.
 
+use crate::memory::HugeBuffer;
 use crate::ModelError;
 use half::f16;
 use kernels::attention::KvView;
@@ -50,8 +51,8 @@ pub struct KvPool {
     kv_dim: usize,      // Hkv * Dh
     n_blocks: usize,    // blocks per layer
     max_seq_len: usize, // S_max, the most positions of one sequence
-    k: F16Buffer,       // (L, blocks, KV_BLOCK, Hkv*Dh)
-    v: F16Buffer,       // (L, blocks, KV_BLOCK, Hkv*Dh)
+    k: HugeBuffer<f16>, // (L, blocks, KV_BLOCK, Hkv*Dh)
+    v: HugeBuffer<f16>, // (L, blocks, KV_BLOCK, Hkv*Dh)
     refs: Vec<u32>,     // (blocks) tables using each block
     free: Vec<u32>,     // unused block ids
 }
@@ -61,8 +62,8 @@ impl KvPool {
     /// when it does not fit in memory.
     pub fn new(n_layer: usize, kv_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
         let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
-        let k = size.and_then(zeroed_f16);
-        let v = size.and_then(zeroed_f16);
+        let k = size.and_then(HugeBuffer::zeroed);
+        let v = size.and_then(HugeBuffer::zeroed);
         let refs = zeroed(n_blocks, 0u32);
         let free = u32::try_from(n_blocks).ok().and_then(|n| {
             let mut f = Vec::new();
@@ -292,49 +293,6 @@ impl KvCache {
     pub fn memory_bytes(&self) -> usize {
         self.pool.memory_bytes()
     }
-}
-
-/// Zero-initialized f16 memory mapped from the system and asked to be backed by 2 MB pages
-/// (transparent huge pages): a batch's attention reads megabytes of keys and values per layer,
-/// and on 4 KB pages under virtualization every page costs a two-level table walk.
-pub(crate) struct F16Buffer {
-    map: Option<memmap2::MmapMut>,
-    len: usize,
-}
-
-impl std::ops::Deref for F16Buffer {
-    type Target = [f16];
-    fn deref(&self) -> &[f16] {
-        match &self.map {
-            // SAFETY: the map holds `len` f16 (2 * len bytes), page-aligned, zero or written
-            // as f16; f16 is a transparent u16, valid for any bits.
-            Some(map) => unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f16, self.len) },
-            None => &[],
-        }
-    }
-}
-
-impl std::ops::DerefMut for F16Buffer {
-    fn deref_mut(&mut self) -> &mut [f16] {
-        match &mut self.map {
-            // SAFETY: as in `deref`, and the map is borrowed mutably.
-            Some(map) => unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr() as *mut f16, self.len) },
-            None => &mut [],
-        }
-    }
-}
-
-/// `n` zero halves, or `None` when the memory cannot be had. Fresh pages from the system are
-/// zero and cost nothing until written, so a pool sized for many long sequences is cheap to make.
-pub(crate) fn zeroed_f16(n: usize) -> Option<F16Buffer> {
-    if n == 0 {
-        return Some(F16Buffer { map: None, len: 0 });
-    }
-    let map = memmap2::MmapMut::map_anon(n.checked_mul(std::mem::size_of::<f16>())?).ok()?;
-    // Advice only: without transparent huge pages the 4 KB pages serve as before.
-    #[cfg(target_os = "linux")]
-    let _ = map.advise(memmap2::Advice::HugePage);
-    Some(F16Buffer { map: Some(map), len: n })
 }
 
 /// A vector of `n` copies of `value`, or `None` when the memory cannot be had (instead of the

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod llama;
+mod memory;
 pub mod paths;
 pub mod testing;
 pub mod tokenizer_gguf;

@@ -10,6 +10,7 @@
 
 use crate::cache::{zeroed, KvCache, KvPool, SeqCache};
 use crate::config::LlamaConfig;
+use crate::memory::HugeBuffer;
 use crate::ModelError;
 use gguf::{GgmlType, GgufFile, TensorInfo};
 use kernels::attention::{attention_scratch_per_thread, attention_segments_q8, AttentionSegment, Heads};
@@ -29,57 +30,8 @@ struct Weight {
     rows: usize,
     cols: usize,
     /// Where the weights repacked for the machine's kernels at load time lie in the model's
-    /// [`PackedWeights`], when the kernels want them repacked.
+    /// buffer of packed weights, when the kernels want them repacked.
     packed: Option<std::ops::Range<usize>>,
-}
-
-/// All repacked weights of a model in one buffer, asked to be backed by 2 MB pages (transparent
-/// huge pages). Decoding streams every weight once per token; on 4 KB pages that is one TLB miss
-/// per 4 KB, and under virtualization each miss walks two page tables. Measured on this 2-core
-/// VM: +17-20% tokens/s for one sequence, +5-10% for a batch of 8 (one thread).
-enum PackedWeights {
-    /// Anonymous memory with the huge-page advice.
-    Mapped(memmap2::MmapMut),
-    /// Heap memory, where mapping failed (or nothing is packed).
-    Heap(Vec<u8>),
-}
-
-impl PackedWeights {
-    /// One buffer holding `parts` back to back; returns it and each part's range.
-    fn new(parts: &[&[u8]]) -> (PackedWeights, Vec<std::ops::Range<usize>>) {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut ranges = Vec::with_capacity(parts.len());
-        let mut start = 0;
-        for p in parts {
-            ranges.push(start..start + p.len());
-            start += p.len();
-        }
-        let mut buffer = match memmap2::MmapMut::map_anon(total.max(1)) {
-            Ok(map) => {
-                // Advice only: where the kernel has no transparent huge pages this fails and the
-                // 4 KB pages serve as before.
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                PackedWeights::Mapped(map)
-            }
-            Err(_) => PackedWeights::Heap(vec![0u8; total]),
-        };
-        let bytes: &mut [u8] = match &mut buffer {
-            PackedWeights::Mapped(map) => &mut map[..],
-            PackedWeights::Heap(v) => &mut v[..],
-        };
-        for (p, r) in parts.iter().zip(&ranges) {
-            bytes[r.clone()].copy_from_slice(p);
-        }
-        (buffer, ranges)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            PackedWeights::Mapped(map) => &map[..],
-            PackedWeights::Heap(v) => &v[..],
-        }
-    }
 }
 
 /// One transformer block's weights.
@@ -128,7 +80,7 @@ pub struct Llama {
     pool: Arc<ThreadPool>,
     level: Level,
     order: SumOrder,
-    packed: PackedWeights,
+    packed: HugeBuffer<u8>,
     /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
     tokens_evaluated: AtomicU64,
 }
@@ -218,7 +170,7 @@ impl Llama {
             None => token_embd.clone(),
         };
         let order = SumOrder::from_env();
-        let packed = PackedWeights::Heap(Vec::new());
+        let packed = HugeBuffer::empty();
         let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool, level: Level::detect(), order, packed, tokens_evaluated: AtomicU64::new(0) };
         model.set_level(model.level);
         Ok(model)
@@ -256,7 +208,7 @@ impl Llama {
     }
 
     fn mat<'a>(&'a self, w: &'a Weight) -> MatRef<'a> {
-        let packed = w.packed.as_ref().map(|r| &self.packed.bytes()[r.clone()]);
+        let packed = w.packed.as_ref().map(|r| &self.packed[r.clone()]);
         MatRef { format: w.format, data: self.file.tensor_data(&w.info), rows: w.rows, cols: w.cols, packed, order: self.order }
     }
 
@@ -502,13 +454,23 @@ impl Llama {
         let mut weights: Vec<&mut Weight> = self.blocks.iter_mut().flat_map(|b| [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.w_gate, &mut b.w_up, &mut b.w_down]).collect();
         weights.push(&mut self.output);
         let packed: Vec<Option<Vec<u8>>> = weights.iter().map(|w| pack(w)).collect();
-        let parts: Vec<&[u8]> = packed.iter().flatten().map(|p| &p[..]).collect();
-        let (buffer, ranges) = PackedWeights::new(&parts);
-        let mut ranges = ranges.into_iter();
+        // All of them back to back in one buffer on huge pages (see `memory`). Without the
+        // memory for it the weights stay unpacked and run on the row kernels.
+        let total: usize = packed.iter().flatten().map(Vec::len).sum();
+        self.packed = HugeBuffer::zeroed(total).unwrap_or_else(HugeBuffer::empty);
+        let fits = self.packed.len() == total;
+        let mut start = 0;
         for (w, p) in weights.into_iter().zip(&packed) {
-            w.packed = p.as_ref().and_then(|_| ranges.next());
+            w.packed = match p {
+                Some(p) if fits => {
+                    let range = start..start + p.len();
+                    self.packed[range.clone()].copy_from_slice(p);
+                    start = range.end;
+                    Some(range)
+                }
+                _ => None,
+            };
         }
-        self.packed = buffer;
     }
 
     /// The kernel level in use.
