@@ -9,24 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$1; b=$2; pairs=$3; shift 3
-file=$(mktemp --suffix=.jsonl)
-trap 'rm -f "$file"' EXIT
-python3 - "$file" <<'PY'
-import json, sys
-prompts = [
-    "Write a short story about a robot who learns to paint.",
-    "Explain how a refrigerator works.",
-    "List ten ideas for a weekend trip, with one sentence on each.",
-    "The history of the printing press began",
-    "def quicksort(items):",
-    "Describe the water cycle to a ten-year-old, step by step, with examples from everyday life such as rain, puddles and clouds.",
-    "Once upon a time",
-    "What are the main differences between Python and Rust?",
-]
-with open(sys.argv[1], "w") as f:
-    for p in prompts:
-        f.write(json.dumps({"prompt": p}) + "\n")
-PY
+file=benches/batch_prompts.jsonl # 8 prompts of different lengths
 rate() { "$1" generate --batch-file "$file" --json --temperature 0 --ignore-eos "${@:2}" 2>&1 >/dev/null | grep -o '[0-9.]* tok/s after the prompts' | grep -o '^[0-9.]*'; }
 results=()
 for _ in $(seq "$pairs"); do

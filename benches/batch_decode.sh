@@ -10,24 +10,8 @@ n=${2:-128}
 # Every sequence generates exactly N tokens unless FERROLM_STOP_AT_EOS=1 (then the batch shrinks as
 # sequences end, as it would in use).
 IGNORE=$([ "${FERROLM_STOP_AT_EOS:-0}" = 1 ] && echo "" || echo "--ignore-eos")
-file=$(mktemp --suffix=.jsonl)
-trap 'rm -f "$file" /tmp/ferrolm-batch-*.out /tmp/ferrolm-batch-*.err' EXIT
-python3 - "$file" <<'PY'
-import json, sys
-prompts = [
-    "Write a short story about a robot who learns to paint.",
-    "Explain how a refrigerator works.",
-    "List ten ideas for a weekend trip, with one sentence on each.",
-    "The history of the printing press began",
-    "def quicksort(items):",
-    "Describe the water cycle to a ten-year-old, step by step, with examples from everyday life such as rain, puddles and clouds.",
-    "Once upon a time",
-    "What are the main differences between Python and Rust?",
-]
-with open(sys.argv[1], "w") as f:
-    for p in prompts:
-        f.write(json.dumps({"prompt": p}) + "\n")
-PY
+file=benches/batch_prompts.jsonl # 8 prompts of different lengths
+trap 'rm -f /tmp/ferrolm-batch-*.out /tmp/ferrolm-batch-*.err' EXIT
 rate() { grep -o '[0-9.]* tok/s after the prompts' "$1" | grep -o '^[0-9.]*'; }
 for _ in $(seq "${1:-3}"); do
   "$bin" generate --batch-file "$file" --json -n "$n" --temperature 0 --max-batch 1 $IGNORE >/tmp/ferrolm-batch-1.out 2>/tmp/ferrolm-batch-1.err
