@@ -412,12 +412,12 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
     // One row group against G tokens starting at `ti`; writes the 16 x G outputs.
     #[inline(always)]
-    unsafe fn call<const G: usize>(w: &MatRef, kind: crate::vnni::Kind, group_bytes: usize, g: usize, ti: usize, xq: &[BlockQ8], y: Out) {
+    unsafe fn call<const G: usize>(w: &MatRef, kind: crate::vnni::Kind, group_bytes: usize, g: usize, ti: usize, ahead: usize, xq: &[BlockQ8], y: Out) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
         let packed = w.packed.unwrap_or(&[]);
         // SAFETY: the caller checked the CPU features; shapes match by construction.
-        let v = unsafe { crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, &packed[g * group_bytes..(g + 1) * group_bytes], xs) };
+        let v = unsafe { crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, &packed[g * group_bytes..(g + 1) * group_bytes], ahead, xs) };
         for (j, rows) in v.iter().enumerate() {
             for (r, &value) in rows.iter().enumerate() {
                 // SAFETY: each thread owns whole row groups; indices are inside y (T, N).
@@ -427,20 +427,29 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
     }
     for t0 in (0..t).step_by(tile) {
         let t1 = (t0 + tile).min(t);
+        // Prefetch distance of pass k (1-based) over a row group. One pass streams the group a
+        // short way ahead. With P passes only the first would read memory, which then sits idle
+        // while the others run from L1; so pass k asks for the bytes k/P of a row group ahead:
+        // by the last pass the next group has been requested, spread evenly over the passes
+        // (measured on batched decoding of 8 sequences, one thread: +6% in llama.cpp's order,
+        // 4 passes; +9% in the block order, 2 passes).
+        let passes = (t1 - t0).div_ceil(step);
+        let ahead = |k: usize| if passes == 1 { crate::vnni::PREFETCH_BYTES } else { group_bytes * k / passes };
         for g in groups.clone() {
-            let mut ti = t0;
+            let (mut ti, mut k) = (t0, 1);
             while ti + step <= t1 {
                 match step {
-                    4 => call::<4>(w, kind, group_bytes, g, ti, xq, y),
-                    _ => call::<2>(w, kind, group_bytes, g, ti, xq, y),
+                    4 => call::<4>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                    _ => call::<2>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
                 }
                 ti += step;
+                k += 1;
             }
             match t1 - ti {
                 0 => {}
-                1 => call::<1>(w, kind, group_bytes, g, ti, xq, y),
-                2 => call::<2>(w, kind, group_bytes, g, ti, xq, y),
-                _ => call::<3>(w, kind, group_bytes, g, ti, xq, y),
+                1 => call::<1>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                2 => call::<2>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                _ => call::<3>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
             }
         }
     }

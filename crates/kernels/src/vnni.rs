@@ -33,7 +33,7 @@ use std::arch::x86_64::*;
 /// weights per token; asking for them ahead of use keeps more loads in flight than the hardware
 /// prefetcher does (measured on Zen 4 with the earlier two-row kernels: 155 -> 195 tokens/s with
 /// 2 threads, 99 -> 123 with 1).
-const PREFETCH_BYTES: usize = 1024;
+pub const PREFETCH_BYTES: usize = 1024;
 
 /// Repeats a block once per listed value of `$i`.
 macro_rules! unroll {
@@ -130,14 +130,16 @@ pub fn pack_groups(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
     out
 }
 
-/// What both orders do at the start of block i of a row group (at `p`): prefetch ahead, the
-/// scales d_w * d_x of each token, for Q4_1 `mins += m * s` (one rounding for the product and one
-/// for the sum, as the reference), and for the formats with an offset each token's sums of the 8
-/// groups of four activation bytes (zeros for Q4_1).
+/// What both orders do at the start of block i of a row group (at `p`): prefetch the bytes
+/// `ahead` of it (none when 0), the scales d_w * d_x of each token, for Q4_1 `mins += m * s` (one
+/// rounding for the product and one for the sum, as the reference), and for the formats with an
+/// offset each token's sums of the 8 groups of four activation bytes (zeros for Q4_1).
 #[inline(always)]
-unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, i: usize, x: &[&[BlockQ8]; N], mins: &mut [__m512; N]) -> ([__m512; N], [[i32; 8]; N]) {
-    for line in (0..kind.group_bytes()).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + line) as *const i8);
+unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, ahead: usize, i: usize, x: &[&[BlockQ8]; N], mins: &mut [__m512; N]) -> ([__m512; N], [[i32; 8]; N]) {
+    if ahead != 0 {
+        for line in (0..kind.group_bytes()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
+        }
     }
     let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
     let mut scale = [_mm512_setzero_ps(); N];
@@ -165,14 +167,14 @@ unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, i: usize, x: &[&
 /// [`available`] is true; `packed` is whole group blocks of `kind` and every `x[j]` has one
 /// block per group block.
 #[inline(always)]
-unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     let mut acc = [[_mm512_setzero_ps(); 8]; N];
     let mut mins = [_mm512_setzero_ps(); N];
     let nibble_mask = _mm512_set1_epi8(0x0F);
     let values_at = GROUP_ROWS * kind.header();
     for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
         let p = blk.as_ptr();
-        let (scale, offset_sums) = block_start(kind, p, i, &x, &mut mins);
+        let (scale, offset_sums) = block_start(kind, p, ahead, i, &x, &mut mins);
         // Each token's integer sums of element group l start at -offset * (the sum of the
         // group's four activation bytes).
         let start: [[i32; 8]; N] = std::array::from_fn(|j| offset_sums[j].map(|sum| -kind.offset() * sum));
@@ -223,14 +225,14 @@ unsafe fn element_group<const N: usize>(kind: Kind, l: usize, w: __m512i, i: usi
 /// groups' integer sums of a block are added in integers (two chains, exact in any order),
 /// converted once, and fused-multiply-added with the block scale into one accumulator per row.
 #[inline(always)]
-unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     let mut acc = [_mm512_setzero_ps(); N];
     let mut mins = [_mm512_setzero_ps(); N];
     let nibble_mask = _mm512_set1_epi8(0x0F);
     let values_at = GROUP_ROWS * kind.header();
     for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
         let p = blk.as_ptr();
-        let (scale, offset_sums) = block_start(kind, p, i, &x, &mut mins);
+        let (scale, offset_sums) = block_start(kind, p, ahead, i, &x, &mut mins);
         // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
         // short dependency chains instead of one of eight. The block's sum starts at
         // -offset * (the sum of its activation bytes).
@@ -273,21 +275,22 @@ unsafe fn element_group_sum<const N: usize>(l: usize, w: __m512i, i: usize, x: &
 
 /// A row group of `kind` against N activation rows -> N x 16 dot products, in the
 /// [`SumOrder::Blocks`](crate::matmul::SumOrder) order when `blocks` (see [`group_dot_blocks`]),
-/// else in the reference lane order (see [`group_dot`]).
+/// else in the reference lane order (see [`group_dot`]). Each block prefetches the bytes `ahead`
+/// of it ([`PREFETCH_BYTES`] when the group is read once; 0 for none).
 ///
 /// # Safety
 /// [`available`] is true; `packed` is whole group blocks of `kind` and every `x[j]` has one
 /// block per group block.
 #[inline(always)]
-pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes() >= packed.len()));
     match (kind, blocks) {
-        (Kind::Q4_1, false) => group_q4_1::<N>(packed, x),
-        (Kind::Q4_0, false) => group_q4_0::<N>(packed, x),
-        (Kind::Q8_0, false) => group_q8_0::<N>(packed, x),
-        (Kind::Q4_1, true) => group_q4_1_blocks::<N>(packed, x),
-        (Kind::Q4_0, true) => group_q4_0_blocks::<N>(packed, x),
-        (Kind::Q8_0, true) => group_q8_0_blocks::<N>(packed, x),
+        (Kind::Q4_1, false) => group_q4_1::<N>(packed, ahead, x),
+        (Kind::Q4_0, false) => group_q4_0::<N>(packed, ahead, x),
+        (Kind::Q8_0, false) => group_q8_0::<N>(packed, ahead, x),
+        (Kind::Q4_1, true) => group_q4_1_blocks::<N>(packed, ahead, x),
+        (Kind::Q4_0, true) => group_q4_0_blocks::<N>(packed, ahead, x),
+        (Kind::Q8_0, true) => group_q8_0_blocks::<N>(packed, ahead, x),
     }
 }
 
@@ -295,8 +298,8 @@ macro_rules! group_kernel {
     ($name:ident, $body:ident, $kind:expr) => {
         /// One format's and order's copy of the kernel, so that no test is left in its loop.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-        unsafe fn $name<const N: usize>(packed: &[u8], x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
-            $body::<N>($kind, packed, x)
+        unsafe fn $name<const N: usize>(packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+            $body::<N>($kind, packed, ahead, x)
         }
     };
 }
