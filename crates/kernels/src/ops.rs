@@ -75,6 +75,10 @@ pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, 
 pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; heads are whole registers.
+            return unsafe { rope_avx512(x, head_dim, cos_sin) };
+        }
         if std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has FMA.
             return unsafe { rope_fma(x, head_dim, cos_sin) };
@@ -89,6 +93,60 @@ unsafe fn rope_fma(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     rope_generic(x, head_dim, cos_sin)
 }
 
+// The AVX-512 kernel reads the angle pairs as interleaved floats [c0, s0, c1, s1, ...].
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(std::mem::size_of::<(f32, f32)>() == 8 && std::mem::offset_of!((f32, f32), 0) == 0 && std::mem::offset_of!((f32, f32), 1) == 4);
+
+/// [`rope_generic`] 8 pairs at a time with the same operations per element: for the pair (a, b)
+/// and the angle (c, s), a' = fma(a, c, -(b * s)) and b' = fma(a, s, b * c). Dh % 16 == 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn rope_avx512(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len().is_multiple_of(head_dim) && cos_sin.len() * 2 >= head_dim);
+    const ODD: __mmask16 = 0xAAAA; // the b lanes
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let angles = cos_sin.as_ptr() as *const f32;
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in (0..head_dim).step_by(16) {
+            let p = head.as_mut_ptr().add(i);
+            let (v, t) = (_mm512_loadu_ps(p), _mm512_loadu_ps(angles.add(i)));
+            let (a, b) = (_mm512_moveldup_ps(v), _mm512_movehdup_ps(v)); // each pair's a, b twice
+            let (c, s) = (_mm512_moveldup_ps(t), _mm512_movehdup_ps(t));
+            let minus_bs = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_mul_ps(b, s)), sign));
+            let addend = _mm512_mask_blend_ps(ODD, minus_bs, _mm512_mul_ps(b, c));
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(a, _mm512_mask_blend_ps(ODD, c, s), addend));
+        }
+    }
+}
+
+/// src -> dst rounded to f16 (to nearest, ties to even), 16 at a time where the CPU has AVX-512.
+pub fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
+    debug_assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { f32_to_f16_avx512(src, dst) };
+        }
+    }
+    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = half::f16::from_f32(v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_to_f16_avx512(src: &[f32], dst: &mut [half::f16]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_loadu_ps(src.as_ptr().add(i)));
+        _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+        i += 16;
+    }
+    dst[i..n].iter_mut().zip(&src[i..n]).for_each(|(o, &v)| *o = half::f16::from_f32(v));
+}
+
 /// x (heads, Dh) -> out (heads, Dh) f16: [`rope_inplace`] and the rounding to f16 in one pass
 /// (the keys on their way into the KV cache).
 pub fn rope_to_f16(x: &[f32], head_dim: usize, cos_sin: &[(f32, f32)], out: &mut [half::f16]) {
@@ -96,7 +154,7 @@ pub fn rope_to_f16(x: &[f32], head_dim: usize, cos_sin: &[(f32, f32)], out: &mut
     // One head at a time through a buffer on the stack: the rotation is `rope_inplace`'s, so both
     // give the same bits.
     const CHUNK: usize = 256;
-    let store = |dst: &mut [half::f16], src: &[f32]| dst.iter_mut().zip(src).for_each(|(o, v)| *o = half::f16::from_f32(*v));
+    let store = |dst: &mut [half::f16], src: &[f32]| f32_to_f16(src, dst);
     if head_dim <= CHUNK {
         let step = head_dim * (CHUNK / head_dim); // whole heads
         let mut buf = [0f32; CHUNK];
@@ -299,6 +357,39 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(*g, half::f16::from_f32(*w), "head_dim {head_dim}");
             }
+        }
+    }
+
+    #[test]
+    fn rope_kernels_equal_the_generic_rotation_bit_for_bit() {
+        // Positions far apart give angles of every size; values span signs, zeros, tiny and
+        // large magnitudes.
+        for head_dim in [16, 64, 128] {
+            for pos in [0, 1, 17, 1000, 100_000] {
+                let mut cs = vec![(0.0, 0.0); head_dim / 2];
+                rope_angles(pos, 10000.0, head_dim, &mut cs);
+                let special = [0.0f32, -0.0, 1e-40, -3e38, 65504.0, f32::MIN_POSITIVE];
+                let x: Vec<f32> = (0..4 * head_dim).map(|i| if i % 7 == 0 { special[i / 7 % special.len()] } else { ((i as f32) * 0.731).sin() * 10f32.powi(i as i32 % 9 - 4) }).collect();
+                let mut want = x.clone();
+                rope_generic(&mut want, head_dim, &cs);
+                let mut got = x.clone();
+                rope_inplace(&mut got, head_dim, &cs);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.to_bits(), w.to_bits(), "head_dim {head_dim} pos {pos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_to_f16_rounds_as_half_does() {
+        // Ties, overflow to infinity, subnormals, signed zeros and a tail past the last register.
+        let special = [0.0f32, -0.0, 65504.0, 65520.0, -1e9, 1e-8, 5.96e-8, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY];
+        let x: Vec<f32> = (0..53).map(|i| if i < special.len() { special[i] } else { ((i as f32) * 1.37).sin() * 300.0 }).collect();
+        let mut got = vec![half::f16::ZERO; x.len()];
+        f32_to_f16(&x, &mut got);
+        for (g, v) in got.iter().zip(&x) {
+            assert_eq!(g.to_bits(), half::f16::from_f32(*v).to_bits(), "{v}");
         }
     }
 

@@ -233,9 +233,7 @@ impl KvPool {
         let n = self.layer_len();
         let row = l * n + (seq.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
         kernels::ops::rope_to_f16(key, head_dim, cos_sin, &mut self.k[row..row + self.kv_dim]);
-        for (dst, src) in self.v[row..row + self.kv_dim].iter_mut().zip(value) {
-            *dst = f16::from_f32(*src);
-        }
+        kernels::ops::f32_to_f16(value, &mut self.v[row..row + self.kv_dim]);
     }
 }
 
