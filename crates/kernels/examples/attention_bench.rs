@@ -1,10 +1,14 @@
 //! Times one decode step's attention for a batch of sequences on SmolLM2-135M's shape (9 query
 //! heads over 3 KV heads of 64): each sequence has one new token that sees `n` positions.
 //!
-//!     cargo run --release -p kernels --example attention_bench [-- THREADS SEQS POSITIONS]
+//!     cargo run --release -p kernels --example attention_bench [-- THREADS SEQS POSITIONS [LAYERS]]
 //!
-//! Prints microseconds per step and per token. A tool for comparing kernel variants on one
-//! machine in one run, not a test.
+//! With LAYERS > 1 each step runs that many layers, each with its own keys and values, and reads
+//! 3 MB of other memory between layers (as a decode step reads a layer's weights): the keys and
+//! values then come from memory as in a model, not from the caches.
+//!
+//! Prints microseconds per step (per layer) and per token. A tool for comparing kernel variants
+//! on one machine in one run, not a test.
 
 use half::f16;
 use kernels::attention::{attention_scratch_per_thread, attention_segments, AttentionSegment, Heads, KvView};
@@ -16,6 +20,7 @@ fn main() {
     let threads = args.first().copied().unwrap_or(2);
     let seqs = args.get(1).copied().unwrap_or(8);
     let n = args.get(2).copied().unwrap_or(100);
+    let layers = args.get(3).copied().unwrap_or(1).max(1);
     let heads = Heads { n_head: 9, n_head_kv: 3, head_dim: 64 };
     let (kv_dim, block) = (heads.n_head_kv * heads.head_dim, 32);
     let blocks_per_seq = n.div_ceil(block);
@@ -23,25 +28,49 @@ fn main() {
     let values = |len: usize, seed: u32| -> Vec<f16> {
         (0..len).map(|i| f16::from_f32((((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 200) as f32 / 100.0 - 1.0)).collect()
     };
-    let (keys, vals) = (values(total_blocks * block * kv_dim, 1), values(total_blocks * block * kv_dim, 2));
+    // On huge pages, as the model's KV pool (and weights) are: otherwise TLB misses dominate.
+    let huge = |v: Vec<f16>| -> memmap2::MmapMut {
+        let mut map = memmap2::MmapMut::map_anon(v.len() * 2).expect("memory for the bench");
+        let _ = map.advise(memmap2::Advice::HugePage);
+        map.copy_from_slice(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) });
+        map
+    };
+    let (keys_map, vals_map) = (huge(values(layers * total_blocks * block * kv_dim, 1)), huge(values(layers * total_blocks * block * kv_dim, 2)));
+    // SAFETY: the maps hold f16 values and are page-aligned.
+    let as_f16 = |m: &memmap2::MmapMut| unsafe { std::slice::from_raw_parts(m.as_ptr() as *const f16, m.len() / 2) };
+    let (keys, vals) = (as_f16(&keys_map), as_f16(&vals_map));
+    let layer_len = total_blocks * block * kv_dim;
+    let weights = huge(vec![f16::ONE; if layers > 1 { 32 << 20 } else { 0 }]);
+    let mut at = 0;
     // Sequences' blocks interleaved through the pool, as a batch that grew together.
     let tables: Vec<Vec<u32>> = (0..seqs).map(|s| (0..blocks_per_seq).map(|b| (b * seqs + s) as u32).collect()).collect();
     let segments: Vec<AttentionSegment> = tables.iter().enumerate().map(|(i, t)| AttentionSegment { first_token: i, n_tokens: 1, start: n - 1, table: t }).collect();
-    let layer = KvView { keys: &keys, values: &vals, table: &tables[0], block_size: block, kv_dim };
     let q: Vec<f32> = values(seqs * heads.n_head * heads.head_dim, 3).iter().map(|v| v.to_f32()).collect();
     let mut out = vec![0f32; q.len()];
     let pool = ThreadPool::new(threads);
     let mut scratch = vec![0f32; threads * attention_scratch_per_thread(n, heads.head_dim)];
     let level = Level::detect();
-    let reps = 2000;
+    let reps = 2000 / layers;
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
-            let start = Instant::now();
-            attention_segments(&pool, level, heads, layer, &segments, &q, &mut out, &mut scratch, false);
-            start.elapsed().as_secs_f64() * 1e6
+            let mut t = 0.0;
+            for l in 0..layers {
+                if layers > 1 {
+                    // A layer's weights pass through the caches.
+                    let chunk = &weights[at..at + (3 << 20)];
+                    std::hint::black_box(chunk.iter().step_by(64).map(|&b| b as u64).sum::<u64>());
+                    at = (at + (3 << 20)) % (weights.len() - (3 << 20));
+                }
+                let r = l * layer_len..(l + 1) * layer_len;
+                let layer = KvView { keys: &keys[r.clone()], values: &vals[r], table: &tables[0], block_size: block, kv_dim };
+                let start = Instant::now();
+                attention_segments(&pool, level, heads, layer, &segments, &q, &mut out, &mut scratch, false);
+                t += start.elapsed().as_secs_f64() * 1e6;
+            }
+            t / layers as f64
         })
         .collect();
     times.sort_by(f64::total_cmp);
     let us = times[reps / 2];
-    println!("{level:?}, {threads} threads, {seqs} sequences at {n} positions: {us:.1} us/step, {:.2} us/token", us / seqs as f64);
+    println!("{level:?}, {threads} threads, {seqs} sequences at {n} positions, {layers} layers: {us:.1} us/step, {:.2} us/token", us / seqs as f64);
 }

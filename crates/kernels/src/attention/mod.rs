@@ -443,23 +443,45 @@ fn attention_segments_with(
     pool.run(&|i, _| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
-        loop {
-            let taken = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if taken >= total {
-                break;
-            }
-            // Unit `taken` from the end, and its segment.
+        // Unit `taken` (counted from the end): its segment, its number there, and the KV head
+        // and positions it reads.
+        let locate = |taken: usize| {
             let mut unit = total - 1 - taken;
-            let mut found = None;
             for seg in segments {
-                let units = plan(seg).units;
-                if unit < units {
-                    found = Some(seg);
-                    break;
+                let p = plan(seg);
+                if unit < p.units {
+                    let per_token = if p.grouped { n_head_kv } else { n_head };
+                    let (t, kv_head) = (unit / per_token, if p.grouped { unit % n_head_kv } else { unit % n_head / group });
+                    return Some((seg, unit, kv_head, seg.start + t + 1));
                 }
-                unit -= units;
+                unit -= p.units;
             }
-            let Some(seg) = found else { break };
+            None
+        };
+        // Each thread claims its next unit before computing the current one and asks for that
+        // unit's keys and values meanwhile: a batch's cache does not stay in the caches between
+        // layers, and without this every unit would start by waiting on memory (measured with
+        // `attention_bench 1 8 128 30`: 250-275 -> 175-190 us per layer).
+        let claim = || {
+            let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if c < total {
+                locate(c)
+            } else {
+                None
+            }
+        };
+        let mut claimed = claim();
+        loop {
+            let Some((seg, unit, kv_head, n_seen)) = claimed else { break };
+            claimed = claim();
+            if let Some((next_seg, _, next_head, next_seen)) = claimed {
+                // Decode units only: a segment of several tokens (a prompt) reads its keys and
+                // values once per token, from the caches after the first. Heads of one group
+                // read the same keys and values: ask once.
+                if next_seg.n_tokens == 1 && !(std::ptr::eq(next_seg, seg) && next_head == kv_head && next_seen == n_seen) {
+                    prefetch_kv(&KvView { table: next_seg.table, ..layer }, next_head * head_dim, head_dim, next_seen);
+                }
+            }
             let Plan { order, grouped, .. } = plan(seg);
             let kv = &KvView { table: seg.table, ..layer };
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
@@ -504,6 +526,27 @@ fn attention_segments_with(
         }
     });
 }
+
+/// Asks for the keys and values of positions 0..n_seen of the KV head at `kv_off` to be brought
+/// into the core's L2 cache (at most the first [`PREFETCH_POSITIONS`]; streaming takes over
+/// after those).
+fn prefetch_kv(kv: &KvView, kv_off: usize, head_dim: usize, n_seen: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for s in 0..n_seen.min(PREFETCH_POSITIONS) {
+        let r = kv.row(s) + kv_off;
+        for line in (0..head_dim * std::mem::size_of::<f16>()).step_by(64) {
+            // SAFETY: prefetching reads nothing and cannot fault.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(kv.keys.as_ptr().wrapping_add(r).cast::<i8>().wrapping_add(line));
+                _mm_prefetch::<_MM_HINT_T1>(kv.values.as_ptr().wrapping_add(r).cast::<i8>().wrapping_add(line));
+            }
+        }
+    }
+}
+
+/// Positions of a unit [`prefetch_kv`] asks for: 256 positions of a 64-wide head are 64 KB.
+const PREFETCH_POSITIONS: usize = 256;
 
 #[cfg(test)]
 mod tests;
