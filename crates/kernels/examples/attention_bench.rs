@@ -39,7 +39,6 @@ fn main() {
     // SAFETY: the maps hold f16 values and are page-aligned.
     let as_f16 = |m: &memmap2::MmapMut| unsafe { std::slice::from_raw_parts(m.as_ptr() as *const f16, m.len() / 2) };
     let (keys, vals) = (as_f16(&keys_map), as_f16(&vals_map));
-    let layer_len = total_blocks * block * kv_dim;
     let weights = huge(vec![f16::ONE; if layers > 1 { 32 << 20 } else { 0 }]);
     let mut at = 0;
     // Sequences' blocks interleaved through the pool, as a batch that grew together.
@@ -61,8 +60,10 @@ fn main() {
                     std::hint::black_box(chunk.iter().step_by(64).map(|&b| b as u64).sum::<u64>());
                     at = (at + (3 << 20)) % (weights.len() - (3 << 20));
                 }
-                let r = l * layer_len..(l + 1) * layer_len;
-                let layer = KvView { keys: &keys[r.clone()], values: &vals[r], table: &tables[0], block_size: block, kv_dim };
+                // Head-major blocks holding every layer, as the model's pool (see `KvView`).
+                let first = l * block * kv_dim;
+                let dh = heads.head_dim;
+                let layer = KvView { keys: &keys[first..], values: &vals[first..], table: &tables[0], block_size: block, kv_dim, block_stride: layers * block * kv_dim, pos_stride: dh, head_stride: block * dh };
                 let start = Instant::now();
                 attention_segments(&pool, level, heads, layer, &segments, &q, &mut out, &mut scratch, false);
                 t += start.elapsed().as_secs_f64() * 1e6;

@@ -412,6 +412,7 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
     // One row group against G tokens starting at `ti`; writes the 16 x G outputs.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn call<const G: usize>(w: &MatRef, kind: crate::vnni::Kind, group_bytes: usize, g: usize, ti: usize, ahead: usize, xq: &[BlockQ8], y: Out) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);

@@ -2,7 +2,11 @@
 //! sequence reaching its positions through a block table.
 //!
 //! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep)
-//! in blocks of [`KV_BLOCK`] positions, per layer (L, blocks, KV_BLOCK, Hkv*Dh). A [`KvPool`]
+//! in blocks of [`KV_BLOCK`] positions, (blocks, L, Hkv, KV_BLOCK, Dh): a block holds every
+//! layer, and within a layer each KV head's positions are one run of memory. Attention reads one
+//! head's run per block, a stream the prefetchers follow; a new block touches one stretch of
+//! memory instead of one per layer (fresh pages are zeroed by the kernel when first written,
+//! 2 MB at a time on huge pages). A [`KvPool`]
 //! owns the memory and counts how many tables use each block; a [`SeqCache`] is one sequence's
 //! table and length. Forking a sequence (beam search, `n > 1` completions of one prompt) copies
 //! only its table: the blocks are shared, and a shared block is copied the first time one of its
@@ -49,10 +53,11 @@ impl SeqCache {
 pub struct KvPool {
     n_layer: usize,
     kv_dim: usize,      // Hkv * Dh
-    n_blocks: usize,    // blocks per layer
+    head_dim: usize,    // Dh
+    n_blocks: usize,    // blocks (of every layer)
     max_seq_len: usize, // S_max, the most positions of one sequence
-    k: HugeBuffer<f16>, // (L, blocks, KV_BLOCK, Hkv*Dh)
-    v: HugeBuffer<f16>, // (L, blocks, KV_BLOCK, Hkv*Dh)
+    k: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
+    v: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
     refs: Vec<u32>,     // (blocks) tables using each block
     free: Vec<u32>,     // unused block ids
 }
@@ -60,7 +65,8 @@ pub struct KvPool {
 impl KvPool {
     /// A pool of `n_blocks` blocks for sequences of up to `max_seq_len` positions; fails cleanly
     /// when it does not fit in memory.
-    pub fn new(n_layer: usize, kv_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+    pub fn new(n_layer: usize, n_head_kv: usize, head_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        let kv_dim = n_head_kv.saturating_mul(head_dim);
         let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
         let k = size.and_then(HugeBuffer::zeroed);
         let v = size.and_then(HugeBuffer::zeroed);
@@ -72,7 +78,7 @@ impl KvPool {
             Some(f)
         });
         match (k, v, refs, free) {
-            (Some(k), Some(v), Some(refs), Some(free)) => Ok(KvPool { n_layer, kv_dim, n_blocks, max_seq_len, k, v, refs, free }),
+            (Some(k), Some(v), Some(refs), Some(free)) => Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, refs, free }),
             _ => Err(ModelError::OutOfMemory {
                 what: "KV cache",
                 bytes: (n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128) * 4,
@@ -82,13 +88,13 @@ impl KvPool {
     }
 
     /// A pool with room for `n_seqs` sequences of `max_seq_len` positions each, none shared.
-    pub fn for_sequences(n_layer: usize, kv_dim: usize, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+    pub fn for_sequences(n_layer: usize, n_head_kv: usize, head_dim: usize, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
         let n_blocks = max_seq_len.div_ceil(KV_BLOCK).checked_mul(n_seqs).ok_or(ModelError::OutOfMemory {
             what: "KV cache",
             bytes: u128::MAX,
             hint: "use a smaller context size (--ctx) or fewer sequences",
         })?;
-        KvPool::new(n_layer, kv_dim, n_blocks, max_seq_len)
+        KvPool::new(n_layer, n_head_kv, head_dim, n_blocks, max_seq_len)
     }
 
     /// A new, empty sequence (it takes blocks as it grows).
@@ -176,13 +182,10 @@ impl KvPool {
     }
 
     fn copy_block(&mut self, from: u32, to: u32) {
-        let block = KV_BLOCK * self.kv_dim;
-        for l in 0..self.n_layer {
-            let base = l * self.layer_len();
-            let (src, dst) = (base + from as usize * block, base + to as usize * block);
-            self.k.copy_within(src..src + block, dst);
-            self.v.copy_within(src..src + block, dst);
-        }
+        let block = self.block_len();
+        let (src, dst) = (from as usize * block, to as usize * block);
+        self.k.copy_within(src..src + block, dst);
+        self.v.copy_within(src..src + block, dst);
     }
 
     /// Blocks not used by any sequence.
@@ -205,6 +208,11 @@ impl KvPool {
         self.kv_dim
     }
 
+    /// Dh.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
     /// L.
     pub fn n_layer(&self) -> usize {
         self.n_layer
@@ -215,25 +223,42 @@ impl KvPool {
         (self.k.len() + self.v.len()) * std::mem::size_of::<f16>()
     }
 
-    fn layer_len(&self) -> usize {
-        self.n_blocks * KV_BLOCK * self.kv_dim
+    /// Elements of one layer of a block, and of a whole block.
+    fn layer_span(&self) -> usize {
+        KV_BLOCK * self.kv_dim
+    }
+
+    fn block_len(&self) -> usize {
+        self.n_layer * self.layer_span()
     }
 
     /// Layer `l` of `seq` as the attention kernel reads it.
     pub(crate) fn layer<'a>(&'a self, l: usize, seq: &'a SeqCache) -> KvView<'a> {
-        let n = self.layer_len();
-        KvView { keys: &self.k[l * n..(l + 1) * n], values: &self.v[l * n..(l + 1) * n], table: &seq.table, block_size: KV_BLOCK, kv_dim: self.kv_dim }
+        let first = l * self.layer_span(); // layer l of block 0
+        KvView {
+            keys: &self.k[first..],
+            values: &self.v[first..],
+            table: &seq.table,
+            block_size: KV_BLOCK,
+            kv_dim: self.kv_dim,
+            block_stride: self.block_len(),
+            pos_stride: self.head_dim,
+            head_stride: KV_BLOCK * self.head_dim,
+        }
     }
 
     /// Stores position `pos` of `seq` in layer `l` (its block reserved by [`KvPool::reserve`]):
-    /// the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the position, heads of `head_dim`) and the
-    /// values, both rounded to f16, in one pass.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
-        let n = self.layer_len();
-        let row = l * n + (seq.table[pos / KV_BLOCK] as usize * KV_BLOCK + pos % KV_BLOCK) * self.kv_dim;
-        kernels::ops::rope_to_f16(key, head_dim, cos_sin, &mut self.k[row..row + self.kv_dim]);
-        kernels::ops::f32_to_f16(value, &mut self.v[row..row + self.kv_dim]);
+    /// the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the position) and the values, both
+    /// rounded to f16, head by head into their runs.
+    pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], cos_sin: &[(f32, f32)]) {
+        let dh = self.head_dim;
+        let first = seq.table[pos / KV_BLOCK] as usize * self.block_len() + l * self.layer_span() + pos % KV_BLOCK * dh;
+        let heads = key.chunks_exact(dh).zip(value.chunks_exact(dh));
+        for (h, (key, value)) in heads.enumerate() {
+            let at = first + h * KV_BLOCK * dh;
+            kernels::ops::rope_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
+            kernels::ops::f32_to_f16(value, &mut self.v[at..at + dh]);
+        }
     }
 }
 
@@ -246,8 +271,8 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `capacity` positions; fails cleanly when it does not fit in memory.
-    pub fn new(n_layer: usize, capacity: usize, kv_dim: usize) -> Result<KvCache, ModelError> {
-        let pool = KvPool::for_sequences(n_layer, kv_dim, 1, capacity)?;
+    pub fn new(n_layer: usize, capacity: usize, n_head_kv: usize, head_dim: usize) -> Result<KvCache, ModelError> {
+        let pool = KvPool::for_sequences(n_layer, n_head_kv, head_dim, 1, capacity)?;
         let seq = pool.sequence();
         Ok(KvCache { pool, seq })
     }
@@ -309,15 +334,16 @@ mod tests {
     #[test]
     fn kv_cache_too_large_for_memory_is_an_error() {
         // 2^55 bytes: no machine has it; the allocation must fail cleanly, not abort.
-        let err = KvCache::new(1 << 20, 1 << 24, 1 << 10).err().expect("must fail");
+        let err = KvCache::new(1 << 20, 1 << 24, 8, 1 << 7).err().expect("must fail");
         assert!(err.to_string().contains("KV cache"), "{err}");
         // Sizes whose product overflows usize.
-        assert!(KvCache::new(usize::MAX, 2, 2).is_err());
+        assert!(KvCache::new(usize::MAX, 2, 1, 2).is_err());
+        assert!(KvCache::new(2, 2, usize::MAX, 2).is_err());
     }
 
     #[test]
     fn truncate_and_clear_forget_positions() {
-        let mut c = KvCache::new(2, 8, 4).unwrap();
+        let mut c = KvCache::new(2, 8, 2, 2).unwrap();
         c.pool.reserve(&mut c.seq, 5).unwrap();
         c.seq.len = 5;
         c.truncate(3);

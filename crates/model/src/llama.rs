@@ -198,7 +198,7 @@ impl Llama {
 
     /// A KV cache for up to `n_ctx` positions of one sequence.
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
-        KvCache::new(self.config.n_layer, n_ctx, self.config.kv_dim())
+        KvCache::new(self.config.n_layer, n_ctx, self.config.n_head_kv, self.config.head_dim)
     }
 
     /// Buffers for forward calls of up to `max_tokens` tokens at a time, with caches of up to
@@ -251,13 +251,13 @@ impl Llama {
     /// A pool of KV blocks for `n_seqs` sequences of up to `max_seq_len` positions each (forks
     /// share blocks, so beams or completions of one prompt fit in fewer).
     pub fn new_pool(&self, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        KvPool::for_sequences(self.config.n_layer, self.config.kv_dim(), n_seqs, max_seq_len)
+        KvPool::for_sequences(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_seqs, max_seq_len)
     }
 
     /// A pool of `n_blocks` KV blocks ([`crate::KV_BLOCK`] positions each) for sequences of up
     /// to `max_seq_len` positions.
     pub fn new_pool_blocks(&self, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        KvPool::new(self.config.n_layer, self.config.kv_dim(), n_blocks, max_seq_len)
+        KvPool::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_blocks, max_seq_len)
     }
 
     /// One forward call over tokens of several sequences of `pool` (each segment's tokens are the
@@ -337,7 +337,7 @@ impl Llama {
         if seq.len() + tokens.len() > pool.max_seq_len() {
             return Err(ModelError::ContextFull { capacity: pool.max_seq_len(), needed: seq.len() + tokens.len() });
         }
-        if pool.max_seq_len() > scratch.n_ctx || pool.kv_dim() != c.kv_dim() || pool.n_layer() != c.n_layer {
+        if pool.max_seq_len() > scratch.n_ctx || pool.kv_dim() != c.kv_dim() || pool.head_dim() != c.head_dim || pool.n_layer() != c.n_layer {
             return Err(ModelError::CacheMismatch);
         }
         Ok(())
@@ -417,7 +417,7 @@ impl Llama {
                 for j in 0..toks.len() {
                     let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
                     rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
-                    pool.write_rotated(l, seq, seq.len() + j, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], dh, cs);
+                    pool.write_rotated(l, seq, seq.len() + j, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], cs);
                     i += 1;
                 }
             }

@@ -143,7 +143,7 @@ fn forks_share_blocks_and_copy_one_on_first_write() {
 #[test]
 fn a_full_pool_is_an_error_that_names_it() {
     let model = load(1);
-    let mut pool = KvPool::new(model.config.n_layer, model.config.kv_dim(), 2, 128).unwrap();
+    let mut pool = KvPool::new(model.config.n_layer, model.config.n_head_kv, model.config.head_dim, 2, 128).unwrap();
     let mut scratch = model.new_scratch(128, 128).unwrap();
     let mut a = pool.sequence();
     let err = model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(80, 1), logits: Logits::Last }], &mut pool, &mut scratch).unwrap_err();

@@ -210,7 +210,7 @@ pub(super) unsafe fn attend_group_vector(
         if kv.block_size.is_multiple_of(LANES) {
             let base = kv.row(s0);
             for (p, r) in rows.iter_mut().enumerate().take(n) {
-                *r = base + p * kv.kv_dim;
+                *r = base + p * kv.pos_stride;
             }
         } else {
             for (p, r) in rows.iter_mut().enumerate().take(n) {

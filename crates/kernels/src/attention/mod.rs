@@ -22,8 +22,18 @@ pub struct AttentionShape {
 }
 
 /// One layer of a KV cache made of fixed-size blocks: position s of the sequence lives in block
-/// `table[s / block_size]` at row `s % block_size`. Keys and values are (blocks, block_size,
-/// Hkv*Dh) f16. A contiguous cache is the identity table.
+/// `table[s / block_size]` at position `s % block_size` of the block. Each (block, position, KV
+/// head) holds Dh contiguous f16 keys (values alike); the strides say where:
+///
+/// ```text
+/// element d of KV head h at position s:  table[s / bs] * block_stride + (s % bs) * pos_stride + h * head_stride + d
+/// position-major blocks (blocks, bs, Hkv*Dh):    block_stride = bs * Hkv * Dh, pos_stride = Hkv * Dh, head_stride = Dh
+/// head-major blocks (blocks, [layers,] Hkv, bs, Dh): pos_stride = Dh, head_stride = bs * Dh
+/// ```
+///
+/// A contiguous cache is position-major with the identity table. The model's pool is head-major
+/// with every layer of a block side by side (see `model::cache`): one head's positions of a
+/// block are one run of memory.
 #[derive(Clone, Copy, Debug)]
 pub struct KvView<'a> {
     /// Keys of every block of the pool.
@@ -36,23 +46,51 @@ pub struct KvView<'a> {
     pub block_size: usize,
     /// Hkv * Dh, the width of one position's keys (or values).
     pub kv_dim: usize,
+    /// Elements from one block to the next.
+    pub block_stride: usize,
+    /// Elements from one position of a block to the next.
+    pub pos_stride: usize,
+    /// Elements from one KV head to the next.
+    pub head_stride: usize,
 }
 
-impl KvView<'_> {
-    /// Offset of position `s`'s row in `keys` and `values`.
+impl<'a> KvView<'a> {
+    /// Position-major blocks (blocks, block_size, Hkv*Dh) of heads `head_dim` wide.
+    pub fn position_major(keys: &'a [f16], values: &'a [f16], table: &'a [u32], block_size: usize, kv_dim: usize, head_dim: usize) -> KvView<'a> {
+        KvView { keys, values, table, block_size, kv_dim, block_stride: block_size * kv_dim, pos_stride: kv_dim, head_stride: head_dim }
+    }
+
+    /// Offset of position `s` of KV head 0 in `keys` and `values` (add [`KvView::head`]).
     #[inline(always)]
     pub fn row(&self, s: usize) -> usize {
         let bs = self.block_size;
         // Blocks are a power of two in practice: a shift and a mask instead of a division.
         let (block, within) = if bs.is_power_of_two() { (s >> bs.trailing_zeros(), s & (bs - 1)) } else { (s / bs, s % bs) };
-        (self.table[block] as usize * bs + within) * self.kv_dim
+        self.table[block] as usize * self.block_stride + within * self.pos_stride
+    }
+
+    /// Offset of KV head `h` from a position's [`KvView::row`].
+    #[inline(always)]
+    pub fn head(&self, h: usize) -> usize {
+        h * self.head_stride
+    }
+
+    /// Whether the view holds `n_head_kv` heads of `head_dim` per position: Hkv * Dh is
+    /// `kv_dim` and every (position, head) run lies inside its block's `block_size * kv_dim`
+    /// elements.
+    pub fn holds_heads(&self, n_head_kv: usize, head_dim: usize) -> bool {
+        let last = |n: usize, stride: usize| n.saturating_sub(1).checked_mul(stride);
+        let extent = last(self.block_size, self.pos_stride).zip(last(n_head_kv, self.head_stride)).and_then(|(a, b)| a.checked_add(b)?.checked_add(head_dim));
+        n_head_kv > 0 && self.kv_dim == n_head_kv * head_dim && extent.is_some_and(|e| e <= self.block_size * self.kv_dim)
     }
 
     /// Whether positions `0..n` are addressable: the table covers them and every block they use
-    /// lies inside the pool.
+    /// (its `block_size * kv_dim` elements from `table[b] * block_stride`) lies inside the slices.
     pub fn covers(&self, n: usize) -> bool {
-        let blocks = self.keys.len().min(self.values.len()) / (self.block_size * self.kv_dim).max(1);
-        self.block_size > 0 && self.table.len() * self.block_size >= n && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| (b as usize) < blocks)
+        let len = self.keys.len().min(self.values.len());
+        let span = self.block_size * self.kv_dim;
+        let fits = |b: u32| (b as usize).checked_mul(self.block_stride).and_then(|o| o.checked_add(span)).is_some_and(|end| end <= len);
+        self.block_size > 0 && self.table.len() * self.block_size >= n && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
     }
 }
 
@@ -402,7 +440,8 @@ fn attention_segments_with(
         let seen = seg.start + seg.n_tokens; // S: positions the segment's last token sees
         assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
         let kv = KvView { table: seg.table, ..layer };
-        assert!(kv.kv_dim == n_head_kv * head_dim && kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
+        assert!(kv.holds_heads(n_head_kv, head_dim), "attention: the KV cache layout does not hold {n_head_kv} heads of {head_dim}");
+        assert!(kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
         max_seen = max_seen.max(seen);
     }
     let per_thread = attention_scratch_per_thread(max_seen, head_dim);
@@ -461,7 +500,8 @@ fn attention_segments_with(
         // Each thread claims its next unit before computing the current one and asks for that
         // unit's keys and values meanwhile: a batch's cache does not stay in the caches between
         // layers, and without this every unit would start by waiting on memory (measured with
-        // `attention_bench 1 8 128 30`: 250-275 -> 175-190 us per layer).
+        // `attention_bench 1 8 128 30`, position-major blocks: 250-275 -> 175-190 us per layer;
+        // with the model's head-major blocks 126-130, against 84 with everything in cache).
         let claim = || {
             let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if c < total {
@@ -471,15 +511,14 @@ fn attention_segments_with(
             }
         };
         let mut claimed = claim();
-        loop {
-            let Some((seg, unit, kv_head, n_seen)) = claimed else { break };
+        while let Some((seg, unit, kv_head, n_seen)) = claimed {
             claimed = claim();
             if let Some((next_seg, _, next_head, next_seen)) = claimed {
                 // Decode units only: a segment of several tokens (a prompt) reads its keys and
                 // values once per token, from the caches after the first. Heads of one group
                 // read the same keys and values: ask once.
                 if next_seg.n_tokens == 1 && !(std::ptr::eq(next_seg, seg) && next_head == kv_head && next_seen == n_seen) {
-                    prefetch_kv(&KvView { table: next_seg.table, ..layer }, next_head * head_dim, head_dim, next_seen);
+                    prefetch_kv(&KvView { table: next_seg.table, ..layer }, layer.head(next_head), head_dim, next_seen);
                 }
             }
             let Plan { order, grouped, .. } = plan(seg);
@@ -494,15 +533,15 @@ fn attention_segments_with(
                     let q_group = &q[first..first + group * head_dim];
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
                     match order {
-                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
-                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kvh * head_dim, seg.start + t + 1, scale, work, o) },
+                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kvh), seg.start + t + 1, scale, work, o) },
+                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kvh), seg.start + t + 1, scale, work, o) },
                     }
                     quantize(first, group * head_dim);
                 }
                 continue;
             }
             let (t, h) = (unit / n_head, unit % n_head);
-            let kv_off = (h / group) * head_dim;
+            let kv_off = kv.head(h / group);
             let n_seen = seg.start + t + 1;
             let pair = row0 + unit;
             let q_row = &q[pair * head_dim..(pair + 1) * head_dim];

@@ -7,8 +7,8 @@ fn identity(n: usize) -> Vec<u32> {
     (0..n as u32).collect()
 }
 
-fn view<'a>(k: &'a [f16], v: &'a [f16], kv_dim: usize, table: &'a [u32]) -> KvView<'a> {
-    KvView { keys: k, values: v, table, block_size: 1, kv_dim }
+fn view<'a>(k: &'a [f16], v: &'a [f16], hkv: usize, dh: usize, table: &'a [u32]) -> KvView<'a> {
+    KvView::position_major(k, v, table, 1, hkv * dh, dh)
 }
 
 fn to_f16(x: &[f32]) -> Vec<f16> {
@@ -50,10 +50,10 @@ fn simd_attention_matches_scalar_bit_for_bit() {
         let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
         let mut want = vec![0f32; t * h * dh];
         let table = identity(s);
-        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut want, &mut scratch);
+        attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv, dh, &table), &mut want, &mut scratch);
         for level in Level::all_available() {
             let mut got = vec![0f32; t * h * dh];
-            attention(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut got, &mut scratch);
+            attention(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch);
             assert_eq!(got, want, "{level:?}, {t} tokens from {start}");
         }
     }
@@ -82,17 +82,35 @@ fn paged_case(t: usize, start: usize, bs: usize, table: &[u32], pool_blocks: usi
         kp[row..row + kv_dim].copy_from_slice(&k[pos * kv_dim..(pos + 1) * kv_dim]);
         vp[row..row + kv_dim].copy_from_slice(&v[pos * kv_dim..(pos + 1) * kv_dim]);
     }
+    // The same positions head-major, as the model's pool holds them: blocks of (2 layers, Hkv,
+    // bs, Dh), this being the second layer.
+    let (layer_span, block_stride) = (bs * kv_dim, 2 * bs * kv_dim);
+    let mut kh = vec![f16::ZERO; pool_blocks * block_stride];
+    let mut vh = kh.clone();
+    for pos in 0..s {
+        for head in 0..hkv {
+            let at = table[pos / bs] as usize * block_stride + layer_span + head * bs * dh + pos % bs * dh;
+            let from = pos * kv_dim + head * dh;
+            kh[at..at + dh].copy_from_slice(&k[from..from + dh]);
+            vh[at..at + dh].copy_from_slice(&v[from..from + dh]);
+        }
+    }
+    let head_major = KvView { keys: &kh[layer_span..], values: &vh[layer_span..], table, block_size: bs, kv_dim, block_stride, pos_stride: dh, head_stride: bs * dh };
+    assert!(head_major.holds_heads(hkv, dh) && head_major.covers(s));
     let pool = ThreadPool::new(2);
     let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
     let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
     for level in Level::all_available() {
         for per_token in [false, true] {
             let mut want = vec![0f32; t * h * dh];
-            attention_with(&pool, level, shape, &q, view(&k, &v, kv_dim, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            attention_with(&pool, level, shape, &q, view(&k, &v, hkv, dh, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
             let mut got = vec![0f32; t * h * dh];
-            let paged = KvView { keys: &kp, values: &vp, table, block_size: bs, kv_dim };
+            let paged = KvView::position_major(&kp, &vp, table, bs, kv_dim, dh);
             attention_with(&pool, level, shape, &q, paged, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
             assert_eq!(got, want, "{level:?}, blocks of {bs}, {t} tokens from {start}, per-token order {per_token}");
+            let mut got = vec![0f32; t * h * dh];
+            attention_with(&pool, level, shape, &q, head_major, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            assert_eq!(got, want, "{level:?}, head-major blocks of {bs}, {t} tokens from {start}, per-token order {per_token}");
         }
     }
 }
@@ -109,10 +127,10 @@ fn online_softmax_kernel_agrees_with_the_exact_kernels() {
     let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
     let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
     let mut exact = vec![0f32; t * h * dh];
-    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &table), &mut exact, &mut scratch);
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv, dh, &table), &mut exact, &mut scratch);
     for level in Level::all_available() {
         let mut online = vec![0f32; t * h * dh];
-        attention_with(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut online, &mut scratch, 0, false);
+        attention_with(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut online, &mut scratch, 0, false);
         let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
         for (a, b) in online.iter().zip(&exact) {
             // The exact kernels round probabilities to f16 (2^-11 relative).
@@ -155,11 +173,11 @@ fn per_token_order_case(t: usize, start: usize, h: usize, hkv: usize, dh: usize)
     for level in Level::all_available() {
         let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
         let mut batch = vec![0f32; t * h * dh];
-        attention_per_token_order(&pool, level, shape, &q, view(&k, &v, hkv * dh, &table), &mut batch, &mut scratch);
+        attention_per_token_order(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut batch, &mut scratch);
         for ti in 0..t {
             let one = AttentionShape { n_tokens: 1, start: start + ti, ..shape };
             let mut single = vec![0f32; h * dh];
-            attention(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv * dh, &table), &mut single, &mut scratch);
+            attention(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv, dh, &table), &mut single, &mut scratch);
             assert_eq!(&batch[ti * h * dh..(ti + 1) * h * dh], &single[..], "{level:?} token {ti}");
         }
     }
@@ -185,7 +203,7 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
         for per_token in [false, true] {
             let mut segs = Vec::new();
             let mut first = 0;
-            let layer = KvView { keys: &kp, values: &vp, table: &[], block_size: bs, kv_dim };
+            let layer = KvView::position_major(&kp, &vp, &[], bs, kv_dim, dh);
             for ((n, start), table) in parts.iter().zip(&tables) {
                 segs.push(AttentionSegment { first_token: first, n_tokens: *n, start: *start, table });
                 first += n;
@@ -214,10 +232,21 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
 fn kv_view_rejects_tables_outside_the_pool() {
     let k = vec![f16::ZERO; 2 * 4 * 8];
     let table = [1u32, 2];
-    let kv = KvView { keys: &k, values: &k, table: &table, block_size: 4, kv_dim: 8 };
+    let kv = KvView::position_major(&k, &k, &table, 4, 8, 4);
     assert!(kv.covers(4)); // block 1 exists
     assert!(!kv.covers(5)); // block 2 does not
     assert!(!kv.covers(9)); // the table holds 8 positions
+    assert!(kv.holds_heads(2, 4));
+    assert!(!kv.holds_heads(1, 4)); // Hkv * Dh must be the row width
+    // Strides that would run a head past its block's elements.
+    assert!(!KvView { head_stride: 8, ..kv }.holds_heads(2, 4));
+    assert!(!KvView { pos_stride: 16, ..kv }.holds_heads(2, 4));
+    // Head-major with layers side by side: a block's second layer reaches the end exactly.
+    let k = vec![f16::ZERO; 2 * 2 * 4 * 8];
+    let table = [1u32];
+    let layer1 = KvView { keys: &k[32..], values: &k[32..], table: &table, block_size: 4, kv_dim: 8, block_stride: 64, pos_stride: 4, head_stride: 16 };
+    assert!(layer1.holds_heads(2, 4) && layer1.covers(4));
+    assert!(!KvView { keys: &k[33..], values: &k[33..], ..layer1 }.covers(4));
 }
 
 #[test]
@@ -231,7 +260,7 @@ fn causal_mask_includes_the_diagonal() {
     let pool = ThreadPool::new(1);
     let shape = AttentionShape { n_tokens: 2, start: 0, n_head: 1, n_head_kv: 1, head_dim: dh };
     let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
-    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, 1, dh, &identity(2)), &mut out, &mut scratch);
     assert_eq!(&out[..4], &[1.0, 2.0, 3.0, 4.0]);
     // Token 1 sees both with equal scores: the mean.
     for (o, want) in out[4..].iter().zip([-2.0, -2.0, -2.0, -2.0]) {
@@ -254,7 +283,7 @@ fn scores_are_scaled_by_one_over_sqrt_head_dim() {
     let shape = AttentionShape { n_tokens: 1, start: 1, n_head: 1, n_head_kv: 1, head_dim: dh };
     let mut scratch = vec![0f32; attention_scratch_per_thread(2, dh)];
     let (k, v) = (to_f16(&k), to_f16(&v));
-    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, dh, &identity(2)), &mut out, &mut scratch);
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, 1, dh, &identity(2)), &mut out, &mut scratch);
     let want = 2.0f32.exp() / (1.0 + 2.0f32.exp());
     // Probabilities are rounded to f16 (relative error 2^-11) before the value product.
     assert!((out[0] - want).abs() < 5e-4, "{} vs {want}", out[0]);
@@ -272,7 +301,7 @@ fn grouped_query_heads_read_their_kv_head_and_match_naive() {
     let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
     let mut out = vec![0f32; t * h * dh];
     let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
-    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv * dh, &identity(s)), &mut out, &mut scratch);
+    attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv, dh, &identity(s)), &mut out, &mut scratch);
     for ti in 0..t {
         for hi in 0..h {
             let kvh = hi / (h / hkv);
