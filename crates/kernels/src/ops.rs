@@ -75,8 +75,8 @@ pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, 
 pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F; heads are whole registers.
+        if head_dim.is_multiple_of(16) && cos_sin.len() * 2 >= head_dim && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; heads are whole registers and every pair has its angle.
             return unsafe { rope_avx512(x, head_dim, cos_sin) };
         }
         if std::arch::is_x86_feature_detected!("fma") {
@@ -382,14 +382,34 @@ mod tests {
     }
 
     #[test]
+    fn rope_with_fewer_angles_than_pairs_rotates_only_those() {
+        // A short angle list (a caller's mistake) must not make the vector kernel read past it:
+        // the pairs without an angle stay as they are, as in the generic kernel.
+        let mut cs = vec![(0.0, 0.0); 3];
+        rope_angles(5, 10000.0, 6, &mut cs);
+        let x: Vec<f32> = (0..32).map(|i| i as f32 - 7.5).collect();
+        let mut want = x.clone();
+        rope_generic(&mut want, 16, &cs);
+        let mut got = x.clone();
+        rope_inplace(&mut got, 16, &cs);
+        assert_eq!(got, want);
+        assert_eq!(got[6..16], x[6..16]);
+    }
+
+    #[test]
     fn f32_to_f16_rounds_as_half_does() {
-        // Ties, overflow to infinity, subnormals, signed zeros and a tail past the last register.
-        let special = [0.0f32, -0.0, 65504.0, 65520.0, -1e9, 1e-8, 5.96e-8, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY];
-        let x: Vec<f32> = (0..53).map(|i| if i < special.len() { special[i] } else { ((i as f32) * 1.37).sin() * 300.0 }).collect();
+        // Ties, overflow to infinity, subnormals, signed zeros, NaN (a NaN stays a NaN; its
+        // payload is not specified) and a tail past the last register.
+        let special = [0.0f32, -0.0, 65504.0, 65520.0, -1e9, 1e-8, 5.96e-8, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY, f32::NAN];
+        let x: Vec<f32> = (0..53).map(|i| if i < special.len() { special[i] } else if i == 52 { f32::NAN } else { ((i as f32) * 1.37).sin() * 300.0 }).collect();
         let mut got = vec![half::f16::ZERO; x.len()];
         f32_to_f16(&x, &mut got);
         for (g, v) in got.iter().zip(&x) {
-            assert_eq!(g.to_bits(), half::f16::from_f32(*v).to_bits(), "{v}");
+            if v.is_nan() {
+                assert!(g.is_nan());
+            } else {
+                assert_eq!(g.to_bits(), half::f16::from_f32(*v).to_bits(), "{v}");
+            }
         }
     }
 

@@ -252,6 +252,7 @@ impl KvPool {
     /// rounded to f16, head by head into their runs.
     pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], cos_sin: &[(f32, f32)]) {
         let dh = self.head_dim;
+        debug_assert!(key.len() == self.kv_dim && value.len() == self.kv_dim && cos_sin.len() * 2 == dh);
         let first = seq.table[pos / KV_BLOCK] as usize * self.block_len() + l * self.layer_span() + pos % KV_BLOCK * dh;
         let heads = key.chunks_exact(dh).zip(value.chunks_exact(dh));
         for (h, (key, value)) in heads.enumerate() {
@@ -342,6 +343,41 @@ mod tests {
     }
 
     #[test]
+    fn written_positions_read_back_through_the_layer_view() {
+        // Two layers of 2 KV heads of 16 over three blocks: every (layer, position, head) run
+        // must be found where the attention kernels look for it, keys and values apart, across
+        // block boundaries. The values are exact in f16 and differ between neighbours.
+        let (n_layer, hkv, dh) = (2, 2, 16);
+        let mut pool = KvPool::new(n_layer, hkv, dh, 4, 80).unwrap();
+        let mut seq = pool.sequence();
+        let identity = vec![(1.0f32, 0.0f32); dh / 2]; // angle 0: RoPE leaves the keys as they are
+        let value = |l: usize, pos: usize, i: usize, which: usize| ((l * 1009 + pos * 37 + i * 2 + which) % 2039) as f32;
+        let n = 70;
+        pool.reserve(&mut seq, n).unwrap();
+        for pos in 0..n {
+            for l in 0..n_layer {
+                let k: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 0)).collect();
+                let v: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 1)).collect();
+                pool.write_rotated(l, &seq, pos, &k, &v, &identity);
+            }
+        }
+        seq.len = n;
+        for l in 0..n_layer {
+            let kv = pool.layer(l, &seq);
+            assert!(kv.holds_heads(hkv, dh) && kv.covers(n));
+            for pos in 0..n {
+                for h in 0..hkv {
+                    let at = kv.row(pos) + kv.head(h);
+                    for d in 0..dh {
+                        assert_eq!(kv.keys[at + d].to_f32(), value(l, pos, h * dh + d, 0), "key l{l} pos {pos} head {h}");
+                        assert_eq!(kv.values[at + d].to_f32(), value(l, pos, h * dh + d, 1), "value l{l} pos {pos} head {h}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn truncate_and_clear_forget_positions() {
         let mut c = KvCache::new(2, 8, 2, 2).unwrap();
         c.pool.reserve(&mut c.seq, 5).unwrap();
@@ -352,6 +388,6 @@ mod tests {
         assert_eq!(c.len(), 3);
         c.clear();
         assert!(c.is_empty());
-        assert_eq!(c.memory_bytes(), 2 * (2 * KV_BLOCK * 4) * 2); // one block per layer
+        assert_eq!(c.memory_bytes(), 2 * (2 * KV_BLOCK * 4) * 2); // one block (of both layers), keys and values
     }
 }

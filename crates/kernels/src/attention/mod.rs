@@ -81,16 +81,17 @@ impl<'a> KvView<'a> {
     pub fn holds_heads(&self, n_head_kv: usize, head_dim: usize) -> bool {
         let last = |n: usize, stride: usize| n.saturating_sub(1).checked_mul(stride);
         let extent = last(self.block_size, self.pos_stride).zip(last(n_head_kv, self.head_stride)).and_then(|(a, b)| a.checked_add(b)?.checked_add(head_dim));
-        n_head_kv > 0 && self.kv_dim == n_head_kv * head_dim && extent.is_some_and(|e| e <= self.block_size * self.kv_dim)
+        let span = self.block_size.checked_mul(self.kv_dim);
+        n_head_kv > 0 && n_head_kv.checked_mul(head_dim) == Some(self.kv_dim) && extent.zip(span).is_some_and(|(e, span)| e <= span)
     }
 
     /// Whether positions `0..n` are addressable: the table covers them and every block they use
     /// (its `block_size * kv_dim` elements from `table[b] * block_stride`) lies inside the slices.
     pub fn covers(&self, n: usize) -> bool {
         let len = self.keys.len().min(self.values.len());
-        let span = self.block_size * self.kv_dim;
+        let Some(span) = self.block_size.checked_mul(self.kv_dim) else { return false };
         let fits = |b: u32| (b as usize).checked_mul(self.block_stride).and_then(|o| o.checked_add(span)).is_some_and(|end| end <= len);
-        self.block_size > 0 && self.table.len() * self.block_size >= n && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
+        self.block_size > 0 && self.table.len().checked_mul(self.block_size).is_some_and(|held| held >= n) && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
     }
 }
 
@@ -306,7 +307,7 @@ mod avx512;
 /// before their products with the f16 keys and values, as the peers do when their cache is f16
 /// (they convert the other operand of an f16 matrix product to f16), and sums follow their order
 /// (see `Order`). `scratch` holds `n_threads * attention_scratch_per_thread(S, Dh)` floats;
-/// (token, head) pairs are split statically over the threads.
+/// (token, head) pairs are taken by the threads from a shared counter.
 /// From [`FLASH_MIN_POSITIONS`] positions on, pairs use the single-pass online-softmax kernel.
 pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
     attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
