@@ -74,6 +74,32 @@ fn random_bytes_model_file_fails_cleanly() {
 }
 
 #[test]
+fn misspelt_kernel_variables_are_errors_not_silent_defaults() {
+    let fx = Fx::new();
+    let run_with = |name: &str, value: &str| {
+        let mut cmd = fx.command(&["generate", "--model", fx.tiny(), "-t", "1", "-p", "hi", "-n", "2", "--temperature", "0"], false);
+        let out = cmd.env(name, value).output().expect("run ferrolm");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (name, bad, hint) in [("FERROLM_SUM_ORDER", "block", "llama-cpp, blocks"), ("FERROLM_KERNELS", "avx9", "scalar, avx2")] {
+        let (code, _, stderr) = run_with(name, bad);
+        assert_eq!(code, Some(1), "{name}={bad}: {stderr}");
+        assert!(stderr.starts_with("error:") && stderr.contains(name) && stderr.contains(hint), "{stderr}");
+    }
+    // The documented values run; every kernel level gives the same greedy text (levels are
+    // exact to each other).
+    let (_, plain, _) = run_with("FERROLM_SUM_ORDER", "llama-cpp");
+    for (name, good) in [("FERROLM_SUM_ORDER", "blocks"), ("FERROLM_KERNELS", "scalar"), ("FERROLM_KERNELS", "avx2")] {
+        let (code, stdout, stderr) = run_with(name, good);
+        assert_eq!(code, Some(0), "{name}={good}: {stderr}");
+        assert!(!stdout.is_empty());
+        if name == "FERROLM_KERNELS" {
+            assert_eq!(stdout, plain, "{name}={good}");
+        }
+    }
+}
+
+#[test]
 fn nonexistent_model_path_fails_without_fetching() {
     let fx = Fx::new();
     let path = fx.path("does-not-exist.gguf");

@@ -115,6 +115,8 @@ impl Fx {
         cmd.args(args)
             .env("FERROLM_CACHE_DIR", self.dir.path().join("cache"))
             .env_remove("FERROLM_MODEL")
+            .env_remove("FERROLM_KERNELS")
+            .env_remove("FERROLM_SUM_ORDER")
             // A pip call would mean a test tried to fetch the default model: make it fail fast.
             .env("FERROLM_PYTHON", "/nonexistent/python-for-tests")
             .stdin(if stdin_piped { Stdio::piped() } else { Stdio::null() })
