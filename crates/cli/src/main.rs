@@ -412,25 +412,10 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The variables that choose kernels and their values. The kernels fall back to their defaults
-/// on anything else; a misspelt value is rejected here rather than silently ignored.
-const KERNEL_VARIABLES: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
-
-fn check_kernel_variables() -> Result<()> {
-    for (name, allowed) in KERNEL_VARIABLES {
-        match std::env::var(name) {
-            Ok(value) if !value.is_empty() && !allowed.contains(&value.as_str()) => {
-                bail!("{name}={value:?} is not a known setting; use one of: {} (or leave it unset)", allowed.join(", "))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Loads model and tokenizer; returns them with the context size to use.
 pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
-    check_kernel_variables()?;
+    // A misspelt kernel setting is an error, not a silent default.
+    kernels::matmul::check_env().map_err(anyhow::Error::msg)?;
     let (path, file) = open_file(&run.model)?;
     let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     let threads = run.threads.unwrap_or_else(default_threads);

@@ -25,6 +25,23 @@ pub enum Level {
     Avx512Vnni,
 }
 
+/// The environment variables the kernels read and the values they know; anything else falls
+/// back to the default ([`Level::detect`], [`SumOrder::from_env`]).
+pub const ENV_SETTINGS: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
+
+/// Checks the variables of [`ENV_SETTINGS`], so that a caller can reject a misspelt value instead
+/// of running on the silent default: the message names the variable and the known values.
+pub fn check_env() -> Result<(), String> {
+    for (name, known) in ENV_SETTINGS {
+        if let Ok(value) = std::env::var(name) {
+            if !value.is_empty() && !known.contains(&value.as_str()) {
+                return Err(format!("{name}={value:?} is not a known setting; use one of: {} (or leave it unset)", known.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Level {
     /// The best level this machine supports. `FERROLM_KERNELS=scalar` (or `avx2`) caps it.
     pub fn detect() -> Level {

@@ -484,7 +484,7 @@ fn attention_segments_with(
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
         // Unit `taken` (counted from the end): its segment, its number there, and the KV head
-        // and positions it reads.
+        // and positions it reads (the unit's token sees positions 0..n_seen).
         let locate = |taken: usize| {
             let mut unit = total - 1 - taken;
             for seg in segments {
@@ -528,22 +528,20 @@ fn attention_segments_with(
             if grouped {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    let (t, kvh) = (unit / n_head_kv, unit % n_head_kv);
-                    let first = (row0 + t * n_head + kvh * group) * head_dim; // q/out rows of the group's heads
+                    let t = unit / n_head_kv;
+                    let first = (row0 + t * n_head + kv_head * group) * head_dim; // q/out rows of the group's heads
                     let o = unsafe { out_ptr.slice(first, group * head_dim) };
                     let q_group = &q[first..first + group * head_dim];
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
                     match order {
-                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kvh), seg.start + t + 1, scale, work, o) },
-                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kvh), seg.start + t + 1, scale, work, o) },
+                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
                     }
                     quantize(first, group * head_dim);
                 }
                 continue;
             }
-            let (t, h) = (unit / n_head, unit % n_head);
-            let kv_off = kv.head(h / group);
-            let n_seen = seg.start + t + 1;
+            let kv_off = kv.head(kv_head);
             let pair = row0 + unit;
             let q_row = &q[pair * head_dim..(pair + 1) * head_dim];
             let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
