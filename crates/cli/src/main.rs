@@ -17,6 +17,7 @@ use model::tokenizer_gguf::tokenizer_from_gguf;
 use model::Llama;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use kernels::SumOrder;
 use tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -43,6 +44,17 @@ struct RunArgs {
     /// Context size in tokens (default: the model's, at most 4096)
     #[arg(long)]
     ctx: Option<usize>,
+    #[command(flatten)]
+    order: OrderArgs,
+}
+
+#[derive(Args, Clone, Default)]
+pub(crate) struct OrderArgs {
+    /// How quantized products add up their blocks: `blocks` (one rounding per block, the
+    /// default: fastest) or `llama-cpp` (llama.cpp's x86 order: its exact logits). Overrides
+    /// FERROLM_SUM_ORDER
+    #[arg(long, value_name = "ORDER", value_parser = ["blocks", "llama-cpp"])]
+    sum_order: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -278,6 +290,8 @@ enum Command {
         /// Also decode B sequences together (one forward per step), interleaved with one sequence
         #[arg(short = 'b', long, default_value_t = 1)]
         batch: usize,
+        #[command(flatten)]
+        order: OrderArgs,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
@@ -316,6 +330,8 @@ enum Command {
         /// Print {"ppl": ..., "tokens": ...} as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        order: OrderArgs,
     },
 }
 
@@ -375,18 +391,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { model } => cmd_info(&model),
-        Command::Perplexity { model, threads, file, ctx, json } => cmd_perplexity(&model, threads, &file, ctx, json),
+        Command::Perplexity { model, threads, file, ctx, json, order } => cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json),
         Command::TokenizerBench { model, file, reps, json, pathological } => {
             let (_, tok) = open_tokenizer(&model)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             tokenizer_bench::run(&tok, &tokenizer_bench::TokenizerBenchArgs { file, reps, json, pathological }, &name)
         }
-        Command::Bench { model, n_prompt, n_gen, threads, reps, batch, json } => {
+        Command::Bench { model, n_prompt, n_gen, threads, reps, batch, json, order } => {
             if batch == 0 || batch > 256 {
                 bail!("--batch must be between 1 and 256, got {batch}");
             }
-            let run = RunArgs { model: model.clone(), threads, ctx: None };
+            let run = RunArgs { model: model.clone(), threads, ctx: None, order };
             let (llama, _, _) = open_model(&run)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -422,7 +438,12 @@ pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
     if threads == 0 || threads > 1024 {
         bail!("--threads must be between 1 and 1024, got {threads}");
     }
-    let model = Llama::from_file(file, threads).with_context(|| format!("cannot load the model in {}", path.display()))?;
+    let mut model = Llama::from_file(file, threads).with_context(|| format!("cannot load the model in {}", path.display()))?;
+    match run.order.sum_order.as_deref() {
+        Some("llama-cpp") => model.set_sum_order(SumOrder::LlamaCpp),
+        Some(_) => model.set_sum_order(SumOrder::Blocks),
+        None => {}
+    }
     let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
     if n_ctx == 0 || n_ctx > model.config.n_ctx_train {
         bail!("--ctx must be between 1 and the model's context length {}, got {n_ctx}", model.config.n_ctx_train);
@@ -556,10 +577,9 @@ fn cmd_info(args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_perplexity(args: &ModelArgs, threads: Option<usize>, path: &PathBuf, ctx: usize, json: bool) -> Result<()> {
+fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bool) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
-    let run = RunArgs { model: args.clone(), threads, ctx: None };
-    let (model, tok, _) = open_model(&run)?;
+    let (model, tok, _) = open_model(run)?;
     if ctx < 4 || ctx > model.config.n_ctx_train {
         bail!("--ctx must be between 4 and the model's context length {}, got {ctx}", model.config.n_ctx_train);
     }

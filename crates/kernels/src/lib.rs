@@ -13,6 +13,9 @@ pub mod ops;
 pub mod pool;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod groups;
+#[cfg(target_arch = "x86_64")]
 mod vnni;
 #[cfg(target_arch = "x86_64")]
 mod x86;

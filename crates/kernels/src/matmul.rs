@@ -25,8 +25,9 @@ pub enum Level {
     Avx512Vnni,
 }
 
-/// The environment variables the kernels read and the values they know; anything else falls
-/// back to the default ([`Level::detect`], [`SumOrder::from_env`]).
+/// The environment variables the kernels read and the values they know. [`Level::detect`] and
+/// [`SumOrder::from_env`] take anything else for the default; [`check_env`] tells a caller (the
+/// command line does) to reject it instead.
 pub const ENV_SETTINGS: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
 
 /// Checks the variables of [`ENV_SETTINGS`], so that a caller can reject a misspelt value instead
@@ -79,7 +80,7 @@ impl Level {
     /// Whether block-format weights should be repacked into row groups ([`pack_for`]) at load
     /// time.
     pub fn wants_row_groups(self) -> bool {
-        self == Level::Avx512Vnni
+        matches!(self, Level::Avx512Vnni | Level::Avx2)
     }
 }
 
@@ -88,9 +89,11 @@ impl Level {
 pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
     {
-        if level.wants_row_groups() && rows >= crate::vnni::GROUP_ROWS && cols.is_multiple_of(QK) {
-            if let Some(kind) = group_kind(format) {
-                return Some(crate::vnni::pack_groups(kind, data, rows, cols / QK));
+        if let (Some(kind), true) = (group_kind(format), cols.is_multiple_of(QK)) {
+            match level {
+                Level::Avx512Vnni if rows >= crate::vnni::GROUP_ROWS => return Some(crate::vnni::pack(kind, data, rows, cols / QK)),
+                Level::Avx2 if rows >= crate::avx2::GROUP_ROWS => return Some(crate::avx2::pack(kind, data, rows, cols / QK)),
+                _ => {}
             }
         }
     }
@@ -120,25 +123,26 @@ pub struct MatRef<'a> {
 /// (30 layers later, by up to ~0.05), and greedy choices can differ at near-ties.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SumOrder {
-    /// llama.cpp's x86 order (the default): per block, 8 lanes of 4 consecutive products, each
-    /// lane converted to f32 and fused-multiply-added with the block scale into its own
-    /// accumulator; the 8 lanes are reduced at the end of the row (see [`LANES`]). Greedy output
-    /// is token-exact with llama.cpp on x86.
-    #[default]
-    LlamaCpp,
     /// One integer sum per block, converted once and fused-multiply-added with the block scale
-    /// into a single accumulator per row (the order of llama.cpp's repacked and ARM kernels).
-    /// A batch of tokens is bound by this float work, and it is 8 times smaller: batched
-    /// decoding and prompt processing run faster. Chosen with `FERROLM_SUM_ORDER=blocks`.
+    /// into a single accumulator per row (the default; the order of llama.cpp's repacked and
+    /// ARM kernels). A batch of tokens is bound by this float work, and it is 8 times smaller
+    /// than in llama.cpp's x86 order: batched decoding and prompt processing run faster.
+    #[default]
     Blocks,
+    /// llama.cpp's x86 order: per block, 8 lanes of 4 consecutive products, each lane converted
+    /// to f32 and fused-multiply-added with the block scale into its own accumulator; the 8
+    /// lanes are reduced at the end of the row (see [`LANES`]). Logits are bit-identical to
+    /// llama.cpp's x86 build and greedy output token-exact with it. Chosen with
+    /// `FERROLM_SUM_ORDER=llama-cpp` or `--sum-order llama-cpp`; the golden tests pin it.
+    LlamaCpp,
 }
 
 impl SumOrder {
     /// The order `FERROLM_SUM_ORDER` asks for (`blocks` or `llama-cpp`), else the default.
     pub fn from_env() -> SumOrder {
         match std::env::var("FERROLM_SUM_ORDER").as_deref() {
-            Ok("blocks") => SumOrder::Blocks,
-            _ => SumOrder::LlamaCpp,
+            Ok("llama-cpp") => SumOrder::LlamaCpp,
+            _ => SumOrder::Blocks,
         }
     }
 }
@@ -404,42 +408,70 @@ unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows
 
 /// The row-group layout of a block format, if it has one.
 #[cfg(target_arch = "x86_64")]
-fn group_kind(format: Format) -> Option<crate::vnni::Kind> {
+fn group_kind(format: Format) -> Option<crate::groups::Kind> {
     match format {
-        Format::Q4_1 => Some(crate::vnni::Kind::Q4_1),
-        Format::Q4_0 => Some(crate::vnni::Kind::Q4_0),
-        Format::Q8_0 => Some(crate::vnni::Kind::Q8_0),
+        Format::Q4_1 => Some(crate::groups::Kind::Q4_1),
+        Format::Q4_0 => Some(crate::groups::Kind::Q4_0),
+        Format::Q8_0 => Some(crate::groups::Kind::Q8_0),
         _ => None,
     }
 }
 
-/// Row groups `groups` of a packed `w` against all T tokens with the VNNI kernels, two tokens at
-/// a time (four in the block order), in L1-sized token tiles as [`quantized_rows`].
+/// The grouped kernels a product runs on: AVX-512 VNNI (16 rows, both orders) or AVX2 (8 rows,
+/// the block order).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
-    use crate::vnni::GROUP_ROWS;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grouped {
+    Vnni,
+    Avx2,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Grouped {
+    /// Rows per group of its layout.
+    const fn rows(self) -> usize {
+        match self {
+            Grouped::Vnni => crate::vnni::GROUP_ROWS,
+            Grouped::Avx2 => crate::avx2::GROUP_ROWS,
+        }
+    }
+
+    /// How far ahead its kernels prefetch when a row group is read once.
+    const fn prefetch_bytes(self) -> usize {
+        match self {
+            Grouped::Vnni => crate::vnni::PREFETCH_BYTES,
+            Grouped::Avx2 => crate::avx2::PREFETCH_BYTES,
+        }
+    }
+}
+
+/// Row groups `groups` of a packed `w` against all T tokens with the grouped kernels of
+/// `kernels`, several tokens per call (the weight registers of a block stay live across them), in
+/// L1-sized token tiles as [`quantized_rows`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
     let kb = w.cols / QK;
-    let group_bytes = kb * kind.group_bytes();
-    // Tokens per kernel call: the 8 weight registers of a block stay live across the tokens;
-    // in llama.cpp's order each token needs 8 accumulators (two tokens fit in the 32
-    // registers), in the block order 4 (four tokens fit).
+    let rows = kernels.rows();
+    let group_bytes = kb * kind.group_bytes(rows);
+    // Tokens per kernel call. VNNI in llama.cpp's order needs 8 accumulators per token (two
+    // tokens fit in the 32 registers), in the block order 4 (four tokens fit); AVX2 (block order
+    // only) keeps one accumulator and one integer sum per token in its 16 registers.
     const STEP: usize = 4;
-    let step = if w.order == SumOrder::Blocks { 4 } else { 2 };
+    let step = if kernels == Grouped::Vnni && w.order != SumOrder::Blocks { 2 } else { 4 };
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
-    // One row group against G tokens starting at `ti`; writes the 16 x G outputs.
+    // One row group against G tokens starting at `ti`; writes the rows x G outputs.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn call<const G: usize>(w: &MatRef, kind: crate::vnni::Kind, group_bytes: usize, g: usize, ti: usize, ahead: usize, xq: &[BlockQ8], y: Out) {
+    unsafe fn call<const G: usize>(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind, group_bytes: usize, g: usize, ti: usize, ahead: usize, xq: &[BlockQ8], y: Out) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
-        let packed = w.packed.unwrap_or(&[]);
+        let packed = &w.packed.unwrap_or(&[])[g * group_bytes..(g + 1) * group_bytes];
         // SAFETY: the caller checked the CPU features; shapes match by construction.
-        let v = unsafe { crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, &packed[g * group_bytes..(g + 1) * group_bytes], ahead, xs) };
-        for (j, rows) in v.iter().enumerate() {
-            for (r, &value) in rows.iter().enumerate() {
-                // SAFETY: each thread owns whole row groups; indices are inside y (T, N).
-                unsafe { y.put((ti + j) * w.rows + g * GROUP_ROWS + r, value) };
+        unsafe {
+            match kernels {
+                Grouped::Vnni => put_group(crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
+                Grouped::Avx2 => put_group(crate::avx2::group::<G>(kind, packed, ahead, xs), w, g, ti, y),
             }
         }
     }
@@ -449,28 +481,53 @@ unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::vnni::Kind, xq: &[BlockQ8]
         // short way ahead. With P passes only the first would read memory, which then sits idle
         // while the others run from L1; so pass k asks for the bytes k/P of a row group ahead:
         // by the last pass the next group has been requested, spread evenly over the passes
-        // (measured on batched decoding of 8 sequences, one thread: +6% in llama.cpp's order,
-        // 4 passes; +9% in the block order, 2 passes).
+        // (measured on batched decoding of 8 sequences, one thread, VNNI: +6% in llama.cpp's
+        // order, 4 passes; +9% in the block order, 2 passes).
         let passes = (t1 - t0).div_ceil(step);
-        let ahead = |k: usize| if passes == 1 { crate::vnni::PREFETCH_BYTES } else { group_bytes * k / passes };
+        let ahead = |k: usize| if passes == 1 { kernels.prefetch_bytes() } else { group_bytes * k / passes };
         for g in groups.clone() {
             let (mut ti, mut k) = (t0, 1);
             while ti + step <= t1 {
                 match step {
-                    4 => call::<4>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
-                    _ => call::<2>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                    4 => call::<4>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                    _ => call::<2>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
                 }
                 ti += step;
                 k += 1;
             }
             match t1 - ti {
                 0 => {}
-                1 => call::<1>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
-                2 => call::<2>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
-                _ => call::<3>(w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                1 => call::<1>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                2 => call::<2>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
+                _ => call::<3>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
             }
         }
     }
+}
+
+/// Writes a row group's results for G tokens from `ti`: v (G, R) into y (T, N).
+#[inline(always)]
+unsafe fn put_group<const R: usize, const G: usize>(v: [[f32; R]; G], w: &MatRef, g: usize, ti: usize, y: Out) {
+    for (j, rows) in v.iter().enumerate() {
+        for (r, &value) in rows.iter().enumerate() {
+            // SAFETY: each thread owns whole row groups; indices are inside y (T, N).
+            unsafe { y.put((ti + j) * w.rows + g * R + r, value) };
+        }
+    }
+}
+
+/// [`matmul_groups`] with the VNNI kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::groups::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
+    unsafe { matmul_groups(Grouped::Vnni, w, kind, xq, t, groups, y) }
+}
+
+/// [`matmul_groups`] with the AVX2 kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn matmul_groups_avx2(w: &MatRef, kind: crate::groups::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
+    unsafe { matmul_groups(Grouped::Avx2, w, kind, xq, t, groups, y) }
 }
 
 fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
@@ -484,11 +541,17 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
     }
 }
 
-/// The row-group layout `w` runs on at `level`, if any (its weights were packed for it).
+/// The grouped kernels and row-group layout `w` runs on at `level`, if any (its weights were
+/// packed for it; AVX2 groups only in the block order).
 #[cfg(target_arch = "x86_64")]
-fn groups_of(level: Level, w: &MatRef) -> Option<crate::vnni::Kind> {
-    if level == Level::Avx512Vnni && w.packed.is_some() {
-        group_kind(w.format)
+fn groups_of(level: Level, w: &MatRef) -> Option<(Grouped, crate::groups::Kind)> {
+    let kernels = match level {
+        Level::Avx512Vnni => Grouped::Vnni,
+        Level::Avx2 if w.order == SumOrder::Blocks => Grouped::Avx2,
+        _ => return None,
+    };
+    if w.packed.is_some() {
+        group_kind(w.format).map(|kind| (kernels, kind))
     } else {
         None
     }
@@ -497,8 +560,8 @@ fn groups_of(level: Level, w: &MatRef) -> Option<crate::vnni::Kind> {
 /// Rows per unit of work at `level`: a row group on the grouped kernels, else one row.
 fn row_unit(level: Level, w: &MatRef) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if groups_of(level, w).is_some() {
-        return crate::vnni::GROUP_ROWS;
+    if let Some((kernels, _)) = groups_of(level, w) {
+        return kernels.rows();
     }
     let _ = (level, w);
     1
@@ -520,12 +583,15 @@ fn owned_rows(level: Level, w: &MatRef, i: usize, nt: usize) -> [std::ops::Range
 fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: Out, i: usize, nt: usize) {
     let [main, rest] = owned_rows(level, w, i, nt);
     #[cfg(target_arch = "x86_64")]
-    if let Some(kind) = groups_of(level, w) {
-        let g = crate::vnni::GROUP_ROWS;
+    if let Some((kernels, kind)) = groups_of(level, w) {
+        let g = kernels.rows();
         // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni` (and
-        // so AVX2, FMA and F16C).
+        // so AVX2, FMA and F16C), Level::Avx2 when it has AVX2, FMA and F16C.
         unsafe {
-            matmul_groups_vnni(w, kind, xq, t, main.start / g..main.end / g, y);
+            match kernels {
+                Grouped::Vnni => matmul_groups_vnni(w, kind, xq, t, main.start / g..main.end / g, y),
+                Grouped::Avx2 => matmul_groups_avx2(w, kind, xq, t, main.start / g..main.end / g, y),
+            }
             matmul_rows_avx2(w, x, xq, t, rest, y);
         }
         return;

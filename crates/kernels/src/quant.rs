@@ -93,6 +93,8 @@ pub struct BlockQ8 {
     pub s: f32,
     /// Quantized values.
     pub qs: [i8; QK],
+    /// The exact sum of `qs` (kernels that store weights with an offset take it out with this).
+    pub sum: i32,
 }
 
 /// Quantizes activations to 8-bit blocks: x (K) f32 -> out (K/32) blocks. `K % 32 == 0`.
@@ -168,6 +170,7 @@ unsafe fn quantize_row_q8_avx512(x: &[f32], out: &mut [BlockQ8]) {
         let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
         block.d = round_to_f16(d);
         block.s = round_to_f16(d * sum as f32);
+        block.sum = sum;
     }
 }
 
@@ -198,6 +201,7 @@ fn quantize_row_q8_generic(x: &[f32], out: &mut [BlockQ8]) {
         }
         block.d = round_to_f16(d);
         block.s = round_to_f16(d * sum as f32);
+        block.sum = sum;
     }
 }
 
@@ -346,7 +350,7 @@ mod tests {
         quantize_row_q8(&x, &mut got);
         let same = |got: &[BlockQ8], path: &str| {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!((g.d.to_bits(), g.s.to_bits(), g.qs), (w.d.to_bits(), w.s.to_bits(), w.qs), "{path}, block {i}");
+                assert_eq!((g.d.to_bits(), g.s.to_bits(), g.qs, g.sum), (w.d.to_bits(), w.s.to_bits(), w.qs, w.sum), "{path}, block {i}");
             }
         };
         same(&got, "best");
@@ -403,6 +407,7 @@ mod tests {
             assert_eq!(b.qs.iter().map(|&v| v.unsigned_abs()).max(), Some(127));
             let sum: i32 = b.qs.iter().map(|&v| v as i32).sum();
             assert_eq!(b.s, round_to_f16(amax / 127.0 * sum as f32));
+            assert_eq!(b.sum, sum);
             for (v, &q) in xs.iter().zip(&b.qs) {
                 assert!((v - b.d * q as f32).abs() <= b.d * 0.51 + 1e-3);
             }

@@ -1,16 +1,8 @@
 //! AVX-512 VNNI kernels that compute 16 weight rows per instruction (x86-64 only).
 //!
-//! Weights are repacked at load time into groups of 16 rows ([`pack_groups`]). For each group
-//! and each block of 32 elements, the group block holds the 16 rows' scales (f16), for Q4_1
-//! their minimums (f16), then the quantized values interleaved four bytes at a time: chunk c is
-//! 64 bytes, four bytes of each of the 16 rows in row order. One 64-byte chunk is one register
-//! in which lane r (a 32-bit lane) holds four elements of row r.
-//!
-//! ```text
-//! Q4_1  320 B: d[16] f16, m[16] f16, 4 chunks of nibbles  (chunk k: bytes 4k..4k+4 of each row)
-//! Q4_0  288 B: d[16] f16,            4 chunks of nibbles
-//! Q8_0  544 B: d[16] f16,            8 chunks of bytes + 128  (chunk l: elements 4l..4l+4)
-//! ```
+//! Weights are repacked at load time into groups of 16 rows ([`pack`], the layout of
+//! [`crate::groups`] with 64-byte chunks: one register in which lane r, a 32-bit lane, holds four
+//! elements of row r; Q8_0 values stored plus 128).
 //!
 //! The low nibbles of a 4-bit chunk k are elements 4k..4k+4 of each row, the high nibbles
 //! elements 16+4k..16+4k+4. So after unpacking, register l (l = 0..8) holds element group l
@@ -26,7 +18,8 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::quant::{BlockQ8, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+pub use crate::groups::Kind;
+use crate::quant::BlockQ8;
 use std::arch::x86_64::*;
 
 /// How far ahead of the kernels' weight reads a prefetch is issued. Decode streams ~100 MB of
@@ -57,77 +50,20 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// The block formats with a grouped layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// 4-bit values with scale and minimum.
-    Q4_1,
-    /// 4-bit values with scale, offset 8.
-    Q4_0,
-    /// 8-bit signed values with scale.
-    Q8_0,
-}
-
-impl Kind {
-    /// Bytes of one original block.
-    const fn source_bytes(self) -> usize {
-        match self {
-            Kind::Q4_1 => Q4_1_BYTES,
-            Kind::Q4_0 => Q4_0_BYTES,
-            Kind::Q8_0 => Q8_0_BYTES,
-        }
-    }
-
-    /// Bytes of one group block (16 original blocks, repacked).
-    pub const fn group_bytes(self) -> usize {
-        GROUP_ROWS * self.source_bytes()
-    }
-
-    /// Bytes of f16 fields per original block (d, and m for Q4_1) before the values.
-    const fn header(self) -> usize {
-        match self {
-            Kind::Q4_1 => 4,
-            Kind::Q4_0 | Kind::Q8_0 => 2,
-        }
-    }
-
-    /// What is subtracted from each stored value to get the quantized value.
-    const fn offset(self) -> i32 {
-        match self {
-            Kind::Q4_1 => 0,
-            Kind::Q4_0 => 8,
-            Kind::Q8_0 => 128,
-        }
+/// What is subtracted from each stored value to get the quantized value (Q8_0 is stored plus
+/// 128, see [`pack`]).
+const fn offset(kind: Kind) -> i32 {
+    match kind {
+        Kind::Q4_1 => 0,
+        Kind::Q4_0 => 8,
+        Kind::Q8_0 => 128,
     }
 }
 
-/// Repacks the first `rows / 16 * 16` rows of a matrix (N, K) of `kind` blocks into row groups
-/// (see the module doc): w (N, K) -> (N/16, K/32) group blocks of [`Kind::group_bytes`].
-pub fn pack_groups(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
-    let (src_bytes, header, group_bytes) = (kind.source_bytes(), kind.header(), kind.group_bytes());
-    debug_assert_eq!(w.len(), rows * kb * src_bytes);
-    let groups = rows / GROUP_ROWS;
-    let mut out = vec![0u8; groups * kb * group_bytes];
-    let values_at = GROUP_ROWS * header; // the chunks follow the f16 fields
-    for (g, group) in out.chunks_exact_mut(kb * group_bytes).enumerate() {
-        for (i, dst) in group.chunks_exact_mut(group_bytes).enumerate() {
-            for r in 0..GROUP_ROWS {
-                let src = &w[((g * GROUP_ROWS + r) * kb + i) * src_bytes..][..src_bytes];
-                for f in 0..header / 2 {
-                    // Field f (d, then m) of the 16 rows, one after another.
-                    dst[f * 2 * GROUP_ROWS + 2 * r..][..2].copy_from_slice(&src[2 * f..2 * f + 2]);
-                }
-                let values = &src[header..];
-                for (c, four) in values.chunks_exact(4).enumerate() {
-                    let at = values_at + c * 4 * GROUP_ROWS + 4 * r;
-                    for (e, &b) in four.iter().enumerate() {
-                        dst[at + e] = if kind == Kind::Q8_0 { b ^ 0x80 } else { b };
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Repacks a matrix (N, K) into groups of 16 rows, Q8_0 values stored plus 128 (see
+/// [`crate::groups`]).
+pub fn pack(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
+    crate::groups::pack_groups(kind, GROUP_ROWS, true, w, rows, kb)
 }
 
 /// What both orders do at the start of block i of a row group (at `p`): prefetch the bytes
@@ -137,7 +73,7 @@ pub fn pack_groups(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
 #[inline(always)]
 unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, ahead: usize, i: usize, x: &[&[BlockQ8]; N], mins: &mut [__m512; N]) -> ([__m512; N], [[i32; 8]; N]) {
     if ahead != 0 {
-        for line in (0..kind.group_bytes()).step_by(64) {
+        for line in (0..kind.group_bytes(GROUP_ROWS)).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
         }
     }
@@ -172,12 +108,12 @@ unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: 
     let mut mins = [_mm512_setzero_ps(); N];
     let nibble_mask = _mm512_set1_epi8(0x0F);
     let values_at = GROUP_ROWS * kind.header();
-    for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
+    for (i, blk) in packed.chunks_exact(kind.group_bytes(GROUP_ROWS)).enumerate() {
         let p = blk.as_ptr();
         let (scale, offset_sums) = block_start(kind, p, ahead, i, &x, &mut mins);
         // Each token's integer sums of element group l start at -offset * (the sum of the
         // group's four activation bytes).
-        let start: [[i32; 8]; N] = std::array::from_fn(|j| offset_sums[j].map(|sum| -kind.offset() * sum));
+        let start: [[i32; 8]; N] = std::array::from_fn(|j| offset_sums[j].map(|sum| -offset(kind) * sum));
         // Written out lane by lane (no loop): with a constant lane index every accumulator stays
         // in a register; a loop the compiler does not unroll keeps them in memory.
         if kind == Kind::Q8_0 {
@@ -230,13 +166,13 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
     let mut mins = [_mm512_setzero_ps(); N];
     let nibble_mask = _mm512_set1_epi8(0x0F);
     let values_at = GROUP_ROWS * kind.header();
-    for (i, blk) in packed.chunks_exact(kind.group_bytes()).enumerate() {
+    for (i, blk) in packed.chunks_exact(kind.group_bytes(GROUP_ROWS)).enumerate() {
         let p = blk.as_ptr();
         let (scale, offset_sums) = block_start(kind, p, ahead, i, &x, &mut mins);
         // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
         // short dependency chains instead of one of eight. The block's sum starts at
         // -offset * (the sum of its activation bytes).
-        let mut part: [[__m512i; 2]; N] = std::array::from_fn(|j| [_mm512_set1_epi32(-kind.offset() * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
+        let mut part: [[__m512i; 2]; N] = std::array::from_fn(|j| [_mm512_set1_epi32(-offset(kind) * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm512_loadu_si512(p.add(values_at + 64 * l) as *const _);
@@ -283,7 +219,7 @@ unsafe fn element_group_sum<const N: usize>(l: usize, w: __m512i, i: usize, x: &
 /// block per group block.
 #[inline(always)]
 pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
-    debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes() >= packed.len()));
+    debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes(GROUP_ROWS) >= packed.len()));
     match (kind, blocks) {
         (Kind::Q4_1, false) => group_q4_1::<N>(packed, ahead, x),
         (Kind::Q4_0, false) => group_q4_0::<N>(packed, ahead, x),

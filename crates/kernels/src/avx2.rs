@@ -1,0 +1,156 @@
+//! AVX2 kernels that compute 8 weight rows per instruction (x86-64 only), in the
+//! [`SumOrder::Blocks`](crate::matmul::SumOrder) order.
+//!
+//! Weights are repacked at load time into groups of 8 rows ([`pack`]: the layout of
+//! [`crate::groups`] with 32-byte chunks, one register in which lane r, a 32-bit lane, holds
+//! four elements of row r). Register l then holds element group l (elements 4l..4l+4) of the 8
+//! rows, and `vpmaddubsw` against those four activation bytes broadcast gives each row's two
+//! pair sums of the group.
+//!
+//! The block order needs one integer sum per row and block, so the pair sums are added in
+//! integers across the block's 8 element groups (16-bit lanes for 4-bit weights: at most
+//! 8 x 2 x 15 x 127 = 30480, no overflow; 32-bit lanes for Q8_0), folded to one 32-bit sum per
+//! row with `vpmaddwd`, converted once, and fused-multiply-added with the block scale into one
+//! accumulator register per token: per 256 multiply-adds of one token, 8 `vpmaddubsw`, 8 adds
+//! and 3 float operations. llama.cpp's x86 order needs a conversion and a fused multiply-add per
+//! element group (16 more operations), which is why the block order is the default.
+//!
+//! The instruction multiplies unsigned by signed bytes. 4-bit values are unsigned; Q4_0's offset
+//! of 8 is taken out of the block's sum as `8 * sum(activations)` ([`BlockQ8::sum`]). Q8_0
+//! values are signed: the sign moves onto the activation (`|w| * (a * sign w)`).
+//!
+//! Integer sums are exact in any order and the float operations are the reference's
+//! ([`dot_blocks_q8`](crate::matmul::dot_blocks_q8)) in its order, so the results are
+//! bit-identical to it (tested in `matmul/tests.rs`).
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::groups::Kind;
+use crate::quant::BlockQ8;
+use std::arch::x86_64::*;
+
+/// Rows per group of the interleaved layout.
+pub const GROUP_ROWS: usize = 8;
+
+/// How far ahead of the kernels' weight reads a prefetch is issued when a row group is read once
+/// (decode).
+pub const PREFETCH_BYTES: usize = 1024;
+
+/// Repacks a matrix (N, K) of `kind` blocks into groups of 8 rows (see [`crate::groups`]).
+pub fn pack(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
+    crate::groups::pack_groups(kind, GROUP_ROWS, false, w, rows, kb)
+}
+
+/// Repeats a block once per listed value of `$i`.
+macro_rules! unroll {
+    ($i:ident in [$($v:literal),*] $body:block) => {
+        $( { let $i: usize = $v; $body } )*
+    };
+}
+
+/// Four activation bytes at `qs[at..at + 4]` in every 32-bit lane.
+#[inline(always)]
+unsafe fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(qs.as_ptr().add(at) as *const i32))
+}
+
+/// A row group (K/32 group blocks of `kind`) against N activation rows -> N x 8 dot products in
+/// the block order: acc = fma(d_w * d_x, the block's integer sum, acc), block after block, and
+/// for Q4_1 the minimum's terms `m * s` summed separately and added last. Each block prefetches
+/// the bytes `ahead` of it (none when 0).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `packed` is whole group blocks of `kind` and every `x[j]` has
+/// one block per group block.
+#[inline(always)]
+unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+    let group_bytes = kind.group_bytes(GROUP_ROWS);
+    let values_at = GROUP_ROWS * kind.header();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut mins = [_mm256_setzero_ps(); N];
+    let nibble_mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
+        let p = blk.as_ptr();
+        if ahead != 0 {
+            for line in (0..group_bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
+            }
+        }
+        let a: [&BlockQ8; N] = std::array::from_fn(|j| x[j].get_unchecked(i));
+        let mut sum = [_mm256_setzero_si256(); N];
+        // Written out chunk by chunk (no loop): with constant offsets every sum stays in a register.
+        if kind == Kind::Q8_0 {
+            unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let w = _mm256_loadu_si256(p.add(values_at + 32 * l) as *const __m256i);
+                let magnitude = _mm256_sign_epi8(w, w);
+                for j in 0..N {
+                    let y = _mm256_sign_epi8(broadcast4(&a[j].qs, 4 * l), w);
+                    // |pair sum| <= 2 * 128 * 127: no saturation; two of them could overflow 16 bits.
+                    sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, y), ones));
+                }
+            });
+        } else {
+            unroll!(k in [0, 1, 2, 3] {
+                let q = _mm256_loadu_si256(p.add(values_at + 32 * k) as *const __m256i);
+                let (lo, hi) = (_mm256_and_si256(q, nibble_mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask));
+                for j in 0..N {
+                    sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(lo, broadcast4(&a[j].qs, 4 * k)));
+                    sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(hi, broadcast4(&a[j].qs, 16 + 4 * k)));
+                }
+            });
+            for j in 0..N {
+                sum[j] = _mm256_madd_epi16(sum[j], ones);
+                if kind == Kind::Q4_0 {
+                    sum[j] = _mm256_sub_epi32(sum[j], _mm256_set1_epi32(8 * a[j].sum));
+                }
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        for j in 0..N {
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[j].d));
+            acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[j]), acc[j]);
+            if kind == Kind::Q4_1 {
+                let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP_ROWS) as *const __m128i));
+                mins[j] = _mm256_add_ps(mins[j], _mm256_mul_ps(m, _mm256_set1_ps(a[j].s)));
+            }
+        }
+    }
+    let mut out = [[0.0f32; GROUP_ROWS]; N];
+    for j in 0..N {
+        let sum = if kind == Kind::Q4_1 { _mm256_add_ps(acc[j], mins[j]) } else { acc[j] };
+        _mm256_storeu_ps(out[j].as_mut_ptr(), sum);
+    }
+    out
+}
+
+/// A row group of `kind` against N activation rows -> N x 8 dot products in the block order (see
+/// [`group_dot_blocks`]); each block prefetches the bytes `ahead` of it ([`PREFETCH_BYTES`] when
+/// the group is read once; 0 for none).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `packed` is whole group blocks of `kind` and every `x[j]` has
+/// one block per group block.
+#[inline(always)]
+pub unsafe fn group<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+    debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes(GROUP_ROWS) >= packed.len()));
+    match kind {
+        Kind::Q4_1 => group_q4_1::<N>(packed, ahead, x),
+        Kind::Q4_0 => group_q4_0::<N>(packed, ahead, x),
+        Kind::Q8_0 => group_q8_0::<N>(packed, ahead, x),
+    }
+}
+
+macro_rules! group_kernel {
+    ($name:ident, $kind:expr) => {
+        /// One format's copy of the kernel, so that no test is left in its loop.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const N: usize>(packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+            group_dot_blocks::<N>($kind, packed, ahead, x)
+        }
+    };
+}
+
+group_kernel!(group_q4_1, Kind::Q4_1);
+group_kernel!(group_q4_0, Kind::Q4_0);
+group_kernel!(group_q8_0, Kind::Q8_0);
