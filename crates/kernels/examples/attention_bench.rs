@@ -7,6 +7,9 @@
 //! 3 MB of other memory between layers (as a decode step reads a layer's weights): the keys and
 //! values then come from memory as in a model, not from the caches.
 //!
+//! With `prefill` in the arguments, one sequence processes a prompt of POSITIONS tokens instead
+//! (each token sees the positions up to its own), as prompt processing does.
+//!
 //! Prints microseconds per step (per layer) and per token. A tool for comparing kernel variants
 //! on one machine in one run, not a test.
 
@@ -43,13 +46,19 @@ fn main() {
     let mut at = 0;
     // Sequences' blocks interleaved through the pool, as a batch that grew together.
     let tables: Vec<Vec<u32>> = (0..seqs).map(|s| (0..blocks_per_seq).map(|b| (b * seqs + s) as u32).collect()).collect();
-    let segments: Vec<AttentionSegment> = tables.iter().enumerate().map(|(i, t)| AttentionSegment { first_token: i, n_tokens: 1, start: n - 1, table: t }).collect();
-    let q: Vec<f32> = values(seqs * heads.n_head * heads.head_dim, 3).iter().map(|v| v.to_f32()).collect();
+    let prefill = std::env::args().any(|a| a == "prefill");
+    let segments: Vec<AttentionSegment> = if prefill {
+        vec![AttentionSegment { first_token: 0, n_tokens: n, start: 0, table: &tables[0] }]
+    } else {
+        tables.iter().enumerate().map(|(i, t)| AttentionSegment { first_token: i, n_tokens: 1, start: n - 1, table: t }).collect()
+    };
+    let tokens: usize = segments.iter().map(|s| s.n_tokens).sum();
+    let q: Vec<f32> = values(tokens * heads.n_head * heads.head_dim, 3).iter().map(|v| v.to_f32()).collect();
     let mut out = vec![0f32; q.len()];
     let pool = ThreadPool::new(threads);
     let mut scratch = vec![0f32; threads * attention_scratch_per_thread(n, heads.head_dim)];
     let level = Level::detect();
-    let reps = 2000 / layers;
+    let reps = if prefill { 20 } else { 2000 / layers };
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
             let mut t = 0.0;
@@ -73,5 +82,6 @@ fn main() {
         .collect();
     times.sort_by(f64::total_cmp);
     let us = times[reps / 2];
-    println!("{level:?}, {threads} threads, {seqs} sequences at {n} positions, {layers} layers: {us:.1} us/step, {:.2} us/token", us / seqs as f64);
+    let what = if prefill { format!("a prompt of {n} tokens") } else { format!("{seqs} sequences at {n} positions") };
+    println!("{level:?}, {threads} threads, {what}, {layers} layers: {us:.1} us/step, {:.2} us/token", us / tokens as f64);
 }

@@ -1,7 +1,7 @@
 //! The same computation with AVX2/F16C intrinsics: bit-identical to [`attend_one`](super::attend_one) (the same
 //! operations in the same order, 8 lanes at a time), tested against it.
 
-use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES};
+use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES, MAX_GROUP};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -122,5 +122,198 @@ pub(super) unsafe fn attend_one_avx2(
         let t4: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(t8[l + 4], t8[l]));
         let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
         _mm256_storeu_ps(o.as_mut_ptr().add(d), r);
+    }
+}
+
+/// `exp_poly` on 8 lanes: the same operations, and the final scaling by 2^n in f64 as there
+/// (one rounding), so the same bits.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(12582912.0);
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x35bf_be8e)), _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x));
+    let u = _mm256_mul_ps(b, b);
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+        u,
+        _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+    );
+    // j * 2^n: 2^n built as an f64 exponent (n is an integer in [-192, 192] where it is used).
+    let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(1023));
+    let scaled = |j: __m128, e: __m128i| {
+        let two_n = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_cvtepi32_epi64(e)));
+        _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(j), two_n))
+    };
+    let res = _mm256_set_m128(
+        scaled(_mm256_extractf128_ps(j, 1), _mm256_extracti128_si256(e, 1)),
+        scaled(_mm256_castps256_ps128(j), _mm256_castsi256_si128(e)),
+    );
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(n, _mm256_setzero_ps());
+    let saturated = _mm256_and_ps(positive, _mm256_set1_ps(f32::INFINITY));
+    _mm256_blendv_ps(res, saturated, big)
+}
+
+/// `softmax_lanes` followed by the rounding of each probability to f16, 16 positions (two
+/// registers) at a time as its chunks; the last chunk is padded with -inf (whose exponential is
+/// the 0 of the reference's unused lanes).
+#[inline(always)]
+unsafe fn softmax_f16(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let vmax = _mm256_set1_ps(max);
+    let mut sum = 0.0f64;
+    for chunk in row.chunks_mut(LANES) {
+        let mut pad = [f32::NEG_INFINITY; LANES];
+        let full = chunk.len() == LANES;
+        let src = if full { chunk.as_ptr() } else {
+            pad[..chunk.len()].copy_from_slice(chunk);
+            pad.as_ptr()
+        };
+        let lo = exp8(_mm256_sub_ps(_mm256_loadu_ps(src), vmax));
+        let hi = exp8(_mm256_sub_ps(_mm256_loadu_ps(src.add(8)), vmax));
+        sum += reduce8(_mm256_add_ps(hi, lo)) as f64;
+        if full {
+            _mm256_storeu_ps(chunk.as_mut_ptr(), lo);
+            _mm256_storeu_ps(chunk.as_mut_ptr().add(8), hi);
+        } else {
+            _mm256_storeu_ps(pad.as_mut_ptr(), lo);
+            _mm256_storeu_ps(pad.as_mut_ptr().add(8), hi);
+            let n = chunk.len();
+            chunk.copy_from_slice(&pad[..n]);
+        }
+    }
+    let inv = _mm256_set1_ps((1.0 / sum) as f32);
+    let round = |p: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(p, inv)));
+    let mut eights = row.chunks_exact_mut(8);
+    for c in &mut eights {
+        _mm256_storeu_ps(c.as_mut_ptr(), round(_mm256_loadu_ps(c.as_ptr())));
+    }
+    for p in eights.into_remainder() {
+        *p = f16::from_f32(*p * (1.0 / sum) as f32).to_f32();
+    }
+}
+
+/// q (G, Dh) of one token and its KV head at `kv_off` -> out (G, Dh) in the tiled order;
+/// Dh % 16 == 0, G <= 8. The query heads that share a KV head are handled together: each key and
+/// value row is loaded and converted from f16 once for the group. Per head, the arithmetic and
+/// its order are exactly those of [`attend_one`](super::attend_one) in the tiled order (tested).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn attend_group(
+    group: usize,
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [f32],
+) {
+    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(LANES));
+    // One copy per group size, so that every head's accumulators stay in registers; W value
+    // registers per head (8W dimensions) in the value pass keep G * W <= 12 of the 16.
+    match group {
+        1 => attend_group_of::<1, 8>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        2 => attend_group_of::<2, 4>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        3 => attend_group_of::<3, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        4 => attend_group_of::<4, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        5 => attend_group_of::<5, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        6 => attend_group_of::<6, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        7 => attend_group_of::<7, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        _ => attend_group_of::<8, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+    }
+}
+
+/// [`attend_group`] for G heads, W value registers per head.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_group_of<const G: usize, const W: usize>(
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [f32],
+) {
+    let (scores, rest) = work.split_at_mut(G * n_seen); // (G, n_seen)
+    let (qh, acc) = rest.split_at_mut(G * head_dim); // (G, Dh), then (G, 16, Dh)
+    for (dst, src) in qh.chunks_exact_mut(8).zip(q.chunks_exact(8)) {
+        let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr())));
+        _mm256_storeu_ps(dst.as_mut_ptr(), r);
+    }
+    // Scores: lane l of the reference's 16 is lane l of a0 (l < 8) or l - 8 of a1; 16 key
+    // dimensions converted at a time and used by every head of the group.
+    let qp = qh.as_ptr();
+    for s in 0..n_seen {
+        let kp = kv.keys.as_ptr().add(kv.row(s) + kv_off);
+        let mut a = [[_mm256_setzero_ps(); 2]; G];
+        for c in (0..head_dim).step_by(LANES) {
+            let (k0, k1) = (load8(kp.add(c)), load8(kp.add(c + 8)));
+            for (g, ag) in a.iter_mut().enumerate() {
+                let at = qp.add(g * head_dim + c);
+                ag[0] = _mm256_fmadd_ps(_mm256_loadu_ps(at), k0, ag[0]);
+                ag[1] = _mm256_fmadd_ps(_mm256_loadu_ps(at.add(8)), k1, ag[1]);
+            }
+        }
+        for (g, ag) in a.iter().enumerate() {
+            *scores.get_unchecked_mut(g * n_seen + s) = reduce8(_mm256_add_ps(ag[1], ag[0])) * scale;
+        }
+    }
+    for g in 0..G {
+        softmax_f16(&mut scores[g * n_seen..(g + 1) * n_seen]);
+    }
+    // Values: slot by slot (position s goes to slot s % 16), every head of the group in
+    // registers; each value row is converted once for the group.
+    let ap = acc.as_mut_ptr();
+    for slot in 0..LANES {
+        let mut d0 = 0;
+        while d0 < head_dim {
+            if head_dim - d0 >= 8 * W {
+                values_of_slot::<G, W>(slot, d0, head_dim, kv, kv_off, n_seen, scores, ap);
+                d0 += 8 * W;
+            } else {
+                values_of_slot::<G, 1>(slot, d0, head_dim, kv, kv_off, n_seen, scores, ap);
+                d0 += 8;
+            }
+        }
+    }
+    // out[g][d] = reduce16 over the 16 slots, 8 dimensions at a time.
+    for g in 0..G {
+        let at = |slot: usize, d: usize| _mm256_loadu_ps(ap.add((g * LANES + slot) * head_dim + d));
+        for d in (0..head_dim).step_by(8) {
+            let t8: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(at(l + 8, d), at(l, d)));
+            let t4: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(t8[l + 4], t8[l]));
+            let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
+            _mm256_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), r);
+        }
+    }
+}
+
+/// acc[g][slot][d0..d0 + 8W] (acc is (G, 16, Dh)) = the sum over the slot's positions
+/// (s % 16 == slot, in increasing order) of p[g][s] * v[s][d0..d0 + 8W].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn values_of_slot<const G: usize, const W: usize>(slot: usize, d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, n_seen: usize, probs: &[f32], ap: *mut f32) {
+    let mut r = [[_mm256_setzero_ps(); W]; G];
+    for s in (slot..n_seen).step_by(LANES) {
+        let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
+        let v: [__m256; W] = std::array::from_fn(|j| load8(vp.add(8 * j)));
+        for (g, rg) in r.iter_mut().enumerate() {
+            let p = _mm256_set1_ps(*probs.get_unchecked(g * n_seen + s));
+            for (rj, vj) in rg.iter_mut().zip(v) {
+                *rj = _mm256_fmadd_ps(p, vj, *rj);
+            }
+        }
+    }
+    for (g, rg) in r.iter().enumerate() {
+        for (j, rj) in rg.iter().enumerate() {
+            _mm256_storeu_ps(ap.add((g * LANES + slot) * head_dim + d0 + 8 * j), *rj);
+        }
     }
 }

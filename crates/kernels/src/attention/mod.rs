@@ -407,8 +407,8 @@ fn attention_with(
 /// How one segment is computed.
 struct Plan {
     order: Order,
-    /// Whether a unit of work is a token's whole group of query heads (AVX-512, either order),
-    /// else one head.
+    /// Whether a unit of work is a token's whole group of query heads (AVX-512 in either order,
+    /// AVX2 in the tiled order), else one head.
     grouped: bool,
     /// Units of work of the segment.
     units: usize,
@@ -457,8 +457,7 @@ fn attention_segments_with(
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
         // On AVX-512 one unit of work can be a token's whole group of query heads.
         let grouped = cfg!(target_arch = "x86_64")
-            && level == Level::Avx512Vnni
-            && (order == Order::Tiled || vector_grouped)
+            && (level == Level::Avx512Vnni && (order == Order::Tiled || vector_grouped) || level == Level::Avx2 && order == Order::Tiled)
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
@@ -533,9 +532,11 @@ fn attention_segments_with(
                     let o = unsafe { out_ptr.slice(first, group * head_dim) };
                     let q_group = &q[first..first + group * head_dim];
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                    match order {
-                        Order::Tiled => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
-                        Order::Vector => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                    // Level::Avx2 (tiled order only) when it has AVX2, FMA and F16C.
+                    match (level, order) {
+                        (Level::Avx2, _) => unsafe { avx2::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                        (_, Order::Tiled) => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                        (_, Order::Vector) => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
                     }
                     quantize(first, group * head_dim);
                 }

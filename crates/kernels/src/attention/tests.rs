@@ -34,6 +34,9 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 fn simd_attention_matches_scalar_bit_for_bit() {
     // Both orders (several tokens, one token), positions past 16 and 64, GQA groups of 3.
     let mut cases = vec![(5, 70, 6, 2, 64), (1, 83, 6, 2, 64), (1, 3, 6, 2, 64), (17, 0, 6, 2, 64), (9, 30, 9, 3, 32), (4, 5, 4, 4, 48)];
+    // Groups of 4 and 8 query heads (fewer registers per head in the AVX2 value pass), heads of
+    // 16 and 128 (two score passes of 64 dimensions).
+    cases.extend([(6, 40, 8, 1, 128), (3, 20, 8, 2, 16), (7, 9, 12, 3, 64)]);
     // One token at every position count around the 16-position score blocks and the 64 value
     // slots, with heads of 64 and 128 (alone, a token's heads run one at a time; the grouped
     // kernel is checked against these in `per_token_order_equals_one_call_per_token_bit_for_bit`).
