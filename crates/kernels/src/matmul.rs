@@ -14,8 +14,9 @@ use crate::pool::{split_range, SharedMut, ThreadPool};
 use crate::quant::{read_f16, BlockQ8, Format, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use half::{bf16, f16};
 
-/// The instruction-set level kernels are compiled for, chosen once at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The instruction-set level kernels are compiled for, chosen once at run time. Levels are
+/// ordered: each can run everything the one below it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Portable code (the reference).
     Scalar,
@@ -52,6 +53,14 @@ impl Level {
             Ok("avx2") if best != Level::Scalar => Level::Avx2,
             _ => best,
         }
+    }
+
+    /// The level of the kernels that are not handed one (norms, RoPE, f16 conversions, the
+    /// activation quantizer, argmax): [`Level::detect`], read once per process, so that
+    /// `FERROLM_KERNELS` caps them as it caps the products and attention.
+    pub fn current() -> Level {
+        static CURRENT: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(Level::detect)
     }
 
     /// The best level the CPU supports, ignoring the environment.

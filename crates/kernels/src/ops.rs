@@ -1,4 +1,9 @@
 //! Element-wise and row-wise operations of a transformer block: norms, RoPE, activations, softmax.
+//!
+//! Those with SIMD kernels run at [`Level::current`] (the machine's best, capped by
+//! `FERROLM_KERNELS`); their `_at` variants take the level, for tests that compare levels.
+
+use crate::matmul::Level;
 
 /// x (D) -> out (D): `x / sqrt(mean(x^2) + eps) * weight`.
 ///
@@ -73,14 +78,24 @@ pub fn rope_angles(pos: usize, base: f32, head_dim: usize, cos_sin: &mut [(f32, 
 /// ("normal" RoPE, the layout of GGUF llama Q/K weights). The products are fused as the peers'
 /// compiled C fuses them (`a*c - b*s` as `fma(a, c, -(b*s))`).
 pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    rope_inplace_at(Level::current(), x, head_dim, cos_sin)
+}
+
+/// [`rope_inplace`] at `level` (at most the machine's best); every level gives the same bits.
+pub fn rope_inplace_at(level: Level, x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    debug_assert!(level <= Level::best_available());
     #[cfg(target_arch = "x86_64")]
     {
-        if head_dim.is_multiple_of(16) && cos_sin.len() * 2 >= head_dim && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F; heads are whole registers and every pair has its angle.
+        if level == Level::Avx512Vnni && head_dim.is_multiple_of(16) && cos_sin.len() * 2 >= head_dim {
+            // SAFETY: the level implies AVX-512F; heads are whole registers and every pair has its angle.
             return unsafe { rope_avx512(x, head_dim, cos_sin) };
         }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has FMA.
+        if level >= Level::Avx2 && head_dim.is_multiple_of(8) && cos_sin.len() * 2 >= head_dim {
+            // SAFETY: the level implies AVX2 and FMA; heads are whole registers and every pair has its angle.
+            return unsafe { rope_avx2(x, head_dim, cos_sin) };
+        }
+        if level >= Level::Avx2 {
+            // SAFETY: the level implies FMA.
             return unsafe { rope_fma(x, head_dim, cos_sin) };
         }
     }
@@ -91,6 +106,28 @@ pub fn rope_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
 #[target_feature(enable = "fma")]
 unsafe fn rope_fma(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     rope_generic(x, head_dim, cos_sin)
+}
+
+/// [`rope_avx512`] on 4 pairs at a time. Dh % 8 == 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rope_avx2(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len().is_multiple_of(head_dim) && cos_sin.len() * 2 >= head_dim);
+    const ODD: i32 = 0b1010_1010; // the b lanes
+    let sign = _mm256_set1_ps(-0.0);
+    let angles = cos_sin.as_ptr() as *const f32;
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in (0..head_dim).step_by(8) {
+            let p = head.as_mut_ptr().add(i);
+            let (v, t) = (_mm256_loadu_ps(p), _mm256_loadu_ps(angles.add(i)));
+            let (a, b) = (_mm256_moveldup_ps(v), _mm256_movehdup_ps(v)); // each pair's a, b twice
+            let (c, s) = (_mm256_moveldup_ps(t), _mm256_movehdup_ps(t));
+            let minus_bs = _mm256_xor_ps(_mm256_mul_ps(b, s), sign);
+            let addend = _mm256_blend_ps::<ODD>(minus_bs, _mm256_mul_ps(b, c));
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(a, _mm256_blend_ps::<ODD>(c, s), addend));
+        }
+    }
 }
 
 // The AVX-512 kernel reads the angle pairs as interleaved floats [c0, s0, c1, s1, ...].
@@ -120,17 +157,41 @@ unsafe fn rope_avx512(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     }
 }
 
-/// src -> dst rounded to f16 (to nearest, ties to even), 16 at a time where the CPU has AVX-512.
+/// src -> dst rounded to f16 (to nearest, ties to even), 16 at a time on AVX-512 and 8 on AVX2.
 pub fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
-    debug_assert_eq!(src.len(), dst.len());
+    f32_to_f16_at(Level::current(), src, dst)
+}
+
+/// [`f32_to_f16`] at `level` (at most the machine's best); every level gives the same bits.
+pub fn f32_to_f16_at(level: Level, src: &[f32], dst: &mut [half::f16]) {
+    debug_assert!(src.len() == dst.len() && level <= Level::best_available());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
+        if level == Level::Avx512Vnni {
+            // SAFETY: the level implies AVX-512F.
             return unsafe { f32_to_f16_avx512(src, dst) };
         }
+        if level == Level::Avx2 {
+            // SAFETY: the level implies F16C.
+            return unsafe { f32_to_f16_f16c(src, dst) };
+        }
     }
+    let _ = level;
     dst.iter_mut().zip(src).for_each(|(o, &v)| *o = half::f16::from_f32(v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f32_to_f16_f16c(src: &[f32], dst: &mut [half::f16]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+        _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+        i += 8;
+    }
+    dst[i..n].iter_mut().zip(&src[i..n]).for_each(|(o, &v)| *o = half::f16::from_f32(v));
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -231,8 +292,8 @@ pub fn silu(x: f32) -> f32 {
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has FMA.
+        if Level::current() >= Level::Avx2 {
+            // SAFETY: the level implies AVX2 and FMA.
             return unsafe { swiglu_fma(gate, up) };
         }
     }
@@ -267,6 +328,26 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
 /// Two passes that vectorize: the maximum over 16 lanes (a NaN never replaces a lane), then the
 /// first position holding it. Each step of the scalar loop would depend on the one before.
 pub fn argmax(x: &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if Level::current() >= Level::Avx2 {
+            // SAFETY: the level implies AVX2.
+            return unsafe { argmax_avx2(x) };
+        }
+    }
+    argmax_generic(x)
+}
+
+/// [`argmax_generic`] compiled for AVX2: the lane maxima and the search run 8 floats per
+/// instruction (the comparisons are the same, so the result is).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn argmax_avx2(x: &[f32]) -> usize {
+    argmax_generic(x)
+}
+
+#[inline(always)]
+fn argmax_generic(x: &[f32]) -> usize {
     const W: usize = 16;
     let mut lanes = [f32::NEG_INFINITY; W];
     let chunks = x.chunks_exact(W);
@@ -364,7 +445,7 @@ mod tests {
     fn rope_kernels_equal_the_generic_rotation_bit_for_bit() {
         // Positions far apart give angles of every size; values span signs, zeros, tiny and
         // large magnitudes.
-        for head_dim in [16, 64, 128] {
+        for head_dim in [8, 16, 24, 64, 128] {
             for pos in [0, 1, 17, 1000, 100_000] {
                 let mut cs = vec![(0.0, 0.0); head_dim / 2];
                 rope_angles(pos, 10000.0, head_dim, &mut cs);
@@ -372,10 +453,12 @@ mod tests {
                 let x: Vec<f32> = (0..4 * head_dim).map(|i| if i % 7 == 0 { special[i / 7 % special.len()] } else { ((i as f32) * 0.731).sin() * 10f32.powi(i as i32 % 9 - 4) }).collect();
                 let mut want = x.clone();
                 rope_generic(&mut want, head_dim, &cs);
-                let mut got = x.clone();
-                rope_inplace(&mut got, head_dim, &cs);
-                for (g, w) in got.iter().zip(&want) {
-                    assert_eq!(g.to_bits(), w.to_bits(), "head_dim {head_dim} pos {pos}");
+                for level in Level::all_available() {
+                    let mut got = x.clone();
+                    rope_inplace_at(level, &mut got, head_dim, &cs);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(g.to_bits(), w.to_bits(), "head_dim {head_dim} pos {pos} at {level:?}");
+                    }
                 }
             }
         }
@@ -390,10 +473,12 @@ mod tests {
         let x: Vec<f32> = (0..32).map(|i| i as f32 - 7.5).collect();
         let mut want = x.clone();
         rope_generic(&mut want, 16, &cs);
-        let mut got = x.clone();
-        rope_inplace(&mut got, 16, &cs);
-        assert_eq!(got, want);
-        assert_eq!(got[6..16], x[6..16]);
+        for level in Level::all_available() {
+            let mut got = x.clone();
+            rope_inplace_at(level, &mut got, 16, &cs);
+            assert_eq!(got, want);
+            assert_eq!(got[6..16], x[6..16]);
+        }
     }
 
     #[test]
@@ -402,13 +487,15 @@ mod tests {
         // payload is not specified) and a tail past the last register.
         let special = [0.0f32, -0.0, 65504.0, 65520.0, -1e9, 1e-8, 5.96e-8, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY, f32::NAN];
         let x: Vec<f32> = (0..53).map(|i| if i < special.len() { special[i] } else if i == 52 { f32::NAN } else { ((i as f32) * 1.37).sin() * 300.0 }).collect();
-        let mut got = vec![half::f16::ZERO; x.len()];
-        f32_to_f16(&x, &mut got);
-        for (g, v) in got.iter().zip(&x) {
-            if v.is_nan() {
-                assert!(g.is_nan());
-            } else {
-                assert_eq!(g.to_bits(), half::f16::from_f32(*v).to_bits(), "{v}");
+        for level in Level::all_available() {
+            let mut got = vec![half::f16::ZERO; x.len()];
+            f32_to_f16_at(level, &x, &mut got);
+            for (g, v) in got.iter().zip(&x) {
+                if v.is_nan() {
+                    assert!(g.is_nan(), "{level:?}");
+                } else {
+                    assert_eq!(g.to_bits(), half::f16::from_f32(*v).to_bits(), "{v} at {level:?}");
+                }
             }
         }
     }
@@ -486,6 +573,7 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(argmax(&x), scan(&x), "{x:?}");
+                assert_eq!(argmax_generic(&x), scan(&x), "{x:?}");
             }
         }
     }

@@ -101,20 +101,28 @@ pub struct BlockQ8 {
 ///
 /// Scale `d = amax / 127`; values are `round(x * 127 / amax)`, ties to even (what the x86 SIMD
 /// paths of the peers do). A block whose largest value is so small that `127 / amax` overflows
-/// (below ~3.7e-37) quantizes to zeros. Uses AVX-512, or the SSE4.1 rounding instruction, where
-/// the CPU has them (the portable `round_ties_even` is a library call); the results are the same.
+/// (below ~3.7e-37) quantizes to zeros. Runs at [`Level::current`](crate::Level::current)
+/// (AVX-512 or AVX2 kernels; the portable `round_ties_even` is a library call); every level
+/// gives the same bits.
 pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+    quantize_row_q8_at(crate::Level::current(), x, out)
+}
+
+/// [`quantize_row_q8`] at `level` (at most the machine's best).
+pub fn quantize_row_q8_at(level: crate::Level, x: &[f32], out: &mut [BlockQ8]) {
+    debug_assert!(level <= crate::Level::best_available());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("f16c") {
-            // SAFETY: the CPU has AVX-512 F and BW and F16C.
+        if level == crate::Level::Avx512Vnni {
+            // SAFETY: this level implies AVX-512 F and BW and F16C.
             return unsafe { quantize_row_q8_avx512(x, out) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (and so SSE4.1).
+        if level == crate::Level::Avx2 {
+            // SAFETY: this level implies AVX2, FMA and F16C.
             return unsafe { quantize_row_q8_avx2(x, out) };
         }
     }
+    let _ = level;
     quantize_row_q8_generic(x, out)
 }
 
@@ -137,10 +145,45 @@ pub fn quantize_rows_q8(pool: &crate::ThreadPool, x: &[f32], xq: &mut [BlockQ8],
     });
 }
 
+/// [`quantize_row_q8_generic`] 32 values at a time in four AVX2 registers, with the operations of
+/// the AVX-512 kernel below (the same bits: tested).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,sse4.1")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
-    quantize_row_q8_generic(x, out)
+    use std::arch::x86_64::*;
+    debug_assert_eq!(x.len(), out.len() * QK);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i)));
+        // max(v, acc) keeps acc when v is NaN, as f32::max does; the lanes are never NaN, so
+        // their maximum is the same in any order.
+        let mut m = _mm256_setzero_ps();
+        for vi in v {
+            m = _mm256_max_ps(_mm256_and_ps(vi, abs_mask), m);
+        }
+        let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(inverse_scale(amax));
+        let q: [__m256i; 4] = v.map(|vi| {
+            let p = _mm256_mul_ps(vi, id);
+            // MXCSR rounding: nearest, ties to even; a NaN product gives 0 as `as i32` does.
+            _mm256_and_si256(_mm256_cvtps_epi32(p), _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(p, p)))
+        });
+        // |q| <= 127: the saturating packs are exact; they interleave 128-bit lanes, which the
+        // permutation undoes.
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, bytes);
+        let s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let s4 = _mm_add_epi32(_mm256_extracti128_si256(s8, 1), _mm256_castsi256_si128(s8));
+        let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+        block.d = round_to_f16(d);
+        block.s = round_to_f16(d * sum as f32);
+        block.sum = sum;
+    }
 }
 
 /// [`quantize_row_q8_generic`] 32 values at a time: the same scale, the same quotient (a true
@@ -354,11 +397,9 @@ mod tests {
             }
         };
         same(&got, "best");
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: checked just above.
-            unsafe { quantize_row_q8_avx2(&x, &mut got) };
-            same(&got, "avx2");
+        for level in crate::Level::all_available() {
+            quantize_row_q8_at(level, &x, &mut got);
+            same(&got, &format!("{level:?}"));
         }
     }
 
