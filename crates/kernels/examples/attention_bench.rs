@@ -58,6 +58,7 @@ fn main() {
     let pool = ThreadPool::new(threads);
     let mut scratch = vec![0f32; threads * attention_scratch_per_thread(n, heads.head_dim)];
     let level = Level::detect();
+    let sums = kernels::SumOrder::from_env();
     let reps = if prefill { 20 } else { 2000 / layers };
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
@@ -74,7 +75,7 @@ fn main() {
                 let dh = heads.head_dim;
                 let layer = KvView { keys: &keys[first..], values: &vals[first..], table: &tables[0], block_size: block, kv_dim, block_stride: layers * block * kv_dim, pos_stride: dh, head_stride: block * dh };
                 let start = Instant::now();
-                attention_segments(&pool, level, heads, layer, &segments, &q, &mut out, &mut scratch, false);
+                attention_segments(&pool, level, sums, heads, layer, &segments, &q, &mut out, &mut scratch, false);
                 t += start.elapsed().as_secs_f64() * 1e6;
             }
             t / layers as f64
@@ -83,5 +84,5 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let us = times[reps / 2];
     let what = if prefill { format!("a prompt of {n} tokens") } else { format!("{seqs} sequences at {n} positions") };
-    println!("{level:?}, {threads} threads, {what}, {layers} layers: {us:.1} us/step, {:.2} us/token", us / tokens as f64);
+    println!("{level:?}, {sums:?} order, {threads} threads, {what}, {layers} layers: {us:.1} us/step, {:.2} us/token", us / tokens as f64);
 }

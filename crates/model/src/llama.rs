@@ -425,7 +425,7 @@ impl Llama {
             let layer = pool.layer(l, segments[0].0);
             // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
             let att_q = &mut s.wide_q[..t * q_dim / QK];
-            attention_segments_q8(&self.pool, self.level, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
+            attention_segments_q8(&self.pool, self.level, self.order, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
             // x += Wo . att
             matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))

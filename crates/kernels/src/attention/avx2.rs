@@ -134,27 +134,24 @@ unsafe fn exp8(x: __m256) -> __m256 {
     let n = _mm256_sub_ps(z, shift);
     let b = _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x35bf_be8e)), _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x));
     let u = _mm256_mul_ps(b, b);
-    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
-    let j = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
-        u,
-        _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
-    );
+    let (c0, c1, c2) = (_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), _mm256_set1_ps(f32::from_bits(0x3eff_fedb)), _mm256_set1_ps(f32::from_bits(0x3e2a_af33)));
+    let (c3, c4) = (_mm256_set1_ps(f32::from_bits(0x3d2b_9f17)), _mm256_set1_ps(f32::from_bits(0x3c07_2010)));
+    let j = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(c4, b, c3), u, _mm256_fmadd_ps(c2, b, c1)), u, _mm256_fmadd_ps(c0, b, _mm256_set1_ps(1.0)));
     // j * 2^n: 2^n built as an f64 exponent (n is an integer in [-192, 192] where it is used).
     let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(1023));
-    let scaled = |j: __m128, e: __m128i| {
-        let two_n = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_cvtepi32_epi64(e)));
-        _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(j), two_n))
-    };
-    let res = _mm256_set_m128(
-        scaled(_mm256_extractf128_ps(j, 1), _mm256_extracti128_si256(e, 1)),
-        scaled(_mm256_castps256_ps128(j), _mm256_castsi256_si128(e)),
-    );
+    let res = _mm256_set_m128(scale_pow2(_mm256_extractf128_ps(j, 1), _mm256_extracti128_si256(e, 1)), scale_pow2(_mm256_castps256_ps128(j), _mm256_castsi256_si128(e)));
     let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
     let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
     let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(n, _mm256_setzero_ps());
     let saturated = _mm256_and_ps(positive, _mm256_set1_ps(f32::INFINITY));
     _mm256_blendv_ps(res, saturated, big)
+}
+
+/// 4 lanes of j * 2^(e - 1023), computed in f64 (exact) and rounded once to f32.
+#[inline(always)]
+unsafe fn scale_pow2(j: __m128, e: __m128i) -> __m128 {
+    let two_n = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_cvtepi32_epi64(e)));
+    _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(j), two_n))
 }
 
 /// `softmax_lanes` followed by the rounding of each probability to f16, 16 positions (two
@@ -186,10 +183,10 @@ unsafe fn softmax_f16(row: &mut [f32]) {
         }
     }
     let inv = _mm256_set1_ps((1.0 / sum) as f32);
-    let round = |p: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(p, inv)));
     let mut eights = row.chunks_exact_mut(8);
     for c in &mut eights {
-        _mm256_storeu_ps(c.as_mut_ptr(), round(_mm256_loadu_ps(c.as_ptr())));
+        let p = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), inv);
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p)));
     }
     for p in eights.into_remainder() {
         *p = f16::from_f32(*p * (1.0 / sum) as f32).to_f32();
@@ -285,10 +282,13 @@ unsafe fn attend_group_of<const G: usize, const W: usize>(
     }
     // out[g][d] = reduce16 over the 16 slots, 8 dimensions at a time.
     for g in 0..G {
-        let at = |slot: usize, d: usize| _mm256_loadu_ps(ap.add((g * LANES + slot) * head_dim + d));
         for d in (0..head_dim).step_by(8) {
-            let t8: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(at(l + 8, d), at(l, d)));
-            let t4: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(t8[l + 4], t8[l]));
+            let at = ap.add(g * LANES * head_dim + d);
+            let mut t8 = [_mm256_setzero_ps(); 8];
+            for (l, t) in t8.iter_mut().enumerate() {
+                *t = _mm256_add_ps(_mm256_loadu_ps(at.add((l + 8) * head_dim)), _mm256_loadu_ps(at.add(l * head_dim)));
+            }
+            let t4 = [_mm256_add_ps(t8[4], t8[0]), _mm256_add_ps(t8[5], t8[1]), _mm256_add_ps(t8[6], t8[2]), _mm256_add_ps(t8[7], t8[3])];
             let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
             _mm256_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), r);
         }
@@ -303,7 +303,10 @@ unsafe fn values_of_slot<const G: usize, const W: usize>(slot: usize, d0: usize,
     let mut r = [[_mm256_setzero_ps(); W]; G];
     for s in (slot..n_seen).step_by(LANES) {
         let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
-        let v: [__m256; W] = std::array::from_fn(|j| load8(vp.add(8 * j)));
+        let mut v = [_mm256_setzero_ps(); W];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = load8(vp.add(8 * j));
+        }
         for (g, rg) in r.iter_mut().enumerate() {
             let p = _mm256_set1_ps(*probs.get_unchecked(g * n_seen + s));
             for (rj, vj) in rg.iter_mut().zip(v) {
@@ -314,6 +317,154 @@ unsafe fn values_of_slot<const G: usize, const W: usize>(slot: usize, d0: usize,
     for (g, rg) in r.iter().enumerate() {
         for (j, rj) in rg.iter().enumerate() {
             _mm256_storeu_ps(ap.add((g * LANES + slot) * head_dim + d0 + 8 * j), *rj);
+        }
+    }
+}
+
+/// The [`tree8`](super::online::tree8) sums of 8 registers at once: lane p of the result is the
+/// tree of `a[p]`'s lanes, each addition one of the tree's, between the same operands.
+#[inline(always)]
+unsafe fn tree8_x8(a: &[__m256; 8]) -> __m256 {
+    // (No closures here: intrinsics in a closure are not inlined into the AVX2 function that
+    // holds it, and become calls.)
+    // h[k] = [a_k[j] + a_k[j + 4] | a_(k+4)[j] + a_(k+4)[j + 4]], j = 0..4.
+    let mut h = [_mm256_setzero_ps(); 4];
+    for k in 0..4 {
+        h[k] = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a[k], a[k + 4]), _mm256_permute2f128_ps::<0x31>(a[k], a[k + 4]));
+    }
+    // Per 128-bit lane [u0(e), u1(e), u0(f), u1(f)], u0 = h0 + h2, u1 = h1 + h3.
+    let (g1, g2) = (u_pairs(h[0], h[1]), u_pairs(h[2], h[3]));
+    _mm256_add_ps(_mm256_shuffle_ps::<0b10_00_10_00>(g1, g2), _mm256_shuffle_ps::<0b11_01_11_01>(g1, g2))
+}
+
+/// Per 128-bit lane: [e0 + e2, e1 + e3, f0 + f2, f1 + f3].
+#[inline(always)]
+unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
+    let (e, f) = (_mm256_castps_pd(e), _mm256_castps_pd(f));
+    _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(e, f)), _mm256_castpd_ps(_mm256_unpackhi_pd(e, f)))
+}
+
+/// [`online::attend_group`](super::online::attend_group) with AVX2: the same operations in the same
+/// order (tested bit for bit). Scores of a tile's 8 positions in one register, each key and value
+/// row converted from f16 once for the group.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn online_group(group: usize, head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
+    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8));
+    match group {
+        1 => online_group_of::<1, 8>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        2 => online_group_of::<2, 4>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        3 => online_group_of::<3, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        4 => online_group_of::<4, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        5 => online_group_of::<5, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        6 => online_group_of::<6, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        7 => online_group_of::<7, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+        _ => online_group_of::<8, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
+    }
+}
+
+/// [`online_group`] for G heads, W value registers per head. (Loops over indices: the arrays of
+/// registers stay in registers only with constant indices after unrolling.)
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
+    use super::online::TILE;
+    let acc = &mut work[..G * head_dim];
+    acc.iter_mut().for_each(|a| *a = 0.0);
+    let ap = acc.as_mut_ptr();
+    let qp = q.as_ptr();
+    let mut m = [f32::NEG_INFINITY; G];
+    let mut l = [0.0f32; G];
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for p0 in (0..n_seen).step_by(TILE) {
+        let np = (n_seen - p0).min(TILE);
+        // Lane sums of each (head, position), then the 8 positions' trees at once.
+        let mut a = [[_mm256_setzero_ps(); TILE]; G];
+        for p in 0..np {
+            let kp = kv.keys.as_ptr().add(kv.row(p0 + p) + kv_off);
+            // Two banks (even and odd chunks of 8 dimensions): two dependency chains per head.
+            // (Banks by name, not by a computed index, which would keep them in memory.)
+            let (mut s0, mut s1) = ([_mm256_setzero_ps(); G], [_mm256_setzero_ps(); G]);
+            let mut c = 0;
+            while c + 16 <= head_dim {
+                let (k0, k1) = (load8(kp.add(c)), load8(kp.add(c + 8)));
+                for g in 0..G {
+                    s0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c)), k0, s0[g]);
+                    s1[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c + 8)), k1, s1[g]);
+                }
+                c += 16;
+            }
+            if c < head_dim {
+                let k0 = load8(kp.add(c));
+                for g in 0..G {
+                    s0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c)), k0, s0[g]);
+                }
+            }
+            for g in 0..G {
+                a[g][p] = _mm256_add_ps(s0[g], s1[g]);
+            }
+        }
+        let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(np as i32 - 1)));
+        let mut e = [[0.0f32; TILE]; G];
+        let mut c = [0.0f32; G];
+        for g in 0..G {
+            let scores = _mm256_blendv_ps(_mm256_mul_ps(tree8_x8(&a[g]), _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
+            let mut s = [0.0f32; TILE];
+            _mm256_storeu_ps(s.as_mut_ptr(), scores);
+            let new_m = m[g].max(s.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            c[g] = crate::ops::exp_poly(m[g] - new_m);
+            let eg = exp8(_mm256_sub_ps(scores, _mm256_set1_ps(new_m)));
+            l[g] = l[g] * c[g] + reduce8(eg);
+            m[g] = new_m;
+            _mm256_storeu_ps(e[g].as_mut_ptr(), eg);
+        }
+        // acc = acc * c, then fma(e[p], v[p], acc) position by position, 8W dimensions at a time.
+        let mut d0 = 0;
+        while d0 < head_dim {
+            if head_dim - d0 >= 8 * W {
+                online_values::<G, W>(d0, head_dim, kv, kv_off, p0, np, &c, &e, ap);
+                d0 += 8 * W;
+            } else {
+                online_values::<G, 1>(d0, head_dim, kv, kv_off, p0, np, &c, &e, ap);
+                d0 += 8;
+            }
+        }
+    }
+    for g in 0..G {
+        let inv = _mm256_set1_ps(1.0 / l[g]);
+        for d in (0..head_dim).step_by(8) {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(ap.add(g * head_dim + d)), inv);
+            _mm256_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), v);
+        }
+    }
+}
+
+/// One tile's value update of acc (G, Dh) at dimensions d0..d0 + 8W.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn online_values<const G: usize, const W: usize>(d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, p0: usize, np: usize, c: &[f32; G], e: &[[f32; 8]; G], ap: *mut f32) {
+    let mut r = [[_mm256_setzero_ps(); W]; G];
+    for (g, rg) in r.iter_mut().enumerate() {
+        for (j, rj) in rg.iter_mut().enumerate() {
+            *rj = _mm256_mul_ps(_mm256_loadu_ps(ap.add(g * head_dim + d0 + 8 * j)), _mm256_set1_ps(c[g]));
+        }
+    }
+    for p in 0..np {
+        let vp = kv.values.as_ptr().add(kv.row(p0 + p) + kv_off + d0);
+        let mut v = [_mm256_setzero_ps(); W];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = load8(vp.add(8 * j));
+        }
+        for (g, rg) in r.iter_mut().enumerate() {
+            let b = _mm256_set1_ps(e[g][p]);
+            for (rj, vj) in rg.iter_mut().zip(v) {
+                *rj = _mm256_fmadd_ps(b, vj, *rj);
+            }
+        }
+    }
+    for (g, rg) in r.iter().enumerate() {
+        for (j, rj) in rg.iter().enumerate() {
+            _mm256_storeu_ps(ap.add(g * head_dim + d0 + 8 * j), *rj);
         }
     }
 }

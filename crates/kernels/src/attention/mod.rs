@@ -1,6 +1,6 @@
 //! Causal scaled dot-product attention with grouped-query heads over an f16 KV cache.
 
-use crate::matmul::Level;
+use crate::matmul::{Level, SumOrder};
 use crate::ops::exp_poly;
 use crate::pool::{SharedMut, ThreadPool};
 use crate::quant::{BlockQ8, QK};
@@ -297,6 +297,8 @@ unsafe fn attend_online_avx2(q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+mod online;
+
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
@@ -310,7 +312,13 @@ mod avx512;
 /// (token, head) pairs are taken by the threads from a shared counter.
 /// From [`FLASH_MIN_POSITIONS`] positions on, pairs use the single-pass online-softmax kernel.
 pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
-    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
+    attention_with(pool, level, SumOrder::LlamaCpp, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
+}
+
+/// [`attention`] in the block order: the single-pass online-softmax kernel of `online.rs` at
+/// every length, the same bits for a token whatever else the call holds.
+pub fn attention_blocks(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
+    attention_with(pool, level, SumOrder::Blocks, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
 }
 
 /// [`attention`] for several tokens that gives each token exactly the bits it would get alone in
@@ -318,7 +326,7 @@ pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f3
 /// forward needs to reproduce step-by-step decoding.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_per_token_order(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
-    attention_with(pool, level, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, true)
+    attention_with(pool, level, SumOrder::LlamaCpp, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, true)
 }
 
 /// One sequence's share of a multi-sequence attention call: its `n_tokens` new tokens are rows
@@ -353,10 +361,11 @@ pub struct Heads {
 /// gets exactly the bits it would get in a call of its own (a segment of one token sums in the
 /// single-token order, longer ones in the batch order unless `per_token_order`), so a sequence's
 /// result does not depend on what else is in the batch. The work of all segments is dealt to the
-/// threads in one pass.
+/// threads in one pass. In the block order (`sums`) every segment runs on the online kernel of
+/// `online.rs`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_segments(pool: &ThreadPool, level: Level, heads: Heads, layer: KvView, segments: &[AttentionSegment], q: &[f32], out: &mut [f32], scratch: &mut [f32], per_token_order: bool) {
-    attention_segments_with(pool, level, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order)
+pub fn attention_segments(pool: &ThreadPool, level: Level, sums: SumOrder, heads: Heads, layer: KvView, segments: &[AttentionSegment], q: &[f32], out: &mut [f32], scratch: &mut [f32], per_token_order: bool) {
+    attention_segments_with(pool, level, sums, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order)
 }
 
 /// [`attention_segments`] that also writes out's 8-bit blocks, out_q (T, H*Dh/32), as
@@ -367,6 +376,7 @@ pub fn attention_segments(pool: &ThreadPool, level: Level, heads: Heads, layer: 
 pub fn attention_segments_q8(
     pool: &ThreadPool,
     level: Level,
+    sums: SumOrder,
     heads: Heads,
     layer: KvView,
     segments: &[AttentionSegment],
@@ -379,10 +389,10 @@ pub fn attention_segments_q8(
     assert_eq!(out_q.len() * QK, out.len(), "attention: out_q must hold out's blocks");
     if !heads.head_dim.is_multiple_of(QK) {
         // A head is not a whole number of blocks: quantize after the barrier.
-        attention_segments_with(pool, level, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order);
+        attention_segments_with(pool, level, sums, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order);
         return crate::quant::quantize_rows_q8(pool, out, out_q, out.len() / (heads.n_head * heads.head_dim).max(1));
     }
-    attention_segments_with(pool, level, heads, layer, segments, q, out, Some(out_q), scratch, FLASH_MIN_POSITIONS, per_token_order)
+    attention_segments_with(pool, level, sums, heads, layer, segments, q, out, Some(out_q), scratch, FLASH_MIN_POSITIONS, per_token_order)
 }
 
 /// [`attention`] with the position count from which the online kernel is used.
@@ -390,6 +400,7 @@ pub fn attention_segments_q8(
 fn attention_with(
     pool: &ThreadPool,
     level: Level,
+    sums: SumOrder,
     shape: AttentionShape,
     q: &[f32],
     kv: KvView,
@@ -401,12 +412,14 @@ fn attention_with(
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
     let segment = AttentionSegment { first_token: 0, n_tokens, start, table: kv.table };
     assert!(q.len() == n_tokens * n_head * head_dim && out.len() == q.len(), "attention: q/out shape mismatch");
-    attention_segments_with(pool, level, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, None, scratch, flash_min, per_token_order)
+    attention_segments_with(pool, level, sums, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, None, scratch, flash_min, per_token_order)
 }
 
 /// How one segment is computed.
 struct Plan {
     order: Order,
+    /// Whether units run the single-pass kernel of the block order (`online.rs`), grouped.
+    online: bool,
     /// Whether a unit of work is a token's whole group of query heads (AVX-512 in either order,
     /// AVX2 in the tiled order), else one head.
     grouped: bool,
@@ -418,6 +431,7 @@ struct Plan {
 fn attention_segments_with(
     pool: &ThreadPool,
     level: Level,
+    sums: SumOrder,
     heads: Heads,
     layer: KvView,
     segments: &[AttentionSegment],
@@ -453,7 +467,18 @@ fn attention_segments_with(
     // to keep every thread busy: one decode step alone has as few as Hkv units.
     let total_tokens: usize = segments.iter().map(|s| s.n_tokens).sum();
     let vector_grouped = total_tokens * n_head_kv >= 4 * pool.n_threads() && head_dim.is_multiple_of(LANES * BANKS);
+    // The block order runs every segment, of any length, on the online kernel with grouped heads:
+    // a token gets the same bits whether it is decoded alone, verified in a batch of drafts or
+    // processed in a prompt. (For prompts under 4096 positions the tiled kernel of llama.cpp's
+    // batch order is faster on AVX2 today, measured with `attention_bench 1 1 512 1 prefill`:
+    // about 21 against 29 us per token; for one token at 6000 positions the online kernel takes
+    // 0.7 ms, the one-pass kernel of llama.cpp's order 6.3 ms.) Heads whose width is not a
+    // multiple of 8, or groups of more than 8, fall back to the kernels of llama.cpp's order.
+    let online = sums == SumOrder::Blocks && head_dim.is_multiple_of(8) && group <= MAX_GROUP;
     let plan = |seg: &AttentionSegment| {
+        if online {
+            return Plan { order: Order::Tiled, online, grouped: true, units: seg.n_tokens * n_head_kv };
+        }
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
         // On AVX-512 one unit of work can be a token's whole group of query heads.
         let grouped = cfg!(target_arch = "x86_64")
@@ -461,7 +486,7 @@ fn attention_segments_with(
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
-        Plan { order, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
+        Plan { order, online, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
     };
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
@@ -521,9 +546,25 @@ fn attention_segments_with(
                     prefetch_kv(&KvView { table: next_seg.table, ..layer }, layer.head(next_head), head_dim, next_seen);
                 }
             }
-            let Plan { order, grouped, .. } = plan(seg);
+            let Plan { order, online, grouped, .. } = plan(seg);
             let kv = &KvView { table: seg.table, ..layer };
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
+            if online {
+                let t = unit / n_head_kv;
+                let first = (row0 + t * n_head + kv_head * group) * head_dim; // q/out rows of the group's heads
+                let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                let q_group = &q[first..first + group * head_dim];
+                match level {
+                    Level::Scalar => online::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: both other levels imply AVX2, FMA and F16C.
+                    _ => unsafe { avx2::online_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    _ => online::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o),
+                }
+                quantize(first, group * head_dim);
+                continue;
+            }
             if grouped {
                 #[cfg(target_arch = "x86_64")]
                 {

@@ -106,13 +106,13 @@ fn paged_case(t: usize, start: usize, bs: usize, table: &[u32], pool_blocks: usi
     for level in Level::all_available() {
         for per_token in [false, true] {
             let mut want = vec![0f32; t * h * dh];
-            attention_with(&pool, level, shape, &q, view(&k, &v, hkv, dh, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, view(&k, &v, hkv, dh, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
             let mut got = vec![0f32; t * h * dh];
             let paged = KvView::position_major(&kp, &vp, table, bs, kv_dim, dh);
-            attention_with(&pool, level, shape, &q, paged, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, paged, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
             assert_eq!(got, want, "{level:?}, blocks of {bs}, {t} tokens from {start}, per-token order {per_token}");
             let mut got = vec![0f32; t * h * dh];
-            attention_with(&pool, level, shape, &q, head_major, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, head_major, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
             assert_eq!(got, want, "{level:?}, head-major blocks of {bs}, {t} tokens from {start}, per-token order {per_token}");
         }
     }
@@ -133,7 +133,7 @@ fn online_softmax_kernel_agrees_with_the_exact_kernels() {
     attention(&pool, Level::Scalar, shape, &q, view(&k, &v, hkv, dh, &table), &mut exact, &mut scratch);
     for level in Level::all_available() {
         let mut online = vec![0f32; t * h * dh];
-        attention_with(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut online, &mut scratch, 0, false);
+        attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, view(&k, &v, hkv, dh, &table), &mut online, &mut scratch, 0, false);
         let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
         for (a, b) in online.iter().zip(&exact) {
             // The exact kernels round probabilities to f16 (2^-11 relative).
@@ -202,7 +202,7 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
     let pool = ThreadPool::new(2);
     let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
     let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(41, dh)];
-    for level in Level::all_available() {
+    for (level, sums) in Level::all_available().into_iter().flat_map(|l| [(l, SumOrder::LlamaCpp), (l, SumOrder::Blocks)]) {
         for per_token in [false, true] {
             let mut segs = Vec::new();
             let mut first = 0;
@@ -212,20 +212,20 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
                 first += n;
             }
             let mut got = vec![0f32; t * h * dh];
-            attention_segments(&pool, level, heads, layer, &segs, &q, &mut got, &mut scratch, per_token);
+            attention_segments(&pool, level, sums, heads, layer, &segs, &q, &mut got, &mut scratch, per_token);
             // The fused quantization: the same output, and its blocks as a separate pass makes them.
             let (mut fused, mut fused_q) = (vec![0f32; t * h * dh], vec![crate::BlockQ8::default(); t * h * dh / crate::QK]);
-            attention_segments_q8(&pool, level, heads, layer, &segs, &q, &mut fused, &mut fused_q, &mut scratch, per_token);
+            attention_segments_q8(&pool, level, sums, heads, layer, &segs, &q, &mut fused, &mut fused_q, &mut scratch, per_token);
             let mut want_q = vec![crate::BlockQ8::default(); t * h * dh / crate::QK];
             crate::quant::quantize_row_q8(&got, &mut want_q);
-            assert_eq!((&fused, &fused_q), (&got, &want_q), "{level:?} per_token {per_token}: fused quantization");
+            assert_eq!((&fused, &fused_q), (&got, &want_q), "{level:?} {sums:?} per_token {per_token}: fused quantization");
             for seg in &segs {
                 let rows = seg.first_token * h * dh..(seg.first_token + seg.n_tokens) * h * dh;
                 let shape = AttentionShape { n_tokens: seg.n_tokens, start: seg.start, n_head: h, n_head_kv: hkv, head_dim: dh };
                 let mut want = vec![0f32; rows.len()];
                 let kv = KvView { table: seg.table, ..layer };
-                attention_with(&pool, level, shape, &q[rows.clone()], kv, &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
-                assert_eq!(&got[rows], &want[..], "{level:?} per_token {per_token} segment at {}", seg.start);
+                attention_with(&pool, level, sums, shape, &q[rows.clone()], kv, &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+                assert_eq!(&got[rows], &want[..], "{level:?} {sums:?} per_token {per_token} segment at {}", seg.start);
             }
         }
     }
@@ -315,6 +315,93 @@ fn grouped_query_heads_read_their_kv_head_and_match_naive() {
             for (o, w) in out[(ti * h + hi) * dh..][..dh].iter().zip(&want) {
                 // f16 probabilities: relative error 2^-11 per term.
                 assert!((*o as f64 - w).abs() < 1e-3, "t {ti} h {hi}: {o} vs {w}");
+            }
+        }
+    }
+}
+
+/// Shapes for the block-order kernel: one token and several, positions around the tiles of 8
+/// and far past them, groups of 1 to 8 heads, head widths from 8 to 128.
+const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 14] = [
+    (1, 0, 9, 3, 64),
+    (1, 7, 9, 3, 64),
+    (1, 8, 9, 3, 64),
+    (5, 70, 6, 2, 64),
+    (17, 0, 6, 2, 64),
+    (9, 30, 9, 3, 32),
+    (4, 5, 4, 4, 48),
+    (6, 40, 8, 1, 128),
+    (3, 20, 8, 2, 16),
+    (7, 9, 12, 3, 64),
+    (2, 300, 2, 2, 8),
+    (1, 1000, 9, 3, 64),
+    (3, 13, 7, 1, 24),
+    (2, 33, 10, 2, 40),
+];
+
+#[test]
+fn block_order_kernel_matches_its_reference_and_f64() {
+    // Every level gives the bits of the scalar reference (`online.rs`), and all are within a
+    // few f32 roundings of exact attention on the same f16 keys and values.
+    let mut worst = 0.0f64;
+    for (t, start, h, hkv, dh) in BLOCK_ORDER_CASES {
+        let s = start + t;
+        let q = values(t * h * dh, 71);
+        let (kf, vf) = (values(s * hkv * dh, 72), values(s * hkv * dh, 73));
+        let (k, v) = (to_f16(&kf), to_f16(&vf));
+        let pool = ThreadPool::new(2);
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        let table = identity(s);
+        let mut want = vec![0f32; t * h * dh];
+        attention_with(&pool, Level::Scalar, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut want, &mut scratch, FLASH_MIN_POSITIONS, false);
+        for level in Level::all_available() {
+            let mut got = vec![0f32; t * h * dh];
+            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch, FLASH_MIN_POSITIONS, false);
+            assert_eq!(got, want, "{level:?}, {t} tokens from {start}, {h}/{hkv} heads of {dh}");
+        }
+        // Against f64 on the f16 values, head by head.
+        let (k16, v16): (Vec<f32>, Vec<f32>) = (k.iter().map(|x| x.to_f32()).collect(), v.iter().map(|x| x.to_f32()).collect());
+        for ti in 0..t {
+            let n = start + ti + 1;
+            for head in 0..h {
+                let kvh = head / (h / hkv);
+                let pick = |x: &[f32]| -> Vec<f32> { (0..n).flat_map(|p| x[(p * hkv + kvh) * dh..][..dh].to_vec()).collect() };
+                let exact = naive(&q[(ti * h + head) * dh..][..dh], &pick(&k16), &pick(&v16), n, dh);
+                for (d, e) in exact.iter().enumerate() {
+                    let err = (want[(ti * h + head) * dh + d] as f64 - e).abs();
+                    worst = worst.max(err);
+                    assert!(err < 2e-6, "{t} tokens from {start}, head {head}, dim {d}: {} vs {e}", want[(ti * h + head) * dh + d]);
+                }
+            }
+        }
+    }
+    eprintln!("block order: largest difference from f64 {worst:.2e}");
+}
+
+#[test]
+fn block_order_gives_a_token_the_same_bits_in_any_batch() {
+    // A token alone, in a batch (a prompt), and in a batch with per-token order asked for: the
+    // same bits, so that verifying drafts in one forward reproduces step-by-step decoding and a
+    // prompt's last logits are those of decoding it token by token.
+    for (t, start, h, hkv, dh) in BLOCK_ORDER_CASES {
+        let s = start + t;
+        let q = values(t * h * dh, 81);
+        let (k, v) = (to_f16(&values(s * hkv * dh, 82)), to_f16(&values(s * hkv * dh, 83)));
+        let table = identity(s);
+        let pool = ThreadPool::new(2);
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        for level in Level::all_available() {
+            let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+            let (mut batch, mut per_token) = (vec![0f32; t * h * dh], vec![0f32; t * h * dh]);
+            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut batch, &mut scratch, FLASH_MIN_POSITIONS, false);
+            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut per_token, &mut scratch, FLASH_MIN_POSITIONS, true);
+            assert_eq!(batch, per_token, "{level:?}");
+            for ti in 0..t {
+                let one = AttentionShape { n_tokens: 1, start: start + ti, ..shape };
+                let mut single = vec![0f32; h * dh];
+                attention_blocks(&pool, level, one, &q[ti * h * dh..(ti + 1) * h * dh], view(&k, &v, hkv, dh, &table), &mut single, &mut scratch);
+                assert_eq!(&batch[ti * h * dh..(ti + 1) * h * dh], &single[..], "{level:?} token {ti}");
             }
         }
     }
