@@ -110,9 +110,15 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
         for j in 0..N {
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[j].d));
             acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[j]), acc[j]);
-            if kind == Kind::Q4_1 {
-                let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP_ROWS) as *const __m128i));
-                mins[j] = _mm256_add_ps(mins[j], _mm256_mul_ps(m, _mm256_set1_ps(a[j].s)));
+        }
+    }
+    // Q4_1's minimums in a pass of their own over the (cached) group: their accumulators would
+    // take registers from the loop above.
+    if kind == Kind::Q4_1 {
+        for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(blk.as_ptr().add(2 * GROUP_ROWS) as *const __m128i));
+            for j in 0..N {
+                mins[j] = _mm256_add_ps(mins[j], _mm256_mul_ps(m, _mm256_set1_ps(x[j].get_unchecked(i).s)));
             }
         }
     }
