@@ -8,7 +8,12 @@ ferrolm is measured by `ferrolm bench --json` with the same P, N, R and threads.
 alternately (llama.cpp, ferrolm, for each thread count) so that machine noise hits both.
 
   cargo build --release
-  /work/peers/venv/bin/python benches/bench_vs_llama_cpp.py [--model M] [-p 512] [-n 128] [-r 5] [-t 2 1]
+  /work/peers/venv/bin/python benches/bench_vs_llama_cpp.py [--model M] [-p 512] [-n 128] [-r 5] [-t 2 1] [--kernels avx2]
+
+The output names the CPU, ferrolm's kernel level and llama.cpp's CPU features. To compare at the
+AVX2 level on an AVX-512 machine, cap ferrolm with `--kernels avx2` (FERROLM_KERNELS) and point
+llama-cpp-python at a llama.cpp built without AVX-512 (`bash benches/build_llama_cpp_avx2.sh`
+prints the LLAMA_CPP_LIB_PATH to set).
 """
 import argparse
 import ctypes
@@ -68,10 +73,22 @@ def bench_llama_cpp(model_path, n_prompt, n_gen, reps, threads):
     return out
 
 
-def bench_ferrolm(binary, model_path, n_prompt, n_gen, reps, threads):
+def bench_ferrolm(binary, model_path, n_prompt, n_gen, reps, threads, kernels):
     cmd = [binary, "bench", "--model", model_path, "-p", str(n_prompt), "-n", str(n_gen),
            "-r", str(reps), "-t", str(threads), "--json"]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    env = dict(os.environ, FERROLM_KERNELS=kernels) if kernels else None
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main():
@@ -82,15 +99,18 @@ def main():
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=5)
     ap.add_argument("-t", type=int, nargs="+", default=[2, 1])
+    ap.add_argument("--kernels", choices=["avx2", "scalar"], help="cap ferrolm's kernel level (FERROLM_KERNELS)")
     a = ap.parse_args()
+    features = L.llama_print_system_info().decode().strip()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores | llama.cpp: {features}", flush=True)
     rows = []
     for threads in a.t:
         lc = bench_llama_cpp(a.model, a.p, a.n, a.r, threads)
-        fe = bench_ferrolm(a.binary, a.model, a.p, a.n, a.r, threads)
+        fe = bench_ferrolm(a.binary, a.model, a.p, a.n, a.r, threads, a.kernels)
         rows.append((threads, lc, fe))
         print(f"threads {threads}: pp{a.p} llama.cpp {lc.get('pp', 0):7.1f}  ferrolm {fe['pp']:7.1f}  ratio {fe['pp'] / lc['pp']:.2f}x | "
               f"tg{a.n} llama.cpp {lc.get('tg', 0):7.1f}  ferrolm {fe['tg']:7.1f}  ratio {fe['tg'] / lc['tg']:.2f}x "
-              f"(ferrolm reads weights at {fe['tg_weight_read_gbs']:.1f} of {fe['memory_read_gbs']:.1f} GB/s)", flush=True)
+              f"(ferrolm {fe['kernels']} kernels, {fe['sum_order']} order, reads weights at {fe['tg_weight_read_gbs']:.1f} of {fe['memory_read_gbs']:.1f} GB/s)", flush=True)
     print(json.dumps([{"threads": t, "llama_cpp": lc, "ferrolm": {k: fe[k] for k in ("pp", "tg")}} for t, lc, fe in rows]))
 
 
