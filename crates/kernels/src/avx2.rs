@@ -1,5 +1,6 @@
 //! AVX2 kernels that compute 8 weight rows per instruction (x86-64 only), in the
-//! [`SumOrder::Blocks`](crate::matmul::SumOrder) order.
+//! [`SumOrder::Blocks`](crate::matmul::SumOrder) order (the default) and in llama.cpp's x86
+//! order ([`group_dot_lanes`]).
 //!
 //! Weights are repacked at load time into groups of 8 rows ([`pack`]: the layout of
 //! [`crate::groups`] with 32-byte chunks, one register in which lane r, a 32-bit lane, holds
@@ -130,16 +131,95 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
     out
 }
 
-/// A row group of `kind` against N activation rows -> N x 8 dot products in the block order (see
-/// [`group_dot_blocks`]); each block prefetches the bytes `ahead` of it ([`PREFETCH_BYTES`] when
-/// the group is read once; 0 for none).
+/// A row group against one activation row in llama.cpp's x86 order: lane l of row r's
+/// reference accumulator (`matmul.rs`, 8 lanes of 4 consecutive products) is lane r of
+/// accumulator register l here. Per element group: the 8 rows' exact integer sums (`vpmaddubsw`,
+/// `vpmaddwd`; Q4_0's offset taken out as 8 times the group's activation sum, Q8_0's sign moved
+/// onto the activation), converted, and fused-multiply-added with the block scale into
+/// accumulator l; at the end the reference's lane tree over the 8 accumulators, then + mins.
+/// The same bits as the reference (tested). One token per call: its 8 accumulators fill half the
+/// registers.
+///
+/// # Safety
+/// As [`group_dot_blocks`].
+#[inline(always)]
+unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]) -> [f32; GROUP_ROWS] {
+    let group_bytes = kind.group_bytes(GROUP_ROWS);
+    let values_at = GROUP_ROWS * kind.header();
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut mins = _mm256_setzero_ps();
+    let nibble_mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
+        let p = blk.as_ptr();
+        if ahead != 0 {
+            for line in (0..group_bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
+            }
+        }
+        let a = x.get_unchecked(i);
+        let scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), _mm256_set1_ps(a.d));
+        // Q4_0: each element group's sum starts at -8 * (the sum of its four activation bytes).
+        let mut offsets = [0i32; 8];
+        if kind == Kind::Q4_0 {
+            let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let group_sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), y), ones);
+            _mm256_storeu_si256(offsets.as_mut_ptr() as *mut __m256i, group_sums);
+        }
+        let mut lane = |l: usize, w: __m256i, y: __m256i| {
+            let mut sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, y), ones);
+            if kind == Kind::Q4_0 {
+                sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(offsets[l]));
+            }
+            acc[l] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[l]);
+        };
+        if kind == Kind::Q8_0 {
+            unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let w = _mm256_loadu_si256(p.add(values_at + 32 * l) as *const __m256i);
+                lane(l, _mm256_sign_epi8(w, w), _mm256_sign_epi8(broadcast4(&a.qs, 4 * l), w));
+            });
+        } else {
+            unroll!(k in [0, 1, 2, 3] {
+                let q = _mm256_loadu_si256(p.add(values_at + 32 * k) as *const __m256i);
+                lane(k, _mm256_and_si256(q, nibble_mask), broadcast4(&a.qs, 4 * k));
+                lane(k + 4, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask), broadcast4(&a.qs, 16 + 4 * k));
+            });
+        }
+        if kind == Kind::Q4_1 {
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * GROUP_ROWS) as *const __m128i));
+            mins = _mm256_add_ps(mins, _mm256_mul_ps(m, _mm256_set1_ps(a.s)));
+        }
+    }
+    // The reference's lane tree: ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)), then + mins.
+    let (r0, r1, r2, r3) = (_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7]));
+    let mut sum = _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
+    if kind == Kind::Q4_1 {
+        sum = _mm256_add_ps(sum, mins);
+    }
+    let mut out = [0.0f32; GROUP_ROWS];
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out
+}
+
+/// A row group of `kind` against N activation rows -> N x 8 dot products, in the block order
+/// when `blocks` (see [`group_dot_blocks`]), else in llama.cpp's x86 order one token at a time
+/// (see [`group_dot_lanes`]); each block prefetches the bytes `ahead` of it ([`PREFETCH_BYTES`]
+/// when the group is read once; 0 for none).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `packed` is whole group blocks of `kind` and every `x[j]` has
 /// one block per group block.
 #[inline(always)]
-pub unsafe fn group<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes(GROUP_ROWS) >= packed.len()));
+    if !blocks {
+        // Each token's pass reads the group from L1 after the first.
+        return x.map(|x| match kind {
+            Kind::Q4_1 => group_q4_1_lanes(packed, ahead, x),
+            Kind::Q4_0 => group_q4_0_lanes(packed, ahead, x),
+            Kind::Q8_0 => group_q8_0_lanes(packed, ahead, x),
+        });
+    }
     match kind {
         Kind::Q4_1 => group_q4_1::<N>(packed, ahead, x),
         Kind::Q4_0 => group_q4_0::<N>(packed, ahead, x),
@@ -148,15 +228,21 @@ pub unsafe fn group<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: 
 }
 
 macro_rules! group_kernel {
-    ($name:ident, $kind:expr) => {
+    ($name:ident, $lanes:ident, $kind:expr) => {
         /// One format's copy of the kernel, so that no test is left in its loop.
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const N: usize>(packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
             group_dot_blocks::<N>($kind, packed, ahead, x)
         }
+
+        /// One format's copy of the kernel in llama.cpp's order.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $lanes(packed: &[u8], ahead: usize, x: &[BlockQ8]) -> [f32; GROUP_ROWS] {
+            group_dot_lanes($kind, packed, ahead, x)
+        }
     };
 }
 
-group_kernel!(group_q4_1, Kind::Q4_1);
-group_kernel!(group_q4_0, Kind::Q4_0);
-group_kernel!(group_q8_0, Kind::Q8_0);
+group_kernel!(group_q4_1, group_q4_1_lanes, Kind::Q4_1);
+group_kernel!(group_q4_0, group_q4_0_lanes, Kind::Q4_0);
+group_kernel!(group_q8_0, group_q8_0_lanes, Kind::Q8_0);

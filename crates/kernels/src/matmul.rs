@@ -426,8 +426,7 @@ fn group_kind(format: Format) -> Option<crate::groups::Kind> {
     }
 }
 
-/// The grouped kernels a product runs on: AVX-512 VNNI (16 rows, both orders) or AVX2 (8 rows,
-/// the block order).
+/// The grouped kernels a product runs on: AVX-512 VNNI (16 rows) or AVX2 (8 rows), both orders.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Grouped {
@@ -464,8 +463,9 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
     let rows = kernels.rows();
     let group_bytes = kb * kind.group_bytes(rows);
     // Tokens per kernel call. VNNI in llama.cpp's order needs 8 accumulators per token (two
-    // tokens fit in the 32 registers), in the block order 4 (four tokens fit); AVX2 (block order
-    // only) keeps one accumulator and one integer sum per token in its 16 registers.
+    // tokens fit in the 32 registers), in the block order 4 (four tokens fit); AVX2 keeps one
+    // accumulator and one integer sum per token in its 16 registers in the block order, and
+    // takes a call's tokens one after another in llama.cpp's order (8 accumulators each).
     const STEP: usize = 4;
     let step = if kernels == Grouped::Vnni && w.order != SumOrder::Blocks { 2 } else { 4 };
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
@@ -480,7 +480,7 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
         unsafe {
             match kernels {
                 Grouped::Vnni => put_group(crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
-                Grouped::Avx2 => put_group(crate::avx2::group::<G>(kind, packed, ahead, xs), w, g, ti, y),
+                Grouped::Avx2 => put_group(crate::avx2::group::<G>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
             }
         }
     }
@@ -551,12 +551,12 @@ fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &[f32]) {
 }
 
 /// The grouped kernels and row-group layout `w` runs on at `level`, if any (its weights were
-/// packed for it; AVX2 groups only in the block order).
+/// packed for it).
 #[cfg(target_arch = "x86_64")]
 fn groups_of(level: Level, w: &MatRef) -> Option<(Grouped, crate::groups::Kind)> {
     let kernels = match level {
         Level::Avx512Vnni => Grouped::Vnni,
-        Level::Avx2 if w.order == SumOrder::Blocks => Grouped::Avx2,
+        Level::Avx2 => Grouped::Avx2,
         _ => return None,
     };
     if w.packed.is_some() {
