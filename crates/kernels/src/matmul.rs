@@ -5,10 +5,13 @@
 //! the fast path and what makes token-exact agreement with them reachable. Float weights multiply
 //! the f32 activations directly.
 //!
-//! Each dot product here is the scalar reference. The same code is compiled a second time with
-//! AVX2 enabled ([`Level::Avx2`]), chosen at run time: integer sums are exact in any order and the
-//! float operations keep their order, so both levels give bit-identical results (tested).
-//! Hand-written SIMD kernels will be checked against these.
+//! Each dot product here is the scalar reference, in both summation orders ([`SumOrder`]). The
+//! fast kernels, chosen at run time ([`Level`]), read the weights repacked at load time into
+//! groups of interleaved rows ([`crate::groups`]): 8 rows per instruction with AVX2 (`avx2.rs`),
+//! 16 with AVX-512 VNNI (`vnni.rs`). Integer sums are exact in any order and the float
+//! operations keep the reference's order, so every level gives bit-identical results (tested in
+//! `matmul/tests.rs`). Rows past the last whole group, and weights left unpacked, run on
+//! per-row AVX2 kernels (`x86.rs`, llama.cpp's order) or the reference compiled for AVX2.
 
 use crate::pool::{split_range, SharedMut, ThreadPool};
 use crate::quant::{read_f16, BlockQ8, Format, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
@@ -515,6 +518,7 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
 }
 
 /// Writes a row group's results for G tokens from `ti`: v (G, R) into y (T, N).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn put_group<const R: usize, const G: usize>(v: [[f32; R]; G], w: &MatRef, g: usize, ti: usize, y: Out) {
     for (j, rows) in v.iter().enumerate() {
