@@ -38,9 +38,11 @@ fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// llama.cpp's greedy continuations, in its summation order: all 10 identical (the logits are
-/// bit-identical). Where one differs, the message says whether llama.cpp itself had a near-tie
-/// there: its top two logits within `NEAR_TIE` of each other (a probability ratio under 1.35).
+/// llama.cpp's greedy continuations: in its summation order all 10 identical (the logits are
+/// bit-identical); in the block order (the default) a continuation may part from llama.cpp's,
+/// but only where llama.cpp itself had a near-tie: its top two logits within `NEAR_TIE` of each
+/// other (a probability ratio under 1.35; measured: 3 of 10 identical, parting at margins up to
+/// 0.27).
 const NEAR_TIE: f64 = 0.3;
 
 #[test]
@@ -49,12 +51,20 @@ fn greedy_continuations_match_llama_cpp() {
     let mut model = open_model(&path);
     for level in levels() {
         model.set_level(level);
-        eprintln!("kernels {level:?}:");
-        greedy_continuations_at(&model);
+        eprintln!("kernels {level:?}, llama.cpp's order:");
+        let identical = greedy_continuations_at(&model);
+        assert_eq!(identical, 10, "only {identical}/10 continuations identical");
     }
+    model.set_level(Level::best_available());
+    model.set_sum_order(SumOrder::Blocks);
+    eprintln!("kernels {:?}, block order:", model.level());
+    greedy_continuations_at(&model);
 }
 
-fn greedy_continuations_at(model: &Llama) {
+/// Runs the 10 golden prompts; checks that prompt-lookup speculation changes no token and that
+/// every continuation that parts from llama.cpp's does so at a near-tie; returns how many are
+/// identical.
+fn greedy_continuations_at(model: &Llama) -> usize {
     let tok = tokenizer_from_gguf(model.file()).unwrap();
     let options = GenerateOptions { max_tokens: 48, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let speculative = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup::default())), ..options.clone() };
@@ -88,12 +98,12 @@ fn greedy_continuations_at(model: &Llama) {
     }
     eprintln!("{identical}/{cases} greedy continuations identical to llama.cpp");
     assert_eq!(cases, 10);
-    assert_eq!(identical, cases, "only {identical}/{cases} continuations identical");
+    identical
 }
 
 /// Perplexity on the same text with the same chunking as llama.cpp: equal to 1e-9 in its order
 /// (the same logits, summed in another order over the chunks), within 0.2% in the block order
-/// (the default; measured 0.11%), at every level of [`levels`].
+/// (the default; measured 0.012%), at every level of [`levels`].
 #[test]
 fn perplexity_matches_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
