@@ -17,7 +17,7 @@ if [ ! -f "$dir/lib/libllama.so" ]; then
     python3 -m venv "$dir/venv" >&2 && "$dir/venv/bin/pip" install -q cmake >&2
     cmake="$dir/venv/bin/cmake"
   fi
-  python3 -m pip download --no-deps --no-binary :all: -d "$dir" "llama-cpp-python==$version" >&2
+  python3 -m pip download --no-deps --no-binary llama-cpp-python -d "$dir" "llama-cpp-python==$version" >&2
   tar -xzf "$dir/llama_cpp_python-$version.tar.gz" -C "$dir"
   src="$dir/llama_cpp_python-$version/vendor/llama.cpp"
   "$cmake" -S "$src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \

@@ -470,7 +470,12 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
     // accumulator and one integer sum per token in its 16 registers in the block order, and
     // takes a call's tokens one after another in llama.cpp's order (8 accumulators each).
     const STEP: usize = 4;
-    let step = if kernels == Grouped::Vnni && w.order != SumOrder::Blocks { 2 } else { 4 };
+    const AVX2_STEP: usize = 8;
+    let step = match (kernels, w.order) {
+        (Grouped::Vnni, SumOrder::LlamaCpp) => 2,
+        (Grouped::Avx2, SumOrder::Blocks) => AVX2_STEP,
+        _ => 4,
+    };
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
     // One row group against G tokens starting at `ti`; writes the rows x G outputs.
     #[inline(always)]
@@ -501,11 +506,16 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
             let (mut ti, mut k) = (t0, 1);
             while ti + step <= t1 {
                 match step {
+                    8 => call::<8>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
                     4 => call::<4>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
                     _ => call::<2>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y),
                 }
                 ti += step;
                 k += 1;
+            }
+            if t1 - ti >= 4 {
+                call::<4>(kernels, w, kind, group_bytes, g, ti, ahead(k), xq, y);
+                ti += 4;
             }
             match t1 - ti {
                 0 => {}
