@@ -12,13 +12,14 @@ use crate::GenerateError;
 use model::{KvCache, Llama, Logits, Scratch};
 
 /// The shortest n-gram match prompt lookup drafts from, by default. A longer match is likelier to
-/// be followed by what the model goes on to write. Measured on SmolLM2-135M, greedy, 200 tokens of
-/// each of 7 chat answers that write new text (repeating themselves at times): after a longest
-/// match of n tokens, the first drafted token was accepted / all of up to 4 drafted tokens were:
-/// n = 1: 18% / 9%, n = 2: 43% / 23%, n = 3: 60% / 35%, n = 4: 60% / 42%, n >= 8: 96% / 89%.
-/// A drafted token pays only when it is accepted more often than a verification costs per drafted
-/// token, about 0.3 plain steps: falling back to 1-token matches ran a chat answer at 0.73x plain
-/// decoding with 11% of 314 drafted tokens accepted (which puts a drafted token at 0.32 steps).
+/// be followed by what the model goes on to write. Replaying the greedy tokens of 7 chat answers
+/// of SmolLM2-135M that write new text (200 tokens each, repeating themselves at times): after a
+/// longest match of n tokens, the first drafted token was accepted / all of up to 4 drafted tokens
+/// were: n = 1: 18% / 9%, n = 2: 43% / 23%, n = 3: 60% / 35%, n = 4: 60% / 42%, n >= 8: 96% / 89%.
+/// A drafted token pays only when it is accepted more often than its share of the verification
+/// costs, measured at 0.1-0.3 of a plain step with 2 threads (up to 0.9 with one, where a step is
+/// less bound by memory): 1- and 2-token matches lose time. Falling back to 1-token matches ran a
+/// chat answer at 0.73x plain decoding.
 pub const MIN_NGRAM: usize = 3;
 
 /// Prompt-lookup (n-gram) drafting: the tokens that followed the latest earlier occurrence of the

@@ -3,16 +3,23 @@
 //! A verification of m = k + 1 tokens costs more than a plain decoding step (the weights are read
 //! once, but every row does the arithmetic and the output head), and pays only through the drafts
 //! it accepts. A drafter that is often wrong therefore makes decoding slower than no speculation:
-//! prompt lookup on a chat answer that paraphrases instead of copying accepted 11% of 262 drafted
-//! tokens and ran at 0.73x plain greedy decoding. [`DraftPolicy`] keeps speculation from costing
+//! prompt lookup on a chat answer that paraphrased instead of copying accepted 11% of 262 drafted
+//! tokens and ran at 0.73x plain greedy decoding (issue 11). [`DraftPolicy`] keeps speculation from costing
 //! more than it gives:
 //! - the draft length adapts, within `1..=max` (the user's `--draft-k`): one more after a
 //!   verification that accepted every draft, one more than it accepted after one that accepted
-//!   some, half after one that accepted none (additive increase, multiplicative decrease);
+//!   some, one less after one that accepted none;
 //! - after [`MISSES_BEFORE_BACKOFF`] verifications in a row that accepted nothing, drafting stops
 //!   for a back-off of plain steps ([`FIRST_BACKOFF`] at first). The next verification after it
 //!   is a probe: if it accepts nothing too, the next back-off is twice as long (up to
 //!   [`MAX_BACKOFF`]); once a verification accepts a draft, the back-off starts over.
+//!
+//! Why a miss takes only one off: prompt lookup is right or wrong per match (of its 48 drafts on
+//! the copy benchmark, 29 were accepted whole and 11 not at all), so one wrong match says little
+//! about the next. Replaying the greedy tokens of the benchmarks under three verification cost
+//! curves (two measured, one linear), one off beat halving by 2-6% on the copy task; against a
+//! fixed draft length of 4 the policy made -6% to +3% on the copy task and -0.5% to +2% on chat
+//! answers with little to copy. Its worth is the back-off, for a drafter that keeps being wrong.
 //!
 //! The policy only decides how many tokens are drafted, never which ones nor whether they are
 //! accepted, so greedy output stays identical to plain decoding and sampled output keeps its
@@ -74,7 +81,7 @@ impl DraftPolicy {
         } else if accepted > 0 {
             accepted + 1
         } else {
-            self.len / 2
+            self.len - 1
         }
         .clamp(1, self.max_len);
         if accepted > 0 {
@@ -106,7 +113,7 @@ impl DraftPolicy {
 mod tests {
     use super::*;
 
-    /// Runs `n` steps that draft nothing (no drafter proposal) and returns how many were skipped.
+    /// Runs `n` steps that verify nothing and returns how many of them were backing off.
     fn idle_steps(p: &mut DraftPolicy, n: usize) -> usize {
         (0..n).filter(|_| p.next_len() == 0).count()
     }
@@ -124,15 +131,16 @@ mod tests {
     }
 
     #[test]
-    fn length_halves_on_a_miss_follows_a_partial_acceptance_and_grows_back_by_one_up_to_the_most() {
+    fn length_drops_by_one_on_a_miss_follows_a_partial_acceptance_and_grows_by_one_up_to_the_most() {
         let mut p = DraftPolicy::new(8);
         p.record(8, 0);
-        assert_eq!(p.draft_len(), 4, "a miss halves");
-        p.record(4, 2);
-        assert_eq!(p.draft_len(), 3, "2 of 4 accepted: one more than that");
+        assert_eq!(p.draft_len(), 7, "a miss: one less");
+        p.record(7, 2);
+        assert_eq!(p.draft_len(), 3, "2 of 7 accepted: one more than that");
         p.record(3, 1);
         assert_eq!(p.draft_len(), 2);
         p.record(2, 0);
+        assert_eq!(p.draft_len(), 1);
         p.record(1, 0);
         assert_eq!(p.draft_len(), 1, "never below 1");
         for want in [2, 3, 4, 5, 6, 7, 8, 8] {
@@ -140,11 +148,11 @@ mod tests {
             assert_eq!(p.draft_len(), want, "every draft accepted: one more, never above the most");
         }
         // A drafter that proposed fewer than asked (prompt lookup near the end of the matched
-        // text) and had all of them accepted: one more than asked, still within the most.
+        // text) and had all of them accepted: one more than the length asked for.
         p.record(8, 0);
         p.record(2, 2);
-        assert_eq!(p.draft_len(), 5);
-        // A partial acceptance never lengthens beyond the most either.
+        assert_eq!(p.draft_len(), 8);
+        // A partial acceptance never lengthens beyond the most.
         let mut p = DraftPolicy::new(2);
         p.record(4, 3);
         assert_eq!(p.draft_len(), 2);
@@ -154,19 +162,21 @@ mod tests {
     fn misses_in_a_row_back_off_and_failed_probes_double_the_back_off_up_to_the_most() {
         let mut p = DraftPolicy::new(4);
         p.record(4, 0);
-        assert_eq!(p.next_len(), 2, "one miss alone does not back off");
-        p.record(2, 0);
+        assert_eq!(p.next_len(), 3, "one miss alone does not back off");
+        p.record(3, 0);
         let mut expected_skipped = 0;
         let mut backoff = FIRST_BACKOFF;
         for _ in 0..8 {
-            // A back-off of `backoff` plain steps, then a probe of one token that misses.
+            // A back-off of `backoff` plain steps, then a probe that misses.
             assert_eq!(idle_steps(&mut p, backoff), backoff);
             expected_skipped += backoff;
-            assert_eq!(p.next_len(), 1, "the probe");
-            p.record(1, 0);
+            let probe = p.next_len();
+            assert!(probe > 0, "the probe comes right after the back-off");
+            p.record(probe, 0);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         assert_eq!(backoff, MAX_BACKOFF, "the back-off reached its most");
+        assert_eq!(p.draft_len(), 1, "each miss took one off");
         assert_eq!(p.skipped(), expected_skipped);
     }
 
@@ -174,12 +184,13 @@ mod tests {
     fn an_accepted_probe_resets_the_back_off() {
         let mut p = DraftPolicy::new(4);
         p.record(4, 0);
-        p.record(2, 0);
+        p.record(3, 0);
         assert_eq!(idle_steps(&mut p, FIRST_BACKOFF), FIRST_BACKOFF);
-        p.record(1, 0);
+        assert_eq!(p.next_len(), 2);
+        p.record(2, 0);
         assert_eq!(idle_steps(&mut p, 2 * FIRST_BACKOFF), 2 * FIRST_BACKOFF);
         // The probe accepts its draft: drafting goes on, longer, and the next back-off (after
-        // two misses in a row again) is the first one's length.
+        // two misses in a row again) has the first one's length.
         assert_eq!(p.next_len(), 1);
         p.record(1, 1);
         assert_eq!(p.next_len(), 2);
@@ -192,8 +203,8 @@ mod tests {
 
     #[test]
     fn a_partial_acceptance_between_misses_keeps_drafting() {
-        // Misses that alternate with partial acceptances never back off: each verification
-        // still gave a token for free.
+        // Misses that alternate with partial acceptances never back off: each verification still
+        // gave a token or more for free.
         let mut p = DraftPolicy::new(4);
         for _ in 0..20 {
             let len = p.next_len();
@@ -201,11 +212,8 @@ mod tests {
             p.record(len, 0);
             let len = p.next_len();
             assert_ne!(len, 0);
-            p.record(len, len.min(1));
-            if len == 1 {
-                // 1 of 1 accepted (full): the next miss is again the first in a row.
-                assert_eq!(p.draft_len(), 2);
-            }
+            p.record(len, 1);
+            assert_eq!(p.draft_len(), 2, "1 accepted: 2 next (1 of 1 is all of them: one more)");
         }
         assert_eq!(p.skipped(), 0);
     }

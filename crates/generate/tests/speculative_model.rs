@@ -198,9 +198,9 @@ fn the_adaptive_draft_length_and_back_off_keep_greedy_output() {
                     assert_eq!((got.drafted, got.verify_calls), (64, 16), "{what}");
                 }
                 if frequency_penalty == 20.0 {
-                    // Every draft rejected: after two misses, back-offs of 4, 8, 16, 32 steps with
-                    // a one-token probe between them take most of the 80 steps.
-                    assert!(got.accepted == 0 && got.backoff_steps >= 50 && got.drafted <= 10, "{what}");
+                    // Every draft rejected: after two misses (4 and 3 drafts), back-offs of 4, 8,
+                    // 16, 32 steps with probes of 2, 1, 1, 1 drafts take most of the 80 steps.
+                    assert!(got.accepted == 0 && got.backoff_steps >= 50 && got.drafted <= 12, "{what}");
                 }
             }
         }
