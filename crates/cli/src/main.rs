@@ -105,7 +105,7 @@ struct SamplingArgs {
     #[arg(long, value_name = "N")]
     draft_layers: Option<usize>,
     /// Longest n-gram matched by the prompt-lookup drafter
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     ngram: usize,
     /// Shortest n-gram match the prompt-lookup drafter drafts from (shorter matches are mostly
     /// wrong and cost more than they give)
