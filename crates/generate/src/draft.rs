@@ -11,19 +11,19 @@ use crate::sampler::{Sampler, SamplerConfig};
 use crate::GenerateError;
 use model::{KvCache, Llama, Logits, Scratch};
 
-/// The shortest n-gram match prompt lookup drafts from, by default. A longer match is likelier to
-/// be followed by what the model goes on to write. Replaying the greedy tokens of 7 chat answers
-/// of SmolLM2-135M that write new text (200 tokens each, repeating themselves at times), after a
-/// longest match of n tokens the first drafted token was accepted / all of up to 4 drafted tokens
-/// were: n = 1: 18% / 9%, n = 2: 43% / 23%, n = 3: 60% / 35%, n = 4: 60% / 42%, n >= 8: 96% / 89%;
-/// on the copy benchmark n = 3: 53% / 43%, n = 4: 83% / 62%. A drafted token pays only when it is
-/// accepted more often than its share of the verification costs, measured at 0.1-0.3 of a plain
-/// step with 2 threads and up to 0.9 with one (where a step is less bound by memory). Falling back
-/// to 1-token matches ran a chat answer at 0.73x plain decoding. Replaying the benchmarks under
-/// three verification cost curves (two measured, one linear), drafting from 3 tokens up gave
-/// 0.95-0.99x on the worst of 13 chat answers and 1.28-1.95x on the copy task; from 4 tokens up
-/// 0.96-1.00x and 1.39-2.06x. A minimum of 3 gains more on answers that repeat themselves (a
-/// geometric mean of 1.08-1.26x over the 13, against 1.08-1.23x), 4 loses less and copies faster.
+/// The shortest n-gram match prompt lookup drafts from, by default: a longer match is likelier to
+/// be followed by what the model goes on to write.
+///
+/// Replaying the greedy tokens of SmolLM2-135M on 7 chat answers that write new text (200 tokens
+/// each, repeating themselves at times), after a longest match of n tokens the first drafted token
+/// was accepted / all of up to 4 were: n = 1: 18% / 9%, n = 2: 43% / 23%, n = 3: 60% / 35%,
+/// n = 4: 60% / 42%, n >= 8: 96% / 89%; on the copy benchmark n = 3: 53% / 43%, n = 4: 83% / 62%.
+/// A drafted token pays only when it is accepted more often than its share of the verification
+/// costs: 0.1-0.3 of a plain step measured with 2 threads, up to 0.9 with one (a step is then less
+/// bound by memory). Falling back to 1-token matches ran a chat answer at 0.73x plain decoding.
+/// Replayed under three verification cost curves (two measured, one linear), a minimum of 3 gave
+/// 0.95-0.99x on the worst of 12 chat answers, 1.09-1.28x on their geometric mean and 1.28-1.95x
+/// on the copy task; a minimum of 4 gave 0.96-1.00x, 1.09-1.25x and 1.39-2.06x.
 pub const MIN_NGRAM: usize = 4;
 
 /// Prompt-lookup (n-gram) drafting: the tokens that followed the latest earlier occurrence of the
