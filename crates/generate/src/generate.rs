@@ -71,8 +71,8 @@ pub struct Generation {
     pub accepted: usize,
     /// Forward calls that verified drafts.
     pub verify_calls: usize,
-    /// Decoding steps that drafted nothing because drafts had kept being rejected (the back-off
-    /// of [`DraftPolicy`]).
+    /// Decoding steps that did not try to draft, backing off after drafts kept being rejected
+    /// ([`DraftPolicy`]); prompt lookup might have found no match at some of them anyway.
     pub backoff_steps: usize,
     /// Log-probabilities of each generated token and its top alternatives, when the sampler
     /// asks for them ([`SamplerConfig::logprobs`] > 0); one entry per token of `tokens`.
