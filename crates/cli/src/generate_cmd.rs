@@ -106,8 +106,8 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
         let calls = gen.tokens.len().saturating_sub(1).saturating_sub(gen.accepted);
         let per_call = if calls > 0 { gen.tokens.len().saturating_sub(1) as f64 / calls as f64 } else { 1.0 };
         eprintln!(
-            "[speculative: {} drafted, {} accepted ({rate:.0}%) in {} verification calls | {per_call:.2} tokens per target forward (the most speed-up the drafts can give)]",
-            gen.drafted, gen.accepted, gen.verify_calls
+            "[speculative: {} drafted, {} accepted ({rate:.0}%) in {} verification calls, {} steps not drafted (backing off after rejections) | {per_call:.2} tokens per target forward (the most speed-up the drafts can give)]",
+            gen.drafted, gen.accepted, gen.verify_calls, gen.backoff_steps
         );
     }
     Ok(())

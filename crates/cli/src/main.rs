@@ -106,7 +106,8 @@ struct SamplingArgs {
     /// keeps its distribution
     #[arg(long, value_parser = ["ngram", "draft"])]
     speculative: Option<String>,
-    /// Most tokens drafted per step
+    /// Most tokens drafted per step: fewer are drafted while drafts are rejected, and none for a
+    /// while when they keep being rejected
     #[arg(long, default_value_t = 4)]
     draft_k: usize,
     /// With --speculative draft: a smaller GGUF model with the same vocabulary
@@ -116,8 +117,12 @@ struct SamplingArgs {
     #[arg(long, value_name = "N")]
     draft_layers: Option<usize>,
     /// Longest n-gram matched by the prompt-lookup drafter
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     ngram: usize,
+    /// Shortest n-gram match the prompt-lookup drafter drafts from (shorter matches are mostly
+    /// wrong and cost more than they give)
+    #[arg(long, default_value_t = generate::MIN_NGRAM)]
+    ngram_min: usize,
     /// Report speculative acceptance and batch timings on stderr
     #[arg(long)]
     verbose: bool,
@@ -161,9 +166,12 @@ impl SamplingArgs {
         if self.draft_k == 0 || self.draft_k > 64 || self.ngram == 0 || self.ngram > 16 {
             bail!("--draft-k must be in 1..=64 and --ngram in 1..=16, got {} and {}", self.draft_k, self.ngram);
         }
+        if self.ngram_min == 0 || self.ngram_min > self.ngram {
+            bail!("--ngram-min must be in 1..=--ngram ({}), got {}: lower --ngram-min or raise --ngram", self.ngram, self.ngram_min);
+        }
         let speculative = match self.speculative.as_deref() {
             None => None,
-            Some("ngram") => Some(Speculation::PromptLookup(PromptLookup { ngram: self.ngram, draft_len: self.draft_k })),
+            Some("ngram") => Some(Speculation::PromptLookup(PromptLookup { ngram: self.ngram, min_ngram: self.ngram_min, draft_len: self.draft_k })),
             Some(_) => {
                 if self.draft_model.is_none() && self.draft_layers.is_none() {
                     bail!("--speculative draft needs a draft: --draft-model PATH (same vocabulary) or --draft-layers N (the model's first N layers)");

@@ -133,7 +133,7 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
         let run = fx.generate(&model, &args);
         run.ok();
         assert_eq!(json_lines(&run)[0]["tokens"], json_lines(&plain)[0]["tokens"], "{extra:?}");
-        assert!(run.stderr.contains("[speculative:"), "{}", run.stderr);
+        assert!(run.stderr.contains("[speculative:") && run.stderr.contains("steps not drafted"), "{}", run.stderr);
     }
     // Chat drafts too.
     let chat = fx.run_with_stdin(&["chat", "--model", &model, "-t", "1", "-n", "4", "--temperature", "0", "--speculative", "draft", "--draft-layers", "1"], Some("hello\n"));
@@ -143,6 +143,10 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
     fx.generate(&model, &["-p", "hi", "--speculative", "draft"]).fails_with(&["--draft-model", "--draft-layers"]);
     fx.generate(&model, &["-p", "hi", "--speculative", "draft", "--draft-layers", "9"]).fails_with(&["layers"]);
     fx.generate(&model, &["-p", "hi", "--draft-layers", "1"]).fails_with(&["--speculative draft"]);
+    // Prompt lookup's shortest match: at least 1, at most the longest (whose default is 6).
+    fx.generate(&model, &["-p", "hi", "--speculative", "ngram", "--ngram-min", "0"]).fails_with(&["--ngram-min", "got 0"]);
+    fx.generate(&model, &["-p", "hi", "--speculative", "ngram", "--ngram", "3"]).fails_with(&["--ngram-min", "(3)", "got 4"]);
+    fx.generate(&model, &["-p", "hi", "-n", "2", "--speculative", "ngram", "--ngram", "3", "--ngram-min", "2"]).ok();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! strings, the token limit or a full context.
 
 use crate::draft::{draft_from, DraftModel, Speculation};
+use crate::draft_policy::DraftPolicy;
 use crate::sampler::{Logprobs, Sampler, SamplerConfig};
 use crate::speculative::{verify_sampled, DraftProbs};
 use crate::stop::{StopMatcher, StopOutcome};
@@ -70,6 +71,9 @@ pub struct Generation {
     pub accepted: usize,
     /// Forward calls that verified drafts.
     pub verify_calls: usize,
+    /// Decoding steps that did not try to draft, backing off after drafts kept being rejected
+    /// ([`DraftPolicy`]); prompt lookup might have found no match at some of them anyway.
+    pub backoff_steps: usize,
     /// Log-probabilities of each generated token and its top alternatives, when the sampler
     /// asks for them ([`SamplerConfig::logprobs`] > 0); one entry per token of `tokens`.
     pub logprobs: Vec<Logprobs>,
@@ -106,6 +110,7 @@ impl Emitter {
                 drafted: 0,
                 accepted: 0,
                 verify_calls: 0,
+                backoff_steps: 0,
                 logprobs: Vec::new(),
             },
         }
@@ -278,6 +283,8 @@ impl<'m> Session<'m> {
                 None => return Err(GenerateError::InvalidArgument("speculative decoding with a draft model needs a session made with Session::with_draft_model".into())),
             }
         }
+        // How many tokens to draft: fewer, or none for a while, when drafts keep being rejected.
+        let mut policy = speculation.map(|s| DraftPolicy::new(s.draft_len()));
         let greedy = sampler.is_plain_greedy();
         let v = self.model.config.n_vocab;
         // Tokens decided but not yet emitted; all but the last are already in the cache.
@@ -307,20 +314,23 @@ impl<'m> Session<'m> {
                 .min(options.max_tokens - em.out.tokens.len())
                 .min(self.scratch.max_tokens().saturating_sub(1));
             draft.clear();
-            self.tokens.push(token);
-            let proposed = match speculation {
-                Some(Speculation::PromptLookup(l)) => {
-                    draft.extend_from_slice(draft_from(&self.tokens, l, l.draft_len.min(room)));
-                    Ok(())
-                }
-                Some(Speculation::DraftModel { draft_len }) => match self.draft.as_mut() {
-                    Some(d) => d.propose(&self.tokens, draft_len.min(room), &mut draft),
+            let want = policy.as_mut().map_or(0, |p| p.next_len()).min(room);
+            if want > 0 {
+                self.tokens.push(token);
+                let proposed = match speculation {
+                    Some(Speculation::PromptLookup(l)) => {
+                        draft.extend_from_slice(draft_from(&self.tokens, l, want));
+                        Ok(())
+                    }
+                    Some(Speculation::DraftModel { .. }) => match self.draft.as_mut() {
+                        Some(d) => d.propose(&self.tokens, want, &mut draft),
+                        None => Ok(()),
+                    },
                     None => Ok(()),
-                },
-                None => Ok(()),
-            };
-            self.tokens.pop();
-            proposed?;
+                };
+                self.tokens.pop();
+                proposed?;
+            }
             if !draft.is_empty() {
                 // Verify [token, draft...] in one call; each row is what step-by-step decoding
                 // would compute. Keep the accepted prefix of the draft, then the token chosen
@@ -362,6 +372,9 @@ impl<'m> Session<'m> {
                 em.out.drafted += k;
                 em.out.accepted += accepted;
                 em.out.verify_calls += 1;
+                if let Some(p) = policy.as_mut() {
+                    p.record(k, accepted);
+                }
             } else {
                 let following = self.step(&[token], &mut sampler, &mut logprobs)?;
                 self.tokens.push(token);
@@ -369,6 +382,7 @@ impl<'m> Session<'m> {
             }
         }
         let mut out = em.finish(on_text);
+        out.backoff_steps = policy.map_or(0, |p| p.skipped());
         logprobs.truncate(out.tokens.len());
         out.logprobs = logprobs;
         Ok(out)

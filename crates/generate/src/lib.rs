@@ -9,6 +9,7 @@ pub mod beam;
 pub mod batch;
 pub mod chat;
 pub mod draft;
+pub mod draft_policy;
 pub mod generate;
 pub mod perplexity;
 pub mod rng;
@@ -19,7 +20,8 @@ pub mod stop;
 
 pub use search::{beam_search, BeamResult};
 pub use batch::{generate_batch, generate_n, BatchSizes};
-pub use draft::{PromptLookup, Speculation};
+pub use draft::{PromptLookup, Speculation, MIN_NGRAM};
+pub use draft_policy::DraftPolicy;
 pub use generate::{GenerateOptions, Generation, Session, StopReason};
 pub use perplexity::{perplexity, Perplexity};
 

@@ -105,7 +105,7 @@ fn sampled_speculative_decoding_keeps_the_model_distribution() {
             joint[t1 * v + t2] = p1[t1] as f64 * p2[t2] as f64;
         }
     }
-    let modes = [Speculation::DraftModel { draft_len: 3 }, Speculation::PromptLookup(PromptLookup { ngram: 2, draft_len: 3 })];
+    let modes = [Speculation::DraftModel { draft_len: 3 }, Speculation::PromptLookup(PromptLookup { ngram: 2, min_ngram: 1, draft_len: 3 })];
     for mode in modes {
         let mut counts = vec![0u64; v * v];
         let (mut drafted, mut accepted) = (0, 0);
@@ -138,7 +138,7 @@ fn greedy_with_penalties_and_a_draft_model_keeps_the_output() {
     let sampler = SamplerConfig { repeat_penalty: 1.3, ..SamplerConfig::greedy() };
     let plain = GenerateOptions { max_tokens: 24, stop: vec![], sampler, speculative: None, ignore_eos: false };
     let want = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
-    for speculation in [Speculation::DraftModel { draft_len: 3 }, Speculation::PromptLookup(PromptLookup { ngram: 2, draft_len: 3 })] {
+    for speculation in [Speculation::DraftModel { draft_len: 3 }, Speculation::PromptLookup(PromptLookup { ngram: 2, min_ngram: 1, draft_len: 3 })] {
         let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
         let got = Session::with_draft_model(&model, &draft, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
         assert_eq!(got.tokens, want.tokens, "{speculation:?}");
@@ -154,7 +154,7 @@ fn drafts_longer_than_the_session_batch_are_cut_to_fit() {
     let prompt = tok.encode("ab ab ab ab ab ab", true);
     let plain = GenerateOptions { max_tokens: 12, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
     let want = Session::new(&model, 128, 2).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
-    for speculation in [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 2, draft_len: 4 })] {
+    for speculation in [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 2, min_ngram: 1, draft_len: 4 })] {
         let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
         let mut session = Session::with_draft_model(&model, &draft, 128, 2).unwrap();
         let got = session.generate(&tok, &prompt, &options, &mut |_| true).unwrap();
@@ -165,5 +165,44 @@ fn drafts_longer_than_the_session_batch_are_cut_to_fit() {
         let again = session.generate(&tok, &next, &plain, &mut |_| true).unwrap();
         let fresh = Session::new(&model, 128, 2).unwrap().generate(&tok, &next, &plain, &mut |_| true).unwrap();
         assert_eq!(again.tokens, fresh.tokens);
+    }
+}
+
+#[test]
+fn the_adaptive_draft_length_and_back_off_keep_greedy_output() {
+    // The tiny model's greedy decoding repeats its last token, and a draft of its own first layers
+    // agrees with it: every draft is accepted and the policy keeps drafting the most. A frequency
+    // penalty at temperature 0 makes it move on to other tokens (deterministically), where the
+    // drafts (made without penalties) are partly (5) or all (20) wrong: the policy shortens the
+    // drafts and backs off. None of it may change a token.
+    let model = target(1);
+    let tok = tokenizer_from_gguf(model.file()).unwrap();
+    let prompt = tok.encode("one two three four one two three four one two three four one two", true);
+    for frequency_penalty in [0.0, 5.0, 20.0] {
+        let sampler = SamplerConfig { frequency_penalty, ..SamplerConfig::greedy() };
+        let plain = GenerateOptions { max_tokens: 80, stop: vec![], sampler, speculative: None, ignore_eos: true };
+        let want = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
+        for layers in [1, 3] {
+            let draft = draft_of(&model, layers);
+            for speculation in [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 3, min_ngram: 1, draft_len: 4 })] {
+                let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
+                let got = Session::with_draft_model(&model, &draft, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
+                let what = format!("penalty {frequency_penalty}, {layers} draft layers, {speculation:?}: {} drafted, {} accepted in {} calls, {} steps backing off", got.drafted, got.accepted, got.verify_calls, got.backoff_steps);
+                assert_eq!(got.tokens, want.tokens, "{what}");
+                assert!(got.accepted <= got.drafted && got.drafted <= 4 * got.verify_calls, "{what}");
+                if frequency_penalty == 0.0 {
+                    assert!(got.drafted > 0 && got.accepted == got.drafted && got.backoff_steps == 0, "{what}");
+                }
+                if matches!(speculation, Speculation::DraftModel { .. }) && frequency_penalty == 0.0 {
+                    // The longest drafts all along: 16 calls of 4 and the bonus tokens make 80.
+                    assert_eq!((got.drafted, got.verify_calls), (64, 16), "{what}");
+                }
+                if frequency_penalty == 20.0 {
+                    // Every draft rejected: after two misses (4 and 3 drafts), back-offs of 4, 8,
+                    // 16, 32 steps with probes of 2, 1, 1, 1 drafts take most of the 80 steps.
+                    assert!(got.accepted == 0 && got.backoff_steps >= 50 && got.drafted <= 12, "{what}");
+                }
+            }
+        }
     }
 }
