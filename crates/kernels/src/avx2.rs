@@ -166,23 +166,19 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
             let group_sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), y), ones);
             _mm256_storeu_si256(offsets.as_mut_ptr() as *mut __m256i, group_sums);
         }
-        let mut lane = |l: usize, w: __m256i, y: __m256i| {
-            let mut sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, y), ones);
-            if kind == Kind::Q4_0 {
-                sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(offsets[l]));
-            }
-            acc[l] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[l]);
-        };
+        // (A function, not a closure: intrinsics in a closure may not be inlined into the AVX2
+        // function that holds it.)
+        let offset = |l: usize| if kind == Kind::Q4_0 { offsets[l] } else { 0 };
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm256_loadu_si256(p.add(values_at + 32 * l) as *const __m256i);
-                lane(l, _mm256_sign_epi8(w, w), _mm256_sign_epi8(broadcast4(&a.qs, 4 * l), w));
+                acc[l] = lane_fma(acc[l], scale, _mm256_sign_epi8(w, w), _mm256_sign_epi8(broadcast4(&a.qs, 4 * l), w), 0);
             });
         } else {
             unroll!(k in [0, 1, 2, 3] {
                 let q = _mm256_loadu_si256(p.add(values_at + 32 * k) as *const __m256i);
-                lane(k, _mm256_and_si256(q, nibble_mask), broadcast4(&a.qs, 4 * k));
-                lane(k + 4, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask), broadcast4(&a.qs, 16 + 4 * k));
+                acc[k] = lane_fma(acc[k], scale, _mm256_and_si256(q, nibble_mask), broadcast4(&a.qs, 4 * k), offset(k));
+                acc[k + 4] = lane_fma(acc[k + 4], scale, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask), broadcast4(&a.qs, 16 + 4 * k), offset(k + 4));
             });
         }
         if kind == Kind::Q4_1 {
@@ -199,6 +195,13 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
     let mut out = [0.0f32; GROUP_ROWS];
     _mm256_storeu_ps(out.as_mut_ptr(), sum);
     out
+}
+
+/// acc + scale * (the 8 rows' integer sums of one element group - offset): `w` unsigned, `y` signed.
+#[inline(always)]
+unsafe fn lane_fma(acc: __m256, scale: __m256, w: __m256i, y: __m256i, offset: i32) -> __m256 {
+    let sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, y), _mm256_set1_epi16(1)), _mm256_set1_epi32(offset));
+    _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc)
 }
 
 /// A row group of `kind` against N activation rows -> N x 8 dot products, in the block order
