@@ -652,14 +652,14 @@ pub fn matmul_add(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[
 /// The output head for greedy decoding: y (N) = w (N, K) . x for one token, and the index of the
 /// largest value (the first on ties; NaN never wins), found by each thread over the rows it just
 /// computed, so the logits are not read again in a separate pass. `best` holds one slot per
-/// thread of the pool.
+/// thread of the pool; only the threads the job ran on write theirs.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_argmax(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], y: &mut [f32], best: &mut [(f32, u32)]) -> u32 {
     check_shapes(w, x, xq, 1, y);
     assert!(best.len() >= pool.n_threads(), "matmul_argmax: one slot per thread needed");
     let out = Out { ptr: SharedMut::new(y), add: false };
     let slots = SharedMut::new(best);
-    pool.run(&|i, nt| {
+    let n_ran = pool.run(&|i, nt| {
         rows_share(level, w, x, xq, 1, out, i, nt);
         let mut top = (f32::NEG_INFINITY, u32::MAX);
         for rows in owned_rows(level, w, i, nt) {
@@ -676,7 +676,7 @@ pub fn matmul_argmax(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq:
     });
     // Threads own increasing rows, so a strict comparison keeps the first of equal maxima.
     let mut top = (f32::NEG_INFINITY, u32::MAX);
-    for &(v, r) in &best[..pool.n_threads()] {
+    for &(v, r) in &best[..n_ran] {
         if r != u32::MAX && (v > top.0 || top.1 == u32::MAX) {
             top = (v, r);
         }
@@ -725,13 +725,16 @@ fn swiglu_with(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, 
     assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");
     let f = w_gate.rows;
     let (g, u) = (Out { ptr: SharedMut::new(gate), add: false }, Out { ptr: SharedMut::new(up), add: false });
-    let nt = pool.n_threads();
     // Fused only when each thread computes the same rows of both products (same format and
-    // packing); otherwise the activation waits for a barrier.
-    let same_rows = (0..nt).all(|i| owned_rows(level, w_gate, i, nt) == owned_rows(level, w_up, i, nt));
-    // Quantized in the same pass only when every thread's rows are whole blocks.
+    // packing); otherwise the activation waits for a barrier. Quantized in the same pass only
+    // when every thread's rows are whole blocks. Both depend on the threads the job runs on,
+    // which the pool decides (the caller alone while the machine is contended): `(same_rows,
+    // fuse_q)` for `nt` threads.
     let whole_blocks = |r: &std::ops::Range<usize>| r.is_empty() || (r.start.is_multiple_of(QK) && r.end.is_multiple_of(QK));
-    let fuse_q = same_rows && (0..nt).all(|i| owned_rows(level, w_gate, i, nt).iter().all(whole_blocks));
+    let fusion = |nt: usize| {
+        let same_rows = (0..nt).all(|i| owned_rows(level, w_gate, i, nt) == owned_rows(level, w_up, i, nt));
+        (same_rows, same_rows && (0..nt).all(|i| owned_rows(level, w_gate, i, nt).iter().all(whole_blocks)))
+    };
     let gq = gate_q.map(SharedMut::new);
     let activate = |rows: [std::ops::Range<usize>; 2], quantize: bool| {
         for rows in rows {
@@ -747,13 +750,15 @@ fn swiglu_with(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, 
             }
         }
     };
-    pool.run(&|i, nt| {
+    let n_ran = pool.run(&|i, nt| {
         rows_share(level, w_gate, x, xq, t, g, i, nt);
         rows_share(level, w_up, x, xq, t, u, i, nt);
+        let (same_rows, fuse_q) = fusion(nt);
         if same_rows {
             activate(owned_rows(level, w_gate, i, nt), fuse_q);
         }
     });
+    let (same_rows, fuse_q) = fusion(n_ran);
     if !same_rows {
         pool.run(&|i, nt| activate([split_range(f, i, nt), 0..0], false));
     }

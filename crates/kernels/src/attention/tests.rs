@@ -58,6 +58,11 @@ fn simd_attention_matches_scalar_bit_for_bit() {
             let mut got = vec![0f32; t * h * dh];
             attention(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch);
             assert_eq!(got, want, "{level:?}, {t} tokens from {start}");
+            // The same on the caller alone, as the pool runs jobs while the machine is contended.
+            pool.force_solo(true);
+            attention(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch);
+            pool.force_solo(false);
+            assert_eq!(got, want, "{level:?}, {t} tokens from {start}, solo");
         }
     }
 }

@@ -177,8 +177,11 @@ fn fused_swiglu_equals_products_then_swiglu() {
     let mut xq = vec![BlockQ8::default(); t * k / QK];
     quantize_row_q8(&x, &mut xq);
     let pairs = [(Format::Q4_1, Format::F32), (Format::F16, Format::Q8_0), (Format::Q4_1, Format::Q4_1), (Format::Q8_0, Format::F32)];
-    for (n, threads) in [(50, 3), (96, 1), (96, 2), (96, 3)] {
+    // The last case's pool runs every job on the caller alone, as under contention: the fused
+    // and unfused paths are chosen for the threads a job ran on, not the pool's size.
+    for (n, threads, solo) in [(50, 3, false), (96, 1, false), (96, 2, false), (96, 3, false), (50, 3, true), (96, 3, true)] {
         let pool = ThreadPool::new(threads);
+        pool.force_solo(solo);
         for (fg, fu) in pairs {
             let (dg, du) = (make_weights(fg, n, k, 42), make_weights(fu, n, k, 43));
             for level in Level::all_available() {
@@ -189,7 +192,7 @@ fn fused_swiglu_equals_products_then_swiglu() {
                 matmul(&pool, level, &wg, &x, &xq, t, &mut want);
                 matmul(&pool, level, &wu, &x, &xq, t, &mut up);
                 crate::ops::swiglu_inplace(&mut want, &up);
-                let case = format!("{fg:?}/{fu:?}, {n} rows at {level:?}, {threads} threads");
+                let case = format!("{fg:?}/{fu:?}, {n} rows at {level:?}, {threads} threads, solo {solo}");
                 let (mut gate, mut scratch) = (vec![0f32; t * n], vec![0f32; t * n]);
                 matmul_swiglu(&pool, level, &wg, &wu, &x, &xq, t, &mut gate, &mut scratch);
                 assert_eq!(gate, want, "{case}");
@@ -266,6 +269,35 @@ fn fused_argmax_equals_argmax_of_the_product() {
                 assert_eq!(got, want);
                 assert_eq!(id as usize, crate::ops::argmax(&want), "{format:?} {level:?} {threads} threads");
             }
+        }
+    }
+}
+
+#[test]
+fn fused_argmax_reads_only_the_threads_that_ran() {
+    // A pool of 3 whose slots hold a previous call's maxima (for other activations, 100 times
+    // larger), then a call run on the caller alone, as under contention: only slot 0 is current,
+    // and the answer must not come from the stale ones.
+    let (n, k) = (203, 64);
+    let x = pseudo_random(k, 51);
+    let big: Vec<f32> = pseudo_random(k, 50).iter().map(|v| v * 100.0).collect();
+    let (mut xq, mut big_q) = (vec![BlockQ8::default(); k / QK], vec![BlockQ8::default(); k / QK]);
+    quantize_row_q8(&x, &mut xq);
+    quantize_row_q8(&big, &mut big_q);
+    let pool = ThreadPool::new(3);
+    for format in FORMATS {
+        let data = make_weights(format, n, k, 52);
+        for level in Level::all_available() {
+            let packed = pack_for(level, format, &data, n, k);
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: packed.as_deref(), order: SumOrder::LlamaCpp };
+            let (mut want, mut got, mut best) = (vec![0f32; n], vec![0f32; n], vec![(0.0, 0); 3]);
+            matmul(&pool, level, &w, &x, &xq, 1, &mut want);
+            let stale = matmul_argmax(&pool, level, &w, &big, &big_q, &mut got, &mut best);
+            pool.force_solo(true);
+            let id = matmul_argmax(&pool, level, &w, &x, &xq, &mut got, &mut best);
+            pool.force_solo(false);
+            assert_eq!(got, want, "{format:?} {level:?}");
+            assert_eq!(id as usize, crate::ops::argmax(&want), "{format:?} {level:?} (the stale answer was {stale})");
         }
     }
 }
