@@ -47,8 +47,8 @@ pub const CALLER_SPIN: Duration = Duration::from_micros(200);
 const SPINS_PER_CLOCK: u32 = 64;
 
 /// Job time (the caller's own shares plus its waits for the workers) over which contention is
-/// judged: about one token of decoding, and one OS time slice.
-const WINDOW: Duration = Duration::from_millis(4);
+/// judged: a few tokens of decoding, several OS time slices.
+const WINDOW: Duration = Duration::from_millis(16);
 
 /// The first period jobs run on the caller alone after a contended window.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -106,11 +106,14 @@ impl Schedule {
         if self.work + self.wait < WINDOW {
             return;
         }
-        // Decoding is memory-bound: two threads are about 1.5x as fast as one here, so the caller
-        // alone would have taken about 1.5x its own share, and waiting more than half of that
-        // loses to it. Assuming (n + 1) / 2 for n threads, the bound is (n - 1) / 2 of the own
-        // share. On a quiet machine windows wait 5% of it (median; 26% at the 99th percentile).
-        if self.wait * 2 > self.work * (n_threads as u32 - 1) {
+        // Over the window the jobs took longer than the caller's shares times the threads: the
+        // caller alone would have been faster even with the work shared perfectly. In 16 ms
+        // windows of decoding on a quiet machine the caller waits 2-7% of its own time (median),
+        // and longer than its own time at most once in 5 seconds (the virtual CPUs stall for
+        // milliseconds now and then); with a CPU-bound competitor it waits 16-22x its own time.
+        // 4 ms windows and waits over half the own time sent quiet runs to the caller alone 2-4
+        // times a second, and decoding was 7-13% slower than with the old pool.
+        if self.wait > self.work * (n_threads as u32 - 1) {
             self.solo_until = Some(now + self.backoff);
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         } else {
