@@ -49,6 +49,16 @@ macro_rules! unroll {
     };
 }
 
+/// Asks for the `bytes` at `ahead` past `p` (nothing when `ahead` is 0).
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8, ahead: usize, bytes: usize) {
+    if ahead != 0 {
+        for line in (0..bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
+        }
+    }
+}
+
 /// Four activation bytes at `qs[at..at + 4]` in every 32-bit lane.
 #[inline(always)]
 unsafe fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
@@ -73,11 +83,7 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
     let ones = _mm256_set1_epi16(1);
     for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
         let p = blk.as_ptr();
-        if ahead != 0 {
-            for line in (0..group_bytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
-            }
-        }
+        prefetch_ahead(p, ahead, group_bytes);
         let a: [&BlockQ8; N] = std::array::from_fn(|j| x[j].get_unchecked(i));
         let mut sum = [_mm256_setzero_si256(); N];
         // Written out chunk by chunk (no loop): with constant offsets every sum stays in a register.
@@ -152,11 +158,7 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
     let ones = _mm256_set1_epi16(1);
     for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
         let p = blk.as_ptr();
-        if ahead != 0 {
-            for line in (0..group_bytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
-            }
-        }
+        prefetch_ahead(p, ahead, group_bytes);
         let a = x.get_unchecked(i);
         let scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), _mm256_set1_ps(a.d));
         // Q4_0: each element group's sum starts at -8 * (the sum of its four activation bytes).

@@ -5,6 +5,23 @@ use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES, MAX_GROUP};
 use half::f16;
 use std::arch::x86_64::*;
 
+/// Calls `$f::<G, W>(args)` for the group size G (1 to 8), with W value registers per head
+/// (8W dimensions of the value pass) so that G * W stays within 12 of the 16 registers.
+macro_rules! by_group {
+    ($group:expr, $f:ident, $($arg:expr),*) => {
+        match $group {
+            1 => $f::<1, 8>($($arg),*),
+            2 => $f::<2, 4>($($arg),*),
+            3 => $f::<3, 2>($($arg),*),
+            4 => $f::<4, 2>($($arg),*),
+            5 => $f::<5, 2>($($arg),*),
+            6 => $f::<6, 2>($($arg),*),
+            7 => $f::<7, 1>($($arg),*),
+            _ => $f::<8, 1>($($arg),*),
+        }
+    };
+}
+
 /// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`: the last steps of `reduce16` on its t8.
 #[inline(always)]
 unsafe fn reduce8(t8: __m256) -> f32 {
@@ -213,16 +230,7 @@ pub(super) unsafe fn attend_group(
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(LANES));
     // One copy per group size, so that every head's accumulators stay in registers; W value
     // registers per head (8W dimensions) in the value pass keep G * W <= 12 of the 16.
-    match group {
-        1 => attend_group_of::<1, 8>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        2 => attend_group_of::<2, 4>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        3 => attend_group_of::<3, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        4 => attend_group_of::<4, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        5 => attend_group_of::<5, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        6 => attend_group_of::<6, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        7 => attend_group_of::<7, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        _ => attend_group_of::<8, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-    }
+    by_group!(group, attend_group_of, head_dim, q, kv, kv_off, n_seen, scale, work, out)
 }
 
 /// [`attend_group`] for G heads, W value registers per head.
@@ -351,16 +359,8 @@ unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn online_group(group: usize, head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8));
-    match group {
-        1 => online_group_of::<1, 8>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        2 => online_group_of::<2, 4>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        3 => online_group_of::<3, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        4 => online_group_of::<4, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        5 => online_group_of::<5, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        6 => online_group_of::<6, 2>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        7 => online_group_of::<7, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-        _ => online_group_of::<8, 1>(head_dim, q, kv, kv_off, n_seen, scale, work, out),
-    }
+    // As in `attend_group`: one copy per group size.
+    by_group!(group, online_group_of, head_dim, q, kv, kv_off, n_seen, scale, work, out)
 }
 
 /// [`online_group`] for G heads, W value registers per head. (Loops over indices: the arrays of
