@@ -13,23 +13,46 @@
 //! sequences writes into it (copy on write). Everything is allocated when the pool is made; a
 //! decode step only writes its position.
 //!
+//! A full block whose tokens are known can be kept after its sequences are done: the prefix
+//! cache ([`KvPool::match_prefix`], [`KvPool::register_blocks`], bookkept in [`crate::blocks`])
+//! lets a later sequence with the same prefix take those blocks back instead of computing them.
+//!
+//! A [`SeqCache`] is bound to the pool that made it: using it with another pool is an error, and
+//! dropping it gives its blocks back (at the pool's next change).
+//!
 //! [`KvCache`] is the single-sequence case: a pool with one sequence that owns every block.
 
+use crate::blocks::BlockBook;
 use crate::memory::HugeBuffer;
 use crate::ModelError;
 use half::f16;
 use kernels::attention::KvView;
+use std::sync::{Arc, Mutex};
 
 /// Positions per block.
 pub const KV_BLOCK: usize = 32;
 
 /// One sequence's view of a [`KvPool`]: its blocks in position order and how many positions are
 /// filled. Made by [`KvPool::sequence`] or [`KvPool::fork`]; give it back with
-/// [`KvPool::release`] (a dropped table leaks its blocks until the pool is dropped).
+/// [`KvPool::release`], or drop it (its blocks return to the pool at the pool's next change).
 #[derive(Debug, Default)]
 pub struct SeqCache {
     table: Vec<u32>,        // (blocks) block ids in position order
     pub(crate) len: usize,  // positions filled
+    hashes: Vec<u64>,       // (full blocks registered) prefix-cache hash of each, in order
+    home: Option<Arc<Mutex<Vec<u32>>>>, // the pool's list of blocks of dropped sequences
+}
+
+impl Drop for SeqCache {
+    fn drop(&mut self) {
+        if let Some(home) = &self.home {
+            if !self.table.is_empty() {
+                // A poisoned lock only means a panic elsewhere; the list itself is still sound.
+                let mut dropped = home.lock().unwrap_or_else(|e| e.into_inner());
+                dropped.append(&mut self.table);
+            }
+        }
+    }
 }
 
 impl SeqCache {
@@ -58,8 +81,8 @@ pub struct KvPool {
     max_seq_len: usize, // S_max, the most positions of one sequence
     k: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
     v: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
-    refs: Vec<u32>,     // (blocks) tables using each block
-    free: Vec<u32>,     // unused block ids
+    book: BlockBook,    // reference counts, free queue, prefix cache
+    dropped: Arc<Mutex<Vec<u32>>>, // blocks of sequences dropped without a release
 }
 
 impl KvPool {
@@ -70,15 +93,11 @@ impl KvPool {
         let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
         let k = size.and_then(HugeBuffer::zeroed);
         let v = size.and_then(HugeBuffer::zeroed);
-        let refs = zeroed(n_blocks, 0u32);
-        let free = u32::try_from(n_blocks).ok().and_then(|n| {
-            let mut f = Vec::new();
-            f.try_reserve_exact(n as usize).ok()?;
-            f.extend((0..n).rev()); // popped from the end: block 0 first
-            Some(f)
-        });
-        match (k, v, refs, free) {
-            (Some(k), Some(v), Some(refs), Some(free)) => Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, refs, free }),
+        let book = BlockBook::new(n_blocks, KV_BLOCK);
+        match (k, v, book) {
+            (Some(k), Some(v), Some(book)) => {
+                Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, book, dropped: Arc::default() })
+            }
             _ => Err(ModelError::OutOfMemory {
                 what: "KV cache",
                 bytes: (n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128) * 4,
@@ -99,7 +118,28 @@ impl KvPool {
 
     /// A new, empty sequence (it takes blocks as it grows).
     pub fn sequence(&self) -> SeqCache {
-        SeqCache { table: Vec::with_capacity(self.max_seq_len.div_ceil(KV_BLOCK)), len: 0 }
+        SeqCache {
+            table: Vec::with_capacity(self.max_seq_len.div_ceil(KV_BLOCK)),
+            len: 0,
+            hashes: Vec::new(),
+            home: Some(self.dropped.clone()),
+        }
+    }
+
+    /// Whether `seq` belongs to this pool (made by it, or a default table that holds nothing).
+    pub fn owns(&self, seq: &SeqCache) -> bool {
+        match &seq.home {
+            Some(home) => Arc::ptr_eq(home, &self.dropped),
+            None => seq.table.is_empty(),
+        }
+    }
+
+    /// Takes back the blocks of sequences dropped without [`KvPool::release`].
+    pub fn reclaim(&mut self) {
+        let dropped = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|e| e.into_inner()));
+        for b in dropped {
+            self.book.release(b);
+        }
     }
 
     /// A sequence holding the same positions as `seq`, sharing its blocks until either writes.
@@ -113,11 +153,13 @@ impl KvPool {
     /// its table's memory.
     pub fn fork_into(&mut self, src: &SeqCache, dst: &mut SeqCache) {
         for &b in &src.table {
-            self.refs[b as usize] += 1;
+            self.book.retain(b);
         }
         self.release(dst);
         dst.table.extend_from_slice(&src.table);
+        dst.hashes.clone_from(&src.hashes);
         dst.len = src.len;
+        dst.home = Some(self.dropped.clone());
     }
 
     /// Gives back every block of `seq`, which becomes empty.
@@ -129,25 +171,62 @@ impl KvPool {
     /// no longer needed; no-op if the sequence is already shorter.
     pub fn truncate(&mut self, seq: &mut SeqCache, len: usize) {
         seq.len = seq.len.min(len);
+        seq.hashes.truncate(seq.len / KV_BLOCK);
         let keep = seq.len.div_ceil(KV_BLOCK);
+        // Last block first: the tails of cached chains are evicted before their prefixes.
         while seq.table.len() > keep {
             if let Some(b) = seq.table.pop() {
-                self.unref(b);
+                self.book.release(b);
             }
         }
     }
 
-    fn unref(&mut self, b: u32) {
-        let r = &mut self.refs[b as usize];
-        *r = r.saturating_sub(1);
-        if *r == 0 {
-            self.free.push(b);
+    /// Starts the empty sequence `seq` with the longest run of cached blocks that holds a prefix
+    /// of `tokens` (whole blocks only; see [`KvPool::register_blocks`]); returns the positions
+    /// it now holds, a multiple of [`KV_BLOCK`] and at most `tokens.len()`. Pass one token fewer
+    /// than the prompt to keep the last one to compute (its logits are needed).
+    pub fn match_prefix(&mut self, seq: &mut SeqCache, tokens: &[u32]) -> usize {
+        debug_assert!(seq.is_empty() && seq.table.is_empty(), "prefix matching starts a sequence");
+        if !seq.table.is_empty() || seq.len != 0 {
+            return 0;
         }
+        let mut parent = 0;
+        for block in tokens.chunks_exact(KV_BLOCK) {
+            let Some((b, h)) = self.book.lookup(parent, block) else { break };
+            self.book.retain(b);
+            seq.table.push(b);
+            seq.hashes.push(h);
+            parent = h;
+        }
+        seq.len = seq.table.len() * KV_BLOCK;
+        seq.len
+    }
+
+    /// Offers the full blocks of `seq` to the prefix cache; `tokens` are the tokens at its
+    /// positions (at least `seq.len()` of them). Blocks offered before are skipped, so calling
+    /// this after every step costs only the blocks that filled since.
+    pub fn register_blocks(&mut self, seq: &mut SeqCache, tokens: &[u32]) {
+        let full = seq.len.min(tokens.len()) / KV_BLOCK;
+        for i in seq.hashes.len()..full {
+            let parent = seq.hashes.last().copied().unwrap_or(0);
+            let h = self.book.register(seq.table[i], parent, &tokens[i * KV_BLOCK..(i + 1) * KV_BLOCK]);
+            seq.hashes.push(h);
+        }
+    }
+
+    /// Full blocks held by the prefix cache (in use or free).
+    pub fn cached_blocks(&self) -> usize {
+        self.book.cached_count()
     }
 
     /// Makes positions `seq.len()..seq.len() + n` writable: takes fresh blocks for them, and
     /// copies a block they touch that other sequences share (copy on write).
     pub fn reserve(&mut self, seq: &mut SeqCache, n: usize) -> Result<(), ModelError> {
+        if !self.owns(seq) {
+            return Err(ModelError::ForeignSequence);
+        }
+        self.reclaim();
+        seq.home.get_or_insert_with(|| self.dropped.clone());
         let end = seq.len + n;
         if end > self.max_seq_len {
             return Err(ModelError::ContextFull { capacity: self.max_seq_len, needed: end });
@@ -156,15 +235,17 @@ impl KvPool {
         let needed = end.div_ceil(KV_BLOCK);
         for i in first..needed {
             match seq.table.get(i).copied() {
-                Some(b) if self.refs[b as usize] <= 1 => {}
+                Some(b) if self.book.refs(b) <= 1 && !self.book.is_cached(b) => {}
                 Some(b) => {
-                    // Shared: this sequence gets its own copy (only positions before len matter).
+                    // Shared, or kept by the prefix cache: this sequence gets its own copy (only
+                    // positions before len matter).
                     let fresh = self.take_block(needed - i)?;
                     if i * KV_BLOCK < seq.len {
                         self.copy_block(b, fresh);
                     }
-                    self.unref(b);
+                    self.book.release(b);
                     seq.table[i] = fresh;
+                    seq.hashes.truncate(i);
                 }
                 None => {
                     let fresh = self.take_block(needed - i)?;
@@ -176,9 +257,7 @@ impl KvPool {
     }
 
     fn take_block(&mut self, wanted: usize) -> Result<u32, ModelError> {
-        let b = self.free.pop().ok_or(ModelError::OutOfKvBlocks { blocks: self.n_blocks, wanted, block_size: KV_BLOCK })?;
-        self.refs[b as usize] = 1;
-        Ok(b)
+        self.book.take().ok_or(ModelError::OutOfKvBlocks { blocks: self.n_blocks, wanted, block_size: KV_BLOCK })
     }
 
     fn copy_block(&mut self, from: u32, to: u32) {
@@ -188,9 +267,10 @@ impl KvPool {
         self.v.copy_within(src..src + block, dst);
     }
 
-    /// Blocks not used by any sequence.
+    /// Blocks not used by any sequence (those of dropped sequences count once the pool has
+    /// taken them back: [`KvPool::reclaim`]). Free blocks may still hold cached prefixes.
     pub fn free_blocks(&self) -> usize {
-        self.free.len()
+        self.book.free_count()
     }
 
     /// Blocks in the pool.
@@ -389,5 +469,74 @@ mod tests {
         c.clear();
         assert!(c.is_empty());
         assert_eq!(c.memory_bytes(), 2 * (2 * KV_BLOCK * 4) * 2); // one block (of both layers), keys and values
+    }
+
+    #[test]
+    fn a_dropped_sequence_gives_its_blocks_back() {
+        let mut pool = KvPool::new(1, 1, 2, 4, 128).unwrap();
+        let mut a = pool.sequence();
+        pool.reserve(&mut a, 70).unwrap(); // 3 blocks
+        assert_eq!(pool.free_blocks(), 1);
+        drop(a);
+        pool.reclaim();
+        assert_eq!(pool.free_blocks(), 4);
+        // A fork dropped while its source lives gives back only its references.
+        let mut a = pool.sequence();
+        pool.reserve(&mut a, 40).unwrap();
+        a.len = 40;
+        let b = pool.fork(&a);
+        drop(b);
+        pool.reclaim();
+        assert_eq!(pool.free_blocks(), 2);
+        pool.release(&mut a);
+        assert_eq!(pool.free_blocks(), 4);
+    }
+
+    #[test]
+    fn a_sequence_of_another_pool_is_refused() {
+        let mut p1 = KvPool::new(1, 1, 2, 4, 128).unwrap();
+        let p2 = KvPool::new(1, 1, 2, 4, 128).unwrap();
+        let mut seq = p2.sequence();
+        assert!(matches!(p1.reserve(&mut seq, 1), Err(ModelError::ForeignSequence)));
+        assert!(!p1.owns(&seq) && p2.owns(&seq));
+        assert_eq!(p1.free_blocks(), 4);
+    }
+
+    #[test]
+    fn cached_prefix_blocks_are_found_shared_and_never_written() {
+        let mut pool = KvPool::new(1, 1, 2, 6, 256).unwrap();
+        let tokens: Vec<u32> = (0..100).collect();
+        let mut a = pool.sequence();
+        pool.reserve(&mut a, 100).unwrap();
+        a.len = 100;
+        pool.register_blocks(&mut a, &tokens);
+        assert_eq!(pool.cached_blocks(), 3, "three full blocks of 32");
+        let first: Vec<u32> = a.blocks()[..3].to_vec();
+        pool.release(&mut a);
+        assert_eq!(pool.free_blocks(), 6, "cached blocks are free");
+        // The same prefix with another tail: two blocks hit (the third differs at position 70).
+        let mut other = tokens.clone();
+        other[70] = 999;
+        let mut b = pool.sequence();
+        assert_eq!(pool.match_prefix(&mut b, &other[..99]), 64);
+        assert_eq!(b.blocks(), &first[..2]);
+        assert_eq!(b.len(), 64);
+        // A different first token misses everything: the hashes chain.
+        let mut shifted = tokens.clone();
+        shifted[0] = 500;
+        let mut c = pool.sequence();
+        assert_eq!(pool.match_prefix(&mut c, &shifted), 0);
+        // Rewinding into a cached block and writing copies it first.
+        pool.truncate(&mut b, 40);
+        pool.reserve(&mut b, 1).unwrap();
+        assert_ne!(b.blocks()[1], first[1], "the cached block was copied, not written");
+        let mut d = pool.sequence();
+        assert_eq!(pool.match_prefix(&mut d, &tokens), 96, "the cache still holds the original");
+        // Taking every free block for new positions evicts the cache.
+        pool.release(&mut b);
+        pool.release(&mut d);
+        let mut e = pool.sequence();
+        pool.reserve(&mut e, 6 * KV_BLOCK).unwrap();
+        assert_eq!(pool.cached_blocks(), 0);
     }
 }

@@ -47,4 +47,7 @@ pub enum ModelError {
     /// A cache made for another model or a larger context than the scratch.
     #[error("the KV cache does not match this model and scratch")]
     CacheMismatch,
+    /// A sequence used with a pool other than the one that made it.
+    #[error("this sequence belongs to another KV pool: make sequences with the pool they are used with")]
+    ForeignSequence,
 }

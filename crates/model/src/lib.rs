@@ -4,6 +4,7 @@
 //! B batch, T new tokens, S cached+new positions, D model dim, H query heads, Hkv KV heads,
 //! Dh head dim, F FFN hidden, V vocab, L layers, R LoRA rank.
 
+mod blocks;
 pub mod cache;
 pub mod config;
 pub mod error;

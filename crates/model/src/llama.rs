@@ -337,6 +337,9 @@ impl Llama {
         if seq.len() + tokens.len() > pool.max_seq_len() {
             return Err(ModelError::ContextFull { capacity: pool.max_seq_len(), needed: seq.len() + tokens.len() });
         }
+        if !pool.owns(seq) {
+            return Err(ModelError::ForeignSequence);
+        }
         if pool.max_seq_len() > scratch.n_ctx || pool.kv_dim() != c.kv_dim() || pool.head_dim() != c.head_dim || pool.n_layer() != c.n_layer {
             return Err(ModelError::CacheMismatch);
         }

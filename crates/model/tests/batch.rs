@@ -159,3 +159,37 @@ fn a_full_pool_is_an_error_that_names_it() {
     let ok = model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(60, 1), logits: Logits::Last }], &mut pool, &mut scratch);
     assert!(ok.is_ok(), "the pool is usable after the error");
 }
+
+/// The server cuts prompts into chunks that depend on what else is running, and reuses cached
+/// prefix blocks another request computed: a position's keys, values and logits must not depend
+/// on how the tokens before it were cut into forward calls (in the block order, the default, at
+/// every kernel level).
+#[test]
+fn prefill_chunking_never_changes_the_bits() {
+    let p = prompt(75, 31);
+    for level in kernels::matmul::Level::all_available() {
+        let mut model = load(2);
+        model.set_level(level);
+        model.set_sum_order(kernels::SumOrder::Blocks);
+        let v = model.config.n_vocab;
+        let mut want: Option<Vec<f32>> = None;
+        for chunk in [75, 1, 7, 32, 40] {
+            let mut pool = model.new_pool(1, 128).unwrap();
+            let mut scratch = model.new_scratch(75, 128).unwrap();
+            let mut seq = pool.sequence();
+            let mut rows = Vec::new();
+            for c in p.chunks(chunk) {
+                let out = model.forward_seqs(&mut [SeqTokens { seq: &mut seq, tokens: c, logits: Logits::All }], &mut pool, &mut scratch).unwrap();
+                rows.extend_from_slice(out);
+            }
+            // And one decode step after the prompt.
+            let out = model.forward_seqs(&mut [SeqTokens { seq: &mut seq, tokens: &[5], logits: Logits::Last }], &mut pool, &mut scratch).unwrap();
+            rows.extend_from_slice(out);
+            assert_eq!(rows.len(), 76 * v);
+            match &want {
+                None => want = Some(rows),
+                Some(w) => assert!(w == &rows, "{level:?}: chunks of {chunk} changed the logits"),
+            }
+        }
+    }
+}
