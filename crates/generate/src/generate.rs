@@ -81,8 +81,8 @@ pub struct Generation {
 
 /// The output side of one sequence: decides when generation ends (end-of-generation token, stop
 /// string, token limit, cancellation) and turns tokens into text. Shared by every generation
-/// loop so they all end and emit alike.
-pub(crate) struct Emitter {
+/// loop (the server's engine too) so they all end and emit alike.
+pub struct Emitter {
     stops: StopMatcher,
     decoder: StreamDecoder,
     max_tokens: usize,
@@ -93,7 +93,9 @@ pub(crate) struct Emitter {
 }
 
 impl Emitter {
-    pub(crate) fn new(options: &GenerateOptions, prompt_tokens: usize, prefill_time: Duration) -> Emitter {
+    /// The output side of a sequence generated with `options` after `prompt_tokens` prompt tokens
+    /// evaluated in `prefill_time`.
+    pub fn new(options: &GenerateOptions, prompt_tokens: usize, prefill_time: Duration) -> Emitter {
         Emitter {
             stops: StopMatcher::new(options.stop.clone()),
             decoder: StreamDecoder::new(),
@@ -117,12 +119,12 @@ impl Emitter {
     }
 
     /// Whether no token may be generated at all (`max_tokens` is 0).
-    pub(crate) fn is_full(&self) -> bool {
+    pub fn is_full(&self) -> bool {
         self.out.tokens.len() >= self.max_tokens
     }
 
     /// Takes the next decided token; `false` when generation ends with it (the reason is set).
-    pub(crate) fn push(&mut self, tokenizer: &Tokenizer, token: u32, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
+    pub fn push(&mut self, tokenizer: &Tokenizer, token: u32, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
         self.out.tokens.push(token);
         if !self.ignore_eos && tokenizer.is_end_of_generation(token) {
             self.out.stop_reason = StopReason::EndOfGeneration;
@@ -156,7 +158,7 @@ impl Emitter {
 
     /// Ends generation: flushes what the decoder and the stop matcher held back (unless a stop
     /// string or the caller ended it) and returns the result.
-    pub(crate) fn finish(mut self, on_text: &mut dyn FnMut(&str) -> bool) -> Generation {
+    pub fn finish(mut self, on_text: &mut dyn FnMut(&str) -> bool) -> Generation {
         if !matches!(self.out.stop_reason, StopReason::StopString | StopReason::Cancelled) {
             let tail = self.decoder.finish();
             let text = match self.stops.push(&tail) {

@@ -22,7 +22,7 @@ pub use search::{beam_search, BeamResult};
 pub use batch::{generate_batch, generate_n, BatchSizes};
 pub use draft::{PromptLookup, Speculation, MIN_NGRAM};
 pub use draft_policy::DraftPolicy;
-pub use generate::{GenerateOptions, Generation, Session, StopReason};
+pub use generate::{Emitter, GenerateOptions, Generation, Session, StopReason};
 pub use perplexity::{perplexity, Perplexity};
 
 /// What can go wrong while generating.
