@@ -487,8 +487,6 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
             ChatTemplate::chatml()
         }
     };
-    let token_text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or("").to_string();
-    let (bos, eos) = (token_text(tok.bos_id()), token_text(tok.eos_id()));
     let mut messages: Vec<ChatMessage> = system.into_iter().map(|content| ChatMessage { role: "system".into(), content }).collect();
     let draft = generate_cmd::open_draft(run, sampling, &model)?;
     let mut session = match &draft {
@@ -513,8 +511,8 @@ fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> R
             _ => {}
         }
         messages.push(ChatMessage { role: "user".into(), content: line });
-        let prompt = template.render(&messages, true, &bos, &eos)?;
-        let ids = tok.encode(&prompt, true);
+        // The messages' text stays plain: only the template's markers are control tokens.
+        let ids = template.encode(&tok, &messages, true)?;
         if ids.len() >= n_ctx {
             messages.pop();
             eprintln!("ferrolm: the conversation no longer fits the context of {n_ctx} tokens; /reset to start over");

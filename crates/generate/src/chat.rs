@@ -99,6 +99,74 @@ impl ChatTemplate {
     }
 }
 
+/// A rendered conversation: the prompt text, and where the messages' own text lies in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedChat {
+    /// The prompt.
+    pub text: String,
+    /// Byte ranges of `text` that are the messages' text, in order.
+    pub content: Vec<std::ops::Range<usize>>,
+}
+
+impl ChatTemplate {
+    /// Renders `messages` like [`ChatTemplate::render`] and also says where each message's text
+    /// lies, so that it can be tokenized as plain text: a user who writes `<|im_end|>` gets
+    /// those characters, not the control token. Only the template's own markers are special.
+    ///
+    /// The template is rendered with a marker in place of each message's text, then the texts
+    /// are put back. If the template changes the text of its messages (trims it, say), so that
+    /// this is not the plain rendering, each message is looked up in the plain rendering
+    /// instead; a message that cannot be found is an error rather than a risk.
+    pub fn render_marked(&self, messages: &[ChatMessage], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<RenderedChat, ChatError> {
+        let plain = self.render(messages, add_generation_prompt, bos_token, eos_token)?;
+        let marked: Vec<ChatMessage> =
+            messages.iter().enumerate().map(|(i, m)| ChatMessage { role: m.role.clone(), content: format!("\u{E000}{i}\u{E001}") }).collect();
+        let rendered = self.render(&marked, add_generation_prompt, bos_token, eos_token)?;
+        let mut text = String::with_capacity(plain.len());
+        let mut content = Vec::with_capacity(messages.len());
+        let mut rest = rendered.as_str();
+        while let Some(open) = rest.find('\u{E000}') {
+            let after = &rest[open + '\u{E000}'.len_utf8()..];
+            let Some(close) = after.find('\u{E001}') else { break };
+            let Some(message) = after[..close].parse::<usize>().ok().and_then(|i| messages.get(i)) else { break };
+            text.push_str(&rest[..open]);
+            content.push(text.len()..text.len() + message.content.len());
+            text.push_str(&message.content);
+            rest = &after[close + '\u{E001}'.len_utf8()..];
+        }
+        text.push_str(rest);
+        if text == plain {
+            return Ok(RenderedChat { text, content });
+        }
+        let mut content = Vec::with_capacity(messages.len());
+        let mut at = 0;
+        for m in messages {
+            let needle = m.content.trim();
+            if needle.is_empty() {
+                continue;
+            }
+            let Some(pos) = plain[at..].find(needle) else {
+                return Err(ChatError::Render(format!(
+                    "the chat template rewrites the text of a {} message, so its text cannot be kept apart from the template's control tokens",
+                    m.role
+                )));
+            };
+            content.push(at + pos..at + pos + needle.len());
+            at += pos + needle.len();
+        }
+        Ok(RenderedChat { text: plain, content })
+    }
+
+    /// The prompt tokens of `messages`: rendered, the template's control tokens parsed, the
+    /// messages' text always plain ([`ChatTemplate::render_marked`]).
+    pub fn encode(&self, tokenizer: &tokenizer::Tokenizer, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, ChatError> {
+        let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or("").to_string();
+        let (bos, eos) = (token_text(tokenizer.bos_id()), token_text(tokenizer.eos_id()));
+        let rendered = self.render_marked(messages, add_generation_prompt, &bos, &eos)?;
+        Ok(tokenizer.encode_with_plain_spans(&rendered.text, &rendered.content))
+    }
+}
+
 /// An error's message with its template line, when minijinja knows it.
 fn describe(e: &Error) -> String {
     match (e.detail(), e.line()) {

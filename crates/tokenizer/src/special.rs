@@ -56,7 +56,13 @@ impl SpecialTokens {
     }
 
     /// Call `f` on the segments of `text`, in order. Empty text segments are not reported.
-    pub fn split<'a>(&self, text: &'a str, parse_special: bool, mut f: impl FnMut(Segment<'a>)) {
+    pub fn split<'a>(&self, text: &'a str, parse_special: bool, f: impl FnMut(Segment<'a>)) {
+        self.split_where(text, |_| parse_special, f)
+    }
+
+    /// Like [`SpecialTokens::split`], with special parsing decided per match: a control token
+    /// whose bytes are `range` of `text` is cut only if `parse(range)`.
+    pub fn split_where<'a>(&self, text: &'a str, parse: impl Fn(std::ops::Range<usize>) -> bool, mut f: impl FnMut(Segment<'a>)) {
         let bytes = text.as_bytes();
         let mut start = 0;
         let mut i = 0;
@@ -70,7 +76,7 @@ impl SpecialTokens {
             let found = self.by_first_byte[bytes[i] as usize]
                 .iter()
                 .find(|special| {
-                    (parse_special || special.always) && bytes[i..].starts_with(&special.text)
+                    bytes[i..].starts_with(&special.text) && (special.always || parse(i..i + special.text.len()))
                 });
             // A special token's first byte starts a character, so `i` and the end of the match
             // are char boundaries.

@@ -242,6 +242,58 @@ impl Tokenizer {
         out
     }
 
+    /// Token ids of `text` where control tokens are recognised everywhere except inside the
+    /// byte ranges `plain` (sorted, not overlapping): e.g. a rendered chat prompt whose template
+    /// markers are control tokens while the users' messages stay plain text, however they are
+    /// written. Gives exactly [`Tokenizer::encode`] with special parsing when no control token
+    /// is written inside `plain`. Never adds BOS/EOS.
+    pub fn encode_with_plain_spans(&self, text: &str, plain: &[std::ops::Range<usize>]) -> Vec<u32> {
+        let outside = |r: std::ops::Range<usize>| !plain.iter().any(|p| p.start < r.end && r.start < p.end);
+        let (bpe, pre_tokenizer) = match &self.model {
+            Model::Bpe { bpe, pre_tokenizer } => (bpe, pre_tokenizer),
+            Model::Spm(spm) => {
+                // SentencePiece: the plain spans apart, each piece with its own parsing. (The
+                // pieces' boundaries may then differ from one whole-text encoding.)
+                let mut out = Vec::new();
+                let mut at = 0;
+                for p in plain {
+                    if p.start < at || p.end > text.len() || p.start > p.end || !text.is_char_boundary(p.start) || !text.is_char_boundary(p.end) {
+                        continue;
+                    }
+                    out.extend(spm.encode(&text[at..p.start], false, true));
+                    out.extend(spm.encode(&text[p.start..p.end], false, false));
+                    at = p.end;
+                }
+                out.extend(spm.encode(&text[at..], false, true));
+                return out;
+            }
+        };
+        // Cut at the control tokens outside the plain spans; the text between is one run, so
+        // pre-tokenization sees it exactly as in a whole-text encoding.
+        let mut runs: Vec<Segment> = Vec::new();
+        self.specials.split_where(text, outside, |segment| runs.push(segment));
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let mut scratch = Scratch::default();
+        WORD_CACHE.with_borrow_mut(|cache| {
+            if cache.owner != self.cache_owner {
+                cache.owner = self.cache_owner;
+                cache.spans.clear();
+                cache.ids.clear();
+            }
+            for segment in runs {
+                match segment {
+                    Segment::Special(id) => out.push(id),
+                    Segment::Text(span) => {
+                        for piece in pre_tokenizer.pieces(span) {
+                            self.encode_piece_cached(bpe, piece.as_bytes(), cache, &mut scratch, &mut out);
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+
     /// One piece through the thread's word cache (pieces of 2..=32 bytes), then the merge.
     fn encode_piece_cached(&self, bpe: &Bpe, piece: &[u8], cache: &mut WordCache, scratch: &mut Scratch, out: &mut Vec<u32>) {
         if piece.len() < 2 || piece.len() > CACHED_PIECE {
