@@ -3,6 +3,7 @@
 mod bench;
 mod fetch;
 mod generate_cmd;
+mod serve_cmd;
 mod tokenize_cmd;
 mod tokenizer_bench;
 
@@ -31,13 +32,13 @@ struct Cli {
 pub(crate) struct ModelArgs {
     /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1, fetched on first use)
     #[arg(long, short = 'm')]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     /// Threads for the kernels (default: all cores)
     #[arg(long, short = 't')]
     threads: Option<usize>,
@@ -228,6 +229,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the model over HTTP with OpenAI's API: continuous batching, prefix caching,
+    /// streaming, metrics, and a chat page at /
+    Serve(serve_cmd::ServeArgs),
     /// Chat interactively, with the model's chat template and history
     Chat {
         #[command(flatten)]
@@ -385,6 +389,7 @@ fn run(cli: Cli) -> Result<()> {
             generate_cmd::cmd_generate(&run, &sampling, &req)
         }
         Command::Chat { run, sampling, system } => cmd_chat(&run, &sampling, system),
+        Command::Serve(args) => serve_cmd::cmd_serve(&args),
         Command::Tokenize { model, tokenizer, no_special, no_add_special, offsets, compat, text, jsonl } => {
             let hf_compat = compat == "hf";
             let how = tokenize_cmd::TokenizeHow { parse_special: !no_special, add_special: !no_add_special, offsets, hf_compat };
