@@ -346,6 +346,7 @@ def test_stop_ends_a_long_reply(server_url, driver):
     assert stopped_after < 5, f"Stop took {stopped_after:.1f} s"
     assert driver.find_element(By.ID, "stop").get_attribute("disabled") is not None
     assert driver.find_element(By.ID, "send").get_attribute("disabled") is None
+    screenshot(driver, "chat_stopped.png")
 
     # The server is still fine, and the conversation goes on from the partial reply.
     set_field(driver, "max-tokens", 8)
