@@ -534,9 +534,9 @@ fn decide(g: &mut Group, ci: usize, logits: &[f32], tokenizer: &Tokenizer, metri
         g.first_token = true;
         metrics.time_to_first_token.observe(now.duration_since(g.arrived).as_secs_f64());
     }
-    if !text.is_empty() || logprobs.is_some() {
-        g.send(Event::Delta { choice: ci, text, logprobs: logprobs.into_iter().collect() });
-    }
+    // One event per token, even while its text is held back (a possible stop string, an
+    // unfinished UTF-8 character): the receiver counts tokens as they come.
+    g.send(Event::Delta { choice: ci, text, tokens: 1, logprobs: logprobs.into_iter().collect() });
     if ends {
         finish_choice(g, ci, pool);
     }
@@ -557,7 +557,7 @@ fn finish_choice(g: &mut Group, ci: usize, pool: &mut KvPool) {
         true
     });
     if !text.is_empty() {
-        g.send(Event::Delta { choice: ci, text, logprobs: Vec::new() });
+        g.send(Event::Delta { choice: ci, text, tokens: 0, logprobs: Vec::new() });
     }
     g.completion_tokens += out.tokens.len();
     g.finish.get_or_insert(out.stop_reason);

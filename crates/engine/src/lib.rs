@@ -86,9 +86,10 @@ pub struct Usage {
 /// What a request receives, in order.
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// More text of choice `choice` (possibly empty when only log-probabilities came), and the
-    /// log-probabilities of the tokens decided in this step when they were asked for.
-    Delta { choice: usize, text: String, logprobs: Vec<Logprobs> },
+    /// Choice `choice` decided `tokens` more tokens (1 per step; 0 for the text held back until
+    /// the end), whose text may be empty while it is held back; with their log-probabilities
+    /// when they were asked for.
+    Delta { choice: usize, text: String, tokens: usize, logprobs: Vec<Logprobs> },
     /// Choice `choice` ended after `tokens` generated tokens.
     Finished { choice: usize, reason: StopReason, tokens: usize },
     /// Every choice ended; the last event.

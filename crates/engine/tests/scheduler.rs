@@ -52,7 +52,7 @@ fn sink(n: usize, into: Arc<Mutex<Received>>) -> Sink {
             r.events_after_end += 1;
         }
         match event {
-            Event::Delta { choice, text, logprobs } => {
+            Event::Delta { choice, text, logprobs, .. } => {
                 r.text[choice].push_str(&text);
                 r.logprobs[choice].extend(logprobs);
             }

@@ -318,6 +318,32 @@ impl CompletionRequest {
     }
 }
 
+/// Parses a body as `T`: 400 for invalid UTF-8 or JSON, naming what is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("the request body is not valid UTF-8: {e}"), None))?;
+    serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}"), None))
+}
+
+/// A chat body checked: the conversation, the plan, and the log-probabilities asked for.
+pub fn chat_plan(bytes: &[u8], n_vocab: usize, max_seqs: usize) -> Result<(ChatRequest, Vec<ChatMessage>, Plan, Option<usize>), ApiError> {
+    let r: ChatRequest = parse_json(bytes)?;
+    let messages = r.messages()?;
+    let logprobs = r.logprobs()?;
+    let limit = r.max_completion_tokens.or(r.sampling.max_tokens);
+    let plan = r.sampling.plan(n_vocab, max_seqs, logprobs, limit)?;
+    Ok((r, messages, plan, logprobs))
+}
+
+/// A completions body checked: the request, the plan, and the log-probabilities asked for.
+pub fn completion_plan(bytes: &[u8], n_vocab: usize, max_seqs: usize) -> Result<(CompletionRequest, Plan, Option<usize>), ApiError> {
+    let r: CompletionRequest = parse_json(bytes)?;
+    r.check_unsupported()?;
+    let logprobs = r.logprobs()?;
+    // Completions default to 16 tokens, as OpenAI's do.
+    let plan = r.sampling.plan(n_vocab, max_seqs, logprobs, Some(r.sampling.max_tokens.unwrap_or(16)))?;
+    Ok((r, plan, logprobs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,7 +384,7 @@ mod tests {
         let p = plan(r#"{"seed": -1, "logit_bias": {"7": -100, " 8": 2.5}, "stop": "x", "top_k": -1}"#).unwrap();
         assert_eq!(p.options.sampler.seed, u64::MAX);
         assert_eq!(p.options.sampler.temperature, 1.0);
-        assert_eq!(p.options.sampler.logit_bias, vec![(7, f32::NEG_INFINITY), (8, 2.5)]);
+        assert_eq!(p.options.sampler.logit_bias, vec![(8, 2.5), (7, f32::NEG_INFINITY)]); // keys in string order
         assert_eq!(p.options.stop, vec!["x".to_string()]);
         assert_eq!(p.options.sampler.top_k, 0);
         assert!(p.options.sampler.validate().is_ok());

@@ -13,7 +13,7 @@ pub mod error;
 mod openapi;
 pub mod respond;
 
-use crate::api::{ChatRequest, CompletionRequest, DetokenizeRequest, Plan, Prompt, TokenizeRequest};
+use crate::api::{DetokenizeRequest, Plan, Prompt, TokenizeRequest};
 use crate::error::ApiError;
 use crate::respond::{Job, Kind, Out, Shape};
 use axum::body::Body;
@@ -185,18 +185,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The body as `T`: 413 over the limit, 400 for invalid UTF-8 or JSON (naming what is wrong).
-async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+/// The body's bytes: 413 over the limit.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit");
         if too_large {
             ApiError::body_too_large(BODY_LIMIT)
         } else {
             ApiError::bad_request(format!("could not read the request body: {e}"), None)
         }
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::bad_request(format!("the request body is not valid UTF-8: {e}"), None))?;
-    serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}"), None))
+    })
+}
+
+/// The body as `T`: 413 over the limit, 400 for invalid UTF-8 or JSON (naming what is wrong).
+async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    api::parse_json(&read_body(body).await?)
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -242,12 +245,9 @@ fn check_model(state: &AppState, asked: &Option<String>) -> Result<(), ApiError>
 
 async fn chat(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
-        let r: ChatRequest = read_json(body).await?;
+        let bytes = read_body(body).await?;
+        let (r, messages, plan, logprobs) = api::chat_plan(&bytes, state.n_vocab, state.engine.config().max_seqs)?;
         check_model(&state, &r.sampling.model)?;
-        let messages = r.messages()?;
-        let logprobs = r.logprobs()?;
-        let limit = r.max_completion_tokens.or(r.sampling.max_tokens);
-        let plan = r.sampling.plan(state.n_vocab, state.engine.config().max_seqs, logprobs, limit)?;
         let prompt = state.template.encode(&state.tokenizer, &messages, true).map_err(|e| ApiError::bad_request(e.to_string(), Some("messages")))?;
         run(&state, Kind::Chat, "/v1/chat/completions", vec![prompt], plan, logprobs).await
     };
@@ -256,12 +256,9 @@ async fn chat(State(state): State<Arc<AppState>>, body: Body) -> Response {
 
 async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
-        let r: CompletionRequest = read_json(body).await?;
+        let bytes = read_body(body).await?;
+        let (r, plan, logprobs) = api::completion_plan(&bytes, state.n_vocab, state.engine.config().max_seqs)?;
         check_model(&state, &r.sampling.model)?;
-        r.check_unsupported()?;
-        let logprobs = r.logprobs()?;
-        // Completions default to 16 tokens, as OpenAI's do.
-        let plan = r.sampling.plan(state.n_vocab, state.engine.config().max_seqs, logprobs, Some(r.sampling.max_tokens.unwrap_or(16)))?;
         let tok = &state.tokenizer;
         // A raw prompt is the client's own format: control tokens written in it are parsed.
         let prompts: Vec<Vec<u32>> = match r.prompt {
@@ -287,6 +284,7 @@ async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec
     let (tx, rx) = mpsc::unbounded_channel();
     let mut handles = Vec::with_capacity(prompts.len());
     let n_prompts = prompts.len();
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     for (p, prompt) in prompts.into_iter().enumerate() {
         // The rest of the context when no limit is given; a larger limit is cut to it.
         let room = n_ctx.saturating_sub(prompt.len()).max(1) as u64;
@@ -299,7 +297,8 @@ async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec
     }
     drop(tx);
     let job = Job { rx, handles, prompts: n_prompts, n: plan.n };
-    let shape = Shape::new(kind, state.model_id.clone(), logprobs, plan.include_usage, state.tokenizer.clone(), path, n_prompts, plan.n);
+    let mut shape = Shape::new(kind, state.model_id.clone(), logprobs, plan.include_usage, state.tokenizer.clone(), path, n_prompts, plan.n);
+    shape.set_prompt_tokens(prompt_tokens);
     if plan.stream {
         Ok(stream(job, shape).into_response())
     } else {

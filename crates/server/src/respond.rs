@@ -44,6 +44,10 @@ pub struct Shape {
     pub started: Instant,
     pub first_token: Option<Instant>,
     usage: Usage,
+    /// Generated tokens seen so far (the usage comes only at the end).
+    tokens_seen: usize,
+    /// Prompt tokens submitted.
+    prompt_tokens: usize,
     remaining: usize,
     texts: Vec<String>,
     finish: Vec<Option<&'static str>>,
@@ -88,6 +92,8 @@ impl Shape {
             started: Instant::now(),
             first_token: None,
             usage: Usage::default(),
+            tokens_seen: 0,
+            prompt_tokens: 0,
             remaining: prompts,
             texts: vec![String::new(); choices],
             finish: vec![None; choices],
@@ -176,9 +182,13 @@ impl Shape {
     /// Takes one event; for a stream, returns the chunks it makes.
     pub fn take(&mut self, prompt: usize, n: usize, event: Event) -> Out {
         match event {
-            Event::Delta { choice, text, logprobs } => {
+            Event::Delta { choice, text, tokens, logprobs } => {
                 let index = prompt * n + choice;
                 self.first_token.get_or_insert_with(Instant::now);
+                self.tokens_seen += tokens;
+                if text.is_empty() && (logprobs.is_empty() || self.logprobs.is_none()) {
+                    return Out::Chunks(Vec::new());
+                }
                 let offset = self.texts[index].len();
                 self.texts[index].push_str(&text);
                 let mut chunks = Vec::new();
@@ -266,6 +276,11 @@ impl Shape {
         v
     }
 
+    /// Records the prompt tokens submitted (for the log line of a request that never finished).
+    pub fn set_prompt_tokens(&mut self, n: usize) {
+        self.prompt_tokens = n;
+    }
+
     /// One line per request on stderr.
     pub fn log(&mut self, status: &str) {
         if self.logged {
@@ -273,7 +288,12 @@ impl Shape {
         }
         self.logged = true;
         let ttft = self.first_token.map(|t| format!("{:.3}s", t.duration_since(self.started).as_secs_f64())).unwrap_or_else(|| "-".into());
-        let u = self.usage;
+        let mut u = self.usage;
+        if self.remaining > 0 {
+            // It ended early: what was seen so far.
+            u.prompt_tokens = self.prompt_tokens;
+            u.completion_tokens = self.tokens_seen;
+        }
         eprintln!(
             "ferrolm serve: POST {} {status} {} prompt={} cached={} completion={} ttft={ttft} total={:.3}s",
             self.path,
