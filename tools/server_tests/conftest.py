@@ -124,13 +124,13 @@ class Server:
 
     def client(self, api_key="none", **kw):
         kw.setdefault("max_retries", 0)
-        kw.setdefault("timeout", 120.0)
+        kw.setdefault("timeout", 60.0)
         c = openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, **kw)
         self._clients.append(c)
         return c
 
     def http(self, **kw):
-        kw.setdefault("timeout", 120.0)
+        kw.setdefault("timeout", 60.0)
         c = httpx.Client(base_url=self.url, **kw)
         self._clients.append(c)
         return c
