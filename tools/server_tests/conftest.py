@@ -48,6 +48,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr_file,
+            env={k: v for k, v in os.environ.items() if k != "FERROLM_API_KEY"},  # only --api-key sets a key
         )
         self.stdout_lines = []
         self._lines = queue.Queue()

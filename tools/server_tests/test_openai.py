@@ -167,7 +167,7 @@ def test_openapi_and_chat_page(http):
         assert p in paths, f"/openapi.json lacks {p}: {sorted(paths)}"
     r = http.get("/")
     assert r.status_code == 200 and "text/html" in r.headers.get("content-type", ""), r.headers
-    assert "<html" in r.text.lower()
+    assert "<html" in r.text.lower() or "<!doctype html" in r.text.lower(), r.text[:200]
 
 
 def test_tokenize_detokenize_roundtrip(http):
@@ -191,9 +191,19 @@ def test_chat_greedy(client, model):
     assert r.usage.completion_tokens >= 1
 
 
-def test_chat_greedy_mentions_paris(client, model):
-    r = client.chat.completions.create(model=model, messages=CHAT_Q, temperature=0, max_tokens=24)
-    assert "paris" in r.choices[0].message.content.lower(), r.choices[0].message.content
+def test_chat_is_completion_of_rendered_template(client, model):
+    """The chat endpoint = the completions endpoint on SmolLM2's rendered ChatML template (its
+    default system message included): same prompt_tokens, same greedy text."""
+    if not model.lower().startswith("smollm2"):
+        pytest.skip("the rendered template below is SmolLM2's")
+    rendered = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    chat = client.chat.completions.create(model=model, messages=CHAT_Q, temperature=0, max_tokens=12)
+    comp = client.completions.create(model=model, prompt=rendered, temperature=0, max_tokens=12)
+    assert chat.usage.prompt_tokens == comp.usage.prompt_tokens, (chat.usage, comp.usage)
+    assert chat.choices[0].message.content == comp.choices[0].text
 
 
 def test_completions_greedy(client, model):
@@ -693,17 +703,30 @@ def test_503_while_shutting_down(start_server):
 # ---------------------------------------------------------------- robustness
 
 
-def test_huge_json_body(http, model):
+def test_huge_json_body(server, model):
+    """10 MB of JSON: 413 (or 400), the server stays healthy, and the keep-alive connection the
+    client used is either closed with `Connection: close` or still usable (a client that pools
+    connections, as openai's does, sends its next request on it)."""
     big = b'{"model": "' + model.encode() + b'", "max_tokens": 1, "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
-    try:
-        r = _post(http, "/v1/completions", big, timeout=60)
-        assert r.status_code in (400, 413), (r.status_code, r.text[:300])
-        assert_error(r, r.status_code)
-    except (httpx.RemoteProtocolError, httpx.WriteError) as e:
-        pytest.fail(f"server dropped the connection instead of answering 413: {e!r}")
-    assert http.get("/health").status_code == 200
-    r = http.post("/v1/completions", json={"model": model, "prompt": "Hello", "max_tokens": 2, "temperature": 0})
-    assert r.status_code == 200, r.text
+    broken = []
+    with server.http(timeout=60) as h:
+        for i in range(10):
+            try:
+                r = _post(h, "/v1/completions", big)
+            except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError) as e:
+                pytest.fail(f"try {i}: server dropped the connection instead of answering 413: {e!r}")
+            assert r.status_code in (400, 413), (r.status_code, r.text[:300])
+            assert_error(r, r.status_code)
+            try:
+                assert h.get("/health").status_code == 200
+            except httpx.RemoteProtocolError as e:
+                broken.append((i, dict(r.headers), repr(e)))
+    assert not broken, (
+        f"{len(broken)}/10 times the request after a {r.status_code} on the same keep-alive connection failed "
+        f"(the server closed it without `Connection: close`): {broken[0]}"
+    )
+    r = server.client().completions.create(model=model, prompt="Hello", max_tokens=2, temperature=0)
+    assert r.usage.completion_tokens >= 1
 
 
 @pytest.mark.parametrize(
