@@ -904,3 +904,33 @@ def test_metrics_prometheus(client, http, model):
     assert 0 <= metric_value(m, "ferrolm:kv_cache_usage_perc") <= 1
     assert metric_value(m, "ferrolm:request_success_total", finished_reason="length") >= 1
     assert metric_value(m, "ferrolm:prefix_cache_hits_total") <= metric_value(m, "ferrolm:prefix_cache_queries_total")
+
+
+# ---------------------------------------------------------------- preemption
+
+
+def test_preemption_keeps_outputs(start_server):
+    """A KV pool too small for the batch forces preemption (recompute); every request still gets
+    exactly the text it gets alone."""
+    srv = start_server("--ctx", "512", "--kv-memory", "17MiB")
+    model = srv.model_id()
+    cl = srv.client()
+    prompts = [f"Write a short poem about the number {i}." for i in range(8)]
+
+    def ask(p):
+        r = srv.client().chat.completions.create(
+            model=model, messages=[{"role": "user", "content": p}], temperature=0.7, seed=5, max_tokens=120
+        )
+        return r.choices[0].message.content, r.choices[0].finish_reason
+
+    alone = [ask(p) for p in prompts[:2]]
+    with srv.http() as h:
+        before = metric_value(metrics(h), "ferrolm:num_preemptions_total")
+        total = metric_value(metrics(h), "ferrolm:kv_blocks_total")
+    with ThreadPoolExecutor(8) as ex:
+        together = list(ex.map(ask, prompts))
+    with srv.http() as h:
+        after = metric_value(metrics(h), "ferrolm:num_preemptions_total")
+    assert after > before, f"no preemption with {total} KV blocks for 8 sequences of ~165 tokens; shrink --kv-memory"
+    assert together[:2] == alone, (together[:2], alone)
+    assert cl.models.list().data
