@@ -106,6 +106,11 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE && self.code.is_none() {
+            // The unread rest of the body stays on the connection: close it, so that a client
+            // reusing the connection does not send its next request into it.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -286,10 +286,20 @@ async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec
     let n_prompts = prompts.len();
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     for (p, prompt) in prompts.into_iter().enumerate() {
-        // The rest of the context when no limit is given; a larger limit is cut to it.
-        let room = n_ctx.saturating_sub(prompt.len()).max(1) as u64;
+        // The rest of the context when no limit is given; a limit past it is an error, as
+        // OpenAI's (a prompt longer than the context is a 413, from the engine).
+        let room = n_ctx.saturating_sub(prompt.len()) as u64;
+        if let Some(m) = plan.max_tokens.filter(|&m| m > room && prompt.len() <= n_ctx) {
+            return Err(ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::bad_request(
+                    format!("the context holds {n_ctx} tokens, but {} prompt tokens + max_tokens {m} exceed it: lower max_tokens to at most {room}", prompt.len()),
+                    Some("max_tokens"),
+                )
+            });
+        }
         let mut options = plan.options.clone();
-        options.max_tokens = plan.max_tokens.unwrap_or(room).min(room) as usize;
+        options.max_tokens = plan.max_tokens.unwrap_or(room.max(1)) as usize;
         let tx = tx.clone();
         let sink = Box::new(move |event| tx.send((p, event)).is_ok());
         let request = EngineRequest { prompt, options, n: plan.n };
