@@ -934,3 +934,40 @@ def test_preemption_keeps_outputs(start_server):
     assert after > before, f"no preemption with {total} KV blocks for 8 sequences of ~165 tokens; shrink --kv-memory"
     assert together[:2] == alone, (together[:2], alone)
     assert cl.models.list().data
+
+
+# ---------------------------------------------------------------- beam search (extension)
+
+BEAM_PROMPT = "The best way to learn a language is"
+
+
+def test_beam_search_matches_the_cli(http, model):
+    """num_beams (extension): the n best hypotheses, the same as `ferrolm generate --num-beams`
+    (whose output for this prompt is pinned here: block order, default model)."""
+    body = {"model": model, "prompt": BEAM_PROMPT, "max_tokens": 12, "num_beams": 3, "n": 2, "temperature": 0}
+    r = http.post("/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    texts = [c["text"] for c in sorted(j["choices"], key=lambda c: c["index"])]
+    assert texts == [
+        " to immerse yourself in the language. This can be done through",
+        " to immerse yourself in it. This can be done through language",
+    ], texts
+    assert all(c["finish_reason"] == "length" for c in j["choices"])
+    assert j["usage"]["completion_tokens"] == 24
+    # Streamed: the same hypotheses, each sent whole at the end.
+    status, _, events = stream_raw(http, "/v1/completions", dict(body, stream=True))
+    assert status == 200 and events[-1] == "[DONE]"
+    streamed = ["", ""]
+    for e in events[:-1]:
+        for c in json.loads(e)["choices"]:
+            streamed[c["index"]] += c["text"]
+    assert streamed == texts
+
+
+def test_beam_search_refuses_bad_settings(http, model):
+    base = {"model": model, "prompt": BEAM_PROMPT, "max_tokens": 4}
+    for extra, param in [({"num_beams": 2, "n": 3}, "n"), ({"num_beams": 0}, "num_beams"), ({"num_beams": 2, "logprobs": 1}, "logprobs")]:
+        r = http.post("/v1/completions", json=dict(base, **extra))
+        assert_error(r, 400)
+        assert r.json()["error"]["param"] == param, (extra, r.text)

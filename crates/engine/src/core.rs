@@ -15,7 +15,8 @@
 
 use crate::metrics::Metrics;
 use crate::{EngineConfig, Event, Request, Sink, Usage};
-use generate::sampler::{Sampler, SamplerError};
+use generate::beam::{BeamConfig, BeamSearch, FinishReason};
+use generate::sampler::{Sampler, SamplerConfig, SamplerError};
 use generate::{Emitter, GenerateOptions, StopReason};
 use model::{KvPool, Llama, Logits, ModelError, Scratch, SeqCache, SeqTokens};
 use std::collections::VecDeque;
@@ -65,11 +66,26 @@ struct Group {
     cached_tokens: usize,
     completion_tokens: usize,
     finish: Option<StopReason>,
+    /// Beam search: the choices are the running beams.
+    beams: Option<Beams>,
+    /// A beam search that has sent its hypotheses.
+    beams_done: bool,
+}
+
+/// A beam search request's state: the search, the logits row each running beam got this step
+/// (a step needs every beam's row), and the stop strings.
+struct Beams {
+    search: BeamSearch,
+    rows: Vec<Option<Vec<f32>>>,
+    stop: Vec<String>,
 }
 
 impl Group {
-    /// Sequences this request runs (all `n` once its prompt has forked).
+    /// Sequences this request runs (all `n` once its prompt has forked; every beam of a search).
     fn width(&self) -> usize {
+        if let Some(b) = &self.beams {
+            return b.search.config().num_beams;
+        }
         if self.choices.len() < self.n {
             self.n
         } else {
@@ -85,6 +101,9 @@ impl Group {
     }
 
     fn is_finished(&self) -> bool {
+        if self.beams.is_some() || self.beams_done {
+            return self.beams_done;
+        }
         self.choices.len() == self.n && self.choices.iter().all(|c| c.done)
     }
 }
@@ -171,7 +190,7 @@ impl Core {
 
     /// Queues a request checked by [`crate::Engine::submit`] (or a test).
     pub fn add(&mut self, id: u64, request: Request, mut sink: Sink, arrived: Instant) {
-        let Request { prompt, options, n } = request;
+        let Request { prompt, options, n, beam } = request;
         let sampler = match sampler_for(&options, 0, &prompt) {
             Ok(s) => s,
             Err(e) => {
@@ -181,10 +200,23 @@ impl Core {
             }
         };
         let first = Choice::new(self.pool.sequence(), prompt.clone(), sampler);
+        let beams = match beam.map(|config| beam_config(config, &options, prompt.len(), self.config.n_ctx)).map(BeamSearch::new) {
+            None => None,
+            Some(Ok(search)) => Some(Beams { search, rows: vec![None], stop: options.stop.clone() }),
+            Some(Err(e)) => {
+                let mut sink = sink;
+                sink(Event::Error { message: e.to_string() });
+                self.queued.fetch_sub(1, Relaxed);
+                return;
+            }
+        };
         self.waiting.push_back(Group {
             id,
             prompt_len: prompt.len(),
-            n: n.max(1),
+            // A beam search forks its beams itself.
+            n: if beams.is_some() { 1 } else { n.max(1) },
+            beams,
+            beams_done: false,
             options,
             choices: vec![first],
             sink,
@@ -242,6 +274,14 @@ impl Core {
         for decode in [true, false] {
             let mut gi = 0;
             while gi < self.running.len() {
+                // A beam search steps all its beams together: all of them or none.
+                if decode && self.running[gi].beams.is_some() {
+                    let need = self.running[gi].choices.iter().filter(|c| !c.done && c.scheduled == 0 && c.pending() == 1).count();
+                    if need > budget {
+                        gi += 1;
+                        continue;
+                    }
+                }
                 let mut ci = 0;
                 let mut preempted = false;
                 while ci < self.running[gi].choices.len() && budget > 0 {
@@ -318,6 +358,9 @@ impl Core {
         for c in &mut g.choices {
             refund += std::mem::take(&mut c.scheduled);
             self.pool.release(&mut c.seq);
+        }
+        if let Some(b) = &mut g.beams {
+            b.rows.iter_mut().for_each(|r| *r = None);
         }
         self.metrics.preemptions.fetch_add(1, Relaxed);
         self.waiting.push_front(g);
@@ -420,6 +463,10 @@ impl Core {
                 }
                 let logits = &logits[row * v..(row + 1) * v];
                 row += 1;
+                if let Some(b) = &mut g.beams {
+                    b.rows[ci] = Some(logits.to_vec());
+                    continue;
+                }
                 if g.choices.len() < g.n {
                     // The prompt is done: the other choices fork from it and decide from the same row.
                     let prompt = &g.choices[0].tokens[..g.prompt_len];
@@ -436,6 +483,9 @@ impl Core {
                     decide(g, ci, logits, tokenizer, metrics, config.n_ctx, now, pool);
                 }
             }
+            if g.beams.as_ref().is_some_and(|b| b.rows.iter().all(Option::is_some)) {
+                beam_step(g, pool, tokenizer, v, metrics);
+            }
         }
         Ok(())
     }
@@ -443,6 +493,12 @@ impl Core {
     /// Ends the choices that cannot grow even with the pool to themselves.
     fn end_out_of_room(&mut self) {
         for g in &mut self.running {
+            if g.beams.is_some() {
+                if g.choices.iter().any(|c| c.out_of_room) {
+                    finish_beams(g, &mut self.pool, &self.tokenizer, &self.metrics);
+                }
+                continue;
+            }
             for ci in 0..g.choices.len() {
                 if g.choices[ci].out_of_room && !g.choices[ci].done {
                     if let Some(e) = g.choices[ci].emitter.as_mut() {
@@ -562,4 +618,100 @@ fn finish_choice(g: &mut Group, ci: usize, pool: &mut KvPool) {
     g.completion_tokens += out.tokens.len();
     g.finish.get_or_insert(out.stop_reason);
     g.send(Event::Finished { choice: ci, reason: out.stop_reason, tokens: out.tokens.len() });
+}
+
+/// The beam settings of a request: at most its token limit and the room left in the context,
+/// ending at the model's end-of-generation tokens (taken by the caller into `config.eos`).
+fn beam_config(mut config: BeamConfig, options: &GenerateOptions, prompt_len: usize, n_ctx: usize) -> BeamConfig {
+    config.max_new_tokens = config.max_new_tokens.min(options.max_tokens).min(n_ctx.saturating_sub(prompt_len)).max(1);
+    config
+}
+
+/// One step of a beam search once every running beam has its row: the kept candidates fork
+/// their parents' sequences (sharing their blocks), the old beams are let go.
+fn beam_step(g: &mut Group, pool: &mut KvPool, tokenizer: &Tokenizer, v: usize, metrics: &Metrics) {
+    let Some(b) = g.beams.as_mut() else { return };
+    let mut rows = Vec::with_capacity(b.rows.len() * v);
+    for r in b.rows.iter_mut() {
+        rows.extend(r.take().unwrap_or_default());
+    }
+    let (choices, prompt_len, stop) = (&g.choices, g.prompt_len, &b.stop);
+    let mut candidate = Vec::new();
+    let is_final = |beam: usize, token: u32| {
+        if stop.is_empty() {
+            return false;
+        }
+        candidate.clear();
+        candidate.extend_from_slice(&choices[beam].tokens[prompt_len..]);
+        candidate.push(token);
+        let text = tokenizer.decode(&candidate, false);
+        stop.iter().any(|s| text.contains(s.as_str()))
+    };
+    let forks = match b.search.step(&rows, v, is_final) {
+        Ok(forks) => forks.to_vec(),
+        Err(e) => {
+            for c in &mut g.choices {
+                pool.release(&mut c.seq);
+            }
+            g.send(Event::Error { message: format!("beam search failed: {e}") });
+            g.beams = None;
+            g.beams_done = true;
+            return;
+        }
+    };
+    if forks.is_empty() {
+        finish_beams(g, pool, tokenizer, metrics);
+        return;
+    }
+    let mut next = Vec::with_capacity(forks.len());
+    for (parent, token) in forks {
+        let mut tokens = g.choices[parent].tokens.clone();
+        tokens.push(token);
+        next.push(Choice::new(pool.fork(&g.choices[parent].seq), tokens, greedy_sampler()));
+    }
+    for c in &mut g.choices {
+        pool.release(&mut c.seq);
+    }
+    g.choices = next;
+    b.rows = vec![None; g.choices.len()];
+}
+
+/// Ends a beam search: its best hypotheses become the choices, sent whole.
+fn finish_beams(g: &mut Group, pool: &mut KvPool, tokenizer: &Tokenizer, metrics: &Metrics) {
+    let Some(b) = g.beams.take() else { return };
+    for c in &mut g.choices {
+        c.done = true;
+        pool.release(&mut c.seq);
+    }
+    g.beams_done = true;
+    if !g.first_token {
+        g.first_token = true;
+        metrics.time_to_first_token.observe(g.arrived.elapsed().as_secs_f64());
+    }
+    for (i, h) in b.search.finish().into_iter().enumerate() {
+        let body = match h.finish {
+            FinishReason::Eos => &h.tokens[..h.tokens.len().saturating_sub(1)],
+            _ => &h.tokens[..],
+        };
+        let mut text = tokenizer.decode(body, false);
+        if let Some(cut) = b.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+        let reason = match h.finish {
+            FinishReason::Eos => StopReason::EndOfGeneration,
+            FinishReason::StopString => StopReason::StopString,
+            FinishReason::MaxTokens => StopReason::MaxTokens,
+            FinishReason::Interrupted => StopReason::ContextFull,
+        };
+        metrics.generation_tokens.fetch_add(h.tokens.len() as u64, Relaxed);
+        g.completion_tokens += h.tokens.len();
+        g.finish.get_or_insert(reason);
+        g.send(Event::Delta { choice: i, text, tokens: h.tokens.len(), logprobs: Vec::new() });
+        g.send(Event::Finished { choice: i, reason, tokens: h.tokens.len() });
+    }
+}
+
+fn greedy_sampler() -> Sampler {
+    // Greedy settings are always valid.
+    Sampler::new(SamplerConfig::greedy()).expect("greedy sampler settings are valid")
 }

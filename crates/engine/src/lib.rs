@@ -18,6 +18,7 @@ pub mod metrics;
 pub use crate::core::{Core, StepStats};
 pub use metrics::Metrics;
 
+use generate::beam::{BeamConfig, BeamError};
 use generate::sampler::{Logprobs, SamplerError};
 use generate::{GenerateOptions, StopReason};
 use model::{Llama, LlamaConfig, ModelError, KV_BLOCK};
@@ -70,6 +71,9 @@ pub struct Request {
     pub options: GenerateOptions,
     /// Completions of the prompt, sharing its KV blocks.
     pub n: usize,
+    /// Beam search instead of sampling (its `num_return_sequences` hypotheses are the choices;
+    /// `n` is then ignored). The beams decode together and fork the prompt's blocks.
+    pub beam: Option<BeamConfig>,
 }
 
 /// Token counts of a finished request.
@@ -126,6 +130,9 @@ pub enum SubmitError {
     /// Sampler settings out of range.
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    /// Beam-search settings out of range.
+    #[error(transparent)]
+    Beam(#[from] BeamError),
 }
 
 /// A submitted request; dropping it cancels the request (a no-op once it ended).
@@ -249,8 +256,12 @@ impl Engine {
         if let Some(&token) = request.prompt.iter().find(|&&t| t as usize >= self.n_vocab) {
             return Err(SubmitError::InvalidToken { token, n_vocab: self.n_vocab });
         }
-        if request.n == 0 || request.n > self.config.max_seqs {
-            return Err(SubmitError::TooManyChoices { n: request.n, max: self.config.max_seqs });
+        let width = request.beam.as_ref().map_or(request.n, |b| b.num_beams);
+        if request.n == 0 || width > self.config.max_seqs {
+            return Err(SubmitError::TooManyChoices { n: width, max: self.config.max_seqs });
+        }
+        if let Some(b) = &request.beam {
+            b.validate()?;
         }
         request.options.sampler.validate()?;
         Ok(())

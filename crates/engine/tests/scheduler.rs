@@ -4,6 +4,7 @@
 //! prompts included).
 
 use engine::{Core, EngineConfig, Event, Metrics, Request, Sink, Usage};
+use generate::beam::BeamConfig;
 use generate::sampler::SamplerConfig;
 use generate::{GenerateOptions, Generation, Session, StopReason};
 use gguf::GgufFile;
@@ -98,7 +99,7 @@ impl Setup {
     fn add(&mut self, id: u64, request: Request) -> Arc<Mutex<Received>> {
         let got = Arc::new(Mutex::new(Received::default()));
         self.queued.fetch_add(1, Relaxed);
-        let n = request.n;
+        let n = request.beam.as_ref().map_or(request.n, |b| b.num_return_sequences);
         self.core.add(id, request, sink(n, got.clone()), Instant::now());
         got
     }
@@ -137,6 +138,7 @@ fn requests_joining_and_leaving_get_what_they_get_alone() {
             prompt: prompt(5 + 17 * i, i as u32),
             options: options(4 + 3 * i, (i % 2 == 1).then_some(100 + i as u64), if i == 4 { 2 } else { 0 }),
             n: if i == 3 { 3 } else { 1 },
+            beam: None,
         })
         .collect();
     let mut got = Vec::new();
@@ -176,8 +178,8 @@ fn a_shared_prefix_is_computed_once() {
     a.extend(prompt(9, 1));
     let mut b = system.clone();
     b.extend(prompt(12, 2));
-    let ra = Request { prompt: a, options: options(3, None, 0), n: 1 };
-    let rb = Request { prompt: b, options: options(3, None, 0), n: 1 };
+    let ra = Request { prompt: a, options: options(3, None, 0), n: 1, beam: None };
+    let rb = Request { prompt: b, options: options(3, None, 0), n: 1, beam: None };
     let ga = s.add(1, ra.clone());
     while !s.core.is_idle() {
         s.core.step().unwrap();
@@ -198,8 +200,8 @@ fn a_shared_prefix_is_computed_once() {
 #[test]
 fn cancelling_frees_the_blocks_at_once() {
     let (mut s, _m, _tok) = setup(4, 64, 20);
-    let _a = s.add(1, Request { prompt: prompt(50, 1), options: options(40, None, 0), n: 2 });
-    let _b = s.add(2, Request { prompt: prompt(60, 2), options: options(40, None, 0), n: 1 });
+    let _a = s.add(1, Request { prompt: prompt(50, 1), options: options(40, None, 0), n: 2, beam: None });
+    let _b = s.add(2, Request { prompt: prompt(60, 2), options: options(40, None, 0), n: 1, beam: None });
     for _ in 0..4 {
         s.core.step().unwrap();
     }
@@ -218,7 +220,7 @@ fn a_closed_sink_cancels_its_request() {
     s.queued.fetch_add(1, Relaxed);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    s.core.add(1, Request { prompt: prompt(10, 1), options: options(50, None, 0), n: 1 }, Box::new(move |_| {
+    s.core.add(1, Request { prompt: prompt(10, 1), options: options(50, None, 0), n: 1, beam: None }, Box::new(move |_| {
         c.fetch_add(1, Relaxed);
         false
     }), Instant::now());
@@ -235,7 +237,7 @@ fn a_preempted_request_is_recomputed_and_generates_the_same() {
     // Four blocks; each request needs three once it passes 64 positions: one must yield.
     let (mut s, m, tok) = setup(4, 64, 4);
     let requests: Vec<Request> =
-        (0..2).map(|i| Request { prompt: prompt(50, 3 + i), options: options(30, Some(9 + i as u64), 1), n: 1 }).collect();
+        (0..2).map(|i| Request { prompt: prompt(50, 3 + i), options: options(30, Some(9 + i as u64), 1), n: 1, beam: None }).collect();
     let got: Vec<_> = requests.iter().enumerate().map(|(i, r)| s.add(i as u64, r.clone())).collect();
     let mut preempted = 0;
     while !s.core.is_idle() {
@@ -247,6 +249,38 @@ fn a_preempted_request_is_recomputed_and_generates_the_same() {
         assert_alone(&m, &tok, r, &g.lock().unwrap(), &format!("request {i}"));
     }
     assert_eq!(s.core.free_blocks(), s.core.n_blocks());
+}
+
+#[test]
+fn a_beam_search_among_other_requests_equals_the_search_alone() {
+    let m = model();
+    let tok = tokenizer(&m);
+    let eos = tok.end_of_generation_ids().to_vec();
+    for (blocks, stop) in [(40, vec![]), (6, vec![]), (40, vec!["e".to_string()])] {
+        let (mut s, _, _) = setup(8, 24, blocks);
+        let p = prompt(30, 77);
+        let mut config = BeamConfig::new(3, 12, eos.clone());
+        config.num_return_sequences = 2;
+        let want = generate::beam_search(&m, &tok, &p, &config, &stop, N_CTX, 16).unwrap();
+        let options = GenerateOptions { max_tokens: 12, stop: stop.clone(), ..options(12, None, 0) };
+        let other = s.add(1, Request { prompt: prompt(40, 5), options: options.clone(), n: 2, beam: None });
+        let beams = s.add(2, Request { prompt: p.clone(), options, n: 1, beam: Some(config) });
+        let mut steps = 0;
+        while !s.core.is_idle() {
+            s.core.step().unwrap();
+            steps += 1;
+            assert!(steps < 500);
+        }
+        let got = beams.lock().unwrap();
+        assert!(got.error.is_none(), "{:?}", got.error);
+        assert_eq!(got.text.len(), 2);
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(got.text[i], w.text, "pool of {blocks} blocks, stop {stop:?}: hypothesis {i}");
+            assert_eq!(got.tokens[i], w.tokens.len());
+        }
+        assert!(other.lock().unwrap().usage.is_some());
+        assert_eq!(s.core.free_blocks(), s.core.n_blocks());
+    }
 }
 
 proptest! {
@@ -268,7 +302,7 @@ proptest! {
         loop {
             for (i, &(len, max_tokens, n, seed, at, cancel)) in reqs.iter().enumerate() {
                 if at == step && n <= max_seqs {
-                    let r = Request { prompt: prompt(len, i as u32), options: options(max_tokens, seed, 0), n };
+                    let r = Request { prompt: prompt(len, i as u32), options: options(max_tokens, seed, 0), n, beam: None };
                     let got = s.add(i as u64, r.clone());
                     added.push((i as u64, r, got, cancel.map(|c| c + step)));
                 }

@@ -146,6 +146,8 @@ pub struct Plan {
     pub max_tokens: Option<u64>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Beam search: (num_beams, length_penalty); `n` hypotheses are returned.
+    pub beams: Option<(usize, f64)>,
 }
 
 impl Sampling {
@@ -159,14 +161,24 @@ impl Sampling {
         if n as usize > max_seqs {
             return Err(bad("n", format!("n = {n} is more than the {max_seqs} sequences this server runs at once (--max-seqs)")));
         }
-        if let Some(beams) = self.num_beams {
-            if beams > 1 {
-                return Err(bad("num_beams", "beam search is not available in the server yet: use the ferrolm generate command (--num-beams)"));
-            }
+        let num_beams = self.num_beams.unwrap_or(1);
+        if num_beams == 0 || num_beams as usize > max_seqs {
+            return Err(bad("num_beams", format!("num_beams must be between 1 and the {max_seqs} sequences this server runs at once, got {num_beams}")));
         }
         if self.length_penalty.is_some_and(|l| !l.is_finite()) {
             return Err(bad("length_penalty", "length_penalty must be a finite number"));
         }
+        let beams = if num_beams > 1 {
+            if n > num_beams {
+                return Err(bad("n", format!("with beam search n is the number of best hypotheses returned: at most num_beams = {num_beams}, got {n}")));
+            }
+            if logprobs.is_some() {
+                return Err(bad("logprobs", "log-probabilities are not available with beam search"));
+            }
+            Some((num_beams as usize, self.length_penalty.unwrap_or(1.0)))
+        } else {
+            None
+        };
         let temperature = in_range("temperature", self.temperature, 0.0, 2.0, 1.0)?;
         let top_p = in_range("top_p", self.top_p, 0.0, 1.0, 1.0)?;
         if top_p == 0.0 {
@@ -232,7 +244,7 @@ impl Sampling {
         if self.stream_options.is_some() && !self.stream {
             return Err(bad("stream_options", "stream_options is only allowed with stream: true"));
         }
-        Ok(Plan { options, n: n as usize, max_tokens, stream: self.stream, include_usage })
+        Ok(Plan { options, n: n as usize, max_tokens, stream: self.stream, include_usage, beams })
     }
 }
 

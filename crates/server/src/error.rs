@@ -96,6 +96,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::InvalidToken { .. } => ApiError::bad_request(message, Some("prompt")),
             SubmitError::TooManyChoices { .. } => ApiError::bad_request(message, Some("n")),
             SubmitError::Sampler(_) => ApiError::bad_request(message, None),
+            SubmitError::Beam(_) => ApiError::bad_request(message, Some("num_beams")),
         }
     }
 }

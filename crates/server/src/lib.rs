@@ -25,6 +25,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::{Engine, Request as EngineRequest};
+use generate::beam::{BeamConfig, LengthPenalty};
 use generate::chat::ChatTemplate;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -302,7 +303,13 @@ async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec
         options.max_tokens = plan.max_tokens.unwrap_or(room.max(1)) as usize;
         let tx = tx.clone();
         let sink = Box::new(move |event| tx.send((p, event)).is_ok());
-        let request = EngineRequest { prompt, options, n: plan.n };
+        let beam = plan.beams.map(|(num_beams, length_penalty)| {
+            let mut config = BeamConfig::new(num_beams, options.max_tokens, state.tokenizer.end_of_generation_ids().to_vec());
+            config.length_penalty = LengthPenalty::Hf(length_penalty);
+            config.num_return_sequences = plan.n;
+            config
+        });
+        let request = EngineRequest { prompt, options, n: plan.n, beam };
         handles.push(state.engine.submit(request, sink)?);
     }
     drop(tx);
