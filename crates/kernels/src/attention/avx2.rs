@@ -30,6 +30,14 @@ unsafe fn reduce8(t8: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
 }
 
+/// The largest of 8 lanes (NaN lanes aside, as `f32::max` folds them).
+#[inline(always)]
+unsafe fn hmax8(x: __m256) -> f32 {
+    let r = _mm_max_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    let r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)))
+}
+
 /// 8 f16 at `p` to f32.
 #[inline(always)]
 unsafe fn load8(p: *const f16) -> __m256 {
@@ -378,6 +386,16 @@ unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for p0 in (0..n_seen).step_by(TILE) {
         let np = (n_seen - p0).min(TILE);
+        // The same tile of the next block: another stretch of memory that the hardware
+        // prefetchers do not guess (a block holds every layer), fetched a block ahead.
+        let ahead = p0 + kv.block_size;
+        if ahead + TILE <= n_seen && kv.pos_stride == head_dim {
+            let (kp, vp) = (kv.keys.as_ptr().add(kv.row(ahead) + kv_off), kv.values.as_ptr().add(kv.row(ahead) + kv_off));
+            for i in (0..TILE * head_dim).step_by(32) {
+                _mm_prefetch::<_MM_HINT_T0>(kp.add(i) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(vp.add(i) as *const i8);
+            }
+        }
         // Lane sums of each (head, position), then the 8 positions' trees at once.
         let mut a = [[_mm256_setzero_ps(); TILE]; G];
         for p in 0..np {
@@ -406,16 +424,22 @@ unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[
         }
         let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(np as i32 - 1)));
         let mut e = [[0.0f32; TILE]; G];
-        let mut c = [0.0f32; G];
+        let mut c = [0.0f32; 8];
+        // The new maxima of every head first (a max is exact whatever its order), then the G
+        // corrections exp(m - m') in one exp8 (the same bits as exp_poly lane by lane).
+        let mut scores = [_mm256_setzero_ps(); G];
+        let mut new_m = [0.0f32; G];
+        let mut diff = [0.0f32; 8];
         for g in 0..G {
-            let scores = _mm256_blendv_ps(_mm256_mul_ps(tree8_x8(&a[g]), _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
-            let mut s = [0.0f32; TILE];
-            _mm256_storeu_ps(s.as_mut_ptr(), scores);
-            let new_m = m[g].max(s.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-            c[g] = crate::ops::exp_poly(m[g] - new_m);
-            let eg = exp8(_mm256_sub_ps(scores, _mm256_set1_ps(new_m)));
+            scores[g] = _mm256_blendv_ps(_mm256_mul_ps(tree8_x8(&a[g]), _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
+            new_m[g] = m[g].max(hmax8(scores[g]));
+            diff[g] = m[g] - new_m[g];
+        }
+        _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_loadu_ps(diff.as_ptr())));
+        for g in 0..G {
+            let eg = exp8(_mm256_sub_ps(scores[g], _mm256_set1_ps(new_m[g])));
             l[g] = l[g] * c[g] + reduce8(eg);
-            m[g] = new_m;
+            m[g] = new_m[g];
             _mm256_storeu_ps(e[g].as_mut_ptr(), eg);
         }
         // acc = acc * c, then fma(e[p], v[p], acc) position by position, 8W dimensions at a time.
@@ -442,7 +466,7 @@ unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[
 /// One tile's value update of acc (G, Dh) at dimensions d0..d0 + 8W.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn online_values<const G: usize, const W: usize>(d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, p0: usize, np: usize, c: &[f32; G], e: &[[f32; 8]; G], ap: *mut f32) {
+unsafe fn online_values<const G: usize, const W: usize>(d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, p0: usize, np: usize, c: &[f32; 8], e: &[[f32; 8]; G], ap: *mut f32) {
     let mut r = [[_mm256_setzero_ps(); W]; G];
     for (g, rg) in r.iter_mut().enumerate() {
         for (j, rj) in rg.iter_mut().enumerate() {
