@@ -62,13 +62,14 @@ EOF
 # the CPUs that other processes (the load generator included) used meanwhile, as the machine
 # may be shared
 measure() {
-  python3 benches/serve_load.py --url "$2" --clients 1 --requests-per-client 1 --max-tokens 8 >/dev/null
+  # Each run has its own prompts (seed): nothing is in a prefix cache from an earlier run.
+  python3 benches/serve_load.py --url "$2" --clients 1 --requests-per-client 1 --max-tokens 8 --seed 999 >/dev/null
   for c in 1 16; do
     echo "== $1, $c client(s)" >&2
     read -r busy0 own0 < <(cpu_seconds "$server")
     t0=$(date +%s.%N)
     python3 benches/serve_load.py --url "$2" --clients "$c" --requests-per-client "$requests" \
-      --label "$1" | tee "$out/$1-$c.txt" >&2
+      --seed "$c" --label "$1" | tee "$out/$1-$c.txt" >&2
     read -r busy1 own1 < <(cpu_seconds "$server")
     python3 -c 'import sys; b0,o0,b1,o1,t0,t1,n = map(float, sys.argv[1:]); w=(t1-t0)*n
 print("%.0f %.0f" % (100*(o1-o0)/w, 100*max(0.0,(b1-b0)-(o1-o0))/w))' \
