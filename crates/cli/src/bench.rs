@@ -125,7 +125,8 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
             let mut seqs: Vec<_> = (0..b).map(|_| pool.sequence()).collect();
             let start = Instant::now();
             for step in gen.chunks_exact(b) {
-                let mut batch: Vec<SeqTokens> = seqs.iter_mut().zip(step).map(|(seq, t)| SeqTokens { seq, tokens: std::slice::from_ref(t), logits: Logits::Last }).collect();
+                let mut batch: Vec<SeqTokens> =
+                    seqs.iter_mut().zip(step).map(|(seq, t)| SeqTokens { seq, tokens: std::slice::from_ref(t), logits: Logits::Last }).collect();
                 model.forward_seqs(&mut batch, &mut pool, &mut bscratch)?;
             }
             let many = (args.n_gen * b) as f64 / start.elapsed().as_secs_f64();

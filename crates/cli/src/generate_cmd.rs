@@ -129,7 +129,15 @@ pub(crate) fn open_draft(run: &RunArgs, sampling: &SamplingArgs, model: &model::
     Ok(Some(draft))
 }
 
-fn run_beams(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, ids: &[u32], options: &GenerateOptions, req: &GenerateRequest, b: &BeamArgs) -> Result<()> {
+fn run_beams(
+    model: &model::Llama,
+    tok: &Tokenizer,
+    n_ctx: usize,
+    ids: &[u32],
+    options: &GenerateOptions,
+    req: &GenerateRequest,
+    b: &BeamArgs,
+) -> Result<()> {
     let length_penalty = match b.gnmt_alpha {
         Some(a) => LengthPenalty::Gnmt(a),
         None => LengthPenalty::Hf(b.length_penalty),
@@ -159,9 +167,21 @@ fn run_beams(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, ids: &[u32], o
             FinishReason::Interrupted => "interrupted",
         };
         if req.json {
-            writeln!(out, "{}", json!({"index": i, "text": r.text, "tokens": r.tokens, "score": r.score, "sum_logprobs": r.sum_logprobs, "stop_reason": finish}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"index": i, "text": r.text, "tokens": r.tokens, "score": r.score, "sum_logprobs": r.sum_logprobs, "stop_reason": finish})
+            )?;
         } else {
-            writeln!(out, "=== beam {} of {} (score {:.4}, sum of log-probs {:.4}, {} tokens, stop: {finish}) ===", i + 1, results.len(), r.score, r.sum_logprobs, r.tokens.len())?;
+            writeln!(
+                out,
+                "=== beam {} of {} (score {:.4}, sum of log-probs {:.4}, {} tokens, stop: {finish}) ===",
+                i + 1,
+                results.len(),
+                r.score,
+                r.sum_logprobs,
+                r.tokens.len()
+            )?;
             writeln!(out, "{}", r.text)?;
         }
     }
@@ -268,7 +288,11 @@ fn read_batch_file(path: &Path, defaults: &GenerateOptions) -> Result<Vec<BatchL
         if let Some(s) = obj.get("stop") {
             let list = match s {
                 Value::String(s) => vec![s.clone()],
-                Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().with_context(|| format!("{}: \"stop\" must be strings", at()))?,
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| format!("{}: \"stop\" must be strings", at()))?,
                 _ => bail!("{}: \"stop\" must be a string or a list of strings", at()),
             };
             options.stop = list;
@@ -283,7 +307,8 @@ fn read_batch_file(path: &Path, defaults: &GenerateOptions) -> Result<Vec<BatchL
 }
 
 fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Vec<BatchLine>, req: &GenerateRequest, verbose: bool) -> Result<()> {
-    let requests: Vec<(Vec<u32>, GenerateOptions)> = lines.iter().map(|l| (tok.encode_with_special(&l.prompt, req.parse_special), l.options.clone())).collect();
+    let requests: Vec<(Vec<u32>, GenerateOptions)> =
+        lines.iter().map(|l| (tok.encode_with_special(&l.prompt, req.parse_special), l.options.clone())).collect();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut generated, mut prefill, mut busy) = (0, std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -334,4 +359,3 @@ fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Ve
     }
     Ok(())
 }
-

@@ -14,11 +14,11 @@ use generate::sampler::{SamplerConfig, SamplerOrder};
 use generate::{GenerateOptions, PromptLookup, Session, Speculation, StopReason};
 use gguf::GgufFile;
 use indicatif::{ProgressBar, ProgressStyle};
+use kernels::SumOrder;
 use model::tokenizer_gguf::tokenizer_from_gguf;
 use model::Llama;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use kernels::SumOrder;
 use tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -404,7 +404,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { model } => cmd_info(&model),
-        Command::Perplexity { model, threads, file, ctx, json, order } => cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json),
+        Command::Perplexity { model, threads, file, ctx, json, order } => {
+            cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json)
+        }
         Command::TokenizerBench { model, file, reps, json, pathological } => {
             let (_, tok) = open_tokenizer(&model)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
@@ -597,7 +599,9 @@ fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bool) -> Resu
     let tokens = tok.encode(&text, false);
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     let bar = ProgressBar::new((tokens.len() / ctx) as u64);
-    bar.set_style(ProgressStyle::with_template("perplexity {bar:30} {pos}/{len} chunks  ppl {msg}  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("perplexity {bar:30} {pos}/{len} chunks  ppl {msg}  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let result = generate::perplexity(&model, &tokens, ctx, bos, &mut |_, _, ppl| {
         bar.set_message(format!("{ppl:.4}"));
         bar.inc(1);

@@ -75,7 +75,8 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
     if args.max_seqs == 0 || args.max_batch_tokens == 0 || args.queue == 0 {
         bail!("--max-seqs, --max-batch-tokens and --queue must be at least 1");
     }
-    let config = EngineConfig { n_ctx, max_seqs: args.max_seqs, max_batch_tokens: args.max_batch_tokens, kv_memory: args.kv_memory, queue: args.queue };
+    let config =
+        EngineConfig { n_ctx, max_seqs: args.max_seqs, max_batch_tokens: args.max_batch_tokens, kv_memory: args.kv_memory, queue: args.queue };
     let n_vocab = model.config.n_vocab;
     let (level, threads) = (model.level(), model.n_threads());
     let tok = Arc::new(tok);

@@ -99,4 +99,3 @@ pub fn cmd_tokenize(args: &ModelArgs, path: Option<&std::path::Path>, how: Token
     out.flush()?;
     Ok(())
 }
-

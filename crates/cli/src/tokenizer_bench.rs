@@ -93,7 +93,10 @@ fn load_corpus(file: Option<&Path>) -> Result<Corpus> {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer_golden.jsonl");
     let golden = golden.canonicalize().unwrap_or(golden);
     let texts = read_jsonl_texts(&golden).context("the default corpus comes from the source tree; pass --file CORPUS elsewhere")?;
-    Ok(Corpus { docs: grow_corpus(texts, DEFAULT_CORPUS_BYTES), source: format!("{} (distinct texts, repeated in shuffled order to >= {} bytes)", golden.display(), DEFAULT_CORPUS_BYTES) })
+    Ok(Corpus {
+        docs: grow_corpus(texts, DEFAULT_CORPUS_BYTES),
+        source: format!("{} (distinct texts, repeated in shuffled order to >= {} bytes)", golden.display(), DEFAULT_CORPUS_BYTES),
+    })
 }
 
 /// The distinct non-empty texts in file order, then shuffled copies of them until the corpus

@@ -620,4 +620,3 @@ fn hugging_face_sampler_order_is_selectable() {
     assert_eq!(usage.code, Some(2), "an unknown order is a usage error: {}", usage.stderr);
     assert!(usage.stderr.contains("llama-cpp, hf"), "{}", usage.stderr);
 }
-

@@ -127,7 +127,9 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
     let fx = Fx::new();
     let model = fx.write("varied.gguf", varied_bytes());
     let plain = fx.generate(&model, &["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json"]);
-    for extra in [&["--speculative", "draft", "--draft-layers", "1"][..], &["--speculative", "draft", "--draft-model", &model], &["--speculative", "ngram"]] {
+    for extra in
+        [&["--speculative", "draft", "--draft-layers", "1"][..], &["--speculative", "draft", "--draft-model", &model], &["--speculative", "ngram"]]
+    {
         let mut args = vec!["-p", "the weather the weather", "-n", "10", "--temperature", "0", "--json", "--verbose"];
         args.extend_from_slice(extra);
         let run = fx.generate(&model, &args);
@@ -136,7 +138,10 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
         assert!(run.stderr.contains("[speculative:") && run.stderr.contains("steps not drafted"), "{}", run.stderr);
     }
     // Chat drafts too.
-    let chat = fx.run_with_stdin(&["chat", "--model", &model, "-t", "1", "-n", "4", "--temperature", "0", "--speculative", "draft", "--draft-layers", "1"], Some("hello\n"));
+    let chat = fx.run_with_stdin(
+        &["chat", "--model", &model, "-t", "1", "-n", "4", "--temperature", "0", "--speculative", "draft", "--draft-layers", "1"],
+        Some("hello\n"),
+    );
     chat.ok();
     // Sampling with a draft runs too.
     fx.generate(&model, &["-p", "hi", "-n", "5", "--temperature", "0.8", "--speculative", "draft", "--draft-layers", "1"]).ok();

@@ -4,8 +4,8 @@
 
 use generate::sampler::SamplerConfig;
 use generate::{GenerateOptions, PromptLookup, Session, Speculation};
-use model::tokenizer_gguf::tokenizer_from_gguf;
 use kernels::{Level, SumOrder};
+use model::tokenizer_gguf::tokenizer_from_gguf;
 use model::Llama;
 use serde_json::Value;
 
@@ -122,7 +122,11 @@ fn perplexity_matches_llama_cpp() {
             let rel = (got.ppl - want_ppl).abs() / want_ppl;
             eprintln!("{level:?}, {order:?} order: perplexity {:.6} vs llama.cpp {want_ppl:.6} ({:.2e} apart)", got.ppl, rel);
             assert_eq!(got.scored as u64, want["scored"].as_u64().unwrap());
-            assert!(rel < tolerance, "{level:?}, {order:?} order: perplexity {} vs llama.cpp {want_ppl} ({rel:.2e} apart, tolerance {tolerance})", got.ppl);
+            assert!(
+                rel < tolerance,
+                "{level:?}, {order:?} order: perplexity {} vs llama.cpp {want_ppl} ({rel:.2e} apart, tolerance {tolerance})",
+                got.ppl
+            );
         }
     }
 }

@@ -155,7 +155,13 @@ pub struct Core {
 
 impl Core {
     /// A core with its pool and scratch allocated.
-    pub fn new(model: Llama, tokenizer: Arc<Tokenizer>, config: EngineConfig, metrics: Arc<Metrics>, queued: Arc<AtomicUsize>) -> Result<Core, ModelError> {
+    pub fn new(
+        model: Llama,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        queued: Arc<AtomicUsize>,
+    ) -> Result<Core, ModelError> {
         let n_blocks = config.kv_blocks(&model.config);
         let pool = model.new_pool_blocks(n_blocks, config.n_ctx)?;
         let scratch = model.new_scratch(config.max_batch_tokens, config.n_ctx)?;

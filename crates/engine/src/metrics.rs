@@ -135,7 +135,8 @@ impl Metrics {
         g(&mut out, "prompt_tokens_total", "Prompt tokens of admitted requests.", "counter", load(&self.prompt_tokens));
         g(&mut out, "generation_tokens_total", "Generated tokens.", "counter", load(&self.generation_tokens));
         g(&mut out, "request_rejected_total", "Requests refused because the queue was full.", "counter", load(&self.rejected));
-        let _ = writeln!(out, "# HELP ferrolm:request_success_total Finished requests by finish reason.\n# TYPE ferrolm:request_success_total counter");
+        let _ =
+            writeln!(out, "# HELP ferrolm:request_success_total Finished requests by finish reason.\n# TYPE ferrolm:request_success_total counter");
         for (reason, n) in FINISH_REASONS.iter().zip(&self.finished) {
             let _ = writeln!(out, "ferrolm:request_success_total{{finished_reason=\"{reason}\"}} {}", n.load(Relaxed));
         }

@@ -82,13 +82,8 @@ struct Setup {
 fn setup(max_seqs: usize, max_batch_tokens: usize, blocks: usize) -> (Setup, Llama, Arc<Tokenizer>) {
     let m = model();
     let tok = tokenizer(&m);
-    let config = EngineConfig {
-        n_ctx: N_CTX,
-        max_seqs,
-        max_batch_tokens,
-        kv_memory: EngineConfig::block_bytes(&m.config) * blocks as u64,
-        queue: 1000,
-    };
+    let config =
+        EngineConfig { n_ctx: N_CTX, max_seqs, max_batch_tokens, kv_memory: EngineConfig::block_bytes(&m.config) * blocks as u64, queue: 1000 };
     let metrics = Arc::new(Metrics::default());
     let queued = Arc::new(AtomicUsize::new(0));
     let core = Core::new(model(), tok.clone(), config, metrics.clone(), queued.clone()).unwrap();
@@ -220,10 +215,15 @@ fn a_closed_sink_cancels_its_request() {
     s.queued.fetch_add(1, Relaxed);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    s.core.add(1, Request { prompt: prompt(10, 1), options: options(50, None, 0), n: 1, beam: None }, Box::new(move |_| {
-        c.fetch_add(1, Relaxed);
-        false
-    }), Instant::now());
+    s.core.add(
+        1,
+        Request { prompt: prompt(10, 1), options: options(50, None, 0), n: 1, beam: None },
+        Box::new(move |_| {
+            c.fetch_add(1, Relaxed);
+            false
+        }),
+        Instant::now(),
+    );
     for _ in 0..5 {
         s.core.step().unwrap();
     }

@@ -226,7 +226,14 @@ pub fn generate_n(
         let seq = if i + 1 == n { std::mem::take(&mut first) } else { batch.pool.fork(&first) };
         // Only the first completion is charged with the prompt's evaluation.
         let (prompt_tokens, time) = if i == 0 { (prompt.len(), prefill_time) } else { (0, std::time::Duration::ZERO) };
-        running.push(Running { seq, sampler, emitter: Emitter::new(options, prompt_tokens, time), logprobs: lp.into_iter().collect(), next, done: false });
+        running.push(Running {
+            seq,
+            sampler,
+            emitter: Emitter::new(options, prompt_tokens, time),
+            logprobs: lp.into_iter().collect(),
+            next,
+            done: false,
+        });
     }
     batch.decode(tokenizer, &mut running, on_text)?;
     Ok(finish(running, on_text))

@@ -185,10 +185,7 @@ impl BeamConfig {
             return Err(BeamError::NumBeams { got: 0 });
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
-            return Err(BeamError::NumReturnSequences {
-                got: self.num_return_sequences,
-                num_beams: self.num_beams,
-            });
+            return Err(BeamError::NumReturnSequences { got: self.num_return_sequences, num_beams: self.num_beams });
         }
         let exponent = self.length_penalty.exponent();
         if !exponent.is_finite() {
@@ -287,22 +284,13 @@ impl RowNormaliser {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if max == f32::INFINITY {
             let count = row.iter().filter(|&&x| x == f32::INFINITY).count();
-            return RowNormaliser::Infinite {
-                log_count: (count as f32).ln(),
-            };
+            return RowNormaliser::Infinite { log_count: (count as f32).ln() };
         }
         if max == f32::NEG_INFINITY {
             return RowNormaliser::Empty;
         }
-        let sum: f64 = row
-            .iter()
-            .filter(|x| !x.is_nan())
-            .map(|&x| f64::from((x - max).exp()))
-            .sum();
-        RowNormaliser::Finite {
-            max,
-            log_sum: sum.ln() as f32,
-        }
+        let sum: f64 = row.iter().filter(|x| !x.is_nan()).map(|&x| f64::from((x - max).exp())).sum();
+        RowNormaliser::Finite { max, log_sum: sum.ln() as f32 }
     }
 
     fn log_prob(self, x: f32) -> f32 {
@@ -355,10 +343,7 @@ impl BeamSearch {
             generated: 0,
             done: false,
             nodes: Vec::with_capacity(beams_to_keep * config.max_new_tokens.min(256)),
-            running: vec![Running {
-                node: ROOT,
-                sum_logprobs: 0.0,
-            }],
+            running: vec![Running { node: ROOT, sum_logprobs: 0.0 }],
             next_running: Vec::with_capacity(num_beams),
             finished: Vec::with_capacity(num_beams + 1),
             candidates: Vec::with_capacity(beams_to_keep + 1),
@@ -404,12 +389,7 @@ impl BeamSearch {
     /// (a stop string); it is not asked about EOS tokens, nor about candidates that could
     /// neither finish nor run. Returns, for each new running beam in order, its parent beam and
     /// its new token; empty once the search is done (then [`finish`](Self::finish)).
-    pub fn step(
-        &mut self,
-        logits: &[f32],
-        vocab: usize,
-        mut is_final: impl FnMut(usize, u32) -> bool,
-    ) -> Result<&[(usize, u32)], BeamError> {
+    pub fn step(&mut self, logits: &[f32], vocab: usize, mut is_final: impl FnMut(usize, u32) -> bool) -> Result<&[(usize, u32)], BeamError> {
         self.forks.clear();
         if self.done {
             return Ok(&self.forks);
@@ -422,12 +402,7 @@ impl BeamSearch {
         }
         let expected = self.running.len() * vocab;
         if logits.len() != expected {
-            return Err(BeamError::LogitsShape {
-                expected,
-                got: logits.len(),
-                running: self.running.len(),
-                vocab,
-            });
+            return Err(BeamError::LogitsShape { expected, got: logits.len(), running: self.running.len(), vocab });
         }
 
         self.select_top_candidates(logits, vocab);
@@ -459,22 +434,14 @@ impl BeamSearch {
             match finish {
                 Some(finish) if rank < num_beams => {
                     let node = self.push_node(self.running[beam].node, token);
-                    self.offer_finished(Finished {
-                        node,
-                        score: score / divisor,
-                        sum_logprobs: score,
-                        finish,
-                    });
+                    self.offer_finished(Finished { node, score: score / divisor, sum_logprobs: score, finish });
                 }
                 // A final candidate ranked >= num_beams is dropped: transformers keeps it only as
                 // a backup and never returns it.
                 Some(_) => {}
                 None if self.next_running.len() < num_beams => {
                     let node = self.push_node(self.running[beam].node, token);
-                    self.next_running.push(Running {
-                        node,
-                        sum_logprobs: score,
-                    });
+                    self.next_running.push(Running { node, sum_logprobs: score });
                     self.forks.push((beam, token));
                 }
                 None => {}
@@ -511,12 +478,7 @@ impl BeamSearch {
         self.finished
             .iter()
             .take(self.config.num_return_sequences)
-            .map(|f| Hypothesis {
-                tokens: self.sequence(f.node),
-                score: f.score,
-                sum_logprobs: f.sum_logprobs,
-                finish: f.finish,
-            })
+            .map(|f| Hypothesis { tokens: self.sequence(f.node), score: f.score, sum_logprobs: f.sum_logprobs, finish: f.finish })
             .collect()
     }
 
@@ -540,10 +502,7 @@ impl BeamSearch {
                 if score == f32::NEG_INFINITY || score.is_nan() {
                     continue;
                 }
-                let candidate = Candidate {
-                    score,
-                    flat: beam * vocab + token,
-                };
+                let candidate = Candidate { score, flat: beam * vocab + token };
                 if self.candidates.len() == keep {
                     match self.candidates.last() {
                         Some(worst) if ranks_before(&candidate, worst) => {
@@ -552,9 +511,7 @@ impl BeamSearch {
                         _ => continue,
                     }
                 }
-                let at = self
-                    .candidates
-                    .partition_point(|held| ranks_before(held, &candidate));
+                let at = self.candidates.partition_point(|held| ranks_before(held, &candidate));
                 self.candidates.insert(at, candidate);
             }
         }
@@ -564,9 +521,7 @@ impl BeamSearch {
     /// Inserted after every hypothesis with an equal score: older ones win ties, as in
     /// transformers' `topk(cat(finished, new))`.
     fn offer_finished(&mut self, hypothesis: Finished) {
-        let at = self
-            .finished
-            .partition_point(|held| held.score >= hypothesis.score);
+        let at = self.finished.partition_point(|held| held.score >= hypothesis.score);
         if at >= self.config.num_beams {
             return;
         }
@@ -594,10 +549,7 @@ impl BeamSearch {
             EarlyStopping::Never | EarlyStopping::False => self.generated,
         };
         let best_possible = best_running.sum_logprobs / penalty.divisor(best_length);
-        let worst_finished = self
-            .finished
-            .last()
-            .map_or(f32::NEG_INFINITY, |worst| worst.score);
+        let worst_finished = self.finished.last().map_or(f32::NEG_INFINITY, |worst| worst.score);
         best_possible <= worst_finished
     }
 

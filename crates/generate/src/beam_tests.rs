@@ -30,15 +30,9 @@ fn splitmix64(x: u64) -> u64 {
 
 /// A fake model given by next-token probabilities for some prefixes (logits = ln p), `default`
 /// for every other prefix.
-fn table_model(
-    table: &'static [(&'static [u32], &'static [f32])],
-    default: &'static [f32],
-) -> impl Fn(&[u32]) -> Vec<f32> {
+fn table_model(table: &'static [(&'static [u32], &'static [f32])], default: &'static [f32]) -> impl Fn(&[u32]) -> Vec<f32> {
     move |tokens: &[u32]| {
-        let probs = table
-            .iter()
-            .find(|(prefix, _)| *prefix == tokens)
-            .map_or(default, |(_, probs)| *probs);
+        let probs = table.iter().find(|(prefix, _)| *prefix == tokens).map_or(default, |(_, probs)| *probs);
         probs.iter().map(|p| p.ln()).collect()
     }
 }
@@ -52,11 +46,7 @@ struct Outcome {
 /// Drives a search the way the generation loop will: it keeps its own copy of each running
 /// beam's tokens (standing for a KV cache), forked with the (parent, token) answers, and checks
 /// that copy against the search's own record at every step.
-fn run(
-    config: BeamConfig,
-    model: impl Fn(&[u32]) -> Vec<f32>,
-    mut is_final: impl FnMut(&[u32], u32) -> bool,
-) -> Outcome {
+fn run(config: BeamConfig, model: impl Fn(&[u32]) -> Vec<f32>, mut is_final: impl FnMut(&[u32], u32) -> bool) -> Outcome {
     let vocab = model(&[]).len();
     let mut search = BeamSearch::new(config).unwrap();
     let mut beams: Vec<Vec<u32>> = vec![Vec::new()];
@@ -65,10 +55,7 @@ fn run(
         assert_eq!(search.running(), beams.len());
         assert!(beams.len() <= search.config().num_beams);
         let logits: Vec<f32> = beams.iter().flat_map(|b| model(b)).collect();
-        let forks = search
-            .step(&logits, vocab, |beam, token| is_final(&beams[beam], token))
-            .unwrap()
-            .to_vec();
+        let forks = search.step(&logits, vocab, |beam, token| is_final(&beams[beam], token)).unwrap().to_vec();
         steps += 1;
         beams = forks
             .iter()
@@ -79,22 +66,12 @@ fn run(
             })
             .collect();
         for (i, b) in beams.iter().enumerate() {
-            assert_eq!(
-                search.running_tokens(i).as_ref(),
-                Some(b),
-                "beam {i} at step {steps}"
-            );
+            assert_eq!(search.running_tokens(i).as_ref(), Some(b), "beam {i} at step {steps}");
         }
-        assert!(
-            steps <= search.config().max_new_tokens,
-            "ran past max_new_tokens"
-        );
+        assert!(steps <= search.config().max_new_tokens, "ran past max_new_tokens");
     }
     assert_eq!(search.running(), 0);
-    Outcome {
-        hypotheses: search.finish(),
-        steps,
-    }
+    Outcome { hypotheses: search.finish(), steps }
 }
 
 fn no_stop(_: &[u32], _: u32) -> bool {
@@ -102,10 +79,7 @@ fn no_stop(_: &[u32], _: u32) -> bool {
 }
 
 fn config(num_beams: usize, max_new_tokens: usize, length_penalty: LengthPenalty) -> BeamConfig {
-    BeamConfig {
-        length_penalty,
-        ..BeamConfig::new(num_beams, max_new_tokens, vec![EOS])
-    }
+    BeamConfig { length_penalty, ..BeamConfig::new(num_beams, max_new_tokens, vec![EOS]) }
 }
 
 fn tokens_of(hypotheses: &[Hypothesis]) -> Vec<Vec<u32>> {
@@ -113,19 +87,9 @@ fn tokens_of(hypotheses: &[Hypothesis]) -> Vec<Vec<u32>> {
 }
 
 fn log_softmax_f64(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .map(|&x| f64::from(x))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let log_sum = logits
-        .iter()
-        .map(|&x| (f64::from(x) - max).exp())
-        .sum::<f64>()
-        .ln();
-    logits
-        .iter()
-        .map(|&x| f64::from(x) - max - log_sum)
-        .collect()
+    let max = logits.iter().map(|&x| f64::from(x)).fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum::<f64>().ln();
+    logits.iter().map(|&x| f64::from(x) - max - log_sum).collect()
 }
 
 fn greedy(model: &impl Fn(&[u32]) -> Vec<f32>, max_new_tokens: usize) -> Vec<u32> {
@@ -152,15 +116,8 @@ fn one_beam_is_greedy_decoding() {
         let model = hash_model(7, seed);
         let expected = greedy(&model, 12);
         for early_stopping in [EarlyStopping::False, EarlyStopping::True] {
-            for penalty in [
-                LengthPenalty::Hf(1.0),
-                LengthPenalty::Hf(0.0),
-                LengthPenalty::Hf(2.0),
-            ] {
-                let cfg = BeamConfig {
-                    early_stopping,
-                    ..config(1, 12, penalty)
-                };
+            for penalty in [LengthPenalty::Hf(1.0), LengthPenalty::Hf(0.0), LengthPenalty::Hf(2.0)] {
+                let cfg = BeamConfig { early_stopping, ..config(1, 12, penalty) };
                 let out = run(cfg, &model, no_stop);
                 assert_eq!(out.hypotheses.len(), 1);
                 assert_eq!(out.hypotheses[0].tokens, expected, "seed {seed}");
@@ -171,11 +128,7 @@ fn one_beam_is_greedy_decoding() {
 }
 
 /// Every sequence of up to `max_new_tokens` (ending at EOS or at the limit) with its f64 score.
-fn brute_force(
-    model: &impl Fn(&[u32]) -> Vec<f32>,
-    max_new_tokens: usize,
-    penalty: LengthPenalty,
-) -> Vec<(Vec<u32>, f64)> {
+fn brute_force(model: &impl Fn(&[u32]) -> Vec<f32>, max_new_tokens: usize, penalty: LengthPenalty) -> Vec<(Vec<u32>, f64)> {
     let mut done = Vec::new();
     let mut open = vec![(Vec::new(), 0.0f64)];
     while let Some((tokens, sum)) = open.pop() {
@@ -202,11 +155,7 @@ fn brute_force(
 #[test]
 fn enough_beams_equal_brute_force_over_all_sequences() {
     let (vocab, depth, returned) = (5, 3, 10);
-    let penalties = [
-        LengthPenalty::Hf(1.0),
-        LengthPenalty::Hf(0.0),
-        LengthPenalty::Gnmt(0.8),
-    ];
+    let penalties = [LengthPenalty::Hf(1.0), LengthPenalty::Hf(0.0), LengthPenalty::Gnmt(0.8)];
     for seed in 0..4 {
         let model = hash_model(vocab, seed);
         for penalty in penalties {
@@ -214,10 +163,7 @@ fn enough_beams_equal_brute_force_over_all_sequences() {
             // 1 + 4 + 16 * 5 sequences: the finished set holds them all.
             assert_eq!(expected.len(), 85);
             for pair in expected[..=returned].windows(2) {
-                assert!(
-                    pair[0].1 - pair[1].1 > 1e-4,
-                    "seed {seed}: near tie, pick another"
-                );
+                assert!(pair[0].1 - pair[1].1 > 1e-4, "seed {seed}: near tie, pick another");
             }
             let cfg = BeamConfig {
                 early_stopping: EarlyStopping::Never,
@@ -228,16 +174,8 @@ fn enough_beams_equal_brute_force_over_all_sequences() {
             assert_eq!(out.hypotheses.len(), returned);
             for (got, (tokens, score)) in out.hypotheses.iter().zip(&expected) {
                 assert_eq!(&got.tokens, tokens, "seed {seed} {penalty:?}");
-                assert!(
-                    (f64::from(got.score) - score).abs() < 1e-5,
-                    "{} vs {score}",
-                    got.score
-                );
-                let finish = if tokens.last() == Some(&EOS) {
-                    FinishReason::Eos
-                } else {
-                    FinishReason::MaxTokens
-                };
+                assert!((f64::from(got.score) - score).abs() < 1e-5, "{} vs {score}", got.score);
+                let finish = if tokens.last() == Some(&EOS) { FinishReason::Eos } else { FinishReason::MaxTokens };
                 assert_eq!(got.finish, finish);
             }
         }
@@ -252,11 +190,7 @@ static UNIFORM3: &[f32] = &[0.3, 0.4, 0.3];
 #[test]
 fn length_penalty_changes_the_winner_over_a_short_eos() {
     let model = table_model(SHORT_EOS_TABLE, UNIFORM3);
-    let winner = |penalty| {
-        run(config(2, 2, penalty), &model, no_stop).hypotheses[0]
-            .tokens
-            .clone()
-    };
+    let winner = |penalty| run(config(2, 2, penalty), &model, no_stop).hypotheses[0].tokens.clone();
     assert_eq!(winner(LengthPenalty::Hf(0.0)), vec![EOS]);
     assert_eq!(winner(LengthPenalty::Hf(1.0)), vec![1, EOS]);
     assert_eq!(winner(LengthPenalty::Hf(2.0)), vec![1, EOS]);
@@ -289,10 +223,7 @@ fn gnmt_penalty_formula_and_winner() {
 #[test]
 fn returns_num_return_sequences_best_score_first_not_longest() {
     let model = table_model(SHORT_EOS_TABLE, UNIFORM3);
-    let cfg = |penalty| BeamConfig {
-        num_return_sequences: 2,
-        ..config(2, 2, penalty)
-    };
+    let cfg = |penalty| BeamConfig { num_return_sequences: 2, ..config(2, 2, penalty) };
     let out = run(cfg(LengthPenalty::Hf(0.0)), &model, no_stop);
     assert_eq!(tokens_of(&out.hypotheses), vec![vec![EOS], vec![1, EOS]]);
     // lp 1: [a, E] -0.60, then [a, a] (ln 0.6 + ln 0.3) / 2 = -0.86 beats [E] -0.92.
@@ -310,11 +241,7 @@ static HALF_EOS: &[f32] = &[0.5, 0.3, 0.2];
 #[test]
 fn early_stopping_true_stops_when_num_beams_are_finished() {
     let model = table_model(EARLY_TABLE, HALF_EOS);
-    let cfg = |early_stopping| BeamConfig {
-        early_stopping,
-        num_return_sequences: 2,
-        ..config(2, 10, LengthPenalty::Hf(1.0))
-    };
+    let cfg = |early_stopping| BeamConfig { early_stopping, num_return_sequences: 2, ..config(2, 10, LengthPenalty::Hf(1.0)) };
     let out = run(cfg(EarlyStopping::True), &model, no_stop);
     assert_eq!(out.steps, 2);
     assert_eq!(tokens_of(&out.hypotheses), vec![vec![EOS], vec![1, EOS]]);
@@ -325,44 +252,25 @@ fn early_stopping_true_stops_when_num_beams_are_finished() {
 }
 
 /// num_beams 1. Step 1: E (0.55) finishes, a (0.45) runs; from a, a a is likely, then E.
-static NEVER_TABLE: &[(&[u32], &[f32])] = &[
-    (&[], &[0.55, 0.45, 1e-9]),
-    (&[1], &[0.01, 0.99, 1e-9]),
-    (&[1, 1], &[0.99, 0.01, 1e-9]),
-];
+static NEVER_TABLE: &[(&[u32], &[f32])] = &[(&[], &[0.55, 0.45, 1e-9]), (&[1], &[0.01, 0.99, 1e-9]), (&[1, 1], &[0.99, 0.01, 1e-9])];
 
 #[test]
 fn early_stopping_never_bounds_by_max_length_where_false_gives_up() {
     let model = table_model(NEVER_TABLE, HALF_EOS);
-    let cfg = |early_stopping| BeamConfig {
-        early_stopping,
-        ..config(1, 4, LengthPenalty::Hf(1.0))
-    };
+    let cfg = |early_stopping| BeamConfig { early_stopping, ..config(1, 4, LengthPenalty::Hf(1.0)) };
     // False: the running [a] at ln 0.45 / 1 = -0.80 cannot beat [E] at -0.60: stop.
     let out = run(cfg(EarlyStopping::False), &model, no_stop);
-    assert_eq!(
-        (out.steps, out.hypotheses[0].tokens.clone()),
-        (1, vec![EOS])
-    );
+    assert_eq!((out.steps, out.hypotheses[0].tokens.clone()), (1, vec![EOS]));
     let out = run(cfg(EarlyStopping::True), &model, no_stop);
-    assert_eq!(
-        (out.steps, out.hypotheses[0].tokens.clone()),
-        (1, vec![EOS])
-    );
+    assert_eq!((out.steps, out.hypotheses[0].tokens.clone()), (1, vec![EOS]));
     // Never: -0.80 / 4 might still win, and [a, a, E] at -0.82 / 3 = -0.27 does.
     let out = run(cfg(EarlyStopping::Never), &model, no_stop);
     assert_eq!(out.hypotheses[0].tokens, vec![1, 1, EOS]);
     assert_eq!(out.steps, 3);
     // Never with lp 0 is the canonical criterion: the current length bounds it, stop at once.
-    let cfg0 = BeamConfig {
-        early_stopping: EarlyStopping::Never,
-        ..config(1, 4, LengthPenalty::Hf(0.0))
-    };
+    let cfg0 = BeamConfig { early_stopping: EarlyStopping::Never, ..config(1, 4, LengthPenalty::Hf(0.0)) };
     let out = run(cfg0, &model, no_stop);
-    assert_eq!(
-        (out.steps, out.hypotheses[0].tokens.clone()),
-        (1, vec![EOS])
-    );
+    assert_eq!((out.steps, out.hypotheses[0].tokens.clone()), (1, vec![EOS]));
 }
 
 #[test]
@@ -371,19 +279,13 @@ fn stop_string_candidate_ends_its_hypothesis() {
     let is_stop = |beam: &[u32], token: u32| token == 2 && beam.last() == Some(&1);
     let mut stopped = 0;
     for seed in 0..20 {
-        let cfg = BeamConfig {
-            num_return_sequences: 4,
-            ..config(4, 6, LengthPenalty::Hf(1.0))
-        };
+        let cfg = BeamConfig { num_return_sequences: 4, ..config(4, 6, LengthPenalty::Hf(1.0)) };
         let mut ran_stop = false;
         let out = run(cfg, hash_model(5, seed), |beam, token| {
             ran_stop |= beam.windows(2).any(|w| w == [1, 2]);
             is_stop(beam, token)
         });
-        assert!(
-            !ran_stop,
-            "seed {seed}: a running beam went past a stop string"
-        );
+        assert!(!ran_stop, "seed {seed}: a running beam went past a stop string");
         for h in &out.hypotheses {
             let ends_in_stop = h.tokens.ends_with(&[1, 2]);
             assert_eq!(ends_in_stop, h.finish == FinishReason::StopString, "{h:?}");
@@ -401,19 +303,13 @@ static FLAT3: &[f32] = &[0.33, 0.34, 0.33];
 #[test]
 fn eos_ranked_at_or_below_num_beams_is_not_added() {
     let model = table_model(DROPPED_EOS_TABLE, FLAT3);
-    let cfg = BeamConfig {
-        early_stopping: EarlyStopping::Never,
-        ..config(1, 2, LengthPenalty::Hf(0.0))
-    };
+    let cfg = BeamConfig { early_stopping: EarlyStopping::Never, ..config(1, 2, LengthPenalty::Hf(0.0)) };
     let out = run(cfg, &model, no_stop);
     assert_eq!(out.hypotheses.len(), 1);
     assert_eq!(out.hypotheses[0].tokens, vec![1, 1]);
     assert!(out.hypotheses[0].score < 0.4f32.ln());
     // With two beams it ranks 1 < 2 and wins.
-    let cfg = BeamConfig {
-        early_stopping: EarlyStopping::Never,
-        ..config(2, 2, LengthPenalty::Hf(0.0))
-    };
+    let cfg = BeamConfig { early_stopping: EarlyStopping::Never, ..config(2, 2, LengthPenalty::Hf(0.0)) };
     assert_eq!(run(cfg, &model, no_stop).hypotheses[0].tokens, vec![EOS]);
 }
 
@@ -421,34 +317,20 @@ fn eos_ranked_at_or_below_num_beams_is_not_added() {
 fn several_eos_ids_widen_the_candidate_pool() {
     // Two EOS ids: K = 3 * num_beams. With one beam, rank 0 (EOS 3) finishes, rank 1 (EOS 0) is
     // dropped, and rank 2 (token 1) is the best non-final candidate: it runs.
-    let cfg = BeamConfig {
-        eos: vec![0, 3],
-        early_stopping: EarlyStopping::Never,
-        ..BeamConfig::new(1, 10, vec![])
-    };
+    let cfg = BeamConfig { eos: vec![0, 3], early_stopping: EarlyStopping::Never, ..BeamConfig::new(1, 10, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
     let forks = search.step(&[2.0, 1.0, 0.0, 3.0], 4, |_, _| false).unwrap();
     assert_eq!(forks, &[(0, 1)]);
-    assert!(
-        !search.is_done(),
-        "Never: [1] / 10 could still beat [3] / 1"
-    );
+    assert!(!search.is_done(), "Never: [1] / 10 could still beat [3] / 1");
     let best = search.finish();
-    assert_eq!(
-        (best[0].tokens.clone(), best[0].finish),
-        (vec![3], FinishReason::Eos)
-    );
+    assert_eq!((best[0].tokens.clone(), best[0].finish), (vec![3], FinishReason::Eos));
 }
 
 #[test]
 fn final_candidate_at_rank_num_beams_is_dropped_while_beams_are_missing() {
     // Two EOS ids, two beams, K = 6. Ranks: EOS 3 (finished), token 1 (runs), EOS 0 at rank 2 =
     // num_beams (dropped, though a running beam is still missing), token 2 (runs).
-    let cfg = BeamConfig {
-        eos: vec![0, 3],
-        num_return_sequences: 2,
-        ..BeamConfig::new(2, 10, vec![])
-    };
+    let cfg = BeamConfig { eos: vec![0, 3], num_return_sequences: 2, ..BeamConfig::new(2, 10, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
     let forks = search.step(&[1.0, 2.0, 0.0, 3.0], 4, |_, _| false).unwrap();
     assert_eq!(forks, &[(0, 1), (0, 2)]);
@@ -463,15 +345,9 @@ fn ties_rank_the_lower_token_id_first() {
     assert!(search.step(&[0.5; 4], 4, |_, _| false).unwrap().is_empty());
     let best = BeamSearch::finish(search);
     assert_eq!(tokens_of(&best), vec![vec![0]]);
-    let cfg = BeamConfig {
-        num_return_sequences: 2,
-        ..BeamConfig::new(2, 2, vec![])
-    };
+    let cfg = BeamConfig { num_return_sequences: 2, ..BeamConfig::new(2, 2, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
-    assert_eq!(
-        search.step(&[0.5; 4], 4, |_, _| false).unwrap(),
-        &[(0, 0), (0, 1)]
-    );
+    assert_eq!(search.step(&[0.5; 4], 4, |_, _| false).unwrap(), &[(0, 0), (0, 1)]);
     // Both beams now tie on every token: beam 0's come first.
     assert!(search.step(&[0.5; 8], 4, |_, _| false).unwrap().is_empty());
     assert_eq!(tokens_of(&search.finish()), vec![vec![0, 0], vec![0, 1]]);
@@ -479,29 +355,19 @@ fn ties_rank_the_lower_token_id_first() {
 
 #[test]
 fn nan_logits_count_as_minus_infinity() {
-    let cfg = BeamConfig {
-        num_return_sequences: 3,
-        ..BeamConfig::new(3, 1, vec![])
-    };
+    let cfg = BeamConfig { num_return_sequences: 3, ..BeamConfig::new(3, 1, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
-    search
-        .step(&[f32::NAN, 1.0, 0.5, f32::NAN], 4, |_, _| false)
-        .unwrap();
+    search.step(&[f32::NAN, 1.0, 0.5, f32::NAN], 4, |_, _| false).unwrap();
     let best = search.finish();
     assert_eq!(tokens_of(&best), vec![vec![1], vec![2]]);
     let total: f32 = best.iter().map(|h| h.sum_logprobs.exp()).sum();
-    assert!(
-        (total - 1.0).abs() < 1e-6,
-        "NaN took probability mass: {total}"
-    );
+    assert!((total - 1.0).abs() < 1e-6, "NaN took probability mass: {total}");
 }
 
 #[test]
 fn all_masked_row_ends_the_search() {
     let mut search = BeamSearch::new(BeamConfig::new(2, 5, vec![EOS])).unwrap();
-    let forks = search
-        .step(&[f32::NEG_INFINITY, f32::NAN], 2, |_, _| false)
-        .unwrap();
+    let forks = search.step(&[f32::NEG_INFINITY, f32::NAN], 2, |_, _| false).unwrap();
     assert!(forks.is_empty());
     assert!(search.is_done());
     assert!(search.finish().is_empty());
@@ -509,14 +375,9 @@ fn all_masked_row_ends_the_search() {
 
 #[test]
 fn infinite_logits_share_the_probability() {
-    let cfg = BeamConfig {
-        num_return_sequences: 2,
-        ..BeamConfig::new(2, 1, vec![])
-    };
+    let cfg = BeamConfig { num_return_sequences: 2, ..BeamConfig::new(2, 1, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
-    search
-        .step(&[f32::INFINITY, 0.0, f32::INFINITY], 3, |_, _| false)
-        .unwrap();
+    search.step(&[f32::INFINITY, 0.0, f32::INFINITY], 3, |_, _| false).unwrap();
     let best = search.finish();
     assert_eq!(tokens_of(&best), vec![vec![0], vec![2]]);
     assert_eq!(best[0].sum_logprobs, -(2f32.ln()));
@@ -535,10 +396,7 @@ fn finish_before_done_keeps_running_beams_as_interrupted() {
 #[test]
 fn step_after_done_is_empty_and_does_not_fail() {
     let mut search = BeamSearch::new(BeamConfig::new(2, 1, vec![EOS])).unwrap();
-    assert!(search
-        .step(&[0.0, 1.0], 2, |_, _| false)
-        .unwrap()
-        .is_empty());
+    assert!(search.step(&[0.0, 1.0], 2, |_, _| false).unwrap().is_empty());
     assert!(search.is_done());
     assert!(search.step(&[], 2, |_, _| false).unwrap().is_empty());
     assert_eq!(search.generated_len(), 1);
@@ -547,27 +405,10 @@ fn step_after_done_is_empty_and_does_not_fail() {
 #[test]
 fn wrong_logits_shape_is_an_error() {
     let mut search = BeamSearch::new(BeamConfig::new(2, 4, vec![EOS])).unwrap();
-    assert_eq!(
-        search.step(&[0.0; 5], 4, |_, _| false).unwrap_err(),
-        BeamError::LogitsShape {
-            expected: 4,
-            got: 5,
-            running: 1,
-            vocab: 4
-        }
-    );
-    assert_eq!(
-        search.step(&[], 0, |_, _| false).unwrap_err(),
-        BeamError::EmptyVocab
-    );
+    assert_eq!(search.step(&[0.0; 5], 4, |_, _| false).unwrap_err(), BeamError::LogitsShape { expected: 4, got: 5, running: 1, vocab: 4 });
+    assert_eq!(search.step(&[], 0, |_, _| false).unwrap_err(), BeamError::EmptyVocab);
     // Still usable.
-    assert_eq!(
-        search
-            .step(&[0.0, 1.0, 2.0, 3.0], 4, |_, _| false)
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(search.step(&[0.0, 1.0, 2.0, 3.0], 4, |_, _| false).unwrap().len(), 2);
 }
 
 #[test]
@@ -579,18 +420,12 @@ fn invalid_configs_are_errors() {
         change(&mut cfg);
         BeamSearch::new(cfg).unwrap_err()
     };
-    assert_eq!(
-        rejected(|c| c.num_beams = 0),
-        BeamError::NumBeams { got: 0 }
-    );
+    assert_eq!(rejected(|c| c.num_beams = 0), BeamError::NumBeams { got: 0 });
     let nrs = |got| BeamError::NumReturnSequences { got, num_beams: 4 };
     assert_eq!(rejected(|c| c.num_return_sequences = 0), nrs(0));
     assert_eq!(rejected(|c| c.num_return_sequences = 5), nrs(5));
     let inf = BeamError::LengthPenalty { got: f64::INFINITY };
-    assert_eq!(
-        rejected(|c| c.length_penalty = LengthPenalty::Hf(f64::INFINITY)),
-        inf
-    );
+    assert_eq!(rejected(|c| c.length_penalty = LengthPenalty::Hf(f64::INFINITY)), inf);
     let nan = rejected(|c| c.length_penalty = LengthPenalty::Gnmt(f64::NAN));
     assert!(matches!(nan, BeamError::LengthPenalty { .. }));
     assert_eq!(rejected(|c| c.max_new_tokens = 0), BeamError::MaxNewTokens);
@@ -614,25 +449,14 @@ fn large_vocab_selection_equals_a_full_sort() {
     // SmolLM2-sized rows: the bounded selection must agree with sorting every candidate.
     let vocab = 49_152;
     let model = hash_model(vocab, 7);
-    let cfg = BeamConfig {
-        num_return_sequences: 4,
-        ..BeamConfig::new(4, 2, vec![])
-    };
+    let cfg = BeamConfig { num_return_sequences: 4, ..BeamConfig::new(4, 2, vec![]) };
     let mut search = BeamSearch::new(cfg).unwrap();
     let row = model(&[]);
-    let expected: Vec<(usize, u32)> = full_sort(&row, vocab, &[0.0])[..4]
-        .iter()
-        .map(|&(_, flat)| (0, flat as u32))
-        .collect();
-    assert_eq!(
-        search.step(&row, vocab, |_, _| false).unwrap(),
-        expected.as_slice()
-    );
+    let expected: Vec<(usize, u32)> = full_sort(&row, vocab, &[0.0])[..4].iter().map(|&(_, flat)| (0, flat as u32)).collect();
+    assert_eq!(search.step(&row, vocab, |_, _| false).unwrap(), expected.as_slice());
 
     let beams: Vec<Vec<u32>> = (0..4).map(|b| search.running_tokens(b).unwrap()).collect();
-    let sums: Vec<f32> = (0..4)
-        .map(|b| search.running_sum_logprobs(b).unwrap())
-        .collect();
+    let sums: Vec<f32> = (0..4).map(|b| search.running_sum_logprobs(b).unwrap()).collect();
     let rows: Vec<f32> = beams.iter().flat_map(|b| model(b)).collect();
     let expected: Vec<Vec<u32>> = full_sort(&rows, vocab, &sums)[..4]
         .iter()
@@ -709,10 +533,7 @@ fn matches_transformers_on_a_hash_model() {
         for (got, &(_, score)) in out.hypotheses.iter().zip(case.expected) {
             // torch sums exp in f32 lanes, we in f64: an ulp or two apart.
             let tolerance = 1e-6 * score.abs().max(1.0);
-            assert!(
-                (f64::from(got.score) - score).abs() < tolerance,
-                "case {n}: {got:?} vs {score}"
-            );
+            assert!((f64::from(got.score) - score).abs() < tolerance, "case {n}: {got:?} vs {score}");
         }
     }
 }

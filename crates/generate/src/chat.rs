@@ -58,8 +58,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", python_tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| ChatError::Syntax(describe(&e)))?;
+        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| ChatError::Syntax(describe(&e)))?;
         Ok(ChatTemplate { env })
     }
 
@@ -74,17 +73,8 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with the opening of an
     /// assistant turn, ready for the model to continue.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-        bos_token: &str,
-        eos_token: &str,
-    ) -> Result<String, ChatError> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| ChatError::Render(describe(&e)))?;
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String, ChatError> {
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| ChatError::Render(describe(&e)))?;
         let context = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -93,9 +83,7 @@ impl ChatTemplate {
             tools => Value::from(()),
             documents => Value::from(()),
         };
-        template
-            .render(context)
-            .map_err(|e| ChatError::Render(describe(&e)))
+        template.render(context).map_err(|e| ChatError::Render(describe(&e)))
     }
 }
 
@@ -117,7 +105,13 @@ impl ChatTemplate {
     /// are put back. If the template changes the text of its messages (trims it, say), so that
     /// this is not the plain rendering, each message is looked up in the plain rendering
     /// instead; a message that cannot be found is an error rather than a risk.
-    pub fn render_marked(&self, messages: &[ChatMessage], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<RenderedChat, ChatError> {
+    pub fn render_marked(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<RenderedChat, ChatError> {
         let plain = self.render(messages, add_generation_prompt, bos_token, eos_token)?;
         let marked: Vec<ChatMessage> =
             messages.iter().enumerate().map(|(i, m)| ChatMessage { role: m.role.clone(), content: format!("\u{E000}{i}\u{E001}") }).collect();
@@ -188,38 +182,12 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 fn strftime_now(format: &str) -> Result<String, Error> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                format!("clock before 1970: {e}"),
-            )
-        })?;
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("clock before 1970: {e}")))?;
     strftime_utc(format, now.as_secs() as i64)
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Formats a Unix time (UTC) with the strftime directives chat templates use:
 /// %Y %y %m %d %e %j %H %I %M %S %p %b %B %a %A %%, plus glibc's %-d style (no padding).
@@ -227,11 +195,7 @@ fn strftime_utc(format: &str, unix_seconds: i64) -> Result<String, Error> {
     let days = unix_seconds.div_euclid(86_400);
     let seconds_of_day = unix_seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (
-        seconds_of_day / 3600,
-        seconds_of_day / 60 % 60,
-        seconds_of_day % 60,
-    );
+    let (hour, minute, second) = (seconds_of_day / 3600, seconds_of_day / 60 % 60, seconds_of_day % 60);
     let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday (index 3).
     let day_of_year = days - days_from_civil(year, 1, 1) + 1;
     let hour12 = if hour % 12 == 0 { 12 } else { hour % 12 };
@@ -274,10 +238,7 @@ fn strftime_utc(format: &str, unix_seconds: i64) -> Result<String, Error> {
             Some('%') => "%".to_string(),
             other => {
                 let shown = other.map_or(String::new(), String::from);
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported directive %{shown}"),
-                ));
+                return Err(Error::new(ErrorKind::InvalidOperation, format!("strftime_now: unsupported directive %{shown}")));
             }
         };
         out.push_str(&piece);
@@ -291,16 +252,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153; // March = 0
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -328,12 +284,7 @@ fn python_tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     Ok(Value::from_safe_string(out))
 }
 
-fn write_json(
-    out: &mut String,
-    value: &Value,
-    indent: Option<usize>,
-    depth: usize,
-) -> Result<(), Error> {
+fn write_json(out: &mut String, value: &Value, indent: Option<usize>, depth: usize) -> Result<(), Error> {
     let newline = |out: &mut String, depth: usize| {
         if let Some(width) = indent {
             out.push('\n');
@@ -396,10 +347,7 @@ fn write_json(
             out.push('}');
         }
         other => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: cannot serialize a {other}"),
-            ));
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialize a {other}")));
         }
     }
     Ok(())
@@ -454,18 +402,13 @@ mod tests {
     }
 
     fn message(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.to_string(),
-            content: content.to_string(),
-        }
+        ChatMessage { role: role.to_string(), content: content.to_string() }
     }
 
     #[test]
     fn smollm2_single_user_message_gets_default_system_prompt() {
         let template = ChatTemplate::new(SMOLLM2).unwrap();
-        let got = template
-            .render(&[message("user", "Hi")], true, "<|im_start|>", "<|im_end|>")
-            .unwrap();
+        let got = template.render(&[message("user", "Hi")], true, "<|im_start|>", "<|im_end|>").unwrap();
         let want = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
                     <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
         assert_eq!(got, want);
@@ -473,17 +416,11 @@ mod tests {
 
     #[test]
     fn renderings_match_python_jinja2_goldens() {
-        let goldens: Vec<Golden> =
-            serde_json::from_str(include_str!("../tests/fixtures/chat_goldens.json")).unwrap();
+        let goldens: Vec<Golden> = serde_json::from_str(include_str!("../tests/fixtures/chat_goldens.json")).unwrap();
         assert_eq!(goldens.len(), 7);
         for g in &goldens {
             let template = ChatTemplate::new(fixture(&g.template)).unwrap();
-            let got = template.render(
-                &g.messages,
-                g.add_generation_prompt,
-                &g.bos_token,
-                &g.eos_token,
-            );
+            let got = template.render(&g.messages, g.add_generation_prompt, &g.bos_token, &g.eos_token);
             match (&g.expected, &g.error) {
                 (Some(want), _) => {
                     assert_eq!(got.as_ref(), Ok(want), "{} {:?}", g.template, g.messages)
@@ -502,41 +439,24 @@ mod tests {
     #[test]
     fn chatml_fallback_is_the_fixture_template() {
         assert_eq!(CHATML_TEMPLATE, fixture("chatml.jinja"));
-        let got = ChatTemplate::chatml()
-            .render(
-                &[message("system", "Be brief."), message("user", "Hi")],
-                true,
-                "",
-                "",
-            )
-            .unwrap();
+        let got = ChatTemplate::chatml().render(&[message("system", "Be brief."), message("user", "Hi")], true, "", "").unwrap();
         assert_eq!(got, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn syntax_error_is_a_clear_error_with_line() {
-        let Err(ChatError::Syntax(message)) =
-            ChatTemplate::new("line one\n{% for m in messages %}{{ m.content }}")
-        else {
+        let Err(ChatError::Syntax(message)) = ChatTemplate::new("line one\n{% for m in messages %}{{ m.content }}") else {
             panic!("an unclosed for must not compile");
         };
         assert!(message.contains("line"), "{message}");
-        assert!(
-            message.contains("endfor") || message.contains("end of input"),
-            "{message}"
-        );
+        assert!(message.contains("endfor") || message.contains("end of input"), "{message}");
     }
 
     #[test]
     fn raise_exception_becomes_render_error_with_its_message() {
-        let template =
-            ChatTemplate::new("{{ raise_exception('Conversation roles must alternate') }}")
-                .unwrap();
+        let template = ChatTemplate::new("{{ raise_exception('Conversation roles must alternate') }}").unwrap();
         let err = template.render(&[], false, "", "").unwrap_err();
-        assert!(
-            matches!(&err, ChatError::Render(m) if m.contains("Conversation roles must alternate")),
-            "{err}"
-        );
+        assert!(matches!(&err, ChatError::Render(m) if m.contains("Conversation roles must alternate")), "{err}");
     }
 
     #[test]
@@ -544,26 +464,11 @@ mod tests {
         // Python: time.strftime(FORMAT, time.gmtime(t))
         const FORMAT: &str = "%Y-%m-%d %H:%M:%S %a %A %b %B %j %y %I %p|%e|%-d %-m|%%";
         let cases = [
-            (
-                0,
-                "1970-01-01 00:00:00 Thu Thursday Jan January 001 70 12 AM| 1|1 1|%",
-            ),
-            (
-                951782400,
-                "2000-02-29 00:00:00 Tue Tuesday Feb February 060 00 12 AM|29|29 2|%",
-            ),
-            (
-                1700000000,
-                "2023-11-14 22:13:20 Tue Tuesday Nov November 318 23 10 PM|14|14 11|%",
-            ),
-            (
-                4102444799,
-                "2099-12-31 23:59:59 Thu Thursday Dec December 365 99 11 PM|31|31 12|%",
-            ),
-            (
-                -86400,
-                "1969-12-31 00:00:00 Wed Wednesday Dec December 365 69 12 AM|31|31 12|%",
-            ),
+            (0, "1970-01-01 00:00:00 Thu Thursday Jan January 001 70 12 AM| 1|1 1|%"),
+            (951782400, "2000-02-29 00:00:00 Tue Tuesday Feb February 060 00 12 AM|29|29 2|%"),
+            (1700000000, "2023-11-14 22:13:20 Tue Tuesday Nov November 318 23 10 PM|14|14 11|%"),
+            (4102444799, "2099-12-31 23:59:59 Thu Thursday Dec December 365 99 11 PM|31|31 12|%"),
+            (-86400, "1969-12-31 00:00:00 Wed Wednesday Dec December 365 69 12 AM|31|31 12|%"),
         ];
         for (t, want) in cases {
             assert_eq!(strftime_utc(FORMAT, t).unwrap(), want, "t = {t}");
@@ -583,9 +488,7 @@ mod tests {
     #[test]
     fn tojson_escapes_like_python_not_html() {
         let template = ChatTemplate::new("{{ messages[0].content | tojson }}").unwrap();
-        let got = template
-            .render(&[message("user", "<b>\"x\" & \u{1}</b>")], false, "", "")
-            .unwrap();
+        let got = template.render(&[message("user", "<b>\"x\" & \u{1}</b>")], false, "", "").unwrap();
         assert_eq!(got, r#""<b>\"x\" & \u0001</b>""#);
     }
 }

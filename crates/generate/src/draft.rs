@@ -125,7 +125,15 @@ impl<'m> DraftModel<'m> {
                 model.config.n_vocab, target.config.n_vocab
             )));
         }
-        Ok(DraftModel { model, cache: model.new_cache(n_ctx)?, scratch: model.new_scratch(batch, n_ctx)?, tokens: Vec::new(), sampler: None, rng_seed: 0, q: Vec::new() })
+        Ok(DraftModel {
+            model,
+            cache: model.new_cache(n_ctx)?,
+            scratch: model.new_scratch(batch, n_ctx)?,
+            tokens: Vec::new(),
+            sampler: None,
+            rng_seed: 0,
+            q: Vec::new(),
+        })
     }
 
     /// Whether the last proposal was drawn from distributions (left in `q`), not greedy.

@@ -282,7 +282,11 @@ impl<'m> Session<'m> {
         if let Some(Speculation::DraftModel { .. }) = speculation {
             match self.draft.as_mut() {
                 Some(d) => d.start(&options.sampler)?,
-                None => return Err(GenerateError::InvalidArgument("speculative decoding with a draft model needs a session made with Session::with_draft_model".into())),
+                None => {
+                    return Err(GenerateError::InvalidArgument(
+                        "speculative decoding with a draft model needs a session made with Session::with_draft_model".into(),
+                    ))
+                }
             }
         }
         // How many tokens to draft: fewer, or none for a while, when drafts keep being rejected.
@@ -390,4 +394,3 @@ impl<'m> Session<'m> {
         Ok(out)
     }
 }
-

@@ -5,25 +5,25 @@
 //! loop over a KV-cached session ([`generate`]) and perplexity ([`perplexity`](mod@perplexity)). It knows nothing
 //! of terminals or files: the CLI and the server sit on top.
 
-pub mod beam;
 pub mod batch;
+pub mod beam;
 pub mod chat;
 pub mod draft;
 pub mod draft_policy;
 pub mod generate;
 pub mod perplexity;
 pub mod rng;
-pub mod search;
 pub mod sampler;
+pub mod search;
 pub mod speculative;
 pub mod stop;
 
-pub use search::{beam_search, BeamResult};
 pub use batch::{generate_batch, generate_n, BatchSizes};
 pub use draft::{PromptLookup, Speculation, MIN_NGRAM};
 pub use draft_policy::DraftPolicy;
 pub use generate::{Emitter, GenerateOptions, Generation, Session, StopReason};
 pub use perplexity::{perplexity, Perplexity};
+pub use search::{beam_search, BeamResult};
 
 /// What can go wrong while generating.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,13 @@ pub struct Perplexity {
 /// Computes perplexity over `tokens` with chunks of `n_ctx`; `on_chunk(done, total, ppl_so_far)`
 /// reports progress after each chunk. With `bos` (models that add BOS), the first token of every
 /// chunk is replaced by it, as llama.cpp does.
-pub fn perplexity(model: &Llama, tokens: &[u32], n_ctx: usize, bos: Option<u32>, on_chunk: &mut dyn FnMut(usize, usize, f64)) -> Result<Perplexity, GenerateError> {
+pub fn perplexity(
+    model: &Llama,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    on_chunk: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Perplexity, GenerateError> {
     if n_ctx < 4 {
         return Err(GenerateError::InvalidArgument(format!("the context size must be at least 4, got {n_ctx}")));
     }

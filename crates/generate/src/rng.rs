@@ -28,12 +28,7 @@ impl Rng {
     /// A generator whose 256-bit state is four successive splitmix64 outputs of `seed`.
     pub fn new(seed: u64) -> Rng {
         let mut sm = seed;
-        let state = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let state = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
         Rng { state }
     }
 
@@ -70,26 +65,13 @@ mod tests {
     #[test]
     fn splitmix64_matches_reference_vector() {
         let mut state = 1_234_567;
-        let got = [
-            splitmix64(&mut state),
-            splitmix64(&mut state),
-            splitmix64(&mut state),
-        ];
-        assert_eq!(
-            got,
-            [
-                6457827717110365317,
-                3203168211198807973,
-                9817491932198370423
-            ]
-        );
+        let got = [splitmix64(&mut state), splitmix64(&mut state), splitmix64(&mut state)];
+        assert_eq!(got, [6457827717110365317, 3203168211198807973, 9817491932198370423]);
     }
 
     #[test]
     fn xoshiro256starstar_matches_reference_vector_for_raw_state() {
-        let mut rng = Rng {
-            state: [1, 2, 3, 4],
-        };
+        let mut rng = Rng { state: [1, 2, 3, 4] };
         let got: Vec<u64> = (0..10).map(|_| rng.next_u64()).collect();
         let want = [
             11520,
@@ -110,24 +92,12 @@ mod tests {
     fn seeded_streams_match_reference() {
         let mut rng = Rng::new(0);
         let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
-        let want = [
-            0x99ec5f36cb75f2b4,
-            0xbf6e1f784956452a,
-            0x1a5f849d4933e6e0,
-            0x6aa594f1262d2d2c,
-            0xbba5ad4a1f842e59,
-        ];
+        let want = [0x99ec5f36cb75f2b4, 0xbf6e1f784956452a, 0x1a5f849d4933e6e0, 0x6aa594f1262d2d2c, 0xbba5ad4a1f842e59];
         assert_eq!(got, want);
 
         let mut rng = Rng::new(42);
         let got: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
-        let want = [
-            0x15780b2e0c2ec716,
-            0x6104d9866d113a7e,
-            0xae17533239e499a1,
-            0xecb8ad4703b360a1,
-            0xfde6dc7fe2ec5e64,
-        ];
+        let want = [0x15780b2e0c2ec716, 0x6104d9866d113a7e, 0xae17533239e499a1, 0xecb8ad4703b360a1, 0xfde6dc7fe2ec5e64];
         assert_eq!(got, want);
     }
 

@@ -65,7 +65,7 @@ pub fn beam_search(
         model.forward_seqs(&mut [SeqTokens { seq: &mut beams[0], tokens: part, logits }], &mut pool, &mut scratch)?;
     }
     let mut rows: Vec<f32> = scratch.logits(v).to_vec(); // (running beams, V)
-    // Tokens of each running beam, for the stop strings.
+                                                         // Tokens of each running beam, for the stop strings.
     let mut generated: Vec<Vec<u32>> = vec![Vec::new()];
     let mut candidate = Vec::new();
     let mut next_beams: Vec<SeqCache> = Vec::with_capacity(num_beams);

@@ -61,13 +61,7 @@ pub struct Verdict {
 ///
 /// Errors: `GenerateError::InvalidArgument` when V is 0, when `target` or a `Rows` draft does not
 /// hold (k+1, V) or (k, V) values, or a drafted id is not below V.
-pub fn verify_sampled<'a>(
-    target: &'a [f32],
-    draft: DraftProbs<'a>,
-    drafted: &[u32],
-    vocab: usize,
-    rng: &mut Rng,
-) -> Result<Verdict, GenerateError> {
+pub fn verify_sampled<'a>(target: &'a [f32], draft: DraftProbs<'a>, drafted: &[u32], vocab: usize, rng: &mut Rng) -> Result<Verdict, GenerateError> {
     check_shapes(target, draft, drafted, vocab)?;
     let row = |probs: &'a [f32], i: usize| &probs[i * vocab..(i + 1) * vocab];
     for (i, &d) in drafted.iter().enumerate() {
@@ -93,23 +87,14 @@ pub fn verify_sampled<'a>(
             }
             // max(0, p - onehot(d)) is p with d removed.
             DraftProbs::OneHot => {
-                let residual = p
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &w)| if j == d as usize { 0.0 } else { w });
+                let residual = p.iter().enumerate().map(|(j, &w)| if j == d as usize { 0.0 } else { w });
                 draw_weighted(rng, residual).or_else(|| draw_weighted(rng, p.iter().copied()))
             }
         };
-        return Ok(Verdict {
-            accepted: i,
-            next: next.unwrap_or(0),
-        });
+        return Ok(Verdict { accepted: i, next: next.unwrap_or(0) });
     }
     let bonus = row(target, drafted.len());
-    Ok(Verdict {
-        accepted: drafted.len(),
-        next: draw_weighted(rng, bonus.iter().copied()).unwrap_or(0),
-    })
+    Ok(Verdict { accepted: drafted.len(), next: draw_weighted(rng, bonus.iter().copied()).unwrap_or(0) })
 }
 
 /// A probability as the acceptance test reads it: NaN, infinite and negative count as 0.
@@ -122,17 +107,10 @@ fn clean(p: f32) -> f32 {
 }
 
 /// Checks the shapes [`verify_sampled`] relies on, so that its indexing cannot go out of range.
-fn check_shapes(
-    target: &[f32],
-    draft: DraftProbs<'_>,
-    drafted: &[u32],
-    vocab: usize,
-) -> Result<(), GenerateError> {
+fn check_shapes(target: &[f32], draft: DraftProbs<'_>, drafted: &[u32], vocab: usize) -> Result<(), GenerateError> {
     let k = drafted.len();
     if vocab == 0 {
-        return Err(GenerateError::InvalidArgument(
-            "speculative verification needs a vocabulary of at least one token, got V = 0".into(),
-        ));
+        return Err(GenerateError::InvalidArgument("speculative verification needs a vocabulary of at least one token, got V = 0".into()));
     }
     if target.len() != (k + 1) * vocab {
         return Err(GenerateError::InvalidArgument(format!(
@@ -151,14 +129,8 @@ fn check_shapes(
             )));
         }
     }
-    if let Some((i, &bad)) = drafted
-        .iter()
-        .enumerate()
-        .find(|&(_, &d)| d as usize >= vocab)
-    {
-        return Err(GenerateError::InvalidArgument(format!(
-            "drafted token {i} has id {bad}, outside the vocabulary of {vocab} tokens"
-        )));
+    if let Some((i, &bad)) = drafted.iter().enumerate().find(|&(_, &d)| d as usize >= vocab) {
+        return Err(GenerateError::InvalidArgument(format!("drafted token {i} has id {bad}, outside the vocabulary of {vocab} tokens")));
     }
     Ok(())
 }
@@ -180,8 +152,7 @@ mod tests {
         let draft = rows(&[P, P]);
         let mut rng = Rng::new(1);
         for _ in 0..1000 {
-            let v =
-                verify_sampled(&target, DraftProbs::Rows(&draft), &[3, 0], V, &mut rng).unwrap();
+            let v = verify_sampled(&target, DraftProbs::Rows(&draft), &[3, 0], V, &mut rng).unwrap();
             assert_eq!(v.accepted, 2);
         }
     }
@@ -202,10 +173,7 @@ mod tests {
             reference.next_f32();
             reference.next_f32();
         }
-        assert_eq!(
-            rng, reference,
-            "one uniform for the test, one for the residual draw"
-        );
+        assert_eq!(rng, reference, "one uniform for the test, one for the residual draw");
     }
 
     #[test]
@@ -227,28 +195,15 @@ mod tests {
         let mut rng = Rng::new(4);
         for _ in 0..100 {
             let v = verify_sampled(&target, DraftProbs::OneHot, &[2, 2], V, &mut rng).unwrap();
-            assert_eq!(
-                v,
-                Verdict {
-                    accepted: 2,
-                    next: 3
-                }
-            );
+            assert_eq!(v, Verdict { accepted: 2, next: 3 });
         }
     }
 
     #[test]
     fn no_drafts_draw_the_bonus_from_the_only_row() {
         let mut rng = Rng::new(5);
-        let v =
-            verify_sampled(&[0.0, 0.0, 7.0, 0.0], DraftProbs::OneHot, &[], V, &mut rng).unwrap();
-        assert_eq!(
-            v,
-            Verdict {
-                accepted: 0,
-                next: 2
-            }
-        );
+        let v = verify_sampled(&[0.0, 0.0, 7.0, 0.0], DraftProbs::OneHot, &[], V, &mut rng).unwrap();
+        assert_eq!(v, Verdict { accepted: 0, next: 2 });
     }
 
     #[test]
@@ -278,23 +233,11 @@ mod tests {
         for mode in [DraftProbs::Rows(&draft), DraftProbs::OneHot] {
             let v = verify_sampled(&target, mode, &[1], V, &mut rng).unwrap();
             // p_0 counts as all zero: d_0 rejected, no residual, no p: the lowest id.
-            assert_eq!(
-                v,
-                Verdict {
-                    accepted: 0,
-                    next: 0
-                }
-            );
+            assert_eq!(v, Verdict { accepted: 0, next: 0 });
         }
         // A NaN bonus row alone.
         let v = verify_sampled(&nan, DraftProbs::OneHot, &[], V, &mut rng).unwrap();
-        assert_eq!(
-            v,
-            Verdict {
-                accepted: 0,
-                next: 0
-            }
-        );
+        assert_eq!(v, Verdict { accepted: 0, next: 0 });
     }
 
     #[test]
@@ -302,29 +245,11 @@ mod tests {
         let mut rng = Rng::new(8);
         let target = rows(&[P, P]);
         let err = |r: Result<Verdict, GenerateError>| r.unwrap_err().to_string();
-        let e = err(verify_sampled(
-            &target,
-            DraftProbs::OneHot,
-            &[1, 2],
-            V,
-            &mut rng,
-        ));
+        let e = err(verify_sampled(&target, DraftProbs::OneHot, &[1, 2], V, &mut rng));
         assert!(e.contains("(3, 4)") && e.contains("got 8"), "{e}");
-        let e = err(verify_sampled(
-            &target,
-            DraftProbs::Rows(&P[..3]),
-            &[1],
-            V,
-            &mut rng,
-        ));
+        let e = err(verify_sampled(&target, DraftProbs::Rows(&P[..3]), &[1], V, &mut rng));
         assert!(e.contains("(1, 4)") && e.contains("got 3"), "{e}");
-        let e = err(verify_sampled(
-            &target,
-            DraftProbs::OneHot,
-            &[4],
-            V,
-            &mut rng,
-        ));
+        let e = err(verify_sampled(&target, DraftProbs::OneHot, &[4], V, &mut rng));
         assert!(e.contains("id 4"), "{e}");
         let e = err(verify_sampled(&[], DraftProbs::OneHot, &[], 0, &mut rng));
         assert!(e.contains("V = 0"), "{e}");

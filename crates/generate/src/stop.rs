@@ -32,11 +32,7 @@ impl StopMatcher {
     /// A matcher for `stops`; empty strings are ignored (they would match before any text).
     pub fn new(stops: Vec<String>) -> StopMatcher {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        StopMatcher {
-            stops,
-            held: String::new(),
-            stopped: false,
-        }
+        StopMatcher { stops, held: String::new(), stopped: false }
     }
 
     /// Feeds the next piece of decoded text. After a `Stopped`, further pieces are dropped and
@@ -69,15 +65,7 @@ impl StopMatcher {
     /// earliest start. Earlier pushes found no complete stop, so every occurrence here ends in
     /// the newest piece and "completes first" means "smallest end offset".
     fn first_completed_stop(&self) -> Option<usize> {
-        self.stops
-            .iter()
-            .filter_map(|stop| {
-                self.held
-                    .find(stop.as_str())
-                    .map(|start| (start + stop.len(), start))
-            })
-            .min()
-            .map(|(_end, start)| start)
+        self.stops.iter().filter_map(|stop| self.held.find(stop.as_str()).map(|start| (start + stop.len(), start))).min().map(|(_end, start)| start)
     }
 
     /// Length in bytes of the longest suffix of `held` that is a proper prefix of some stop.
@@ -122,11 +110,7 @@ mod tests {
             if !text.is_char_boundary(end) {
                 continue;
             }
-            let best = stops
-                .iter()
-                .filter(|s| !s.is_empty() && text[..end].ends_with(s.as_str()))
-                .map(|s| s.len())
-                .max();
+            let best = stops.iter().filter(|s| !s.is_empty() && text[..end].ends_with(s.as_str())).map(|s| s.len()).max();
             if let Some(len) = best {
                 return (text[..end - len].to_string(), true);
             }

@@ -76,7 +76,9 @@ fn a_finished_sequence_stops_costing_compute() {
     let long = GenerateOptions { max_tokens: 20, ..short.clone() };
     let (p1, p2) = (tok.encode("ab", true), tok.encode("cd", true));
     let before = model.tokens_evaluated();
-    let got = generate_batch(&model, &tok, &[(p1.clone(), short), (p2.clone(), long)], BatchSizes { n_ctx: N_CTX, prefill_chunk: CHUNK }, &mut |_, _| true).unwrap();
+    let got =
+        generate_batch(&model, &tok, &[(p1.clone(), short), (p2.clone(), long)], BatchSizes { n_ctx: N_CTX, prefill_chunk: CHUNK }, &mut |_, _| true)
+            .unwrap();
     let evaluated = model.tokens_evaluated() - before;
     // Prompts once, then one row per decode step of each sequence while it runs (the last token
     // of a sequence is never fed back).
@@ -101,7 +103,11 @@ fn n_completions_share_the_prompt_and_equal_single_runs_with_seed_plus_i() {
         let single = GenerateOptions { sampler: hot(100 + i as u64), ..options.clone() };
         assert_same(g, &alone(&model, &tok, &prompt, &single), &format!("completion {i}"));
     }
-    assert!(got.iter().any(|g| g.tokens != got[0].tokens), "different seeds give different completions: {:?}", got.iter().map(|g| &g.tokens).collect::<Vec<_>>());
+    assert!(
+        got.iter().any(|g| g.tokens != got[0].tokens),
+        "different seeds give different completions: {:?}",
+        got.iter().map(|g| &g.tokens).collect::<Vec<_>>()
+    );
     assert_eq!(got[0].prompt_tokens, prompt.len());
     assert_eq!(got[1].prompt_tokens, 0);
 }

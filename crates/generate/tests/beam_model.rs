@@ -50,7 +50,11 @@ fn every_hypothesis_scores_its_own_log_probability_under_the_model() {
     // A prompt longer than one KV block, so forks share a full block and a partial one.
     let prompt = tok.encode("a prompt of some length that fills more than one block of the cache, surely", true);
     assert!(prompt.len() > model::KV_BLOCK);
-    for (num_beams, lp, early) in [(4, LengthPenalty::Hf(1.0), EarlyStopping::Never), (6, LengthPenalty::Hf(0.0), EarlyStopping::True), (3, LengthPenalty::Gnmt(0.6), EarlyStopping::False)] {
+    for (num_beams, lp, early) in [
+        (4, LengthPenalty::Hf(1.0), EarlyStopping::Never),
+        (6, LengthPenalty::Hf(0.0), EarlyStopping::True),
+        (3, LengthPenalty::Gnmt(0.6), EarlyStopping::False),
+    ] {
         let config = BeamConfig {
             num_beams,
             length_penalty: lp,

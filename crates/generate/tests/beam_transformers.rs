@@ -40,7 +40,8 @@ fn beam_search_matches_transformers_on_the_fixture_model() {
         let want_scores: Vec<f64> = case["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
         if case["hf_method"] == "greedy_search" {
             // transformers runs num_beams = 1 as greedy search, which stops at the first EOS.
-            let options = GenerateOptions { max_tokens: max_new_tokens, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
+            let options =
+                GenerateOptions { max_tokens: max_new_tokens, stop: vec![], sampler: SamplerConfig::greedy(), speculative: None, ignore_eos: false };
             let got = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
             assert_eq!(got.tokens, want[0], "case {i} (greedy)");
             compared += 1;
@@ -78,7 +79,8 @@ fn fixture_model_forward_agrees_with_transformers_logits() {
     let v = model.config.n_vocab;
     for check in cases["logits_checks"].as_array().unwrap() {
         let prompt = ids(&check["prompt"]);
-        let want: Vec<f64> = check["logits"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+        let want: Vec<f64> =
+            check["logits"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
         assert_eq!(want.len(), prompt.len() * v);
         let mut cache = model.new_cache(64).unwrap();
         let mut scratch = model.new_scratch(64, 64).unwrap();

@@ -18,7 +18,8 @@ fn greedy_output_is_identical_with_and_without_prompt_lookup() {
     let want = session.generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
     for draft_len in [1, 3, 8] {
         for (ngram, min_ngram) in [(1, 1), (2, 1), (3, 1), (3, 2), (4, 3)] {
-            let options = GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup { ngram, min_ngram, draft_len })), ..plain.clone() };
+            let options =
+                GenerateOptions { speculative: Some(Speculation::PromptLookup(PromptLookup { ngram, min_ngram, draft_len })), ..plain.clone() };
             let mut session = Session::new(&model, 256, 64).unwrap();
             let got = session.generate(&tok, &prompt, &options, &mut |_| true).unwrap();
             assert_eq!(got.tokens, want.tokens, "draft_len {draft_len}, ngram {ngram}, min_ngram {min_ngram}");

@@ -49,7 +49,13 @@ fn greedy_output_is_identical_with_a_draft_model() {
 fn a_draft_model_needs_the_same_vocabulary_and_a_session_with_it() {
     let model = target(2);
     let tok = tokenizer_from_gguf(model.file()).unwrap();
-    let options = GenerateOptions { max_tokens: 4, stop: vec![], sampler: SamplerConfig::greedy(), speculative: Some(Speculation::DraftModel { draft_len: 2 }), ignore_eos: false };
+    let options = GenerateOptions {
+        max_tokens: 4,
+        stop: vec![],
+        sampler: SamplerConfig::greedy(),
+        speculative: Some(Speculation::DraftModel { draft_len: 2 }),
+        ignore_eos: false,
+    };
     let err = Session::new(&model, 64, 16).unwrap().generate(&tok, &[5, 6], &options, &mut |_| true).unwrap_err();
     assert!(err.to_string().contains("with_draft_model"), "{err}");
     assert!(Llama::sharing_threads(GgufFile::from_bytes(tiny_llama_gguf(&spec())).unwrap(), &model, Some(0)).is_err());
@@ -184,10 +190,15 @@ fn the_adaptive_draft_length_and_back_off_keep_greedy_output() {
         let want = Session::new(&model, 256, 64).unwrap().generate(&tok, &prompt, &plain, &mut |_| true).unwrap();
         for layers in [1, 3] {
             let draft = draft_of(&model, layers);
-            for speculation in [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 3, min_ngram: 1, draft_len: 4 })] {
+            for speculation in
+                [Speculation::DraftModel { draft_len: 4 }, Speculation::PromptLookup(PromptLookup { ngram: 3, min_ngram: 1, draft_len: 4 })]
+            {
                 let options = GenerateOptions { speculative: Some(speculation), ..plain.clone() };
                 let got = Session::with_draft_model(&model, &draft, 256, 64).unwrap().generate(&tok, &prompt, &options, &mut |_| true).unwrap();
-                let what = format!("penalty {frequency_penalty}, {layers} draft layers, {speculation:?}: {} drafted, {} accepted in {} calls, {} steps backing off", got.drafted, got.accepted, got.verify_calls, got.backoff_steps);
+                let what = format!(
+                    "penalty {frequency_penalty}, {layers} draft layers, {speculation:?}: {} drafted, {} accepted in {} calls, {} steps backing off",
+                    got.drafted, got.accepted, got.verify_calls, got.backoff_steps
+                );
                 assert_eq!(got.tokens, want.tokens, "{what}");
                 assert!(got.accepted <= got.drafted && got.drafted <= 4 * got.verify_calls, "{what}");
                 if frequency_penalty == 0.0 {

@@ -118,10 +118,7 @@ fn chi_square(counts: &[u64], probs: &[f64]) -> (f64, usize) {
 fn assert_fits(counts: &[u64], probs: &[f64], what: &str) {
     let (stat, df) = chi_square(counts, probs);
     let critical = chi_square_critical(df, ALPHA);
-    assert!(
-        stat < critical,
-        "{what}: chi-square {stat:.1} >= {critical:.1} (df {df}); counts {counts:?}, probs {probs:?}"
-    );
+    assert!(stat < critical, "{what}: chi-square {stat:.1} >= {critical:.1} (df {df}); counts {counts:?}, probs {probs:?}");
 }
 
 /// Asserts the counts misfit the distribution by a wide margin (ten times the critical value),
@@ -129,10 +126,7 @@ fn assert_fits(counts: &[u64], probs: &[f64], what: &str) {
 fn assert_misfits(counts: &[u64], probs: &[f64], what: &str) {
     let (stat, df) = chi_square(counts, probs);
     let critical = chi_square_critical(df, ALPHA);
-    assert!(
-        stat > 10.0 * critical,
-        "{what}: the wrong rule went unnoticed, chi-square {stat:.1} vs critical {critical:.1}"
-    );
+    assert!(stat > 10.0 * critical, "{what}: the wrong rule went unnoticed, chi-square {stat:.1} vs critical {critical:.1}");
 }
 
 #[test]
@@ -422,10 +416,9 @@ fn naive_rules_are_unbiased_but_accept_less_than_speculative_sampling() {
     // sum p*q (0.1225 here) instead of sum min(p, q) (0.5). For a one-hot q all three coincide.
     let sum_pq: f64 = P.iter().zip(&Q).map(|(&a, &b)| (a * b) as f64).sum();
     assert!(sum_pq < 0.3 * sum_min(&P, &Q));
-    for (name, rule, seed) in [
-        ("match a sample of p", &match_target_sample as &Rule, 33),
-        ("one-hot rule on a sampled draft", &ignore_draft_probs as &Rule, 34),
-    ] {
+    for (name, rule, seed) in
+        [("match a sample of p", &match_target_sample as &Rule, 33), ("one-hot rule on a sampled draft", &ignore_draft_probs as &Rule, 34)]
+    {
         let (counts, accepted) = first_token_counts(rule, 1, seed);
         assert_fits(&counts, &to_f64(&P), name);
         assert_rate(accepted, sum_pq, name);
@@ -439,22 +432,12 @@ fn naive_rules_are_unbiased_but_accept_less_than_speculative_sampling() {
 const M: usize = 5;
 /// The target model: first-token distribution, then a transition row per previous token.
 const TARGET_START: [f32; M] = [0.2, 0.3, 0.1, 0.25, 0.15];
-const TARGET_NEXT: [[f32; M]; M] = [
-    [0.1, 0.4, 0.0, 0.3, 0.2],
-    [0.3, 0.1, 0.3, 0.1, 0.2],
-    [0.2, 0.2, 0.2, 0.2, 0.2],
-    [0.0, 0.5, 0.25, 0.1, 0.15],
-    [0.4, 0.1, 0.1, 0.3, 0.1],
-];
+const TARGET_NEXT: [[f32; M]; M] =
+    [[0.1, 0.4, 0.0, 0.3, 0.2], [0.3, 0.1, 0.3, 0.1, 0.2], [0.2, 0.2, 0.2, 0.2, 0.2], [0.0, 0.5, 0.25, 0.1, 0.15], [0.4, 0.1, 0.1, 0.3, 0.1]];
 /// The draft model: close in places, wrong in others.
 const DRAFT_START: [f32; M] = [0.4, 0.1, 0.2, 0.2, 0.1];
-const DRAFT_NEXT: [[f32; M]; M] = [
-    [0.3, 0.3, 0.2, 0.1, 0.1],
-    [0.3, 0.1, 0.3, 0.1, 0.2],
-    [0.05, 0.05, 0.6, 0.1, 0.2],
-    [0.1, 0.2, 0.4, 0.2, 0.1],
-    [0.0, 0.2, 0.2, 0.2, 0.4],
-];
+const DRAFT_NEXT: [[f32; M]; M] =
+    [[0.3, 0.3, 0.2, 0.1, 0.1], [0.3, 0.1, 0.3, 0.1, 0.2], [0.05, 0.05, 0.6, 0.1, 0.2], [0.1, 0.2, 0.4, 0.2, 0.1], [0.0, 0.2, 0.2, 0.2, 0.4]];
 
 fn target_row(prev: Option<u32>) -> &'static [f32; M] {
     prev.map_or(&TARGET_START, |t| &TARGET_NEXT[t as usize])
@@ -494,11 +477,7 @@ fn first_pair_counts(rule: &ChainRule, k: usize, one_hot: bool, seed: u64) -> Ve
             drafted.clear();
             for _ in 0..k {
                 let q = draft_row(prev);
-                let d = if one_hot {
-                    generate::sampler::argmax(q)
-                } else {
-                    draw_weighted(&mut draft_rng, q.iter().copied()).unwrap()
-                };
+                let d = if one_hot { generate::sampler::argmax(q) } else { draw_weighted(&mut draft_rng, q.iter().copied()).unwrap() };
                 target.extend_from_slice(target_row(prev));
                 draft.extend_from_slice(q);
                 drafted.push(d);
@@ -519,11 +498,7 @@ fn first_pair_counts(rule: &ChainRule, k: usize, one_hot: bool, seed: u64) -> Ve
 fn first_two_tokens_follow_the_target_chain_with_sampled_drafts() {
     let want = target_pairs();
     for k in [1, 3] {
-        assert_fits(
-            &first_pair_counts(&chain_speculative_sampling, k, false, 40 + k as u64),
-            &want,
-            &format!("sampled drafts, k {k}"),
-        );
+        assert_fits(&first_pair_counts(&chain_speculative_sampling, k, false, 40 + k as u64), &want, &format!("sampled drafts, k {k}"));
     }
 }
 

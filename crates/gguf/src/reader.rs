@@ -14,9 +14,7 @@ use memmap2::Mmap;
 
 use crate::error::GgufError;
 use crate::types::{tensor_size, GgmlType, Value, ValueType, MAX_DIMS};
-use crate::{
-    ALIGNMENT_KEY, ARCHITECTURE_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH,
-};
+use crate::{ALIGNMENT_KEY, ARCHITECTURE_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH};
 
 /// Fewest bytes a metadata entry can take: empty key (u64 length), type id (u32), one byte.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;
@@ -93,10 +91,7 @@ impl GgufFile {
     /// Memory-maps and parses the file at `path`. Errors name the path.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io_error = |cause| GgufError::Io {
-            path: path.to_owned(),
-            cause,
-        };
+        let io_error = |cause| GgufError::Io { path: path.to_owned(), cause };
         let file = File::open(path).map_err(io_error)?;
         let len = file.metadata().map_err(io_error)?.len();
         let storage = if len == 0 {
@@ -109,10 +104,7 @@ impl GgufFile {
             // modified while in use.
             Storage::Mapped(unsafe { Mmap::map(&file) }.map_err(io_error)?)
         };
-        GgufFile::from_storage(storage).map_err(|cause| GgufError::InFile {
-            path: path.to_owned(),
-            cause: Box::new(cause),
-        })
+        GgufFile::from_storage(storage).map_err(|cause| GgufError::InFile { path: path.to_owned(), cause: Box::new(cause) })
     }
 
     /// Parses a file held in memory.
@@ -138,26 +130,12 @@ impl GgufFile {
     pub fn get(&self, key: &str) -> Option<&Value> {
         // The fields are public, so re-check the indexed entry in case they were edited.
         let &i = self.key_index.get(key)?;
-        self.metadata
-            .get(i)
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.metadata.get(i).filter(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    fn get_as<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &'static str,
-        convert: impl FnOnce(&'a Value) -> Option<T>,
-    ) -> Result<T, GgufError> {
-        let value = self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_owned(),
-        })?;
-        convert(value).ok_or_else(|| GgufError::WrongType {
-            key: key.to_owned(),
-            expected,
-            got: value.describe(),
-        })
+    fn get_as<'a, T>(&'a self, key: &str, expected: &'static str, convert: impl FnOnce(&'a Value) -> Option<T>) -> Result<T, GgufError> {
+        let value = self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })?;
+        convert(value).ok_or_else(|| GgufError::WrongType { key: key.to_owned(), expected, got: value.describe() })
     }
 
     /// An integer value that fits in u32.
@@ -209,12 +187,8 @@ impl GgufFile {
             .data_offset
             .checked_add(info.offset)
             .and_then(|start| Some((start, start.checked_add(info.n_bytes)?)))
-            .and_then(|(start, end)| {
-                Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
-            });
-        range
-            .and_then(|range| self.storage.bytes().get(range))
-            .unwrap_or(&[])
+            .and_then(|(start, end)| Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?));
+        range.and_then(|range| self.storage.bytes().get(range)).unwrap_or(&[])
     }
 
     /// Absolute byte offset of the data section in the file.
@@ -260,16 +234,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: u64, what: What) -> Result<&'a [u8], GgufError> {
-        let truncated = || GgufError::Truncated {
-            what: what(),
-            offset: self.offset(),
-            needed: n,
-            available: self.remaining(),
-        };
-        let end = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.pos.checked_add(n))
-            .ok_or_else(truncated)?;
+        let truncated = || GgufError::Truncated { what: what(), offset: self.offset(), needed: n, available: self.remaining() };
+        let end = usize::try_from(n).ok().and_then(|n| self.pos.checked_add(n)).ok_or_else(truncated)?;
         let slice = self.bytes.get(self.pos..end).ok_or_else(truncated)?;
         self.pos = end;
         Ok(slice)
@@ -294,21 +260,13 @@ impl<'a> Cursor<'a> {
         let len_at = self.offset();
         let len = self.u64(what)?;
         if len > self.remaining() {
-            return Err(GgufError::StringPastEnd {
-                what: format!("length of {}", what()),
-                offset: len_at,
-                len,
-                available: self.remaining(),
-            });
+            return Err(GgufError::StringPastEnd { what: format!("length of {}", what()), offset: len_at, len, available: self.remaining() });
         }
         let text_at = self.offset();
         let raw = self.take(len, what)?;
         match std::str::from_utf8(raw) {
             Ok(text) => Ok(text.to_owned()),
-            Err(_) => Err(GgufError::InvalidUtf8 {
-                what: what(),
-                offset: text_at,
-            }),
+            Err(_) => Err(GgufError::InvalidUtf8 { what: what(), offset: text_at }),
         }
     }
 
@@ -317,18 +275,10 @@ impl<'a> Cursor<'a> {
     fn count(&mut self, min_each: u64, what: What) -> Result<usize, GgufError> {
         let count_at = self.offset();
         let count = self.u64(what)?;
-        let fits = count
-            .checked_mul(min_each)
-            .is_some_and(|need| need <= self.remaining());
+        let fits = count.checked_mul(min_each).is_some_and(|need| need <= self.remaining());
         match usize::try_from(count) {
             Ok(count) if fits => Ok(count),
-            _ => Err(GgufError::CountTooLarge {
-                what: what(),
-                offset: count_at,
-                count,
-                min_each,
-                available: self.remaining(),
-            }),
+            _ => Err(GgufError::CountTooLarge { what: what(), offset: count_at, count, min_each, available: self.remaining() }),
         }
     }
 }
@@ -354,11 +304,7 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
         let type_at = cur.offset();
         let type_id = cur.u32(&|| format!("value type of key '{key}'"))?;
         let value_type =
-            ValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType {
-                key: key.clone(),
-                id: type_id,
-                offset: type_at,
-            })?;
+            ValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.clone(), id: type_id, offset: type_at })?;
         let value = read_value(&mut cur, value_type, &key, 0)?;
         key_index.insert(key.clone(), i);
         metadata.push((key, value));
@@ -392,11 +338,7 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     let file_len = bytes.len() as u64;
     for t in &tensors {
         if t.offset % alignment != 0 {
-            return Err(GgufError::MisalignedOffset {
-                tensor: t.name.clone(),
-                offset: t.offset,
-                alignment,
-            });
+            return Err(GgufError::MisalignedOffset { tensor: t.name.clone(), offset: t.offset, alignment });
         }
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|start| start.checked_add(t.n_bytes));
@@ -410,15 +352,7 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
         }
     }
 
-    Ok(Header {
-        version,
-        alignment,
-        metadata,
-        tensors,
-        data_offset,
-        key_index,
-        tensor_index,
-    })
+    Ok(Header { version, alignment, metadata, tensors, data_offset, key_index, tensor_index })
 }
 
 /// Fails unless the file starts with `GGUF`. A non-empty file shorter than the magic but
@@ -426,28 +360,16 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
 fn check_magic(bytes: &[u8]) -> Result<(), GgufError> {
     let head = &bytes[..bytes.len().min(MAGIC.len())];
     if head.is_empty() || !MAGIC.starts_with(head) {
-        return Err(GgufError::BadMagic {
-            found: head.to_vec(),
-        });
+        return Err(GgufError::BadMagic { found: head.to_vec() });
     }
     if head.len() < MAGIC.len() {
-        return Err(GgufError::Truncated {
-            what: "magic".to_owned(),
-            offset: 0,
-            needed: MAGIC.len() as u64,
-            available: head.len() as u64,
-        });
+        return Err(GgufError::Truncated { what: "magic".to_owned(), offset: 0, needed: MAGIC.len() as u64, available: head.len() as u64 });
     }
     Ok(())
 }
 
 /// One value of type `value_type` for key `key`; `depth` counts enclosing arrays.
-fn read_value(
-    cur: &mut Cursor,
-    value_type: ValueType,
-    key: &str,
-    depth: usize,
-) -> Result<Value, GgufError> {
+fn read_value(cur: &mut Cursor, value_type: ValueType, key: &str, depth: usize) -> Result<Value, GgufError> {
     let what = || format!("value of key '{key}'");
     let what: What = &what;
     Ok(match value_type {
@@ -466,36 +388,20 @@ fn read_value(
             match cur.array::<1>(what)? {
                 [0] => Value::Bool(false),
                 [1] => Value::Bool(true),
-                [byte] => {
-                    return Err(GgufError::InvalidBool {
-                        key: key.to_owned(),
-                        byte,
-                        offset: at,
-                    })
-                }
+                [byte] => return Err(GgufError::InvalidBool { key: key.to_owned(), byte, offset: at }),
             }
         }
         ValueType::String => Value::String(cur.string(what)?),
         ValueType::Array => {
             // Bounding depth bounds the recursion, so a forged file cannot overflow the stack.
             if depth >= MAX_ARRAY_DEPTH {
-                return Err(GgufError::NestingTooDeep {
-                    key: key.to_owned(),
-                    max_depth: MAX_ARRAY_DEPTH,
-                    offset: cur.offset(),
-                });
+                return Err(GgufError::NestingTooDeep { key: key.to_owned(), max_depth: MAX_ARRAY_DEPTH, offset: cur.offset() });
             }
             let type_at = cur.offset();
             let type_id = cur.u32(&|| format!("array element type of key '{key}'"))?;
             let element_type =
-                ValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType {
-                    key: key.to_owned(),
-                    id: type_id,
-                    offset: type_at,
-                })?;
-            let count = cur.count(element_type.min_encoded_size(), &|| {
-                format!("array length of key '{key}'")
-            })?;
+                ValueType::from_u32(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.to_owned(), id: type_id, offset: type_at })?;
+            let count = cur.count(element_type.min_encoded_size(), &|| format!("array length of key '{key}'"))?;
             let mut items = Vec::with_capacity(count.min(MAX_PREALLOC));
             for _ in 0..count {
                 items.push(read_value(cur, element_type, key, depth + 1)?);
@@ -511,30 +417,17 @@ fn read_tensor_info(cur: &mut Cursor, index: usize) -> Result<TensorInfo, GgufEr
     let n_dims = cur.u32(&|| format!("dimension count of tensor '{name}'"))?;
     // Checked before reading the dims so a forged count never drives a long loop.
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
-        return Err(GgufError::BadDimCount {
-            tensor: name,
-            n_dims: n_dims.into(),
-        });
+        return Err(GgufError::BadDimCount { tensor: name, n_dims: n_dims.into() });
     }
     let mut dims = Vec::with_capacity(MAX_DIMS);
     for _ in 0..n_dims {
         dims.push(cur.u64(&|| format!("dimensions of tensor '{name}'"))?);
     }
     let type_id = cur.u32(&|| format!("ggml type of tensor '{name}'"))?;
-    let ggml_type = GgmlType::from_u32(type_id).ok_or_else(|| GgufError::UnknownGgmlType {
-        tensor: name.clone(),
-        id: type_id,
-    })?;
+    let ggml_type = GgmlType::from_u32(type_id).ok_or_else(|| GgufError::UnknownGgmlType { tensor: name.clone(), id: type_id })?;
     let offset = cur.u64(&|| format!("data offset of tensor '{name}'"))?;
     let (n_elements, n_bytes) = tensor_size(&name, &dims, ggml_type)?;
-    Ok(TensorInfo {
-        name,
-        dims,
-        ggml_type,
-        offset,
-        n_elements,
-        n_bytes,
-    })
+    Ok(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes })
 }
 
 /// `value` rounded up to a multiple of `alignment` (a power of two), or `None` on overflow.

@@ -83,18 +83,8 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q8_1 => QK,
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::Q8_K => QK_K,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q8_1 => QK,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q8_K => QK_K,
         }
     }
 
@@ -166,39 +156,20 @@ impl fmt::Display for GgmlType {
 /// an element count that fits ggml's `int64_t`, and whole blocks along the innermost
 /// dimension (quantized rows cannot share a block). A dimension of 0 is accepted: the tensor
 /// is then empty and takes no bytes.
-pub(crate) fn tensor_size(
-    name: &str,
-    dims: &[u64],
-    ggml_type: GgmlType,
-) -> Result<(u64, u64), GgufError> {
+pub(crate) fn tensor_size(name: &str, dims: &[u64], ggml_type: GgmlType) -> Result<(u64, u64), GgufError> {
     if dims.is_empty() || dims.len() > MAX_DIMS {
-        return Err(GgufError::BadDimCount {
-            tensor: name.to_owned(),
-            n_dims: dims.len() as u64,
-        });
+        return Err(GgufError::BadDimCount { tensor: name.to_owned(), n_dims: dims.len() as u64 });
     }
-    let overflow = || GgufError::ElementCountOverflow {
-        tensor: name.to_owned(),
-        dims: dims.to_vec(),
-    };
+    let overflow = || GgufError::ElementCountOverflow { tensor: name.to_owned(), dims: dims.to_vec() };
     // ggml stores dimensions as int64_t, so each one and their product must fit in it.
     let max = i64::MAX as u64;
     if dims.iter().any(|&d| d > max) {
         return Err(overflow());
     }
-    let n_elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= max)
-        .ok_or_else(overflow)?;
+    let n_elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= max).ok_or_else(overflow)?;
     let block_size = ggml_type.block_size() as u64;
     if !dims[0].is_multiple_of(block_size) {
-        return Err(GgufError::NotBlockMultiple {
-            tensor: name.to_owned(),
-            ggml_type,
-            inner_dim: dims[0],
-            block_size: ggml_type.block_size(),
-        });
+        return Err(GgufError::NotBlockMultiple { tensor: name.to_owned(), ggml_type, inner_dim: dims[0], block_size: ggml_type.block_size() });
     }
     let n_bytes = ggml_type.row_bytes(n_elements).ok_or_else(overflow)?;
     Ok((n_elements, n_bytes))
@@ -242,10 +213,7 @@ impl ValueType {
 
     /// The type with id `id`, or `None` for an unknown id.
     pub fn from_u32(id: u32) -> Option<ValueType> {
-        usize::try_from(id)
-            .ok()
-            .and_then(|i| ValueType::ALL.get(i))
-            .copied()
+        usize::try_from(id).ok().and_then(|i| ValueType::ALL.get(i)).copied()
     }
 
     /// The id written in the file.

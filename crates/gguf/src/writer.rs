@@ -41,11 +41,7 @@ impl GgufWriter {
     /// An empty version-3 file with the default alignment of 32 bytes. Adding a
     /// `general.alignment` entry changes the alignment used.
     pub fn new() -> Self {
-        GgufWriter {
-            version: 3,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-        }
+        GgufWriter { version: 3, metadata: Vec::new(), tensors: Vec::new() }
     }
 
     /// Writes format `version` instead of 3; only 2 and 3 are accepted by `to_bytes`
@@ -62,19 +58,8 @@ impl GgufWriter {
     }
 
     /// Appends a tensor with `dims` innermost first and its raw `data` in `ggml_type` layout.
-    pub fn add_tensor(
-        &mut self,
-        name: &str,
-        dims: &[u64],
-        ggml_type: GgmlType,
-        data: Vec<u8>,
-    ) -> &mut Self {
-        self.tensors.push(PendingTensor {
-            name: name.to_owned(),
-            dims: dims.to_vec(),
-            ggml_type,
-            data,
-        });
+    pub fn add_tensor(&mut self, name: &str, dims: &[u64], ggml_type: GgmlType, data: Vec<u8>) -> &mut Self {
+        self.tensors.push(PendingTensor { name: name.to_owned(), dims: dims.to_vec(), ggml_type, data });
         self
     }
 
@@ -97,9 +82,7 @@ impl GgufWriter {
     /// The complete file, after validating it.
     pub fn to_bytes(&self) -> Result<Vec<u8>, GgufError> {
         if self.version != 2 && self.version != 3 {
-            return Err(GgufError::UnsupportedVersion {
-                version: self.version,
-            });
+            return Err(GgufError::UnsupportedVersion { version: self.version });
         }
         let alignment = self.alignment()?;
         let mut out = Vec::new();
@@ -122,17 +105,11 @@ impl GgufWriter {
         let mut offset = 0u64;
         for t in &self.tensors {
             if !names.insert(t.name.as_str()) {
-                return Err(GgufError::DuplicateTensor {
-                    name: t.name.clone(),
-                });
+                return Err(GgufError::DuplicateTensor { name: t.name.clone() });
             }
             let (_, n_bytes) = tensor_size(&t.name, &t.dims, t.ggml_type)?;
             if t.data.len() as u64 != n_bytes {
-                return Err(GgufError::TensorDataSize {
-                    tensor: t.name.clone(),
-                    expected: n_bytes,
-                    got: t.data.len() as u64,
-                });
+                return Err(GgufError::TensorDataSize { tensor: t.name.clone(), expected: n_bytes, got: t.data.len() as u64 });
             }
             write_string(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
@@ -144,10 +121,7 @@ impl GgufWriter {
             offset = offset
                 .checked_add(n_bytes)
                 .and_then(|end| align_up(end, alignment))
-                .ok_or_else(|| GgufError::ElementCountOverflow {
-                    tensor: t.name.clone(),
-                    dims: t.dims.clone(),
-                })?;
+                .ok_or_else(|| GgufError::ElementCountOverflow { tensor: t.name.clone(), dims: t.dims.clone() })?;
         }
 
         pad_to(&mut out, alignment);
@@ -161,10 +135,7 @@ impl GgufWriter {
     /// Writes the file to `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), GgufError> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()?).map_err(|cause| GgufError::Io {
-            path: path.to_owned(),
-            cause,
-        })
+        std::fs::write(path, self.to_bytes()?).map_err(|cause| GgufError::Io { path: path.to_owned(), cause })
     }
 }
 
@@ -198,21 +169,13 @@ fn write_value(out: &mut Vec<u8>, key: &str, value: &Value, depth: usize) -> Res
         Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
         Value::Array(element_type, items) => {
             if depth >= MAX_ARRAY_DEPTH {
-                return Err(GgufError::NestingTooDeep {
-                    key: key.to_owned(),
-                    max_depth: MAX_ARRAY_DEPTH,
-                    offset: out.len() as u64,
-                });
+                return Err(GgufError::NestingTooDeep { key: key.to_owned(), max_depth: MAX_ARRAY_DEPTH, offset: out.len() as u64 });
             }
             out.extend_from_slice(&element_type.id().to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for item in items {
                 if item.value_type() != *element_type {
-                    return Err(GgufError::ArrayTypeMismatch {
-                        key: key.to_owned(),
-                        expected: *element_type,
-                        got: item.value_type(),
-                    });
+                    return Err(GgufError::ArrayTypeMismatch { key: key.to_owned(), expected: *element_type, got: item.value_type() });
                 }
                 write_value(out, key, item, depth + 1)?;
             }

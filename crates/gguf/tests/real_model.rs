@@ -6,16 +6,11 @@ use gguf::{GgmlType, GgufFile, GgufWriter};
 const DEFAULT_MODEL: &str = "/root/.cache/ferrolm/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn model_path() -> Option<std::path::PathBuf> {
-    let path: std::path::PathBuf = std::env::var_os("FERROLM_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| DEFAULT_MODEL.into());
+    let path: std::path::PathBuf = std::env::var_os("FERROLM_MODEL").map(Into::into).unwrap_or_else(|| DEFAULT_MODEL.into());
     if path.exists() {
         Some(path)
     } else {
-        eprintln!(
-            "skipping: model file {} not found (set FERROLM_MODEL)",
-            path.display()
-        );
+        eprintln!("skipping: model file {} not found (set FERROLM_MODEL)", path.display());
         None
     }
 }
@@ -28,23 +23,12 @@ fn real_smollm2_file_opens() {
     assert_eq!(file.get_u32("llama.block_count").unwrap(), 30);
     assert_eq!(file.get_u32("llama.embedding_length").unwrap(), 576);
     for info in &file.tensors {
-        assert_eq!(
-            file.tensor_data(info).len() as u64,
-            info.n_bytes,
-            "{}",
-            info.name
-        );
+        assert_eq!(file.tensor_data(info).len() as u64, info.n_bytes, "{}", info.name);
     }
     let embd = file.tensor("token_embd.weight").unwrap();
-    assert_eq!(
-        (embd.ggml_type, embd.dims.as_slice()),
-        (GgmlType::Q8_0, &[576, 49152][..])
-    );
+    assert_eq!((embd.ggml_type, embd.dims.as_slice()), (GgmlType::Q8_0, &[576, 49152][..]));
     let q = file.tensor("blk.0.attn_q.weight").unwrap();
-    assert_eq!(
-        (q.ggml_type, q.dims.as_slice()),
-        (GgmlType::Q4_1, &[576, 576][..])
-    );
+    assert_eq!((q.ggml_type, q.dims.as_slice()), (GgmlType::Q4_1, &[576, 576][..]));
     assert!(file.tensor("blk.29.ffn_down.weight").is_some());
 
     assert_eq!(file.version, 3);
@@ -52,22 +36,9 @@ fn real_smollm2_file_opens() {
     assert_eq!(file.tensors.len(), 272);
     assert_eq!(file.data_offset(), 1_785_664);
     let count = |ty| file.tensors.iter().filter(|t| t.ggml_type == ty).count();
-    assert_eq!(
-        (
-            count(GgmlType::Q4_1),
-            count(GgmlType::F32),
-            count(GgmlType::Q8_0)
-        ),
-        (210, 61, 1)
-    );
-    assert_eq!(
-        file.get_array("tokenizer.ggml.tokens").unwrap().len(),
-        49152
-    );
-    assert_eq!(
-        file.get_array("tokenizer.ggml.merges").unwrap().len(),
-        48900
-    );
+    assert_eq!((count(GgmlType::Q4_1), count(GgmlType::F32), count(GgmlType::Q8_0)), (210, 61, 1));
+    assert_eq!(file.get_array("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(file.get_array("tokenizer.ggml.merges").unwrap().len(), 48900);
     assert_eq!(file.get_f32("llama.rope.freq_base").unwrap(), 100000.0);
     assert!(!file.get_bool("tokenizer.ggml.add_bos_token").unwrap());
     let norm = file.tensor("output_norm.weight").unwrap();
@@ -87,12 +58,7 @@ fn rewriting_the_real_file_is_byte_identical() {
         writer.add_kv(key, value.clone());
     }
     for info in &file.tensors {
-        writer.add_tensor(
-            &info.name,
-            &info.dims,
-            info.ggml_type,
-            file.tensor_data(info).to_vec(),
-        );
+        writer.add_tensor(&info.name, &info.dims, info.ggml_type, file.tensor_data(info).to_vec());
     }
     let bytes = writer.to_bytes().unwrap();
     assert_eq!(bytes.len(), file.bytes().len());

@@ -12,10 +12,7 @@ use proptest::prelude::*;
 fn exercise(file: &GgufFile) {
     for (key, value) in &file.metadata {
         // Identity, not equality: a planted NaN is a valid value but not equal to itself.
-        assert!(
-            file.get(key).is_some_and(|got| std::ptr::eq(got, value)),
-            "key {key}"
-        );
+        assert!(file.get(key).is_some_and(|got| std::ptr::eq(got, value)), "key {key}");
     }
     for info in &file.tensors {
         assert_eq!(file.tensor(&info.name).map(|t| t.offset), Some(info.offset));
@@ -30,11 +27,7 @@ fn truncation_at_every_byte_is_an_error() {
     exercise(&full);
     for len in 0..bytes.len() {
         let result = GgufFile::from_bytes(bytes[..len].to_vec());
-        assert!(
-            result.is_err(),
-            "a file cut to {len} of {} bytes parsed",
-            bytes.len()
-        );
+        assert!(result.is_err(), "a file cut to {len} of {} bytes parsed", bytes.len());
     }
 }
 

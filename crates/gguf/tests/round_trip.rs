@@ -32,21 +32,12 @@ fn every_value_type_round_trips_in_order() {
     assert_eq!(file.metadata.len(), 14);
     assert_eq!(file.version, 3);
     assert_eq!(file.alignment, 32);
-    assert_eq!(
-        file.get_array("tokens").unwrap(),
-        &[Value::from("a"), Value::from("héllo")]
-    );
+    assert_eq!(file.get_array("tokens").unwrap(), &[Value::from("a"), Value::from("héllo")]);
     let nested = file.get("nested").unwrap();
     assert_eq!(nested.value_type(), ValueType::Array);
     let inner = nested.as_array().unwrap();
-    assert_eq!(
-        inner[0],
-        Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)])
-    );
-    assert_eq!(
-        inner[1],
-        Value::Array(ValueType::Bool, vec![Value::Bool(false)])
-    );
+    assert_eq!(inner[0], Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)]));
+    assert_eq!(inner[1], Value::Array(ValueType::Bool, vec![Value::Bool(false)]));
 }
 
 #[test]
@@ -62,32 +53,17 @@ fn typed_getters_convert_and_report() {
     assert_eq!(file.get_str("general.architecture").unwrap(), "llama");
 
     let err = file.get_u32("missing.key").unwrap_err();
-    assert!(
-        matches!(&err, GgufError::MissingKey { key } if key == "missing.key"),
-        "{err}"
-    );
+    assert!(matches!(&err, GgufError::MissingKey { key } if key == "missing.key"), "{err}");
     // A value that does not fit is a type error, not a silent truncation.
     let err = file.get_u32("u64").unwrap_err();
-    assert!(
-        matches!(&err, GgufError::WrongType { key, .. } if key == "u64"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("U64 18446744073709551615"),
-        "{err}"
-    );
+    assert!(matches!(&err, GgufError::WrongType { key, .. } if key == "u64"), "{err}");
+    assert!(err.to_string().contains("U64 18446744073709551615"), "{err}");
     let err = file.get_u64("i8").unwrap_err();
     assert!(matches!(err, GgufError::WrongType { .. }), "{err}");
     let err = file.get_str("tokens").unwrap_err();
     assert!(err.to_string().contains("Array of 2 String"), "{err}");
-    assert!(matches!(
-        file.get_bool("u8"),
-        Err(GgufError::WrongType { .. })
-    ));
-    assert!(matches!(
-        file.get_array("f32"),
-        Err(GgufError::WrongType { .. })
-    ));
+    assert!(matches!(file.get_bool("u8"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(file.get_array("f32"), Err(GgufError::WrongType { .. })));
 }
 
 #[test]

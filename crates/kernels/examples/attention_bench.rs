@@ -73,7 +73,16 @@ fn main() {
                 // Head-major blocks holding every layer, as the model's pool (see `KvView`).
                 let first = l * block * kv_dim;
                 let dh = heads.head_dim;
-                let layer = KvView { keys: &keys[first..], values: &vals[first..], table: &tables[0], block_size: block, kv_dim, block_stride: layers * block * kv_dim, pos_stride: dh, head_stride: block * dh };
+                let layer = KvView {
+                    keys: &keys[first..],
+                    values: &vals[first..],
+                    table: &tables[0],
+                    block_size: block,
+                    kv_dim,
+                    block_stride: layers * block * kv_dim,
+                    pos_stride: dh,
+                    head_stride: block * dh,
+                };
                 let start = Instant::now();
                 attention_segments(&pool, level, sums, heads, layer, &segments, &q, &mut out, &mut scratch, false);
                 t += start.elapsed().as_secs_f64() * 1e6;

@@ -30,7 +30,13 @@ fn main() {
     let cold = std::env::args().any(|a| a == "cold");
     let flush = vec![1u8; if cold { 64 << 20 } else { 0 }];
     let pool = ThreadPool::new(threads);
-    let shapes = [("gate 1536x576", Format::Q4_1, 1536, 576), ("Q8_0 768x576", Format::Q8_0, 768, 576), ("Q4_1 768x576", Format::Q4_1, 768, 576), ("down 576x1536", Format::Q4_1, 576, 1536), ("head 49152x576", Format::Q8_0, 49152, 576)];
+    let shapes = [
+        ("gate 1536x576", Format::Q4_1, 1536, 576),
+        ("Q8_0 768x576", Format::Q8_0, 768, 576),
+        ("Q4_1 768x576", Format::Q4_1, 768, 576),
+        ("down 576x1536", Format::Q4_1, 576, 1536),
+        ("head 49152x576", Format::Q8_0, 49152, 576),
+    ];
     let mut levels = vec![Level::best_available()];
     if levels[0] != Level::Avx2 && Level::all_available().contains(&Level::Avx2) {
         levels.push(Level::Avx2);

@@ -189,7 +189,8 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
         }
     }
     // The reference's lane tree: ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)), then + mins.
-    let (r0, r1, r2, r3) = (_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7]));
+    let (r0, r1, r2, r3) =
+        (_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7]));
     let mut sum = _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
     if kind == Kind::Q4_1 {
         sum = _mm256_add_ps(sum, mins);

@@ -8,13 +8,13 @@
 //! Contracts are written `input shapes -> output shapes`, outermost dimension first.
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod groups;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quant;
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-pub mod groups;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 #[cfg(target_arch = "x86_64")]

@@ -484,7 +484,17 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
     // One row group against G tokens starting at `ti`; writes the rows x G outputs.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn call<const G: usize>(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind, group_bytes: usize, g: usize, ti: usize, ahead: usize, xq: &[BlockQ8], y: Out) {
+    unsafe fn call<const G: usize>(
+        kernels: Grouped,
+        w: &MatRef,
+        kind: crate::groups::Kind,
+        group_bytes: usize,
+        g: usize,
+        ti: usize,
+        ahead: usize,
+        xq: &[BlockQ8],
+        y: Out,
+    ) {
         let kb = w.cols / QK;
         let xs: [&[BlockQ8]; G] = std::array::from_fn(|j| &xq[(ti + j) * kb..(ti + j + 1) * kb]);
         let packed = &w.packed.unwrap_or(&[])[g * group_bytes..(g + 1) * group_bytes];
@@ -681,7 +691,11 @@ pub fn matmul_argmax(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq:
             top = (v, r);
         }
     }
-    if top.1 == u32::MAX { 0 } else { top.1 }
+    if top.1 == u32::MAX {
+        0
+    } else {
+        top.1
+    }
 }
 
 /// Several matrices against the same activations in one pass of the pool (one barrier instead of
@@ -705,7 +719,17 @@ pub fn matmul_group<const N: usize>(pool: &ThreadPool, level: Level, outputs: [(
 /// activation is done before the pool's one barrier (when gate and up split their rows over the
 /// threads differently, the activation waits for a second pass); `up` (T, F) is scratch.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32]) {
+pub fn matmul_swiglu(
+    pool: &ThreadPool,
+    level: Level,
+    w_gate: &MatRef,
+    w_up: &MatRef,
+    x: &[f32],
+    xq: &[BlockQ8],
+    t: usize,
+    gate: &mut [f32],
+    up: &mut [f32],
+) {
     swiglu_with(pool, level, w_gate, w_up, x, xq, t, gate, up, None)
 }
 
@@ -713,13 +737,35 @@ pub fn matmul_swiglu(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &Ma
 /// [`quantize_rows_q8`](crate::quant::quantize_rows_q8) would: the down projection's input is
 /// ready at the same barrier when each thread's rows are whole blocks.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_swiglu_q8(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32], gate_q: &mut [BlockQ8]) {
+pub fn matmul_swiglu_q8(
+    pool: &ThreadPool,
+    level: Level,
+    w_gate: &MatRef,
+    w_up: &MatRef,
+    x: &[f32],
+    xq: &[BlockQ8],
+    t: usize,
+    gate: &mut [f32],
+    up: &mut [f32],
+    gate_q: &mut [BlockQ8],
+) {
     assert_eq!(gate_q.len() * QK, gate.len(), "matmul_swiglu_q8: gate_q must hold gate's blocks");
     swiglu_with(pool, level, w_gate, w_up, x, xq, t, gate, up, Some(gate_q))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn swiglu_with(pool: &ThreadPool, level: Level, w_gate: &MatRef, w_up: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, gate: &mut [f32], up: &mut [f32], gate_q: Option<&mut [BlockQ8]>) {
+fn swiglu_with(
+    pool: &ThreadPool,
+    level: Level,
+    w_gate: &MatRef,
+    w_up: &MatRef,
+    x: &[f32],
+    xq: &[BlockQ8],
+    t: usize,
+    gate: &mut [f32],
+    up: &mut [f32],
+    gate_q: Option<&mut [BlockQ8]>,
+) {
     check_shapes(w_gate, x, xq, t, gate);
     check_shapes(w_up, x, xq, t, up);
     assert_eq!(w_gate.rows, w_up.rows, "matmul_swiglu: gate and up have different widths");

@@ -271,7 +271,13 @@ pub fn exp_poly(x: f32) -> f32 {
     let n = z - SHIFT; // round(x / ln2)
     let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x)); // x - n ln2, in two parts
     if n.abs() > 192.0 || n.is_nan() {
-        return if n > 0.0 { f32::INFINITY } else if n <= 0.0 { 0.0 } else { f32::NAN };
+        return if n > 0.0 {
+            f32::INFINITY
+        } else if n <= 0.0 {
+            0.0
+        } else {
+            f32::NAN
+        };
     }
     let u = b * b;
     let j = c[4].mul_add(b, c[3]).mul_add(u, c[2].mul_add(b, c[1])).mul_add(u, c[0].mul_add(b, 1.0));
@@ -450,7 +456,9 @@ mod tests {
                 let mut cs = vec![(0.0, 0.0); head_dim / 2];
                 rope_angles(pos, 10000.0, head_dim, &mut cs);
                 let special = [0.0f32, -0.0, 1e-40, -3e38, 65504.0, f32::MIN_POSITIVE];
-                let x: Vec<f32> = (0..4 * head_dim).map(|i| if i % 7 == 0 { special[i / 7 % special.len()] } else { ((i as f32) * 0.731).sin() * 10f32.powi(i as i32 % 9 - 4) }).collect();
+                let x: Vec<f32> = (0..4 * head_dim)
+                    .map(|i| if i % 7 == 0 { special[i / 7 % special.len()] } else { ((i as f32) * 0.731).sin() * 10f32.powi(i as i32 % 9 - 4) })
+                    .collect();
                 let mut want = x.clone();
                 rope_generic(&mut want, head_dim, &cs);
                 for level in Level::all_available() {
@@ -486,7 +494,17 @@ mod tests {
         // Ties, overflow to infinity, subnormals, signed zeros, NaN (a NaN stays a NaN; its
         // payload is not specified) and a tail past the last register.
         let special = [0.0f32, -0.0, 65504.0, 65520.0, -1e9, 1e-8, 5.96e-8, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY, f32::NAN];
-        let x: Vec<f32> = (0..53).map(|i| if i < special.len() { special[i] } else if i == 52 { f32::NAN } else { ((i as f32) * 1.37).sin() * 300.0 }).collect();
+        let x: Vec<f32> = (0..53)
+            .map(|i| {
+                if i < special.len() {
+                    special[i]
+                } else if i == 52 {
+                    f32::NAN
+                } else {
+                    ((i as f32) * 1.37).sin() * 300.0
+                }
+            })
+            .collect();
         for level in Level::all_available() {
             let mut got = vec![half::f16::ZERO; x.len()];
             f32_to_f16_at(level, &x, &mut got);

@@ -384,7 +384,8 @@ mod tests {
         for (b, chunk) in x.chunks_mut(32).enumerate().skip(1) {
             chunk[b % 32] = specials[b % specials.len()];
             if b % 5 == 0 {
-                chunk.iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 15.5) / 2.0); // exact ties
+                chunk.iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 15.5) / 2.0);
+                // exact ties
             }
         }
         let mut want = vec![BlockQ8::default(); x.len() / 32];
@@ -406,14 +407,9 @@ mod tests {
     #[test]
     fn quantize_then_dequantize_is_close_for_every_format() {
         let x = ramp(96);
-        for (format, tol) in [
-            (Format::F32, 0.0),
-            (Format::F16, 2e-3),
-            (Format::Bf16, 2e-2),
-            (Format::Q8_0, 0.02),
-            (Format::Q4_0, 0.45),
-            (Format::Q4_1, 0.25),
-        ] {
+        for (format, tol) in
+            [(Format::F32, 0.0), (Format::F16, 2e-3), (Format::Bf16, 2e-2), (Format::Q8_0, 0.02), (Format::Q4_0, 0.45), (Format::Q4_1, 0.25)]
+        {
             let mut bytes = vec![0u8; format.row_bytes(x.len()).unwrap()];
             quantize_row(format, &x, &mut bytes);
             let mut back = vec![0f32; x.len()];

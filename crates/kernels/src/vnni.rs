@@ -71,7 +71,14 @@ pub fn pack(kind: Kind, w: &[u8], rows: usize, kb: usize) -> Vec<u8> {
 /// rounding for the product and one for the sum, as the reference), and for the formats with an
 /// offset each token's sums of the 8 groups of four activation bytes (zeros for Q4_1).
 #[inline(always)]
-unsafe fn block_start<const N: usize>(kind: Kind, p: *const u8, ahead: usize, i: usize, x: &[&[BlockQ8]; N], mins: &mut [__m512; N]) -> ([__m512; N], [[i32; 8]; N]) {
+unsafe fn block_start<const N: usize>(
+    kind: Kind,
+    p: *const u8,
+    ahead: usize,
+    i: usize,
+    x: &[&[BlockQ8]; N],
+    mins: &mut [__m512; N],
+) -> ([__m512; N], [[i32; 8]; N]) {
     if ahead != 0 {
         for line in (0..kind.group_bytes(GROUP_ROWS)).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead + line) as *const i8);
@@ -147,7 +154,16 @@ unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: 
 /// of each token, into accumulator l.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn element_group<const N: usize>(kind: Kind, l: usize, w: __m512i, i: usize, x: &[&[BlockQ8]; N], scale: &[__m512; N], start: &[[i32; 8]; N], acc: &mut [[__m512; 8]; N]) {
+unsafe fn element_group<const N: usize>(
+    kind: Kind,
+    l: usize,
+    w: __m512i,
+    i: usize,
+    x: &[&[BlockQ8]; N],
+    scale: &[__m512; N],
+    start: &[[i32; 8]; N],
+    acc: &mut [[__m512; 8]; N],
+) {
     for j in 0..N {
         let ys = x[j].get_unchecked(i).qs.as_ptr();
         let y = _mm512_set1_epi32(std::ptr::read_unaligned(ys.add(4 * l) as *const i32));
@@ -172,7 +188,8 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
         // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
         // short dependency chains instead of one of eight. The block's sum starts at
         // -offset * (the sum of its activation bytes).
-        let mut part: [[__m512i; 2]; N] = std::array::from_fn(|j| [_mm512_set1_epi32(-offset(kind) * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
+        let mut part: [[__m512i; 2]; N] =
+            std::array::from_fn(|j| [_mm512_set1_epi32(-offset(kind) * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm512_loadu_si512(p.add(values_at + 64 * l) as *const _);

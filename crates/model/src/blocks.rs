@@ -31,9 +31,9 @@ pub(crate) struct BlockBook {
     n_free: usize,
     // The prefix cache: for a cached block, its chained hash (0: caches nothing), its parent's
     // hash and its tokens.
-    hash: Vec<u64>,    // (blocks)
-    parent: Vec<u64>,  // (blocks)
-    tokens: Vec<u32>,  // (blocks, block_size)
+    hash: Vec<u64>,   // (blocks)
+    parent: Vec<u64>, // (blocks)
+    tokens: Vec<u32>, // (blocks, block_size)
     index: HashMap<u64, u32>,
 }
 
@@ -170,8 +170,16 @@ impl BlockBook {
 
     fn unlink(&mut self, b: u32) {
         let (p, n) = (self.prev[b as usize], self.next[b as usize]);
-        if p == NIL { self.head = n } else { self.next[p as usize] = n }
-        if n == NIL { self.tail = p } else { self.prev[n as usize] = p }
+        if p == NIL {
+            self.head = n
+        } else {
+            self.next[p as usize] = n
+        }
+        if n == NIL {
+            self.tail = p
+        } else {
+            self.prev[n as usize] = p
+        }
         self.prev[b as usize] = NIL;
         self.next[b as usize] = NIL;
         self.n_free -= 1;
@@ -180,7 +188,11 @@ impl BlockBook {
     fn push_back(&mut self, b: u32) {
         self.prev[b as usize] = self.tail;
         self.next[b as usize] = NIL;
-        if self.tail == NIL { self.head = b } else { self.next[self.tail as usize] = b }
+        if self.tail == NIL {
+            self.head = b
+        } else {
+            self.next[self.tail as usize] = b
+        }
         self.tail = b;
         self.n_free += 1;
     }
@@ -188,7 +200,11 @@ impl BlockBook {
     fn push_front(&mut self, b: u32) {
         self.next[b as usize] = self.head;
         self.prev[b as usize] = NIL;
-        if self.head == NIL { self.tail = b } else { self.prev[self.head as usize] = b }
+        if self.head == NIL {
+            self.tail = b
+        } else {
+            self.prev[self.head as usize] = b
+        }
         self.head = b;
         self.n_free += 1;
     }

@@ -37,9 +37,9 @@ pub const KV_BLOCK: usize = 32;
 /// [`KvPool::release`], or drop it (its blocks return to the pool at the pool's next change).
 #[derive(Debug, Default)]
 pub struct SeqCache {
-    table: Vec<u32>,        // (blocks) block ids in position order
-    pub(crate) len: usize,  // positions filled
-    hashes: Vec<u64>,       // (full blocks registered) prefix-cache hash of each, in order
+    table: Vec<u32>,                    // (blocks) block ids in position order
+    pub(crate) len: usize,              // positions filled
+    hashes: Vec<u64>,                   // (full blocks registered) prefix-cache hash of each, in order
     home: Option<Arc<Mutex<Vec<u32>>>>, // the pool's list of blocks of dropped sequences
 }
 
@@ -75,13 +75,13 @@ impl SeqCache {
 /// Blocks of keys and values for every layer, shared by the sequences made from it.
 pub struct KvPool {
     n_layer: usize,
-    kv_dim: usize,      // Hkv * Dh
-    head_dim: usize,    // Dh
-    n_blocks: usize,    // blocks (of every layer)
-    max_seq_len: usize, // S_max, the most positions of one sequence
-    k: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
-    v: HugeBuffer<f16>, // (blocks, L, Hkv, KV_BLOCK, Dh)
-    book: BlockBook,    // reference counts, free queue, prefix cache
+    kv_dim: usize,                 // Hkv * Dh
+    head_dim: usize,               // Dh
+    n_blocks: usize,               // blocks (of every layer)
+    max_seq_len: usize,            // S_max, the most positions of one sequence
+    k: HugeBuffer<f16>,            // (blocks, L, Hkv, KV_BLOCK, Dh)
+    v: HugeBuffer<f16>,            // (blocks, L, Hkv, KV_BLOCK, Dh)
+    book: BlockBook,               // reference counts, free queue, prefix cache
     dropped: Arc<Mutex<Vec<u32>>>, // blocks of sequences dropped without a release
 }
 
@@ -95,9 +95,7 @@ impl KvPool {
         let v = size.and_then(HugeBuffer::zeroed);
         let book = BlockBook::new(n_blocks, KV_BLOCK);
         match (k, v, book) {
-            (Some(k), Some(v), Some(book)) => {
-                Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, book, dropped: Arc::default() })
-            }
+            (Some(k), Some(v), Some(book)) => Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, book, dropped: Arc::default() }),
             _ => Err(ModelError::OutOfMemory {
                 what: "KV cache",
                 bytes: (n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128) * 4,
@@ -118,12 +116,7 @@ impl KvPool {
 
     /// A new, empty sequence (it takes blocks as it grows).
     pub fn sequence(&self) -> SeqCache {
-        SeqCache {
-            table: Vec::with_capacity(self.max_seq_len.div_ceil(KV_BLOCK)),
-            len: 0,
-            hashes: Vec::new(),
-            home: Some(self.dropped.clone()),
-        }
+        SeqCache { table: Vec::with_capacity(self.max_seq_len.div_ceil(KV_BLOCK)), len: 0, hashes: Vec::new(), home: Some(self.dropped.clone()) }
     }
 
     /// Whether `seq` belongs to this pool (made by it, or a default table that holds nothing).

@@ -49,9 +49,7 @@ impl LlamaConfig {
             None => n_head,
         };
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(ModelError::BadConfig(format!(
-                "head_count {n_head} must be a positive multiple of head_count_kv {n_head_kv}"
-            )));
+            return Err(ModelError::BadConfig(format!("head_count {n_head} must be a positive multiple of head_count_kv {n_head_kv}")));
         }
         let head_dim = match file.get(&key("attention.key_length")) {
             Some(_) => get("attention.key_length")?,
@@ -67,9 +65,7 @@ impl LlamaConfig {
         }
         if let Some(v) = file.get(&key("rope.dimension_count")) {
             if v.as_u64() != Some(head_dim as u64) {
-                return Err(ModelError::Unsupported(format!(
-                    "partial rotary embeddings (rope.dimension_count {v:?}, head dimension {head_dim})"
-                )));
+                return Err(ModelError::Unsupported(format!("partial rotary embeddings (rope.dimension_count {v:?}, head dimension {head_dim})")));
             }
         }
         if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {

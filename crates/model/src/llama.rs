@@ -19,8 +19,8 @@ use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8};
 use kernels::{matmul, BlockQ8, Format, Level, MatRef, SumOrder, ThreadPool, QK};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A weight matrix stored in the file: `rows` (N) x `cols` (K).
 #[derive(Clone, Debug)]
@@ -73,10 +73,10 @@ pub struct Llama {
     /// The model's sizes.
     pub config: LlamaConfig,
     file: GgufFile,
-    token_embd: Weight,   // (V, D)
-    blocks: Vec<Block>,   // (L)
+    token_embd: Weight,    // (V, D)
+    blocks: Vec<Block>,    // (L)
     output_norm: Vec<f32>, // (D)
-    output: Weight,       // (V, D), the embeddings when tied
+    output: Weight,        // (V, D), the embeddings when tied
     pool: Arc<ThreadPool>,
     level: Level,
     order: SumOrder,
@@ -93,9 +93,7 @@ fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
         GgmlType::Q4_0 => Format::Q4_0,
         GgmlType::Q4_1 => Format::Q4_1,
         GgmlType::Q8_0 => Format::Q8_0,
-        other => {
-            return Err(ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: other.name().to_string() })
-        }
+        other => return Err(ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: other.name().to_string() }),
     })
 }
 
@@ -171,7 +169,19 @@ impl Llama {
         };
         let order = SumOrder::from_env();
         let packed = HugeBuffer::empty();
-        let mut model = Llama { config: c, file, token_embd, blocks, output_norm, output, pool, level: Level::detect(), order, packed, tokens_evaluated: AtomicU64::new(0) };
+        let mut model = Llama {
+            config: c,
+            file,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            pool,
+            level: Level::detect(),
+            order,
+            packed,
+            tokens_evaluated: AtomicU64::new(0),
+        };
         model.set_level(model.level);
         Ok(model)
     }
@@ -188,11 +198,8 @@ impl Llama {
 
     /// Bytes of weights read per decoded token (every matrix once, the output head included).
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let blocks: u64 = self
-            .blocks
-            .iter()
-            .map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|w| w.info.n_bytes).sum::<u64>())
-            .sum();
+        let blocks: u64 =
+            self.blocks.iter().map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|w| w.info.n_bytes).sum::<u64>()).sum();
         blocks + self.output.info.n_bytes
     }
 
@@ -349,7 +356,15 @@ impl Llama {
     /// Checks a forward call of one sequence and runs `tokens` through the blocks in batches of
     /// the scratch's size (attention in the single-token order when `per_token_order`); returns
     /// the size of the last batch, whose residual rows are left in scratch.x.
-    fn forward_one(&self, tokens: &[u32], pool: &mut KvPool, seq: &mut SeqCache, scratch: &mut Scratch, logits: Logits, per_token_order: bool) -> Result<usize, ModelError> {
+    fn forward_one(
+        &self,
+        tokens: &[u32],
+        pool: &mut KvPool,
+        seq: &mut SeqCache,
+        scratch: &mut Scratch,
+        logits: Logits,
+        per_token_order: bool,
+    ) -> Result<usize, ModelError> {
         self.check(tokens, seq, pool, scratch)?;
         if logits == Logits::All && tokens.len() > scratch.max_tokens {
             return Err(ModelError::BatchTooLarge { tokens: tokens.len(), max: scratch.max_tokens });
@@ -438,7 +453,8 @@ impl Llama {
             // gate = silu(Wgate . xn) * (Wup . xn)  (T, F), and its 8-bit blocks
             let gate_q = &mut s.wide_q[..t * f / QK];
             matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
-            matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x); // x (T, D) += Wdown . gate
+            matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x);
+            // x (T, D) += Wdown . gate
         }
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);
     }
@@ -454,7 +470,8 @@ impl Llama {
         self.level = level;
         let file = &self.file;
         let pack = |w: &Weight| kernels::matmul::pack_for(level, w.format, file.tensor_data(&w.info), w.rows, w.cols);
-        let mut weights: Vec<&mut Weight> = self.blocks.iter_mut().flat_map(|b| [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.w_gate, &mut b.w_up, &mut b.w_down]).collect();
+        let mut weights: Vec<&mut Weight> =
+            self.blocks.iter_mut().flat_map(|b| [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.w_gate, &mut b.w_up, &mut b.w_down]).collect();
         weights.push(&mut self.output);
         let packed: Vec<Option<Vec<u8>>> = weights.iter().map(|w| pack(w)).collect();
         // All of them back to back in one buffer on huge pages (see `memory`). Without the
@@ -495,29 +512,33 @@ impl Llama {
 
 /// Buffers for forward calls, allocated once and reused for every token.
 pub struct Scratch {
-    max_tokens: usize,      // T_max
-    n_ctx: usize,           // S_max the attention scratch is sized for
-    x: Vec<f32>,            // (T, D) residual stream
-    xn: Vec<f32>,           // (T, D) normed
-    xq: Vec<BlockQ8>,       // (T, D/32) normed, 8-bit
-    q: Vec<f32>,            // (T, H*Dh)
-    k: Vec<f32>,            // (T, Hkv*Dh)
-    v: Vec<f32>,            // (T, Hkv*Dh)
-    att: Vec<f32>,          // (T, H*Dh)
-    wide_q: Vec<BlockQ8>,   // (T, max(H*Dh, F)/32)
-    gate: Vec<f32>,         // (T, F)
-    up: Vec<f32>,           // (T, F)
+    max_tokens: usize,        // T_max
+    n_ctx: usize,             // S_max the attention scratch is sized for
+    x: Vec<f32>,              // (T, D) residual stream
+    xn: Vec<f32>,             // (T, D) normed
+    xq: Vec<BlockQ8>,         // (T, D/32) normed, 8-bit
+    q: Vec<f32>,              // (T, H*Dh)
+    k: Vec<f32>,              // (T, Hkv*Dh)
+    v: Vec<f32>,              // (T, Hkv*Dh)
+    att: Vec<f32>,            // (T, H*Dh)
+    wide_q: Vec<BlockQ8>,     // (T, max(H*Dh, F)/32)
+    gate: Vec<f32>,           // (T, F)
+    up: Vec<f32>,             // (T, F)
     cos_sin: Vec<(f32, f32)>, // (T, Dh/2)
-    att_scratch: Vec<f32>,  // (threads, S + Dh)
-    logits: Vec<f32>,       // (T, V)
-    best: Vec<(f32, u32)>,  // (threads) per-thread maxima of the greedy output head
+    att_scratch: Vec<f32>,    // (threads, S + Dh)
+    logits: Vec<f32>,         // (T, V)
+    best: Vec<(f32, u32)>,    // (threads) per-thread maxima of the greedy output head
 }
 
 impl Scratch {
     fn new(c: &LlamaConfig, max_tokens: usize, n_ctx: usize, n_threads: usize) -> Result<Scratch, ModelError> {
         let t = max_tokens;
         let wide = c.q_dim().max(c.n_ff);
-        let oom = || ModelError::OutOfMemory { what: "scratch memory", bytes: (t as u128) * (c.n_vocab as u128) * 4, hint: "use a smaller batch or context" };
+        let oom = || ModelError::OutOfMemory {
+            what: "scratch memory",
+            bytes: (t as u128) * (c.n_vocab as u128) * 4,
+            hint: "use a smaller batch or context",
+        };
         let f = |n: Option<usize>| n.and_then(|n| zeroed(n, 0f32)).ok_or_else(oom);
         let q8 = |n: Option<usize>| n.and_then(|n| zeroed(n, BlockQ8::default())).ok_or_else(oom);
         // (a product that does not overflow means the per-thread size does not either)

@@ -31,19 +31,12 @@ pub fn default_model_path() -> PathBuf {
 /// tests; under CI (`CI` set) or with `FERROLM_REQUIRE_MODEL` set, an absent model is a failure
 /// instead of a skip, so the golden tests can never silently pass by not running.
 pub fn model_for_tests() -> Option<PathBuf> {
-    let path = std::env::var_os("FERROLM_MODEL")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(default_model_path);
+    let path = std::env::var_os("FERROLM_MODEL").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(default_model_path);
     if path.exists() {
         return Some(path);
     }
     let required = std::env::var_os("CI").is_some() || std::env::var_os("FERROLM_REQUIRE_MODEL").is_some();
-    assert!(
-        !required,
-        "the golden tests need the model at {} (run `ferrolm info` once to fetch it)",
-        path.display()
-    );
+    assert!(!required, "the golden tests need the model at {} (run `ferrolm info` once to fetch it)", path.display());
     eprintln!("skipping: no model at {} (run `ferrolm info` to fetch it)", path.display());
     None
 }

@@ -76,14 +76,7 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
         types.push(1);
     }
     let g = byte_to_char(b' ');
-    let merges: Vec<String> = vec![
-        format!("{g} t"),
-        "h e".into(),
-        format!("{g}t he"),
-        "i n".into(),
-        format!("{g} a"),
-        "e r".into(),
-    ];
+    let merges: Vec<String> = vec![format!("{g} t"), "h e".into(), format!("{g}t he"), "i n".into(), format!("{g} a"), "e r".into()];
     for m in &merges {
         tokens.push(m.replace(' ', ""));
         types.push(1);

@@ -34,12 +34,7 @@ pub enum TokenizerGgufError {
     UnsupportedModel { model: String },
     /// An array element has the wrong type.
     #[error("{key}[{index}] should be {expected}, found {found}")]
-    BadElement {
-        key: &'static str,
-        index: usize,
-        expected: &'static str,
-        found: String,
-    },
+    BadElement { key: &'static str, index: usize, expected: &'static str, found: String },
     /// A token type code outside 1..=6.
     #[error("{TOKEN_TYPE_KEY}[{index}] is {code}, not a known token type (1..=6)")]
     UnknownTokenType { index: usize, code: i64 },
@@ -72,9 +67,7 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
         return spm_from_gguf(file, compat);
     }
     if model != "gpt2" {
-        return Err(TokenizerGgufError::UnsupportedModel {
-            model: model.to_string(),
-        });
+        return Err(TokenizerGgufError::UnsupportedModel { model: model.to_string() });
     }
     let pre_tokenizer = match file.get(PRE_KEY) {
         Some(_) => file.get_str(PRE_KEY)?.to_string(),
@@ -142,12 +135,7 @@ fn strings(file: &GgufFile, key: &'static str) -> Result<Vec<String>, TokenizerG
     file.get_array(key)?
         .iter()
         .enumerate()
-        .map(|(index, value)| {
-            value
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad_element(key, index, "a string", value))
-        })
+        .map(|(index, value)| value.as_str().map(str::to_string).ok_or_else(|| bad_element(key, index, "a string", value)))
         .collect()
 }
 
@@ -156,29 +144,14 @@ fn token_types(codes: &[Value]) -> Result<Vec<TokenType>, TokenizerGgufError> {
         .iter()
         .enumerate()
         .map(|(index, value)| {
-            let code = value
-                .as_i64()
-                .ok_or_else(|| bad_element(TOKEN_TYPE_KEY, index, "an integer", value))?;
-            i32::try_from(code)
-                .ok()
-                .and_then(TokenType::from_gguf)
-                .ok_or(TokenizerGgufError::UnknownTokenType { index, code })
+            let code = value.as_i64().ok_or_else(|| bad_element(TOKEN_TYPE_KEY, index, "an integer", value))?;
+            i32::try_from(code).ok().and_then(TokenType::from_gguf).ok_or(TokenizerGgufError::UnknownTokenType { index, code })
         })
         .collect()
 }
 
-fn bad_element(
-    key: &'static str,
-    index: usize,
-    expected: &'static str,
-    value: &Value,
-) -> TokenizerGgufError {
-    TokenizerGgufError::BadElement {
-        key,
-        index,
-        expected,
-        found: format!("{:?}", value.value_type()),
-    }
+fn bad_element(key: &'static str, index: usize, expected: &'static str, value: &Value) -> TokenizerGgufError {
+    TokenizerGgufError::BadElement { key, index, expected, found: format!("{:?}", value.value_type()) }
 }
 
 fn optional_u32(file: &GgufFile, key: &str) -> Result<Option<u32>, GgufError> {
@@ -195,10 +168,7 @@ mod tests {
     use gguf::{GgufWriter, ValueType};
 
     fn string_array(items: &[&str]) -> Value {
-        Value::Array(
-            ValueType::String,
-            items.iter().map(|s| Value::from(*s)).collect(),
-        )
+        Value::Array(ValueType::String, items.iter().map(|s| Value::from(*s)).collect())
     }
 
     /// A tiny gpt2 vocabulary: one control token, "a", "b", "ab" and the merge "a b".
@@ -232,18 +202,12 @@ mod tests {
     fn token_types_and_flags_are_read() {
         let mut writer = writer("gpt2");
         writer
-            .add_kv(
-                TOKEN_TYPE_KEY,
-                Value::Array(ValueType::I32, [3i32, 1, 1, 1].map(Value::from).to_vec()),
-            )
+            .add_kv(TOKEN_TYPE_KEY, Value::Array(ValueType::I32, [3i32, 1, 1, 1].map(Value::from).to_vec()))
             .add_kv(ADD_BOS_KEY, Value::from(true))
             .add_kv(BOS_KEY, Value::from(0u32));
         let tok = build(&writer).expect("valid tokenizer");
         assert_eq!(tok.token_type(0), Some(TokenType::Control));
-        assert_eq!(
-            tok.encode_with_special("<|endoftext|>ab", true),
-            vec![0, 0, 3]
-        );
+        assert_eq!(tok.encode_with_special("<|endoftext|>ab", true), vec![0, 0, 3]);
     }
 
     #[test]
@@ -276,31 +240,25 @@ mod tests {
         assert_eq!(tok.encode_with_offsets("abz", false), (vec![9, 10], vec![(0, 2), (2, 3)]));
         // Scores must line up with tokens.
         let mut short = GgufWriter::new();
-        short.add_kv(MODEL_KEY, Value::from("llama")).add_kv(TOKENS_KEY, string_array(&tokens)).add_kv(SCORES_KEY, Value::Array(ValueType::F32, vec![Value::F32(0.0)]));
+        short
+            .add_kv(MODEL_KEY, Value::from("llama"))
+            .add_kv(TOKENS_KEY, string_array(&tokens))
+            .add_kv(SCORES_KEY, Value::Array(ValueType::F32, vec![Value::F32(0.0)]));
         assert!(build(&short).is_err());
     }
 
     #[test]
     fn unknown_token_type_code_is_reported_with_its_index() {
         let mut writer = writer("gpt2");
-        writer.add_kv(
-            TOKEN_TYPE_KEY,
-            Value::Array(ValueType::I32, [1i32, 1, 9, 1].map(Value::from).to_vec()),
-        );
+        writer.add_kv(TOKEN_TYPE_KEY, Value::Array(ValueType::I32, [1i32, 1, 9, 1].map(Value::from).to_vec()));
         let error = build(&writer).expect_err("code 9 is not a token type");
-        assert!(matches!(
-            error,
-            TokenizerGgufError::UnknownTokenType { index: 2, code: 9 }
-        ));
+        assert!(matches!(error, TokenizerGgufError::UnknownTokenType { index: 2, code: 9 }));
     }
 
     #[test]
     fn missing_pre_tokenizer_is_llama_cpp_default_and_unsupported() {
         let mut writer = GgufWriter::new();
-        writer
-            .add_kv(MODEL_KEY, Value::from("gpt2"))
-            .add_kv(TOKENS_KEY, string_array(&["a"]))
-            .add_kv(MERGES_KEY, string_array(&[]));
+        writer.add_kv(MODEL_KEY, Value::from("gpt2")).add_kv(TOKENS_KEY, string_array(&["a"])).add_kv(MERGES_KEY, string_array(&[]));
         let error = build(&writer).expect_err("no pre-tokenizer");
         assert!(error.to_string().contains("\"default\""), "{error}");
     }

@@ -68,7 +68,8 @@ fn a_sequence_in_a_batch_gets_the_bits_it_gets_alone() {
             assert_eq!(&out[..v], &want[0][1][..]);
             assert_eq!(&out[v..2 * v], &want[2][0][..]);
             assert_eq!(&out[2 * v..], &want[1][1][..]);
-            let out = model.forward_seqs(&mut [SeqTokens { seq: s3, tokens: &prompts[3][12..], logits: Logits::Last }], &mut pool, &mut scratch).unwrap();
+            let out =
+                model.forward_seqs(&mut [SeqTokens { seq: s3, tokens: &prompts[3][12..], logits: Logits::Last }], &mut pool, &mut scratch).unwrap();
             assert_eq!(out, &want[3][0][..]);
         }
         // Decode steps with every sequence in one call; sequence k is `done` steps in.
@@ -146,12 +147,14 @@ fn a_full_pool_is_an_error_that_names_it() {
     let mut pool = KvPool::new(model.config.n_layer, model.config.n_head_kv, model.config.head_dim, 2, 128).unwrap();
     let mut scratch = model.new_scratch(128, 128).unwrap();
     let mut a = pool.sequence();
-    let err = model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(80, 1), logits: Logits::Last }], &mut pool, &mut scratch).unwrap_err();
+    let err =
+        model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(80, 1), logits: Logits::Last }], &mut pool, &mut scratch).unwrap_err();
     assert!(matches!(err, ModelError::OutOfKvBlocks { blocks: 2, .. }), "{err}");
     assert!(err.to_string().contains("out of blocks"), "{err}");
     assert_eq!(a.len(), 0, "a failed call adds no positions");
     // Past the sequence limit: the context error.
-    let err = model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(129, 1), logits: Logits::Last }], &mut pool, &mut scratch).unwrap_err();
+    let err =
+        model.forward_seqs(&mut [SeqTokens { seq: &mut a, tokens: &prompt(129, 1), logits: Logits::Last }], &mut pool, &mut scratch).unwrap_err();
     assert!(matches!(err, ModelError::BatchTooLarge { .. } | ModelError::ContextFull { .. }), "{err}");
     // An empty segment or batch is refused.
     assert!(matches!(model.forward_seqs(&mut [], &mut pool, &mut scratch), Err(ModelError::EmptyBatch)));

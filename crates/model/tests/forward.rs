@@ -80,9 +80,8 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
             let mut att = vec![0f64; h * dh];
             for head in 0..h {
                 let kvh = head / (h / hkv);
-                let scores: Vec<f64> = (0..=pos)
-                    .map(|s| (0..dh).map(|i| qs[pos][head * dh + i] * ks[s][kvh * dh + i]).sum::<f64>() / (dh as f64).sqrt())
-                    .collect();
+                let scores: Vec<f64> =
+                    (0..=pos).map(|s| (0..dh).map(|i| qs[pos][head * dh + i] * ks[s][kvh * dh + i]).sum::<f64>() / (dh as f64).sqrt()).collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
                 for (s, sc) in scores.iter().enumerate() {

@@ -29,34 +29,23 @@ fn fixture_path() -> PathBuf {
 
 fn load_docs() -> Vec<Doc> {
     let path = fixture_path();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}", i + 1))
-        })
-        .collect()
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines().enumerate().map(|(i, line)| serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}", i + 1))).collect()
 }
 
 fn load_tokenizer() -> Option<Tokenizer> {
     let path = model::paths::model_for_tests()?;
-    let file =
-        gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let file = gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     Some(model::tokenizer_gguf::tokenizer_from_gguf(&file).expect("the model's tokenizer builds"))
 }
 
 /// Whether every byte of `text` has a byte token, so that decoding can give `text` back.
 fn all_bytes_in_vocab(tok: &Tokenizer, text: &str) -> bool {
-    text.bytes()
-        .all(|b| tok.token_to_id(&byte_to_char(b).to_string()).is_some())
+    text.bytes().all(|b| tok.token_to_id(&byte_to_char(b).to_string()).is_some())
 }
 
 fn show(tok: &Tokenizer, ids: &[u32]) -> String {
-    let pieces: Vec<String> = ids
-        .iter()
-        .map(|&id| format!("{id}:{:?}", tok.id_to_token(id).unwrap_or("?")))
-        .collect();
+    let pieces: Vec<String> = ids.iter().map(|&id| format!("{id}:{:?}", tok.id_to_token(id).unwrap_or("?"))).collect();
     pieces.join(" ")
 }
 
@@ -74,16 +63,9 @@ fn encode_matches_llama_cpp_on_every_golden_doc() {
         }
         mismatches += 1;
         if first_report.is_none() {
-            let at = ours
-                .iter()
-                .zip(&doc.ids)
-                .position(|(a, b)| a != b)
-                .unwrap_or(ours.len().min(doc.ids.len()));
+            let at = ours.iter().zip(&doc.ids).position(|(a, b)| a != b).unwrap_or(ours.len().min(doc.ids.len()));
             let from = at.saturating_sub(3);
-            let text_at: usize = doc.ids[..at.min(doc.ids.len())]
-                .iter()
-                .map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len))
-                .sum();
+            let text_at: usize = doc.ids[..at.min(doc.ids.len())].iter().map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len)).sum();
             first_report = Some(format!(
                 "doc #{index} (special={}) first differs at token {at} (byte ~{text_at}):\n  ours:      {}\n  llama.cpp: {}\n  text near there: {:?}",
                 doc.special,
@@ -93,13 +75,7 @@ fn encode_matches_llama_cpp_on_every_golden_doc() {
             ));
         }
     }
-    assert_eq!(
-        mismatches,
-        0,
-        "{mismatches} of {} docs differ; first:\n{}",
-        docs.len(),
-        first_report.unwrap_or_default()
-    );
+    assert_eq!(mismatches, 0, "{mismatches} of {} docs differ; first:\n{}", docs.len(), first_report.unwrap_or_default());
 }
 
 #[test]
@@ -111,12 +87,7 @@ fn decode_gives_back_every_golden_doc_whose_bytes_are_in_the_vocab() {
             continue;
         }
         // With special parsing on, control tokens came from the text, so render them back.
-        assert_eq!(
-            tok.decode(&doc.ids, doc.special),
-            doc.text,
-            "doc #{index} (special={})",
-            doc.special
-        );
+        assert_eq!(tok.decode(&doc.ids, doc.special), doc.text, "doc #{index} (special={})", doc.special);
         checked += 1;
     }
     assert!(checked >= 200, "only {checked} docs were checked");
@@ -144,10 +115,7 @@ fn peers_disagree_only_on_docs_with_missing_byte_tokens() {
     let Some(tok) = load_tokenizer() else { return };
     for (index, doc) in load_docs().iter().enumerate() {
         if doc.hf_ids.as_ref().is_some_and(|hf| *hf != doc.ids) {
-            assert!(
-                !all_bytes_in_vocab(&tok, &doc.text),
-                "doc #{index}: peers disagree on a fully encodable text"
-            );
+            assert!(!all_bytes_in_vocab(&tok, &doc.text), "doc #{index}: peers disagree on a fully encodable text");
         }
     }
 }
@@ -164,10 +132,7 @@ fn missing_byte_is_dropped_without_merging_across_the_gap_on_the_real_vocab() {
 fn real_vocab_special_tokens_and_flags() {
     let Some(tok) = load_tokenizer() else { return };
     assert_eq!(tok.vocab_size(), 49152);
-    assert_eq!(
-        (tok.bos_id(), tok.eos_id(), tok.add_bos()),
-        (Some(1), Some(2), false)
-    );
+    assert_eq!((tok.bos_id(), tok.eos_id(), tok.add_bos()), (Some(1), Some(2), false));
     assert_eq!(tok.encode("<|im_start|>user", true)[0], 1);
     assert_ne!(tok.encode("<|im_start|>user", false)[0], 1);
     assert!(tok.is_end_of_generation(2));

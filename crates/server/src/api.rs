@@ -163,14 +163,20 @@ impl Sampling {
         }
         let num_beams = self.num_beams.unwrap_or(1);
         if num_beams == 0 || num_beams as usize > max_seqs {
-            return Err(bad("num_beams", format!("num_beams must be between 1 and the {max_seqs} sequences this server runs at once, got {num_beams}")));
+            return Err(bad(
+                "num_beams",
+                format!("num_beams must be between 1 and the {max_seqs} sequences this server runs at once, got {num_beams}"),
+            ));
         }
         if self.length_penalty.is_some_and(|l| !l.is_finite()) {
             return Err(bad("length_penalty", "length_penalty must be a finite number"));
         }
         let beams = if num_beams > 1 {
             if n > num_beams {
-                return Err(bad("n", format!("with beam search n is the number of best hypotheses returned: at most num_beams = {num_beams}, got {n}")));
+                return Err(bad(
+                    "n",
+                    format!("with beam search n is the number of best hypotheses returned: at most num_beams = {num_beams}, got {n}"),
+                ));
             }
             if logprobs.is_some() {
                 return Err(bad("logprobs", "log-probabilities are not available with beam search"));
@@ -282,7 +288,12 @@ impl ChatRequest {
                     for p in parts {
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => text.push_str(t),
-                            _ => return Err(bad(&format!("messages[{i}].content"), format!("content parts of type {:?} are not supported: only text", p.kind))),
+                            _ => {
+                                return Err(bad(
+                                    &format!("messages[{i}].content"),
+                                    format!("content parts of type {:?} are not supported: only text", p.kind),
+                                ))
+                            }
                         }
                     }
                     text

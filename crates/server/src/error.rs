@@ -52,7 +52,11 @@ impl ApiError {
         ApiError {
             param: Some("model".into()),
             code: Some("model_not_found"),
-            ..ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("the model {asked:?} does not exist here: this server runs {served:?}"))
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("the model {asked:?} does not exist here: this server runs {served:?}"),
+            )
         }
     }
 

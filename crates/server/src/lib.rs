@@ -69,7 +69,14 @@ pub struct AppState {
 
 impl AppState {
     /// The state of a server over `engine`.
-    pub fn new(engine: Engine, tokenizer: Arc<Tokenizer>, template: ChatTemplate, model_id: String, api_key: Option<String>, n_vocab: usize) -> AppState {
+    pub fn new(
+        engine: Engine,
+        tokenizer: Arc<Tokenizer>,
+        template: ChatTemplate,
+        model_id: String,
+        api_key: Option<String>,
+        n_vocab: usize,
+    ) -> AppState {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         AppState { engine, tokenizer, template, model_id, api_key, n_vocab, created }
     }
@@ -125,10 +132,7 @@ pub fn serve(options: ServeOptions, state: AppState, on_ready: impl FnOnce(Socke
         let state = Arc::new(state);
         on_ready(addr);
         let app = router(state.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(drain_on_signal(state))
-            .await
-            .map_err(|e| format!("the server failed: {e}"))
+        axum::serve(listener, app).with_graceful_shutdown(drain_on_signal(state)).await.map_err(|e| format!("the server failed: {e}"))
     })
 }
 
@@ -189,7 +193,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The body's bytes: 413 over the limit.
 async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit");
+        let too_large =
+            std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit");
         if too_large {
             ApiError::body_too_large(BODY_LIMIT)
         } else {
@@ -221,7 +226,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn tokenize(State(state): State<Arc<AppState>>, body: Body) -> Result<Json<serde_json::Value>, ApiError> {
     let r: TokenizeRequest = read_json(body).await?;
-    let tokens = if r.add_special { state.tokenizer.encode_with_special(&r.content, r.parse_special) } else { state.tokenizer.encode(&r.content, r.parse_special) };
+    let tokens = if r.add_special {
+        state.tokenizer.encode_with_special(&r.content, r.parse_special)
+    } else {
+        state.tokenizer.encode(&r.content, r.parse_special)
+    };
     Ok(Json(json!({"tokens": tokens})))
 }
 
@@ -277,7 +286,14 @@ async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response
 }
 
 /// Submits the prompts and answers, streamed or whole.
-async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec<Vec<u32>>, plan: Plan, logprobs: Option<usize>) -> Result<Response, ApiError> {
+async fn run(
+    state: &Arc<AppState>,
+    kind: Kind,
+    path: &'static str,
+    prompts: Vec<Vec<u32>>,
+    plan: Plan,
+    logprobs: Option<usize>,
+) -> Result<Response, ApiError> {
     if state.engine.is_closing() {
         return Err(ApiError::shutting_down());
     }
@@ -294,7 +310,10 @@ async fn run(state: &Arc<AppState>, kind: Kind, path: &'static str, prompts: Vec
             return Err(ApiError {
                 code: Some("context_length_exceeded"),
                 ..ApiError::bad_request(
-                    format!("the context holds {n_ctx} tokens, but {} prompt tokens + max_tokens {m} exceed it: lower max_tokens to at most {room}", prompt.len()),
+                    format!(
+                        "the context holds {n_ctx} tokens, but {} prompt tokens + max_tokens {m} exceed it: lower max_tokens to at most {room}",
+                        prompt.len()
+                    ),
                     Some("max_tokens"),
                 )
             });

@@ -76,7 +76,16 @@ pub enum Out {
 
 impl Shape {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(kind: Kind, model: String, logprobs: Option<usize>, include_usage: bool, tokenizer: Arc<Tokenizer>, path: &'static str, prompts: usize, n: usize) -> Shape {
+    pub fn new(
+        kind: Kind,
+        model: String,
+        logprobs: Option<usize>,
+        include_usage: bool,
+        tokenizer: Arc<Tokenizer>,
+        path: &'static str,
+        prompts: usize,
+        n: usize,
+    ) -> Shape {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
         let choices = prompts * n;
@@ -197,10 +206,14 @@ impl Shape {
                     Kind::Chat => {
                         if !self.role_sent[index] {
                             self.role_sent[index] = true;
-                            chunks.push(self.chunk(vec![json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})]));
+                            chunks.push(self.chunk(vec![
+                                json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                            ]));
                         }
                         let logprobs_json = if lp { self.chat_logprobs(&logprobs) } else { Value::Null };
-                        chunks.push(self.chunk(vec![json!({"index": index, "delta": {"content": text}, "logprobs": logprobs_json, "finish_reason": null})]));
+                        chunks.push(
+                            self.chunk(vec![json!({"index": index, "delta": {"content": text}, "logprobs": logprobs_json, "finish_reason": null})]),
+                        );
                     }
                     Kind::Completion => {
                         let logprobs_json = if lp { self.completion_logprobs(&logprobs, offset) } else { Value::Null };
@@ -219,7 +232,9 @@ impl Shape {
                         let mut chunks = Vec::new();
                         if !self.role_sent[index] {
                             self.role_sent[index] = true;
-                            chunks.push(self.chunk(vec![json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})]));
+                            chunks.push(self.chunk(vec![
+                                json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                            ]));
                         }
                         chunks.push(self.chunk(vec![json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})]));
                         return Out::Chunks(chunks);

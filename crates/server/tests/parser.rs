@@ -7,9 +7,30 @@ use serde_json::{json, Value};
 use server::api::{chat_plan, completion_plan};
 
 const FIELDS: [&str; 24] = [
-    "model", "messages", "prompt", "n", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "stop",
-    "stream", "stream_options", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "top_k", "min_p",
-    "repetition_penalty", "num_beams", "length_penalty", "echo", "best_of",
+    "model",
+    "messages",
+    "prompt",
+    "n",
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "stop",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "num_beams",
+    "length_penalty",
+    "echo",
+    "best_of",
 ];
 
 fn any_json() -> impl Strategy<Value = Value> {
@@ -27,7 +48,8 @@ fn any_json() -> impl Strategy<Value = Value> {
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(".{0,6}", inner.clone(), 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
             // A message-shaped object.
-            (prop_oneof![Just("user"), Just("system"), Just("tool"), Just("")], inner).prop_map(|(role, content)| json!({"role": role, "content": content})),
+            (prop_oneof![Just("user"), Just("system"), Just("tool"), Just("")], inner)
+                .prop_map(|(role, content)| json!({"role": role, "content": content})),
         ]
     })
 }

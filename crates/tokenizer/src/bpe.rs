@@ -146,11 +146,7 @@ pub(crate) struct Scratch {
 impl Bpe {
     /// Merge rules without the whole-piece shortcut; see [`Bpe::index_whole_pieces`].
     pub fn new(byte_ids: [u32; 256], merges: FastMap<u64, Merge>) -> Bpe {
-        Bpe {
-            byte_ids,
-            merges,
-            whole_pieces: FastMap::default(),
-        }
+        Bpe { byte_ids, merges, whole_pieces: FastMap::default() }
     }
 
     /// Fill the whole-piece shortcut from the raw bytes of each candidate token.
@@ -207,11 +203,7 @@ impl Bpe {
         symbols.extend(piece.iter().enumerate().map(|(i, &byte)| Symbol {
             id: self.byte_ids[byte as usize],
             prev: if i == 0 { NONE } else { i as u32 - 1 },
-            next: if i as u32 + 1 == n {
-                NONE
-            } else {
-                i as u32 + 1
-            },
+            next: if i as u32 + 1 == n { NONE } else { i as u32 + 1 },
         }));
         if n as usize >= LONG_PIECE && self.merge_by_rank_buckets(symbols) {
             return self.emit(symbols, out);
@@ -281,7 +273,10 @@ impl Bpe {
             }
             for candidate in bucket {
                 let Some(prev) = apply(symbols, candidate) else { continue };
-                let new_ranks = [if prev != NONE { push(symbols, prev, &mut buckets, &mut ranks) } else { None }, push(symbols, candidate.left, &mut buckets, &mut ranks)];
+                let new_ranks = [
+                    if prev != NONE { push(symbols, prev, &mut buckets, &mut ranks) } else { None },
+                    push(symbols, candidate.left, &mut buckets, &mut ranks),
+                ];
                 if new_ranks.iter().flatten().any(|&r| r <= rank) {
                     symbols.copy_from_slice(&original);
                     return false;
@@ -303,13 +298,7 @@ impl Bpe {
             return;
         }
         if let Some(merge) = self.merges.get(&pair_key(symbol.id, right_id)) {
-            heap.push(Candidate {
-                rank: merge.rank,
-                left,
-                left_id: symbol.id,
-                right_id,
-                merged: merge.merged,
-            });
+            heap.push(Candidate { rank: merge.rank, left, left_id: symbol.id, right_id, merged: merge.merged });
         }
     }
 }
@@ -356,20 +345,11 @@ mod tests {
             let left = left % raw.len();
             let right = right % raw.len();
             let merged = raw.len() as u32;
-            merges
-                .entry(pair_key(left as u32, right as u32))
-                .or_insert(Merge {
-                    rank: rank as u32,
-                    merged,
-                });
+            merges.entry(pair_key(left as u32, right as u32)).or_insert(Merge { rank: rank as u32, merged });
             raw.push([raw[left].clone(), raw[right].clone()].concat());
         }
         let mut bpe = Bpe::new(byte_ids, merges);
-        bpe.index_whole_pieces(
-            raw.iter()
-                .enumerate()
-                .map(|(id, bytes)| (id as u32, bytes.as_slice())),
-        );
+        bpe.index_whole_pieces(raw.iter().enumerate().map(|(id, bytes)| (id as u32, bytes.as_slice())));
         bpe
     }
 
@@ -425,15 +405,9 @@ mod tests {
     fn pair_hash_spreads_pairs_that_share_a_right_token() {
         use std::hash::BuildHasher;
         let build = BuildHasherDefault::<PairHasher>::default();
-        let mut low_bits: Vec<u64> = (0..256u32)
-            .map(|left| build.hash_one(pair_key(left, 7)) & 0xff)
-            .collect();
+        let mut low_bits: Vec<u64> = (0..256u32).map(|left| build.hash_one(pair_key(left, 7)) & 0xff).collect();
         low_bits.sort_unstable();
         low_bits.dedup();
-        assert!(
-            low_bits.len() > 128,
-            "only {} distinct buckets of 256",
-            low_bits.len()
-        );
+        assert!(low_bits.len() > 128, "only {} distinct buckets of 256", low_bits.len());
     }
 }

@@ -81,11 +81,7 @@ mod tests {
     #[test]
     fn every_byte_round_trips_through_its_character() {
         for byte in 0..=255u8 {
-            assert_eq!(
-                char_to_byte(byte_to_char(byte)),
-                Some(byte),
-                "byte {byte:#04x}"
-            );
+            assert_eq!(char_to_byte(byte_to_char(byte)), Some(byte), "byte {byte:#04x}");
         }
     }
 

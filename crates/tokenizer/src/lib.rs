@@ -125,21 +125,13 @@ pub enum TokenizerError {
     LengthMismatch { tokens: usize, token_types: usize },
     /// A special id points past the vocabulary.
     #[error("{name} token id {id} is out of range (vocabulary of {vocab_size})")]
-    IdOutOfRange {
-        name: &'static str,
-        id: u32,
-        vocab_size: usize,
-    },
+    IdOutOfRange { name: &'static str, id: u32, vocab_size: usize },
     /// A merge rule is not two tokens separated by a space.
     #[error("merge #{index} {merge:?} is not \"left right\"")]
     MalformedMerge { index: usize, merge: String },
     /// A merge rule names a token, or makes one, that the vocabulary lacks.
     #[error("merge #{index} {merge:?} needs token {token:?}, which is not in the vocabulary")]
-    MergeTokenMissing {
-        index: usize,
-        merge: String,
-        token: String,
-    },
+    MergeTokenMissing { index: usize, merge: String, token: String },
     /// The pre-tokenizer is not one this crate implements.
     #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\", \"llama-bpe\"/\"llama3\", \"qwen2\")")]
     UnsupportedPreTokenizer { name: String },

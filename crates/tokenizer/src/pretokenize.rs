@@ -58,11 +58,7 @@ pub fn classify(c: char) -> CharClass {
     }
     use GeneralCategory as G;
     match get_general_category(c) {
-        G::UppercaseLetter
-        | G::LowercaseLetter
-        | G::TitlecaseLetter
-        | G::ModifierLetter
-        | G::OtherLetter => CharClass::Letter,
+        G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter => CharClass::Letter,
         G::DecimalNumber | G::LetterNumber | G::OtherNumber => CharClass::Number,
         _ => CharClass::Other,
     }
@@ -101,12 +97,7 @@ impl PreTokenizer {
             PreTokenizer::Qwen2 => Some(crate::scan::Pattern::Qwen2.pieces(text)),
             PreTokenizer::Gpt2 | PreTokenizer::SmolLm => None,
         };
-        Pieces {
-            text,
-            pos: 0,
-            digits_cut: *self == PreTokenizer::SmolLm,
-            scan,
-        }
+        Pieces { text, pos: 0, digits_cut: *self == PreTokenizer::SmolLm, scan }
     }
 }
 
@@ -130,11 +121,7 @@ impl<'a> Iterator for Pieces<'a> {
         }
         let start = self.pos;
         let (c0, class0, len0) = decode_at(self.text, start)?;
-        let end = if self.digits_cut && class0 == CharClass::Number {
-            start + len0
-        } else {
-            self.match_end(start, c0, class0, len0)
-        };
+        let end = if self.digits_cut && class0 == CharClass::Number { start + len0 } else { self.match_end(start, c0, class0, len0) };
         self.pos = end;
         // `end` is a char boundary by construction: every step advances by whole characters.
         self.text.get(start..end)
@@ -193,13 +180,8 @@ impl Pieces<'_> {
         }
 
         //  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+  : an optional leading space, then a run.
-        let (body, body_class) = if c0 == ' ' {
-            (start + 1, self.peek(start + 1).map(|(_, class, _)| class))
-        } else {
-            (start, Some(class0))
-        };
-        if let Some(class @ (CharClass::Letter | CharClass::Number | CharClass::Other)) = body_class
-        {
+        let (body, body_class) = if c0 == ' ' { (start + 1, self.peek(start + 1).map(|(_, class, _)| class)) } else { (start, Some(class0)) };
+        if let Some(class @ (CharClass::Letter | CharClass::Number | CharClass::Other)) = body_class {
             return self.run_end(body, class);
         }
 
@@ -282,10 +264,7 @@ mod tests {
 
     #[test]
     fn digits_are_hard_cuts_in_smollm() {
-        assert_eq!(
-            pieces(PreTokenizer::SmolLm, "abc 1234"),
-            ["abc", " ", "1", "2", "3", "4"]
-        );
+        assert_eq!(pieces(PreTokenizer::SmolLm, "abc 1234"), ["abc", " ", "1", "2", "3", "4"]);
         assert_eq!(pieces(PreTokenizer::SmolLm, "x٣٤"), ["x", "٣", "٤"]);
         assert_eq!(pieces(PreTokenizer::Gpt2, "abc 1234"), ["abc", " 1234"]);
     }
@@ -302,10 +281,7 @@ mod tests {
     fn contractions_are_case_sensitive() {
         assert_eq!(pieces(PreTokenizer::SmolLm, "it's"), ["it", "'s"]);
         assert_eq!(pieces(PreTokenizer::SmolLm, "IT'S"), ["IT", "'", "S"]);
-        assert_eq!(
-            pieces(PreTokenizer::SmolLm, "we'LL we'll"),
-            ["we", "'", "LL", " we", "'ll"]
-        );
+        assert_eq!(pieces(PreTokenizer::SmolLm, "we'LL we'll"), ["we", "'", "LL", " we", "'ll"]);
         assert_eq!(pieces(PreTokenizer::SmolLm, "they're"), ["they", "'re"]);
         assert_eq!(pieces(PreTokenizer::SmolLm, "'x"), ["'", "x"]);
     }

@@ -37,11 +37,7 @@ impl SpecialTokens {
         let mut by_first_byte: Vec<Vec<Special>> = vec![Vec::new(); 256];
         for (text, id, always) in tokens {
             if let Some(&first) = text.as_bytes().first() {
-                by_first_byte[first as usize].push(Special {
-                    text: text.into_bytes().into(),
-                    id,
-                    always,
-                });
+                by_first_byte[first as usize].push(Special { text: text.into_bytes().into(), id, always });
             }
         }
         let mut is_first_byte = [false; 256];
@@ -49,10 +45,7 @@ impl SpecialTokens {
             candidates.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
             *is_first = !candidates.is_empty();
         }
-        SpecialTokens {
-            by_first_byte,
-            is_first_byte,
-        }
+        SpecialTokens { by_first_byte, is_first_byte }
     }
 
     /// Call `f` on the segments of `text`, in order. Empty text segments are not reported.
@@ -75,9 +68,7 @@ impl SpecialTokens {
             }
             let found = self.by_first_byte[bytes[i] as usize]
                 .iter()
-                .find(|special| {
-                    bytes[i..].starts_with(&special.text) && (special.always || parse(i..i + special.text.len()))
-                });
+                .find(|special| bytes[i..].starts_with(&special.text) && (special.always || parse(i..i + special.text.len())));
             // A special token's first byte starts a character, so `i` and the end of the match
             // are char boundaries.
             match found {
@@ -114,35 +105,22 @@ mod tests {
     }
 
     fn sample() -> SpecialTokens {
-        SpecialTokens::new([
-            ("<|im_start|>".to_string(), 1, false),
-            ("<|im".to_string(), 5, false),
-            ("<tool>".to_string(), 7, true),
-        ])
+        SpecialTokens::new([("<|im_start|>".to_string(), 1, false), ("<|im".to_string(), 5, false), ("<tool>".to_string(), 7, true)])
     }
 
     #[test]
     fn longest_special_token_wins() {
-        assert_eq!(
-            segments(&sample(), "a<|im_start|>b<|imx", true),
-            ["text:a", "special:1", "text:b", "special:5", "text:x"]
-        );
+        assert_eq!(segments(&sample(), "a<|im_start|>b<|imx", true), ["text:a", "special:1", "text:b", "special:5", "text:x"]);
     }
 
     #[test]
     fn parse_special_off_keeps_control_tokens_as_text_but_cuts_user_defined() {
-        assert_eq!(
-            segments(&sample(), "<|im_start|><tool>x", false),
-            ["text:<|im_start|>", "special:7", "text:x"]
-        );
+        assert_eq!(segments(&sample(), "<|im_start|><tool>x", false), ["text:<|im_start|>", "special:7", "text:x"]);
     }
 
     #[test]
     fn adjacent_and_edge_specials_give_no_empty_text() {
-        assert_eq!(
-            segments(&sample(), "<|im_start|><|im_start|>", true),
-            ["special:1", "special:1"]
-        );
+        assert_eq!(segments(&sample(), "<|im_start|><|im_start|>", true), ["special:1", "special:1"]);
         assert!(segments(&sample(), "", true).is_empty());
     }
 }

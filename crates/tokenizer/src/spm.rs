@@ -123,10 +123,7 @@ pub enum SpmError {
     MalformedByteToken { id: u32, text: String },
     /// A flag asks for a special token the vocabulary does not name.
     #[error("{flag} is set but no {name} token is given")]
-    MissingSpecialToken {
-        flag: &'static str,
-        name: &'static str,
-    },
+    MissingSpecialToken { flag: &'static str, name: &'static str },
 }
 
 /// A SentencePiece-style BPE tokenizer. Immutable once built; share it freely between threads.
@@ -175,77 +172,36 @@ impl SpmTokenizer {
     /// Build a tokenizer, checking that types and scores line up with the tokens, no score is NaN,
     /// byte tokens are spelled `<0xNN>`, special ids are in range, and BOS/EOS exist if asked for.
     pub fn new(config: SpmConfig) -> Result<SpmTokenizer, SpmError> {
-        let SpmConfig {
-            tokens,
-            scores,
-            token_types,
-            bos_id,
-            eos_id,
-            unk_id,
-            pad_id,
-            add_bos,
-            add_eos,
-            add_space_prefix,
-        } = config;
+        let SpmConfig { tokens, scores, token_types, bos_id, eos_id, unk_id, pad_id, add_bos, add_eos, add_space_prefix } = config;
         if tokens.is_empty() {
             return Err(TokenizerError::EmptyVocabulary.into());
         }
         if tokens.len() > MAX_VOCAB {
-            return Err(TokenizerError::VocabularyTooLarge {
-                count: tokens.len(),
-                max: MAX_VOCAB,
-            }
-            .into());
+            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB }.into());
         }
         if tokens.len() != token_types.len() {
-            return Err(TokenizerError::LengthMismatch {
-                tokens: tokens.len(),
-                token_types: token_types.len(),
-            }
-            .into());
+            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() }.into());
         }
         if tokens.len() != scores.len() {
-            return Err(SpmError::ScoreCountMismatch {
-                tokens: tokens.len(),
-                scores: scores.len(),
-            });
+            return Err(SpmError::ScoreCountMismatch { tokens: tokens.len(), scores: scores.len() });
         }
         let vocab_size = tokens.len();
-        for (name, id) in [
-            ("bos", bos_id),
-            ("eos", eos_id),
-            ("unknown", unk_id),
-            ("padding", pad_id),
-        ] {
+        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
             if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-                return Err(TokenizerError::IdOutOfRange {
-                    name,
-                    id,
-                    vocab_size,
-                }
-                .into());
+                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size }.into());
             }
         }
         if add_bos && bos_id.is_none() {
-            return Err(SpmError::MissingSpecialToken {
-                flag: "add_bos",
-                name: "bos",
-            });
+            return Err(SpmError::MissingSpecialToken { flag: "add_bos", name: "bos" });
         }
         if add_eos && eos_id.is_none() {
-            return Err(SpmError::MissingSpecialToken {
-                flag: "add_eos",
-                name: "eos",
-            });
+            return Err(SpmError::MissingSpecialToken { flag: "add_eos", name: "eos" });
         }
 
         let mut merge_data = Vec::with_capacity(vocab_size);
         for (id, (&score, text)) in scores.iter().zip(&tokens).enumerate() {
             if score.is_nan() {
-                return Err(SpmError::ScoreNotANumber {
-                    id: id as u32,
-                    text: text.clone(),
-                });
+                return Err(SpmError::ScoreNotANumber { id: id as u32, text: text.clone() });
             }
             // A text longer than u32::MAX bytes could never match a span of a piece anyway.
             let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
@@ -261,11 +217,7 @@ impl SpmTokenizer {
             let id = id as u32;
             match kind {
                 TokenType::Byte => {
-                    let byte =
-                        parse_byte_token(text).ok_or_else(|| SpmError::MalformedByteToken {
-                            id,
-                            text: text.clone(),
-                        })?;
+                    let byte = parse_byte_token(text).ok_or_else(|| SpmError::MalformedByteToken { id, text: text.clone() })?;
                     // The first byte token for a byte wins, like llama.cpp's text lookup
                     // (byte token texts are distinct unless the file repeats one).
                     if byte_tokens[byte as usize] == NONE {
@@ -273,9 +225,7 @@ impl SpmTokenizer {
                     }
                     bytes.push(byte);
                 }
-                TokenType::Normal => {
-                    bytes.extend_from_slice(text.replace(METASPACE, " ").as_bytes())
-                }
+                TokenType::Normal => bytes.extend_from_slice(text.replace(METASPACE, " ").as_bytes()),
                 _ => bytes.extend_from_slice(text.as_bytes()),
             }
             offsets.push(bytes.len());
@@ -306,15 +256,11 @@ impl SpmTokenizer {
             };
         }
 
-        let specials = SpecialTrie::new(tokens.iter().zip(&token_types).enumerate().filter_map(
-            |(id, (text, kind))| match kind {
-                TokenType::Control | TokenType::Unknown => {
-                    Some((text.as_bytes(), id as u32, false))
-                }
-                TokenType::UserDefined => Some((text.as_bytes(), id as u32, true)),
-                _ => None,
-            },
-        ));
+        let specials = SpecialTrie::new(tokens.iter().zip(&token_types).enumerate().filter_map(|(id, (text, kind))| match kind {
+            TokenType::Control | TokenType::Unknown => Some((text.as_bytes(), id as u32, false)),
+            TokenType::UserDefined => Some((text.as_bytes(), id as u32, true)),
+            _ => None,
+        }));
 
         Ok(SpmTokenizer {
             tokens,
@@ -349,27 +295,14 @@ impl SpmTokenizer {
                 self.encode_into(text, add_special, parse_special, &mut scratch, &mut out);
                 scratch.release_large_buffers();
             }
-            Err(_) => self.encode_into(
-                text,
-                add_special,
-                parse_special,
-                &mut Scratch::default(),
-                &mut out,
-            ),
+            Err(_) => self.encode_into(text, add_special, parse_special, &mut Scratch::default(), &mut out),
         });
         out
     }
 
     /// [`SpmTokenizer::encode`], appending to `out` and reusing `scratch`'s buffers and word
     /// cache ([`SpmTokenizer::encode`] uses one scratch per thread).
-    pub fn encode_into(
-        &self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-        scratch: &mut Scratch,
-        out: &mut Vec<u32>,
-    ) {
+    pub fn encode_into(&self, text: &str, add_special: bool, parse_special: bool, scratch: &mut Scratch, out: &mut Vec<u32>) {
         if scratch.owner != Some(self.instance) {
             scratch.clear_cache();
             scratch.owner = Some(self.instance);
@@ -406,13 +339,7 @@ impl SpmTokenizer {
 
     /// Encode a stretch of plain text: escape spaces, cut it where no token can span the cut,
     /// merge each part.
-    fn encode_text(
-        &self,
-        text: &str,
-        after_special: bool,
-        scratch: &mut Scratch,
-        out: &mut Vec<u32>,
-    ) {
+    fn encode_text(&self, text: &str, after_special: bool, scratch: &mut Scratch, out: &mut Vec<u32>) {
         let mut piece = std::mem::take(&mut scratch.piece);
         piece.clear();
         if self.add_space_prefix && after_special {

@@ -21,36 +21,25 @@ fn build(entries: &[(&str, f32, TokenType)]) -> SpmTokenizer {
 
 /// Texts of `ids`, to make failures readable.
 fn texts(tok: &SpmTokenizer, ids: &[u32]) -> Vec<String> {
-    ids.iter()
-        .map(|&id| tok.id_to_token(id).unwrap_or("?").to_string())
-        .collect()
+    ids.iter().map(|&id| tok.id_to_token(id).unwrap_or("?").to_string()).collect()
 }
 
 /// All 256 byte tokens, ids 0..256.
 fn byte_entries() -> Vec<(String, f32, TokenType)> {
-    (0..=255u8)
-        .map(|b| (format!("<0x{b:02X}>"), 0.0, Byte))
-        .collect()
+    (0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, Byte)).collect()
 }
 
 fn with_bytes(entries: &[(&str, f32, TokenType)]) -> SpmTokenizer {
     let bytes = byte_entries();
-    let mut all: Vec<(&str, f32, TokenType)> =
-        bytes.iter().map(|(t, s, k)| (t.as_str(), *s, *k)).collect();
+    let mut all: Vec<(&str, f32, TokenType)> = bytes.iter().map(|(t, s, k)| (t.as_str(), *s, *k)).collect();
     all.extend_from_slice(entries);
     build(&all)
 }
 
 #[test]
 fn highest_score_merges_first_then_leftmost_on_ties() {
-    let tok = build(&[
-        ("a", -10.0, Normal),
-        ("b", -10.0, Normal),
-        ("c", -10.0, Normal),
-        ("ab", -2.0, Normal),
-        ("bc", -1.0, Normal),
-        ("aa", -3.0, Normal),
-    ]);
+    let tok =
+        build(&[("a", -10.0, Normal), ("b", -10.0, Normal), ("c", -10.0, Normal), ("ab", -2.0, Normal), ("bc", -1.0, Normal), ("aa", -3.0, Normal)]);
     // "bc" outscores "ab".
     assert_eq!(texts(&tok, &tok.encode("abc", false, false)), ["a", "bc"]);
     // Equal pairs: the leftmost merges first, so "aaa" is [aa, a], never [a, aa].
@@ -61,42 +50,18 @@ fn highest_score_merges_first_then_leftmost_on_ties() {
 fn negative_zero_score_ties_with_zero_as_llama_cpp_compares_floats() {
     // Gemma's first merge "▁t" has score -0.0 and its byte tokens 0.0: a total order on floats
     // would rank them, llama.cpp's `<` does not, and the leftmost pair wins.
-    let tok = build(&[
-        ("a", -5.0, Normal),
-        ("b", -5.0, Normal),
-        ("c", -5.0, Normal),
-        ("ab", 0.0, Normal),
-        ("bc", -0.0, Normal),
-    ]);
+    let tok = build(&[("a", -5.0, Normal), ("b", -5.0, Normal), ("c", -5.0, Normal), ("ab", 0.0, Normal), ("bc", -0.0, Normal)]);
     assert_eq!(texts(&tok, &tok.encode("abc", false, false)), ["ab", "c"]);
-    let tok = build(&[
-        ("a", -5.0, Normal),
-        ("b", -5.0, Normal),
-        ("c", -5.0, Normal),
-        ("ab", -0.0, Normal),
-        ("bc", 0.0, Normal),
-    ]);
+    let tok = build(&[("a", -5.0, Normal), ("b", -5.0, Normal), ("c", -5.0, Normal), ("ab", -0.0, Normal), ("bc", 0.0, Normal)]);
     assert_eq!(texts(&tok, &tok.encode("abc", false, false)), ["ab", "c"]);
 }
 
 #[test]
 fn spaces_become_metaspace_and_merge_with_the_next_word() {
-    let tok = build(&[
-        ("▁", -9.0, Normal),
-        ("h", -9.0, Normal),
-        ("i", -9.0, Normal),
-        ("▁h", -2.0, Normal),
-        ("▁hi", -1.0, Normal),
-        ("hi", -3.0, Normal),
-    ]);
-    assert_eq!(
-        texts(&tok, &tok.encode("hi hi", false, false)),
-        ["hi", "▁hi"]
-    );
-    assert_eq!(
-        tok.decode(&tok.encode("hi hi", false, false), false),
-        "hi hi"
-    );
+    let tok =
+        build(&[("▁", -9.0, Normal), ("h", -9.0, Normal), ("i", -9.0, Normal), ("▁h", -2.0, Normal), ("▁hi", -1.0, Normal), ("hi", -3.0, Normal)]);
+    assert_eq!(texts(&tok, &tok.encode("hi hi", false, false)), ["hi", "▁hi"]);
+    assert_eq!(tok.decode(&tok.encode("hi hi", false, false), false), "hi hi");
 }
 
 #[test]
@@ -110,11 +75,7 @@ fn unknown_character_falls_back_to_its_utf8_bytes() {
 
 #[test]
 fn missing_byte_token_falls_back_to_unknown_or_is_dropped() {
-    let mut with_unk = config(&[
-        ("<unk>", 0.0, Unknown),
-        ("a", -1.0, Normal),
-        ("<0xC3>", 0.0, Byte),
-    ]);
+    let mut with_unk = config(&[("<unk>", 0.0, Unknown), ("a", -1.0, Normal), ("<0xC3>", 0.0, Byte)]);
     with_unk.unk_id = Some(0);
     let tok = SpmTokenizer::new(with_unk).expect("valid");
     // "é" is C3 A9: C3 has a byte token, A9 does not.
@@ -143,20 +104,12 @@ fn control_tokens_parse_only_on_request_but_user_defined_always() {
         ("l", -1.0, Normal),
     ]);
     assert_eq!(tok.encode("<ctrl><ud>", false, true), [0, 1]);
-    assert_eq!(
-        texts(&tok, &tok.encode("<ctrl><ud>", false, false)),
-        ["<", "c", "t", "r", "l", ">", "<ud>"]
-    );
+    assert_eq!(texts(&tok, &tok.encode("<ctrl><ud>", false, false)), ["<", "c", "t", "r", "l", ">", "<ud>"]);
 }
 
 #[test]
 fn longest_special_token_wins_at_a_position() {
-    let tok = build(&[
-        ("  ", 0.0, UserDefined),
-        ("   ", 0.0, UserDefined),
-        ("▁", -1.0, Normal),
-        ("x", -1.0, Normal),
-    ]);
+    let tok = build(&[("  ", 0.0, UserDefined), ("   ", 0.0, UserDefined), ("▁", -1.0, Normal), ("x", -1.0, Normal)]);
     // Five spaces: the 3-space token, then the 2-space one (Gemma's runs of whitespace).
     assert_eq!(tok.encode("x     x", false, false), [3, 1, 0, 3]);
     // A single space left over is plain text, hence "▁".
@@ -165,12 +118,7 @@ fn longest_special_token_wins_at_a_position() {
 
 #[test]
 fn space_prefix_goes_on_text_that_starts_or_follows_a_special_token() {
-    let mut cfg = config(&[
-        ("<s>", 0.0, Control),
-        ("▁", -3.0, Normal),
-        ("a", -3.0, Normal),
-        ("▁a", -1.0, Normal),
-    ]);
+    let mut cfg = config(&[("<s>", 0.0, Control), ("▁", -3.0, Normal), ("a", -3.0, Normal), ("▁a", -1.0, Normal)]);
     cfg.add_space_prefix = true;
     cfg.bos_id = Some(0);
     cfg.add_bos = true;
@@ -186,11 +134,7 @@ fn space_prefix_goes_on_text_that_starts_or_follows_a_special_token() {
 
 #[test]
 fn add_special_adds_bos_and_eos_as_configured() {
-    let mut cfg = config(&[
-        ("<bos>", 0.0, Control),
-        ("<eos>", 0.0, Control),
-        ("a", -1.0, Normal),
-    ]);
+    let mut cfg = config(&[("<bos>", 0.0, Control), ("<eos>", 0.0, Control), ("a", -1.0, Normal)]);
     cfg.bos_id = Some(0);
     cfg.eos_id = Some(1);
     cfg.add_bos = true;
@@ -231,50 +175,22 @@ fn duplicate_token_text_resolves_to_the_last_id_as_in_llama_cpp() {
 #[test]
 fn malformed_vocabularies_are_errors_with_context() {
     let error = |cfg: SpmConfig| SpmTokenizer::new(cfg).expect_err("must be rejected");
-    assert_eq!(
-        error(SpmConfig::default()),
-        SpmError::Vocabulary(TokenizerError::EmptyVocabulary)
-    );
+    assert_eq!(error(SpmConfig::default()), SpmError::Vocabulary(TokenizerError::EmptyVocabulary));
 
     let mut cfg = config(&[("a", 0.0, Normal), ("b", 0.0, Normal)]);
     cfg.scores.pop();
-    assert_eq!(
-        error(cfg),
-        SpmError::ScoreCountMismatch {
-            tokens: 2,
-            scores: 1
-        }
-    );
+    assert_eq!(error(cfg), SpmError::ScoreCountMismatch { tokens: 2, scores: 1 });
 
     let mut cfg = config(&[("a", 0.0, Normal), ("b", 0.0, Normal)]);
     cfg.token_types.push(Normal);
-    assert!(matches!(
-        error(cfg),
-        SpmError::Vocabulary(TokenizerError::LengthMismatch {
-            tokens: 2,
-            token_types: 3
-        })
-    ));
+    assert!(matches!(error(cfg), SpmError::Vocabulary(TokenizerError::LengthMismatch { tokens: 2, token_types: 3 })));
 
     let cfg = config(&[("a", 0.0, Normal), ("b", f32::NAN, Normal)]);
-    assert_eq!(
-        error(cfg),
-        SpmError::ScoreNotANumber {
-            id: 1,
-            text: "b".into()
-        }
-    );
+    assert_eq!(error(cfg), SpmError::ScoreNotANumber { id: 1, text: "b".into() });
 
     for bad in ["<0x4>", "<0x4G>", "<0x041>", "0x41", "<0x41"] {
         let cfg = config(&[("a", 0.0, Normal), (bad, 0.0, Byte)]);
-        assert_eq!(
-            error(cfg),
-            SpmError::MalformedByteToken {
-                id: 1,
-                text: bad.into()
-            },
-            "{bad}"
-        );
+        assert_eq!(error(cfg), SpmError::MalformedByteToken { id: 1, text: bad.into() }, "{bad}");
     }
 
     let mut cfg = config(&[("a", 0.0, Normal)]);
@@ -284,24 +200,13 @@ fn malformed_vocabularies_are_errors_with_context() {
 
     let mut cfg = config(&[("a", 0.0, Normal)]);
     cfg.add_bos = true;
-    assert_eq!(
-        error(cfg),
-        SpmError::MissingSpecialToken {
-            flag: "add_bos",
-            name: "bos"
-        }
-    );
+    assert_eq!(error(cfg), SpmError::MissingSpecialToken { flag: "add_bos", name: "bos" });
 }
 
 #[test]
 fn infinite_scores_are_ordered_not_rejected() {
-    let tok = build(&[
-        ("a", -1.0, Normal),
-        ("b", -1.0, Normal),
-        ("c", -1.0, Normal),
-        ("ab", f32::NEG_INFINITY, Normal),
-        ("bc", f32::INFINITY, Normal),
-    ]);
+    let tok =
+        build(&[("a", -1.0, Normal), ("b", -1.0, Normal), ("c", -1.0, Normal), ("ab", f32::NEG_INFINITY, Normal), ("bc", f32::INFINITY, Normal)]);
     assert_eq!(texts(&tok, &tok.encode("abc", false, false)), ["a", "bc"]);
 }
 
@@ -310,11 +215,7 @@ fn infinite_scores_are_ordered_not_rejected() {
 #[test]
 fn merge_work_is_linear_in_the_length_of_one_letter_repeated() {
     let runs: Vec<String> = (1..=6).map(|k| "a".repeat(1 << (k - 1))).collect();
-    let entries: Vec<(&str, f32, TokenType)> = runs
-        .iter()
-        .enumerate()
-        .map(|(k, run)| (run.as_str(), k as f32, Normal))
-        .collect();
+    let entries: Vec<(&str, f32, TokenType)> = runs.iter().enumerate().map(|(k, run)| (run.as_str(), k as f32, Normal)).collect();
     let tok = build(&entries);
     let mut per_char = Vec::new();
     for n in [1_000usize, 10_000, 100_000] {
@@ -330,10 +231,7 @@ fn merge_work_is_linear_in_the_length_of_one_letter_repeated() {
         assert!(stats.lookups <= 3 * n as u64, "n = {n}: {stats:?}");
         per_char.push((stats.pushes + stats.pops + stats.lookups) as f64 / n as f64);
     }
-    assert!(
-        per_char[2] <= per_char[0] * 1.1,
-        "work per character grows with length: {per_char:?}"
-    );
+    assert!(per_char[2] <= per_char[0] * 1.1, "work per character grows with length: {per_char:?}");
 }
 
 /// llama.cpp's loop as written: rescan every adjacent pair after each merge, take the highest
@@ -376,21 +274,11 @@ fn random_tokenizer(words: &[(Vec<usize>, i8)]) -> SpmTokenizer {
         entries.push((letter.to_string(), -100.0 - i as f32, Normal));
     }
     for (letters, score) in words {
-        let text: String = letters
-            .iter()
-            .map(|&i| ALPHABET[i % ALPHABET.len()])
-            .collect();
-        let score = if *score == 0 {
-            -0.0
-        } else {
-            f32::from(*score % 4)
-        };
+        let text: String = letters.iter().map(|&i| ALPHABET[i % ALPHABET.len()]).collect();
+        let score = if *score == 0 { -0.0 } else { f32::from(*score % 4) };
         entries.push((text, score, Normal));
     }
-    let borrowed: Vec<(&str, f32, TokenType)> = entries
-        .iter()
-        .map(|(t, s, k)| (t.as_str(), *s, *k))
-        .collect();
+    let borrowed: Vec<(&str, f32, TokenType)> = entries.iter().map(|(t, s, k)| (t.as_str(), *s, *k)).collect();
     build(&borrowed)
 }
 
@@ -446,16 +334,8 @@ fn text_is_not_cut_before_a_metaspace_that_a_token_spans() {
 
 #[test]
 fn word_cache_never_serves_one_tokenizer_the_words_of_another() {
-    let joined = build(&[
-        ("a", -5.0, Normal),
-        ("b", -5.0, Normal),
-        ("ab", -1.0, Normal),
-    ]);
-    let apart = build(&[
-        ("a", -5.0, Normal),
-        ("b", -5.0, Normal),
-        ("abc", -1.0, Normal),
-    ]);
+    let joined = build(&[("a", -5.0, Normal), ("b", -5.0, Normal), ("ab", -1.0, Normal)]);
+    let apart = build(&[("a", -5.0, Normal), ("b", -5.0, Normal), ("abc", -1.0, Normal)]);
     let mut scratch = Scratch::default();
     for _ in 0..2 {
         for (tok, expected) in [(&joined, vec!["ab"]), (&apart, vec!["a", "b"])] {

@@ -20,18 +20,12 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder that leaves control tokens out of the text (what a chat front end wants).
     pub fn new() -> Self {
-        StreamDecoder {
-            pending: Vec::new(),
-            render_special: false,
-        }
+        StreamDecoder { pending: Vec::new(), render_special: false }
     }
 
     /// A decoder that renders control tokens as their text, like `decode(ids, true)`.
     pub fn with_special_rendered() -> Self {
-        StreamDecoder {
-            pending: Vec::new(),
-            render_special: true,
-        }
+        StreamDecoder { pending: Vec::new(), render_special: true }
     }
 
     /// Add one token; returns the text that is now complete (possibly empty).

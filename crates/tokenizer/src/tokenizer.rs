@@ -12,17 +12,8 @@ use crate::{BpeConfig, TokenType, TokenizerError};
 /// Control-token spellings that end a generation besides EOS: llama.cpp's list, so that a chat
 /// model stops where llama.cpp stops (SmolLM2 ends turns with `<|im_end|>` and documents with
 /// `<|endoftext|>`).
-const END_OF_GENERATION_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "<|end▁of▁sentence|>",
-];
+const END_OF_GENERATION_TEXTS: &[&str] =
+    &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end▁of▁sentence|>"];
 
 /// Ids at or above this are reserved as sentinels by the BPE merge loop.
 const MAX_VOCAB: usize = (u32::MAX - 2) as usize;
@@ -103,59 +94,25 @@ impl Tokenizer {
     /// Build a tokenizer, checking that the types line up with the tokens, the special ids are in
     /// range, every merge names two tokens and makes a third, and the pre-tokenizer is supported.
     pub fn from_bpe(config: BpeConfig) -> Result<Tokenizer, TokenizerError> {
-        let BpeConfig {
-            tokens,
-            token_types,
-            merges,
-            pre_tokenizer,
-            bos_id,
-            eos_id,
-            unk_id,
-            pad_id,
-            add_bos,
-            add_eos,
-        } = config;
+        let BpeConfig { tokens, token_types, merges, pre_tokenizer, bos_id, eos_id, unk_id, pad_id, add_bos, add_eos } = config;
         if tokens.is_empty() {
             return Err(TokenizerError::EmptyVocabulary);
         }
         if tokens.len() > MAX_VOCAB {
-            return Err(TokenizerError::VocabularyTooLarge {
-                count: tokens.len(),
-                max: MAX_VOCAB,
-            });
+            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
         }
         if tokens.len() != token_types.len() {
-            return Err(TokenizerError::LengthMismatch {
-                tokens: tokens.len(),
-                token_types: token_types.len(),
-            });
+            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
         }
         let vocab_size = tokens.len();
-        for (name, id) in [
-            ("bos", bos_id),
-            ("eos", eos_id),
-            ("unknown", unk_id),
-            ("padding", pad_id),
-        ] {
+        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
             if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-                return Err(TokenizerError::IdOutOfRange {
-                    name,
-                    id,
-                    vocab_size,
-                });
+                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
             }
         }
-        let pre = PreTokenizer::from_name(&pre_tokenizer).ok_or(
-            TokenizerError::UnsupportedPreTokenizer {
-                name: pre_tokenizer,
-            },
-        )?;
+        let pre = PreTokenizer::from_name(&pre_tokenizer).ok_or(TokenizerError::UnsupportedPreTokenizer { name: pre_tokenizer })?;
 
-        let text_to_id: HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(id, text)| (text.clone(), id as u32))
-            .collect();
+        let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
 
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(vocab_size + 1);
@@ -184,13 +141,11 @@ impl Tokenizer {
             (kind == TokenType::Normal).then_some((id as u32, raw))
         }));
 
-        let specials = SpecialTokens::new(tokens.iter().zip(&token_types).enumerate().filter_map(
-            |(id, (text, kind))| match kind {
-                TokenType::Control | TokenType::Unknown => Some((text.clone(), id as u32, false)),
-                TokenType::UserDefined => Some((text.clone(), id as u32, true)),
-                _ => None,
-            },
-        ));
+        let specials = SpecialTokens::new(tokens.iter().zip(&token_types).enumerate().filter_map(|(id, (text, kind))| match kind {
+            TokenType::Control | TokenType::Unknown => Some((text.clone(), id as u32, false)),
+            TokenType::UserDefined => Some((text.clone(), id as u32, true)),
+            _ => None,
+        }));
 
         let end_of_generation = end_of_generation(eos_id, &text_to_id, &token_types);
 
@@ -580,10 +535,7 @@ impl Tokenizer {
 
 /// Parse "left right" merge lines into (left id, right id) -> (rank, merged id). A repeated pair
 /// keeps its first (lowest) rank, as llama.cpp does.
-fn parse_merges(
-    merges: &[String],
-    text_to_id: &HashMap<String, u32>,
-) -> Result<FastMap<u64, Merge>, TokenizerError> {
+fn parse_merges(merges: &[String], text_to_id: &HashMap<String, u32>) -> Result<FastMap<u64, Merge>, TokenizerError> {
     let mut table = FastMap::default();
     table.reserve(merges.len());
     for (index, merge) in merges.iter().enumerate() {
@@ -593,34 +545,18 @@ fn parse_merges(
             .skip(1)
             .find(|&(_, c)| c == ' ')
             .map(|(at, _)| at)
-            .ok_or_else(|| TokenizerError::MalformedMerge {
-                index,
-                merge: merge.clone(),
-            })?;
+            .ok_or_else(|| TokenizerError::MalformedMerge { index, merge: merge.clone() })?;
         let (left, right) = (&merge[..split], &merge[split + 1..]);
         if right.is_empty() {
-            return Err(TokenizerError::MalformedMerge {
-                index,
-                merge: merge.clone(),
-            });
+            return Err(TokenizerError::MalformedMerge { index, merge: merge.clone() });
         }
         let lookup = |token: &str| {
-            text_to_id
-                .get(token)
-                .copied()
-                .ok_or_else(|| TokenizerError::MergeTokenMissing {
-                    index,
-                    merge: merge.clone(),
-                    token: token.to_string(),
-                })
+            text_to_id.get(token).copied().ok_or_else(|| TokenizerError::MergeTokenMissing { index, merge: merge.clone(), token: token.to_string() })
         };
         let left_id = lookup(left)?;
         let right_id = lookup(right)?;
         let merged = lookup(&format!("{left}{right}"))?;
-        table.entry(pair_key(left_id, right_id)).or_insert(Merge {
-            rank: index as u32,
-            merged,
-        });
+        table.entry(pair_key(left_id, right_id)).or_insert(Merge { rank: index as u32, merged });
     }
     Ok(table)
 }

@@ -5,9 +5,7 @@ use tokenizer::byte_level::byte_to_char;
 use tokenizer::{BpeConfig, StreamDecoder, TokenType, Tokenizer, TokenizerError};
 
 /// Bytes that have no token, as in SmolLM2's vocabulary.
-const MISSING_BYTES: &[u8] = &[
-    4, 6, 19, 20, 22, 29, 192, 193, 241, 242, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254, 255,
-];
+const MISSING_BYTES: &[u8] = &[4, 6, 19, 20, 22, 29, 192, 193, 241, 242, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254, 255];
 
 const SPECIALS: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
@@ -70,8 +68,7 @@ fn id(tok: &Tokenizer, text: &str) -> u32 {
 }
 
 fn byte_id(tok: &Tokenizer, raw: &[u8]) -> u32 {
-    tok.token_to_id(&spell(raw))
-        .unwrap_or_else(|| panic!("no token for {raw:?}"))
+    tok.token_to_id(&spell(raw)).unwrap_or_else(|| panic!("no token for {raw:?}"))
 }
 
 fn ids(tok: &Tokenizer, pieces: &[&str]) -> Vec<u32> {
@@ -149,14 +146,8 @@ fn encode_never_adds_bos_and_encode_with_special_follows_the_flags() {
     config.add_eos = true;
     let tok = Tokenizer::from_bpe(config).expect("valid");
     assert_eq!(tok.encode("it", false), vec![id(&tok, "it")]);
-    assert_eq!(
-        tok.encode_with_special("it", false),
-        vec![1, id(&tok, "it"), 2]
-    );
-    assert_eq!(
-        tokenizer().encode_with_special("it", false),
-        vec![id(&tok, "it")]
-    );
+    assert_eq!(tok.encode_with_special("it", false), vec![1, id(&tok, "it"), 2]);
+    assert_eq!(tokenizer().encode_with_special("it", false), vec![id(&tok, "it")]);
 }
 
 #[test]
@@ -180,10 +171,7 @@ fn token_bytes_are_raw_bytes_for_normal_tokens_and_text_for_control() {
 fn end_of_generation_covers_eos_and_known_end_tokens() {
     let tok = tokenizer();
     assert!(tok.is_end_of_generation(2));
-    assert!(
-        tok.is_end_of_generation(0),
-        "<|endoftext|> also ends a generation, as in llama.cpp"
-    );
+    assert!(tok.is_end_of_generation(0), "<|endoftext|> also ends a generation, as in llama.cpp");
     assert!(!tok.is_end_of_generation(1));
 }
 
@@ -215,12 +203,7 @@ fn unsupported_pre_tokenizer_is_named_in_the_error() {
     let mut config = config();
     config.pre_tokenizer = "falcon".into();
     let error = Tokenizer::from_bpe(config).expect_err("falcon is not supported");
-    assert_eq!(
-        error,
-        TokenizerError::UnsupportedPreTokenizer {
-            name: "falcon".into()
-        }
-    );
+    assert_eq!(error, TokenizerError::UnsupportedPreTokenizer { name: "falcon".into() });
     assert!(error.to_string().contains("falcon"));
 }
 
@@ -228,32 +211,19 @@ fn unsupported_pre_tokenizer_is_named_in_the_error() {
 fn invalid_configs_are_rejected() {
     let mut bad = config();
     bad.merges.push("zz".into());
-    assert!(matches!(
-        Tokenizer::from_bpe(bad),
-        Err(TokenizerError::MalformedMerge { .. })
-    ));
+    assert!(matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::MalformedMerge { .. })));
     let mut bad = config();
     bad.merges.push("x qq".into());
-    assert!(
-        matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::MergeTokenMissing { token, .. }) if token == "qq")
-    );
+    assert!(matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::MergeTokenMissing { token, .. }) if token == "qq"));
     let mut bad = config();
     bad.merges.push("x y".into());
-    assert!(
-        matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::MergeTokenMissing { token, .. }) if token == "xy")
-    );
+    assert!(matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::MergeTokenMissing { token, .. }) if token == "xy"));
     let mut bad = config();
     bad.token_types.pop();
-    assert!(matches!(
-        Tokenizer::from_bpe(bad),
-        Err(TokenizerError::LengthMismatch { .. })
-    ));
+    assert!(matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::LengthMismatch { .. })));
     let mut bad = config();
     bad.eos_id = Some(1 << 20);
-    assert!(matches!(
-        Tokenizer::from_bpe(bad),
-        Err(TokenizerError::IdOutOfRange { name: "eos", .. })
-    ));
+    assert!(matches!(Tokenizer::from_bpe(bad), Err(TokenizerError::IdOutOfRange { name: "eos", .. })));
 }
 
 /// Characters whose UTF-8 bytes all have tokens, from several scripts, plus the special texts.

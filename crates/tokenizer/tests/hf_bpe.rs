@@ -29,10 +29,7 @@ fn read(path: &str) -> String {
 }
 
 fn jsonl(path: &str) -> Vec<Value> {
-    read(path)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    read(path).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 fn load(path: &str) -> HfTokenizer {
@@ -40,12 +37,7 @@ fn load(path: &str) -> HfTokenizer {
 }
 
 fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
 }
 
 /// Undo the delta coding of spans: [start0, end0 - start0, start1 - end0, ...].
@@ -86,12 +78,7 @@ fn to_chars(text: &str, offsets: &[(usize, usize)]) -> Vec<(usize, usize)> {
         .iter()
         .map(|&(start, end)| match (char_at(start), char_at(end)) {
             (Some(s), Some(e)) => (s, e),
-            (Some(s), None) => (
-                s,
-                end.checked_sub(1)
-                    .and_then(char_at)
-                    .map_or(s + 1, |c| c + 1),
-            ),
+            (Some(s), None) => (s, end.checked_sub(1).and_then(char_at).map_or(s + 1, |c| c + 1)),
             _ => (start, end),
         })
         .collect()
@@ -133,11 +120,7 @@ impl UnderTest {
             return to_chars(text, &self.tok.encode_with_offsets(text, false).offsets);
         };
         let encoding = untrimmed.encode_with_offsets(text, false);
-        let tokens: Vec<&str> = encoding
-            .ids
-            .iter()
-            .map(|&id| untrimmed.id_to_token(id).unwrap())
-            .collect();
+        let tokens: Vec<&str> = encoding.ids.iter().map(|&id| untrimmed.id_to_token(id).unwrap()).collect();
         let mut offsets = to_chars(text, &encoding.offsets);
         trim_chars(&tokens, &mut offsets, *add_prefix_space);
         offsets
@@ -174,23 +157,11 @@ fn trained_byte_level_files_give_the_held_out_ids() {
             if got == expected && decoded == text {
                 same += 1;
             } else {
-                failures.push(format!(
-                    "{name} {:?}: decoded {:?}",
-                    short(text),
-                    short(&decoded)
-                ));
+                failures.push(format!("{name} {:?}: decoded {:?}", short(text), short(&decoded)));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{name}: {same} of {} texts identical:\n{}",
-            lines.len(),
-            failures[..failures.len().min(5)].join("\n")
-        );
-        report.push(format!(
-            "{name}: {same}/{} texts, {tokens} ids",
-            lines.len()
-        ));
+        assert!(failures.is_empty(), "{name}: {same} of {} texts identical:\n{}", lines.len(), failures[..failures.len().min(5)].join("\n"));
+        report.push(format!("{name}: {same}/{} texts, {tokens} ids", lines.len()));
     }
     assert!(lines.len() > 280, "fixture too small");
     println!("{}", report.join("; "));
@@ -205,13 +176,7 @@ fn held_out_texts(meta: &Value) -> Vec<String> {
             texts.push(text);
         }
     }
-    texts.extend(
-        meta["extra_texts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap().to_string()),
-    );
+    texts.extend(meta["extra_texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()));
     texts
 }
 
@@ -228,10 +193,7 @@ fn variant(meta: &Value, name: &str) -> UnderTest {
             spec[key] = value.clone();
         }
     }
-    let build = |spec: &Value| {
-        HfTokenizer::from_json(spec.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
+    let build = |spec: &Value| HfTokenizer::from_json(spec.to_string().as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
     let tok = build(&spec);
     let post = spec["post_processor"].clone();
     let untrimmed = (post["type"] == "ByteLevel" && post["trim_offsets"] == true).then(|| {
@@ -252,24 +214,12 @@ fn decoded_matches(line: &Value, key: &str, text: &str, got: &str) -> bool {
 }
 
 /// Compare one golden line; returns what differs.
-fn check_line(
-    under_test: &UnderTest,
-    text: &str,
-    line: &Value,
-    meta: &Value,
-    name: &str,
-) -> Vec<String> {
+fn check_line(under_test: &UnderTest, text: &str, line: &Value, meta: &Value, name: &str) -> Vec<String> {
     let tok = &under_test.tok;
     let mut problems = Vec::new();
     let plain = tok.encode_with_offsets(text, false);
-    if plain.ids.len() as u64 != line["n"].as_u64().unwrap()
-        || fnv_u32(plain.ids.iter().copied()) != line["ids_fnv"].as_str().unwrap()
-    {
-        problems.push(format!(
-            "ids differ ({} ids, HF {})",
-            plain.ids.len(),
-            line["n"]
-        ));
+    if plain.ids.len() as u64 != line["n"].as_u64().unwrap() || fnv_u32(plain.ids.iter().copied()) != line["ids_fnv"].as_str().unwrap() {
+        problems.push(format!("ids differ ({} ids, HF {})", plain.ids.len(), line["n"]));
     }
     let reported = under_test.reported_offsets(text);
     let offsets = reported.iter().flat_map(|&(s, e)| [s as u32, e as u32]);
@@ -279,17 +229,9 @@ fn check_line(
     let head = cut(text, meta["head_bytes"].as_u64().unwrap() as usize);
     let head_encoding = tok.encode_with_offsets(head, false);
     if head_encoding.ids != ids(&line["head_ids"]) {
-        problems.push(format!(
-            "head ids {:?}\n     HF {:?}",
-            head_encoding.ids,
-            ids(&line["head_ids"])
-        ));
+        problems.push(format!("head ids {:?}\n     HF {:?}", head_encoding.ids, ids(&line["head_ids"])));
     } else if under_test.reported_offsets(head) != spans(&line["head_spans"]) {
-        problems.push(format!(
-            "head offsets {:?}\n          HF {:?} (characters)",
-            under_test.reported_offsets(head),
-            spans(&line["head_spans"])
-        ));
+        problems.push(format!("head offsets {:?}\n          HF {:?} (characters)", under_test.reported_offsets(head), spans(&line["head_spans"])));
     }
     for (key, skip) in [("decoded", false), ("decoded_skip", true)] {
         let decoded = tok.decode(&plain.ids, skip);
@@ -302,12 +244,7 @@ fn check_line(
     let special = tok.encode_with_offsets(text, true);
     let expected: Vec<u32> = [&prefix[..], &plain.ids, &suffix].concat();
     let zeros = |n: usize| vec![(0, 0); n];
-    let expected_offsets = [
-        zeros(prefix.len()),
-        plain.offsets.clone(),
-        zeros(suffix.len()),
-    ]
-    .concat();
+    let expected_offsets = [zeros(prefix.len()), plain.offsets.clone(), zeros(suffix.len())].concat();
     if special.ids != expected || special.offsets != expected_offsets {
         problems.push("encoding with special tokens differs".into());
     }
@@ -320,10 +257,7 @@ fn check_tokenizer(name: &str) {
     let texts = held_out_texts(&meta);
     let tok = variant(&meta, name);
     let (mut same, mut tokens, mut failures) = (0, 0, Vec::new());
-    let lines: Vec<Value> = jsonl("hf/bpe/golden.jsonl")
-        .into_iter()
-        .filter(|line| line["tok"] == name)
-        .collect();
+    let lines: Vec<Value> = jsonl("hf/bpe/golden.jsonl").into_iter().filter(|line| line["tok"] == name).collect();
     for line in &lines {
         let text = &texts[line["doc"].as_u64().unwrap() as usize];
         tokens += line["n"].as_u64().unwrap();
@@ -331,12 +265,7 @@ fn check_tokenizer(name: &str) {
         if problems.is_empty() {
             same += 1;
         } else {
-            failures.push(format!(
-                "doc {} {:?}:\n  {}",
-                line["doc"],
-                short(text),
-                problems.join("\n  ")
-            ));
+            failures.push(format!("doc {} {:?}:\n  {}", line["doc"], short(text), problems.join("\n  ")));
         }
     }
     assert_eq!(lines.len(), texts.len(), "{name}: one golden line per text");
@@ -351,12 +280,7 @@ fn check_tokenizer(name: &str) {
 #[test]
 fn golden_file_lists_exactly_the_tokenizers_tested_here() {
     let meta: Value = serde_json::from_str(&read("hf/bpe/meta.json")).unwrap();
-    let mut names: Vec<&str> = meta["tokenizers"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut names: Vec<&str> = meta["tokenizers"].as_object().unwrap().keys().map(String::as_str).collect();
     names.sort_unstable();
     let mut tested = TESTED.to_vec();
     tested.sort_unstable();
@@ -427,16 +351,9 @@ fn malformed_bpe_files_are_errors_not_panics() {
     let left = first_merge[0].as_str().unwrap().to_string();
 
     let mut missing = good.clone();
-    missing["model"]["vocab"]
-        .as_object_mut()
-        .unwrap()
-        .remove(&left);
+    missing["model"]["vocab"].as_object_mut().unwrap().remove(&left);
     let error = HfTokenizer::from_json(missing.to_string().as_bytes()).unwrap_err();
-    assert!(
-        error.to_string().starts_with("model.merges[0]: token")
-            && error.to_string().contains("is not in the vocabulary"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("model.merges[0]: token") && error.to_string().contains("is not in the vocabulary"), "{error}");
 
     let mut dropout = good.clone();
     dropout["model"]["dropout"] = serde_json::json!(0.1);
@@ -449,10 +366,7 @@ fn malformed_bpe_files_are_errors_not_panics() {
 
     let bytes = read("hf/bpe/llama2.json").into_bytes();
     for end in (0..bytes.len()).step_by(997) {
-        assert!(
-            HfTokenizer::from_json(&bytes[..end]).is_err(),
-            "cut at {end}"
-        );
+        assert!(HfTokenizer::from_json(&bytes[..end]).is_err(), "cut at {end}");
     }
 }
 
@@ -460,28 +374,18 @@ fn malformed_bpe_files_are_errors_not_panics() {
 fn pre_tokenize_str_shows_the_spelled_words() {
     let smollm2 = load("hf/bpe/smollm2.json");
     let words = smollm2.pre_tokenize_str("Hi 42é");
-    let expected: Vec<(String, (usize, usize))> = [
-        ("Hi", (0, 2)),
-        ("\u{120}", (2, 3)),
-        ("4", (3, 4)),
-        ("2", (4, 5)),
-        ("\u{c3}\u{a9}", (5, 7)),
-    ]
-    .iter()
-    .map(|(s, o)| (s.to_string(), *o))
-    .collect();
+    let expected: Vec<(String, (usize, usize))> = [("Hi", (0, 2)), ("\u{120}", (2, 3)), ("4", (3, 4)), ("2", (4, 5)), ("\u{c3}\u{a9}", (5, 7))]
+        .iter()
+        .map(|(s, o)| (s.to_string(), *o))
+        .collect();
     assert_eq!(words, expected);
 }
 
 fn shared(path: &'static str) -> &'static HfTokenizer {
-    static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<HashMap<&'static str, &'static HfTokenizer>>,
-    > = std::sync::OnceLock::new();
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<&'static str, &'static HfTokenizer>>> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap();
-    cache
-        .entry(path)
-        .or_insert_with(|| Box::leak(Box::new(load(path))))
+    cache.entry(path).or_insert_with(|| Box::leak(Box::new(load(path))))
 }
 
 proptest! {

@@ -10,9 +10,7 @@ use serde_json::Value;
 use tokenizer::hf::HfTokenizer;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/hf")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf").join(name)
 }
 
 fn read(name: &str) -> String {
@@ -20,10 +18,7 @@ fn read(name: &str) -> String {
 }
 
 fn jsonl(name: &str) -> Vec<Value> {
-    read(name)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    read(name).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 fn minilm_json() -> Value {
@@ -50,12 +45,7 @@ fn patched(patch: &Value) -> HfTokenizer {
 }
 
 fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
 }
 
 /// Undo the delta coding of "spans": [start0, end0 - start0, start1 - end0, ...].
@@ -92,12 +82,7 @@ fn decoded_matches(line: &Value, key: &str, got: &str) -> bool {
 }
 
 /// Compare one fixture line; returns what differs.
-fn check_line(
-    tok: &HfTokenizer,
-    text: &str,
-    line: &Value,
-    cls_sep: Option<(u32, u32)>,
-) -> Vec<String> {
+fn check_line(tok: &HfTokenizer, text: &str, line: &Value, cls_sep: Option<(u32, u32)>) -> Vec<String> {
     let mut problems = Vec::new();
     let plain = tok.encode_with_offsets(text, false);
     let special = tok.encode_with_offsets(text, true);
@@ -106,11 +91,7 @@ fn check_line(
         problems.push(format!("ids {:?}\n   expected {:?}", plain.ids, expected));
     }
     if plain.offsets != spans(&line["spans"]) {
-        problems.push(format!(
-            "offsets {:?}\n   expected {:?}",
-            plain.offsets,
-            spans(&line["spans"])
-        ));
+        problems.push(format!("offsets {:?}\n   expected {:?}", plain.offsets, spans(&line["spans"])));
     }
     let (expected_special, expected_special_offsets) = match cls_sep {
         Some((cls, sep)) => {
@@ -125,10 +106,7 @@ fn check_line(
         None => (ids(&line["ids_special"]), spans(&line["spans_special"])),
     };
     if special.ids != expected_special {
-        problems.push(format!(
-            "ids with special {:?}\n   expected {:?}",
-            special.ids, expected_special
-        ));
+        problems.push(format!("ids with special {:?}\n   expected {:?}", special.ids, expected_special));
     }
     if special.offsets != expected_special_offsets {
         problems.push(format!("offsets with special {:?}", special.offsets));
@@ -148,10 +126,7 @@ fn check_line(
 }
 
 fn golden_texts() -> Vec<String> {
-    jsonl("minilm_golden.jsonl")
-        .iter()
-        .map(|line| line["text"].as_str().unwrap().to_string())
-        .collect()
+    jsonl("minilm_golden.jsonl").iter().map(|line| line["text"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -165,11 +140,7 @@ fn minilm_matches_hugging_face_on_every_golden_document() {
         tokens += line["ids"].as_array().unwrap().len();
         let problems = check_line(&tok, text, line, Some((101, 102)));
         if !problems.is_empty() {
-            failures.push(format!(
-                "line {i} {:?}:\n  {}",
-                truncate(text),
-                problems.join("\n  ")
-            ));
+            failures.push(format!("line {i} {:?}:\n  {}", truncate(text), problems.join("\n  ")));
         }
     }
     assert!(lines.len() > 300 && tokens > 90_000, "fixture too small");
@@ -178,12 +149,7 @@ fn minilm_matches_hugging_face_on_every_golden_document() {
         "{} of {} documents differ:\n{}",
         failures.len(),
         lines.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
 }
 
@@ -197,45 +163,17 @@ fn minilm_matches_hugging_face_on_a_megabyte_of_joined_documents() {
     let texts = golden_texts();
     let mut total = 0;
     for (i, doc) in jsonl("minilm_large.jsonl").iter().enumerate() {
-        let parts: Vec<&str> = doc["parts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| texts[p.as_u64().unwrap() as usize].as_str())
-            .collect();
+        let parts: Vec<&str> = doc["parts"].as_array().unwrap().iter().map(|p| texts[p.as_u64().unwrap() as usize].as_str()).collect();
         let text = parts.join(doc["sep"].as_str().unwrap());
-        assert_eq!(
-            text.len() as u64,
-            doc["bytes"].as_u64().unwrap(),
-            "document {i}"
-        );
+        assert_eq!(text.len() as u64, doc["bytes"].as_u64().unwrap(), "document {i}");
         total += text.len();
         let plain = tok.encode_with_offsets(&text, false);
-        assert_eq!(
-            plain.ids.len() as u64,
-            doc["n_ids"].as_u64().unwrap(),
-            "document {i}: token count"
-        );
-        assert_eq!(
-            fnv_u32(plain.ids.iter().copied()),
-            doc["ids_fnv"].as_str().unwrap(),
-            "document {i}: ids"
-        );
-        let offsets = plain
-            .offsets
-            .iter()
-            .flat_map(|&(s, e)| [s as u32, e as u32]);
-        assert_eq!(
-            fnv_u32(offsets),
-            doc["offsets_fnv"].as_str().unwrap(),
-            "document {i}: offsets"
-        );
+        assert_eq!(plain.ids.len() as u64, doc["n_ids"].as_u64().unwrap(), "document {i}: token count");
+        assert_eq!(fnv_u32(plain.ids.iter().copied()), doc["ids_fnv"].as_str().unwrap(), "document {i}: ids");
+        let offsets = plain.offsets.iter().flat_map(|&(s, e)| [s as u32, e as u32]);
+        assert_eq!(fnv_u32(offsets), doc["offsets_fnv"].as_str().unwrap(), "document {i}: offsets");
         let decoded = tok.decode(&plain.ids, true);
-        assert_eq!(
-            fnv1a(decoded.as_bytes()),
-            doc["decoded_fnv"].as_str().unwrap(),
-            "document {i}: decode"
-        );
+        assert_eq!(fnv1a(decoded.as_bytes()), doc["decoded_fnv"].as_str().unwrap(), "document {i}: decode");
         let special = tok.encode(&text, true);
         assert_eq!(special.len(), plain.ids.len() + 2);
         assert_eq!((special[0], special[special.len() - 1]), (101, 102));
@@ -247,10 +185,7 @@ fn minilm_matches_hugging_face_on_a_megabyte_of_joined_documents() {
 #[test]
 fn variants_match_hugging_face() {
     let patches: HashMap<String, Value> = serde_json::from_str(&read("variants.json")).unwrap();
-    let tokenizers: HashMap<&str, HfTokenizer> = patches
-        .iter()
-        .map(|(name, patch)| (name.as_str(), patched(patch)))
-        .collect();
+    let tokenizers: HashMap<&str, HfTokenizer> = patches.iter().map(|(name, patch)| (name.as_str(), patched(patch))).collect();
     let texts = golden_texts();
     let mut failures = Vec::new();
     let lines = jsonl("variants_golden.jsonl");
@@ -259,11 +194,7 @@ fn variants_match_hugging_face() {
         let text = &texts[line["doc"].as_u64().unwrap() as usize];
         let problems = check_line(&tokenizers[variant], text, line, None);
         if !problems.is_empty() {
-            failures.push(format!(
-                "{variant} on {:?}:\n  {}",
-                truncate(text),
-                problems.join("\n  ")
-            ));
+            failures.push(format!("{variant} on {:?}:\n  {}", truncate(text), problems.join("\n  ")));
         }
     }
     assert!(lines.len() > 500);
@@ -272,22 +203,12 @@ fn variants_match_hugging_face() {
         "{} of {} lines differ:\n{}",
         failures.len(),
         lines.len(),
-        failures
-            .iter()
-            .take(6)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.iter().take(6).cloned().collect::<Vec<_>>().join("\n")
     );
 }
 
 fn in_ranges(ranges: &Value) -> impl Fn(u32) -> bool {
-    let ranges: Vec<(u32, u32)> = ranges
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32))
-        .collect();
+    let ranges: Vec<(u32, u32)> = ranges.as_array().unwrap().iter().map(|r| (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32)).collect();
     move |cp| {
         let i = ranges.partition_point(|&(_, end)| end < cp);
         ranges.get(i).is_some_and(|&(start, _)| start <= cp)
@@ -296,10 +217,7 @@ fn in_ranges(ranges: &Value) -> impl Fn(u32) -> bool {
 
 fn hangul(cp: u32) -> Option<String> {
     let index = cp.checked_sub(0xAC00).filter(|&i| i < 11172)?;
-    let mut out: String = [0x1100 + index / 588, 0x1161 + (index % 588) / 28]
-        .iter()
-        .map(|&c| char::from_u32(c).unwrap())
-        .collect();
+    let mut out: String = [0x1100 + index / 588, 0x1161 + (index % 588) / 28].iter().map(|&c| char::from_u32(c).unwrap()).collect();
     if index % 28 != 0 {
         out.push(char::from_u32(0x11A7 + index % 28).unwrap());
     }
@@ -320,12 +238,8 @@ fn every_code_point_is_normalized_and_pre_tokenized_as_hugging_face_does() {
         let space = in_ranges(&kinds["space"]);
         let spaced = in_ranges(&kinds["spaced"]);
         let is_hangul = in_ranges(&kinds["hangul"]);
-        let other: HashMap<u32, &str> = kinds["other"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_str().unwrap()))
-            .collect();
+        let other: HashMap<u32, &str> =
+            kinds["other"].as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_str().unwrap())).collect();
         for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
             let cp = c as u32;
             let expected = if removed(cp) {
@@ -348,14 +262,8 @@ fn every_code_point_is_normalized_and_pre_tokenized_as_hugging_face_does() {
         }
     }
     for (name, spec) in [
-        (
-            "bert_pre_tokenizer",
-            serde_json::json!({"type": "BertPreTokenizer"}),
-        ),
-        (
-            "whitespace_pre_tokenizer",
-            serde_json::json!({"type": "Whitespace"}),
-        ),
+        ("bert_pre_tokenizer", serde_json::json!({"type": "BertPreTokenizer"})),
+        ("whitespace_pre_tokenizer", serde_json::json!({"type": "Whitespace"})),
     ] {
         let tok = patched(&serde_json::json!({ "pre_tokenizer": spec }));
         let kinds = &classes[name];
@@ -371,11 +279,7 @@ fn every_code_point_is_normalized_and_pre_tokenized_as_hugging_face_does() {
         };
         for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
             let text = format!("a{c}a");
-            let got: Vec<&str> = tok
-                .pre_tokenize(&text)
-                .into_iter()
-                .map(|r| &text[r])
-                .collect();
+            let got: Vec<&str> = tok.pre_tokenize(&text).into_iter().map(|r| &text[r]).collect();
             let c_str = c.to_string();
             let expected: Vec<&str> = if removed(c as u32) {
                 vec!["a", "a"]
@@ -385,24 +289,11 @@ fn every_code_point_is_normalized_and_pre_tokenized_as_hugging_face_does() {
                 vec![&text]
             };
             if got != expected {
-                failures.push(format!(
-                    "{name} U+{:04X}: {got:?}, expected {expected:?}",
-                    c as u32
-                ));
+                failures.push(format!("{name} U+{:04X}: {got:?}, expected {expected:?}", c as u32));
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} code points differ:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert!(failures.is_empty(), "{} code points differ:\n{}", failures.len(), failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
 }
 
 // --------------------------------------------------------------------------------------------
@@ -445,10 +336,7 @@ fn accents_are_stripped_and_offsets_cover_the_accented_bytes() {
 #[test]
 fn control_characters_vanish_without_splitting_the_word() {
     let tok = minilm();
-    assert_eq!(
-        tok.encode("hel\u{0}lo\u{200B}", false),
-        tok.encode("hello", false)
-    );
+    assert_eq!(tok.encode("hel\u{0}lo\u{200B}", false), tok.encode("hello", false));
 }
 
 #[test]
@@ -457,10 +345,7 @@ fn cjk_ideographs_are_one_token_each_but_hangul_is_a_word() {
     assert_eq!(tok.encode("中文", false).len(), 2);
     let offsets = tok.encode_with_offsets("中文", false).offsets;
     assert_eq!(offsets, [(0, 3), (3, 6)]);
-    assert_eq!(
-        tok.normalize("한국"),
-        "\u{1112}\u{1161}\u{11AB}\u{1100}\u{116E}\u{11A8}"
-    );
+    assert_eq!(tok.normalize("한국"), "\u{1112}\u{1161}\u{11AB}\u{1100}\u{116E}\u{11A8}");
 }
 
 #[test]
@@ -488,17 +373,10 @@ fn decode_skips_specials_on_request_and_unknown_ids_always() {
 #[test]
 fn every_truncation_of_the_file_is_an_error() {
     let bytes = read("minilm/tokenizer.json").into_bytes();
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .unwrap()
-        + 1;
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).unwrap() + 1;
     let mut cut = 0;
     while cut < end {
-        assert!(
-            HfTokenizer::from_json(&bytes[..cut]).is_err(),
-            "cut at {cut}"
-        );
+        assert!(HfTokenizer::from_json(&bytes[..cut]).is_err(), "cut at {cut}");
         // Dense near the start and the end (the parts around the vocabulary), sparse inside;
         // a cut near the end costs a parse of nearly the whole file.
         cut += if cut < 2_000 {
@@ -519,10 +397,7 @@ fn exercise(tok: &HfTokenizer, text: &str) {
         let encoding = tok.encode_with_offsets(text, add_special);
         assert_eq!(encoding.ids.len(), encoding.offsets.len());
         for &(start, end) in &encoding.offsets {
-            assert!(
-                start <= end && end <= text.len(),
-                "{start}..{end} in {text:?}"
-            );
+            assert!(start <= end && end <= text.len(), "{start}..{end} in {text:?}");
             assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
         }
         let _ = tok.decode(&encoding.ids, add_special);

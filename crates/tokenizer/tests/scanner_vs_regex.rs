@@ -6,8 +6,7 @@ use fancy_regex::Regex;
 use proptest::prelude::*;
 use tokenizer::PreTokenizer;
 
-const GPT2_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Characters chosen to hit every branch: contraction letters in both cases, letters of several
 /// scripts, digits of several scripts and other numbers, every kind of whitespace (including
@@ -101,8 +100,7 @@ const ALPHABET: &[char] = &[
     '\u{feff}',
 ];
 
-static GPT2: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(GPT2_PATTERN).expect("the GPT-2 pattern compiles"));
+static GPT2: LazyLock<Regex> = LazyLock::new(|| Regex::new(GPT2_PATTERN).expect("the GPT-2 pattern compiles"));
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\p{N}").expect("\\p{N} compiles"));
 
 fn regex_pieces(pre: PreTokenizer, text: &str) -> Vec<String> {
@@ -130,12 +128,7 @@ fn regex_pieces(pre: PreTokenizer, text: &str) -> Vec<String> {
             continue;
         }
         for found in gpt2.find_iter(span) {
-            out.push(
-                found
-                    .expect("no backtrack limit on short text")
-                    .as_str()
-                    .to_string(),
-            );
+            out.push(found.expect("no backtrack limit on short text").as_str().to_string());
         }
     }
     out
@@ -146,8 +139,7 @@ fn scanner_pieces(pre: PreTokenizer, text: &str) -> Vec<String> {
 }
 
 fn mixed_text() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(ALPHABET), 0..48)
-        .prop_map(|chars| chars.into_iter().collect())
+    prop::collection::vec(prop::sample::select(ALPHABET), 0..48).prop_map(|chars| chars.into_iter().collect())
 }
 
 proptest! {
@@ -184,11 +176,7 @@ fn named_cases_agree_with_regex() {
     ];
     for text in cases {
         for pre in [PreTokenizer::SmolLm, PreTokenizer::Gpt2] {
-            assert_eq!(
-                scanner_pieces(pre, text),
-                regex_pieces(pre, text),
-                "{pre:?} on {text:?}"
-            );
+            assert_eq!(scanner_pieces(pre, text), regex_pieces(pre, text), "{pre:?} on {text:?}");
         }
     }
 }

@@ -28,17 +28,12 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixture
 /// class has several: letters (ASCII, a contraction ending, Lm, Lo, a supplementary-plane Lu),
 /// numbers (ASCII Nd, Arabic-Indic Nd, Nl, No), the apostrophe and its typographic cousin,
 /// space, tab, `\r`, `\n`, no-break space, punctuation, emoji, a combining mark, ZWJ.
-const STRUCTURE_ALPHABET: [char; 20] = [
-    'a', 's', 'ʰ', '中', '𝐀', '7', '٣', 'Ⅻ', '½', '\'', '’', ' ', '\t', '\r', '\n', '\u{a0}', '.',
-    '😀', '\u{301}', '\u{200d}',
-];
+const STRUCTURE_ALPHABET: [char; 20] =
+    ['a', 's', 'ʰ', '中', '𝐀', '7', '٣', 'Ⅻ', '½', '\'', '’', ' ', '\t', '\r', '\n', '\u{a0}', '.', '😀', '\u{301}', '\u{200d}'];
 
 /// The apostrophe, every contraction letter in both cases (and U+017F LONG S, an `s` under
 /// case folding), a space and a punctuation mark.
-const CONTRACTION_ALPHABET: [char; 20] = [
-    '\'', 's', 'S', 'ſ', 't', 'T', 'r', 'R', 'e', 'E', 'v', 'V', 'm', 'M', 'l', 'L', 'd', 'D', ' ',
-    '.',
-];
+const CONTRACTION_ALPHABET: [char; 20] = ['\'', 's', 'S', 'ſ', 't', 'T', 'r', 'R', 'e', 'E', 'v', 'V', 'm', 'M', 'l', 'L', 'd', 'D', ' ', '.'];
 
 /// Further characters for the random tests: more whitespace kinds (U+0085, U+2028, U+3000, and
 /// 0x1C-0x1F, which are *not* White_Space), controls, symbols, other scripts.
@@ -94,14 +89,7 @@ fn scanner_pieces(pattern: Pattern, text: &str) -> Vec<Range<usize>> {
 }
 
 fn show(text: &str, pieces: &[Range<usize>]) -> Vec<String> {
-    pieces
-        .iter()
-        .map(|range| {
-            text.get(range.clone())
-                .unwrap_or("<not a str range>")
-                .to_string()
-        })
-        .collect()
+    pieces.iter().map(|range| text.get(range.clone()).unwrap_or("<not a str range>").to_string()).collect()
 }
 
 /// `None` when all three scanners agree with their regex on `text`, else a description.
@@ -110,11 +98,7 @@ fn disagreement(text: &str) -> Option<String> {
         let expected = regex_pieces(regex, text);
         let got = scanner_pieces(*pattern, text);
         if got != expected {
-            return Some(format!(
-                "{pattern:?} on {text:?}: scanner {:?}, regex {:?}",
-                show(text, &got),
-                show(text, &expected)
-            ));
+            return Some(format!("{pattern:?} on {text:?}: scanner {:?}, regex {:?}", show(text, &got), show(text, &expected)));
         }
     }
     None
@@ -160,22 +144,11 @@ fn check_all_short_strings(alphabet: &[char]) -> usize {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("worker finished"))
-            .collect()
+        handles.into_iter().map(|handle| handle.join().expect("worker finished")).collect()
     });
     let checked = results.iter().map(|(_, checked)| checked).sum();
-    let failures: Vec<String> = results
-        .into_iter()
-        .flat_map(|(failures, _)| failures)
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} disagreements, first ones:\n{}",
-        failures.len(),
-        failures[..failures.len().min(10)].join("\n")
-    );
+    let failures: Vec<String> = results.into_iter().flat_map(|(failures, _)| failures).collect();
+    assert!(failures.is_empty(), "{} disagreements, first ones:\n{}", failures.len(), failures[..failures.len().min(10)].join("\n"));
     checked
 }
 
@@ -190,12 +163,7 @@ fn every_short_string_over_the_contraction_letters_agrees_with_regex() {
 }
 
 fn any_text() -> impl Strategy<Value = String> {
-    let chars: Vec<char> = STRUCTURE_ALPHABET
-        .iter()
-        .chain(&CONTRACTION_ALPHABET)
-        .chain(&EXTRA_CHARS)
-        .copied()
-        .collect();
+    let chars: Vec<char> = STRUCTURE_ALPHABET.iter().chain(&CONTRACTION_ALPHABET).chain(&EXTRA_CHARS).copied().collect();
     let one = prop_oneof![
         4 => prop::sample::select(chars),
         1 => any::<char>(),
@@ -219,9 +187,7 @@ proptest! {
 
 fn read_jsonl(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{path}: {error}")))
-        .collect()
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{path}: {error}"))).collect()
 }
 
 #[test]
@@ -277,12 +243,7 @@ fn classes_equal_hugging_face_oniguruma_for_every_code_point() {
             mismatches.push(format!("U+{code:04X}: ours {ours:?}, Oniguruma {theirs:?}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} code points differ, first ones:\n{}",
-        mismatches.len(),
-        mismatches[..mismatches.len().min(20)].join("\n")
-    );
+    assert!(mismatches.is_empty(), "{} code points differ, first ones:\n{}", mismatches.len(), mismatches[..mismatches.len().min(20)].join("\n"));
 }
 
 #[test]
@@ -331,23 +292,9 @@ fn regex_split_equals_hugging_face_split() {
         .expect("the pattern compiles");
         scanned += usize::from(split.scanner().is_some());
         let text = case["text"].as_str().expect("text");
-        let expected: Vec<&str> = case["pieces"]
-            .as_array()
-            .expect("pieces")
-            .iter()
-            .map(|piece| piece.as_str().expect("piece"))
-            .collect();
-        let got: Vec<&str> = split
-            .pieces(text)
-            .expect("no backtracking limit")
-            .into_iter()
-            .map(|range| &text[range])
-            .collect();
-        assert_eq!(
-            got, expected,
-            "{} {behavior_name} invert={invert} on {text:?}",
-            case["pattern"]
-        );
+        let expected: Vec<&str> = case["pieces"].as_array().expect("pieces").iter().map(|piece| piece.as_str().expect("piece")).collect();
+        let got: Vec<&str> = split.pieces(text).expect("no backtracking limit").into_iter().map(|range| &text[range]).collect();
+        assert_eq!(got, expected, "{} {behavior_name} invert={invert} on {text:?}", case["pattern"]);
     }
     // The three known patterns, isolated and not inverted, on each text: the scanners' share.
     assert_eq!(scanned, 3 * 7);
@@ -360,9 +307,7 @@ fn long_s_is_a_contraction_for_hugging_face_but_not_for_gpt2() {
     // answer), and llama.cpp, which matches `'[sS]`, keeps "'ſs" whole as an apostrophe and a
     // word. GPT-2's pattern is case-sensitive.
     let text = "'ſs";
-    let cut = |pattern: Pattern| -> Vec<&str> {
-        pattern.pieces(text).map(|range| &text[range]).collect()
-    };
+    let cut = |pattern: Pattern| -> Vec<&str> { pattern.pieces(text).map(|range| &text[range]).collect() };
     assert_eq!(cut(Pattern::Llama3), ["'ſ", "s"]);
     assert_eq!(cut(Pattern::Qwen2), ["'ſ", "s"]);
     assert_eq!(cut(Pattern::Gpt2), ["'", "ſs"]);

@@ -15,9 +15,7 @@ use tokenizer::spm::{Scratch, SpmConfig, SpmTokenizer};
 use tokenizer::TokenType;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/spm")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/spm").join(name)
 }
 
 fn read(name: &str) -> String {
@@ -66,9 +64,7 @@ fn load_config() -> SpmConfig {
         pad_id: optional_id(&header, "pad_id"),
         add_bos: header["add_bos"].as_bool().expect("add_bos"),
         add_eos: header["add_eos"].as_bool().expect("add_eos"),
-        add_space_prefix: header["add_space_prefix"]
-            .as_bool()
-            .expect("add_space_prefix"),
+        add_space_prefix: header["add_space_prefix"].as_bool().expect("add_space_prefix"),
         ..SpmConfig::default()
     };
     let mut previous = 0.0f32;
@@ -79,23 +75,14 @@ fn load_config() -> SpmConfig {
             _ => panic!("vocabulary line {} is not type<TAB>score<TAB>text", i + 2),
         };
         let code: i32 = kind.parse().expect("type code");
-        config
-            .token_types
-            .push(TokenType::from_gguf(code).expect("known type"));
+        config.token_types.push(TokenType::from_gguf(code).expect("known type"));
         // An empty score is the previous one minus 1.
-        let score = if score.is_empty() {
-            previous - 1.0
-        } else {
-            score.parse().expect("score")
-        };
+        let score = if score.is_empty() { previous - 1.0 } else { score.parse().expect("score") };
         config.scores.push(score);
         previous = score;
         config.tokens.push(unescape(token));
     }
-    assert_eq!(
-        config.tokens.len() as u64,
-        header["count"].as_u64().expect("count")
-    );
+    assert_eq!(config.tokens.len() as u64, header["count"].as_u64().expect("count"));
     config
 }
 
@@ -105,10 +92,7 @@ fn gemma() -> &'static SpmTokenizer {
         let config = load_config();
         let start = Instant::now();
         let tok = SpmTokenizer::new(config).expect("Gemma's vocabulary builds");
-        eprintln!(
-            "Gemma tokenizer built in {:.0} ms",
-            start.elapsed().as_secs_f64() * 1e3
-        );
+        eprintln!("Gemma tokenizer built in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
         tok
     })
 }
@@ -122,11 +106,7 @@ struct Doc {
 }
 
 fn ids(value: &Value) -> Option<Vec<u32>> {
-    value.as_array().map(|ids| {
-        ids.iter()
-            .map(|id| id.as_u64().expect("an id") as u32)
-            .collect()
-    })
+    value.as_array().map(|ids| ids.iter().map(|id| id.as_u64().expect("an id") as u32).collect())
 }
 
 fn docs() -> &'static [Doc] {
@@ -136,8 +116,7 @@ fn docs() -> &'static [Doc] {
             .lines()
             .enumerate()
             .map(|(i, line)| {
-                let v: Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("golden line {}: {e}", i + 1));
+                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("golden line {}: {e}", i + 1));
                 Doc {
                     text: v["text"].as_str().expect("text").to_string(),
                     special: v["special"].as_bool().expect("special"),
@@ -151,10 +130,7 @@ fn docs() -> &'static [Doc] {
 }
 
 fn show(tok: &SpmTokenizer, ids: &[u32]) -> String {
-    let pieces: Vec<String> = ids
-        .iter()
-        .map(|&id| format!("{id}:{:?}", tok.id_to_token(id).unwrap_or("?")))
-        .collect();
+    let pieces: Vec<String> = ids.iter().map(|&id| format!("{id}:{:?}", tok.id_to_token(id).unwrap_or("?"))).collect();
     pieces.join(" ")
 }
 
@@ -162,10 +138,7 @@ fn show(tok: &SpmTokenizer, ids: &[u32]) -> String {
 fn gemma_vocabulary_is_what_its_gguf_declares() {
     let tok = gemma();
     assert_eq!(tok.vocab_size(), 262_144);
-    assert_eq!(
-        (tok.bos_id(), tok.eos_id(), tok.unk_id(), tok.pad_id()),
-        (Some(2), Some(1), Some(3), Some(0))
-    );
+    assert_eq!((tok.bos_id(), tok.eos_id(), tok.unk_id(), tok.pad_id()), (Some(2), Some(1), Some(3), Some(0)));
     assert!(tok.add_bos() && !tok.add_eos() && !tok.add_space_prefix());
     assert_eq!(tok.token_to_id("<start_of_turn>"), Some(105));
     assert_eq!(tok.token_type(105), Some(TokenType::Control));
@@ -194,11 +167,7 @@ fn ids_equal_llama_cpp_on_the_gemma_corpus() {
         same_as_hf += usize::from(doc.hf_ids.as_ref().is_none_or(|hf| *hf == out));
         same_as_llama += usize::from(doc.llama_ids.as_ref().is_none_or(|l| *l == out));
         if out != doc.ids {
-            let at = out
-                .iter()
-                .zip(&doc.ids)
-                .position(|(a, b)| a != b)
-                .unwrap_or(out.len().min(doc.ids.len()));
+            let at = out.iter().zip(&doc.ids).position(|(a, b)| a != b).unwrap_or(out.len().min(doc.ids.len()));
             failures.push(format!(
                 "line {} (special={}) {:?}: first difference at token {at}\n  ours:      {}\n  llama.cpp: {}",
                 line + 1,
@@ -217,13 +186,7 @@ fn ids_equal_llama_cpp_on_the_gemma_corpus() {
         bytes as f64 / seconds / 1e6
     );
     assert!(docs.len() > 1000 && bytes > 1_000_000, "the corpus shrank");
-    assert!(
-        failures.is_empty(),
-        "{} of {} docs differ:\n{}",
-        failures.len(),
-        docs.len(),
-        failures[..failures.len().min(8)].join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} docs differ:\n{}", failures.len(), docs.len(), failures[..failures.len().min(8)].join("\n"));
 }
 
 #[test]
@@ -249,9 +212,8 @@ fn bos_comes_first_when_special_tokens_are_added() {
 /// A deterministic text without spaces, newlines or '<': letters, digits, punctuation, CJK and
 /// emoji, so that the whole text is one piece.
 fn no_space_text(bytes: usize) -> String {
-    let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?-_=+()[]{}/\\'\"éüñßжπ日本語中文한국😀🚀"
-        .chars()
-        .collect();
+    let alphabet: Vec<char> =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?-_=+()[]{}/\\'\"éüñßжπ日本語中文한국😀🚀".chars().collect();
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut text = String::with_capacity(bytes + 4);
     while text.len() < bytes {
@@ -270,10 +232,7 @@ fn no_space_text(bytes: usize) -> String {
 fn pathological_inputs_encode_in_linear_time() {
     let tok = gemma();
     type MakeText = fn(usize) -> String;
-    let inputs: [(&str, MakeText); 2] = [
-        ("one letter repeated", |n| "a".repeat(n)),
-        ("no spaces", no_space_text),
-    ];
+    let inputs: [(&str, MakeText); 2] = [("one letter repeated", |n| "a".repeat(n)), ("no spaces", no_space_text)];
     for (name, make) in inputs {
         let mut per_byte = Vec::new();
         for size in [100_000usize, 300_000, 1_000_000] {
@@ -291,10 +250,7 @@ fn pathological_inputs_encode_in_linear_time() {
             }
             let stats = stats.expect("ran");
             let chars = text.chars().count() as u64;
-            assert!(
-                stats.pushes <= 3 * chars && stats.pops <= stats.pushes,
-                "{name} {size}: {stats:?}"
-            );
+            assert!(stats.pushes <= 3 * chars && stats.pops <= stats.pushes, "{name} {size}: {stats:?}");
             eprintln!(
                 "{name}: {size} bytes in {:.1} ms ({:.1} ns/byte; {} lookups, {} pushes)",
                 best * 1e3,
@@ -304,12 +260,7 @@ fn pathological_inputs_encode_in_linear_time() {
             );
             per_byte.push(best / text.len() as f64);
         }
-        assert!(
-            per_byte[2] <= 3.0 * per_byte[0],
-            "{name}: time per byte grew from {:.1} to {:.1} ns",
-            per_byte[0] * 1e9,
-            per_byte[2] * 1e9
-        );
+        assert!(per_byte[2] <= 3.0 * per_byte[0], "{name}: time per byte grew from {:.1} to {:.1} ns", per_byte[0] * 1e9, per_byte[2] * 1e9);
     }
 }
 
@@ -323,7 +274,13 @@ fn hugging_face_whitespace_mode_gives_hugging_face_ids_on_the_gemma_corpus() {
         if &got != want {
             failures += 1;
             if failures <= 3 {
-                eprintln!("line {}: {:?}\n ours {}\n hf   {}", line + 1, doc.text.chars().take(60).collect::<String>(), show(&tok, &got), show(&tok, want));
+                eprintln!(
+                    "line {}: {:?}\n ours {}\n hf   {}",
+                    line + 1,
+                    doc.text.chars().take(60).collect::<String>(),
+                    show(&tok, &got),
+                    show(&tok, want)
+                );
             }
         }
     }

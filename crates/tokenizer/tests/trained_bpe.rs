@@ -17,10 +17,7 @@ use tokenizer::byte_level;
 use tokenizer::scan::Pattern;
 use tokenizer::{BpeConfig, TokenType, Tokenizer};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/trained_bpe"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/trained_bpe");
 
 /// A BPE model read from a tokenizer.json: vocabulary, merges and the pre-tokenizer pattern.
 struct Trained {
@@ -52,11 +49,7 @@ fn pattern_of(pre_tokenizer: &Value) -> Pattern {
             Pattern::Gpt2
         }
         Some("Sequence") => {
-            let [split, byte_level] = pre_tokenizer["pretokenizers"]
-                .as_array()
-                .expect("a list")
-                .as_slice()
-            else {
+            let [split, byte_level] = pre_tokenizer["pretokenizers"].as_array().expect("a list").as_slice() else {
                 panic!("expected Split then ByteLevel: {pre_tokenizer}");
             };
             assert_eq!(split["type"], "Split");
@@ -72,20 +65,15 @@ fn pattern_of(pre_tokenizer: &Value) -> Pattern {
 }
 
 fn load(name: &str) -> Trained {
-    let json: Value = serde_json::from_str(&read(&format!("{FIXTURES}/{name}.json")))
-        .expect("valid tokenizer.json");
+    let json: Value = serde_json::from_str(&read(&format!("{FIXTURES}/{name}.json"))).expect("valid tokenizer.json");
     let model = &json["model"];
     assert_eq!(model["type"], "BPE");
     assert_eq!(model["ignore_merges"], Value::Bool(false));
     assert!(json["added_tokens"].as_array().is_some_and(Vec::is_empty));
     assert!(json["normalizer"].is_null());
 
-    let vocab: HashMap<String, u32> = model["vocab"]
-        .as_object()
-        .expect("vocab is an object")
-        .iter()
-        .map(|(token, id)| (token.clone(), id.as_u64().expect("id") as u32))
-        .collect();
+    let vocab: HashMap<String, u32> =
+        model["vocab"].as_object().expect("vocab is an object").iter().map(|(token, id)| (token.clone(), id.as_u64().expect("id") as u32)).collect();
     let mut tokens = vec![String::new(); vocab.len()];
     for (token, &id) in &vocab {
         tokens[id as usize] = token.clone();
@@ -93,51 +81,28 @@ fn load(name: &str) -> Trained {
 
     let mut merges = HashMap::new();
     let mut merge_lines = Vec::new();
-    for (rank, merge) in model["merges"]
-        .as_array()
-        .expect("merges")
-        .iter()
-        .enumerate()
-    {
+    for (rank, merge) in model["merges"].as_array().expect("merges").iter().enumerate() {
         // tokenizers >= 0.20 writes [left, right]; older files "left right".
         let (left, right) = match merge {
-            Value::Array(pair) => (
-                pair[0].as_str().expect("left").to_string(),
-                pair[1].as_str().expect("right").to_string(),
-            ),
+            Value::Array(pair) => (pair[0].as_str().expect("left").to_string(), pair[1].as_str().expect("right").to_string()),
             Value::String(line) => {
                 let (left, right) = line.split_once(' ').expect("left right");
                 (left.to_string(), right.to_string())
             }
             _ => panic!("unexpected merge {merge}"),
         };
-        let id = |token: &str| {
-            *vocab
-                .get(token)
-                .unwrap_or_else(|| panic!("{token:?} not in vocab"))
-        };
+        let id = |token: &str| *vocab.get(token).unwrap_or_else(|| panic!("{token:?} not in vocab"));
         let merged = id(&format!("{left}{right}"));
-        merges
-            .entry((id(&left), id(&right)))
-            .or_insert((rank, merged));
+        merges.entry((id(&left), id(&right))).or_insert((rank, merged));
         merge_lines.push(format!("{left} {right}"));
     }
 
     let mut byte_ids = [0u32; 256];
     for (byte, slot) in byte_ids.iter_mut().enumerate() {
         let spelling = byte_level::byte_to_char(byte as u8).to_string();
-        *slot = *vocab
-            .get(&spelling)
-            .unwrap_or_else(|| panic!("byte {byte} has no token"));
+        *slot = *vocab.get(&spelling).unwrap_or_else(|| panic!("byte {byte} has no token"));
     }
-    Trained {
-        pattern: pattern_of(&json["pre_tokenizer"]),
-        vocab,
-        tokens,
-        merges,
-        merge_lines,
-        byte_ids,
-    }
+    Trained { pattern: pattern_of(&json["pre_tokenizer"]), vocab, tokens, merges, merge_lines, byte_ids }
 }
 
 impl Trained {
@@ -170,11 +135,7 @@ impl Trained {
     }
 
     fn decode(&self, ids: &[u32]) -> Vec<u8> {
-        ids.iter()
-            .flat_map(|&id| {
-                byte_level::decode_spelling(&self.tokens[id as usize]).expect("byte-level token")
-            })
-            .collect()
+        ids.iter().flat_map(|&id| byte_level::decode_spelling(&self.tokens[id as usize]).expect("byte-level token")).collect()
     }
 
     /// The crate's own tokenizer over this vocabulary with the pre-tokenizer GGUF calls `pre`.
@@ -196,8 +157,7 @@ struct HeldOut {
 }
 
 fn held_out() -> Vec<HeldOut> {
-    let path = std::env::var("FERROLM_HELDOUT_IDS")
-        .unwrap_or_else(|_| format!("{FIXTURES}/heldout_ids.jsonl"));
+    let path = std::env::var("FERROLM_HELDOUT_IDS").unwrap_or_else(|_| format!("{FIXTURES}/heldout_ids.jsonl"));
     read(&path)
         .lines()
         .map(|line| {
@@ -205,29 +165,19 @@ fn held_out() -> Vec<HeldOut> {
             let ids = ["gpt2", "llama3", "qwen2"]
                 .into_iter()
                 .map(|kind| {
-                    let ids = record[kind]
-                        .as_array()
-                        .unwrap_or_else(|| panic!("no {kind} ids"))
-                        .iter()
-                        .map(|id| id.as_u64().expect("id") as u32)
-                        .collect();
+                    let ids =
+                        record[kind].as_array().unwrap_or_else(|| panic!("no {kind} ids")).iter().map(|id| id.as_u64().expect("id") as u32).collect();
                     (kind.to_string(), ids)
                 })
                 .collect();
-            HeldOut {
-                text: record["text"].as_str().expect("text").to_string(),
-                ids,
-            }
+            HeldOut { text: record["text"].as_str().expect("text").to_string(), ids }
         })
         .collect()
 }
 
 /// Where two id lists first differ, for the failure message.
 fn first_difference(ours: &[u32], theirs: &[u32]) -> usize {
-    ours.iter()
-        .zip(theirs)
-        .position(|(a, b)| a != b)
-        .unwrap_or(ours.len().min(theirs.len()))
+    ours.iter().zip(theirs).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.len()))
 }
 
 fn check(kind: &str, expected_pattern: Pattern) {
@@ -243,10 +193,7 @@ fn check(kind: &str, expected_pattern: Pattern) {
             let at = first_difference(&ours, theirs);
             let spell = |ids: &[u32]| -> Vec<String> {
                 let window = &ids[at.min(ids.len())..(at + 6).min(ids.len())];
-                window
-                    .iter()
-                    .map(|&id| trained.tokens[id as usize].clone())
-                    .collect()
+                window.iter().map(|&id| trained.tokens[id as usize].clone()).collect()
             };
             panic!(
                 "{kind}: text #{index} {:?}: ids differ at {at}: ours {:?}, Hugging Face {:?}",
@@ -255,11 +202,7 @@ fn check(kind: &str, expected_pattern: Pattern) {
                 spell(theirs)
             );
         }
-        assert_eq!(
-            trained.decode(&ours),
-            record.text.as_bytes(),
-            "{kind} #{index}"
-        );
+        assert_eq!(trained.decode(&ours), record.text.as_bytes(), "{kind} #{index}");
         tokens += ours.len();
     }
     assert!(tokens > 50_000, "only {tokens} tokens compared");

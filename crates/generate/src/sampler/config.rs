@@ -121,24 +121,8 @@ impl SamplerOrder {
     pub fn stages(self) -> &'static [Stage] {
         use Stage::*;
         match self {
-            SamplerOrder::LlamaCpp => &[
-                LogitBias,
-                Penalties,
-                TopK,
-                TypicalP,
-                TopP,
-                MinP,
-                Temperature,
-            ],
-            SamplerOrder::HuggingFace => &[
-                LogitBias,
-                Penalties,
-                Temperature,
-                TopK,
-                TopP,
-                MinP,
-                TypicalP,
-            ],
+            SamplerOrder::LlamaCpp => &[LogitBias, Penalties, TopK, TypicalP, TopP, MinP, Temperature],
+            SamplerOrder::HuggingFace => &[LogitBias, Penalties, Temperature, TopK, TopP, MinP, TypicalP],
         }
     }
 }
@@ -183,13 +167,7 @@ impl Default for SamplerConfig {
     /// llama.cpp's defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, typical_p off,
     /// penalties off over a 64-token window, no bias, llama.cpp order, seed 0.
     fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            ..SamplerConfig::greedy()
-        }
+        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, ..SamplerConfig::greedy() }
     }
 }
 
@@ -221,9 +199,7 @@ impl SamplerConfig {
     /// Checks every setting is in its allowed range; the error names the range.
     pub fn validate(&self) -> Result<(), SamplerError> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(SamplerError::Temperature {
-                got: self.temperature,
-            });
+            return Err(SamplerError::Temperature { got: self.temperature });
         }
         // The range checks are written so that NaN fails too.
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -233,28 +209,18 @@ impl SamplerConfig {
             return Err(SamplerError::MinP { got: self.min_p });
         }
         if !(self.typical_p > 0.0 && self.typical_p <= 1.0) {
-            return Err(SamplerError::TypicalP {
-                got: self.typical_p,
-            });
+            return Err(SamplerError::TypicalP { got: self.typical_p });
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(SamplerError::RepeatPenalty {
-                got: self.repeat_penalty,
-            });
+            return Err(SamplerError::RepeatPenalty { got: self.repeat_penalty });
         }
-        for (name, got) in [
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
-        ] {
+        for (name, got) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
             if !got.is_finite() {
                 return Err(SamplerError::Penalty { name, got });
             }
         }
         if self.penalty_window > MAX_PENALTY_WINDOW {
-            return Err(SamplerError::PenaltyWindow {
-                got: self.penalty_window,
-                max: MAX_PENALTY_WINDOW,
-            });
+            return Err(SamplerError::PenaltyWindow { got: self.penalty_window, max: MAX_PENALTY_WINDOW });
         }
         for &(token, got) in &self.logit_bias {
             if !(got.is_finite() || got == f32::NEG_INFINITY) {

@@ -22,11 +22,7 @@ impl Sampler {
     /// in distribution. `probs` of another length than `logits` is a caller bug (debug
     /// assertion); a release build fills only the common prefix.
     pub fn distribution(&mut self, logits: &[f32], probs: &mut [f32]) {
-        debug_assert_eq!(
-            logits.len(),
-            probs.len(),
-            "distribution needs probs (V) like logits (V)"
-        );
+        debug_assert_eq!(logits.len(), probs.len(), "distribution needs probs (V) like logits (V)");
         let n = logits.len().min(probs.len());
         let (logits, probs) = (&logits[..n], &mut probs[..n]);
         probs.fill(0.0);
@@ -40,20 +36,13 @@ impl Sampler {
         // The same sequence as `choose`: bias and penalties, then greedy picks the best by rank,
         // or the remaining stages run and the draw takes softmax over the ranked survivors.
         let stages = self.config.order.stages();
-        let split = stages
-            .iter()
-            .position(|s| !s.adjusts_logits())
-            .unwrap_or(stages.len());
+        let split = stages.iter().position(|s| !s.adjusts_logits()).unwrap_or(stages.len());
         self.load(logits);
         for &stage in &stages[..split] {
             self.run(stage);
         }
         if self.config.temperature <= 0.0 {
-            let best = self
-                .candidates
-                .iter()
-                .min_by(|a, b| rank(a, b))
-                .map_or(0, |c| c.id);
+            let best = self.candidates.iter().min_by(|a, b| rank(a, b)).map_or(0, |c| c.id);
             probs[best as usize] = 1.0;
             return;
         }
@@ -77,12 +66,7 @@ impl Sampler {
     ///
     /// Logits or probs not holding `drafted.len() + 1` rows of the same width is a caller bug
     /// (debug assertion); a release build fills what the shorter of the two allows.
-    pub fn distributions_after_drafts(
-        &mut self,
-        logits: &[f32],
-        drafted: &[u32],
-        probs: &mut [f32],
-    ) {
+    pub fn distributions_after_drafts(&mut self, logits: &[f32], drafted: &[u32], probs: &mut [f32]) {
         let rows = drafted.len() + 1;
         debug_assert!(
             logits.len() == probs.len() && logits.len().is_multiple_of(rows),
@@ -93,12 +77,7 @@ impl Sampler {
         let vocab = logits.len() / rows;
         // Only penalties read the history; the clone (the one allocation) is skipped without.
         let saved = self.config.has_penalties().then(|| self.history.clone());
-        for (i, (row_logits, row_probs)) in logits
-            .chunks_exact(vocab.max(1))
-            .zip(probs.chunks_exact_mut(vocab.max(1)))
-            .take(rows)
-            .enumerate()
-        {
+        for (i, (row_logits, row_probs)) in logits.chunks_exact(vocab.max(1)).zip(probs.chunks_exact_mut(vocab.max(1))).take(rows).enumerate() {
             self.distribution(row_logits, row_probs);
             if saved.is_some() {
                 if let Some(&d) = drafted.get(i) {
@@ -176,10 +155,7 @@ mod tests {
     use crate::sampler::{SamplerConfig, SamplerOrder};
 
     fn sampling(f: impl FnOnce(&mut SamplerConfig)) -> Sampler {
-        let mut c = SamplerConfig {
-            temperature: 1.0,
-            ..SamplerConfig::greedy()
-        };
+        let mut c = SamplerConfig { temperature: 1.0, ..SamplerConfig::greedy() };
         f(&mut c);
         Sampler::new(c).unwrap()
     }
@@ -197,10 +173,7 @@ mod tests {
         let sum: f32 = p.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6, "{p:?}");
         // top_k 3 keeps ids 1, 5, 2.
-        assert_eq!(
-            p.iter().map(|&x| x > 0.0).collect::<Vec<_>>(),
-            [false, true, true, false, false, true]
-        );
+        assert_eq!(p.iter().map(|&x| x > 0.0).collect::<Vec<_>>(), [false, true, true, false, false, true]);
         // Temperature 0.7 after top_k: p1 / p2 = exp((3 - 2.5) / 0.7).
         assert!((p[1] / p[2] - (0.5f32 / 0.7).exp()).abs() < 1e-5);
     }
@@ -240,12 +213,7 @@ mod tests {
             c.order = SamplerOrder::HuggingFace;
         });
         s.accept(5);
-        let logits: Vec<f32> = LOGITS
-            .iter()
-            .chain(&LOGITS)
-            .chain(&LOGITS)
-            .copied()
-            .collect();
+        let logits: Vec<f32> = LOGITS.iter().chain(&LOGITS).chain(&LOGITS).copied().collect();
         let mut rows = vec![0.0f32; 18];
         s.distributions_after_drafts(&logits, &[1, 2], &mut rows);
         // Row i equals a fresh distribution after accepting drafted[..i].
@@ -276,8 +244,7 @@ mod tests {
 
     #[test]
     fn all_banned_logits_give_the_uniform_row_sample_draws_from() {
-        let mut s =
-            sampling(|c| c.logit_bias = vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)]);
+        let mut s = sampling(|c| c.logit_bias = vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)]);
         let mut p = [0.0f32; 2];
         s.distribution(&[f32::NEG_INFINITY, f32::NAN], &mut p);
         assert_eq!(p, [0.5, 0.5]);
@@ -288,18 +255,12 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut reference = Rng::new(3);
         for _ in 0..1000 {
-            let id = draw_weighted(
-                &mut rng,
-                [0.0, f32::NAN, 2.0, -1.0, f32::INFINITY, 0.0].into_iter(),
-            );
+            let id = draw_weighted(&mut rng, [0.0, f32::NAN, 2.0, -1.0, f32::INFINITY, 0.0].into_iter());
             assert_eq!(id, Some(2));
             reference.next_f32();
         }
         assert_eq!(rng, reference);
-        assert_eq!(
-            draw_weighted(&mut rng, [0.0f32, -3.0, f32::NAN].into_iter()),
-            None
-        );
+        assert_eq!(draw_weighted(&mut rng, [0.0f32, -3.0, f32::NAN].into_iter()), None);
         reference.next_f32();
         assert_eq!(rng, reference, "a failed draw spends its uniform too");
     }

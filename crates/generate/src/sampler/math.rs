@@ -44,33 +44,15 @@ pub fn softmax_inplace(x: &mut [f32]) {
 /// -inf. An `id` out of range is a caller bug (debug assertion); a release build returns -inf.
 pub fn log_softmax_at(logits: &[f32], id: u32) -> f64 {
     let Some(&target) = logits.get(id as usize) else {
-        debug_assert!(
-            false,
-            "token id {id} out of range for {} logits",
-            logits.len()
-        );
+        debug_assert!(false, "token id {id} out of range for {} logits", logits.len());
         return f64::NEG_INFINITY;
     };
     if target.is_nan() {
         return f64::NEG_INFINITY;
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits
-        .iter()
-        .filter(|x| !x.is_nan())
-        .map(|&x| {
-            if x as f64 == max {
-                1.0
-            } else {
-                (x as f64 - max).exp()
-            }
-        })
-        .sum();
-    let shifted = if target as f64 == max {
-        0.0
-    } else {
-        target as f64 - max
-    };
+    let sum: f64 = logits.iter().filter(|x| !x.is_nan()).map(|&x| if x as f64 == max { 1.0 } else { (x as f64 - max).exp() }).sum();
+    let shifted = if target as f64 == max { 0.0 } else { target as f64 - max };
     shifted - sum.ln()
 }
 
@@ -90,20 +72,8 @@ impl LogNormalizer {
     /// The normaliser of `values` (one pass for the max, one for the sum).
     pub(crate) fn new(values: impl Iterator<Item = f32> + Clone) -> LogNormalizer {
         let max = values.clone().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = values
-            .filter(|x| !x.is_nan())
-            .map(|x| {
-                if x as f64 == max {
-                    1.0
-                } else {
-                    (x as f64 - max).exp()
-                }
-            })
-            .sum();
-        LogNormalizer {
-            max,
-            ln_sum: sum.ln(),
-        }
+        let sum: f64 = values.filter(|x| !x.is_nan()).map(|x| if x as f64 == max { 1.0 } else { (x as f64 - max).exp() }).sum();
+        LogNormalizer { max, ln_sum: sum.ln() }
     }
 
     /// log softmax of one entry `x` of the row.
@@ -111,11 +81,7 @@ impl LogNormalizer {
         if x.is_nan() {
             return f64::NEG_INFINITY;
         }
-        let shifted = if x as f64 == self.max {
-            0.0
-        } else {
-            x as f64 - self.max
-        };
+        let shifted = if x as f64 == self.max { 0.0 } else { x as f64 - self.max };
         shifted - self.ln_sum
     }
 }

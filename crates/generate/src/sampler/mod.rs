@@ -106,10 +106,7 @@ impl Sampler {
     /// no penalties, no log-probabilities), so that a caller may skip computing the logits and
     /// take the argmax some cheaper way.
     pub fn is_plain_greedy(&self) -> bool {
-        self.config.temperature <= 0.0
-            && self.config.logit_bias.is_empty()
-            && !self.config.has_penalties()
-            && self.config.logprobs == 0
+        self.config.temperature <= 0.0 && self.config.logit_bias.is_empty() && !self.config.has_penalties() && self.config.logprobs == 0
     }
 
     /// Picks a token id from one row of logits (V). NaN logits count as -inf.
@@ -138,10 +135,7 @@ impl Sampler {
         }
         let stages = self.config.order.stages();
         // Bias and penalties lead every order; log-probabilities are read right after them.
-        let split = stages
-            .iter()
-            .position(|s| !s.adjusts_logits())
-            .unwrap_or(stages.len());
+        let split = stages.iter().position(|s| !s.adjusts_logits()).unwrap_or(stages.len());
         self.load(logits);
         for &stage in &stages[..split] {
             self.run(stage);
@@ -153,10 +147,7 @@ impl Sampler {
         });
         let id = if self.config.temperature <= 0.0 {
             // The best by rank: ties to the lowest id, like `argmax`.
-            self.candidates
-                .iter()
-                .min_by(|a, b| rank(a, b))
-                .map_or(0, |c| c.id)
+            self.candidates.iter().min_by(|a, b| rank(a, b)).map_or(0, |c| c.id)
         } else {
             for &stage in &stages[split..] {
                 self.run(stage);
@@ -170,10 +161,7 @@ impl Sampler {
     fn load(&mut self, logits: &[f32]) {
         self.candidates.clear();
         self.candidates
-            .extend(logits.iter().enumerate().map(|(i, &x)| Candidate {
-                id: i as u32,
-                logit: if x.is_nan() { f32::NEG_INFINITY } else { x },
-            }));
+            .extend(logits.iter().enumerate().map(|(i, &x)| Candidate { id: i as u32, logit: if x.is_nan() { f32::NEG_INFINITY } else { x } }));
         self.ranked = false;
     }
 
@@ -199,12 +187,7 @@ impl Sampler {
             Stage::TypicalP => {
                 self.rank_candidates();
                 let mass = self.config.typical_p;
-                stages::typical_p(
-                    &mut self.candidates,
-                    &mut self.probs,
-                    &mut self.scored,
-                    mass,
-                );
+                stages::typical_p(&mut self.candidates, &mut self.probs, &mut self.scored, mass);
             }
         }
     }
@@ -244,10 +227,7 @@ impl Sampler {
 
     /// The log-probabilities of `id` and of the top alternatives, from `snapshot`.
     fn logprobs(&mut self, id: u32, normalizer: &LogNormalizer) -> Logprobs {
-        let logit = self
-            .snapshot
-            .get(id as usize)
-            .map_or(f32::NEG_INFINITY, |c| c.logit);
+        let logit = self.snapshot.get(id as usize).map_or(f32::NEG_INFINITY, |c| c.logit);
         let n = self.config.logprobs.min(self.snapshot.len());
         if n > 0 && n < self.snapshot.len() {
             self.snapshot.select_nth_unstable_by(n - 1, rank);
@@ -257,11 +237,7 @@ impl Sampler {
         Logprobs {
             token: id,
             logprob: normalizer.logprob(logit) as f32,
-            top: self
-                .snapshot
-                .iter()
-                .map(|c| (c.id, normalizer.logprob(c.logit) as f32))
-                .collect(),
+            top: self.snapshot.iter().map(|c| (c.id, normalizer.logprob(c.logit) as f32)).collect(),
         }
     }
 }

@@ -22,10 +22,7 @@ pub(crate) struct PenaltyHistory {
 impl PenaltyHistory {
     /// An empty history over the last `window` tokens (0: all of them).
     pub(crate) fn new(window: usize) -> PenaltyHistory {
-        PenaltyHistory {
-            window,
-            ..PenaltyHistory::default()
-        }
+        PenaltyHistory { window, ..PenaltyHistory::default() }
     }
 
     /// Records one token; the oldest leaves when the window is full.

@@ -17,10 +17,7 @@ pub(crate) struct Candidate {
 /// Rank order: logit descending, ties to the lower id. Logits are NaN-free here, so
 /// `partial_cmp` never returns `None`; -0.0 and 0.0 compare equal, as they should.
 pub(crate) fn rank(a: &Candidate, b: &Candidate) -> Ordering {
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    b.logit.partial_cmp(&a.logit).unwrap_or(Ordering::Equal).then(a.id.cmp(&b.id))
 }
 
 /// Adds each (token, bias) to the logit of `token`; ids beyond the vocabulary are skipped.
@@ -30,11 +27,7 @@ pub(crate) fn apply_logit_bias(candidates: &mut [Candidate], bias: &[(u32, f32)]
     for &(token, b) in bias {
         if let Some(c) = candidates.get_mut(token as usize) {
             debug_assert_eq!(c.id, token, "logit bias needs candidates indexed by id");
-            c.logit = if b == f32::NEG_INFINITY {
-                b
-            } else {
-                c.logit + b
-            };
+            c.logit = if b == f32::NEG_INFINITY { b } else { c.logit + b };
         }
     }
 }
@@ -81,10 +74,7 @@ pub(crate) fn min_p(candidates: &mut Vec<Candidate>, min_p: f32) {
     };
     let threshold = best.logit + min_p.ln();
     // Ranked descending, so the survivors are a prefix; the best always survives.
-    let keep = candidates
-        .iter()
-        .position(|c| c.logit < threshold)
-        .unwrap_or(candidates.len());
+    let keep = candidates.iter().position(|c| c.logit < threshold).unwrap_or(candidates.len());
     candidates.truncate(keep.max(1));
 }
 
@@ -101,12 +91,7 @@ pub(crate) struct Scored {
 /// such prefix holding mass >= `mass`, the crossing token included, at least one; then ranks the
 /// survivors again. This is Hugging Face's `TypicalLogitsWarper` rule; llama.cpp stops at mass
 /// > `mass`, which differs only on an exact tie. `probs` and `scored` are scratch.
-pub(crate) fn typical_p(
-    candidates: &mut Vec<Candidate>,
-    probs: &mut Vec<f32>,
-    scored: &mut Vec<Scored>,
-    mass: f32,
-) {
+pub(crate) fn typical_p(candidates: &mut Vec<Candidate>, probs: &mut Vec<f32>, scored: &mut Vec<Scored>, mass: f32) {
     if mass >= 1.0 || candidates.len() <= 1 {
         return;
     }
@@ -114,38 +99,16 @@ pub(crate) fn typical_p(
     probs.extend(candidates.iter().map(|c| c.logit));
     softmax_inplace(probs);
     // 0 * ln 0 counts as 0 (the limit), not NaN.
-    let entropy: f32 = probs
-        .iter()
-        .filter(|&&p| p > 0.0)
-        .map(|&p| -p * p.ln())
-        .sum();
+    let entropy: f32 = probs.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
     scored.clear();
-    scored.extend(
-        candidates
-            .iter()
-            .zip(probs.iter())
-            .map(|(&candidate, &prob)| {
-                // p = 0 has infinite surprise: it sorts last and never helps reach the mass.
-                let distance = if prob > 0.0 {
-                    (-prob.ln() - entropy).abs()
-                } else {
-                    f32::INFINITY
-                };
-                Scored {
-                    distance,
-                    prob,
-                    candidate,
-                }
-            }),
-    );
+    scored.extend(candidates.iter().zip(probs.iter()).map(|(&candidate, &prob)| {
+        // p = 0 has infinite surprise: it sorts last and never helps reach the mass.
+        let distance = if prob > 0.0 { (-prob.ln() - entropy).abs() } else { f32::INFINITY };
+        Scored { distance, prob, candidate }
+    }));
     // Distance ties go by rank, so the result is deterministic. (An unstable sort: the stable
     // one allocates a buffer.)
-    scored.sort_unstable_by(|a, b| {
-        a.distance
-            .partial_cmp(&b.distance)
-            .unwrap_or(Ordering::Equal)
-            .then_with(|| rank(&a.candidate, &b.candidate))
-    });
+    scored.sort_unstable_by(|a, b| a.distance.partial_cmp(&b.distance).unwrap_or(Ordering::Equal).then_with(|| rank(&a.candidate, &b.candidate)));
     let mut cumulative = 0.0f32;
     let mut keep = scored.len();
     for (i, s) in scored.iter().enumerate() {
@@ -164,7 +127,5 @@ pub(crate) fn typical_p(
 /// always done, so seeded sequences stay the same bits.
 pub(crate) fn temperature(candidates: &mut [Candidate], temperature: f32) {
     let inv_temperature = 1.0 / temperature;
-    candidates
-        .iter_mut()
-        .for_each(|c| c.logit *= inv_temperature);
+    candidates.iter_mut().for_each(|c| c.logit *= inv_temperature);
 }

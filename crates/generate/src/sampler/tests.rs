@@ -5,14 +5,7 @@ use proptest::prelude::*;
 
 /// A sampler with only the given filters on, temperature 1.
 fn sampler(top_k: usize, top_p: f32, min_p: f32, seed: u64) -> Sampler {
-    let config = SamplerConfig {
-        temperature: 1.0,
-        top_k,
-        top_p,
-        min_p,
-        seed,
-        ..SamplerConfig::greedy()
-    };
+    let config = SamplerConfig { temperature: 1.0, top_k, top_p, min_p, seed, ..SamplerConfig::greedy() };
     Sampler::new(config).unwrap()
 }
 
@@ -43,10 +36,7 @@ fn frequencies(s: &mut Sampler, logits: &[f32], draws: usize) -> Vec<f64> {
 #[test]
 fn defaults_are_llama_cpp_defaults() {
     let c = SamplerConfig::default();
-    assert_eq!(
-        (c.temperature, c.top_k, c.top_p, c.min_p, c.seed),
-        (0.8, 40, 0.95, 0.05, 0)
-    );
+    assert_eq!((c.temperature, c.top_k, c.top_p, c.min_p, c.seed), (0.8, 40, 0.95, 0.05, 0));
     assert!(c.validate().is_ok());
     assert!(SamplerConfig::greedy().validate().is_ok());
 }
@@ -58,31 +48,16 @@ fn validate_rejects_out_of_range_settings_and_names_the_range() {
         f(&mut c);
         Sampler::new(c).err().expect("should be rejected")
     };
-    assert_eq!(
-        bad(|c| c.temperature = -0.5),
-        SamplerError::Temperature { got: -0.5 }
-    );
-    assert!(matches!(
-        bad(|c| c.temperature = f32::NAN),
-        SamplerError::Temperature { .. }
-    ));
-    assert!(matches!(
-        bad(|c| c.temperature = f32::INFINITY),
-        SamplerError::Temperature { .. }
-    ));
+    assert_eq!(bad(|c| c.temperature = -0.5), SamplerError::Temperature { got: -0.5 });
+    assert!(matches!(bad(|c| c.temperature = f32::NAN), SamplerError::Temperature { .. }));
+    assert!(matches!(bad(|c| c.temperature = f32::INFINITY), SamplerError::Temperature { .. }));
     assert_eq!(bad(|c| c.top_p = 0.0), SamplerError::TopP { got: 0.0 });
     assert_eq!(bad(|c| c.top_p = 1.5), SamplerError::TopP { got: 1.5 });
-    assert!(matches!(
-        bad(|c| c.top_p = f32::NAN),
-        SamplerError::TopP { .. }
-    ));
+    assert!(matches!(bad(|c| c.top_p = f32::NAN), SamplerError::TopP { .. }));
     assert_eq!(bad(|c| c.min_p = -0.1), SamplerError::MinP { got: -0.1 });
     assert_eq!(bad(|c| c.min_p = 1.1), SamplerError::MinP { got: 1.1 });
     let message = bad(|c| c.top_p = 2.0).to_string();
-    assert!(
-        message.contains("(0, 1]") && message.contains('2'),
-        "{message}"
-    );
+    assert!(message.contains("(0, 1]") && message.contains('2'), "{message}");
 }
 
 #[test]
@@ -117,10 +92,7 @@ fn top_k_draws_renormalise_over_the_k_kept() {
     let logits = logits_of(&[0.4, 0.1, 0.4, 0.1]);
     let freq = frequencies(&mut sampler(2, 1.0, 0.0, 3), &logits, 20_000);
     assert_eq!((freq[1], freq[3]), (0.0, 0.0));
-    assert!(
-        (freq[0] - 0.5).abs() < 0.02 && (freq[2] - 0.5).abs() < 0.02,
-        "{freq:?}"
-    );
+    assert!((freq[0] - 0.5).abs() < 0.02 && (freq[2] - 0.5).abs() < 0.02, "{freq:?}");
 }
 
 #[test]
@@ -136,10 +108,7 @@ fn min_p_is_relative_to_the_max_probability() {
 fn temperature_zero_is_greedy_argmax() {
     let logits = [0.3, -1.0, 2.5, 2.5, 0.0];
     for temperature in [0.0, -1.0] {
-        let config = SamplerConfig {
-            temperature,
-            ..SamplerConfig::default()
-        };
+        let config = SamplerConfig { temperature, ..SamplerConfig::default() };
         // Negative temperature is rejected by validate; greedy semantics still hold.
         let mut s = Sampler::new(SamplerConfig::default()).unwrap();
         s.config = config;
@@ -154,14 +123,7 @@ fn temperature_applies_after_top_p_llama_cpp_order() {
     // At T = 1 top_p 0.85 keeps {0, 1} (0.6 + 0.3). HF would apply T = 10 first, flattening
     // the distribution so that top_p keeps all three; in our order token 2 is never drawn.
     let logits = logits_of(&[0.6, 0.3, 0.1]);
-    let config = SamplerConfig {
-        temperature: 10.0,
-        top_k: 0,
-        top_p: 0.85,
-        min_p: 0.0,
-        seed: 5,
-        ..SamplerConfig::greedy()
-    };
+    let config = SamplerConfig { temperature: 10.0, top_k: 0, top_p: 0.85, min_p: 0.0, seed: 5, ..SamplerConfig::greedy() };
     let mut s = Sampler::new(config).unwrap();
     let freq = frequencies(&mut s, &logits, 5_000);
     assert_eq!(freq[2], 0.0);
@@ -175,10 +137,7 @@ fn softmax_of_logits_around_1e4_is_finite_and_exact() {
     let mut x = [1e4f32, 1e4 - 1.0];
     softmax_inplace(&mut x);
     let p0 = 1.0 / (1.0 + (-1.0f64).exp());
-    assert!(
-        (x[0] as f64 - p0).abs() < 1e-6 && (x[1] as f64 - (1.0 - p0)).abs() < 1e-6,
-        "{x:?}"
-    );
+    assert!((x[0] as f64 - p0).abs() < 1e-6 && (x[1] as f64 - (1.0 - p0)).abs() < 1e-6, "{x:?}");
 
     let mut y = [-1e4f32, 1e4, 1e4];
     softmax_inplace(&mut y);
@@ -203,9 +162,7 @@ fn softmax_handles_infinities_and_nan() {
 
 #[test]
 fn log_softmax_at_matches_f64_reference() {
-    let logits: Vec<f32> = (0..1000)
-        .map(|i| ((i * 37 % 101) as f32) * 0.13 - 5.0)
-        .collect();
+    let logits: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32) * 0.13 - 5.0).collect();
     let lse = logits.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
     for id in [0u32, 17, 999] {
         let want = logits[id as usize] as f64 - lse;
@@ -240,15 +197,8 @@ fn empirical_frequencies_match_softmax() {
 fn temperature_two_draws_from_square_root_distribution() {
     // softmax(ln p / 2) is proportional to sqrt(p).
     let probs = [0.1f64, 0.2, 0.3, 0.4];
-    let config = SamplerConfig {
-        temperature: 2.0,
-        ..SamplerConfig::greedy()
-    };
-    let freq = frequencies(
-        &mut Sampler::new(config).unwrap(),
-        &logits_of(&[0.1, 0.2, 0.3, 0.4]),
-        20_000,
-    );
+    let config = SamplerConfig { temperature: 2.0, ..SamplerConfig::greedy() };
+    let freq = frequencies(&mut Sampler::new(config).unwrap(), &logits_of(&[0.1, 0.2, 0.3, 0.4]), 20_000);
     let norm: f64 = probs.iter().map(|p| p.sqrt()).sum();
     for (f, p) in freq.iter().zip(probs) {
         assert!((f - p.sqrt() / norm).abs() < 0.015, "{freq:?}");
@@ -259,14 +209,8 @@ fn temperature_two_draws_from_square_root_distribution() {
 fn nan_logits_do_not_panic_and_are_never_drawn() {
     let logits = [f32::NAN, 1.0, f32::NAN, 0.5];
     assert_eq!(argmax(&logits), 1);
-    let mut s = Sampler::new(SamplerConfig {
-        seed: 2,
-        ..SamplerConfig::default()
-    })
-    .unwrap();
-    assert!((0..200)
-        .map(|_| s.sample(&logits))
-        .all(|id| id == 1 || id == 3));
+    let mut s = Sampler::new(SamplerConfig { seed: 2, ..SamplerConfig::default() }).unwrap();
+    assert!((0..200).map(|_| s.sample(&logits)).all(|id| id == 1 || id == 3));
     let all_nan = [f32::NAN; 5];
     assert_eq!(argmax(&all_nan), 0);
     assert!(s.sample(&all_nan) < 5);
@@ -278,40 +222,20 @@ fn ties_go_to_the_lowest_id() {
     assert_eq!(argmax(&[1.0, 3.0, 3.0, 3.0]), 1);
     assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
     assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), 1);
-    assert_eq!(
-        kept(&mut sampler(1, 1.0, 0.0, 0), &[0.0, 2.0, 2.0, 2.0]),
-        vec![1]
-    );
-    assert_eq!(
-        kept(&mut sampler(2, 1.0, 0.0, 0), &[2.0, 0.0, 2.0, 2.0]),
-        vec![0, 2]
-    );
+    assert_eq!(kept(&mut sampler(1, 1.0, 0.0, 0), &[0.0, 2.0, 2.0, 2.0]), vec![1]);
+    assert_eq!(kept(&mut sampler(2, 1.0, 0.0, 0), &[2.0, 0.0, 2.0, 2.0]), vec![0, 2]);
 }
 
 #[test]
 fn no_reallocation_once_warmed_up() {
     let logits: Vec<f32> = (0..5000).map(|i| (i % 97) as f32 * 0.01).collect();
-    let mut s = Sampler::new(SamplerConfig {
-        top_k: 0,
-        ..SamplerConfig::default()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplerConfig { top_k: 0, ..SamplerConfig::default() }).unwrap();
     s.sample(&logits);
-    let before = (
-        s.candidates.as_ptr(),
-        s.candidates.capacity(),
-        s.probs.as_ptr(),
-        s.probs.capacity(),
-    );
+    let before = (s.candidates.as_ptr(), s.candidates.capacity(), s.probs.as_ptr(), s.probs.capacity());
     for _ in 0..10 {
         s.sample(&logits);
     }
-    let after = (
-        s.candidates.as_ptr(),
-        s.candidates.capacity(),
-        s.probs.as_ptr(),
-        s.probs.capacity(),
-    );
+    let after = (s.candidates.as_ptr(), s.candidates.capacity(), s.probs.as_ptr(), s.probs.capacity());
     assert_eq!(before, after);
 }
 

@@ -61,25 +61,13 @@ impl Raw {
 
 /// A file with one tensor info (raw fields), no metadata, padding to 32 and `data_len` bytes
 /// of data.
-pub fn one_tensor_file(
-    name: &str,
-    dims: &[u64],
-    type_id: u32,
-    offset: u64,
-    data_len: usize,
-) -> Vec<u8> {
-    Raw::header(3, 1, 0)
-        .tensor_info(name, dims, type_id, offset)
-        .pad(32)
-        .zeros(data_len)
-        .finish()
+pub fn one_tensor_file(name: &str, dims: &[u64], type_id: u32, offset: u64, data_len: usize) -> Vec<u8> {
+    Raw::header(3, 1, 0).tensor_info(name, dims, type_id, offset).pad(32).zeros(data_len).finish()
 }
 
 /// Deterministic non-trivial bytes.
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// A small valid file touching every value type, nested arrays and three tensors. Its last
@@ -99,21 +87,12 @@ pub fn sample_writer() -> GgufWriter {
         .add_kv("u64", Value::U64(u64::MAX))
         .add_kv("i64", Value::I64(i64::MIN))
         .add_kv("f64", Value::F64(-2.25))
-        .add_kv(
-            "tokens",
-            Value::Array(
-                ValueType::String,
-                vec![Value::from("a"), Value::from("héllo")],
-            ),
-        )
+        .add_kv("tokens", Value::Array(ValueType::String, vec![Value::from("a"), Value::from("héllo")]))
         .add_kv(
             "nested",
             Value::Array(
                 ValueType::Array,
-                vec![
-                    Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)]),
-                    Value::Array(ValueType::Bool, vec![Value::Bool(false)]),
-                ],
+                vec![Value::Array(ValueType::U8, vec![Value::U8(1), Value::U8(2)]), Value::Array(ValueType::Bool, vec![Value::Bool(false)])],
             ),
         )
         .add_tensor("a", &[32, 2], GgmlType::Q4_0, pattern(36, 1))

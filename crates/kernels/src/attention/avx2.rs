@@ -159,12 +159,17 @@ unsafe fn exp8(x: __m256) -> __m256 {
     let n = _mm256_sub_ps(z, shift);
     let b = _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x35bf_be8e)), _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x));
     let u = _mm256_mul_ps(b, b);
-    let (c0, c1, c2) = (_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), _mm256_set1_ps(f32::from_bits(0x3eff_fedb)), _mm256_set1_ps(f32::from_bits(0x3e2a_af33)));
+    let (c0, c1, c2) =
+        (_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), _mm256_set1_ps(f32::from_bits(0x3eff_fedb)), _mm256_set1_ps(f32::from_bits(0x3e2a_af33)));
     let (c3, c4) = (_mm256_set1_ps(f32::from_bits(0x3d2b_9f17)), _mm256_set1_ps(f32::from_bits(0x3c07_2010)));
-    let j = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(c4, b, c3), u, _mm256_fmadd_ps(c2, b, c1)), u, _mm256_fmadd_ps(c0, b, _mm256_set1_ps(1.0)));
+    let j =
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(c4, b, c3), u, _mm256_fmadd_ps(c2, b, c1)), u, _mm256_fmadd_ps(c0, b, _mm256_set1_ps(1.0)));
     // j * 2^n: 2^n built as an f64 exponent (n is an integer in [-192, 192] where it is used).
     let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(1023));
-    let res = _mm256_set_m128(scale_pow2(_mm256_extractf128_ps(j, 1), _mm256_extracti128_si256(e, 1)), scale_pow2(_mm256_castps256_ps128(j), _mm256_castsi256_si128(e)));
+    let res = _mm256_set_m128(
+        scale_pow2(_mm256_extractf128_ps(j, 1), _mm256_extracti128_si256(e, 1)),
+        scale_pow2(_mm256_castps256_ps128(j), _mm256_castsi256_si128(e)),
+    );
     let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
     let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
     let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(n, _mm256_setzero_ps());
@@ -190,7 +195,9 @@ unsafe fn softmax_f16(row: &mut [f32]) {
     for chunk in row.chunks_mut(LANES) {
         let mut pad = [f32::NEG_INFINITY; LANES];
         let full = chunk.len() == LANES;
-        let src = if full { chunk.as_ptr() } else {
+        let src = if full {
+            chunk.as_ptr()
+        } else {
             pad[..chunk.len()].copy_from_slice(chunk);
             pad.as_ptr()
         };
@@ -315,7 +322,16 @@ unsafe fn attend_group_of<const G: usize, const W: usize>(
 /// (s % 16 == slot, in increasing order) of p[g][s] * v[s][d0..d0 + 8W].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn values_of_slot<const G: usize, const W: usize>(slot: usize, d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, n_seen: usize, probs: &[f32], ap: *mut f32) {
+unsafe fn values_of_slot<const G: usize, const W: usize>(
+    slot: usize,
+    d0: usize,
+    head_dim: usize,
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    probs: &[f32],
+    ap: *mut f32,
+) {
     let mut r = [[_mm256_setzero_ps(); W]; G];
     for s in (slot..n_seen).step_by(LANES) {
         let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
@@ -365,7 +381,17 @@ unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
 /// row converted from f16 once for the group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn online_group(group: usize, head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
+pub(super) unsafe fn online_group(
+    group: usize,
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [f32],
+) {
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8));
     // As in `attend_group`: one copy per group size.
     by_group!(group, online_group_of, head_dim, q, kv, kv_off, n_seen, scale, work, out)
@@ -375,7 +401,16 @@ pub(super) unsafe fn online_group(group: usize, head_dim: usize, q: &[f32], kv: 
 /// registers stay in registers only with constant indices after unrolling.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
+unsafe fn online_group_of<const G: usize, const W: usize>(
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [f32],
+) {
     use super::online::TILE;
     let acc = &mut work[..G * head_dim];
     acc.iter_mut().for_each(|a| *a = 0.0);
@@ -466,7 +501,17 @@ unsafe fn online_group_of<const G: usize, const W: usize>(head_dim: usize, q: &[
 /// One tile's value update of acc (G, Dh) at dimensions d0..d0 + 8W.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn online_values<const G: usize, const W: usize>(d0: usize, head_dim: usize, kv: &KvView, kv_off: usize, p0: usize, np: usize, c: &[f32; 8], e: &[[f32; 8]; G], ap: *mut f32) {
+unsafe fn online_values<const G: usize, const W: usize>(
+    d0: usize,
+    head_dim: usize,
+    kv: &KvView,
+    kv_off: usize,
+    p0: usize,
+    np: usize,
+    c: &[f32; 8],
+    e: &[[f32; 8]; G],
+    ap: *mut f32,
+) {
     let mut r = [[_mm256_setzero_ps(); W]; G];
     for (g, rg) in r.iter_mut().enumerate() {
         for (j, rj) in rg.iter_mut().enumerate() {

@@ -270,7 +270,16 @@ pub(super) unsafe fn attend_group_vector(
 /// `stride`, `n_seen` used) -> out (G, Dh). `t8` is scratch for G * 2 * 8 registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn weighted_values<const G: usize>(head_dim: usize, kv: &KvView, kv_off: usize, probs: &[f32], stride: usize, n_seen: usize, t8: &mut [f32], out: &mut [f32]) {
+unsafe fn weighted_values<const G: usize>(
+    head_dim: usize,
+    kv: &KvView,
+    kv_off: usize,
+    probs: &[f32],
+    stride: usize,
+    n_seen: usize,
+    t8: &mut [f32],
+    out: &mut [f32],
+) {
     let t8p = t8.as_mut_ptr();
     for d0 in (0..head_dim).step_by(2 * LANES) {
         let values = kv.values.as_ptr().add(kv_off + d0);
@@ -297,7 +306,14 @@ unsafe fn weighted_values<const G: usize>(head_dim: usize, kv: &KvView, kv_off: 
 /// Lane l of the value tree for G heads x 32 dimensions (values of position s at
 /// `values + row(s)`): (S[l] + S[32+l]) + (S[16+l] + S[48+l]).
 #[inline(always)]
-unsafe fn value_lane<const G: usize>(kv: &KvView, values: *const f16, probs: &[f32], stride: usize, n_seen: usize, l: usize) -> Option<[[__m512; 2]; G]> {
+unsafe fn value_lane<const G: usize>(
+    kv: &KvView,
+    values: *const f16,
+    probs: &[f32],
+    stride: usize,
+    n_seen: usize,
+    l: usize,
+) -> Option<[[__m512; 2]; G]> {
     let slot = |slot: usize| slot_sum::<G>(kv, values, probs, stride, n_seen, slot);
     add_all::<G>(add_all::<G>(slot(l), slot(2 * LANES + l)), add_all::<G>(slot(LANES + l), slot(3 * LANES + l)))
 }
@@ -305,7 +321,14 @@ unsafe fn value_lane<const G: usize>(kv: &KvView, values: *const f16, probs: &[f
 /// S[slot] of G heads x 2 chunks of 16 dimensions: the probability-weighted values of positions
 /// slot, slot + 64, ... in increasing order, from +0; `None` when no position reaches the slot.
 #[inline(always)]
-unsafe fn slot_sum<const G: usize>(kv: &KvView, values: *const f16, probs: &[f32], stride: usize, n_seen: usize, slot: usize) -> Option<[[__m512; 2]; G]> {
+unsafe fn slot_sum<const G: usize>(
+    kv: &KvView,
+    values: *const f16,
+    probs: &[f32],
+    stride: usize,
+    n_seen: usize,
+    slot: usize,
+) -> Option<[[__m512; 2]; G]> {
     if slot >= n_seen {
         return None;
     }
@@ -358,8 +381,22 @@ unsafe fn score_block<const CHUNKS: usize>(qp: *const f32, keys: *const f16, row
     };
     // Input i of the tree takes position 4 * (i % 4) + i / 4 (see `reduce16_x16`).
     reduce16_x16([
-        lanes(0), lanes(4), lanes(8), lanes(12), lanes(1), lanes(5), lanes(9), lanes(13),
-        lanes(2), lanes(6), lanes(10), lanes(14), lanes(3), lanes(7), lanes(11), lanes(15),
+        lanes(0),
+        lanes(4),
+        lanes(8),
+        lanes(12),
+        lanes(1),
+        lanes(5),
+        lanes(9),
+        lanes(13),
+        lanes(2),
+        lanes(6),
+        lanes(10),
+        lanes(14),
+        lanes(3),
+        lanes(7),
+        lanes(11),
+        lanes(15),
     ])
 }
 

@@ -80,7 +80,8 @@ impl<'a> KvView<'a> {
     /// elements.
     pub fn holds_heads(&self, n_head_kv: usize, head_dim: usize) -> bool {
         let last = |n: usize, stride: usize| n.saturating_sub(1).checked_mul(stride);
-        let extent = last(self.block_size, self.pos_stride).zip(last(n_head_kv, self.head_stride)).and_then(|(a, b)| a.checked_add(b)?.checked_add(head_dim));
+        let extent =
+            last(self.block_size, self.pos_stride).zip(last(n_head_kv, self.head_stride)).and_then(|(a, b)| a.checked_add(b)?.checked_add(head_dim));
         let span = self.block_size.checked_mul(self.kv_dim);
         n_head_kv > 0 && n_head_kv.checked_mul(head_dim) == Some(self.kv_dim) && extent.zip(span).is_some_and(|(e, span)| e <= span)
     }
@@ -91,7 +92,9 @@ impl<'a> KvView<'a> {
         let len = self.keys.len().min(self.values.len());
         let Some(span) = self.block_size.checked_mul(self.kv_dim) else { return false };
         let fits = |b: u32| (b as usize).checked_mul(self.block_stride).and_then(|o| o.checked_add(span)).is_some_and(|end| end <= len);
-        self.block_size > 0 && self.table.len().checked_mul(self.block_size).is_some_and(|held| held >= n) && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
+        self.block_size > 0
+            && self.table.len().checked_mul(self.block_size).is_some_and(|held| held >= n)
+            && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
     }
 }
 
@@ -325,7 +328,15 @@ pub fn attention_blocks(pool: &ThreadPool, level: Level, shape: AttentionShape, 
 /// a single-token call (the single-token summation order): what verifying drafted tokens in one
 /// forward needs to reproduce step-by-step decoding.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_per_token_order(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
+pub fn attention_per_token_order(
+    pool: &ThreadPool,
+    level: Level,
+    shape: AttentionShape,
+    q: &[f32],
+    kv: KvView,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
     attention_with(pool, level, SumOrder::LlamaCpp, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, true)
 }
 
@@ -364,7 +375,18 @@ pub struct Heads {
 /// threads in one pass. In the block order (`sums`) every segment runs on the online kernel of
 /// `online.rs`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_segments(pool: &ThreadPool, level: Level, sums: SumOrder, heads: Heads, layer: KvView, segments: &[AttentionSegment], q: &[f32], out: &mut [f32], scratch: &mut [f32], per_token_order: bool) {
+pub fn attention_segments(
+    pool: &ThreadPool,
+    level: Level,
+    sums: SumOrder,
+    heads: Heads,
+    layer: KvView,
+    segments: &[AttentionSegment],
+    q: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    per_token_order: bool,
+) {
     attention_segments_with(pool, level, sums, heads, layer, segments, q, out, None, scratch, FLASH_MIN_POSITIONS, per_token_order)
 }
 
@@ -412,7 +434,20 @@ fn attention_with(
     let AttentionShape { n_tokens, start, n_head, n_head_kv, head_dim } = shape;
     let segment = AttentionSegment { first_token: 0, n_tokens, start, table: kv.table };
     assert!(q.len() == n_tokens * n_head * head_dim && out.len() == q.len(), "attention: q/out shape mismatch");
-    attention_segments_with(pool, level, sums, Heads { n_head, n_head_kv, head_dim }, kv, &[segment], q, out, None, scratch, flash_min, per_token_order)
+    attention_segments_with(
+        pool,
+        level,
+        sums,
+        Heads { n_head, n_head_kv, head_dim },
+        kv,
+        &[segment],
+        q,
+        out,
+        None,
+        scratch,
+        flash_min,
+        per_token_order,
+    )
 }
 
 /// How one segment is computed.
@@ -577,7 +612,9 @@ fn attention_segments_with(
                     match (level, order) {
                         (Level::Avx2, _) => unsafe { avx2::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
                         (_, Order::Tiled) => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
-                        (_, Order::Vector) => unsafe { avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                        (_, Order::Vector) => unsafe {
+                            avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o)
+                        },
                     }
                     quantize(first, group * head_dim);
                 }

@@ -38,7 +38,17 @@ pub(super) fn tree8(x: &[f32; 8]) -> f32 {
 /// q (G, Dh) of one token and its KV head at `kv_off`, over positions 0..n_seen -> out (G, Dh).
 /// Dh % 8 == 0. `work` holds at least G * Dh floats.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attend_group(group: usize, head_dim: usize, q: &[f32], kv: &KvView, kv_off: usize, n_seen: usize, scale: f32, work: &mut [f32], out: &mut [f32]) {
+pub(super) fn attend_group(
+    group: usize,
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    n_seen: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [f32],
+) {
     debug_assert!(head_dim.is_multiple_of(8) && n_seen > 0);
     let acc = &mut work[..group * head_dim];
     acc.iter_mut().for_each(|a| *a = 0.0);

@@ -17,9 +17,7 @@ fn to_f16(x: &[f32]) -> Vec<f16> {
 
 /// Plain f64 attention for one query row against `n` positions of one KV head.
 fn naive(q: &[f32], k: &[f32], v: &[f32], n: usize, dh: usize) -> Vec<f64> {
-    let scores: Vec<f64> = (0..n)
-        .map(|s| (0..dh).map(|d| q[d] as f64 * k[s * dh + d] as f64).sum::<f64>() / (dh as f64).sqrt())
-        .collect();
+    let scores: Vec<f64> = (0..n).map(|s| (0..dh).map(|d| q[d] as f64 * k[s * dh + d] as f64).sum::<f64>() / (dh as f64).sqrt()).collect();
     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let z: f64 = e.iter().sum();
@@ -103,7 +101,16 @@ fn paged_case(t: usize, start: usize, bs: usize, table: &[u32], pool_blocks: usi
             vh[at..at + dh].copy_from_slice(&v[from..from + dh]);
         }
     }
-    let head_major = KvView { keys: &kh[layer_span..], values: &vh[layer_span..], table, block_size: bs, kv_dim, block_stride, pos_stride: dh, head_stride: bs * dh };
+    let head_major = KvView {
+        keys: &kh[layer_span..],
+        values: &vh[layer_span..],
+        table,
+        block_size: bs,
+        kv_dim,
+        block_stride,
+        pos_stride: dh,
+        head_stride: bs * dh,
+    };
     assert!(head_major.holds_heads(hkv, dh) && head_major.covers(s));
     let pool = ThreadPool::new(2);
     let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
@@ -111,7 +118,18 @@ fn paged_case(t: usize, start: usize, bs: usize, table: &[u32], pool_blocks: usi
     for level in Level::all_available() {
         for per_token in [false, true] {
             let mut want = vec![0f32; t * h * dh];
-            attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, view(&k, &v, hkv, dh, &identity(s)), &mut want, &mut scratch, FLASH_MIN_POSITIONS, per_token);
+            attention_with(
+                &pool,
+                level,
+                SumOrder::LlamaCpp,
+                shape,
+                &q,
+                view(&k, &v, hkv, dh, &identity(s)),
+                &mut want,
+                &mut scratch,
+                FLASH_MIN_POSITIONS,
+                per_token,
+            );
             let mut got = vec![0f32; t * h * dh];
             let paged = KvView::position_major(&kp, &vp, table, bs, kv_dim, dh);
             attention_with(&pool, level, SumOrder::LlamaCpp, shape, &q, paged, &mut got, &mut scratch, FLASH_MIN_POSITIONS, per_token);
@@ -166,7 +184,9 @@ fn per_token_order_equals_one_call_per_token_bit_for_bit() {
     // Short and long contexts (past 64 slots), groups of 3 and 2, Dh 64 and 128: with enough
     // units the batch groups heads, alone a token does not; the bits must not change.
     // (10, 20, 8, 1) and (8, 30, 8, 2) have enough units for the grouped kernel with groups of 8 and 4.
-    for (t, start, h, hkv, dh) in [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128), (4, 0, 8, 1, 64), (6, 60, 8, 1, 128), (10, 20, 8, 1, 64), (8, 30, 8, 2, 64)] {
+    for (t, start, h, hkv, dh) in
+        [(5, 20, 6, 2, 64), (4, 150, 9, 3, 64), (5, 70, 4, 2, 128), (4, 0, 8, 1, 64), (6, 60, 8, 1, 128), (10, 20, 8, 1, 64), (8, 30, 8, 2, 64)]
+    {
         per_token_order_case(t, start, h, hkv, dh);
     }
 }
@@ -246,13 +266,14 @@ fn kv_view_rejects_tables_outside_the_pool() {
     assert!(!kv.covers(9)); // the table holds 8 positions
     assert!(kv.holds_heads(2, 4));
     assert!(!kv.holds_heads(1, 4)); // Hkv * Dh must be the row width
-    // Strides that would run a head past its block's elements.
+                                    // Strides that would run a head past its block's elements.
     assert!(!KvView { head_stride: 8, ..kv }.holds_heads(2, 4));
     assert!(!KvView { pos_stride: 16, ..kv }.holds_heads(2, 4));
     // Head-major with layers side by side: a block's second layer reaches the end exactly.
     let k = vec![f16::ZERO; 2 * 2 * 4 * 8];
     let table = [1u32];
-    let layer1 = KvView { keys: &k[32..], values: &k[32..], table: &table, block_size: 4, kv_dim: 8, block_stride: 64, pos_stride: 4, head_stride: 16 };
+    let layer1 =
+        KvView { keys: &k[32..], values: &k[32..], table: &table, block_size: 4, kv_dim: 8, block_stride: 64, pos_stride: 4, head_stride: 16 };
     assert!(layer1.holds_heads(2, 4) && layer1.covers(4));
     assert!(!KvView { keys: &k[33..], values: &k[33..], ..layer1 }.covers(4));
 }
@@ -359,10 +380,32 @@ fn block_order_kernel_matches_its_reference_and_f64() {
         let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
         let table = identity(s);
         let mut want = vec![0f32; t * h * dh];
-        attention_with(&pool, Level::Scalar, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut want, &mut scratch, FLASH_MIN_POSITIONS, false);
+        attention_with(
+            &pool,
+            Level::Scalar,
+            SumOrder::Blocks,
+            shape,
+            &q,
+            view(&k, &v, hkv, dh, &table),
+            &mut want,
+            &mut scratch,
+            FLASH_MIN_POSITIONS,
+            false,
+        );
         for level in Level::all_available() {
             let mut got = vec![0f32; t * h * dh];
-            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch, FLASH_MIN_POSITIONS, false);
+            attention_with(
+                &pool,
+                level,
+                SumOrder::Blocks,
+                shape,
+                &q,
+                view(&k, &v, hkv, dh, &table),
+                &mut got,
+                &mut scratch,
+                FLASH_MIN_POSITIONS,
+                false,
+            );
             assert_eq!(got, want, "{level:?}, {t} tokens from {start}, {h}/{hkv} heads of {dh}");
         }
         // Against f64 on the f16 values, head by head.
@@ -399,8 +442,30 @@ fn block_order_gives_a_token_the_same_bits_in_any_batch() {
         for level in Level::all_available() {
             let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
             let (mut batch, mut per_token) = (vec![0f32; t * h * dh], vec![0f32; t * h * dh]);
-            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut batch, &mut scratch, FLASH_MIN_POSITIONS, false);
-            attention_with(&pool, level, SumOrder::Blocks, shape, &q, view(&k, &v, hkv, dh, &table), &mut per_token, &mut scratch, FLASH_MIN_POSITIONS, true);
+            attention_with(
+                &pool,
+                level,
+                SumOrder::Blocks,
+                shape,
+                &q,
+                view(&k, &v, hkv, dh, &table),
+                &mut batch,
+                &mut scratch,
+                FLASH_MIN_POSITIONS,
+                false,
+            );
+            attention_with(
+                &pool,
+                level,
+                SumOrder::Blocks,
+                shape,
+                &q,
+                view(&k, &v, hkv, dh, &table),
+                &mut per_token,
+                &mut scratch,
+                FLASH_MIN_POSITIONS,
+                true,
+            );
             assert_eq!(batch, per_token, "{level:?}");
             for ti in 0..t {
                 let one = AttentionShape { n_tokens: 1, start: start + ti, ..shape };

@@ -46,18 +46,9 @@ impl Matcher {
             }
         }
         for list in by_first_byte.values_mut() {
-            list.sort_by(|&a, &b| {
-                patterns[b]
-                    .0
-                    .len()
-                    .cmp(&patterns[a].0.len())
-                    .then(a.cmp(&b))
-            });
+            list.sort_by(|&a, &b| patterns[b].0.len().cmp(&patterns[a].0.len()).then(a.cmp(&b)));
         }
-        Matcher {
-            by_first_byte,
-            patterns,
-        }
+        Matcher { by_first_byte, patterns }
     }
 
     /// The leftmost-longest matches in `text`, without overlaps: (byte range, token index).
@@ -69,11 +60,10 @@ impl Matcher {
         let bytes = text.as_bytes();
         let mut at = 0;
         while at < bytes.len() {
-            let hit = self.by_first_byte.get(&bytes[at]).and_then(|list| {
-                list.iter()
-                    .map(|&i| &self.patterns[i])
-                    .find(|(pattern, _)| bytes[at..].starts_with(pattern.as_bytes()))
-            });
+            let hit = self
+                .by_first_byte
+                .get(&bytes[at])
+                .and_then(|list| list.iter().map(|&i| &self.patterns[i]).find(|(pattern, _)| bytes[at..].starts_with(pattern.as_bytes())));
             match hit {
                 Some((pattern, token)) => {
                     found.push((at..at + pattern.len(), *token));
@@ -110,11 +100,7 @@ pub(crate) struct AddedVocabulary {
 
 impl AddedVocabulary {
     /// Register `specs` in file order over `model`, with ids as Hugging Face assigns them.
-    pub fn new(
-        specs: &[AddedTokenSpec],
-        model: &Model,
-        normalizer: Option<&Normalizer>,
-    ) -> AddedVocabulary {
+    pub fn new(specs: &[AddedTokenSpec], model: &Model, normalizer: Option<&Normalizer>) -> AddedVocabulary {
         let mut tokens: Vec<Added> = Vec::new();
         let mut content_to_id: HashMap<String, u32> = HashMap::new();
         let mut id_to_content: HashMap<u32, String> = HashMap::new();
@@ -127,11 +113,7 @@ impl AddedVocabulary {
                 special.insert(spec.content.clone());
             }
             let vocab_size = model.len() as u32;
-            let id = match content_to_id
-                .get(&spec.content)
-                .copied()
-                .or_else(|| model.token_to_id(&spec.content))
-            {
+            let id = match content_to_id.get(&spec.content).copied().or_else(|| model.token_to_id(&spec.content)) {
                 Some(id) => id,
                 None => match content_to_id.values().max() {
                     Some(&max) if max >= vocab_size || vocab_size == 0 => max.saturating_add(1),
@@ -148,10 +130,7 @@ impl AddedVocabulary {
             id_to_content.insert(id, shown);
             // A later entry with the same text replaces the earlier one's flags.
             tokens.retain(|t| t.spec.content != spec.content);
-            tokens.push(Added {
-                spec: spec.clone(),
-                id,
-            });
+            tokens.push(Added { spec: spec.clone(), id });
         }
         // Hugging Face lists special tokens first, then the others, each in file order; that
         // order breaks ties between patterns of equal length.
@@ -169,14 +148,7 @@ impl AddedVocabulary {
                 raw.push((token.spec.content.clone(), index));
             }
         }
-        AddedVocabulary {
-            tokens,
-            raw: Matcher::new(raw),
-            normalized: Matcher::new(normalized),
-            content_to_id,
-            id_to_content,
-            special,
-        }
+        AddedVocabulary { tokens, raw: Matcher::new(raw), normalized: Matcher::new(normalized), content_to_id, id_to_content, special }
     }
 
     /// Whether there are tokens to match in the normalized text.
@@ -224,10 +196,7 @@ impl AddedVocabulary {
             if done < start {
                 cuts.push(Cut::Text(done..start));
             }
-            cuts.push(Cut::Token {
-                id: token.id,
-                range: start..stop,
-            });
+            cuts.push(Cut::Token { id: token.id, range: start..stop });
             done = stop;
         }
         if done < text.len() {

@@ -67,11 +67,7 @@ pub(crate) fn is_word_char(c: char) -> bool {
     use GeneralCategory as G;
     match get_general_category(c) {
         G::Unassigned => false,
-        G::NonspacingMark
-        | G::SpacingMark
-        | G::EnclosingMark
-        | G::DecimalNumber
-        | G::ConnectorPunctuation => true,
+        G::NonspacingMark | G::SpacingMark | G::EnclosingMark | G::DecimalNumber | G::ConnectorPunctuation => true,
         _ => c.is_alphabetic(),
     }
 }
@@ -93,12 +89,8 @@ impl Splitter {
             PreTokenizerSpec::Bert => Splitter::Bert,
             PreTokenizerSpec::Whitespace => Splitter::Whitespace,
             PreTokenizerSpec::WhitespaceSplit => Splitter::WhitespaceSplit,
-            PreTokenizerSpec::Digits { individual_digits } => Splitter::Digits {
-                individual_digits: *individual_digits,
-            },
-            PreTokenizerSpec::Punctuation { behavior } => Splitter::Punctuation {
-                behavior: *behavior,
-            },
+            PreTokenizerSpec::Digits { individual_digits } => Splitter::Digits { individual_digits: *individual_digits },
+            PreTokenizerSpec::Punctuation { behavior } => Splitter::Punctuation { behavior: *behavior },
             PreTokenizerSpec::Sequence(_)
             | PreTokenizerSpec::ByteLevel { .. }
             | PreTokenizerSpec::Split { .. }
@@ -116,24 +108,12 @@ impl Splitter {
         match self {
             Splitter::Bert => split_bert(slice, base, out),
             Splitter::Whitespace => split_whitespace(slice, base, out),
-            Splitter::WhitespaceSplit => split_by(
-                slice,
-                base,
-                char::is_whitespace,
-                SplitBehavior::Removed,
-                out,
-            ),
+            Splitter::WhitespaceSplit => split_by(slice, base, char::is_whitespace, SplitBehavior::Removed, out),
             Splitter::Digits { individual_digits } => {
-                let behavior = if *individual_digits {
-                    SplitBehavior::Isolated
-                } else {
-                    SplitBehavior::Contiguous
-                };
+                let behavior = if *individual_digits { SplitBehavior::Isolated } else { SplitBehavior::Contiguous };
                 split_by(slice, base, char::is_numeric, behavior, out)
             }
-            Splitter::Punctuation { behavior } => {
-                split_by(slice, base, is_bert_punctuation, *behavior, out)
-            }
+            Splitter::Punctuation { behavior } => split_by(slice, base, is_bert_punctuation, *behavior, out),
         }
     }
 }
@@ -201,13 +181,7 @@ fn split_whitespace(text: &str, base: usize, out: &mut Vec<Range<usize>>) {
 /// Hugging Face's `NormalizedString::split` with a character predicate: every matching
 /// character is a delimiter of its own (runs of non-matching characters are one piece), then
 /// `behavior` decides what becomes of the delimiters. Empty pieces are dropped.
-pub(crate) fn split_by(
-    text: &str,
-    base: usize,
-    is_delimiter: impl Fn(char) -> bool,
-    behavior: SplitBehavior,
-    out: &mut Vec<Range<usize>>,
-) {
+pub(crate) fn split_by(text: &str, base: usize, is_delimiter: impl Fn(char) -> bool, behavior: SplitBehavior, out: &mut Vec<Range<usize>>) {
     // (range, is_delimiter), covering the text.
     let mut parts: Vec<(Range<usize>, bool)> = Vec::new();
     let mut last = 0;
@@ -262,12 +236,7 @@ pub(crate) fn split_by(
             pieces.reverse();
         }
     }
-    out.extend(
-        pieces
-            .into_iter()
-            .filter(|r| !r.is_empty())
-            .map(|r| base + r.start..base + r.end),
-    );
+    out.extend(pieces.into_iter().filter(|r| !r.is_empty()).map(|r| base + r.start..base + r.end));
 }
 
 #[cfg(test)]
@@ -282,18 +251,12 @@ mod tests {
 
     #[test]
     fn bert_isolates_ascii_symbols_as_punctuation() {
-        assert_eq!(
-            pieces(&Splitter::Bert, " a$b+c  d^e`f。"),
-            ["a", "$", "b", "+", "c", "d", "^", "e", "`", "f", "。"]
-        );
+        assert_eq!(pieces(&Splitter::Bert, " a$b+c  d^e`f。"), ["a", "$", "b", "+", "c", "d", "^", "e", "`", "f", "。"]);
     }
 
     #[test]
     fn whitespace_keeps_runs_of_word_and_of_other_characters() {
-        assert_eq!(
-            pieces(&Splitter::Whitespace, "Hey  man!! x_1-2"),
-            ["Hey", "man", "!!", "x_1", "-", "2"]
-        );
+        assert_eq!(pieces(&Splitter::Whitespace, "Hey  man!! x_1-2"), ["Hey", "man", "!!", "x_1", "-", "2"]);
     }
 
     #[test]
@@ -301,27 +264,13 @@ mod tests {
         let run = |behavior| {
             let mut out = Vec::new();
             split_by("the-final--countdown", 0, |c| c == '-', behavior, &mut out);
-            out.into_iter()
-                .map(|r| "the-final--countdown"[r].to_string())
-                .collect::<Vec<_>>()
+            out.into_iter().map(|r| "the-final--countdown"[r].to_string()).collect::<Vec<_>>()
         };
         assert_eq!(run(SplitBehavior::Removed), ["the", "final", "countdown"]);
-        assert_eq!(
-            run(SplitBehavior::Isolated),
-            ["the", "-", "final", "-", "-", "countdown"]
-        );
-        assert_eq!(
-            run(SplitBehavior::MergedWithPrevious),
-            ["the-", "final-", "-", "countdown"]
-        );
-        assert_eq!(
-            run(SplitBehavior::MergedWithNext),
-            ["the", "-final", "-", "-countdown"]
-        );
-        assert_eq!(
-            run(SplitBehavior::Contiguous),
-            ["the", "-", "final", "--", "countdown"]
-        );
+        assert_eq!(run(SplitBehavior::Isolated), ["the", "-", "final", "-", "-", "countdown"]);
+        assert_eq!(run(SplitBehavior::MergedWithPrevious), ["the-", "final-", "-", "countdown"]);
+        assert_eq!(run(SplitBehavior::MergedWithNext), ["the", "-final", "-", "-countdown"]);
+        assert_eq!(run(SplitBehavior::Contiguous), ["the", "-", "final", "--", "countdown"]);
     }
 
     #[test]

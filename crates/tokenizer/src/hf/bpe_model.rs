@@ -115,14 +115,7 @@ impl BpeModel {
     /// unknown token must be in the vocabulary, and ids must stay below 2^32 - 2. With
     /// `byte_level`, words will come as raw text to be read in the byte-level alphabet.
     pub fn new(settings: BpeSettings, byte_level: bool) -> Result<BpeModel, HfError> {
-        let BpeSettings {
-            vocab,
-            merges: merge_list,
-            unk_token,
-            fuse_unk,
-            byte_fallback,
-            ignore_merges,
-        } = settings;
+        let BpeSettings { vocab, merges: merge_list, unk_token, fuse_unk, byte_fallback, ignore_merges } = settings;
         if let Some((token, &id)) = vocab.iter().find(|(_, &id)| id >= FIRST_RESERVED_ID) {
             return Err(HfError::Invalid {
                 path: format!("model.vocab[{token:?}]"),
@@ -133,28 +126,23 @@ impl BpeModel {
         for (rank, (left, right)) in merge_list.iter().enumerate() {
             let path = || format!("model.merges[{rank}]");
             let id = |token: &str| {
-                vocab.get(token).copied().ok_or_else(|| HfError::Invalid {
-                    path: path(),
-                    message: format!("token {token:?} is not in the vocabulary"),
-                })
+                vocab
+                    .get(token)
+                    .copied()
+                    .ok_or_else(|| HfError::Invalid { path: path(), message: format!("token {token:?} is not in the vocabulary") })
             };
             let key = pair_key(id(left)?, id(right)?);
             let merged = id(&format!("{left}{right}"))?;
             // Later duplicates replace earlier ones, as in Hugging Face's map of merges.
-            merges.insert(
-                key,
-                Merge {
-                    rank: rank as u32,
-                    merged,
-                },
-            );
+            merges.insert(key, Merge { rank: rank as u32, merged });
         }
         let unk_id = match &unk_token {
             None => None,
-            Some(token) => Some(*vocab.get(token).ok_or_else(|| HfError::Invalid {
-                path: "model.unk_token".into(),
-                message: format!("{token:?} is not in the vocabulary"),
-            })?),
+            Some(token) => Some(
+                *vocab
+                    .get(token)
+                    .ok_or_else(|| HfError::Invalid { path: "model.unk_token".into(), message: format!("{token:?} is not in the vocabulary") })?,
+            ),
         };
         let byte_tokens = byte_fallback.then(|| {
             let mut table = Box::new([NONE; 256]);
@@ -178,16 +166,7 @@ impl BpeModel {
                 })
                 .or_insert_with(|| token.clone());
         }
-        let mut model = BpeModel {
-            vocab,
-            id_to_token,
-            merges,
-            unk_id,
-            fuse_unk,
-            byte_tokens,
-            ignore_merges,
-            byte_level: None,
-        };
+        let mut model = BpeModel { vocab, id_to_token, merges, unk_id, fuse_unk, byte_tokens, ignore_merges, byte_level: None };
         if byte_level {
             model.byte_level = Some(Box::new(model.byte_level_index()));
         }
@@ -202,30 +181,12 @@ impl BpeModel {
                 *slot = id;
             }
         }
-        let spelled: Vec<(u32, Vec<u8>)> = self
-            .vocab
-            .iter()
-            .filter_map(|(token, &id)| Some((id, byte_level::decode_spelling(token)?)))
-            .collect();
+        let spelled: Vec<(u32, Vec<u8>)> = self.vocab.iter().filter_map(|(token, &id)| Some((id, byte_level::decode_spelling(token)?))).collect();
         let mut bpe = Bpe::new(byte_ids, self.merges.clone());
         bpe.index_whole_pieces(spelled.iter().map(|(id, raw)| (*id, raw.as_slice())));
-        let raw_len = spelled
-            .iter()
-            .map(|(id, raw)| (*id, raw.len() as u32))
-            .collect();
-        let whole = if self.ignore_merges {
-            spelled
-                .into_iter()
-                .map(|(id, raw)| (raw.into_boxed_slice(), id))
-                .collect()
-        } else {
-            FastMap::default()
-        };
-        ByteLevelIndex {
-            bpe,
-            raw_len,
-            whole,
-        }
+        let raw_len = spelled.iter().map(|(id, raw)| (*id, raw.len() as u32)).collect();
+        let whole = if self.ignore_merges { spelled.into_iter().map(|(id, raw)| (raw.into_boxed_slice(), id)).collect() } else { FastMap::default() };
+        ByteLevelIndex { bpe, raw_len, whole }
     }
 
     /// Id of a token text.
@@ -253,10 +214,7 @@ impl BpeModel {
             None => {
                 if self.ignore_merges {
                     if let Some(&id) = self.vocab.get(word) {
-                        out.push(Piece {
-                            id,
-                            span: (0, word.len()),
-                        });
+                        out.push(Piece { id, span: (0, word.len()) });
                         return;
                     }
                 }
@@ -266,23 +224,14 @@ impl BpeModel {
     }
 
     /// The byte-level road: `raw` is read as its spelling in the byte-level alphabet.
-    fn tokenize_raw(
-        &self,
-        index: &ByteLevelIndex,
-        raw: &[u8],
-        scratch: &mut BpeScratch,
-        out: &mut Vec<Piece>,
-    ) {
+    fn tokenize_raw(&self, index: &ByteLevelIndex, raw: &[u8], scratch: &mut BpeScratch, out: &mut Vec<Piece>) {
         if !raw.iter().all(|&byte| index.bpe.has_byte(byte)) {
             self.tokenize_spelled(raw, scratch, out);
             return;
         }
         if self.ignore_merges {
             if let Some(&id) = index.whole.get(raw) {
-                out.push(Piece {
-                    id,
-                    span: (0, raw.len()),
-                });
+                out.push(Piece { id, span: (0, raw.len()) });
                 return;
             }
         }
@@ -292,10 +241,7 @@ impl BpeModel {
         let mut at = 0;
         for &id in ids.iter() {
             let len = index.raw_len.get(&id).copied().unwrap_or(0) as usize;
-            out.push(Piece {
-                id,
-                span: (at, at + len),
-            });
+            out.push(Piece { id, span: (at, at + len) });
             at += len;
         }
     }
@@ -314,30 +260,16 @@ impl BpeModel {
             starts.push(spelled.len());
             spelled.push(byte_level::byte_to_char(byte));
         }
-        if let Some(&id) = self
-            .ignore_merges
-            .then(|| self.vocab.get(&spelled))
-            .flatten()
-        {
-            pieces.push(Piece {
-                id,
-                span: (0, spelled.len()),
-            });
+        if let Some(&id) = self.ignore_merges.then(|| self.vocab.get(&spelled)).flatten() {
+            pieces.push(Piece { id, span: (0, spelled.len()) });
         } else {
             self.merge_word(&spelled, scratch, &mut pieces);
         }
         // The byte whose spelling holds spelled offset `at`.
-        let byte_at = |at: usize| {
-            starts
-                .partition_point(|&start| start <= at)
-                .saturating_sub(1)
-        };
+        let byte_at = |at: usize| starts.partition_point(|&start| start <= at).saturating_sub(1);
         for piece in &pieces {
             let (start, end) = piece.span;
-            out.push(Piece {
-                id: piece.id,
-                span: (byte_at(start), byte_at(end.saturating_sub(1)) + 1),
-            });
+            out.push(Piece { id: piece.id, span: (byte_at(start), byte_at(end.saturating_sub(1)) + 1) });
         }
         scratch.spelled = spelled;
         scratch.spelled_starts = starts;
@@ -354,12 +286,7 @@ impl BpeModel {
             if let Some(last) = symbols.last_mut() {
                 last.next = at;
             }
-            symbols.push(Symbol {
-                id,
-                len: len as u32,
-                prev: if at == 0 { NONE } else { at - 1 },
-                next: NONE,
-            });
+            symbols.push(Symbol { id, len: len as u32, prev: if at == 0 { NONE } else { at - 1 }, next: NONE });
         };
         // The unknown token waiting to be written, and the bytes it covers.
         let mut unknown: Option<(u32, usize)> = None;
@@ -426,10 +353,7 @@ impl BpeModel {
         let mut at = 0usize;
         for symbol in symbols.iter().filter(|s| s.len != 0) {
             let len = symbol.len as usize;
-            out.push(Piece {
-                id: symbol.id,
-                span: (at, at + len),
-            });
+            out.push(Piece { id: symbol.id, span: (at, at + len) });
             at += len;
         }
     }
@@ -442,11 +366,7 @@ impl BpeModel {
         }
         let right = symbols[symbol.next as usize];
         if let Some(merge) = self.merges.get(&pair_key(symbol.id, right.id)) {
-            heap.push(Candidate {
-                rank: merge.rank,
-                pos,
-                merged: merge.merged,
-            });
+            heap.push(Candidate { rank: merge.rank, pos, merged: merge.merged });
         }
     }
 }
@@ -457,15 +377,8 @@ mod tests {
 
     fn model(tokens: &[&str], merges: &[(&str, &str)], unk: Option<&str>) -> BpeSettings {
         BpeSettings {
-            vocab: tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.to_string(), i as u32))
-                .collect(),
-            merges: merges
-                .iter()
-                .map(|(l, r)| (l.to_string(), r.to_string()))
-                .collect(),
+            vocab: tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect(),
+            merges: merges.iter().map(|(l, r)| (l.to_string(), r.to_string())).collect(),
             unk_token: unk.map(str::to_string),
             fuse_unk: false,
             byte_fallback: false,
@@ -476,9 +389,7 @@ mod tests {
     fn run(model: &BpeModel, word: &str) -> Vec<(String, (usize, usize))> {
         let mut out = Vec::new();
         model.tokenize(word, &mut BpeScratch::default(), &mut out);
-        out.iter()
-            .map(|p| (model.id_to_token(p.id).unwrap().to_string(), p.span))
-            .collect()
+        out.iter().map(|p| (model.id_to_token(p.id).unwrap().to_string(), p.span)).collect()
     }
 
     // Expected values: Hugging Face `tokenizers` 0.23.3 on the same vocabularies.
@@ -500,10 +411,7 @@ mod tests {
         let m = BpeModel::new(model(&tokens, &[("a", "b"), ("b", "c")], None), false).unwrap();
         // "x" and "é" have no token and there is no unknown token: they vanish, "a" and "b"
         // merge across them, and the offsets count only what is left.
-        assert_eq!(
-            run(&m, "axxbéc"),
-            [("ab".to_string(), (0, 2)), ("c".to_string(), (2, 3))]
-        );
+        assert_eq!(run(&m, "axxbéc"), [("ab".to_string(), (0, 2)), ("c".to_string(), (2, 3))]);
     }
 
     #[test]
@@ -513,12 +421,7 @@ mod tests {
         let m = BpeModel::new(settings_clone(&settings), false).unwrap();
         assert_eq!(
             run(&m, "axéb"),
-            [
-                ("a".to_string(), (0, 1)),
-                ("<unk>".to_string(), (1, 2)),
-                ("<unk>".to_string(), (2, 4)),
-                ("b".to_string(), (4, 5))
-            ]
+            [("a".to_string(), (0, 1)), ("<unk>".to_string(), (1, 2)), ("<unk>".to_string(), (2, 4)), ("b".to_string(), (4, 5))]
         );
         settings.fuse_unk = true;
         let m = BpeModel::new(settings, false).unwrap();
@@ -526,12 +429,7 @@ mod tests {
     }
 
     fn settings_clone(s: &BpeSettings) -> BpeSettings {
-        BpeSettings {
-            vocab: s.vocab.clone(),
-            merges: s.merges.clone(),
-            unk_token: s.unk_token.clone(),
-            ..*s
-        }
+        BpeSettings { vocab: s.vocab.clone(), merges: s.merges.clone(), unk_token: s.unk_token.clone(), ..*s }
     }
 
     #[test]
@@ -564,9 +462,7 @@ mod tests {
     fn byte_level_road_equals_character_road_on_the_spelling() {
         // All 256 byte tokens plus a few merges: raw-byte merging must give what merging the
         // spelled word gives, offsets mapped back to bytes.
-        let mut tokens: Vec<String> = (0..=255u8)
-            .map(|b| byte_level::byte_to_char(b).to_string())
-            .collect();
+        let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_level::byte_to_char(b).to_string()).collect();
         let merges = [("\u{120}", "a"), ("\u{120}a", "b"), ("\u{c3}", "\u{a9}")];
         for (l, r) in merges {
             tokens.push(format!("{l}{r}"));

@@ -19,25 +19,15 @@ pub(crate) enum Decoder {
     /// Byte-level alphabet to bytes; one string for all tokens.
     ByteLevel,
     /// `replacement` to space; none at all in the first token when `strip_first`.
-    Metaspace {
-        replacement: char,
-        strip_first: bool,
-    },
+    Metaspace { replacement: char, strip_first: bool },
     /// Runs of `<0xNN>` to text.
     ByteFallback,
     /// One string for all tokens.
     Fuse,
     /// Up to `start` copies of `content` off the start of each token, `stop` off the end.
-    Strip {
-        content: char,
-        start: usize,
-        stop: usize,
-    },
+    Strip { content: char, start: usize, stop: usize },
     /// Every match replaced in each token.
-    Replace {
-        pattern: TextPattern,
-        content: String,
-    },
+    Replace { pattern: TextPattern, content: String },
     /// Each in turn.
     Sequence(Vec<Decoder>),
 }
@@ -51,48 +41,26 @@ impl Decoder {
 
     fn at(spec: &DecoderSpec, path: String) -> Result<Decoder, HfError> {
         Ok(match spec {
-            DecoderSpec::WordPiece { prefix, cleanup } => Decoder::WordPiece {
-                prefix: prefix.clone(),
-                cleanup: *cleanup,
-            },
+            DecoderSpec::WordPiece { prefix, cleanup } => Decoder::WordPiece { prefix: prefix.clone(), cleanup: *cleanup },
             DecoderSpec::ByteLevel => Decoder::ByteLevel,
-            DecoderSpec::Metaspace {
-                replacement,
-                prepend_scheme,
-            } => Decoder::Metaspace {
+            DecoderSpec::Metaspace { replacement, prepend_scheme } => Decoder::Metaspace {
                 replacement: *replacement,
                 strip_first: match prepend_scheme.as_str() {
                     "always" | "first" => true,
                     "never" => false,
                     other => {
-                        return Err(HfError::Invalid {
-                            path: format!("{path}.prepend_scheme"),
-                            message: format!("unknown prepend scheme {other:?}"),
-                        })
+                        return Err(HfError::Invalid { path: format!("{path}.prepend_scheme"), message: format!("unknown prepend scheme {other:?}") })
                     }
                 },
             },
             DecoderSpec::ByteFallback => Decoder::ByteFallback,
             DecoderSpec::Fuse => Decoder::Fuse,
-            DecoderSpec::Strip {
-                content,
-                start,
-                stop,
-            } => Decoder::Strip {
-                content: *content,
-                start: *start,
-                stop: *stop,
-            },
-            DecoderSpec::Replace { pattern, content } => Decoder::Replace {
-                pattern: TextPattern::new(pattern, &format!("{path}.pattern"))?,
-                content: content.clone(),
-            },
+            DecoderSpec::Strip { content, start, stop } => Decoder::Strip { content: *content, start: *start, stop: *stop },
+            DecoderSpec::Replace { pattern, content } => {
+                Decoder::Replace { pattern: TextPattern::new(pattern, &format!("{path}.pattern"))?, content: content.clone() }
+            }
             DecoderSpec::Sequence(parts) => Decoder::Sequence(
-                parts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, part)| Decoder::at(part, format!("{path}.decoders[{i}]")))
-                    .collect::<Result<_, _>>()?,
+                parts.iter().enumerate().map(|(i, part)| Decoder::at(part, format!("{path}.decoders[{i}]"))).collect::<Result<_, _>>()?,
             ),
         })
     }
@@ -135,10 +103,7 @@ impl Decoder {
                 }
                 vec![String::from_utf8_lossy(&bytes).into_owned()]
             }
-            Decoder::Metaspace {
-                replacement,
-                strip_first,
-            } => tokens
+            Decoder::Metaspace { replacement, strip_first } => tokens
                 .into_iter()
                 .enumerate()
                 .map(|(i, token)| {
@@ -155,21 +120,9 @@ impl Decoder {
                 .collect(),
             Decoder::ByteFallback => byte_fallback(tokens),
             Decoder::Fuse => vec![tokens.concat()],
-            Decoder::Strip {
-                content,
-                start,
-                stop,
-            } => tokens
-                .into_iter()
-                .map(|token| strip(&token, *content, *start, *stop))
-                .collect(),
-            Decoder::Replace { pattern, content } => tokens
-                .into_iter()
-                .map(|token| pattern.replace_all(&token, content))
-                .collect(),
-            Decoder::Sequence(parts) => parts
-                .iter()
-                .fold(tokens, |tokens, part| part.decode_chain(tokens)),
+            Decoder::Strip { content, start, stop } => tokens.into_iter().map(|token| strip(&token, *content, *start, *stop)).collect(),
+            Decoder::Replace { pattern, content } => tokens.into_iter().map(|token| pattern.replace_all(&token, content)).collect(),
+            Decoder::Sequence(parts) => parts.iter().fold(tokens, |tokens, part| part.decode_chain(tokens)),
         }
     }
 }
@@ -217,22 +170,9 @@ fn byte_fallback(tokens: Vec<String>) -> Vec<String> {
 /// Hugging Face's `Strip` on one token, counted in characters.
 fn strip(token: &str, content: char, start: usize, stop: usize) -> String {
     let chars: Vec<char> = token.chars().collect();
-    let start_cut = chars
-        .iter()
-        .take(start)
-        .take_while(|&&c| c == content)
-        .count();
-    let stop_cut = chars.len()
-        - chars
-            .iter()
-            .rev()
-            .take(stop)
-            .take_while(|&&c| c == content)
-            .count();
-    chars
-        .get(start_cut..stop_cut)
-        .map(|kept| kept.iter().collect())
-        .unwrap_or_default()
+    let start_cut = chars.iter().take(start).take_while(|&&c| c == content).count();
+    let stop_cut = chars.len() - chars.iter().rev().take(stop).take_while(|&&c| c == content).count();
+    chars.get(start_cut..stop_cut).map(|kept| kept.iter().collect()).unwrap_or_default()
 }
 
 /// Hugging Face's `cleanup`: the replacements in its order (each over the whole token).
@@ -260,29 +200,17 @@ mod tests {
 
     #[test]
     fn continuation_glues_and_first_token_keeps_its_prefix() {
-        let d = Decoder::WordPiece {
-            prefix: "##".into(),
-            cleanup: true,
-        };
-        assert_eq!(
-            d.decode(tokens(&["##a", "un", "##aff", "##able", "."])),
-            "##a unaffable."
-        );
+        let d = Decoder::WordPiece { prefix: "##".into(), cleanup: true };
+        assert_eq!(d.decode(tokens(&["##a", "un", "##aff", "##able", "."])), "##a unaffable.");
     }
 
     #[test]
     fn cleanup_is_per_token_so_it_only_sees_the_space_it_adds() {
-        let d = Decoder::WordPiece {
-            prefix: "##".into(),
-            cleanup: true,
-        };
+        let d = Decoder::WordPiece { prefix: "##".into(), cleanup: true };
         // Each token gets one leading space, so " ' " (space, quote, space) never occurs
         // within a token: "it's" does not come back.
         assert_eq!(d.decode(tokens(&["it", "'", "s"])), "it ' s");
-        let raw = Decoder::WordPiece {
-            prefix: "##".into(),
-            cleanup: false,
-        };
+        let raw = Decoder::WordPiece { prefix: "##".into(), cleanup: false };
         assert_eq!(raw.decode(tokens(&["a", ",", "b"])), "a , b");
     }
 
@@ -291,18 +219,13 @@ mod tests {
     #[test]
     fn byte_fallback_runs_become_text_or_one_replacement_per_byte() {
         let d = Decoder::Sequence(vec![Decoder::ByteFallback, Decoder::Fuse]);
-        let input = [
-            "<0xE4>", "<0xB8>", "<0xAD>", "a", "<0xE4>", "b", "<0xe4>", "<0xFF>",
-        ];
+        let input = ["<0xE4>", "<0xB8>", "<0xAD>", "a", "<0xE4>", "b", "<0xe4>", "<0xFF>"];
         assert_eq!(d.decode(tokens(&input)), "中a\u{FFFD}b\u{FFFD}\u{FFFD}");
     }
 
     #[test]
     fn metaspace_drops_every_replacement_of_the_first_token() {
-        let d = |strip_first| Decoder::Metaspace {
-            replacement: '\u{2581}',
-            strip_first,
-        };
+        let d = |strip_first| Decoder::Metaspace { replacement: '\u{2581}', strip_first };
         let input = ["\u{2581}a\u{2581}b", "\u{2581}c"];
         assert_eq!(d(true).decode(tokens(&input)), "ab c");
         assert_eq!(d(false).decode(tokens(&input)), " a b c");
@@ -310,26 +233,15 @@ mod tests {
 
     #[test]
     fn strip_counts_characters_and_never_panics() {
-        let d = Decoder::Strip {
-            content: ' ',
-            start: 2,
-            stop: 1,
-        };
+        let d = Decoder::Strip { content: ' ', start: 2, stop: 1 };
         assert_eq!(d.decode(tokens(&[" a ", "   x  ", "x"])), "a x x");
         // Hugging Face panics here (the cuts cross); the token becomes empty instead.
-        let d = Decoder::Strip {
-            content: ' ',
-            start: 1,
-            stop: 5,
-        };
+        let d = Decoder::Strip { content: ' ', start: 1, stop: 5 };
         assert_eq!(d.decode(tokens(&[" ", "ab"])), "ab");
     }
 
     #[test]
     fn byte_level_takes_tokens_outside_the_alphabet_as_written() {
-        assert_eq!(
-            Decoder::ByteLevel.decode(tokens(&["\u{120}a", "a b", "\u{e4}"])),
-            " aa b\u{FFFD}"
-        );
+        assert_eq!(Decoder::ByteLevel.decode(tokens(&["\u{120}a", "a b", "\u{e4}"])), " aa b\u{FFFD}");
     }
 }

@@ -6,15 +6,14 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::spec::{
-    AddedTokenSpec, DecoderSpec, ModelSpec, NormalizerSpec, PostProcessorSpec, PreTokenizerSpec,
-    SplitBehavior, SplitPattern, TemplatePiece, TemplateSpecialToken, TokenizerSpec,
+    AddedTokenSpec, DecoderSpec, ModelSpec, NormalizerSpec, PostProcessorSpec, PreTokenizerSpec, SplitBehavior, SplitPattern, TemplatePiece,
+    TemplateSpecialToken, TokenizerSpec,
 };
 use super::HfError;
 
 /// Parse a `tokenizer.json`.
 pub(crate) fn parse(bytes: &[u8]) -> Result<TokenizerSpec, HfError> {
-    let root: Value =
-        serde_json::from_slice(bytes).map_err(|err| HfError::Json(err.to_string()))?;
+    let root: Value = serde_json::from_slice(bytes).map_err(|err| HfError::Json(err.to_string()))?;
     let root = Obj::new(&root, "tokenizer.json".to_string())?;
     if let Some(version) = root.opt_str("version")? {
         if version != "1.0" {
@@ -29,43 +28,19 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<TokenizerSpec, HfError> {
             .map(|(i, item)| parse_added_token(item, format!("added_tokens[{i}]")))
             .collect::<Result<_, _>>()?,
     };
-    let normalizer = root
-        .opt_value("normalizer")
-        .map(|v| parse_normalizer(v, "normalizer".into()))
-        .transpose()?;
-    let pre_tokenizer = root
-        .opt_value("pre_tokenizer")
-        .map(|v| parse_pre_tokenizer(v, "pre_tokenizer".into()))
-        .transpose()?;
+    let normalizer = root.opt_value("normalizer").map(|v| parse_normalizer(v, "normalizer".into())).transpose()?;
+    let pre_tokenizer = root.opt_value("pre_tokenizer").map(|v| parse_pre_tokenizer(v, "pre_tokenizer".into())).transpose()?;
     let model = match root.opt_value("model") {
         Some(value) => parse_model(value, "model".into())?,
-        None => {
-            return Err(HfError::Missing {
-                path: "model".into(),
-            })
-        }
+        None => return Err(HfError::Missing { path: "model".into() }),
     };
-    let post_processor = root
-        .opt_value("post_processor")
-        .map(|v| parse_post_processor(v, "post_processor".into()))
-        .transpose()?;
-    let decoder = root
-        .opt_value("decoder")
-        .map(|v| parse_decoder(v, "decoder".into()))
-        .transpose()?;
+    let post_processor = root.opt_value("post_processor").map(|v| parse_post_processor(v, "post_processor".into())).transpose()?;
+    let decoder = root.opt_value("decoder").map(|v| parse_decoder(v, "decoder".into())).transpose()?;
     let truncation_max_length = match root.opt_value("truncation") {
         Some(value) => Obj::new(value, "truncation".into())?.opt_usize("max_length")?,
         None => None,
     };
-    Ok(TokenizerSpec {
-        added_tokens,
-        normalizer,
-        pre_tokenizer,
-        model,
-        post_processor,
-        decoder,
-        truncation_max_length,
-    })
+    Ok(TokenizerSpec { added_tokens, normalizer, pre_tokenizer, model, post_processor, decoder, truncation_max_length })
 }
 
 fn parse_added_token(value: &Value, path: String) -> Result<AddedTokenSpec, HfError> {
@@ -98,10 +73,7 @@ fn parse_normalizer(value: &Value, path: String) -> Result<NormalizerSpec, HfErr
             lowercase: obj.bool_or("lowercase", true)?,
         },
         "Prepend" => NormalizerSpec::Prepend(obj.req_str("prepend")?.to_string()),
-        "Replace" => NormalizerSpec::Replace {
-            pattern: obj.pattern("pattern")?,
-            content: obj.req_str("content")?.to_string(),
-        },
+        "Replace" => NormalizerSpec::Replace { pattern: obj.pattern("pattern")?, content: obj.req_str("content")?.to_string() },
         "Sequence" => NormalizerSpec::Sequence(obj.list("normalizers", parse_normalizer)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -113,12 +85,8 @@ fn parse_pre_tokenizer(value: &Value, path: String) -> Result<PreTokenizerSpec, 
         "BertPreTokenizer" => PreTokenizerSpec::Bert,
         "Whitespace" => PreTokenizerSpec::Whitespace,
         "WhitespaceSplit" => PreTokenizerSpec::WhitespaceSplit,
-        "Digits" => PreTokenizerSpec::Digits {
-            individual_digits: obj.bool_or("individual_digits", false)?,
-        },
-        "Punctuation" => PreTokenizerSpec::Punctuation {
-            behavior: obj.behavior_or("behavior", SplitBehavior::Isolated)?,
-        },
+        "Digits" => PreTokenizerSpec::Digits { individual_digits: obj.bool_or("individual_digits", false)? },
+        "Punctuation" => PreTokenizerSpec::Punctuation { behavior: obj.behavior_or("behavior", SplitBehavior::Isolated)? },
         "Sequence" => PreTokenizerSpec::Sequence(obj.list("pretokenizers", parse_pre_tokenizer)?),
         "ByteLevel" => PreTokenizerSpec::ByteLevel {
             add_prefix_space: obj.bool_or("add_prefix_space", true)?,
@@ -153,10 +121,7 @@ fn parse_model(value: &Value, path: String) -> Result<ModelSpec, HfError> {
         "WordPiece" => Ok(ModelSpec::WordPiece {
             vocab: parse_vocab(obj.req_value("vocab")?, obj.child("vocab"))?,
             unk_token: obj.opt_str("unk_token")?.unwrap_or("[UNK]").to_string(),
-            continuing_subword_prefix: obj
-                .opt_str("continuing_subword_prefix")?
-                .unwrap_or("##")
-                .to_string(),
+            continuing_subword_prefix: obj.opt_str("continuing_subword_prefix")?.unwrap_or("##").to_string(),
             max_input_chars_per_word: obj.opt_usize("max_input_chars_per_word")?.unwrap_or(100),
         }),
         "BPE" => {
@@ -171,20 +136,14 @@ fn parse_model(value: &Value, path: String) -> Result<ModelSpec, HfError> {
             };
             let dropout = match obj.opt_value("dropout") {
                 None => None,
-                Some(value) => Some(
-                    value
-                        .as_f64()
-                        .ok_or_else(|| wrong_type(obj.child("dropout"), "a number", value))?,
-                ),
+                Some(value) => Some(value.as_f64().ok_or_else(|| wrong_type(obj.child("dropout"), "a number", value))?),
             };
             Ok(ModelSpec::Bpe {
                 vocab: parse_vocab(obj.req_value("vocab")?, obj.child("vocab"))?,
                 merges,
                 dropout,
                 unk_token: obj.opt_str("unk_token")?.map(str::to_string),
-                continuing_subword_prefix: obj
-                    .opt_str("continuing_subword_prefix")?
-                    .map(str::to_string),
+                continuing_subword_prefix: obj.opt_str("continuing_subword_prefix")?.map(str::to_string),
                 end_of_word_suffix: obj.opt_str("end_of_word_suffix")?.map(str::to_string),
                 fuse_unk: obj.bool_or("fuse_unk", false)?,
                 byte_fallback: obj.bool_or("byte_fallback", false)?,
@@ -196,9 +155,7 @@ fn parse_model(value: &Value, path: String) -> Result<ModelSpec, HfError> {
 }
 
 fn parse_vocab(value: &Value, path: String) -> Result<HashMap<String, u32>, HfError> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| wrong_type(path.clone(), "an object of token -> id", value))?;
+    let map = value.as_object().ok_or_else(|| wrong_type(path.clone(), "an object of token -> id", value))?;
     let mut vocab = HashMap::with_capacity(map.len());
     for (token, id) in map {
         vocab.insert(token.clone(), as_u32(id, || format!("{path}[{token:?}]"))?);
@@ -211,17 +168,11 @@ fn parse_merge(value: &Value, path: String) -> Result<(String, String), HfError>
     match value {
         Value::String(line) => match line.split_once(' ') {
             Some((left, right)) => Ok((left.to_string(), right.to_string())),
-            None => Err(HfError::Invalid {
-                path,
-                message: format!("merge {line:?} is not \"left right\""),
-            }),
+            None => Err(HfError::Invalid { path, message: format!("merge {line:?} is not \"left right\"") }),
         },
         Value::Array(pair) => match pair.as_slice() {
             [Value::String(left), Value::String(right)] => Ok((left.clone(), right.clone())),
-            _ => Err(HfError::Invalid {
-                path,
-                message: "a merge pair must be two strings".into(),
-            }),
+            _ => Err(HfError::Invalid { path, message: "a merge pair must be two strings".into() }),
         },
         other => Err(wrong_type(path, "a string or a pair of strings", other)),
     }
@@ -234,9 +185,7 @@ fn parse_post_processor(value: &Value, path: String) -> Result<PostProcessorSpec
             let special_path = obj.child("special_tokens");
             let mut special_tokens = HashMap::new();
             if let Some(value) = obj.opt_value("special_tokens") {
-                let map = value
-                    .as_object()
-                    .ok_or_else(|| wrong_type(special_path.clone(), "an object", value))?;
+                let map = value.as_object().ok_or_else(|| wrong_type(special_path.clone(), "an object", value))?;
                 for (name, token) in map {
                     let token = Obj::new(token, format!("{special_path}[{name:?}]"))?;
                     let ids = array(token.req_value("ids")?, &token.child("ids"))?
@@ -245,17 +194,10 @@ fn parse_post_processor(value: &Value, path: String) -> Result<PostProcessorSpec
                         .collect::<Result<Vec<_>, _>>()?;
                     let tokens = array(token.req_value("tokens")?, &token.child("tokens"))?
                         .iter()
-                        .map(|t| {
-                            t.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| wrong_type(token.child("tokens"), "a string", t))
-                        })
+                        .map(|t| t.as_str().map(str::to_string).ok_or_else(|| wrong_type(token.child("tokens"), "a string", t)))
                         .collect::<Result<Vec<_>, _>>()?;
                     if ids.len() != tokens.len() {
-                        return Err(token.invalid(
-                            "ids",
-                            format!("{} ids but {} tokens", ids.len(), tokens.len()),
-                        ));
+                        return Err(token.invalid("ids", format!("{} ids but {} tokens", ids.len(), tokens.len())));
                     }
                     special_tokens.insert(name.clone(), TemplateSpecialToken { ids, tokens });
                 }
@@ -269,10 +211,7 @@ fn parse_post_processor(value: &Value, path: String) -> Result<PostProcessorSpec
                 special_tokens,
             }
         }
-        "BertProcessing" => PostProcessorSpec::Bert {
-            sep: obj.token_pair("sep")?,
-            cls: obj.token_pair("cls")?,
-        },
+        "BertProcessing" => PostProcessorSpec::Bert { sep: obj.token_pair("sep")?, cls: obj.token_pair("cls")? },
         "RobertaProcessing" => PostProcessorSpec::Roberta {
             sep: obj.token_pair("sep")?,
             cls: obj.token_pair("cls")?,
@@ -292,36 +231,21 @@ fn parse_template_piece(value: &Value, path: String) -> Result<TemplatePiece, Hf
     let obj = Obj::new(value, path)?;
     if let Some(inner) = obj.opt_value("Sequence") {
         let inner = Obj::new(inner, obj.child("Sequence"))?;
-        return Ok(TemplatePiece::Sequence {
-            id: inner.req_str("id")?.to_string(),
-            type_id: inner.opt_u32("type_id")?.unwrap_or(0),
-        });
+        return Ok(TemplatePiece::Sequence { id: inner.req_str("id")?.to_string(), type_id: inner.opt_u32("type_id")?.unwrap_or(0) });
     }
     if let Some(inner) = obj.opt_value("SpecialToken") {
         let inner = Obj::new(inner, obj.child("SpecialToken"))?;
-        return Ok(TemplatePiece::SpecialToken {
-            id: inner.req_str("id")?.to_string(),
-            type_id: inner.opt_u32("type_id")?.unwrap_or(0),
-        });
+        return Ok(TemplatePiece::SpecialToken { id: inner.req_str("id")?.to_string(), type_id: inner.opt_u32("type_id")?.unwrap_or(0) });
     }
-    Err(HfError::Invalid {
-        path: obj.path,
-        message: "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}".into(),
-    })
+    Err(HfError::Invalid { path: obj.path, message: "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}".into() })
 }
 
 fn parse_decoder(value: &Value, path: String) -> Result<DecoderSpec, HfError> {
     let obj = Obj::new(value, path)?;
     Ok(match obj.type_name()? {
-        "WordPiece" => DecoderSpec::WordPiece {
-            prefix: obj.opt_str("prefix")?.unwrap_or("##").to_string(),
-            cleanup: obj.bool_or("cleanup", true)?,
-        },
+        "WordPiece" => DecoderSpec::WordPiece { prefix: obj.opt_str("prefix")?.unwrap_or("##").to_string(), cleanup: obj.bool_or("cleanup", true)? },
         "ByteLevel" => DecoderSpec::ByteLevel,
-        "Metaspace" => DecoderSpec::Metaspace {
-            replacement: obj.char_or("replacement", '\u{2581}')?,
-            prepend_scheme: obj.prepend_scheme()?,
-        },
+        "Metaspace" => DecoderSpec::Metaspace { replacement: obj.char_or("replacement", '\u{2581}')?, prepend_scheme: obj.prepend_scheme()? },
         "ByteFallback" => DecoderSpec::ByteFallback,
         "Fuse" => DecoderSpec::Fuse,
         "Strip" => DecoderSpec::Strip {
@@ -329,10 +253,7 @@ fn parse_decoder(value: &Value, path: String) -> Result<DecoderSpec, HfError> {
             start: obj.opt_usize("start")?.unwrap_or(0),
             stop: obj.opt_usize("stop")?.unwrap_or(0),
         },
-        "Replace" => DecoderSpec::Replace {
-            pattern: obj.pattern("pattern")?,
-            content: obj.req_str("content")?.to_string(),
-        },
+        "Replace" => DecoderSpec::Replace { pattern: obj.pattern("pattern")?, content: obj.req_str("content")?.to_string() },
         "Sequence" => DecoderSpec::Sequence(obj.list("decoders", parse_decoder)?),
         other => return Err(obj.unsupported(other)),
     })
@@ -373,23 +294,15 @@ impl<'a> Obj<'a> {
     }
 
     fn missing(&self, key: &str) -> HfError {
-        HfError::Missing {
-            path: self.child(key),
-        }
+        HfError::Missing { path: self.child(key) }
     }
 
     fn invalid(&self, key: &str, message: String) -> HfError {
-        HfError::Invalid {
-            path: self.child(key),
-            message,
-        }
+        HfError::Invalid { path: self.child(key), message }
     }
 
     fn unsupported(&self, name: &str) -> HfError {
-        HfError::Unsupported {
-            part: self.path.clone(),
-            name: name.to_string(),
-        }
+        HfError::Unsupported { part: self.path.clone(), name: name.to_string() }
     }
 
     fn type_name(&self) -> Result<&'a str, HfError> {
@@ -421,9 +334,7 @@ impl<'a> Obj<'a> {
     }
 
     fn opt_u32(&self, key: &str) -> Result<Option<u32>, HfError> {
-        self.opt_value(key)
-            .map(|v| as_u32(v, || self.child(key)))
-            .transpose()
+        self.opt_value(key).map(|v| as_u32(v, || self.child(key))).transpose()
     }
 
     fn req_u32(&self, key: &str) -> Result<u32, HfError> {
@@ -472,10 +383,7 @@ impl<'a> Obj<'a> {
     fn prepend_scheme(&self) -> Result<String, HfError> {
         let scheme = self.opt_str("prepend_scheme")?;
         if self.opt_bool("add_prefix_space")? == Some(false) && scheme != Some("never") {
-            return Err(self.invalid(
-                "add_prefix_space",
-                format!("false does not match prepend_scheme {scheme:?}"),
-            ));
+            return Err(self.invalid("add_prefix_space", format!("false does not match prepend_scheme {scheme:?}")));
         }
         Ok(scheme.unwrap_or("always").to_string())
     }
@@ -486,10 +394,7 @@ impl<'a> Obj<'a> {
         match (pattern.opt_str("String")?, pattern.opt_str("Regex")?) {
             (Some(s), None) => Ok(SplitPattern::String(s.to_string())),
             (None, Some(r)) => Ok(SplitPattern::Regex(r.to_string())),
-            _ => Err(HfError::Invalid {
-                path: pattern.path,
-                message: "expected {\"String\": ...} or {\"Regex\": ...}".into(),
-            }),
+            _ => Err(HfError::Invalid { path: pattern.path, message: "expected {\"String\": ...} or {\"Regex\": ...}".into() }),
         }
     }
 
@@ -497,38 +402,23 @@ impl<'a> Obj<'a> {
     fn token_pair(&self, key: &str) -> Result<(String, u32), HfError> {
         let value = self.req_value(key)?;
         match value.as_array().map(Vec::as_slice) {
-            Some([Value::String(token), id]) => {
-                Ok((token.clone(), as_u32(id, || self.child(key))?))
-            }
+            Some([Value::String(token), id]) => Ok((token.clone(), as_u32(id, || self.child(key))?)),
             _ => Err(wrong_type(self.child(key), "a [token, id] pair", value)),
         }
     }
 
-    fn list<T>(
-        &self,
-        key: &str,
-        parse: impl Fn(&Value, String) -> Result<T, HfError>,
-    ) -> Result<Vec<T>, HfError> {
+    fn list<T>(&self, key: &str, parse: impl Fn(&Value, String) -> Result<T, HfError>) -> Result<Vec<T>, HfError> {
         let path = self.child(key);
-        array(self.req_value(key)?, &path)?
-            .iter()
-            .enumerate()
-            .map(|(i, item)| parse(item, format!("{path}[{i}]")))
-            .collect()
+        array(self.req_value(key)?, &path)?.iter().enumerate().map(|(i, item)| parse(item, format!("{path}[{i}]"))).collect()
     }
 }
 
 fn array<'a>(value: &'a Value, path: &str) -> Result<&'a Vec<Value>, HfError> {
-    value
-        .as_array()
-        .ok_or_else(|| wrong_type(path.to_string(), "an array", value))
+    value.as_array().ok_or_else(|| wrong_type(path.to_string(), "an array", value))
 }
 
 fn as_u32(value: &Value, path: impl FnOnce() -> String) -> Result<u32, HfError> {
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| wrong_type(path(), "an id (0..2^32)", value))
+    value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| wrong_type(path(), "an id (0..2^32)", value))
 }
 
 fn wrong_type(path: String, expected: &'static str, got: &Value) -> HfError {

@@ -66,11 +66,7 @@ pub enum HfError {
     Missing { path: String },
     /// A value has the wrong JSON type.
     #[error("{path}: expected {expected}, got {got}")]
-    WrongType {
-        path: String,
-        expected: &'static str,
-        got: &'static str,
-    },
+    WrongType { path: String, expected: &'static str, got: &'static str },
     /// A value has the right type but cannot be used.
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
@@ -117,11 +113,7 @@ impl Draft {
 
     /// Move everything out, leaving an empty draft that still records texts if this one did.
     fn take_all(&mut self) -> Draft {
-        Draft {
-            ids: std::mem::take(&mut self.ids),
-            offsets: std::mem::take(&mut self.offsets),
-            texts: self.texts.as_mut().map(std::mem::take),
-        }
+        Draft { ids: std::mem::take(&mut self.ids), offsets: std::mem::take(&mut self.offsets), texts: self.texts.as_mut().map(std::mem::take) }
     }
 
     fn append(&mut self, mut other: Draft) {
@@ -156,32 +148,14 @@ impl HfTokenizer {
     pub fn from_spec(spec: TokenizerSpec) -> Result<HfTokenizer, HfError> {
         // BPE reads byte-level words as raw bytes (faster); WordPiece gets them spelled.
         let model_reads_bytes = matches!(spec.model, ModelSpec::Bpe { .. });
-        let pre_tokenizer = spec
-            .pre_tokenizer
-            .as_ref()
-            .map(|pre| PreTokenizer::new(pre, model_reads_bytes))
-            .transpose()?;
-        let byte_level = pre_tokenizer
-            .as_ref()
-            .is_some_and(PreTokenizer::ends_byte_level);
+        let pre_tokenizer = spec.pre_tokenizer.as_ref().map(|pre| PreTokenizer::new(pre, model_reads_bytes)).transpose()?;
+        let byte_level = pre_tokenizer.as_ref().is_some_and(PreTokenizer::ends_byte_level);
         let model = Model::new(spec.model, byte_level)?;
         let decoder = spec.decoder.as_ref().map(Decoder::new).transpose()?;
-        let post_processor = spec
-            .post_processor
-            .as_ref()
-            .map(PostProcessor::new)
-            .transpose()?;
+        let post_processor = spec.post_processor.as_ref().map(PostProcessor::new).transpose()?;
         let normalizer = spec.normalizer.map(Normalizer::new).transpose()?;
         let added = AddedVocabulary::new(&spec.added_tokens, &model, normalizer.as_ref());
-        Ok(HfTokenizer {
-            normalizer,
-            pre_tokenizer,
-            model,
-            added,
-            post_processor,
-            decoder,
-            truncation_max_length: spec.truncation_max_length,
-        })
+        Ok(HfTokenizer { normalizer, pre_tokenizer, model, added, post_processor, decoder, truncation_max_length: spec.truncation_max_length })
     }
 
     /// Token ids of `text`; with `add_special` the post-processor adds its tokens (`[CLS]` ...
@@ -199,39 +173,21 @@ impl HfTokenizer {
     /// instead. The patterns of GPT-2, Llama 3 and Qwen2 never fail.
     pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Encoding {
         // Lenient encoding never fails, so the default is never used.
-        self.encode_inner(text, add_special, true)
-            .unwrap_or_default()
+        self.encode_inner(text, add_special, true).unwrap_or_default()
     }
 
     /// Like [`HfTokenizer::encode_with_offsets`], but a `Split` regex that gives up is an error.
-    pub fn try_encode_with_offsets(
-        &self,
-        text: &str,
-        add_special: bool,
-    ) -> Result<Encoding, HfError> {
+    pub fn try_encode_with_offsets(&self, text: &str, add_special: bool) -> Result<Encoding, HfError> {
         self.encode_inner(text, add_special, false)
     }
 
-    fn encode_inner(
-        &self,
-        text: &str,
-        add_special: bool,
-        lenient: bool,
-    ) -> Result<Encoding, HfError> {
-        let needs_texts = self
-            .post_processor
-            .as_ref()
-            .is_some_and(PostProcessor::needs_token_texts);
-        let mut draft = Draft {
-            texts: needs_texts.then(Vec::new),
-            ..Draft::default()
-        };
+    fn encode_inner(&self, text: &str, add_special: bool, lenient: bool) -> Result<Encoding, HfError> {
+        let needs_texts = self.post_processor.as_ref().is_some_and(PostProcessor::needs_token_texts);
+        let mut draft = Draft { texts: needs_texts.then(Vec::new), ..Draft::default() };
         let mut scratch = BpeScratch::default();
         for cut in self.added.cut_raw(text) {
             match cut {
-                Cut::Token { id, range } => {
-                    draft.push(id, (range.start, range.end), || text[range].to_string())
-                }
+                Cut::Token { id, range } => draft.push(id, (range.start, range.end), || text[range].to_string()),
                 Cut::Text(range) => {
                     let mut normalized = NormalizedText::new(&text[range.clone()], range.start);
                     if let Some(normalizer) = &self.normalizer {
@@ -244,26 +200,13 @@ impl HfTokenizer {
         if let Some(post_processor) = &self.post_processor {
             post_processor.apply(&mut draft, add_special);
         }
-        Ok(Encoding {
-            ids: draft.ids,
-            offsets: draft.offsets,
-        })
+        Ok(Encoding { ids: draft.ids, offsets: draft.offsets })
     }
 
     /// Steps 2 to 4 of the pipeline on one normalized span.
-    fn encode_normalized(
-        &self,
-        normalized: &NormalizedText,
-        draft: &mut Draft,
-        scratch: &mut BpeScratch,
-        lenient: bool,
-    ) -> Result<(), HfError> {
+    fn encode_normalized(&self, normalized: &NormalizedText, draft: &mut Draft, scratch: &mut BpeScratch, lenient: bool) -> Result<(), HfError> {
         let text = normalized.as_str();
-        let cuts = if self.added.has_normalized() {
-            self.added.cut_normalized(text)
-        } else {
-            vec![Cut::Text(0..text.len())]
-        };
+        let cuts = if self.added.has_normalized() { self.added.cut_normalized(text) } else { vec![Cut::Text(0..text.len())] };
         let mut pieces = Vec::new();
         for cut in cuts {
             match cut {
@@ -273,31 +216,22 @@ impl HfTokenizer {
                 }
                 Cut::Text(range) => {
                     let words = match &self.pre_tokenizer {
-                        Some(pre) => pre
-                            .run(normalized, range, lenient)
-                            .map_err(|error| HfError::Split(error.to_string()))?,
+                        Some(pre) => pre.run(normalized, range, lenient).map_err(|error| HfError::Split(error.to_string()))?,
                         None => pretok::Words {
                             text: std::borrow::Cow::Borrowed(normalized),
-                            ranges: if range.is_empty() {
-                                vec![]
-                            } else {
-                                vec![range]
-                            },
+                            ranges: if range.is_empty() { vec![] } else { vec![range] },
                             byte_level: false,
                         },
                     };
                     let buffer = words.text.as_ref();
                     for word in &words.ranges {
                         pieces.clear();
-                        self.model
-                            .tokenize(&buffer.as_str()[word.clone()], scratch, &mut pieces);
+                        self.model.tokenize(&buffer.as_str()[word.clone()], scratch, &mut pieces);
                         for piece in &pieces {
                             let start = word.start + piece.span.0;
                             let end = word.start + piece.span.1;
                             let span = buffer.original_span(start..end).unwrap_or((0, 0));
-                            draft.push(piece.id, span, || {
-                                self.id_to_token(piece.id).unwrap_or_default().to_string()
-                            });
+                            draft.push(piece.id, span, || self.id_to_token(piece.id).unwrap_or_default().to_string());
                         }
                     }
                 }
@@ -318,10 +252,7 @@ impl HfTokenizer {
     /// come from; without a pre-tokenizer, the whole text. See
     /// [`HfTokenizer::pre_tokenize_str`] for their texts.
     pub fn pre_tokenize(&self, text: &str) -> Vec<std::ops::Range<usize>> {
-        self.pre_tokenize_str(text)
-            .into_iter()
-            .map(|(_, (start, end))| start..end)
-            .collect()
+        self.pre_tokenize_str(text).into_iter().map(|(_, (start, end))| start..end).collect()
     }
 
     /// Hugging Face's `pre_tokenizer.pre_tokenize_str`: the words the pre-tokenizer alone
@@ -371,16 +302,12 @@ impl HfTokenizer {
 
     /// Id of a token text (added tokens first, then the model's vocabulary).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.added
-            .token_to_id(token)
-            .or_else(|| self.model.token_to_id(token))
+        self.added.token_to_id(token).or_else(|| self.model.token_to_id(token))
     }
 
     /// Text of a token id (added tokens first, then the model's vocabulary).
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.added
-            .id_to_token(id)
-            .or_else(|| self.model.id_to_token(id))
+        self.added.id_to_token(id).or_else(|| self.model.id_to_token(id))
     }
 
     /// Number of entries in the model's vocabulary (added tokens outside it not counted).

@@ -21,17 +21,9 @@ impl Model {
     /// end-of-word suffix, which no supported tokenizer family uses.
     pub fn new(spec: ModelSpec, byte_level: bool) -> Result<Model, HfError> {
         match spec {
-            ModelSpec::WordPiece {
-                vocab,
-                unk_token,
-                continuing_subword_prefix,
-                max_input_chars_per_word,
-            } => Ok(Model::WordPiece(WordPiece::new(
-                vocab,
-                &unk_token,
-                &continuing_subword_prefix,
-                max_input_chars_per_word,
-            )?)),
+            ModelSpec::WordPiece { vocab, unk_token, continuing_subword_prefix, max_input_chars_per_word } => {
+                Ok(Model::WordPiece(WordPiece::new(vocab, &unk_token, &continuing_subword_prefix, max_input_chars_per_word)?))
+            }
             ModelSpec::Bpe {
                 vocab,
                 merges,
@@ -46,30 +38,15 @@ impl Model {
                 if let Some(dropout) = dropout.filter(|&p| p != 0.0) {
                     return Err(HfError::Invalid {
                         path: "model.dropout".into(),
-                        message: format!(
-                            "dropout {dropout} makes encoding random; only null is supported"
-                        ),
+                        message: format!("dropout {dropout} makes encoding random; only null is supported"),
                     });
                 }
-                for (key, value) in [
-                    ("continuing_subword_prefix", &continuing_subword_prefix),
-                    ("end_of_word_suffix", &end_of_word_suffix),
-                ] {
+                for (key, value) in [("continuing_subword_prefix", &continuing_subword_prefix), ("end_of_word_suffix", &end_of_word_suffix)] {
                     if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-                        return Err(HfError::Unsupported {
-                            part: format!("model.{key}"),
-                            name: value.clone(),
-                        });
+                        return Err(HfError::Unsupported { part: format!("model.{key}"), name: value.clone() });
                     }
                 }
-                let settings = BpeSettings {
-                    vocab,
-                    merges,
-                    unk_token,
-                    fuse_unk,
-                    byte_fallback,
-                    ignore_merges,
-                };
+                let settings = BpeSettings { vocab, merges, unk_token, fuse_unk, byte_fallback, ignore_merges };
                 Ok(Model::Bpe(Box::new(BpeModel::new(settings, byte_level)?)))
             }
         }

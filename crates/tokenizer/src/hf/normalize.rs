@@ -18,10 +18,7 @@ pub(crate) enum Normalizer {
     /// Put the text before a non-empty text.
     Prepend(String),
     /// Replace every match by `content`.
-    Replace {
-        pattern: TextPattern,
-        content: String,
-    },
+    Replace { pattern: TextPattern, content: String },
     /// Each in turn.
     Sequence(Vec<Normalizer>),
 }
@@ -35,16 +32,11 @@ impl Normalizer {
     fn at(spec: NormalizerSpec, path: String) -> Result<Normalizer, HfError> {
         Ok(match spec {
             NormalizerSpec::Prepend(prefix) => Normalizer::Prepend(prefix),
-            NormalizerSpec::Replace { pattern, content } => Normalizer::Replace {
-                pattern: TextPattern::new(&pattern, &format!("{path}.pattern"))?,
-                content,
-            },
+            NormalizerSpec::Replace { pattern, content } => {
+                Normalizer::Replace { pattern: TextPattern::new(&pattern, &format!("{path}.pattern"))?, content }
+            }
             NormalizerSpec::Sequence(parts) => Normalizer::Sequence(
-                parts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, part)| Normalizer::at(part, format!("{path}.normalizers[{i}]")))
-                    .collect::<Result<_, _>>()?,
+                parts.into_iter().enumerate().map(|(i, part)| Normalizer::at(part, format!("{path}.normalizers[{i}]"))).collect::<Result<_, _>>()?,
             ),
             plain => Normalizer::Plain(plain),
         })
@@ -85,12 +77,7 @@ fn apply_plain(spec: &NormalizerSpec, text: &mut NormalizedText) {
         // Hugging Face's StripAccents removes every combining mark (M*, Unicode 9), not just
         // the non-spacing ones that BertNormalizer removes.
         NormalizerSpec::StripAccents => text.filter(|c| !is_combining_mark(c)),
-        NormalizerSpec::Bert {
-            clean_text,
-            handle_chinese_chars,
-            strip_accents,
-            lowercase,
-        } => {
+        NormalizerSpec::Bert { clean_text, handle_chinese_chars, strip_accents, lowercase } => {
             if *clean_text {
                 text.filter(|c| !(c == '\0' || c == '\u{FFFD}' || is_bert_control(c)));
                 text.map(|c| if is_bert_whitespace(c) { ' ' } else { c });
@@ -114,9 +101,7 @@ fn apply_plain(spec: &NormalizerSpec, text: &mut NormalizedText) {
             }
         }
         // Compiled into their own variants by `Normalizer::new`.
-        NormalizerSpec::Prepend(_)
-        | NormalizerSpec::Replace { .. }
-        | NormalizerSpec::Sequence(_) => {}
+        NormalizerSpec::Prepend(_) | NormalizerSpec::Replace { .. } | NormalizerSpec::Sequence(_) => {}
     }
 }
 
@@ -125,13 +110,7 @@ mod tests {
     use super::*;
 
     fn bert(strip_accents: Option<bool>, lowercase: bool) -> Normalizer {
-        Normalizer::new(NormalizerSpec::Bert {
-            clean_text: true,
-            handle_chinese_chars: true,
-            strip_accents,
-            lowercase,
-        })
-        .unwrap()
+        Normalizer::new(NormalizerSpec::Bert { clean_text: true, handle_chinese_chars: true, strip_accents, lowercase }).unwrap()
     }
 
     #[test]
@@ -144,10 +123,7 @@ mod tests {
 
     #[test]
     fn clean_text_removes_controls_and_spaces_out_whitespace() {
-        assert_eq!(
-            bert(None, true).normalize_str("a\u{0}b\u{FFFD}c\td\u{3000}e\u{200B}f\x0Bg"),
-            "abc d efg"
-        );
+        assert_eq!(bert(None, true).normalize_str("a\u{0}b\u{FFFD}c\td\u{3000}e\u{200B}f\x0Bg"), "abc d efg");
     }
 
     #[test]
@@ -160,21 +136,14 @@ mod tests {
         use super::super::spec::SplitPattern;
         let llama = Normalizer::new(NormalizerSpec::Sequence(vec![
             NormalizerSpec::Prepend("\u{2581}".into()),
-            NormalizerSpec::Replace {
-                pattern: SplitPattern::String(" ".into()),
-                content: "\u{2581}".into(),
-            },
+            NormalizerSpec::Replace { pattern: SplitPattern::String(" ".into()), content: "\u{2581}".into() },
         ]))
         .unwrap();
         let mut text = NormalizedText::new(" a b", 10);
         llama.apply(&mut text);
         assert_eq!(text.as_str(), "\u{2581}\u{2581}a\u{2581}b");
         // The prepended space takes the span of the first character, each replaced space its own.
-        let spans: Vec<_> = text
-            .as_str()
-            .char_indices()
-            .map(|(at, _)| text.span_at(at).unwrap())
-            .collect();
+        let spans: Vec<_> = text.as_str().char_indices().map(|(at, _)| text.span_at(at).unwrap()).collect();
         assert_eq!(spans, [(10, 11), (10, 11), (11, 12), (12, 13), (13, 14)]);
         assert_eq!(llama.normalize_str(""), "");
     }

@@ -10,9 +10,7 @@
 
 use std::ops::Range;
 
-use unicode_normalization_alignments::{
-    is_nfc_quick, is_nfd_quick, is_nfkc_quick, is_nfkd_quick, IsNormalized, UnicodeNormalization,
-};
+use unicode_normalization_alignments::{is_nfc_quick, is_nfd_quick, is_nfkc_quick, is_nfkd_quick, IsNormalized, UnicodeNormalization};
 
 /// A byte span `(start, end)` of the original text.
 pub(crate) type Span = (usize, usize);
@@ -35,21 +33,13 @@ impl NormalizedText {
             let span = (base + at, base + at + c.len_utf8());
             spans.extend(std::iter::repeat_n(span, c.len_utf8()));
         }
-        NormalizedText {
-            text: text.to_string(),
-            spans,
-            base,
-        }
+        NormalizedText { text: text.to_string(), spans, base }
     }
 
     /// An empty text, to be filled with [`NormalizedText::push_slice`] and
     /// [`NormalizedText::push_char`], for an original that starts at byte `base`.
     pub fn empty(base: usize, capacity: usize) -> NormalizedText {
-        NormalizedText {
-            text: String::with_capacity(capacity),
-            spans: Vec::with_capacity(capacity),
-            base,
-        }
+        NormalizedText { text: String::with_capacity(capacity), spans: Vec::with_capacity(capacity), base }
     }
 
     /// Length in bytes.
@@ -277,10 +267,7 @@ mod tests {
     use super::*;
 
     fn spans_of(n: &NormalizedText) -> Vec<Span> {
-        n.as_str()
-            .char_indices()
-            .map(|(at, _)| n.spans[at])
-            .collect()
+        n.as_str().char_indices().map(|(at, _)| n.spans[at]).collect()
     }
 
     #[test]

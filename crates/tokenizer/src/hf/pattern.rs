@@ -24,10 +24,7 @@ impl TextPattern {
                 .oniguruma_mode(true)
                 .build()
                 .map(TextPattern::Regex)
-                .map_err(|error| HfError::Invalid {
-                    path: path.to_string(),
-                    message: format!("regex {regex:?} does not compile: {error}"),
-                }),
+                .map_err(|error| HfError::Invalid { path: path.to_string(), message: format!("regex {regex:?} does not compile: {error}") }),
         }
     }
 
@@ -37,15 +34,8 @@ impl TextPattern {
     pub fn find_all(&self, text: &str) -> Vec<Range<usize>> {
         match self {
             TextPattern::Literal(literal) if literal.is_empty() => Vec::new(),
-            TextPattern::Literal(literal) => text
-                .match_indices(literal.as_str())
-                .map(|(at, found)| at..at + found.len())
-                .collect(),
-            TextPattern::Regex(regex) => regex
-                .find_iter(text)
-                .map_while(Result::ok)
-                .map(|found| found.range())
-                .collect(),
+            TextPattern::Literal(literal) => text.match_indices(literal.as_str()).map(|(at, found)| at..at + found.len()).collect(),
+            TextPattern::Regex(regex) => regex.find_iter(text).map_while(Result::ok).map(|found| found.range()).collect(),
         }
     }
 
@@ -70,10 +60,7 @@ mod tests {
     #[test]
     fn literal_and_regex_replace_every_match() {
         let space = TextPattern::new(&SplitPattern::String(" ".into()), "p").unwrap();
-        assert_eq!(
-            space.replace_all("a b  c", "\u{2581}"),
-            "a\u{2581}b\u{2581}\u{2581}c"
-        );
+        assert_eq!(space.replace_all("a b  c", "\u{2581}"), "a\u{2581}b\u{2581}\u{2581}c");
         let runs = TextPattern::new(&SplitPattern::Regex(r"\s+".into()), "p").unwrap();
         assert_eq!(runs.replace_all("a b \t c", "_"), "a_b_c");
         let empty = TextPattern::new(&SplitPattern::String(String::new()), "p").unwrap();
@@ -82,8 +69,7 @@ mod tests {
 
     #[test]
     fn bad_regex_is_an_error_naming_the_path() {
-        let error = TextPattern::new(&SplitPattern::Regex("(".into()), "decoder.pattern")
-            .expect_err("an open group does not compile");
+        let error = TextPattern::new(&SplitPattern::Regex("(".into()), "decoder.pattern").expect_err("an open group does not compile");
         assert!(error.to_string().contains("decoder.pattern"), "{error}");
     }
 }

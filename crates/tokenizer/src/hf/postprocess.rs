@@ -37,11 +37,7 @@ impl PostProcessor {
     /// that the single template uses only `$A`.
     pub fn new(spec: &PostProcessorSpec) -> Result<PostProcessor, HfError> {
         Ok(match spec {
-            PostProcessorSpec::Template {
-                single,
-                pair,
-                special_tokens,
-            } => {
+            PostProcessorSpec::Template { single, pair, special_tokens } => {
                 check_template("post_processor.pair", pair, special_tokens)?;
                 check_template("post_processor.single", single, special_tokens)?;
                 let mut expanded = Vec::new();
@@ -66,34 +62,17 @@ impl PostProcessor {
                 }
                 PostProcessor::Template(expanded)
             }
-            PostProcessorSpec::Bert { sep, cls } => PostProcessor::Bert {
-                cls: (cls.1, cls.0.clone()),
-                sep: (sep.1, sep.0.clone()),
-            },
-            PostProcessorSpec::Roberta {
-                sep,
-                cls,
-                trim_offsets,
-                add_prefix_space,
-            } => PostProcessor::Roberta {
+            PostProcessorSpec::Bert { sep, cls } => PostProcessor::Bert { cls: (cls.1, cls.0.clone()), sep: (sep.1, sep.0.clone()) },
+            PostProcessorSpec::Roberta { sep, cls, trim_offsets, add_prefix_space } => PostProcessor::Roberta {
                 cls: (cls.1, cls.0.clone()),
                 sep: (sep.1, sep.0.clone()),
                 trim_offsets: *trim_offsets,
                 add_prefix_space: *add_prefix_space,
             },
-            PostProcessorSpec::ByteLevel {
-                add_prefix_space,
-                trim_offsets,
-            } => PostProcessor::ByteLevel {
-                trim_offsets: *trim_offsets,
-                add_prefix_space: *add_prefix_space,
-            },
-            PostProcessorSpec::Sequence(parts) => PostProcessor::Sequence(
-                parts
-                    .iter()
-                    .map(PostProcessor::new)
-                    .collect::<Result<_, _>>()?,
-            ),
+            PostProcessorSpec::ByteLevel { add_prefix_space, trim_offsets } => {
+                PostProcessor::ByteLevel { trim_offsets: *trim_offsets, add_prefix_space: *add_prefix_space }
+            }
+            PostProcessorSpec::Sequence(parts) => PostProcessor::Sequence(parts.iter().map(PostProcessor::new).collect::<Result<_, _>>()?),
         })
     }
 
@@ -101,8 +80,7 @@ impl PostProcessor {
     pub fn needs_token_texts(&self) -> bool {
         match self {
             PostProcessor::Template(_) | PostProcessor::Bert { .. } => false,
-            PostProcessor::Roberta { trim_offsets, .. }
-            | PostProcessor::ByteLevel { trim_offsets, .. } => *trim_offsets,
+            PostProcessor::Roberta { trim_offsets, .. } | PostProcessor::ByteLevel { trim_offsets, .. } => *trim_offsets,
             PostProcessor::Sequence(parts) => parts.iter().any(PostProcessor::needs_token_texts),
         }
     }
@@ -132,12 +110,7 @@ impl PostProcessor {
                     wrap(draft, cls, sep);
                 }
             }
-            PostProcessor::Roberta {
-                cls,
-                sep,
-                trim_offsets,
-                add_prefix_space,
-            } => {
+            PostProcessor::Roberta { cls, sep, trim_offsets, add_prefix_space } => {
                 if *trim_offsets {
                     trim_byte_level_offsets(draft, *add_prefix_space);
                 }
@@ -145,10 +118,7 @@ impl PostProcessor {
                     wrap(draft, cls, sep);
                 }
             }
-            PostProcessor::ByteLevel {
-                trim_offsets,
-                add_prefix_space,
-            } => {
+            PostProcessor::ByteLevel { trim_offsets, add_prefix_space } => {
                 if *trim_offsets {
                     trim_byte_level_offsets(draft, *add_prefix_space);
                 }
@@ -162,18 +132,11 @@ impl PostProcessor {
     }
 }
 
-fn check_template(
-    path: &str,
-    pieces: &[TemplatePiece],
-    special_tokens: &HashMap<String, TemplateSpecialToken>,
-) -> Result<(), HfError> {
+fn check_template(path: &str, pieces: &[TemplatePiece], special_tokens: &HashMap<String, TemplateSpecialToken>) -> Result<(), HfError> {
     for piece in pieces {
         if let TemplatePiece::SpecialToken { id, .. } = piece {
             if !special_tokens.contains_key(id) {
-                return Err(HfError::Invalid {
-                    path: path.to_string(),
-                    message: format!("special token {id:?} is not in special_tokens"),
-                });
+                return Err(HfError::Invalid { path: path.to_string(), message: format!("special token {id:?} is not in special_tokens") });
             }
         }
     }

@@ -38,10 +38,7 @@ impl PrependScheme {
             "always" => Ok(PrependScheme::Always),
             "first" => Ok(PrependScheme::First),
             "never" => Ok(PrependScheme::Never),
-            other => Err(HfError::Invalid {
-                path: format!("{path}.prepend_scheme"),
-                message: format!("unknown prepend scheme {other:?}"),
-            }),
+            other => Err(HfError::Invalid { path: format!("{path}.prepend_scheme"), message: format!("unknown prepend scheme {other:?}") }),
         }
     }
 }
@@ -51,15 +48,8 @@ impl PrependScheme {
 enum Step {
     Cut(Splitter),
     Split(RegexSplit),
-    ByteLevel {
-        add_prefix_space: bool,
-        use_regex: bool,
-    },
-    Metaspace {
-        replacement: char,
-        prepend: PrependScheme,
-        split: bool,
-    },
+    ByteLevel { add_prefix_space: bool, use_regex: bool },
+    Metaspace { replacement: char, prepend: PrependScheme, split: bool },
 }
 
 /// A pre-tokenizer ready to run: its steps, nested sequences flattened.
@@ -97,21 +87,8 @@ impl PreTokenizer {
     /// Cut `text[range]` into words. A `Split` regex that gives up on a piece (fancy-regex's
     /// backtracking limit; never the hand-written patterns) is an error, or with `lenient` leaves
     /// that piece whole.
-    pub fn run<'a>(
-        &self,
-        text: &'a NormalizedText,
-        range: Range<usize>,
-        lenient: bool,
-    ) -> Result<Words<'a>, SplitError> {
-        let mut words = Words {
-            text: Cow::Borrowed(text),
-            ranges: if range.is_empty() {
-                vec![]
-            } else {
-                vec![range]
-            },
-            byte_level: false,
-        };
+    pub fn run<'a>(&self, text: &'a NormalizedText, range: Range<usize>, lenient: bool) -> Result<Words<'a>, SplitError> {
+        let mut words = Words { text: Cow::Borrowed(text), ranges: if range.is_empty() { vec![] } else { vec![range] }, byte_level: false };
         let mut next = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
             let last = i + 1 == self.steps.len();
@@ -127,31 +104,20 @@ impl PreTokenizer {
                     for range in &words.ranges {
                         found.clear();
                         match split.split(&words.text.as_str()[range.clone()], &mut found) {
-                            Ok(()) => next.extend(
-                                found
-                                    .iter()
-                                    .map(|r| range.start + r.start..range.start + r.end),
-                            ),
+                            Ok(()) => next.extend(found.iter().map(|r| range.start + r.start..range.start + r.end)),
                             Err(_) if lenient => next.push(range.clone()),
                             Err(error) => return Err(error),
                         }
                     }
                 }
-                Step::ByteLevel {
-                    add_prefix_space,
-                    use_regex,
-                } => {
+                Step::ByteLevel { add_prefix_space, use_regex } => {
                     if *add_prefix_space {
                         prefix_spaces(&mut words);
                     }
                     if *use_regex {
                         for range in &words.ranges {
                             let piece = &words.text.as_str()[range.clone()];
-                            next.extend(
-                                Pattern::Gpt2
-                                    .pieces(piece)
-                                    .map(|r| range.start + r.start..range.start + r.end),
-                            );
+                            next.extend(Pattern::Gpt2.pieces(piece).map(|r| range.start + r.start..range.start + r.end));
                         }
                     } else {
                         next.append(&mut words.ranges);
@@ -162,11 +128,7 @@ impl PreTokenizer {
                         spell_byte_level(&mut words.text, &mut next);
                     }
                 }
-                Step::Metaspace {
-                    replacement,
-                    prepend,
-                    split,
-                } => metaspace(&mut words, *replacement, *prepend, *split, &mut next),
+                Step::Metaspace { replacement, prepend, split } => metaspace(&mut words, *replacement, *prepend, *split, &mut next),
             }
             std::mem::swap(&mut words.ranges, &mut next);
         }
@@ -185,39 +147,21 @@ fn add_steps(spec: &PreTokenizerSpec, path: String, steps: &mut Vec<Step>) -> Re
                 add_steps(part, format!("{path}.pretokenizers[{i}]"), steps)?;
             }
         }
-        PreTokenizerSpec::Split {
-            pattern,
-            behavior,
-            invert,
-        } => {
+        PreTokenizerSpec::Split { pattern, behavior, invert } => {
             let behavior = scan_behavior(*behavior);
             let split = match pattern {
                 SplitPattern::String(literal) => RegexSplit::literal(literal, behavior, *invert),
                 SplitPattern::Regex(regex) => RegexSplit::new(regex, behavior, *invert),
             }
-            .map_err(|error| HfError::Invalid {
-                path: format!("{path}.pattern"),
-                message: error.to_string(),
-            })?;
+            .map_err(|error| HfError::Invalid { path: format!("{path}.pattern"), message: error.to_string() })?;
             steps.push(Step::Split(split));
         }
-        PreTokenizerSpec::ByteLevel {
-            add_prefix_space,
-            use_regex,
-            ..
-        } => steps.push(Step::ByteLevel {
-            add_prefix_space: *add_prefix_space,
-            use_regex: *use_regex,
-        }),
-        PreTokenizerSpec::Metaspace {
-            replacement,
-            prepend_scheme,
-            split,
-        } => steps.push(Step::Metaspace {
-            replacement: *replacement,
-            prepend: PrependScheme::from_name(prepend_scheme, &path)?,
-            split: *split,
-        }),
+        PreTokenizerSpec::ByteLevel { add_prefix_space, use_regex, .. } => {
+            steps.push(Step::ByteLevel { add_prefix_space: *add_prefix_space, use_regex: *use_regex })
+        }
+        PreTokenizerSpec::Metaspace { replacement, prepend_scheme, split } => {
+            steps.push(Step::Metaspace { replacement: *replacement, prepend: PrependScheme::from_name(prepend_scheme, &path)?, split: *split })
+        }
         // Taken by `Splitter::from_spec` above.
         PreTokenizerSpec::Bert
         | PreTokenizerSpec::Whitespace
@@ -242,11 +186,7 @@ fn scan_behavior(behavior: SplitBehavior) -> ScanBehavior {
 /// with the span of the piece's first character (Hugging Face's `prepend`).
 fn prefix_spaces(words: &mut Words) {
     let text = words.text.as_str();
-    if words
-        .ranges
-        .iter()
-        .all(|r| text[r.clone()].starts_with(' '))
-    {
+    if words.ranges.iter().all(|r| text[r.clone()].starts_with(' ')) {
         return;
     }
     let old = words.text.as_ref();
@@ -287,13 +227,7 @@ fn spell_byte_level(text: &mut Cow<NormalizedText>, ranges: &mut [Range<usize>])
 /// `Metaspace`: in each piece, spaces become `replacement`; then `replacement` goes before the
 /// piece unless it starts with one (only for the piece at original offset 0 with `First`);
 /// then, with `split`, a cut before every `replacement`.
-fn metaspace(
-    words: &mut Words,
-    replacement: char,
-    prepend: PrependScheme,
-    split: bool,
-    out: &mut Vec<Range<usize>>,
-) {
+fn metaspace(words: &mut Words, replacement: char, prepend: PrependScheme, split: bool, out: &mut Vec<Range<usize>>) {
     let old = words.text.as_ref();
     let mut buffer = NormalizedText::empty(old.base(), old.len() + old.len() / 2);
     let mut ranges = Vec::with_capacity(words.ranges.len());
@@ -329,13 +263,7 @@ fn metaspace(
     for range in ranges {
         if split {
             let piece = &buffer.as_str()[range.clone()];
-            split_by(
-                piece,
-                range.start,
-                |c| c == replacement,
-                SplitBehavior::MergedWithNext,
-                out,
-            );
+            split_by(piece, range.start, |c| c == replacement, SplitBehavior::MergedWithNext, out);
         } else if !range.is_empty() {
             out.push(range);
         }
@@ -356,11 +284,7 @@ mod tests {
             .iter()
             .map(|r| {
                 let piece = &words.text.as_str()[r.clone()];
-                let piece = if words.byte_level {
-                    piece.bytes().map(byte_level::byte_to_char).collect()
-                } else {
-                    piece.to_string()
-                };
+                let piece = if words.byte_level { piece.bytes().map(byte_level::byte_to_char).collect() } else { piece.to_string() };
                 (piece, words.text.original_span(r.clone()).unwrap())
             })
             .collect()
@@ -374,26 +298,14 @@ mod tests {
 
     #[test]
     fn metaspace_first_prepends_only_at_the_start_of_the_text() {
-        let metaspace = |prepend_scheme: &str, split| PreTokenizerSpec::Metaspace {
-            replacement: '\u{2581}',
-            prepend_scheme: prepend_scheme.into(),
-            split,
-        };
+        let metaspace =
+            |prepend_scheme: &str, split| PreTokenizerSpec::Metaspace { replacement: '\u{2581}', prepend_scheme: prepend_scheme.into(), split };
         assert_eq!(
             pieces(&metaspace("first", true), "Hey  friend! x"),
-            owned(&[
-                ("\u{2581}Hey", (0, 3)),
-                ("\u{2581}", (3, 4)),
-                ("\u{2581}friend!", (4, 12)),
-                ("\u{2581}x", (12, 14))
-            ])
+            owned(&[("\u{2581}Hey", (0, 3)), ("\u{2581}", (3, 4)), ("\u{2581}friend!", (4, 12)), ("\u{2581}x", (12, 14))])
         );
         let after_split = PreTokenizerSpec::Sequence(vec![
-            PreTokenizerSpec::Split {
-                pattern: SplitPattern::String(" ".into()),
-                behavior: SplitBehavior::Isolated,
-                invert: false,
-            },
+            PreTokenizerSpec::Split { pattern: SplitPattern::String(" ".into()), behavior: SplitBehavior::Isolated, invert: false },
             metaspace("first", false),
         ]);
         assert_eq!(
@@ -412,24 +324,10 @@ mod tests {
     #[test]
     fn byte_level_prefix_space_goes_before_every_piece() {
         let spec = PreTokenizerSpec::Sequence(vec![
-            PreTokenizerSpec::Digits {
-                individual_digits: true,
-            },
-            PreTokenizerSpec::ByteLevel {
-                add_prefix_space: true,
-                trim_offsets: true,
-                use_regex: true,
-            },
+            PreTokenizerSpec::Digits { individual_digits: true },
+            PreTokenizerSpec::ByteLevel { add_prefix_space: true, trim_offsets: true, use_regex: true },
         ]);
-        assert_eq!(
-            pieces(&spec, "ab12 cd"),
-            owned(&[
-                ("\u{120}ab", (0, 2)),
-                ("\u{120}1", (2, 3)),
-                ("\u{120}2", (3, 4)),
-                ("\u{120}cd", (4, 7))
-            ])
-        );
+        assert_eq!(pieces(&spec, "ab12 cd"), owned(&[("\u{120}ab", (0, 2)), ("\u{120}1", (2, 3)), ("\u{120}2", (3, 4)), ("\u{120}cd", (4, 7))]));
     }
 
     #[test]
@@ -437,18 +335,9 @@ mod tests {
         // "²" is the spelling of byte 0xB2, a continuation byte of "²" itself (C2 B2) and of
         // "β" (CE B2): Digits cuts inside both characters, and the halves keep its span.
         let spec = PreTokenizerSpec::Sequence(vec![
-            PreTokenizerSpec::ByteLevel {
-                add_prefix_space: false,
-                trim_offsets: true,
-                use_regex: false,
-            },
-            PreTokenizerSpec::Digits {
-                individual_digits: false,
-            },
+            PreTokenizerSpec::ByteLevel { add_prefix_space: false, trim_offsets: true, use_regex: false },
+            PreTokenizerSpec::Digits { individual_digits: false },
         ]);
-        assert_eq!(
-            pieces(&spec, "aβ"),
-            owned(&[("a\u{ce}", (0, 3)), ("\u{b2}", (1, 3))])
-        );
+        assert_eq!(pieces(&spec, "aβ"), owned(&[("a\u{ce}", (0, 3)), ("\u{b2}", (1, 3))]));
     }
 }

@@ -136,17 +136,9 @@ pub enum PreTokenizerSpec {
     Sequence(Vec<PreTokenizerSpec>),
     /// GPT-2 byte-level: optionally a space before each piece, optionally the GPT-2 regex, then
     /// every byte spelled as one character of the byte-level alphabet.
-    ByteLevel {
-        add_prefix_space: bool,
-        trim_offsets: bool,
-        use_regex: bool,
-    },
+    ByteLevel { add_prefix_space: bool, trim_offsets: bool, use_regex: bool },
     /// Split on a pattern.
-    Split {
-        pattern: SplitPattern,
-        behavior: SplitBehavior,
-        invert: bool,
-    },
+    Split { pattern: SplitPattern, behavior: SplitBehavior, invert: bool },
     /// SentencePiece-style: spaces become `replacement`, which may also be put before a piece.
     Metaspace {
         replacement: char,
@@ -216,28 +208,13 @@ pub struct TemplateSpecialToken {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PostProcessorSpec {
     /// Templates for one and two sequences.
-    Template {
-        single: Vec<TemplatePiece>,
-        pair: Vec<TemplatePiece>,
-        special_tokens: HashMap<String, TemplateSpecialToken>,
-    },
+    Template { single: Vec<TemplatePiece>, pair: Vec<TemplatePiece>, special_tokens: HashMap<String, TemplateSpecialToken> },
     /// `[CLS] A [SEP]`.
-    Bert {
-        sep: (String, u32),
-        cls: (String, u32),
-    },
+    Bert { sep: (String, u32), cls: (String, u32) },
     /// `<s> A </s>`, with byte-level offset trimming.
-    Roberta {
-        sep: (String, u32),
-        cls: (String, u32),
-        trim_offsets: bool,
-        add_prefix_space: bool,
-    },
+    Roberta { sep: (String, u32), cls: (String, u32), trim_offsets: bool, add_prefix_space: bool },
     /// Byte-level offset trimming.
-    ByteLevel {
-        add_prefix_space: bool,
-        trim_offsets: bool,
-    },
+    ByteLevel { add_prefix_space: bool, trim_offsets: bool },
     /// Each in turn.
     Sequence(Vec<PostProcessorSpec>),
 }
@@ -251,25 +228,15 @@ pub enum DecoderSpec {
     ByteLevel,
     /// SentencePiece-style: `replacement` back to spaces (dropped in the first token unless the
     /// prepend scheme is `"never"`).
-    Metaspace {
-        replacement: char,
-        prepend_scheme: String,
-    },
+    Metaspace { replacement: char, prepend_scheme: String },
     /// Runs of `<0xNN>` tokens to the text their bytes spell (U+FFFD per byte if invalid).
     ByteFallback,
     /// All tokens joined into one.
     Fuse,
     /// Remove up to `start` copies of `content` from the start of each token, `stop` from the end.
-    Strip {
-        content: char,
-        start: usize,
-        stop: usize,
-    },
+    Strip { content: char, start: usize, stop: usize },
     /// Replace every match of a pattern in each token.
-    Replace {
-        pattern: SplitPattern,
-        content: String,
-    },
+    Replace { pattern: SplitPattern, content: String },
     /// Each in turn.
     Sequence(Vec<DecoderSpec>),
 }

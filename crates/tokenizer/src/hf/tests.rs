@@ -106,10 +106,7 @@ fn exercise(tok: &HfTokenizer, text: &str, trims: bool) {
         let encoding = tok.encode_with_offsets(text, add_special);
         assert_eq!(encoding.ids.len(), encoding.offsets.len());
         for &(start, end) in &encoding.offsets {
-            assert!(
-                start <= end && end <= text.len(),
-                "{start}..{end} in {text:?}"
-            );
+            assert!(start <= end && end <= text.len(), "{start}..{end} in {text:?}");
             assert!(trims || (text.is_char_boundary(start) && text.is_char_boundary(end)));
         }
         let _ = tok.decode(&encoding.ids, add_special);
@@ -155,8 +152,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(2, 8, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec(("[a-z_]{1,6}", inner), 0..4)
-                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            prop::collection::vec(("[a-z_]{1,6}", inner), 0..4).prop_map(|entries| Value::Object(entries.into_iter().collect())),
         ]
     })
 }
@@ -278,10 +274,7 @@ fn the_small_files_load_and_every_truncation_of_them_is_an_error() {
         let bytes = file.into_bytes();
         assert!(HfTokenizer::from_json(&bytes).is_ok());
         for cut in 0..bytes.len() {
-            assert!(
-                HfTokenizer::from_json(&bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(HfTokenizer::from_json(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 }
@@ -293,10 +286,7 @@ fn the_small_bpe_files_encode_as_hugging_face_does() {
     let encoding = spm.encode_with_offsets("ab é", true);
     // "a b" has the first rank, so "▁ab" is never made.
     assert_eq!(encoding.ids, [1, 4, 7, 4, 2, 3]);
-    assert_eq!(
-        encoding.offsets,
-        [(0, 0), (0, 1), (0, 2), (2, 3), (3, 5), (3, 5)]
-    );
+    assert_eq!(encoding.offsets, [(0, 0), (0, 1), (0, 2), (2, 3), (3, 5), (3, 5)]);
     assert_eq!(spm.decode(&encoding.ids, true), "ab é");
     let byte_level = HfTokenizer::from_json(small_byte_level_json().as_bytes()).unwrap();
     let encoding = byte_level.encode_with_offsets("ab a\u{0}é<|end|>", false);
@@ -309,46 +299,14 @@ fn the_small_bpe_files_encode_as_hugging_face_does() {
 #[test]
 fn wrong_types_name_their_path() {
     let cases: &[(&str, Value, &str)] = &[
-        (
-            "/model/vocab",
-            json!(5),
-            "model.vocab: expected an object of token -> id, got a number",
-        ),
-        (
-            "/model/vocab/a",
-            json!("x"),
-            "model.vocab[\"a\"]: expected an id (0..2^32), got a string",
-        ),
-        (
-            "/normalizer/normalizers/0/lowercase",
-            json!("yes"),
-            "normalizer.normalizers[0].lowercase: expected a bool, got a string",
-        ),
-        (
-            "/added_tokens/0",
-            json!({"id": -1, "content": "[UNK]"}),
-            "added_tokens[0].id: expected an id",
-        ),
-        (
-            "/pre_tokenizer",
-            json!(3),
-            "pre_tokenizer: expected an object, got a number",
-        ),
-        (
-            "/post_processor/single",
-            json!({}),
-            "post_processor.single: expected an array, got an object",
-        ),
-        (
-            "/model/max_input_chars_per_word",
-            json!(1.5),
-            "model.max_input_chars_per_word: expected a non-negative integer",
-        ),
-        (
-            "/version",
-            json!("2.0"),
-            "tokenizer.json.version: unknown version \"2.0\"",
-        ),
+        ("/model/vocab", json!(5), "model.vocab: expected an object of token -> id, got a number"),
+        ("/model/vocab/a", json!("x"), "model.vocab[\"a\"]: expected an id (0..2^32), got a string"),
+        ("/normalizer/normalizers/0/lowercase", json!("yes"), "normalizer.normalizers[0].lowercase: expected a bool, got a string"),
+        ("/added_tokens/0", json!({"id": -1, "content": "[UNK]"}), "added_tokens[0].id: expected an id"),
+        ("/pre_tokenizer", json!(3), "pre_tokenizer: expected an object, got a number"),
+        ("/post_processor/single", json!({}), "post_processor.single: expected an array, got an object"),
+        ("/model/max_input_chars_per_word", json!(1.5), "model.max_input_chars_per_word: expected a non-negative integer"),
+        ("/version", json!("2.0"), "tokenizer.json.version: unknown version \"2.0\""),
         (
             "/post_processor/single/0",
             json!({"SpecialToken": {"id": "[MISSING]"}}),
@@ -363,63 +321,29 @@ fn wrong_types_name_their_path() {
 
 #[test]
 fn missing_vocabulary_model_or_unknown_token_is_an_error() {
-    assert_eq!(
-        error_text(with("/model/vocab", None)),
-        "model.vocab is missing"
-    );
+    assert_eq!(error_text(with("/model/vocab", None)), "model.vocab is missing");
     assert_eq!(error_text(with("/model", None)), "model is missing");
-    assert!(
-        error_text(with("/model/vocab/[UNK]", None)).contains("\"[UNK]\" is not in the vocabulary")
-    );
-    assert!(error_text(Err(HfTokenizer::from_json(b"").unwrap_err()))
-        .starts_with("tokenizer.json is not valid JSON"));
+    assert!(error_text(with("/model/vocab/[UNK]", None)).contains("\"[UNK]\" is not in the vocabulary"));
+    assert!(error_text(Err(HfTokenizer::from_json(b"").unwrap_err())).starts_with("tokenizer.json is not valid JSON"));
 }
 
 #[test]
 fn unsupported_parts_are_named() {
     let cases: &[(&str, Value, &str)] = &[
-        (
-            "/model/type",
-            json!("Unigram"),
-            "unsupported model \"Unigram\"",
-        ),
-        (
-            "/model/type",
-            json!("BPE"),
-            "unsupported model.continuing_subword_prefix \"##\"",
-        ),
-        (
-            "/normalizer",
-            json!({"type": "Precompiled"}),
-            "unsupported normalizer \"Precompiled\"",
-        ),
-        (
-            "/pre_tokenizer",
-            json!({"type": "UnicodeScripts"}),
-            "unsupported pre_tokenizer \"UnicodeScripts\"",
-        ),
+        ("/model/type", json!("Unigram"), "unsupported model \"Unigram\""),
+        ("/model/type", json!("BPE"), "unsupported model.continuing_subword_prefix \"##\""),
+        ("/normalizer", json!({"type": "Precompiled"}), "unsupported normalizer \"Precompiled\""),
+        ("/pre_tokenizer", json!({"type": "UnicodeScripts"}), "unsupported pre_tokenizer \"UnicodeScripts\""),
         (
             "/pre_tokenizer",
             json!({"type": "Sequence", "pretokenizers": [{"type": "Whitespace"}, {"type": "Foo"}]}),
             "unsupported pre_tokenizer.pretokenizers[1] \"Foo\"",
         ),
-        (
-            "/decoder",
-            json!({"type": "CTC"}),
-            "unsupported decoder \"CTC\"",
-        ),
-        (
-            "/post_processor",
-            json!({"type": "Bar"}),
-            "unsupported post_processor \"Bar\"",
-        ),
+        ("/decoder", json!({"type": "CTC"}), "unsupported decoder \"CTC\""),
+        ("/post_processor", json!({"type": "Bar"}), "unsupported post_processor \"Bar\""),
     ];
     for (pointer, value, expected) in cases {
-        assert_eq!(
-            &error_text(with(pointer, Some(value.clone()))),
-            expected,
-            "{pointer}"
-        );
+        assert_eq!(&error_text(with(pointer, Some(value.clone()))), expected, "{pointer}");
     }
 }
 
@@ -430,16 +354,8 @@ fn bpe_model_is_parsed_into_the_spec() {
         "type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b", ["a", "b"]],
         "dropout": null, "unk_token": null, "byte_fallback": true
     });
-    match TokenizerSpec::from_json(spec.to_string().as_bytes())
-        .unwrap()
-        .model
-    {
-        ModelSpec::Bpe {
-            vocab,
-            merges,
-            byte_fallback,
-            ..
-        } => {
+    match TokenizerSpec::from_json(spec.to_string().as_bytes()).unwrap().model {
+        ModelSpec::Bpe { vocab, merges, byte_fallback, .. } => {
             assert_eq!(vocab.len(), 3);
             assert_eq!(merges, [("a".into(), "b".into()), ("a".into(), "b".into())]);
             assert!(byte_fallback);
@@ -453,51 +369,15 @@ fn bpe_model_is_parsed_into_the_spec() {
 fn bpe_dropout_and_bad_merges_are_errors_not_panics() {
     let base: Value = serde_json::from_str(&small_spm_bpe_json()).unwrap();
     let cases: &[(&str, Value, &str)] = &[
-        (
-            "/model/dropout",
-            json!(0.1),
-            "model.dropout: dropout 0.1 makes encoding random",
-        ),
-        (
-            "/model/merges/0",
-            json!("a q"),
-            "model.merges[0]: token \"q\" is not in the vocabulary",
-        ),
-        (
-            "/model/merges/0",
-            json!(["b", "a"]),
-            "model.merges[0]: token \"ba\" is not in the",
-        ),
-        (
-            "/model/merges/0",
-            json!("ab"),
-            "model.merges[0]: merge \"ab\" is not \"left right\"",
-        ),
-        (
-            "/model/unk_token",
-            json!("<nope>"),
-            "model.unk_token: \"<nope>\" is not in the",
-        ),
-        (
-            "/model/vocab/a",
-            json!(4294967295u64),
-            "model.vocab[\"a\"]: id 4294967295 is too large",
-        ),
-        (
-            "/model/end_of_word_suffix",
-            json!("</w>"),
-            "unsupported model.end_of_word_suffix",
-        ),
-        (
-            "/decoder/decoders/0/pattern",
-            json!({"Regex": "("}),
-            "decoder.decoders[0].pattern: regex",
-        ),
-        (
-            "/normalizer/normalizers/1/pattern",
-            json!({"Regex": "[" }),
-            "normalizer.normalizers[1].pattern",
-        ),
+        ("/model/dropout", json!(0.1), "model.dropout: dropout 0.1 makes encoding random"),
+        ("/model/merges/0", json!("a q"), "model.merges[0]: token \"q\" is not in the vocabulary"),
+        ("/model/merges/0", json!(["b", "a"]), "model.merges[0]: token \"ba\" is not in the"),
+        ("/model/merges/0", json!("ab"), "model.merges[0]: merge \"ab\" is not \"left right\""),
+        ("/model/unk_token", json!("<nope>"), "model.unk_token: \"<nope>\" is not in the"),
+        ("/model/vocab/a", json!(4294967295u64), "model.vocab[\"a\"]: id 4294967295 is too large"),
+        ("/model/end_of_word_suffix", json!("</w>"), "unsupported model.end_of_word_suffix"),
+        ("/decoder/decoders/0/pattern", json!({"Regex": "("}), "decoder.decoders[0].pattern: regex"),
+        ("/normalizer/normalizers/1/pattern", json!({"Regex": "[" }), "normalizer.normalizers[1].pattern"),
     ];
     for (pointer, value, expected) in cases {
         let mut spec = base.clone();
@@ -514,21 +394,12 @@ fn bpe_dropout_and_bad_merges_are_errors_not_panics() {
     }
     let mut spec = base.clone();
     spec["model"]["dropout"] = json!(0.0);
-    assert!(
-        HfTokenizer::from_json(spec.to_string().as_bytes()).is_ok(),
-        "dropout 0 is none"
-    );
+    assert!(HfTokenizer::from_json(spec.to_string().as_bytes()).is_ok(), "dropout 0 is none");
     spec["pre_tokenizer"] = json!({"type": "Metaspace", "prepend_scheme": "sometimes"});
-    assert!(
-        error_text(HfTokenizer::from_json(spec.to_string().as_bytes()))
-            .starts_with("pre_tokenizer.prepend_scheme: unknown prepend scheme \"sometimes\"")
-    );
-    spec["pre_tokenizer"] =
-        json!({"type": "Split", "pattern": {"Regex": "(?<"}, "behavior": "Isolated"});
-    assert!(
-        error_text(HfTokenizer::from_json(spec.to_string().as_bytes()))
-            .starts_with("pre_tokenizer.pattern:")
-    );
+    assert!(error_text(HfTokenizer::from_json(spec.to_string().as_bytes()))
+        .starts_with("pre_tokenizer.prepend_scheme: unknown prepend scheme \"sometimes\""));
+    spec["pre_tokenizer"] = json!({"type": "Split", "pattern": {"Regex": "(?<"}, "behavior": "Isolated"});
+    assert!(error_text(HfTokenizer::from_json(spec.to_string().as_bytes())).starts_with("pre_tokenizer.pattern:"));
 }
 
 #[test]
@@ -604,8 +475,5 @@ fn split_regex_that_gives_up_is_reported_or_left_uncut() {
     let encoding = tok.encode_with_offsets(&text, false);
     assert_eq!(encoding.ids, vec![0; 40]);
     assert_eq!(encoding.offsets[39], (39, 40));
-    assert_eq!(
-        tok.try_encode_with_offsets("aab", false).unwrap().ids,
-        [0, 0, 1]
-    );
+    assert_eq!(tok.try_encode_with_offsets("aab", false).unwrap().ids, [0, 0, 1]);
 }

@@ -40,20 +40,12 @@ pub(crate) struct WordPiece {
 impl WordPiece {
     /// Build from a vocabulary; the unknown token must be in it (Hugging Face would fail on the
     /// first word it cannot spell instead).
-    pub fn new(
-        vocab: HashMap<String, u32>,
-        unk_token: &str,
-        prefix: &str,
-        max_input_chars_per_word: usize,
-    ) -> Result<WordPiece, HfError> {
-        let unk_id = *vocab.get(unk_token).ok_or_else(|| HfError::Invalid {
-            path: "model.unk_token".into(),
-            message: format!("{unk_token:?} is not in the vocabulary"),
-        })?;
-        let continuations: HashMap<String, u32> = vocab
-            .iter()
-            .filter_map(|(token, &id)| Some((token.strip_prefix(prefix)?.to_string(), id)))
-            .collect();
+    pub fn new(vocab: HashMap<String, u32>, unk_token: &str, prefix: &str, max_input_chars_per_word: usize) -> Result<WordPiece, HfError> {
+        let unk_id = *vocab
+            .get(unk_token)
+            .ok_or_else(|| HfError::Invalid { path: "model.unk_token".into(), message: format!("{unk_token:?} is not in the vocabulary") })?;
+        let continuations: HashMap<String, u32> =
+            vocab.iter().filter_map(|(token, &id)| Some((token.strip_prefix(prefix)?.to_string(), id))).collect();
         let mut id_to_token = HashMap::with_capacity(vocab.len());
         // When two tokens share an id, keep the smaller text so the choice does not depend on
         // hash order.
@@ -98,10 +90,7 @@ impl WordPiece {
         if word.is_empty() {
             return;
         }
-        let whole = Piece {
-            id: self.unk_id,
-            span: (0, word.len()),
-        };
+        let whole = Piece { id: self.unk_id, span: (0, word.len()) };
         // Count characters only up to the limit: a 1 MB word must not cost a full count.
         if word.chars().nth(self.max_input_chars_per_word).is_some() {
             out.push(whole);
@@ -110,17 +99,10 @@ impl WordPiece {
         let first = out.len();
         let mut start = 0;
         while start < word.len() {
-            let (table, longest) = if start == 0 {
-                (&self.vocab, self.longest)
-            } else {
-                (&self.continuations, self.longest_continuation)
-            };
+            let (table, longest) = if start == 0 { (&self.vocab, self.longest) } else { (&self.continuations, self.longest_continuation) };
             match longest_match(word, start..word.len(), table, longest) {
                 Some((end, id)) => {
-                    out.push(Piece {
-                        id,
-                        span: (start, end),
-                    });
+                    out.push(Piece { id, span: (start, end) });
                     start = end;
                 }
                 None => {
@@ -135,12 +117,7 @@ impl WordPiece {
 
 /// The longest `word[range.start..end]` in `table`, trying ends from the longest possible down
 /// by whole characters: `(end, id)`.
-fn longest_match(
-    word: &str,
-    range: Range<usize>,
-    table: &HashMap<String, u32>,
-    longest: usize,
-) -> Option<(usize, u32)> {
+fn longest_match(word: &str, range: Range<usize>, table: &HashMap<String, u32>, longest: usize) -> Option<(usize, u32)> {
     let mut end = range.end.min(range.start.saturating_add(longest));
     while !word.is_char_boundary(end) {
         end -= 1;
@@ -162,28 +139,19 @@ mod tests {
     use super::*;
 
     fn model(tokens: &[&str], max_chars: usize) -> WordPiece {
-        let vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
+        let vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
         WordPiece::new(vocab, "[UNK]", "##", max_chars).unwrap()
     }
 
     fn spell(model: &WordPiece, word: &str) -> Vec<String> {
         let mut out = Vec::new();
         model.tokenize(word, &mut out);
-        out.iter()
-            .map(|p| model.id_to_token(p.id).unwrap().to_string())
-            .collect()
+        out.iter().map(|p| model.id_to_token(p.id).unwrap().to_string()).collect()
     }
 
     #[test]
     fn greedy_longest_first_with_continuations() {
-        let m = model(
-            &["[UNK]", "un", "una", "##aff", "##able", "##ffable", "##a"],
-            100,
-        );
+        let m = model(&["[UNK]", "un", "una", "##aff", "##able", "##ffable", "##a"], 100);
         // "una" is longer than "un" and wins, even though "un" + "##affable" would also spell it.
         assert_eq!(spell(&m, "unaffable"), ["una", "##ffable"]);
     }

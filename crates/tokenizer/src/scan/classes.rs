@@ -53,9 +53,8 @@ impl Class {
 /// The White_Space characters other than space, `\r` and `\n` (PropList.txt, unchanged since
 /// Unicode 6.3, when U+180E left the list).
 const OTHER_WHITE_SPACE: [char; 22] = [
-    '\t', '\u{0B}', '\u{0C}', '\u{85}', '\u{A0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}',
-    '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200A}',
-    '\u{2028}', '\u{2029}', '\u{202F}', '\u{205F}', '\u{3000}',
+    '\t', '\u{0B}', '\u{0C}', '\u{85}', '\u{A0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}',
+    '\u{2007}', '\u{2008}', '\u{2009}', '\u{200A}', '\u{2028}', '\u{2029}', '\u{202F}', '\u{205F}', '\u{3000}',
 ];
 
 /// The class of `c`, straight from the tables (no cache).
@@ -68,11 +67,7 @@ fn classify_uncached(c: char) -> Class {
     }
     use GeneralCategory as G;
     match get_general_category(c) {
-        G::UppercaseLetter
-        | G::LowercaseLetter
-        | G::TitlecaseLetter
-        | G::ModifierLetter
-        | G::OtherLetter => Class::Letter,
+        G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter => Class::Letter,
         G::DecimalNumber | G::LetterNumber | G::OtherNumber => Class::Number,
         _ => Class::Other,
     }
@@ -248,11 +243,7 @@ mod tests {
             let Some(c) = char::from_u32(code) else {
                 continue;
             };
-            assert_eq!(
-                classify(c).is_whitespace(),
-                c.is_whitespace(),
-                "U+{code:04X}"
-            );
+            assert_eq!(classify(c).is_whitespace(), c.is_whitespace(), "U+{code:04X}");
         }
     }
 

@@ -53,10 +53,7 @@ mod tests {
     use crate::scan::Pattern;
 
     fn pieces(text: &str) -> Vec<&str> {
-        Pattern::Gpt2
-            .pieces(text)
-            .map(|range| &text[range])
-            .collect()
+        Pattern::Gpt2.pieces(text).map(|range| &text[range]).collect()
     }
 
     #[test]

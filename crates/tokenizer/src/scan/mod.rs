@@ -40,8 +40,7 @@ pub use regex_split::{RegexSplit, SplitBehavior, SplitError};
 use classes::Table;
 
 /// GPT-2's pattern, as Hugging Face's `ByteLevel` pre-tokenizer runs it.
-pub const GPT2_REGEX: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Llama-3's `Split` pattern, as its `tokenizer.json` spells it.
 pub const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -77,9 +76,7 @@ impl Pattern {
     /// (llama.cpp's `'[sS]` for `(?i:'s)` differs on U+017F), so anything else takes the regex
     /// path.
     pub fn from_regex(regex: &str) -> Option<Pattern> {
-        Pattern::ALL
-            .into_iter()
-            .find(|pattern| pattern.regex() == regex)
+        Pattern::ALL.into_iter().find(|pattern| pattern.regex() == regex)
     }
 
     /// The regex this scanner implements, in Hugging Face's spelling.
@@ -95,12 +92,7 @@ impl Pattern {
     /// covering the text exactly (each starts where the previous ended, the last ends at
     /// `text.len()`). These are the regex's matches; the three patterns leave no gaps.
     pub fn pieces<'a>(&self, text: &'a str) -> Pieces<'a> {
-        Pieces {
-            bytes: text.as_bytes(),
-            pos: 0,
-            pattern: *self,
-            table: Table::get(),
-        }
+        Pieces { bytes: text.as_bytes(), pos: 0, pattern: *self, table: Table::get() }
     }
 }
 
@@ -152,8 +144,7 @@ mod tests {
         }
         let llama_cpp_rewrite = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
         assert_eq!(Pattern::from_regex(llama_cpp_rewrite), None);
-        let gpt2_without_last_alternative =
-            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+        let gpt2_without_last_alternative = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
         assert_eq!(Pattern::from_regex(gpt2_without_last_alternative), None);
         assert_eq!(Pattern::from_regex(""), None);
     }

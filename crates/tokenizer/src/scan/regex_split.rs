@@ -67,11 +67,7 @@ pub enum SplitError {
     BadPattern { pattern: String, reason: String },
     /// Matching gave up (fancy-regex's backtracking limit).
     #[error("Split pattern {pattern:?} failed on a text of {text_bytes} bytes: {reason}")]
-    MatchFailed {
-        pattern: String,
-        text_bytes: usize,
-        reason: String,
-    },
+    MatchFailed { pattern: String, text_bytes: usize, reason: String },
 }
 
 /// A `Split` pre-tokenizer: a pattern, a behaviour and `invert`.
@@ -90,35 +86,17 @@ impl RegexSplit {
     /// A split on the regex `pattern` (Oniguruma syntax, as in `tokenizer.json`'s
     /// `{"Regex": ...}`). The known patterns with the `Isolated` behaviour and no `invert` run
     /// on their hand-written scanner.
-    pub fn new(
-        pattern: &str,
-        behavior: SplitBehavior,
-        invert: bool,
-    ) -> Result<RegexSplit, SplitError> {
+    pub fn new(pattern: &str, behavior: SplitBehavior, invert: bool) -> Result<RegexSplit, SplitError> {
         let regex = RegexBuilder::new(pattern)
             .oniguruma_mode(true)
             .build()
-            .map_err(|error| SplitError::BadPattern {
-                pattern: pattern.to_string(),
-                reason: error.to_string(),
-            })?;
-        let scanner =
-            Pattern::from_regex(pattern).filter(|_| behavior == SplitBehavior::Isolated && !invert);
-        Ok(RegexSplit {
-            pattern: pattern.to_string(),
-            regex,
-            behavior,
-            invert,
-            scanner,
-        })
+            .map_err(|error| SplitError::BadPattern { pattern: pattern.to_string(), reason: error.to_string() })?;
+        let scanner = Pattern::from_regex(pattern).filter(|_| behavior == SplitBehavior::Isolated && !invert);
+        Ok(RegexSplit { pattern: pattern.to_string(), regex, behavior, invert, scanner })
     }
 
     /// A split on the literal text `literal` (`tokenizer.json`'s `{"String": ...}`).
-    pub fn literal(
-        literal: &str,
-        behavior: SplitBehavior,
-        invert: bool,
-    ) -> Result<RegexSplit, SplitError> {
+    pub fn literal(literal: &str, behavior: SplitBehavior, invert: bool) -> Result<RegexSplit, SplitError> {
         RegexSplit::new(&fancy_regex::escape(literal), behavior, invert)
     }
 
@@ -198,12 +176,7 @@ fn apply_behavior(spans: Vec<(Range<usize>, bool)>, behavior: SplitBehavior) -> 
     let mut previous_match = false;
     match behavior {
         SplitBehavior::Isolated => kept.extend(spans.into_iter().map(|(range, _)| range)),
-        SplitBehavior::Removed => kept.extend(
-            spans
-                .into_iter()
-                .filter(|(_, is_match)| !is_match)
-                .map(|(range, _)| range),
-        ),
+        SplitBehavior::Removed => kept.extend(spans.into_iter().filter(|(_, is_match)| !is_match).map(|(range, _)| range)),
         SplitBehavior::Contiguous => {
             for (range, is_match) in spans {
                 match kept.last_mut() {
@@ -242,9 +215,7 @@ mod tests {
     use super::*;
 
     fn pieces<'a>(split: &RegexSplit, text: &'a str) -> Vec<&'a str> {
-        let ranges = split
-            .pieces(text)
-            .expect("no backtracking limit on short text");
+        let ranges = split.pieces(text).expect("no backtracking limit on short text");
         ranges.into_iter().map(|range| &text[range]).collect()
     }
 
@@ -258,29 +229,13 @@ mod tests {
         let text = "the-final--countdown";
         let cases = [
             (SplitBehavior::Removed, vec!["the", "final", "countdown"]),
-            (
-                SplitBehavior::Isolated,
-                vec!["the", "-", "final", "-", "-", "countdown"],
-            ),
-            (
-                SplitBehavior::MergedWithPrevious,
-                vec!["the-", "final-", "-", "countdown"],
-            ),
-            (
-                SplitBehavior::MergedWithNext,
-                vec!["the", "-final", "-", "-countdown"],
-            ),
-            (
-                SplitBehavior::Contiguous,
-                vec!["the", "-", "final", "--", "countdown"],
-            ),
+            (SplitBehavior::Isolated, vec!["the", "-", "final", "-", "-", "countdown"]),
+            (SplitBehavior::MergedWithPrevious, vec!["the-", "final-", "-", "countdown"]),
+            (SplitBehavior::MergedWithNext, vec!["the", "-final", "-", "-countdown"]),
+            (SplitBehavior::Contiguous, vec!["the", "-", "final", "--", "countdown"]),
         ];
         for (behavior, expected) in cases {
-            assert_eq!(
-                pieces(&split("-", behavior, false), text),
-                expected,
-                "{behavior:?}"
-            );
+            assert_eq!(pieces(&split("-", behavior, false), text), expected, "{behavior:?}");
         }
     }
 
@@ -314,8 +269,7 @@ mod tests {
 
     #[test]
     fn bad_pattern_names_itself() {
-        let error = RegexSplit::new("(unclosed", SplitBehavior::Isolated, false)
-            .expect_err("an unclosed group does not compile");
+        let error = RegexSplit::new("(unclosed", SplitBehavior::Isolated, false).expect_err("an unclosed group does not compile");
         assert!(matches!(&error, SplitError::BadPattern { pattern, .. } if pattern == "(unclosed"));
         assert!(error.to_string().contains("(unclosed"));
     }

@@ -43,9 +43,7 @@ impl TextIndex {
             let mut slot = hash as usize & (capacity - 1);
             loop {
                 let (existing, tag) = index.slots[slot];
-                if existing == NONE
-                    || (tag == (hash >> 32) as u32 && index.text(existing) == text.as_bytes())
-                {
+                if existing == NONE || (tag == (hash >> 32) as u32 && index.text(existing) == text.as_bytes()) {
                     index.slots[slot] = (id as u32, (hash >> 32) as u32);
                     break;
                 }
@@ -141,10 +139,7 @@ impl SpecialTrie {
     /// Index `(text, id, always)` triples; empty texts are ignored (they would match everywhere).
     /// A text given twice keeps its first id.
     pub(super) fn new<'a>(tokens: impl IntoIterator<Item = (&'a [u8], u32, bool)>) -> SpecialTrie {
-        let mut trie = SpecialTrie {
-            roots: [NONE; 256],
-            nodes: Vec::new(),
-        };
+        let mut trie = SpecialTrie { roots: [NONE; 256], nodes: Vec::new() };
         for (text, id, always) in tokens {
             let Some((&first, rest)) = text.split_first() else {
                 continue;
@@ -177,12 +172,7 @@ impl SpecialTrie {
 
     /// The longest token allowed under `parse_special` that starts at `at`: (id, end).
     #[inline]
-    pub(super) fn longest_match(
-        &self,
-        text: &[u8],
-        at: usize,
-        parse_special: bool,
-    ) -> Option<(u32, usize)> {
+    pub(super) fn longest_match(&self, text: &[u8], at: usize, parse_special: bool) -> Option<(u32, usize)> {
         let mut node = self.roots[text[at] as usize];
         let mut best = None;
         let mut end = at + 1;

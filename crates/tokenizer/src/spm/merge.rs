@@ -31,33 +31,19 @@ impl SpmTokenizer {
         }
         let first = scratch.cached_ids.len() as u32;
         scratch.cached_ids.extend_from_slice(&out[start..]);
-        scratch
-            .cache
-            .insert(word.into(), (first, scratch.cached_ids.len() as u32));
+        scratch.cache.insert(word.into(), (first, scratch.cached_ids.len() as u32));
     }
 
     /// llama.cpp's merge loop on one piece of escaped text (valid UTF-8), appending its tokens.
     fn merge(&self, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
-        let Scratch {
-            symbols,
-            seeds,
-            heap,
-            stats,
-            ..
-        } = scratch;
+        let Scratch { symbols, seeds, heap, stats, .. } = scratch;
         // One symbol per character.
         symbols.clear();
         let mut at = 0;
         while at < piece.len() {
             let len = utf8_len(piece[at]).min(piece.len() - at);
             let index = symbols.len() as u32;
-            symbols.push(Symbol {
-                start: at as u32,
-                len: len as u32,
-                prev: if index == 0 { NONE } else { index - 1 },
-                next: index + 1,
-                id: NONE,
-            });
+            symbols.push(Symbol { start: at as u32, len: len as u32, prev: if index == 0 { NONE } else { index - 1 }, next: index + 1, id: NONE });
             at += len;
         }
         if let Some(last) = symbols.last_mut() {
@@ -159,7 +145,9 @@ impl SpmTokenizer {
             for &candidate in &current {
                 stats.pops += 1;
                 let Some((before, left, after)) = self.apply(symbols, candidate) else { continue };
-                for new in [self.candidate(piece, symbols, stats, before, left), self.candidate(piece, symbols, stats, left, after)].into_iter().flatten() {
+                for new in
+                    [self.candidate(piece, symbols, stats, before, left), self.candidate(piece, symbols, stats, left, after)].into_iter().flatten()
+                {
                     if new.priority >= priority {
                         // Undone: the heap loop starts from the characters, and counts its own work.
                         symbols.copy_from_slice(&original);
@@ -203,14 +191,7 @@ impl SpmTokenizer {
 
     /// The merge of `left` and `right`, if their concatenation is a token.
     #[inline]
-    fn candidate(
-        &self,
-        piece: &[u8],
-        symbols: &[Symbol],
-        stats: &mut MergeStats,
-        left: u32,
-        right: u32,
-    ) -> Option<Candidate> {
+    fn candidate(&self, piece: &[u8], symbols: &[Symbol], stats: &mut MergeStats, left: u32, right: u32) -> Option<Candidate> {
         if left == NONE || right == NONE {
             return None;
         }
@@ -223,11 +204,7 @@ impl SpmTokenizer {
         let span = &piece[l.start as usize..(l.start + size) as usize];
         let id = self.text_to_id.get(span)?;
         stats.pushes += 1;
-        Some(Candidate {
-            priority: self.merge_data[id as usize].0,
-            inverted_left: !left,
-            id,
-        })
+        Some(Candidate { priority: self.merge_data[id as usize].0, inverted_left: !left, id })
     }
 }
 
