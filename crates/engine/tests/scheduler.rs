@@ -283,6 +283,9 @@ fn a_beam_search_among_other_requests_equals_the_search_alone() {
     }
 }
 
+/// A request added by the property test: id, request, what it received, when it is cancelled.
+type Added = (u64, Request, Arc<Mutex<Received>>, Option<usize>);
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -297,7 +300,7 @@ proptest! {
         reqs in proptest::collection::vec((1usize..80, 1usize..24, 1usize..3, proptest::option::of(0u64..50), 0usize..12, proptest::option::of(0usize..30)), 1..6),
     ) {
         let (mut s, m, tok) = setup(max_seqs, budget, blocks);
-        let mut added: Vec<(u64, Request, Arc<Mutex<Received>>, Option<usize>)> = Vec::new();
+        let mut added: Vec<Added> = Vec::new();
         let mut step = 0;
         loop {
             for (i, &(len, max_tokens, n, seed, at, cancel)) in reqs.iter().enumerate() {

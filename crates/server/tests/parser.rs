@@ -60,11 +60,9 @@ fn body() -> impl Strategy<Value = Value> {
 }
 
 fn check(bytes: &[u8]) {
-    for result in [chat_plan(bytes, 1000, 16).err(), completion_plan(bytes, 1000, 16).err()] {
-        if let Some(e) = result {
-            assert_eq!(e.status.as_u16(), 400, "{}", e.message);
-            assert!(!e.message.is_empty());
-        }
+    for e in [chat_plan(bytes, 1000, 16).err(), completion_plan(bytes, 1000, 16).err()].into_iter().flatten() {
+        assert_eq!(e.status.as_u16(), 400, "{}", e.message);
+        assert!(!e.message.is_empty());
     }
 }
 
