@@ -26,11 +26,14 @@ const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
 /// Why a GGUF file's tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerGgufError {
-    /// A key is missing or has the wrong type.
-    #[error("tokenizer metadata: {0}")]
+    /// A key is missing or has the wrong type. (Transparent: a message that repeated its
+    /// source would print the cause twice in an error chain.)
+    #[error(transparent)]
     Gguf(#[from] GgufError),
-    /// The vocabulary is not byte-level BPE.
-    #[error("{MODEL_KEY} is {model:?}; only \"gpt2\" (byte-level BPE) tokenizers are supported")]
+    /// A tokenizer model this crate does not read from GGUF.
+    #[error(
+        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece) are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
+    )]
     UnsupportedModel { model: String },
     /// An array element has the wrong type.
     #[error("{key}[{index}] should be {expected}, found {found}")]
@@ -38,8 +41,8 @@ pub enum TokenizerGgufError {
     /// A token type code outside 1..=6.
     #[error("{TOKEN_TYPE_KEY}[{index}] is {code}, not a known token type (1..=6)")]
     UnknownTokenType { index: usize, code: i64 },
-    /// The vocabulary itself is inconsistent.
-    #[error("tokenizer: {0}")]
+    /// The vocabulary itself is inconsistent, or its pre-tokenizer unknown.
+    #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
 }
 
