@@ -411,7 +411,11 @@ fn perplexity_json_prints_one_object_with_finite_ppl() {
 fn perplexity_text_shorter_than_one_chunk_fails_clearly() {
     let fx = Fx::new();
     let path = fx.write("short.txt", b"hi there");
-    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "16"]).fails_with(&["fewer than one chunk of 16"]);
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "16"]).fails_with(&["fewer than two chunks of 16"]);
+    // One whole chunk is not enough either: llama-perplexity wants two.
+    let prose = fx.write("prose.txt", PROSE.as_bytes());
+    let ctx = (fx.tokenize(PROSE, &[]).len() / 2 + 1).to_string();
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &prose, "--ctx", &ctx]).fails_with(&["fewer than two chunks", "llama-perplexity"]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Perplexity by llama.cpp's method: split the tokens into non-overlapping chunks of `n_ctx`,
 //! evaluate each chunk from an empty cache, and average the negative log-likelihood of the
 //! second half of every chunk only (so each scored token has at least n_ctx/2 tokens of context).
-//! PPL = exp(mean NLL).
+//! PPL = exp(mean NLL). A text shorter than two chunks is refused, as llama-perplexity refuses it;
+//! tokens after the last whole chunk are not scored, as there.
 
 use crate::sampler::log_softmax_at;
 use crate::GenerateError;
@@ -34,10 +35,14 @@ pub fn perplexity(
         return Err(GenerateError::InvalidArgument(format!("the context size must be at least 4, got {n_ctx}")));
     }
     let chunks = tokens.len() / n_ctx;
-    if chunks == 0 {
+    // llama-perplexity refuses a text shorter than two chunks; so do we, so that the two report
+    // perplexities over the same predictions or not at all.
+    if chunks < 2 {
         return Err(GenerateError::InvalidArgument(format!(
-            "the text has {} tokens, fewer than one chunk of {n_ctx}: use a longer text or a smaller --ctx",
-            tokens.len()
+            "the text has {} tokens, fewer than two chunks of {n_ctx} ({} tokens), the least llama-perplexity accepts: use a longer text or --ctx {} or less",
+            tokens.len(),
+            2 * n_ctx,
+            (tokens.len() / 2).max(4)
         )));
     }
     let v = model.config.n_vocab;
