@@ -1,8 +1,10 @@
 //! `ferrolm bench`: prompt processing and generation speed, measured the way llama-bench does.
 //!
-//! pp = one forward of P tokens from an empty cache (logits of the last token only);
-//! tg = N single-token decode steps from an empty cache. Token ids are fixed pseudo-random
-//! numbers, as in llama-bench. Each test runs once to warm up, then `reps` times.
+//! pp = one forward of P tokens (logits of the last token only); tg = N single-token decode steps.
+//! Both start from an empty cache, or with `-d DEPTH` from a cache already holding DEPTH tokens
+//! (llama-bench's `-d`: the depth is filled once, untimed, and each repetition rewinds to it).
+//! Token ids are fixed pseudo-random numbers, as in llama-bench. Each test runs once to warm up,
+//! then `reps` times.
 
 use anyhow::{bail, Result};
 use kernels::pool::{split_range, ThreadPool};
@@ -12,6 +14,8 @@ use std::time::Instant;
 /// Settings of one bench run.
 pub struct BenchArgs {
     pub n_prompt: usize,
+    /// Tokens already in the cache when pp and tg start.
+    pub depth: usize,
     pub n_gen: usize,
     /// Sequences decoded together in a second tg test (1: none).
     pub batch: usize,
@@ -74,19 +78,24 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
     if args.reps == 0 || (args.n_prompt == 0 && args.n_gen == 0) {
         bail!("nothing to measure: give -r >= 1 and -p or -n > 0");
     }
-    let n_ctx = args.n_prompt.max(args.n_gen).max(1);
+    let n_ctx = args.depth + args.n_prompt.max(args.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
-        bail!("-p/-n of {n_ctx} exceed the model's context length {}", model.config.n_ctx_train);
+        bail!("-d + -p/-n = {n_ctx} positions exceed the model's context length {}", model.config.n_ctx_train);
     }
     let mut cache = model.new_cache(n_ctx)?;
-    let mut scratch = model.new_scratch(args.n_prompt.max(1), n_ctx)?;
+    let mut scratch = model.new_scratch(args.n_prompt.max(1).max(args.depth.min(512)), n_ctx)?;
     let v = model.config.n_vocab;
+    // The depth, filled once (in batches of the scratch's size); each test rewinds to it.
+    if args.depth > 0 {
+        let filler = tokens(args.depth + 1, v);
+        model.forward(&filler[1..], &mut cache, &mut scratch, Logits::Skip)?;
+    }
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     if args.n_prompt > 0 {
         let prompt = tokens(args.n_prompt, v);
         for rep in 0..=args.reps {
-            cache.clear();
+            cache.truncate(args.depth);
             let start = Instant::now();
             model.forward(&prompt, &mut cache, &mut scratch, Logits::Last)?;
             if rep > 0 {
@@ -97,7 +106,7 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
     if args.n_gen > 0 {
         let gen = tokens(args.n_gen, v);
         for rep in 0..=args.reps {
-            cache.clear();
+            cache.truncate(args.depth);
             let start = Instant::now();
             for &t in &gen {
                 model.forward(&[t], &mut cache, &mut scratch, Logits::Last)?;
@@ -107,7 +116,8 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
             }
         }
     }
-    // Batched tg: B sequences, one token each per forward call, interleaved with single tg.
+    // Batched tg (at depth 0): B sequences, one token each per forward call, interleaved with
+    // single tg.
     let mut tgb = Vec::new();
     let mut tg1 = Vec::new();
     if args.batch > 1 && args.n_gen > 0 {
@@ -148,7 +158,7 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": model_name, "threads": model.n_threads(), "n_prompt": args.n_prompt, "n_gen": args.n_gen,
+                "model": model_name, "threads": model.n_threads(), "n_prompt": args.n_prompt, "n_gen": args.n_gen, "depth": args.depth,
                 "reps": args.reps, "pp": pp_med, "pp_mean": pp_mean, "pp_std": pp_std, "tg": tg_med, "tg_mean": tg_mean,
                 "tg_std": tg_std, "weight_bytes_per_token": weight_bytes as u64, "tg_weight_read_gbs": tg_gbs,
                 "memory_read_gbs": bandwidth, "kernels": format!("{:?}", model.level()), "sum_order": format!("{:?}", model.sum_order()),
@@ -158,11 +168,13 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
         );
     } else {
         println!("model: {model_name}, {} threads, kernels {:?}, sum order {:?}", model.n_threads(), model.level(), model.sum_order());
+        // llama-bench's labels: "pp512 @ d4096".
+        let at = if args.depth > 0 { format!(" @ d{}", args.depth) } else { String::new() };
         if !pp.is_empty() {
-            println!("pp{:<5} {pp_med:>9.1} tokens/s (mean {pp_mean:.1} +- {pp_std:.1}, {} reps)", args.n_prompt, args.reps);
+            println!("{:<12} {pp_med:>9.1} tokens/s (mean {pp_mean:.1} +- {pp_std:.1}, {} reps)", format!("pp{}{at}", args.n_prompt), args.reps);
         }
         if !tg.is_empty() {
-            println!("tg{:<5} {tg_med:>9.1} tokens/s (mean {tg_mean:.1} +- {tg_std:.1}, {} reps)", args.n_gen, args.reps);
+            println!("{:<12} {tg_med:>9.1} tokens/s (mean {tg_mean:.1} +- {tg_std:.1}, {} reps)", format!("tg{}{at}", args.n_gen), args.reps);
             println!(
                 "weights read per token {:.1} MB -> {tg_gbs:.1} GB/s in tg, machine read bandwidth {bandwidth:.1} GB/s ({:.0}% of it)",
                 weight_bytes / 1e6,

@@ -293,6 +293,9 @@ enum Command {
         /// Tokens generated one at a time (tg)
         #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
         n_gen: usize,
+        /// Tokens already in the KV cache when pp and tg start (llama-bench's -d)
+        #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+        depth: usize,
         /// Threads (default: all cores)
         #[arg(short = 't', long)]
         threads: Option<usize>,
@@ -413,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             tokenizer_bench::run(&tok, &tokenizer_bench::TokenizerBenchArgs { file, reps, json, pathological }, &name)
         }
-        Command::Bench { model, n_prompt, n_gen, threads, reps, batch, json, order } => {
+        Command::Bench { model, n_prompt, n_gen, depth, threads, reps, batch, json, order } => {
             if batch == 0 || batch > 256 {
                 bail!("--batch must be between 1 and 256, got {batch}");
             }
@@ -421,7 +424,7 @@ fn run(cli: Cli) -> Result<()> {
             let (llama, _, _) = open_model(&run)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            bench::run(&llama, &bench::BenchArgs { n_prompt, n_gen, batch, reps, json }, &name)
+            bench::run(&llama, &bench::BenchArgs { n_prompt, n_gen, depth, batch, reps, json }, &name)
         }
     }
 }
