@@ -1,7 +1,8 @@
 //! `ferrolm generate`: one prompt (streamed), `n` completions of one prompt, beam search, or a
 //! file of prompts decoded together; text or JSON lines out.
 
-use crate::{open_model, report, RunArgs, SamplingArgs};
+use crate::args::{RunArgs, SamplingArgs};
+use crate::load::open_model;
 use anyhow::{bail, Context, Result};
 use generate::beam::{BeamConfig, EarlyStopping, FinishReason, LengthPenalty};
 use generate::beam_search;
@@ -127,6 +128,24 @@ pub(crate) fn open_draft(run: &RunArgs, sampling: &SamplingArgs, model: &model::
     let file = gguf::GgufFile::open(&path)?;
     let draft = model::Llama::sharing_threads(file, model, layers).with_context(|| format!("cannot load the draft model from {}", path.display()))?;
     Ok(Some(draft))
+}
+
+pub(crate) fn report(gen: &generate::Generation) {
+    let rate = |n: usize, t: std::time::Duration| if t.as_secs_f64() > 0.0 { n as f64 / t.as_secs_f64() } else { 0.0 };
+    let why = match gen.stop_reason {
+        StopReason::EndOfGeneration => "end of generation",
+        StopReason::StopString => "stop string",
+        StopReason::MaxTokens => "token limit",
+        StopReason::ContextFull => "context full",
+        StopReason::Cancelled => "cancelled",
+    };
+    eprintln!(
+        "[prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {why}]",
+        gen.prompt_tokens,
+        rate(gen.prompt_tokens, gen.prefill_time),
+        gen.tokens.len(),
+        rate(gen.tokens.len().saturating_sub(1), gen.decode_time),
+    );
 }
 
 fn run_beams(

@@ -1,6 +1,7 @@
 //! `ferrolm serve`: the OpenAI-compatible HTTP server over the engine.
 
-use crate::{open_model, RunArgs};
+use crate::args::RunArgs;
+use crate::load::open_model;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::{Engine, EngineConfig};

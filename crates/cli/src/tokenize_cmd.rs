@@ -1,7 +1,8 @@
 //! `ferrolm tokenize`: ids (and byte offsets) of text, with the model's tokenizer or a
 //! tokenizer file (a Hugging Face tokenizer.json or a GGUF).
 
-use crate::{open_file, ModelArgs};
+use crate::args::ModelArgs;
+use crate::load::open_file;
 use anyhow::{Context, Result};
 use gguf::GgufFile;
 use model::tokenizer_gguf::{tokenizer_from_gguf_compat, Compat};

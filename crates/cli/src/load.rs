@@ -1,0 +1,51 @@
+//! Opening model files: the GGUF, its tokenizer, and the model ready to run.
+
+use crate::args::{ModelArgs, RunArgs};
+use crate::fetch;
+use anyhow::{bail, Context, Result};
+use gguf::GgufFile;
+use kernels::SumOrder;
+use model::tokenizer_gguf::tokenizer_from_gguf;
+use model::Llama;
+use std::path::PathBuf;
+use tokenizer::Tokenizer;
+
+pub(crate) fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
+    let path = fetch::resolve_model(args.model.as_deref())?;
+    // The error names the path already.
+    let file = GgufFile::open(&path)?;
+    Ok((path, file))
+}
+
+pub(crate) fn open_tokenizer(args: &ModelArgs) -> Result<(GgufFile, Tokenizer)> {
+    let (path, file) = open_file(args)?;
+    let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    Ok((file, tok))
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Loads model and tokenizer; returns them with the context size to use.
+pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
+    // A misspelt kernel setting is an error, not a silent default.
+    kernels::matmul::check_env().map_err(anyhow::Error::msg)?;
+    let (path, file) = open_file(&run.model)?;
+    let tok = tokenizer_from_gguf(&file).with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+    let threads = run.threads.unwrap_or_else(default_threads);
+    if threads == 0 || threads > 1024 {
+        bail!("--threads must be between 1 and 1024, got {threads}");
+    }
+    let mut model = Llama::from_file(file, threads).with_context(|| format!("cannot load the model in {}", path.display()))?;
+    match run.order.sum_order.as_deref() {
+        Some("llama-cpp") => model.set_sum_order(SumOrder::LlamaCpp),
+        Some(_) => model.set_sum_order(SumOrder::Blocks),
+        None => {}
+    }
+    let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
+    if n_ctx == 0 || n_ctx > model.config.n_ctx_train {
+        bail!("--ctx must be between 1 and the model's context length {}, got {n_ctx}", model.config.n_ctx_train);
+    }
+    Ok((model, tok, n_ctx))
+}
