@@ -2,7 +2,9 @@
 
 use crate::serve_cmd;
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
 use generate::sampler::{SamplerConfig, SamplerOrder};
 use generate::{GenerateOptions, PromptLookup, Speculation};
 use std::path::PathBuf;
@@ -117,7 +119,8 @@ pub(crate) struct SamplingArgs {
     #[arg(long)]
     pub(crate) ignore_eos: bool,
     /// Report the log-probability of each generated token and of its N most likely alternatives
-    #[arg(long, value_name = "N")]
+    /// (not with --speculative, which does not compute them)
+    #[arg(long, value_name = "N", conflicts_with = "speculative")]
     pub(crate) logprobs: Option<usize>,
 }
 
@@ -166,12 +169,29 @@ impl SamplingArgs {
                 Some(Speculation::DraftModel { draft_len: self.draft_k })
             }
         };
-        if speculative.is_none() && (self.draft_model.is_some() || self.draft_layers.is_some()) {
-            bail!("--draft-model and --draft-layers need --speculative draft");
-        }
         Ok(GenerateOptions { max_tokens: self.max_tokens, stop: self.stop.clone(), sampler, speculative, ignore_eos: self.ignore_eos })
     }
 }
+
+/// The flags beam search does not use (it is deterministic and reports no per-token
+/// log-probabilities), and the batch file it does not read.
+const BEAM_CONFLICTS: [&str; 15] = [
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "seed",
+    "typical_p",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "penalty_window",
+    "logit_bias",
+    "sampler_order",
+    "logprobs",
+    "speculative",
+    "batch_file",
+];
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
@@ -188,7 +208,9 @@ pub(crate) enum Command {
         #[arg(long)]
         no_special: bool,
         /// JSON lines of prompts ({"prompt": ..., optional "max_tokens", "temperature", "seed",
-        /// "stop", "id"}), decoded together; results as JSON lines with --json
+        /// "stop", "id"}), decoded together; results as JSON lines with --json. A prompt that
+        /// fails (longer than the context, say) gets an error line ({"index", "id", "error"} with
+        /// --json, on stderr otherwise), the others still run, and the exit status is 1
         #[arg(long, value_name = "FILE")]
         batch_file: Option<PathBuf>,
         /// With --batch-file: the most prompts decoded together (1 runs them one after another)
@@ -198,14 +220,15 @@ pub(crate) enum Command {
         /// --num-beams, the best hypotheses
         #[arg(long, default_value_t = 1)]
         num_return_sequences: usize,
-        /// Beam search with this many beams (deterministic; sampling settings are not used)
-        #[arg(long)]
+        /// Beam search with this many beams (deterministic: sampling flags, --logprobs and
+        /// --speculative are refused with it)
+        #[arg(long, conflicts_with_all = BEAM_CONFLICTS)]
         num_beams: Option<usize>,
         /// Beam search: finished score = sum of log-probs / length^P (Hugging Face semantics)
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         length_penalty: f64,
         /// Beam search: the GNMT length penalty ((5 + length)^A / 6^A) instead of --length-penalty
-        #[arg(long, value_name = "A", allow_negative_numbers = true)]
+        #[arg(long, value_name = "A", allow_negative_numbers = true, conflicts_with = "length_penalty")]
         gnmt_alpha: Option<f64>,
         /// Beam search: stop when num_beams hypotheses are done (true), by Hugging Face's
         /// heuristic (false), or only when no running beam can win (never)
@@ -334,4 +357,62 @@ pub(crate) enum Command {
         #[command(flatten)]
         order: OrderArgs,
     },
+}
+
+/// Checks what clap's `conflicts_with` cannot express: flags given on the command line (a default
+/// does not count) that only apply with another flag, or with a value of it. The error says which
+/// flag would be ignored and what to do; it exits like clap's own usage errors (status 2).
+pub(crate) fn check_flag_combinations(matches: &ArgMatches) -> Result<(), clap::Error> {
+    let Some((name, sub)) = matches.subcommand() else { return Ok(()) };
+    let problem = match name {
+        "generate" => sampling_flags_unused(sub).or_else(|| generate_flags_unused(sub)),
+        "chat" => sampling_flags_unused(sub),
+        _ => None,
+    };
+    let Some(problem) = problem else { return Ok(()) };
+    let mut cli = Cli::command();
+    cli.build();
+    let cmd = cli.find_subcommand_mut(name).expect("the subcommand just parsed");
+    Err(cmd.error(ErrorKind::ArgumentConflict, problem))
+}
+
+/// Whether the user gave `id` on the command line (not a default).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// `--draft-*` and `--ngram*` without the `--speculative` mode they tune.
+fn sampling_flags_unused(m: &ArgMatches) -> Option<String> {
+    let mode = m.get_one::<String>("speculative").map(String::as_str);
+    let wanted = |flag: &str, needs: &str| match mode {
+        Some(mode) => format!("{flag} applies only to --speculative {needs}, not to --speculative {mode}: drop {flag} or use --speculative {needs}"),
+        None => format!("{flag} applies only to --speculative {needs}: add --speculative {needs} or drop {flag}"),
+    };
+    for (id, flag) in [("draft_model", "--draft-model"), ("draft_layers", "--draft-layers")] {
+        if given(m, id) && mode != Some("draft") {
+            return Some(wanted(flag, "draft"));
+        }
+    }
+    for (id, flag) in [("ngram", "--ngram"), ("ngram_min", "--ngram-min")] {
+        if given(m, id) && mode != Some("ngram") {
+            return Some(wanted(flag, "ngram"));
+        }
+    }
+    if given(m, "draft_k") && mode.is_none() {
+        return Some("--draft-k applies only to speculative decoding: add --speculative ngram|draft or drop --draft-k".into());
+    }
+    None
+}
+
+/// `--max-batch` without `--batch-file`, beam settings without `--num-beams`.
+fn generate_flags_unused(m: &ArgMatches) -> Option<String> {
+    if given(m, "max_batch") && !given(m, "batch_file") {
+        return Some("--max-batch applies only to --batch-file: add --batch-file FILE or drop --max-batch".into());
+    }
+    for (id, flag) in [("length_penalty", "--length-penalty"), ("gnmt_alpha", "--gnmt-alpha"), ("early_stopping", "--early-stopping")] {
+        if given(m, id) && !given(m, "num_beams") {
+            return Some(format!("{flag} applies only to beam search: add --num-beams B or drop {flag}"));
+        }
+    }
+    None
 }

@@ -1,8 +1,7 @@
 //! `ferrolm chat`: an interactive conversation with the model's chat template and history.
 
 use crate::args::{RunArgs, SamplingArgs};
-use crate::generate_cmd::{self, report};
-use crate::load::open_model;
+use crate::generate_cmd::{self, logprobs_table, open_checked, report, report_speculation};
 use anyhow::{Context, Result};
 use generate::chat::{ChatMessage, ChatTemplate};
 use generate::Session;
@@ -10,7 +9,7 @@ use std::io::{BufRead, Write};
 
 pub(crate) fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> Result<()> {
     let options = sampling.options()?;
-    let (model, tok, n_ctx) = open_model(run)?;
+    let (model, tok, n_ctx) = open_checked(run, &options)?;
     let template = match model.file().get("tokenizer.chat_template").and_then(|v| v.as_str()) {
         Some(src) => ChatTemplate::new(src).context("the model's chat template does not compile")?,
         None => {
@@ -53,7 +52,13 @@ pub(crate) fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<St
         let mut out = stdout.lock();
         let gen = session.generate(&tok, &ids, &options, &mut |text| out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok())?;
         writeln!(out)?;
+        if !gen.logprobs.is_empty() {
+            eprint!("{}", logprobs_table(&tok, &gen.logprobs));
+        }
         report(&gen);
+        if sampling.verbose && options.speculative.is_some() {
+            report_speculation(&gen);
+        }
         messages.push(ChatMessage { role: "assistant".into(), content: gen.text.trim().to_string() });
     }
     Ok(())

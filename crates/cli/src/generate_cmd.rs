@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use generate::beam::{BeamConfig, EarlyStopping, FinishReason, LengthPenalty};
 use generate::beam_search;
 use generate::sampler::Logprobs;
-use generate::{generate_batch, generate_n, BatchSizes, GenerateOptions, Generation, Session, StopReason};
+use generate::{generate_batch, generate_n, BatchSizes, GenerateError, GenerateOptions, Generation, Session, StopReason};
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -53,14 +53,12 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
         }
         // Read and check every line before loading the model: a bad line costs nothing.
         let lines = read_batch_file(path, &options)?;
-        let (model, tok, n_ctx) = open_model(run)?;
+        let (model, tok, n_ctx) = open_checked(run, &options)?;
         return run_batch_file(&model, &tok, n_ctx, lines, req, sampling.verbose);
     }
     let Some(prompt) = req.prompt else { bail!("give a --prompt or a --batch-file") };
     if let Some(b) = &req.beams {
-        if options.speculative.is_some() {
-            bail!("--speculative does not apply to beam search: drop one of --speculative and --num-beams");
-        }
+        // Sampling flags, --logprobs and --speculative conflict with --num-beams (see args.rs).
         if b.num_beams == 0 || b.num_beams > 64 {
             bail!("--num-beams must be between 1 and 64, got {}", b.num_beams);
         }
@@ -71,7 +69,7 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
         let ids = tok.encode_with_special(prompt, req.parse_special);
         return run_beams(&model, &tok, n_ctx, &ids, &options, req, b);
     }
-    let (model, tok, n_ctx) = open_model(run)?;
+    let (model, tok, n_ctx) = open_checked(run, &options)?;
     let ids = tok.encode_with_special(prompt, req.parse_special);
     if req.num_return_sequences > 1 {
         if options.speculative.is_some() {
@@ -102,16 +100,39 @@ pub fn cmd_generate(run: &RunArgs, sampling: &SamplingArgs, req: &GenerateReques
     }
     report(&gen);
     if sampling.verbose && options.speculative.is_some() {
-        let rate = if gen.drafted > 0 { 100.0 * gen.accepted as f64 / gen.drafted as f64 } else { 0.0 };
-        // Each verification call emits its accepted drafts plus one token; a plain step emits one.
-        let calls = gen.tokens.len().saturating_sub(1).saturating_sub(gen.accepted);
-        let per_call = if calls > 0 { gen.tokens.len().saturating_sub(1) as f64 / calls as f64 } else { 1.0 };
-        eprintln!(
-            "[speculative: {} drafted, {} accepted ({rate:.0}%) in {} verification calls, {} steps not drafted (backing off after rejections) | {per_call:.2} tokens per target forward (the most speed-up the drafts can give)]",
-            gen.drafted, gen.accepted, gen.verify_calls, gen.backoff_steps
+        report_speculation(&gen);
+    }
+    Ok(())
+}
+
+/// The model, tokenizer and context size of `run`, after checking that every `--logit-bias`
+/// token is in the model's vocabulary (the sampler would skip one that is not).
+pub(crate) fn open_checked(run: &RunArgs, options: &GenerateOptions) -> Result<(model::Llama, Tokenizer, usize)> {
+    let (model, tok, n_ctx) = open_model(run)?;
+    check_logit_bias(options, model.config.n_vocab)?;
+    Ok((model, tok, n_ctx))
+}
+
+fn check_logit_bias(options: &GenerateOptions, n_vocab: usize) -> Result<()> {
+    if let Some((token, _)) = options.sampler.logit_bias.iter().find(|(token, _)| *token as usize >= n_vocab) {
+        bail!(
+            "--logit-bias token {token} is outside the model's vocabulary of {n_vocab} tokens (ids 0 to {}): use an id that `ferrolm tokenize` prints",
+            n_vocab.saturating_sub(1)
         );
     }
     Ok(())
+}
+
+/// The `--verbose` line about speculative decoding: drafts made and accepted.
+pub(crate) fn report_speculation(gen: &Generation) {
+    let rate = if gen.drafted > 0 { 100.0 * gen.accepted as f64 / gen.drafted as f64 } else { 0.0 };
+    // Each verification call emits its accepted drafts plus one token; a plain step emits one.
+    let calls = gen.tokens.len().saturating_sub(1).saturating_sub(gen.accepted);
+    let per_call = if calls > 0 { gen.tokens.len().saturating_sub(1) as f64 / calls as f64 } else { 1.0 };
+    eprintln!(
+        "[speculative: {} drafted, {} accepted ({rate:.0}%) in {} verification calls, {} steps not drafted (backing off after rejections) | {per_call:.2} tokens per target forward (the most speed-up the drafts can give)]",
+        gen.drafted, gen.accepted, gen.verify_calls, gen.backoff_steps
+    );
 }
 
 /// The draft model of `--speculative draft`: another file (same vocabulary) or the model's own
@@ -232,7 +253,7 @@ fn logprobs_json(tok: &Tokenizer, lps: &[Logprobs]) -> Value {
     )
 }
 
-fn logprobs_table(tok: &Tokenizer, lps: &[Logprobs]) -> String {
+pub(crate) fn logprobs_table(tok: &Tokenizer, lps: &[Logprobs]) -> String {
     let mut s = String::from("[logprobs]\n");
     for l in lps {
         let top: Vec<String> = l.top.iter().map(|(id, lp)| format!("{:?} {lp:.3}", token_text(tok, *id))).collect();
@@ -272,6 +293,8 @@ fn print_all(tok: &Tokenizer, gens: &[Generation], json: bool) -> Result<()> {
 
 /// One line of a batch file.
 struct BatchLine {
+    /// `FILE:LINE`, for error messages.
+    at: String,
     prompt: String,
     options: GenerateOptions,
     id: Option<Value>,
@@ -317,7 +340,7 @@ fn read_batch_file(path: &Path, defaults: &GenerateOptions) -> Result<Vec<BatchL
             options.stop = list;
         }
         options.sampler.validate().with_context(at)?;
-        lines.push(BatchLine { prompt: prompt.to_string(), options, id: obj.get("id").cloned() });
+        lines.push(BatchLine { at: at(), prompt: prompt.to_string(), options, id: obj.get("id").cloned() });
     }
     if lines.is_empty() {
         bail!("{}: no prompts in the file", path.display());
@@ -331,27 +354,40 @@ fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Ve
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut generated, mut prefill, mut busy) = (0, std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut failed = 0;
     // One at a time, a plain session (the fastest path for a single sequence), made once.
     let mut session = if req.max_batch == 1 { Some(Session::new(model, n_ctx, PREFILL_CHUNK)?) } else { None };
     // Static batches of up to max_batch sequences; results in input order.
     for (b, group) in requests.chunks(req.max_batch).enumerate() {
         let sizes = BatchSizes { n_ctx, prefill_chunk: PREFILL_CHUNK };
         let started = Instant::now();
-        let gens = match session.as_mut() {
-            Some(session) => {
-                let (prompt, options) = &group[0];
-                session.clear();
-                vec![session.generate(tok, prompt, options, &mut |_| true)?]
-            }
-            None => generate_batch(model, tok, group, sizes, &mut |_, _| true)?,
-        };
+        let results = generate_group(model, tok, group, sizes, session.as_mut());
         busy += started.elapsed();
-        for (k, g) in gens.iter().enumerate() {
+        for (k, result) in results.into_iter().enumerate() {
             let i = b * req.max_batch + k;
+            let g = match result {
+                Ok(g) => g,
+                Err(err) => {
+                    failed += 1;
+                    let err = format!("{:#}", anyhow::Error::new(err));
+                    if req.json {
+                        let mut v = json!({"index": i, "error": err});
+                        if let Some(id) = &lines[i].id {
+                            v["id"] = id.clone();
+                        }
+                        writeln!(out, "{v}")?;
+                    } else {
+                        // The results so far first, so that the error line falls in its place.
+                        out.flush()?;
+                        eprintln!("error: prompt {} of {} ({}): {err}", i + 1, lines.len(), lines[i].at);
+                    }
+                    continue;
+                }
+            };
             generated += g.tokens.len();
             prefill += g.prefill_time;
             if req.json {
-                let mut v = gen_json(tok, g);
+                let mut v = gen_json(tok, &g);
                 v["index"] = json!(i);
                 if let Some(id) = &lines[i].id {
                     v["id"] = id.clone();
@@ -360,6 +396,9 @@ fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Ve
             } else {
                 writeln!(out, "=== prompt {} of {} ({} tokens, stop: {}) ===", i + 1, lines.len(), g.tokens.len(), stop_reason(g.stop_reason))?;
                 writeln!(out, "{}", g.text)?;
+                if !g.logprobs.is_empty() {
+                    write!(out, "{}", logprobs_table(tok, &g.logprobs))?;
+                }
             }
         }
     }
@@ -376,5 +415,36 @@ fn run_batch_file(model: &model::Llama, tok: &Tokenizer, n_ctx: usize, lines: Ve
     if verbose {
         eprintln!("[prompt evaluation took {:.2} s of it]", prefill.as_secs_f64());
     }
+    if failed > 0 {
+        bail!("{failed} of {} prompts failed (see their error lines); the others ran", lines.len());
+    }
     Ok(())
+}
+
+/// Generates one group of a batch file: together, or, when that fails, each prompt alone, so
+/// that a bad prompt (empty, longer than the context) costs only its own result. A prompt gives
+/// the same tokens alone as in a batch.
+fn generate_group(
+    model: &model::Llama,
+    tok: &Tokenizer,
+    group: &[(Vec<u32>, GenerateOptions)],
+    sizes: BatchSizes,
+    session: Option<&mut Session>,
+) -> Vec<Result<Generation, GenerateError>> {
+    if let Some(session) = session {
+        return group
+            .iter()
+            .map(|(prompt, options)| {
+                session.clear();
+                session.generate(tok, prompt, options, &mut |_| true)
+            })
+            .collect();
+    }
+    match generate_batch(model, tok, group, sizes, &mut |_, _| true) {
+        Ok(gens) => gens.into_iter().map(Ok).collect(),
+        Err(err) if group.len() == 1 => vec![Err(err)],
+        Err(_) => {
+            group.iter().map(|r| generate_batch(model, tok, std::slice::from_ref(r), sizes, &mut |_, _| true).map(|mut g| g.remove(0))).collect()
+        }
+    }
 }

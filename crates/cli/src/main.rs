@@ -14,11 +14,15 @@ mod tokenizer_bench;
 
 use anyhow::{bail, Result};
 use args::{Cli, Command, RunArgs};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use load::{open_model, open_tokenizer};
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(err) = args::check_flag_combinations(&matches) {
+        err.exit();
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     if let Err(err) = run(cli) {
         // A closed stdout (`ferrolm generate ... | head`) is the reader saying it has enough.
         let broken_pipe = err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));

@@ -147,7 +147,8 @@ fn speculative_draft_keeps_greedy_output_and_needs_a_draft() {
     fx.generate(&model, &["-p", "hi", "-n", "5", "--temperature", "0.8", "--speculative", "draft", "--draft-layers", "1"]).ok();
     fx.generate(&model, &["-p", "hi", "--speculative", "draft"]).fails_with(&["--draft-model", "--draft-layers"]);
     fx.generate(&model, &["-p", "hi", "--speculative", "draft", "--draft-layers", "9"]).fails_with(&["layers"]);
-    fx.generate(&model, &["-p", "hi", "--draft-layers", "1"]).fails_with(&["--speculative draft"]);
+    fx.generate(&model, &["-p", "hi", "--draft-layers", "1"])
+        .usage_error("error: --draft-layers applies only to --speculative draft: add --speculative draft or drop --draft-layers");
     // Prompt lookup's shortest match: at least 1, at most the longest (whose default is 6).
     fx.generate(&model, &["-p", "hi", "--speculative", "ngram", "--ngram-min", "0"]).fails_with(&["--ngram-min", "got 0"]);
     fx.generate(&model, &["-p", "hi", "--speculative", "ngram", "--ngram", "3"]).fails_with(&["--ngram-min", "(3)", "got 4"]);
@@ -187,4 +188,155 @@ fn tokenize_reads_a_tokenizer_json_and_prints_offsets() {
     assert_eq!(offsets.last().unwrap()[1], 7);
     let bad = fx.write("bad.json", b"{\"model\": {\"type\": \"Unigram\"}}");
     fx.run(&["tokenize", "--tokenizer", &bad, "--text", "hi"]).fails_with(&["bad.json", "tokenizer.json"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags that would be ignored are refused, naming both flags (issue 16)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn draft_model_with_prompt_lookup_is_refused_before_the_path_is_opened() {
+    let fx = Fx::new();
+    let missing = fx.path("no-such-draft.gguf");
+    fx.generate(fx.tiny(), &["-p", "hi", "--speculative", "ngram", "--draft-model", &missing]).usage_error(
+        "error: --draft-model applies only to --speculative draft, not to --speculative ngram: drop --draft-model or use --speculative draft",
+    );
+    fx.generate(fx.tiny(), &["-p", "hi", "--speculative", "draft", "--draft-layers", "1", "--ngram", "3"])
+        .usage_error("error: --ngram applies only to --speculative ngram, not to --speculative draft: drop --ngram or use --speculative ngram");
+    fx.generate(fx.tiny(), &["-p", "hi", "--draft-k", "2"])
+        .usage_error("error: --draft-k applies only to speculative decoding: add --speculative ngram|draft or drop --draft-k");
+    // The same checks guard chat.
+    fx.run(&["chat", "--model", fx.tiny(), "--ngram-min", "2"])
+        .usage_error("error: --ngram-min applies only to --speculative ngram: add --speculative ngram or drop --ngram-min");
+}
+
+#[test]
+fn logprobs_with_speculative_decoding_is_refused() {
+    let fx = Fx::new();
+    for mode in [&["--speculative", "ngram"][..], &["--speculative", "draft", "--draft-layers", "1"]] {
+        let mut args = vec!["-p", "hi", "--logprobs", "2"];
+        args.extend_from_slice(mode);
+        fx.generate(fx.tiny(), &args).usage_error("error: the argument '--logprobs <N>' cannot be used with '--speculative <SPECULATIVE>'");
+    }
+}
+
+#[test]
+fn max_batch_without_batch_file_is_refused() {
+    let fx = Fx::new();
+    fx.generate(fx.tiny(), &["-p", "hi", "--max-batch", "4"])
+        .usage_error("error: --max-batch applies only to --batch-file: add --batch-file FILE or drop --max-batch");
+    // The default (8) is not the user's: a plain run goes on.
+    fx.generate(fx.tiny(), &["-p", "hi", "-n", "1"]).ok();
+}
+
+#[test]
+fn beam_flags_without_num_beams_are_refused() {
+    let fx = Fx::new();
+    for (flag, value) in [("--length-penalty", "1.0"), ("--gnmt-alpha", "0.6"), ("--early-stopping", "never")] {
+        fx.generate(fx.tiny(), &["-p", "hi", flag, value])
+            .usage_error(&format!("error: {flag} applies only to beam search: add --num-beams B or drop {flag}"));
+    }
+    // GNMT replaces the Hugging Face length penalty: both together would drop one.
+    fx.generate(fx.tiny(), &["-p", "hi", "--num-beams", "2", "--gnmt-alpha", "0.6", "--length-penalty", "2"])
+        .usage_error("error: the argument '--gnmt-alpha <A>' cannot be used with '--length-penalty <LENGTH_PENALTY>'");
+}
+
+#[test]
+fn sampling_flags_with_num_beams_are_refused() {
+    let fx = Fx::new();
+    let cases = [
+        ("--logprobs", "2", "--logprobs <N>"),
+        ("--seed", "3", "--seed <SEED>"),
+        ("--temperature", "0.5", "--temperature <TEMPERATURE>"),
+        ("--logit-bias", "1=2", "--logit-bias <LOGIT_BIAS>"),
+    ];
+    for (flag, value, shown) in cases {
+        fx.generate(fx.tiny(), &["-p", "hi", "--num-beams", "2", flag, value])
+            .usage_error(&format!("error: the argument '--num-beams <NUM_BEAMS>' cannot be used with '{shown}'"));
+    }
+}
+
+#[test]
+fn batch_file_text_output_keeps_the_logprobs() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let file = fx.write("prompts.jsonl", b"{\"prompt\": \"the weather\"}\n{\"prompt\": \"a cat\"}\n");
+    let run = fx.generate(&model, &["--batch-file", &file, "-n", "3", "--temperature", "0", "--logprobs", "2"]);
+    run.ok();
+    assert_eq!(run.stdout.matches("[logprobs]").count(), 2, "one table per prompt:\n{}", run.stdout);
+    // The numbers are those of --json: three tokens each, with their log-probabilities.
+    let json = fx.generate(&model, &["--batch-file", &file, "-n", "3", "--temperature", "0", "--logprobs", "2", "--json"]);
+    for g in json_lines(json.ok()) {
+        for lp in g["logprobs"].as_array().expect("logprobs") {
+            let shown = format!("{:>8.3}", lp["logprob"].as_f64().unwrap());
+            assert!(run.stdout.contains(&shown), "{shown} missing from:\n{}", run.stdout);
+        }
+    }
+}
+
+#[test]
+fn out_of_vocabulary_logit_bias_is_refused() {
+    let fx = Fx::new();
+    let n_vocab = model::testing::tiny_vocab().0.len();
+    let last = format!("{}=1", n_vocab - 1);
+    fx.generate(fx.tiny(), &["-p", "hi", "-n", "1", "--logit-bias", &last]).ok();
+    let outside = format!("{n_vocab}=1");
+    let expected = format!(
+        "error: --logit-bias token {n_vocab} is outside the model's vocabulary of {n_vocab} tokens (ids 0 to {}): use an id that `ferrolm tokenize` prints",
+        n_vocab - 1
+    );
+    for extra in [&[][..], &["--num-return-sequences", "2"]] {
+        let mut args = vec!["-p", "hi", "-n", "1", "--logit-bias", &outside];
+        args.extend_from_slice(extra);
+        let run = fx.generate(fx.tiny(), &args);
+        run.fails_with(&[]);
+        assert_eq!(run.stderr.trim_end(), expected);
+    }
+    let file = fx.write("prompts.jsonl", b"{\"prompt\": \"hi\"}\n");
+    fx.generate(fx.tiny(), &["--batch-file", &file, "--logit-bias", &outside]).fails_with(&[&expected["error: ".len()..]]);
+    fx.run_with_stdin(&["chat", "--model", fx.tiny(), "--logit-bias", &outside], Some("hello\n")).fails_with(&[&expected["error: ".len()..]]);
+}
+
+#[test]
+fn batch_file_reports_a_bad_prompt_in_its_line_and_finishes_the_others() {
+    let fx = Fx::new();
+    let model = fx.write("varied.gguf", varied_bytes());
+    let long = "x".repeat(40);
+    let lines = [
+        r#"{"prompt": "the weather", "id": "first"}"#.to_string(),
+        format!(r#"{{"prompt": "{long}", "id": "long"}}"#),
+        r#"{"prompt": "a cat"}"#.to_string(),
+        r#"{"prompt": ""}"#.to_string(),
+    ];
+    let file = fx.write("prompts.jsonl", lines.join("\n").as_bytes());
+    let base = ["--batch-file", file.as_str(), "--ctx", "16", "-n", "3", "--temperature", "0"];
+    let mut expected = None;
+    for max_batch in ["8", "2", "1"] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--json", "--max-batch", max_batch]);
+        let run = fx.generate(&model, &args);
+        assert_eq!(run.code, Some(1), "a failed prompt fails the run; stderr:\n{}", run.stderr);
+        assert!(run.stderr.contains("error: 2 of 4 prompts failed"), "{}", run.stderr);
+        let got = json_lines(&run);
+        assert_eq!(got.len(), 4, "one line per prompt:\n{}", run.stdout);
+        assert_eq!((&got[0]["id"], &got[0]["index"]), (&serde_json::json!("first"), &serde_json::json!(0)));
+        assert_eq!(got[0]["tokens"].as_array().map(Vec::len), Some(3));
+        assert_eq!((&got[1]["id"], &got[1]["index"]), (&serde_json::json!("long"), &serde_json::json!(1)));
+        let error = got[1]["error"].as_str().expect("an error string");
+        assert!(error.contains("context is full") && error.contains("40 positions needed") && error.contains("holds 16"), "{error}");
+        assert!(got[1].get("tokens").is_none());
+        assert_eq!(got[2]["tokens"].as_array().map(Vec::len), Some(3), "the prompt after the bad one still runs");
+        assert!(got[3]["error"].as_str().is_some_and(|e| e.contains("prompt is empty")), "{}", got[3]);
+        // The good prompts get what they get in any batch size.
+        let good: Vec<_> = [&got[0], &got[2]].iter().map(|g| g["tokens"].clone()).collect();
+        assert_eq!(expected.get_or_insert_with(|| good.clone()), &good, "--max-batch {max_batch}");
+    }
+    // Text mode: the results on stdout, each failure named on stderr.
+    let run = fx.generate(&model, &base);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stdout.contains("=== prompt 1 of 4") && run.stdout.contains("=== prompt 3 of 4"), "{}", run.stdout);
+    assert!(!run.stdout.contains("=== prompt 2 of 4"), "{}", run.stdout);
+    let named = format!("error: prompt 2 of 4 ({file}:2): the context is full");
+    assert!(run.stderr.contains(&named), "stderr lacks {named:?}:\n{}", run.stderr);
+    assert!(run.stderr.contains(&format!("error: prompt 4 of 4 ({file}:4): the prompt is empty")), "{}", run.stderr);
 }

@@ -180,6 +180,14 @@ impl Run {
         self
     }
 
+    /// A usage error, as clap's own (exit 2, no panic), whose first line is exactly `line`.
+    pub fn usage_error(&self, line: &str) -> &Self {
+        assert!(!self.stderr.contains("panicked"), "panicked instead of a clean error:\n{}", self.stderr);
+        assert_eq!(self.code, Some(2), "expected a usage error (exit code 2); stderr:\n{}", self.stderr);
+        assert_eq!(self.stderr.lines().next(), Some(line), "first line of stderr:\n{}", self.stderr);
+        self
+    }
+
     /// A clean failure: exit 1, stderr starting with `error:`, no panic, and each of `needles`
     /// (case-insensitive) in the message.
     pub fn fails_with(&self, needles: &[&str]) -> &Self {
