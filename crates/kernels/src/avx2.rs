@@ -138,7 +138,7 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
 }
 
 /// A row group against one activation row in llama.cpp's x86 order: lane l of row r's
-/// reference accumulator (`matmul.rs`, 8 lanes of 4 consecutive products) is lane r of
+/// reference accumulator (`matmul/reference.rs`, 8 lanes of 4 consecutive products) is lane r of
 /// accumulator register l here. Per element group: the 8 rows' exact integer sums (`vpmaddubsw`,
 /// `vpmaddwd`; Q4_0's offset taken out as 8 times the group's activation sum, Q8_0's sign moved
 /// onto the activation), converted, and fused-multiply-added with the block scale into

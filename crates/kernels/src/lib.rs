@@ -1,7 +1,7 @@
 //! kernels: slice-in, slice-out math for ferrolm.
 //!
 //! Quantized block formats and their products with activations ([`quant`], [`matmul`](mod@matmul)), norms,
-//! RoPE, activations and softmax ([`ops`]), causal grouped-query attention ([`attention`]), and
+//! RoPE and activations ([`ops`]), causal grouped-query attention ([`attention`]), and
 //! the persistent thread pool they run on ([`pool`]). Kernels never allocate and know nothing of
 //! models: the caller owns every buffer and passes sizes.
 //!

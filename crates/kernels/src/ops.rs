@@ -1,4 +1,9 @@
-//! Element-wise and row-wise operations of a transformer block: norms, RoPE, activations, softmax.
+//! Element-wise and row-wise operations of a transformer block: norms, RoPE, activations, argmax.
+//!
+//! Softmax is not here. The one softmax of a row of logits is `generate::sampler::softmax_inplace`
+//! (stable: the maximum is subtracted first; an all-masked row, every logit -inf, comes out
+//! uniform); attention's is fused into its kernels (`attention`), whose rows always hold the
+//! token's own position, so they are never all masked.
 //!
 //! Those with SIMD kernels run at [`Level::current`] (the machine's best, capped by
 //! `FERROLM_KERNELS`); their `_at` variants take the level, for tests that compare levels.
@@ -40,24 +45,6 @@ pub fn rms_norm_quantize(pool: &crate::ThreadPool, x: &[f32], weight: &[f32], ep
         let (nr, qr) = unsafe { (xn_out.slice(r.start * d, r.len() * d), xq_out.slice(r.start * kb, r.len() * kb)) };
         rows(&x[r.start * d..r.end * d], nr, qr);
     });
-}
-
-/// x (n) -> x (n) in place: numerically stable softmax (the maximum is subtracted first, so
-/// logits near 1e4 neither overflow nor lose the differences between them). Sums in f64.
-pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        // Everything masked: define the result as uniform zeros rather than NaN.
-        x.iter_mut().for_each(|v| *v = 0.0);
-        return;
-    }
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The rotation angles of RoPE for one position: cos_sin (Dh/2 pairs) of `pos * base^(-2i/Dh)`.
@@ -390,26 +377,6 @@ mod tests {
         for (o, w) in out.iter().zip(&w) {
             assert!((o - w).abs() < 1e-6);
         }
-    }
-
-    #[test]
-    fn softmax_of_logits_near_1e4_is_finite_and_exact() {
-        let mut x = [1e4f32, 1e4 - 1.0, 1e4 - 2.0];
-        softmax_inplace(&mut x);
-        let e1 = (-1.0f64).exp();
-        let e2 = (-2.0f64).exp();
-        let z = 1.0 + e1 + e2;
-        for (got, want) in x.iter().zip([1.0 / z, e1 / z, e2 / z]) {
-            assert!(got.is_finite());
-            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
-        }
-    }
-
-    #[test]
-    fn softmax_of_fully_masked_row_is_zero_not_nan() {
-        let mut x = [f32::NEG_INFINITY; 4];
-        softmax_inplace(&mut x);
-        assert_eq!(x, [0.0; 4]);
     }
 
     #[test]

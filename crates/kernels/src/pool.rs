@@ -61,8 +61,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 type Job = dyn Fn(usize, usize) + Sync;
 
 struct Shared {
-    /// The current job, valid while `remaining > 0` for the current generation.
-    job: UnsafeCell<Option<*const Job>>,
+    /// The current job and the number of threads it runs on, valid while `remaining > 0` for the
+    /// current generation.
+    job: UnsafeCell<Option<(*const Job, usize)>>,
     /// Bumped once per job; workers compare it with the last one they ran.
     generation: AtomicU64,
     /// Workers that have not yet finished the current job.
@@ -134,9 +135,67 @@ pub struct ThreadPool {
     solo_forced: AtomicBool,
 }
 
+/// Worker threads that could not be started: the system refused one (a limit on threads or
+/// memory). Its message is one line that says how many threads were asked for, why the system
+/// refused, and what to do.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// Threads asked for, the caller included.
+    pub wanted: usize,
+    /// Threads that were running when the system refused the next one, the caller included.
+    pub started: usize,
+    /// The system's reason.
+    pub error: std::io::Error,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (wanted, started, error) = (self.wanted, self.started, &self.error);
+        write!(
+            f,
+            "cannot start {wanted} kernel threads: {error}; {started} started, so ask for {started} or fewer, or raise the system's limit on threads"
+        )
+    }
+}
+
+// The cause is part of the message, so it is not repeated as a source.
+impl std::error::Error for SpawnError {}
+
+/// Starts worker `index` running the closure (`std::thread::Builder::spawn`, or a stand-in that
+/// fails in tests).
+type Spawner<'a> = dyn FnMut(usize, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> + 'a;
+
+/// Starts worker `index` as a named thread.
+fn spawn_thread(index: usize, body: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("ferrolm-worker-{index}")).spawn(body)
+}
+
 impl ThreadPool {
     /// A pool of `n_threads` threads in all (the caller plus `n_threads - 1` workers); 0 means 1.
+    /// Fails, with the started workers stopped again, when the system refuses a thread.
+    pub fn try_new(n_threads: usize) -> Result<ThreadPool, SpawnError> {
+        ThreadPool::try_start(n_threads, &mut spawn_thread)
+    }
+
+    /// As [`ThreadPool::try_new`], but when the system refuses a thread the pool runs on the
+    /// threads that did start (at least the caller): [`ThreadPool::n_threads`] says how many. It
+    /// does not fail.
     pub fn new(n_threads: usize) -> ThreadPool {
+        ThreadPool::start(n_threads, &mut spawn_thread).0
+    }
+
+    fn try_start(n_threads: usize, spawn: &mut Spawner) -> Result<ThreadPool, SpawnError> {
+        let wanted = n_threads.max(1);
+        match ThreadPool::start(wanted, spawn) {
+            (pool, None) => Ok(pool),
+            // Dropping the pool stops and joins the workers that did start.
+            (pool, Some(error)) => Err(SpawnError { wanted, started: pool.n_threads, error }),
+        }
+    }
+
+    /// Starts up to `n_threads` threads in all, stopping at the first the system refuses: the pool
+    /// of those that started, and the refusal.
+    fn start(n_threads: usize, spawn: &mut Spawner) -> (ThreadPool, Option<std::io::Error>) {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
@@ -151,17 +210,21 @@ impl ThreadPool {
             done_lock: Mutex::new(()),
             done: Condvar::new(),
         });
-        let workers = (1..n_threads)
-            .map(|index| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("ferrolm-worker-{index}"))
-                    .spawn(move || worker_loop(&shared, index, n_threads))
-                    .expect("failed to spawn a worker thread")
-            })
-            .collect();
+        let mut workers = Vec::with_capacity(n_threads - 1);
+        let mut refused = None;
+        for index in 1..n_threads {
+            let shared = Arc::clone(&shared);
+            match spawn(index, Box::new(move || worker_loop(&shared, index))) {
+                Ok(handle) => workers.push(handle),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        let n_threads = workers.len() + 1;
         let schedule = Schedule { solo_until: None, backoff: FIRST_BACKOFF, work: Duration::ZERO, wait: Duration::ZERO };
-        ThreadPool { shared, workers, n_threads, run_lock: Mutex::new(schedule), solo_forced: AtomicBool::new(false) }
+        (ThreadPool { shared, workers, n_threads, run_lock: Mutex::new(schedule), solo_forced: AtomicBool::new(false) }, refused)
     }
 
     /// The number of threads a job runs on at most (buffers with one slot per thread are sized
@@ -199,7 +262,7 @@ impl ThreadPool {
         let shared = &*self.shared;
         // Erase the lifetime: the pointer is not used after this function returns.
         let job_ptr: *const Job = unsafe { std::mem::transmute::<&'a (dyn Fn(usize, usize) + Sync + 'a), &'static Job>(job) };
-        unsafe { *shared.job.get() = Some(job_ptr) };
+        unsafe { *shared.job.get() = Some((job_ptr, self.n_threads)) };
         shared.remaining.store(self.n_threads - 1, Ordering::Relaxed);
         let any_asleep = {
             let _guard = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +322,7 @@ fn wait_for_workers(shared: &Shared, since: Instant) {
     }
 }
 
-fn worker_loop(shared: &Shared, index: usize, n_threads: usize) {
+fn worker_loop(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin first, then sleep.
@@ -287,7 +350,7 @@ fn worker_loop(shared: &Shared, index: usize, n_threads: usize) {
             }
         }
         seen = shared.generation.load(Ordering::Acquire);
-        if let Some(job) = unsafe { *shared.job.get() } {
+        if let Some((job, n_threads)) = unsafe { *shared.job.get() } {
             let job = unsafe { &*job };
             if catch_unwind(AssertUnwindSafe(|| job(index, n_threads))).is_err() {
                 shared.panicked.store(true, Ordering::Relaxed);
@@ -433,6 +496,50 @@ mod tests {
         // The first back-off is FIRST_BACKOFF; after it the next job tries all threads again.
         std::thread::sleep(FIRST_BACKOFF + Duration::from_millis(10));
         assert_eq!(run_checked(&pool, &|_, _| {}), 2);
+    }
+
+    /// Starts workers as `spawn_thread` does up to index `refuse`, which the "system" refuses;
+    /// counts the workers that have exited in `exited`.
+    fn refusing_spawner(refuse: usize, exited: Arc<AtomicUsize>) -> impl FnMut(usize, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
+        move |index, body| {
+            if index >= refuse {
+                return Err(std::io::Error::other("no more threads"));
+            }
+            let exited = Arc::clone(&exited);
+            spawn_thread(
+                index,
+                Box::new(move || {
+                    body();
+                    exited.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+        }
+    }
+
+    #[test]
+    fn a_refused_thread_is_a_one_line_error_and_the_started_workers_stop() {
+        let exited = Arc::new(AtomicUsize::new(0));
+        let err = ThreadPool::try_start(4, &mut refusing_spawner(2, exited.clone())).err().expect("the third thread was refused");
+        assert_eq!((err.wanted, err.started), (4, 2));
+        assert_eq!(
+            err.to_string(),
+            "cannot start 4 kernel threads: no more threads; 2 started, so ask for 2 or fewer, or raise the system's limit on threads"
+        );
+        // The one worker that started was stopped and joined before the error came back.
+        assert_eq!(exited.load(Ordering::SeqCst), 1);
+        assert!(ThreadPool::try_new(3).is_ok());
+    }
+
+    #[test]
+    fn new_runs_on_the_threads_that_started_when_one_is_refused() {
+        let exited = Arc::new(AtomicUsize::new(0));
+        let (pool, refused) = ThreadPool::start(4, &mut refusing_spawner(2, exited.clone()));
+        assert!(refused.is_some());
+        assert_eq!(pool.n_threads(), 2);
+        // Every thread sees the pool's real size, the workers started before the refusal too.
+        assert_eq!(run_checked(&pool, &|_, n| assert_eq!(n, 2)), 2);
+        drop(pool);
+        assert_eq!(exited.load(Ordering::SeqCst), 1);
     }
 
     #[test]

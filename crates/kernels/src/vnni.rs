@@ -8,7 +8,7 @@
 //! elements 16+4k..16+4k+4. So after unpacking, register l (l = 0..8) holds element group l
 //! (elements 4l..4l+4) of all 16 rows, and one `vpdpbusd` against those four activation bytes
 //! broadcast gives the 16 rows' exact integer sums of group l: lane l of each row's accumulator
-//! in the reference order (`matmul.rs`). The float work is then the reference's, 16 rows at a
+//! in the reference order (`matmul/reference.rs`). The float work is then the reference's, 16 rows at a
 //! time: convert, fused multiply-add with the block scale into accumulator l, and at the end the
 //! same tree over the 8 accumulators. The results are bit-identical to the reference (tested).
 //!

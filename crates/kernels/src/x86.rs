@@ -1,11 +1,11 @@
 //! Hand-written AVX2 kernels for the quantized dot products (x86-64 only).
 //!
-//! Each computes exactly what its scalar twin in `matmul.rs` computes, in the same order: per
+//! Each computes exactly what its scalar twin in `matmul/reference.rs` computes, in the same order: per
 //! block, the 32 integer products are summed in 8 lanes of 4 consecutive elements (one
 //! `maddubs` + `madd` pair, or one VNNI `vpdpbusd`), converted to f32 and fused-multiply-added
 //! with the block's scale into an 8-lane accumulator; the lanes are reduced at the end of the row
 //! in the tree of `reduce_lanes`. Integer sums are exact, so the results are bit-identical to the
-//! scalar reference (tested in `matmul.rs`).
+//! scalar reference (tested in `matmul/tests.rs`).
 
 #![cfg(target_arch = "x86_64")]
 

@@ -47,7 +47,27 @@ pub enum ModelError {
     /// A cache made for another model or a larger context than the scratch.
     #[error("the KV cache does not match this model and scratch")]
     CacheMismatch,
+    /// The system refused one of the kernel threads the model was to run on.
+    #[error(transparent)]
+    Threads(#[from] kernels::pool::SpawnError),
     /// A sequence used with a pool other than the one that made it.
     #[error("this sequence belongs to another KV pool: make sequences with the pool they are used with")]
     ForeignSequence,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_kernel_thread_is_a_one_line_load_error() {
+        let refused = kernels::pool::SpawnError { wanted: 8, started: 3, error: std::io::Error::other("Resource temporarily unavailable") };
+        let err = ModelError::from(refused);
+        assert_eq!(
+            err.to_string(),
+            "cannot start 8 kernel threads: Resource temporarily unavailable; 3 started, so ask for 3 or fewer, or raise the system's limit on threads"
+        );
+        // The cause is in the message once, not repeated by a source.
+        assert!(std::error::Error::source(&err).is_none());
+    }
 }

@@ -183,6 +183,9 @@ fn dot_f16(order: Order, q: &[f32], k: &[f16]) -> f32 {
 }
 
 /// Softmax of scores (n) in place, with [`exp_poly`] and the sum taken 16 positions at a time.
+/// Stable: the maximum is subtracted first, so scores near 1e4 neither overflow nor lose their
+/// differences. A row is never all masked: causal attention scores only the n >= 1 positions a
+/// token sees (its own among them) and masks none with -inf; an all -inf row would come out NaN.
 #[inline(always)]
 fn softmax_lanes(scores: &mut [f32]) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -476,3 +476,15 @@ fn block_order_gives_a_token_the_same_bits_in_any_batch() {
         }
     }
 }
+
+#[test]
+fn attention_softmax_is_stable_for_scores_near_1e4() {
+    // 20 positions (a chunk of 16 and a partial one), scores 1e4 - i/4.
+    let mut scores: Vec<f32> = (0..20).map(|i| 1e4 - i as f32 * 0.25).collect();
+    softmax_lanes(&mut scores);
+    let z: f64 = (0..20).map(|i| (-(i as f64) * 0.25).exp()).sum();
+    for (i, &p) in scores.iter().enumerate() {
+        let want = (-(i as f64) * 0.25).exp() / z;
+        assert!(p.is_finite() && (p as f64 - want).abs() < 1e-6, "position {i}: {p} vs {want}");
+    }
+}

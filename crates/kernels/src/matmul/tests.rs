@@ -2,7 +2,8 @@
 //! and the fused variants against their unfused parts.
 
 use super::*;
-use crate::quant::{dequantize_row, quantize_row, quantize_row_q8};
+use crate::quant::{dequantize_row, quantize_row, quantize_row_q8, Q4_1_BYTES};
+use half::f16;
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

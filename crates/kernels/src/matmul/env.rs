@@ -1,0 +1,121 @@
+//! Which kernels run: the instruction-set [`Level`] (from the CPU, capped by `FERROLM_KERNELS`) and
+//! the [`SumOrder`] of quantized products (`FERROLM_SUM_ORDER`), and [`check_env`] to reject
+//! values of those variables that are not known.
+
+/// The instruction-set level kernels are compiled for, chosen once at run time. Levels are
+/// ordered: each can run everything the one below it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Portable code (the reference).
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL, DQ) and VNNI: 16 weight rows per instruction.
+    Avx512Vnni,
+}
+
+/// The environment variables the kernels read and the values they know; an empty value counts as
+/// unset. Any other value:
+/// - stops the `ferrolm` command line before it loads a model, with the message of [`check_env`]
+///   (the variable, its value and the known values);
+/// - is read as unset by [`Level::detect`] and [`SumOrder::from_env`] themselves, which do not
+///   check: a program using this library directly calls [`check_env`] first to reject it too.
+pub const ENV_SETTINGS: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
+
+/// Checks the variables of [`ENV_SETTINGS`], so that a caller can reject a misspelt value instead
+/// of running on the default: the error, one line, names the first variable set to an unknown
+/// value, the value and the known ones. The command line calls it before loading a model; the
+/// readers ([`Level::detect`], [`SumOrder::from_env`]) do not.
+pub fn check_env() -> Result<(), String> {
+    for (name, known) in ENV_SETTINGS {
+        if let Ok(value) = std::env::var(name) {
+            if !value.is_empty() && !known.contains(&value.as_str()) {
+                return Err(format!("{name}={value:?} is not a known setting; use one of: {} (or leave it unset)", known.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Level {
+    /// The best level this machine supports, capped by `FERROLM_KERNELS`: `scalar` gives the
+    /// scalar reference, `avx2` at most AVX2 (the scalar reference on a CPU without it). Unset,
+    /// empty or unknown values give the best level: unknown values are rejected by [`check_env`],
+    /// not here.
+    pub fn detect() -> Level {
+        let best = Level::best_available();
+        match std::env::var("FERROLM_KERNELS").as_deref() {
+            Ok("scalar") => Level::Scalar,
+            Ok("avx2") if best != Level::Scalar => Level::Avx2,
+            _ => best,
+        }
+    }
+
+    /// The level of the kernels that are not handed one (norms, RoPE, f16 conversions, the
+    /// activation quantizer, argmax): [`Level::detect`], read once per process, so that
+    /// `FERROLM_KERNELS` caps them as it caps the products and attention.
+    pub fn current() -> Level {
+        static CURRENT: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(Level::detect)
+    }
+
+    /// The best level the CPU supports, ignoring the environment.
+    pub fn best_available() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::vnni::available() {
+                return Level::Avx512Vnni;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                return Level::Avx2;
+            }
+        }
+        Level::Scalar
+    }
+
+    /// Every level this machine can run (for tests that compare them).
+    pub fn all_available() -> Vec<Level> {
+        match Level::best_available() {
+            Level::Scalar => vec![Level::Scalar],
+            Level::Avx2 => vec![Level::Scalar, Level::Avx2],
+            Level::Avx512Vnni => vec![Level::Scalar, Level::Avx2, Level::Avx512Vnni],
+        }
+    }
+
+    /// Whether block-format weights should be repacked into row groups ([`pack_for`](super::pack_for)) at load
+    /// time.
+    pub fn wants_row_groups(self) -> bool {
+        matches!(self, Level::Avx512Vnni | Level::Avx2)
+    }
+}
+
+/// How a quantized dot product adds up its blocks. Both orders sum each block's integer products
+/// exactly; they differ in where the float roundings fall, so logits differ in their last bits
+/// (30 layers later, by up to ~0.05), and greedy choices can differ at near-ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SumOrder {
+    /// One integer sum per block, converted once and fused-multiply-added with the block scale
+    /// into a single accumulator per row (the default; the order of llama.cpp's repacked and
+    /// ARM kernels). A batch of tokens is bound by this float work, and it is 8 times smaller
+    /// than in llama.cpp's x86 order: batched decoding and prompt processing run faster.
+    #[default]
+    Blocks,
+    /// llama.cpp's x86 order: per block, 8 lanes of 4 consecutive products, each lane converted
+    /// to f32 and fused-multiply-added with the block scale into its own accumulator; the 8
+    /// lanes are reduced at the end of the row (see `LANES` in `reference.rs`). Logits are
+    /// bit-identical to llama.cpp's x86 build and greedy output token-exact with it. Chosen with
+    /// `FERROLM_SUM_ORDER=llama-cpp` or `--sum-order llama-cpp`; the golden tests pin it.
+    LlamaCpp,
+}
+
+impl SumOrder {
+    /// The order `FERROLM_SUM_ORDER` asks for: `llama-cpp` gives [`SumOrder::LlamaCpp`]; `blocks`,
+    /// unset, empty or unknown values the default, [`SumOrder::Blocks`] (unknown values are
+    /// rejected by [`check_env`], not here).
+    pub fn from_env() -> SumOrder {
+        match std::env::var("FERROLM_SUM_ORDER").as_deref() {
+            Ok("llama-cpp") => SumOrder::LlamaCpp,
+            _ => SumOrder::Blocks,
+        }
+    }
+}

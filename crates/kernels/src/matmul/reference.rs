@@ -1,0 +1,207 @@
+//! The scalar references: one dot product per weight format and summation order, and the row
+//! loop that runs them (also used by the AVX2 row kernels, with their own dot products). Every
+//! faster kernel gives these results bit for bit.
+
+use super::{MatRef, Out, SumOrder};
+use crate::quant::{read_f16, BlockQ8, Format, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
+use half::{bf16, f16};
+
+/// Lanes of the per-row accumulator: each block's 32 integer products are summed in 8 groups of
+/// 4 consecutive elements, and group i is added into lane i with a fused multiply-add by the
+/// block's scale. The lanes are reduced at the end of the row in a fixed tree order.
+///
+/// This is the exact order of the peers' x86 kernels (an 8-wide float accumulator). Float
+/// rounding after 30 layers moves logits by ~0.05 between two correct summation orders, enough to
+/// flip greedy choices at near-ties; keeping the same order keeps us token-exact with them.
+const LANES: usize = 8;
+
+/// Sums the 8 lanes as `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
+#[inline(always)]
+fn reduce_lanes(acc: &[f32; LANES]) -> f32 {
+    let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// w block values (32, element order) times activation block, accumulated into the lanes.
+#[inline(always)]
+fn accumulate_block(acc: &mut [f32; LANES], scale: f32, w: &[i32; QK], a: &[i8; QK]) {
+    for (lane, acc) in acc.iter_mut().enumerate() {
+        let mut sum = 0i32;
+        for e in 4 * lane..4 * lane + 4 {
+            sum += w[e] * a[e] as i32;
+        }
+        *acc = scale.mul_add(sum as f32, *acc);
+    }
+}
+
+/// Unpacks 16 bytes of nibbles into 32 values in element order (low nibbles first), minus `offset`.
+#[inline(always)]
+fn unpack_nibbles(qs: &[u8], offset: i32) -> [i32; QK] {
+    let mut w = [0i32; QK];
+    for j in 0..QK / 2 {
+        w[j] = (qs[j] & 0x0F) as i32 - offset;
+        w[j + QK / 2] = (qs[j] >> 4) as i32 - offset;
+    }
+    w
+}
+
+/// w row (K) q4_0, x (K/32) q8 blocks -> dot product.
+#[inline(always)]
+pub fn dot_q4_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (b, a) in w.chunks_exact(Q4_0_BYTES).zip(x) {
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_nibbles(&b[2..Q4_0_BYTES], 8), &a.qs);
+    }
+    reduce_lanes(&acc)
+}
+
+/// w row (K) q4_1, x (K/32) q8 blocks -> dot product. The weight minimum `m` meets the block sum
+/// `s` of the activations: sum_j (d q_j + m) a_j = d * sum_j q_j a_j + m * s; the `m * s` terms
+/// are summed separately and added last.
+#[inline(always)]
+pub fn dot_q4_1_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut mins = 0.0f32;
+    for (b, a) in w.chunks_exact(Q4_1_BYTES).zip(x) {
+        mins += read_f16(b, 2) * a.s;
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_nibbles(&b[4..Q4_1_BYTES], 0), &a.qs);
+    }
+    reduce_lanes(&acc) + mins
+}
+
+/// w row (K) q8_0, x (K/32) q8 blocks -> dot product.
+#[inline(always)]
+pub fn dot_q8_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (b, a) in w.chunks_exact(Q8_0_BYTES).zip(x) {
+        let mut q = [0i32; QK];
+        for (q, &v) in q.iter_mut().zip(&b[2..Q8_0_BYTES]) {
+            *q = v as i8 as i32;
+        }
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &q, &a.qs);
+    }
+    reduce_lanes(&acc)
+}
+
+/// w row (K) in a block format, x (K/32) q8 blocks -> dot product in the [`SumOrder::Blocks`]
+/// order: acc = fma(d_w * d_x, sum of the block's integer products, acc), block after block;
+/// for Q4_1 the minimum's terms `m * s` are summed separately and added last, as in
+/// [`dot_q4_1_q8`].
+#[inline(always)]
+pub fn dot_blocks_q8(format: Format, w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut mins = 0.0f32;
+    for (b, a) in w.chunks_exact(format.block_bytes()).zip(x) {
+        let dot = |values: &[i32; QK]| values.iter().zip(&a.qs).map(|(&v, &q)| v * q as i32).sum::<i32>();
+        let sum = match format {
+            Format::Q4_0 => dot(&unpack_nibbles(&b[2..Q4_0_BYTES], 8)),
+            Format::Q4_1 => {
+                mins += read_f16(b, 2) * a.s;
+                dot(&unpack_nibbles(&b[4..Q4_1_BYTES], 0))
+            }
+            _ => b[2..Q8_0_BYTES].iter().zip(&a.qs).map(|(&v, &q)| v as i8 as i32 * q as i32).sum(),
+        };
+        acc = (read_f16(b, 0) * a.d).mul_add(sum as f32, acc);
+    }
+    if format == Format::Q4_1 {
+        acc + mins
+    } else {
+        acc
+    }
+}
+
+/// w row (K) f32/f16/bf16 bytes, x (K) f32 -> dot product, accumulated in f32 in order.
+#[inline(always)]
+pub fn dot_float(format: Format, w: &[u8], x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    match format {
+        Format::F32 => {
+            for (b, v) in w.chunks_exact(4).zip(x) {
+                sum += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v;
+            }
+        }
+        Format::F16 => {
+            for (b, v) in w.chunks_exact(2).zip(x) {
+                sum += f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32() * v;
+            }
+        }
+        Format::Bf16 => {
+            for (b, v) in w.chunks_exact(2).zip(x) {
+                sum += bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32() * v;
+            }
+        }
+        Format::Q4_0 | Format::Q4_1 | Format::Q8_0 => unreachable!("dot_float called with a block format"),
+    }
+    sum
+}
+
+/// Rows `rows` of a block-format `w` against all T quantized activation rows, writing y (T, N):
+/// `dot4` takes four tokens at a time (each weight row is read once per four tokens), `dot` the
+/// rest.
+#[inline(always)]
+pub(super) fn quantized_rows(
+    w: &MatRef,
+    xq: &[BlockQ8],
+    t: usize,
+    rows: std::ops::Range<usize>,
+    y: Out,
+    dot: impl Fn(&[u8], &[BlockQ8]) -> f32,
+    dot4: impl Fn(&[u8], [&[BlockQ8]; 4]) -> [f32; 4],
+) {
+    let (n, kb) = (w.rows, w.cols / QK);
+    let act = |ti: usize| &xq[ti * kb..(ti + 1) * kb];
+    // Tokens in tiles whose activations stay in L1 (64 tokens x 18 blocks x 48 B = 55 KB for
+    // D = 576 is too much; 32 tokens is 27 KB) while the thread's weight rows stream through.
+    let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(4, 256) / 4 * 4;
+    for t0 in (0..t).step_by(tile) {
+        let t1 = (t0 + tile).min(t);
+        for r in rows.clone() {
+            let row = w.row(r);
+            let mut ti = t0;
+            while ti + 4 <= t1 {
+                let v = dot4(row, [act(ti), act(ti + 1), act(ti + 2), act(ti + 3)]);
+                for (j, v) in v.into_iter().enumerate() {
+                    // SAFETY: each thread owns a disjoint set of rows r; (ti + j) * n + r < t * n = y.len().
+                    unsafe { y.put((ti + j) * n + r, v) };
+                }
+                ti += 4;
+            }
+            for ti in ti..t1 {
+                // SAFETY: as above.
+                unsafe { y.put(ti * n + r, dot(row, act(ti))) };
+            }
+        }
+    }
+}
+
+/// Bytes of quantized activations a token tile of the prefill loop may occupy (most of a 32 KB L1).
+pub(super) const L1_ACTIVATION_BYTES: usize = 24 << 10;
+
+/// Four single dot products: the reference for `dot4`.
+#[inline(always)]
+fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4]) -> [f32; 4] {
+    move |row, xs| xs.map(|x| dot(row, x))
+}
+
+/// Rows `rows` of w against all T activation rows, writing y (T, N): the reference.
+#[inline(always)]
+pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
+    if w.order == SumOrder::Blocks && w.format.uses_q8_activations() {
+        let dot = |r: &[u8], a: &[BlockQ8]| dot_blocks_q8(w.format, r, a);
+        return quantized_rows(w, xq, t, rows, y, dot, four(dot));
+    }
+    match w.format {
+        Format::Q4_0 => quantized_rows(w, xq, t, rows, y, dot_q4_0_q8, four(dot_q4_0_q8)),
+        Format::Q4_1 => quantized_rows(w, xq, t, rows, y, dot_q4_1_q8, four(dot_q4_1_q8)),
+        Format::Q8_0 => quantized_rows(w, xq, t, rows, y, dot_q8_0_q8, four(dot_q8_0_q8)),
+        f => {
+            let (n, k) = (w.rows, w.cols);
+            for r in rows {
+                for ti in 0..t {
+                    // SAFETY: as above.
+                    unsafe { y.put(ti * n + r, dot_float(f, w.row(r), &x[ti * k..(ti + 1) * k])) };
+                }
+            }
+        }
+    }
+}

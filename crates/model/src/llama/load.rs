@@ -1,0 +1,115 @@
+//! Loading: every tensor the architecture needs, its presence, type and shape checked.
+
+use super::{Block, Llama, Weight};
+use crate::config::LlamaConfig;
+use crate::memory::HugeBuffer;
+use crate::ModelError;
+use gguf::{GgmlType, GgufFile, TensorInfo};
+use kernels::quant::dequantize_row;
+use kernels::{Format, Level, SumOrder, ThreadPool};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
+    Ok(match info.ggml_type {
+        GgmlType::F32 => Format::F32,
+        GgmlType::F16 => Format::F16,
+        GgmlType::BF16 => Format::Bf16,
+        GgmlType::Q4_0 => Format::Q4_0,
+        GgmlType::Q4_1 => Format::Q4_1,
+        GgmlType::Q8_0 => Format::Q8_0,
+        other => return Err(ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: other.name().to_string() }),
+    })
+}
+
+fn weight(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {
+    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let want = [cols as u64, rows as u64];
+    if info.dims != want {
+        return Err(ModelError::TensorShape { tensor: name.to_string(), expected: want.to_vec(), got: info.dims.clone() });
+    }
+    let format = format_of(info)?;
+    Ok(Weight { info: info.clone(), format, rows, cols, packed: None })
+}
+
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if info.dims != [len as u64] {
+        return Err(ModelError::TensorShape { tensor: name.to_string(), expected: vec![len as u64], got: info.dims.clone() });
+    }
+    let format = format_of(info)?;
+    let mut out = vec![0f32; len];
+    dequantize_row(format, file.tensor_data(info), &mut out);
+    Ok(out)
+}
+
+impl Llama {
+    /// Opens a GGUF file and loads a Llama model from it, running on `n_threads` threads.
+    pub fn open(path: impl AsRef<Path>, n_threads: usize) -> Result<Llama, ModelError> {
+        Llama::from_file(GgufFile::open(path)?, n_threads)
+    }
+
+    /// Loads a model from a parsed GGUF file; every tensor's presence, type and shape is checked.
+    /// Fails with [`ModelError::Threads`] when the system refuses one of the threads.
+    pub fn from_file(file: GgufFile, n_threads: usize) -> Result<Llama, ModelError> {
+        Llama::load(file, Arc::new(ThreadPool::try_new(n_threads)?), None)
+    }
+
+    /// A model that runs on the threads of `other` (a draft model beside its target: two pools
+    /// of spinning threads on the same cores would fight), using only its first `max_layers`
+    /// blocks when given (a model's own first layers make a draft for it that needs no second
+    /// file).
+    pub fn sharing_threads(file: GgufFile, other: &Llama, max_layers: Option<usize>) -> Result<Llama, ModelError> {
+        Llama::load(file, other.pool.clone(), max_layers)
+    }
+
+    fn load(file: GgufFile, pool: Arc<ThreadPool>, max_layers: Option<usize>) -> Result<Llama, ModelError> {
+        let mut c = LlamaConfig::from_gguf(&file)?;
+        if let Some(n) = max_layers {
+            if n == 0 || n > c.n_layer {
+                return Err(ModelError::BadConfig(format!("cannot keep {n} layers of a model with {} (use 1..={})", c.n_layer, c.n_layer)));
+            }
+            c.n_layer = n;
+        }
+        let (d, f, v) = (c.n_embd, c.n_ff, c.n_vocab);
+        let token_embd = weight(&file, "token_embd.weight", v, d)?;
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            blocks.push(Block {
+                attn_norm: vector(&file, &n("attn_norm.weight"), d)?,
+                wq: weight(&file, &n("attn_q.weight"), c.q_dim(), d)?,
+                wk: weight(&file, &n("attn_k.weight"), c.kv_dim(), d)?,
+                wv: weight(&file, &n("attn_v.weight"), c.kv_dim(), d)?,
+                wo: weight(&file, &n("attn_output.weight"), d, c.q_dim())?,
+                ffn_norm: vector(&file, &n("ffn_norm.weight"), d)?,
+                w_gate: weight(&file, &n("ffn_gate.weight"), f, d)?,
+                w_up: weight(&file, &n("ffn_up.weight"), f, d)?,
+                w_down: weight(&file, &n("ffn_down.weight"), d, f)?,
+            });
+        }
+        let output_norm = vector(&file, "output_norm.weight", d)?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => weight(&file, "output.weight", v, d)?,
+            None => token_embd.clone(),
+        };
+        let order = SumOrder::from_env();
+        let packed = HugeBuffer::empty();
+        let mut model = Llama {
+            config: c,
+            file,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            pool,
+            level: Level::detect(),
+            order,
+            packed,
+            tokens_evaluated: AtomicU64::new(0),
+        };
+        model.set_level(model.level);
+        Ok(model)
+    }
+}
