@@ -150,7 +150,7 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
         }
     }
     let weight_bytes = model.weight_bytes_per_token() as f64;
-    let bandwidth = memory_read_bandwidth(&ThreadPool::new(model.n_threads()));
+    let bandwidth = memory_read_bandwidth(&ThreadPool::try_new(model.n_threads()).map_err(anyhow::Error::msg)?);
     let (pp_mean, pp_std, pp_med) = if pp.is_empty() { (0.0, 0.0, 0.0) } else { stats(&pp) };
     let (tg_mean, tg_std, tg_med) = if tg.is_empty() { (0.0, 0.0, 0.0) } else { stats(&tg) };
     let tg_gbs = tg_med * weight_bytes / 1e9;

@@ -14,7 +14,7 @@
 //! decode step only writes its position.
 //!
 //! A full block whose tokens are known can be kept after its sequences are done: the prefix
-//! cache ([`KvPool::match_prefix`], [`KvPool::register_blocks`], bookkept in [`crate::blocks`])
+//! cache ([`KvPool::match_prefix`], [`KvPool::register_blocks`], bookkept in the private `blocks` module)
 //! lets a later sequence with the same prefix take those blocks back instead of computing them.
 //!
 //! A [`SeqCache`] is bound to the pool that made it: using it with another pool is an error, and

@@ -118,6 +118,16 @@ enum Order {
     Vector,
 }
 
+/// Grouped-query attention (GQA; MQA when there is one KV head, plain multi-head attention when
+/// there are as many as query heads): query head `head` of `n_head` reads KV head
+/// `head / (n_head / n_head_kv)`, so consecutive query heads share one KV head. The kernels take
+/// a KV head's whole group of query heads at once ([`MAX_GROUP`]), reading each key and value
+/// row once for all of them.
+#[inline(always)]
+pub fn kv_head_of(head: usize, n_head: usize, n_head_kv: usize) -> usize {
+    head / (n_head / n_head_kv)
+}
+
 /// Query heads per KV head up to which the grouped kernel handles a whole group at once.
 const MAX_GROUP: usize = 8;
 
@@ -553,7 +563,7 @@ fn attention_segments_with(
                 let p = plan(seg);
                 if unit < p.units {
                     let per_token = if p.grouped { n_head_kv } else { n_head };
-                    let (t, kv_head) = (unit / per_token, if p.grouped { unit % n_head_kv } else { unit % n_head / group });
+                    let (t, kv_head) = (unit / per_token, if p.grouped { unit % n_head_kv } else { kv_head_of(unit % n_head, n_head, n_head_kv) });
                     return Some((seg, unit, kv_head, seg.start + t + 1));
                 }
                 unit -= p.units;

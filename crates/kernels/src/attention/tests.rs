@@ -488,3 +488,12 @@ fn attention_softmax_is_stable_for_scores_near_1e4() {
         assert!(p.is_finite() && (p as f64 - want).abs() < 1e-6, "position {i}: {p} vs {want}");
     }
 }
+
+#[test]
+fn consecutive_query_heads_share_a_kv_head() {
+    // The trap: `head % n_head_kv` would interleave the groups.
+    let map = |h, hkv| (0..h).map(|i| super::kv_head_of(i, h, hkv)).collect::<Vec<_>>();
+    assert_eq!(map(9, 3), vec![0, 0, 0, 1, 1, 1, 2, 2, 2], "GQA");
+    assert_eq!(map(4, 1), vec![0; 4], "MQA");
+    assert_eq!(map(4, 4), vec![0, 1, 2, 3], "multi-head");
+}
