@@ -4,8 +4,8 @@
 //! PPL = exp(mean NLL). A text shorter than two chunks is refused, as llama-perplexity refuses it;
 //! tokens after the last whole chunk are not scored, as there.
 
-use crate::sampler::log_softmax_at;
 use crate::GenerateError;
+use kernels::loss::cross_entropy_row;
 use model::{Llama, Logits};
 
 /// The outcome of a perplexity run.
@@ -58,7 +58,8 @@ pub fn perplexity(
         cache.clear();
         let logits = model.forward(&chunk, &mut cache, &mut scratch, Logits::All)?; // (n_ctx, V)
         for j in n_ctx / 2..n_ctx - 1 {
-            nll -= log_softmax_at(&logits[j * v..(j + 1) * v], chunk[j + 1]);
+            // The training loss's own code: next-token cross-entropy, row j against token j + 1.
+            nll += cross_entropy_row(&logits[j * v..(j + 1) * v], chunk[j + 1], 0.0, None);
             scored += 1;
         }
         on_chunk(c + 1, chunks, (nll / scored as f64).exp());

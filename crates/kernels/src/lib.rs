@@ -11,6 +11,7 @@ pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod groups;
+pub mod loss;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -38,22 +38,14 @@ pub fn softmax_inplace(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv_sum);
 }
 
-/// `log softmax(logits)[id]`, in f64: logit_id - (max + ln sum_j exp(logit_j - max)).
+/// `log softmax(logits)[id]`, in f64: logit_id - (max + ln sum_j exp(logit_j - max)), the
+/// negated cross-entropy of the row ([`kernels::loss::cross_entropy_row`], the one
+/// implementation training and perplexity share).
 ///
 /// Used for perplexity, where summing thousands of log-probabilities wants f64. NaN counts as
 /// -inf. An `id` out of range is a caller bug (debug assertion); a release build returns -inf.
 pub fn log_softmax_at(logits: &[f32], id: u32) -> f64 {
-    let Some(&target) = logits.get(id as usize) else {
-        debug_assert!(false, "token id {id} out of range for {} logits", logits.len());
-        return f64::NEG_INFINITY;
-    };
-    if target.is_nan() {
-        return f64::NEG_INFINITY;
-    }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().filter(|x| !x.is_nan()).map(|&x| if x as f64 == max { 1.0 } else { (x as f64 - max).exp() }).sum();
-    let shifted = if target as f64 == max { 0.0 } else { target as f64 - max };
-    shifted - sum.ln()
+    -kernels::loss::cross_entropy_row(logits, id, 0.0, None)
 }
 
 /// The normaliser of a log-softmax, computed once for a row and then applied to any entry:
