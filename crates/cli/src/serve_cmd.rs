@@ -91,8 +91,8 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
         config.max_batch_tokens,
         config.queue
     );
-    let state = AppState::new(engine, tok, template, model_id.clone(), args.api_key.clone(), n_vocab);
-    let options = ServeOptions { host: args.host.clone(), port: args.port, api_key: args.api_key.clone(), model_id };
+    let state = AppState::new(engine, tok, template, model_id, args.api_key.clone(), n_vocab);
+    let options = ServeOptions { host: args.host.clone(), port: args.port };
     server::serve(options, state, |addr| {
         // The one line on stdout: scripts wait for it.
         let mut out = std::io::stdout();

@@ -46,14 +46,12 @@ pub const FINGERPRINT: &str = concat!("ferrolm-", env!("CARGO_PKG_VERSION"));
 /// The chat page.
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 
-/// Where and how to listen.
+/// Where to listen.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub host: String,
+    /// 0 picks a free port.
     pub port: u16,
-    pub api_key: Option<String>,
-    /// The id `/v1/models` reports and requests name.
-    pub model_id: String,
 }
 
 /// What every handler shares.

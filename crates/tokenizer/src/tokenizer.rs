@@ -172,29 +172,10 @@ impl Tokenizer {
     /// Token ids of `text`. With `parse_special`, control tokens written in the text (e.g.
     /// `<|im_start|>`) become their ids; without it they are plain text. Never adds BOS/EOS.
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
-        // Roughly 4 bytes per token in English: one allocation for most texts.
-        let (bpe, pre_tokenizer) = match &self.model {
-            Model::Bpe { bpe, pre_tokenizer } => (bpe, pre_tokenizer),
-            Model::Spm(spm) => return spm.encode(text, false, parse_special),
-        };
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        let mut scratch = Scratch::default();
-        WORD_CACHE.with_borrow_mut(|cache| {
-            if cache.owner != self.cache_owner {
-                cache.owner = self.cache_owner;
-                cache.spans.clear();
-                cache.ids.clear();
-            }
-            self.specials.split(text, parse_special, |segment| match segment {
-                Segment::Special(id) => out.push(id),
-                Segment::Text(span) => {
-                    for piece in pre_tokenizer.pieces(span) {
-                        self.encode_piece_cached(bpe, piece.as_bytes(), cache, &mut scratch, &mut out);
-                    }
-                }
-            });
-        });
-        out
+        match &self.model {
+            Model::Bpe { bpe, pre_tokenizer } => self.encode_bpe(bpe, pre_tokenizer, text, |f| self.specials.split(text, parse_special, f)),
+            Model::Spm(spm) => spm.encode(text, false, parse_special),
+        }
     }
 
     /// Token ids of `text` where control tokens are recognised everywhere except inside the
@@ -204,8 +185,10 @@ impl Tokenizer {
     /// is written inside `plain`. Never adds BOS/EOS.
     pub fn encode_with_plain_spans(&self, text: &str, plain: &[std::ops::Range<usize>]) -> Vec<u32> {
         let outside = |r: std::ops::Range<usize>| !plain.iter().any(|p| p.start < r.end && r.start < p.end);
-        let (bpe, pre_tokenizer) = match &self.model {
-            Model::Bpe { bpe, pre_tokenizer } => (bpe, pre_tokenizer),
+        match &self.model {
+            // Cut only at the control tokens outside the plain spans: the text between them is one
+            // run, so pre-tokenization sees it exactly as in a whole-text encoding.
+            Model::Bpe { bpe, pre_tokenizer } => self.encode_bpe(bpe, pre_tokenizer, text, |f| self.specials.split_where(text, outside, f)),
             Model::Spm(spm) => {
                 // SentencePiece: the plain spans apart, each piece with its own parsing. (The
                 // pieces' boundaries may then differ from one whole-text encoding.)
@@ -220,13 +203,15 @@ impl Tokenizer {
                     at = p.end;
                 }
                 out.extend(spm.encode(&text[at..], false, true));
-                return out;
+                out
             }
-        };
-        // Cut at the control tokens outside the plain spans; the text between is one run, so
-        // pre-tokenization sees it exactly as in a whole-text encoding.
-        let mut runs: Vec<Segment> = Vec::new();
-        self.specials.split_where(text, outside, |segment| runs.push(segment));
+        }
+    }
+
+    /// Byte-level BPE of the segments `split` reports for `text` (special tokens and runs of
+    /// text), through the thread's word cache.
+    fn encode_bpe<'t>(&self, bpe: &Bpe, pre_tokenizer: &PreTokenizer, text: &'t str, split: impl FnOnce(&mut dyn FnMut(Segment<'t>))) -> Vec<u32> {
+        // Roughly 4 bytes per token in English: one allocation for most texts.
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
         WORD_CACHE.with_borrow_mut(|cache| {
@@ -235,16 +220,14 @@ impl Tokenizer {
                 cache.spans.clear();
                 cache.ids.clear();
             }
-            for segment in runs {
-                match segment {
-                    Segment::Special(id) => out.push(id),
-                    Segment::Text(span) => {
-                        for piece in pre_tokenizer.pieces(span) {
-                            self.encode_piece_cached(bpe, piece.as_bytes(), cache, &mut scratch, &mut out);
-                        }
+            split(&mut |segment| match segment {
+                Segment::Special(id) => out.push(id),
+                Segment::Text(span) => {
+                    for piece in pre_tokenizer.pieces(span) {
+                        self.encode_piece_cached(bpe, piece.as_bytes(), cache, &mut scratch, &mut out);
                     }
                 }
-            }
+            });
         });
         out
     }
