@@ -110,13 +110,7 @@ impl Group {
 
 /// A choice's sampler: the request's settings with seed + i, the prompt fed to the penalties.
 fn sampler_for(options: &GenerateOptions, i: usize, prompt: &[u32]) -> Result<Sampler, SamplerError> {
-    let mut config = options.sampler.clone();
-    config.seed = config.seed.wrapping_add(i as u64);
-    let mut sampler = Sampler::new(config)?;
-    for &t in prompt {
-        sampler.accept(t);
-    }
-    Ok(sampler)
+    generate::choice_sampler(&options.sampler, i, prompt)
 }
 
 /// What one step did.
@@ -695,24 +689,18 @@ fn finish_beams(g: &mut Group, pool: &mut KvPool, tokenizer: &Tokenizer, metrics
         metrics.time_to_first_token.observe(g.arrived.elapsed().as_secs_f64());
     }
     for (i, h) in b.search.finish().into_iter().enumerate() {
-        let body = match h.finish {
-            FinishReason::Eos => &h.tokens[..h.tokens.len().saturating_sub(1)],
-            _ => &h.tokens[..],
-        };
-        let mut text = tokenizer.decode(body, false);
-        if let Some(cut) = b.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            text.truncate(cut);
-        }
+        let h = generate::BeamResult::from_hypothesis(tokenizer, &b.stop, h);
         let reason = match h.finish {
             FinishReason::Eos => StopReason::EndOfGeneration,
             FinishReason::StopString => StopReason::StopString,
             FinishReason::MaxTokens => StopReason::MaxTokens,
+            // Only a search cut short for lack of KV memory ends so.
             FinishReason::Interrupted => StopReason::ContextFull,
         };
         metrics.generation_tokens.fetch_add(h.tokens.len() as u64, Relaxed);
         g.completion_tokens += h.tokens.len();
         g.finish.get_or_insert(reason);
-        g.send(Event::Delta { choice: i, text, tokens: h.tokens.len(), logprobs: Vec::new() });
+        g.send(Event::Delta { choice: i, text: h.text, tokens: h.tokens.len(), logprobs: Vec::new() });
         g.send(Event::Finished { choice: i, reason, tokens: h.tokens.len() });
     }
 }

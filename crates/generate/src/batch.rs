@@ -13,7 +13,7 @@
 //! seeded sampling (tested).
 
 use crate::generate::Emitter;
-use crate::sampler::{Logprobs, Sampler};
+use crate::sampler::{Logprobs, Sampler, SamplerConfig, SamplerError};
 use crate::{GenerateError, GenerateOptions, Generation, StopReason};
 use model::{KvPool, Llama, Logits, ModelError, Scratch, SeqCache, SeqTokens};
 use std::time::Instant;
@@ -176,16 +176,25 @@ pub fn generate_batch(
     Ok(finish(running, on_text))
 }
 
-/// Starts one sequence of a batch: evaluates its prompt and chooses its first token.
-fn start(batch: &mut Batch, prompt: &[u32], options: &GenerateOptions) -> Result<Running, GenerateError> {
-    let mut sampler = Sampler::new(options.sampler.clone())?;
-    let started = Instant::now();
-    let mut seq = batch.pool.sequence();
-    let logits = batch.prefill(&mut seq, prompt)?;
-    // The penalties look back over the prompt too, as in a session.
+/// The sampler of completion `i` of a prompt: `config` with seed + i (wrapping), the prompt fed
+/// to the penalties (they look back over it too, as in a session). Completion i then equals a
+/// single generation with that seed.
+pub fn choice_sampler(config: &SamplerConfig, i: usize, prompt: &[u32]) -> Result<Sampler, SamplerError> {
+    let mut config = config.clone();
+    config.seed = config.seed.wrapping_add(i as u64);
+    let mut sampler = Sampler::new(config)?;
     for &t in prompt {
         sampler.accept(t);
     }
+    Ok(sampler)
+}
+
+/// Starts one sequence of a batch: evaluates its prompt and chooses its first token.
+fn start(batch: &mut Batch, prompt: &[u32], options: &GenerateOptions) -> Result<Running, GenerateError> {
+    let mut sampler = choice_sampler(&options.sampler, 0, prompt)?;
+    let started = Instant::now();
+    let mut seq = batch.pool.sequence();
+    let logits = batch.prefill(&mut seq, prompt)?;
     let (next, lp) = sampler.sample_with_logprobs(logits);
     let emitter = Emitter::new(options, prompt.len(), started.elapsed());
     Ok(Running { seq, sampler, emitter, logprobs: lp.into_iter().collect(), next, done: false })
@@ -216,12 +225,7 @@ pub fn generate_n(
     let prefill_time = started.elapsed();
     let mut running = Vec::with_capacity(n);
     for i in 0..n {
-        let mut config = options.sampler.clone();
-        config.seed = config.seed.wrapping_add(i as u64);
-        let mut sampler = Sampler::new(config)?;
-        for &t in prompt {
-            sampler.accept(t);
-        }
+        let mut sampler = choice_sampler(&options.sampler, i, prompt)?;
         let (next, lp) = sampler.sample_with_logprobs(&row);
         let seq = if i + 1 == n { std::mem::take(&mut first) } else { batch.pool.fork(&first) };
         // Only the first completion is charged with the prompt's evaluation.

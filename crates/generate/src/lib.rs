@@ -18,7 +18,7 @@ pub mod search;
 pub mod speculative;
 pub mod stop;
 
-pub use batch::{generate_batch, generate_n, BatchSizes};
+pub use batch::{choice_sampler, generate_batch, generate_n, BatchSizes};
 pub use draft::{PromptLookup, Speculation, MIN_NGRAM};
 pub use draft_policy::DraftPolicy;
 pub use generate::{Emitter, GenerateOptions, Generation, Session, StopReason};

@@ -112,18 +112,22 @@ pub fn beam_search(
     for b in &mut beams {
         pool.release(b);
     }
-    Ok(search.finish().into_iter().map(|h| result(tokenizer, stop, h)).collect())
+    Ok(search.finish().into_iter().map(|h| BeamResult::from_hypothesis(tokenizer, stop, h)).collect())
 }
 
-fn result(tokenizer: &Tokenizer, stop: &[String], h: crate::beam::Hypothesis) -> BeamResult {
-    let body = match h.finish {
-        FinishReason::Eos => &h.tokens[..h.tokens.len().saturating_sub(1)],
-        _ => &h.tokens[..],
-    };
-    let mut text = tokenizer.decode(body, false);
-    // Cut at the earliest stop string.
-    if let Some(cut) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-        text.truncate(cut);
+impl BeamResult {
+    /// A finished hypothesis as returned: its text without the EOS, cut before the earliest
+    /// stop string.
+    pub fn from_hypothesis(tokenizer: &Tokenizer, stop: &[String], h: crate::beam::Hypothesis) -> BeamResult {
+        let body = match h.finish {
+            FinishReason::Eos => &h.tokens[..h.tokens.len().saturating_sub(1)],
+            _ => &h.tokens[..],
+        };
+        let mut text = tokenizer.decode(body, false);
+        // Cut at the earliest stop string.
+        if let Some(cut) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+        BeamResult { tokens: h.tokens, text, score: h.score, sum_logprobs: h.sum_logprobs, finish: h.finish }
     }
-    BeamResult { tokens: h.tokens, text, score: h.score, sum_logprobs: h.sum_logprobs, finish: h.finish }
 }

@@ -218,7 +218,6 @@ impl KvPool {
         if !self.owns(seq) {
             return Err(ModelError::ForeignSequence);
         }
-        self.reclaim();
         seq.home.get_or_insert_with(|| self.dropped.clone());
         let end = seq.len + n;
         if end > self.max_seq_len {
@@ -250,6 +249,12 @@ impl KvPool {
     }
 
     fn take_block(&mut self, wanted: usize) -> Result<u32, ModelError> {
+        if let Some(b) = self.book.take() {
+            return Ok(b);
+        }
+        // Out of free blocks: only now take back those of dropped sequences (a lock that the
+        // step-by-step path never pays while blocks are free).
+        self.reclaim();
         self.book.take().ok_or(ModelError::OutOfKvBlocks { blocks: self.n_blocks, wanted, block_size: KV_BLOCK })
     }
 
@@ -261,7 +266,8 @@ impl KvPool {
     }
 
     /// Blocks not used by any sequence (those of dropped sequences count once the pool has
-    /// taken them back: [`KvPool::reclaim`]). Free blocks may still hold cached prefixes.
+    /// taken them back: [`KvPool::reclaim`], or a reservation that found no free block). Free
+    /// blocks may still hold cached prefixes.
     pub fn free_blocks(&self) -> usize {
         self.book.free_count()
     }
@@ -483,6 +489,12 @@ mod tests {
         assert_eq!(pool.free_blocks(), 2);
         pool.release(&mut a);
         assert_eq!(pool.free_blocks(), 4);
+        // Without a reclaim: a reservation that finds no free block takes them back itself.
+        let mut a = pool.sequence();
+        pool.reserve(&mut a, 4 * KV_BLOCK).unwrap();
+        drop(a);
+        let mut b = pool.sequence();
+        pool.reserve(&mut b, 4 * KV_BLOCK).unwrap();
     }
 
     #[test]

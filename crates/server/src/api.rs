@@ -254,16 +254,13 @@ impl Sampling {
     }
 }
 
-/// A seed for a request that gives none: different every time.
+/// A seed for a request that gives none: different every time (the clock and a counter, mixed
+/// by the sampler's own generator).
 fn random_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let mut x = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
-    // splitmix64's finalizer
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    generate::rng::Rng::new(nanos ^ COUNTER.fetch_add(1, Relaxed).rotate_left(32)).next_u64()
 }
 
 impl ChatRequest {
