@@ -27,8 +27,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: the tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn decode_and_prefill_allocate_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Two threads, so the pool's job hand-off is part of what is measured.
     let model = Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(&TinySpec::default())).unwrap(), 2).unwrap();
     let mut cache = model.new_cache(64).unwrap();
@@ -50,4 +54,29 @@ fn decode_and_prefill_allocate_nothing() {
     // The counter does count: one box is one allocation.
     drop(std::hint::black_box(Box::new(1u64)));
     assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), after + 1);
+}
+
+#[test]
+fn long_decode_steps_split_over_threads_allocate_nothing() {
+    // Past 256 positions a decode step's attention spreads each token's chunks over the threads;
+    // their partials live in buffers that grow once and are reused.
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(&TinySpec::default())).unwrap(), 2).unwrap();
+    let mut cache = model.new_cache(640).unwrap();
+    let mut scratch = model.new_scratch(64, 640).unwrap();
+    let prompt: Vec<u32> = (0..560).map(|i| 3 + i % 200).collect();
+    for part in prompt.chunks(64) {
+        model.forward(part, &mut cache, &mut scratch, Logits::Last).unwrap();
+    }
+    // Warm-up: the first long decode step grows the buffers.
+    model.forward(&[7], &mut cache, &mut scratch, Logits::Last).unwrap();
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut next = 7u32;
+    for _ in 0..40 {
+        let logits = model.forward(&[next], &mut cache, &mut scratch, Logits::Last).unwrap();
+        next = kernels::ops::argmax(logits) as u32;
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "{} allocations during 40 decode steps at 561..600", after - before);
 }

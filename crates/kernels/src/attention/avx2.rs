@@ -1,9 +1,11 @@
 //! The same computation with AVX2/F16C intrinsics: bit-identical to [`attend_one`](super::attend_one) (the same
 //! operations in the same order, 8 lanes at a time), tested against it.
 
+use super::online::{Partial, TILE};
 use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES, MAX_GROUP};
 use half::f16;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Calls `$f::<G, W>(args)` for the group size G (1 to 8), with W value registers per head
 /// (8W dimensions of the value pass) so that G * W stays within 12 of the 16 registers.
@@ -150,8 +152,10 @@ pub(super) unsafe fn attend_one_avx2(
     }
 }
 
-/// `exp_poly` on 8 lanes: the same operations, and the final scaling by 2^n in f64 as there
-/// (one rounding), so the same bits.
+/// `exp_poly` on 8 lanes: the same operations, and the same bits. The reference scales j by
+/// 2^n in f64 with one rounding; where every lane has -125 <= n <= 127, j * 2^n is a normal f32
+/// (j is in [0.7, 1.5)) and the f32 product is exact, so it is taken directly. Lanes with larger
+/// |n| (results near or below the smallest normal, -inf inputs, overflow) take the f64 path.
 #[inline(always)]
 unsafe fn exp8(x: __m256) -> __m256 {
     let shift = _mm256_set1_ps(12582912.0);
@@ -164,6 +168,11 @@ unsafe fn exp8(x: __m256) -> __m256 {
     let (c3, c4) = (_mm256_set1_ps(f32::from_bits(0x3d2b_9f17)), _mm256_set1_ps(f32::from_bits(0x3c07_2010)));
     let j =
         _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_fmadd_ps(c4, b, c3), u, _mm256_fmadd_ps(c2, b, c1)), u, _mm256_fmadd_ps(c0, b, _mm256_set1_ps(1.0)));
+    let normal = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(n, _mm256_set1_ps(-125.0)), _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_set1_ps(127.0)));
+    if _mm256_movemask_ps(normal) == 0xff {
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+        return _mm256_mul_ps(j, two_n);
+    }
     // j * 2^n: 2^n built as an f64 exponent (n is an integer in [-192, 192] where it is used).
     let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(1023));
     let res = _mm256_set_m128(
@@ -376,164 +385,224 @@ unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
     _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(e, f)), _mm256_castpd_ps(_mm256_unpackhi_pd(e, f)))
 }
 
-/// [`online::attend_group`](super::online::attend_group) with AVX2: the same operations in the same
-/// order (tested bit for bit). Scores of a tile's 8 positions in one register, each key and value
-/// row converted from f16 once for the group.
+/// Calls `$f::<G, PP, W>(args)` for the group size G (1 to 8): PP positions per step of the score
+/// pass (G * PP accumulators, PP keys and a query row within 15 registers) and W value registers
+/// per head in the value pass (G * W accumulators, W values and a probability likewise).
+macro_rules! by_chunk_group {
+    ($group:expr, $f:ident, $($arg:expr),*) => {
+        match $group {
+            1 => $f::<1, 4, 4>($($arg),*),
+            2 => $f::<2, 4, 4>($($arg),*),
+            3 => $f::<3, 3, 2>($($arg),*),
+            4 => $f::<4, 2, 2>($($arg),*),
+            5 => $f::<5, 2, 2>($($arg),*),
+            6 => $f::<6, 2, 2>($($arg),*),
+            7 => $f::<7, 1, 1>($($arg),*),
+            _ => $f::<8, 1, 1>($($arg),*),
+        }
+    };
+}
+
+/// [`online::chunk`](super::online::chunk) with AVX2: the same operations in the same order
+/// (tested bit for bit). Per tile, the scores of the group's heads with each key row converted
+/// from f16 once for the group and PP positions per step, the 32 positions' lane trees 8 at a
+/// time; then the value pass with each value row converted once for the group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn online_group(
+pub(super) unsafe fn online_chunk(
     group: usize,
     head_dim: usize,
     q: &[f32],
     kv: &KvView,
     kv_off: usize,
-    n_seen: usize,
+    positions: Range<usize>,
     scale: f32,
-    work: &mut [f32],
-    out: &mut [f32],
+    state: &mut Partial,
 ) {
-    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8));
-    // As in `attend_group`: one copy per group size.
-    by_group!(group, online_group_of, head_dim, q, kv, kv_off, n_seen, scale, work, out)
+    debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8) && !positions.is_empty());
+    debug_assert!(q.len() >= group * head_dim && state.acc.len() >= group * head_dim);
+    by_chunk_group!(group, chunk_of, head_dim, q, kv, kv_off, positions, scale, state)
 }
 
-/// [`online_group`] for G heads, W value registers per head. (Loops over indices: the arrays of
-/// registers stay in registers only with constant indices after unrolling.)
+/// [`online_chunk`] for G heads. (Loops over indices: the arrays of registers stay in registers
+/// only with constant indices after unrolling.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn online_group_of<const G: usize, const W: usize>(
+unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
     head_dim: usize,
     q: &[f32],
     kv: &KvView,
     kv_off: usize,
-    n_seen: usize,
+    positions: Range<usize>,
     scale: f32,
-    work: &mut [f32],
-    out: &mut [f32],
+    state: &mut Partial,
 ) {
-    use super::online::TILE;
-    let acc = &mut work[..G * head_dim];
-    acc.iter_mut().for_each(|a| *a = 0.0);
-    let ap = acc.as_mut_ptr();
     let qp = q.as_ptr();
-    let mut m = [f32::NEG_INFINITY; G];
-    let mut l = [0.0f32; G];
+    let ap = state.acc.as_mut_ptr();
+    let (kp, vp) = (kv.keys.as_ptr().add(kv_off), kv.values.as_ptr().add(kv_off));
+    // lanes[g][p]: the 8 lane sums of head g and the tile's position p; e[g][p] its probability.
+    // (Lanes past a partial tile hold stale values: their scores are masked.)
+    let mut lanes = [[_mm256_setzero_ps(); TILE]; G];
+    let mut e = [[0.0f32; TILE]; G];
+    // Offsets of the tile's rows, and of the next tile's.
+    let (mut rows, mut next_rows) = ([0usize; TILE], [0usize; TILE]);
+    for (p, r) in rows.iter_mut().enumerate().take((positions.end - positions.start).min(TILE)) {
+        *r = kv.row(positions.start + p);
+    }
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for p0 in (0..n_seen).step_by(TILE) {
-        let np = (n_seen - p0).min(TILE);
-        // The same tile of the next block: another stretch of memory that the hardware
-        // prefetchers do not guess (a block holds every layer), fetched a block ahead.
-        let ahead = p0 + kv.block_size;
-        if ahead + TILE <= n_seen && kv.pos_stride == head_dim {
-            let (kp, vp) = (kv.keys.as_ptr().add(kv.row(ahead) + kv_off), kv.values.as_ptr().add(kv.row(ahead) + kv_off));
-            for i in (0..TILE * head_dim).step_by(32) {
-                _mm_prefetch::<_MM_HINT_T0>(kp.add(i) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(vp.add(i) as *const i8);
-            }
-        }
-        // Lane sums of each (head, position), then the 8 positions' trees at once.
-        let mut a = [[_mm256_setzero_ps(); TILE]; G];
-        for p in 0..np {
-            let kp = kv.keys.as_ptr().add(kv.row(p0 + p) + kv_off);
-            // Two banks (even and odd chunks of 8 dimensions): two dependency chains per head.
-            // (Banks by name, not by a computed index, which would keep them in memory.)
-            let (mut s0, mut s1) = ([_mm256_setzero_ps(); G], [_mm256_setzero_ps(); G]);
-            let mut c = 0;
-            while c + 16 <= head_dim {
-                let (k0, k1) = (load8(kp.add(c)), load8(kp.add(c + 8)));
-                for g in 0..G {
-                    s0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c)), k0, s0[g]);
-                    s1[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c + 8)), k1, s1[g]);
-                }
-                c += 16;
-            }
-            if c < head_dim {
-                let k0 = load8(kp.add(c));
-                for g in 0..G {
-                    s0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * head_dim + c)), k0, s0[g]);
+    let mut p0 = positions.start;
+    while p0 < positions.end {
+        let np = (positions.end - p0).min(TILE);
+        // The next tile's keys and values: another block of the pool, which the hardware
+        // prefetchers do not guess.
+        let next = p0 + TILE;
+        if next < positions.end {
+            for (p, r) in next_rows.iter_mut().enumerate().take((positions.end - next).min(TILE)) {
+                *r = kv.row(next + p);
+                for line in (0..head_dim * 2).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>((kp.add(*r) as *const i8).add(line));
+                    _mm_prefetch::<_MM_HINT_T0>((vp.add(*r) as *const i8).add(line));
                 }
             }
-            for g in 0..G {
-                a[g][p] = _mm256_add_ps(s0[g], s1[g]);
-            }
         }
-        let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(np as i32 - 1)));
-        let mut e = [[0.0f32; TILE]; G];
-        let mut c = [0.0f32; 8];
-        // The new maxima of every head first (a max is exact whatever its order), then the G
-        // corrections exp(m - m') in one exp8 (the same bits as exp_poly lane by lane).
-        let mut scores = [_mm256_setzero_ps(); G];
+        let mut p = 0;
+        while p + PP <= np {
+            score_lanes::<G, PP>(head_dim, qp, kp, &rows, p, &mut lanes);
+            p += PP;
+        }
+        while p < np {
+            score_lanes::<G, 1>(head_dim, qp, kp, &rows, p, &mut lanes);
+            p += 1;
+        }
+        // Scores of 8 positions per register, -inf past the tile's end.
+        let full = np.div_ceil(8);
+        let mut scores = [[_mm256_set1_ps(f32::NEG_INFINITY); 4]; G];
         let mut new_m = [0.0f32; G];
         let mut diff = [0.0f32; 8];
         for g in 0..G {
-            scores[g] = _mm256_blendv_ps(_mm256_mul_ps(tree8_x8(&a[g]), _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
-            new_m[g] = m[g].max(hmax8(scores[g]));
-            diff[g] = m[g] - new_m[g];
+            let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+            for j in 0..full {
+                let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                    _mm256_add_epi32(lane, _mm256_set1_epi32(8 * j as i32)),
+                    _mm256_set1_epi32(np as i32 - 1),
+                ));
+                let t = tree8_x8(&*(lanes[g].as_ptr().add(8 * j) as *const [__m256; 8]));
+                scores[g][j] = _mm256_blendv_ps(_mm256_mul_ps(t, _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
+                mx = _mm256_max_ps(mx, scores[g][j]);
+            }
+            new_m[g] = state.m[g].max(hmax8(mx));
+            diff[g] = state.m[g] - new_m[g];
         }
+        // The G corrections exp(m - m') in one exp8 (the same bits as exp_poly lane by lane).
+        let mut c = [0.0f32; 8];
         _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_loadu_ps(diff.as_ptr())));
         for g in 0..G {
-            let eg = exp8(_mm256_sub_ps(scores[g], _mm256_set1_ps(new_m[g])));
-            l[g] = l[g] * c[g] + reduce8(eg);
-            m[g] = new_m[g];
-            _mm256_storeu_ps(e[g].as_mut_ptr(), eg);
+            let mut ex = [_mm256_setzero_ps(); 4]; // exp(-inf) = 0 for registers past the end
+            for j in 0..full {
+                ex[j] = exp8(_mm256_sub_ps(scores[g][j], _mm256_set1_ps(new_m[g])));
+                _mm256_storeu_ps(e[g].as_mut_ptr().add(8 * j), ex[j]);
+            }
+            let sum = reduce8(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(ex[0], ex[1]), ex[2]), ex[3]));
+            state.l[g] = state.l[g] * c[g] + sum;
+            state.m[g] = new_m[g];
         }
         // acc = acc * c, then fma(e[p], v[p], acc) position by position, 8W dimensions at a time.
         let mut d0 = 0;
         while d0 < head_dim {
             if head_dim - d0 >= 8 * W {
-                online_values::<G, W>(d0, head_dim, kv, kv_off, p0, np, &c, &e, ap);
+                value_pass::<G, W>(d0, head_dim, vp, &rows, np, &c, &e, ap);
                 d0 += 8 * W;
             } else {
-                online_values::<G, 1>(d0, head_dim, kv, kv_off, p0, np, &c, &e, ap);
+                value_pass::<G, 1>(d0, head_dim, vp, &rows, np, &c, &e, ap);
                 d0 += 8;
             }
         }
+        p0 += TILE;
+        std::mem::swap(&mut rows, &mut next_rows);
+    }
+}
+
+/// lanes[g][p..p + PP]: the 8 lane sums of q[g] . k[p + j] (one fma chain per lane over the
+/// dimensions, in order), each key chunk converted once for the G heads.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn score_lanes<const G: usize, const PP: usize>(
+    head_dim: usize,
+    qp: *const f32,
+    kp: *const f16,
+    rows: &[usize; TILE],
+    p: usize,
+    lanes: &mut [[__m256; TILE]; G],
+) {
+    let mut s = [[_mm256_setzero_ps(); PP]; G];
+    let mut kr = [kp; PP];
+    for j in 0..PP {
+        kr[j] = kp.add(rows[p + j]);
+    }
+    let mut c = 0;
+    while c < head_dim {
+        let mut k = [_mm256_setzero_ps(); PP];
+        for j in 0..PP {
+            k[j] = load8(kr[j].add(c));
+        }
+        for g in 0..G {
+            let qv = _mm256_loadu_ps(qp.add(g * head_dim + c));
+            for j in 0..PP {
+                s[g][j] = _mm256_fmadd_ps(qv, k[j], s[g][j]);
+            }
+        }
+        c += 8;
     }
     for g in 0..G {
-        let inv = _mm256_set1_ps(1.0 / l[g]);
-        for d in (0..head_dim).step_by(8) {
-            let v = _mm256_mul_ps(_mm256_loadu_ps(ap.add(g * head_dim + d)), inv);
-            _mm256_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), v);
+        for j in 0..PP {
+            lanes[g][p + j] = s[g][j];
         }
     }
 }
 
-/// One tile's value update of acc (G, Dh) at dimensions d0..d0 + 8W.
+/// One tile's value update of acc (G, Dh) at dimensions d0..d0 + 8W: acc * c, then
+/// fma(e[p], v[p], acc) for the tile's np positions in order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn online_values<const G: usize, const W: usize>(
+unsafe fn value_pass<const G: usize, const W: usize>(
     d0: usize,
     head_dim: usize,
-    kv: &KvView,
-    kv_off: usize,
-    p0: usize,
+    vp: *const f16,
+    rows: &[usize; TILE],
     np: usize,
     c: &[f32; 8],
-    e: &[[f32; 8]; G],
+    e: &[[f32; TILE]; G],
     ap: *mut f32,
 ) {
     let mut r = [[_mm256_setzero_ps(); W]; G];
-    for (g, rg) in r.iter_mut().enumerate() {
-        for (j, rj) in rg.iter_mut().enumerate() {
-            *rj = _mm256_mul_ps(_mm256_loadu_ps(ap.add(g * head_dim + d0 + 8 * j)), _mm256_set1_ps(c[g]));
+    for g in 0..G {
+        for j in 0..W {
+            r[g][j] = _mm256_mul_ps(_mm256_loadu_ps(ap.add(g * head_dim + d0 + 8 * j)), _mm256_set1_ps(c[g]));
         }
     }
     for p in 0..np {
-        let vp = kv.values.as_ptr().add(kv.row(p0 + p) + kv_off + d0);
+        let row = vp.add(rows[p] + d0);
         let mut v = [_mm256_setzero_ps(); W];
-        for (j, vj) in v.iter_mut().enumerate() {
-            *vj = load8(vp.add(8 * j));
+        for j in 0..W {
+            v[j] = load8(row.add(8 * j));
         }
-        for (g, rg) in r.iter_mut().enumerate() {
+        for g in 0..G {
             let b = _mm256_set1_ps(e[g][p]);
-            for (rj, vj) in rg.iter_mut().zip(v) {
-                *rj = _mm256_fmadd_ps(b, vj, *rj);
+            for j in 0..W {
+                r[g][j] = _mm256_fmadd_ps(b, v[j], r[g][j]);
             }
         }
     }
-    for (g, rg) in r.iter().enumerate() {
-        for (j, rj) in rg.iter().enumerate() {
-            _mm256_storeu_ps(ap.add(g * head_dim + d0 + 8 * j), *rj);
+    for g in 0..G {
+        for j in 0..W {
+            _mm256_storeu_ps(ap.add(g * head_dim + d0 + 8 * j), r[g][j]);
         }
     }
+}
+
+/// [`online::merge_chunk`](super::online::merge_chunk) compiled with FMA (its `mul_add`s are
+/// otherwise library calls): the same bits.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn merge_chunk(group: usize, head_dim: usize, state: &mut Partial, m: &[f32], l: &[f32], acc: &[f32]) {
+    super::online::merge_chunk(group, head_dim, state, m, l, acc)
 }

@@ -5,6 +5,7 @@ use crate::ops::exp_poly;
 use crate::pool::{SharedMut, ThreadPool};
 use crate::quant::{BlockQ8, QK};
 use half::f16;
+use std::sync::atomic::AtomicUsize;
 
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -468,6 +469,9 @@ struct Plan {
     order: Order,
     /// Whether units run the single-pass kernel of the block order (`online.rs`), grouped.
     online: bool,
+    /// Whether a unit is one chunk of the segment's one token (`online.rs`) for one KV head,
+    /// merged by the thread that computes the token's last chunk (flash-decoding).
+    split: bool,
     /// Whether a unit of work is a token's whole group of query heads (AVX-512 in either order,
     /// AVX2 in the tiled order), else one head.
     grouped: bool,
@@ -523,9 +527,16 @@ fn attention_segments_with(
     // 0.7 ms, the one-pass kernel of llama.cpp's order 6.3 ms.) Heads whose width is not a
     // multiple of 8, or groups of more than 8, fall back to the kernels of llama.cpp's order.
     let online = sums == SumOrder::Blocks && head_dim.is_multiple_of(8) && group <= MAX_GROUP;
+    // A call with too few (token, KV head) units to keep every thread busy (a decode step of a
+    // few sequences) splits each one-token segment into its chunks, spread over the threads; the
+    // chunks are fixed by position, so the bits are those of one thread doing them in turn.
+    let split_calls = online && pool.n_threads() > 1 && total_tokens * n_head_kv < 4 * pool.n_threads();
     let plan = |seg: &AttentionSegment| {
         if online {
-            return Plan { order: Order::Tiled, online, grouped: true, units: seg.n_tokens * n_head_kv };
+            let chunks = online::n_chunks(seg.start + seg.n_tokens);
+            let split = split_calls && seg.n_tokens == 1 && chunks > 1;
+            let units = if split { n_head_kv * chunks } else { seg.n_tokens * n_head_kv };
+            return Plan { order: Order::Tiled, online, split, grouped: true, units };
         }
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
         // On AVX-512 one unit of work can be a token's whole group of query heads.
@@ -534,8 +545,28 @@ fn attention_segments_with(
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
-        Plan { order, online, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
+        Plan { order, online, split: false, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
     };
+    // Split segments' chunk partials, a slot of (acc (G, Dh), m (G), l (G)) per (segment, KV head,
+    // chunk), and per (segment, KV head) the chunks still to come; in buffers kept between calls,
+    // so that a decode step allocates nothing once they have grown.
+    let slot = group * head_dim + 2 * group;
+    let (mut partials, mut remaining) = SPLIT_BUFFERS.take();
+    partials.clear();
+    remaining.clear();
+    for seg in segments.iter().filter(|seg| plan(seg).split) {
+        let chunks = online::n_chunks(seg.start + 1);
+        partials.resize(partials.len() + n_head_kv * chunks * slot, 0.0);
+        remaining.extend((0..n_head_kv).map(|_| AtomicUsize::new(chunks)));
+    }
+    // Slot of (segment i, KV head, chunk), and counter of (segment i, KV head): split segments in
+    // order, each KV head's chunks together.
+    let split_before = |i: usize| -> (usize, usize) {
+        let before = segments[..i].iter().filter(|s| plan(s).split);
+        before.fold((0, 0), |(slots, counters), s| (slots + n_head_kv * online::n_chunks(s.start + 1), counters + n_head_kv))
+    };
+    let slot_of = |i: usize, kv_head: usize, chunk: usize| (split_before(i).0 + kv_head * online::n_chunks(segments[i].start + 1) + chunk) * slot;
+    let partials_ptr = SharedMut::new(&mut partials);
     let out_ptr = SharedMut::new(out);
     let scratch_ptr = SharedMut::new(scratch);
     // Quantizes out[first..first + len] (whole blocks) into out_q, when asked.
@@ -551,7 +582,7 @@ fn attention_segments_with(
     // first: within a segment later tokens cost more (the causal mask), so its expensive units go
     // first and the cheap ones fill the end.
     let total: usize = segments.iter().map(|seg| plan(seg).units).sum();
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
     pool.run(&|i, _| {
         // SAFETY: thread i owns scratch[i * per_thread..][..per_thread] and the out rows of its units.
         let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
@@ -559,12 +590,14 @@ fn attention_segments_with(
         // and positions it reads (the unit's token sees positions 0..n_seen).
         let locate = |taken: usize| {
             let mut unit = total - 1 - taken;
-            for seg in segments {
+            for (i, seg) in segments.iter().enumerate() {
                 let p = plan(seg);
                 if unit < p.units {
                     let per_token = if p.grouped { n_head_kv } else { n_head };
-                    let (t, kv_head) = (unit / per_token, if p.grouped { unit % n_head_kv } else { kv_head_of(unit % n_head, n_head, n_head_kv) });
-                    return Some((seg, unit, kv_head, seg.start + t + 1));
+                    // A split segment's units are (chunk, KV head) of its one token.
+                    let t = if p.split { 0 } else { unit / per_token };
+                    let kv_head = if p.grouped { unit % n_head_kv } else { kv_head_of(unit % n_head, n_head, n_head_kv) };
+                    return Some((i, seg, unit, kv_head, seg.start + t + 1));
                 }
                 unit -= p.units;
             }
@@ -584,32 +617,70 @@ fn attention_segments_with(
             }
         };
         let mut claimed = claim();
-        while let Some((seg, unit, kv_head, n_seen)) = claimed {
+        while let Some((seg_index, seg, unit, kv_head, n_seen)) = claimed {
             claimed = claim();
-            if let Some((next_seg, _, next_head, next_seen)) = claimed {
+            let Plan { order, online, split, grouped, .. } = plan(seg);
+            if let Some((_, next_seg, next_unit, next_head, next_seen)) = claimed {
                 // Decode units only: a segment of several tokens (a prompt) reads its keys and
                 // values once per token, from the caches after the first. Heads of one group
                 // read the same keys and values: ask once.
-                if next_seg.n_tokens == 1 && !(std::ptr::eq(next_seg, seg) && next_head == kv_head && next_seen == n_seen) {
-                    prefetch_kv(&KvView { table: next_seg.table, ..layer }, layer.head(next_head), head_dim, next_seen);
+                let next_kv = KvView { table: next_seg.table, ..layer };
+                if plan(next_seg).split {
+                    let positions = online::chunk_positions(next_unit / n_head_kv, next_seen);
+                    prefetch_kv(&next_kv, layer.head(next_head), head_dim, positions);
+                } else if next_seg.n_tokens == 1 && !(std::ptr::eq(next_seg, seg) && next_head == kv_head && next_seen == n_seen) {
+                    prefetch_kv(&next_kv, layer.head(next_head), head_dim, 0..next_seen);
                 }
             }
-            let Plan { order, online, grouped, .. } = plan(seg);
             let kv = &KvView { table: seg.table, ..layer };
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
             if online {
-                let t = unit / n_head_kv;
+                let t = if split { 0 } else { unit / n_head_kv };
                 let first = (row0 + t * n_head + kv_head * group) * head_dim; // q/out rows of the group's heads
-                let o = unsafe { out_ptr.slice(first, group * head_dim) };
                 let q_group = &q[first..first + group * head_dim];
-                match level {
-                    Level::Scalar => online::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o),
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: both other levels imply AVX2, FMA and F16C.
-                    _ => unsafe { avx2::online_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
-                    #[cfg(not(target_arch = "x86_64"))]
-                    _ => online::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o),
+                let kv_off = kv.head(kv_head);
+                let chunk_fn = |q: &[f32], positions: std::ops::Range<usize>, state: &mut online::Partial| {
+                    online_chunk(level, group, head_dim, q, kv, kv_off, positions, scale, state)
+                };
+                let merge_fn =
+                    |state: &mut online::Partial, m: &[f32], l: &[f32], acc: &[f32]| online_merge(level, group, head_dim, state, m, l, acc);
+                if !split {
+                    let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                    online::attend_group_with(&chunk_fn, &merge_fn, group, head_dim, q_group, n_seen, work, o);
+                    quantize(first, group * head_dim);
+                    continue;
                 }
+                // One chunk into its slot; the thread that completes the token's last chunk
+                // merges them all in order.
+                let chunk = unit / n_head_kv;
+                let chunks = online::n_chunks(n_seen);
+                // SAFETY: each (segment, KV head, chunk) slot is written by the one unit that owns it,
+                // and read only after every unit of the token is done (the counter below).
+                let mine = unsafe { partials_ptr.slice(slot_of(seg_index, kv_head, chunk), slot) };
+                let (acc, ml) = mine.split_at_mut(group * head_dim);
+                let mut part = online::Partial::empty(acc);
+                chunk_fn(q_group, online::chunk_positions(chunk, n_seen), &mut part);
+                ml[..group].copy_from_slice(&part.m[..group]);
+                ml[group..2 * group].copy_from_slice(&part.l[..group]);
+                let counter = &remaining[split_before(seg_index).1 + kv_head];
+                if counter.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
+                    continue;
+                }
+                // SAFETY: every chunk of this (segment, KV head) is written (the counter reached 0
+                // with acquire ordering) and no other thread touches them any more.
+                let all = unsafe { partials_ptr.slice(slot_of(seg_index, kv_head, 0), chunks * slot) };
+                let (state_acc, _) = work.split_at_mut(group * head_dim);
+                let mut state = online::Partial::empty(state_acc);
+                state.acc.copy_from_slice(&all[..group * head_dim]);
+                state.m[..group].copy_from_slice(&all[group * head_dim..][..group]);
+                state.l[..group].copy_from_slice(&all[group * head_dim + group..][..group]);
+                for c in 1..chunks {
+                    let s = &all[c * slot..(c + 1) * slot];
+                    let (acc, ml) = s.split_at(group * head_dim);
+                    merge_fn(&mut state, &ml[..group], &ml[group..], acc);
+                }
+                let o = unsafe { out_ptr.slice(first, group * head_dim) };
+                online::finish(group, head_dim, &state, o);
                 quantize(first, group * head_dim);
                 continue;
             }
@@ -655,14 +726,55 @@ fn attention_segments_with(
             quantize(pair * head_dim, head_dim);
         }
     });
+    SPLIT_BUFFERS.set((partials, remaining));
 }
 
-/// Asks for the keys and values of positions 0..n_seen of the KV head at `kv_off` to be brought
-/// into the core's L2 cache (at most the first [`PREFETCH_POSITIONS`]; streaming takes over
-/// after those).
-fn prefetch_kv(kv: &KvView, kv_off: usize, head_dim: usize, n_seen: usize) {
+thread_local! {
+    /// The split decode steps' chunk partials and counters (see `attention_segments_with`), kept
+    /// by the calling thread from one call to the next.
+    static SPLIT_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<AtomicUsize>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One chunk of the block order's kernel (`online.rs`) at `level`, into an empty `state`.
+#[allow(clippy::too_many_arguments)]
+fn online_chunk(
+    level: Level,
+    group: usize,
+    head_dim: usize,
+    q: &[f32],
+    kv: &KvView,
+    kv_off: usize,
+    positions: std::ops::Range<usize>,
+    scale: f32,
+    state: &mut online::Partial,
+) {
+    match level {
+        Level::Scalar => online::chunk(group, head_dim, q, kv, kv_off, positions, scale, state),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both other levels imply AVX2, FMA and F16C.
+        _ => unsafe { avx2::online_chunk(group, head_dim, q, kv, kv_off, positions, scale, state) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => online::chunk(group, head_dim, q, kv, kv_off, positions, scale, state),
+    }
+}
+
+/// [`online::merge_chunk`] at `level`.
+fn online_merge(level: Level, group: usize, head_dim: usize, state: &mut online::Partial, m: &[f32], l: &[f32], acc: &[f32]) {
+    match level {
+        Level::Scalar => online::merge_chunk(group, head_dim, state, m, l, acc),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both other levels imply AVX2 and FMA.
+        _ => unsafe { avx2::merge_chunk(group, head_dim, state, m, l, acc) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => online::merge_chunk(group, head_dim, state, m, l, acc),
+    }
+}
+
+/// Asks for the keys and values of `positions` of the KV head at `kv_off` to be brought into the
+/// core's L2 cache (at most the first [`PREFETCH_POSITIONS`]; streaming takes over after those).
+fn prefetch_kv(kv: &KvView, kv_off: usize, head_dim: usize, positions: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
-    for s in 0..n_seen.min(PREFETCH_POSITIONS) {
+    for s in positions.start..positions.end.min(positions.start + PREFETCH_POSITIONS) {
         let r = kv.row(s) + kv_off;
         for line in (0..head_dim * std::mem::size_of::<f16>()).step_by(64) {
             // SAFETY: prefetching reads nothing and cannot fault.

@@ -257,6 +257,53 @@ fn segments_of_several_sequences_equal_one_call_each_bit_for_bit() {
 }
 
 #[test]
+fn split_decode_steps_equal_one_thread_bit_for_bit() {
+    // A decode step of three sequences with one KV head (a group of 8) has 3 units for 2 threads: each token's
+    // chunks of 256 positions are spread over the threads and merged by whoever finishes last.
+    // The bits must be those of one thread doing the chunks in turn, for every sequence.
+    let (h, hkv, dh, bs) = (8, 1, 64, 24); // blocks of 24: not a power of two, nor a multiple of the tiles // blocks of 24: not a power of two, nor a multiple of the tiles
+    let kv_dim = hkv * dh;
+    let n_blocks = 100;
+    let kp = to_f16(&values(n_blocks * bs * kv_dim, 91));
+    let vp = to_f16(&values(n_blocks * bs * kv_dim, 92));
+    // Shuffled, disjoint tables: 37, 50 and 10 blocks.
+    let order: Vec<u32> = (0..n_blocks as u32).map(|b| (b * 37 + 11) % n_blocks as u32).collect();
+    let tables = [&order[..37], &order[37..87], &order[87..97]];
+    let starts = [37 * bs - 1, 50 * bs - 3, 10 * bs - 1];
+    let q = values(3 * h * dh, 93);
+    let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
+    let layer = KvView::position_major(&kp, &vp, &[], bs, kv_dim, dh);
+    let segs: Vec<AttentionSegment> =
+        starts.iter().zip(tables).enumerate().map(|(i, (&start, table))| AttentionSegment { first_token: i, n_tokens: 1, start, table }).collect();
+    let mut scratch = vec![0f32; 4 * attention_scratch_per_thread(50 * bs, dh)];
+    for level in Level::all_available() {
+        let mut results = Vec::new();
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let mut out = vec![0f32; 3 * h * dh];
+            attention_segments(&pool, level, SumOrder::Blocks, heads, layer, &segs, &q, &mut out, &mut scratch, false);
+            results.push(out);
+        }
+        assert_eq!(results[0], results[1], "{level:?}: 2 threads");
+        assert_eq!(results[0], results[2], "{level:?}: 3 threads");
+        // And each sequence alone, against f64.
+        let (k16, v16): (Vec<f32>, Vec<f32>) = (kp.iter().map(|x| x.to_f32()).collect(), vp.iter().map(|x| x.to_f32()).collect());
+        for (i, seg) in segs.iter().enumerate() {
+            let n = seg.start + 1;
+            let kv = KvView { table: seg.table, ..layer };
+            let pick = |x: &[f32]| -> Vec<f32> { (0..n).flat_map(|p| x[kv.row(p)..][..dh].to_vec()).collect() };
+            for head in 0..h {
+                let exact = naive(&q[(i * h + head) * dh..][..dh], &pick(&k16), &pick(&v16), n, dh);
+                for (d, e) in exact.iter().enumerate() {
+                    let got = results[1][(i * h + head) * dh + d] as f64;
+                    assert!((got - e).abs() < 2e-6, "{level:?} sequence {i} head {head} dim {d}: {got} vs {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn kv_view_rejects_tables_outside_the_pool() {
     let k = vec![f16::ZERO; 2 * 4 * 8];
     let table = [1u32, 2];
@@ -346,9 +393,10 @@ fn grouped_query_heads_read_their_kv_head_and_match_naive() {
     }
 }
 
-/// Shapes for the block-order kernel: one token and several, positions around the tiles of 8
-/// and far past them, groups of 1 to 8 heads, head widths from 8 to 128.
-const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 14] = [
+/// Shapes for the block-order kernel: one token and several, positions around its tiles of 32
+/// and chunks of 256 and far past them, groups of 1 to 8 heads, head widths from 8 to 128. With
+/// two threads, the one-token cases with few KV heads split their chunks over the threads.
+const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 20] = [
     (1, 0, 9, 3, 64),
     (1, 7, 9, 3, 64),
     (1, 8, 9, 3, 64),
@@ -363,6 +411,12 @@ const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 14] = [
     (1, 1000, 9, 3, 64),
     (3, 13, 7, 1, 24),
     (2, 33, 10, 2, 40),
+    (1, 31, 9, 3, 64),
+    (1, 255, 9, 3, 64),
+    (1, 256, 9, 3, 64),
+    (3, 510, 4, 1, 32),
+    (1, 700, 4, 4, 64),
+    (2, 767, 8, 1, 64),
 ];
 
 #[test]
