@@ -446,33 +446,32 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
     let mut e = [[0.0f32; TILE]; G];
     // Offsets of the tile's rows, and of the next tile's.
     let (mut rows, mut next_rows) = ([0usize; TILE], [0usize; TILE]);
-    for (p, r) in rows.iter_mut().enumerate().take((positions.end - positions.start).min(TILE)) {
-        *r = kv.row(positions.start + p);
-    }
+    tile_rows(kv, positions.start, (positions.end - positions.start).min(TILE), &mut rows);
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let lines = (head_dim * 2).div_ceil(64); // cache lines of one head's row of keys (or values)
     let mut p0 = positions.start;
     while p0 < positions.end {
         let np = (positions.end - p0).min(TILE);
-        // The next tile's keys and values: another block of the pool, which the hardware
-        // prefetchers do not guess.
+        // The next tile's keys and values are another block of the pool, which the hardware
+        // prefetchers do not guess: asked for a position at a time while this tile's scores are
+        // computed (all at once, the requests stall the loads of the scores).
         let next = p0 + TILE;
-        if next < positions.end {
-            for (p, r) in next_rows.iter_mut().enumerate().take((positions.end - next).min(TILE)) {
-                *r = kv.row(next + p);
-                for line in (0..head_dim * 2).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>((kp.add(*r) as *const i8).add(line));
-                    _mm_prefetch::<_MM_HINT_T0>((vp.add(*r) as *const i8).add(line));
-                }
-            }
-        }
+        let n_next = if next < positions.end { (positions.end - next).min(TILE) } else { 0 };
+        tile_rows(kv, next, n_next, &mut next_rows);
         let mut p = 0;
         while p + PP <= np {
             score_lanes::<G, PP>(head_dim, qp, kp, &rows, p, &mut lanes);
+            for r in &next_rows[p.min(n_next)..(p + PP).min(n_next)] {
+                prefetch_row(kp.add(*r), vp.add(*r), lines);
+            }
             p += PP;
         }
         while p < np {
             score_lanes::<G, 1>(head_dim, qp, kp, &rows, p, &mut lanes);
             p += 1;
+        }
+        for r in &next_rows[p.min(n_next)..n_next] {
+            prefetch_row(kp.add(*r), vp.add(*r), lines);
         }
         // Scores of 8 positions per register, -inf past the tile's end.
         let full = np.div_ceil(8);
@@ -519,6 +518,34 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
         }
         p0 += TILE;
         std::mem::swap(&mut rows, &mut next_rows);
+    }
+}
+
+/// rows[..n]: the offsets of positions `first..first + n` (at most a tile), by one table lookup
+/// when they lie in one block of the pool, as a tile does in the model's blocks of 32.
+#[inline(always)]
+fn tile_rows(kv: &KvView, first: usize, n: usize, rows: &mut [usize; TILE]) {
+    if n == 0 {
+        return;
+    }
+    let base = kv.row(first);
+    if first / kv.block_size == (first + n - 1) / kv.block_size {
+        for (p, r) in rows.iter_mut().enumerate().take(n) {
+            *r = base + p * kv.pos_stride;
+        }
+    } else {
+        for (p, r) in rows.iter_mut().enumerate().take(n) {
+            *r = kv.row(first + p);
+        }
+    }
+}
+
+/// Asks for one row of keys and of values (`lines` cache lines each) to be brought into L1.
+#[inline(always)]
+unsafe fn prefetch_row(k: *const f16, v: *const f16, lines: usize) {
+    for line in 0..lines {
+        _mm_prefetch::<_MM_HINT_T0>((k as *const i8).add(64 * line));
+        _mm_prefetch::<_MM_HINT_T0>((v as *const i8).add(64 * line));
     }
 }
 
