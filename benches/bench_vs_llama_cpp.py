@@ -38,7 +38,8 @@ def bench_llama_cpp(model_path, n_prompt, n_gen, reps, threads, depth=0, flash=F
     n_vocab = L.llama_vocab_n_tokens(vocab)
     cp = L.llama_context_default_params()
     cp.n_ctx = depth + max(n_prompt, n_gen) + 16
-    cp.n_batch = cp.n_ubatch = max(n_prompt, 512 if depth else 1)
+    cp.n_batch = max(n_prompt, 512 if depth else 1)
+    cp.n_ubatch = min(cp.n_batch, 512)  # llama-bench's default micro-batch: one decode call, run 512 at a time
     cp.n_threads = cp.n_threads_batch = threads
     cp.flash_attn_type = 1 if flash else 0  # off: the library default of llama-cpp-python
     ctx = L.llama_init_from_model(model, cp)
@@ -131,10 +132,11 @@ def main():
             fe = bench_ferrolm(a.binary, a.model, a.p, a.n, a.r, threads, a.kernels, depth)
             rows.append((threads, depth, lc, fe))
             at = f" @ d{depth}" if depth else ""
-            print(f"threads {threads}: pp{a.p}{at} llama.cpp {lc.get('pp', 0):7.1f}  ferrolm {fe['pp']:7.1f}  ratio {fe['pp'] / lc['pp']:.2f}x | "
-                  f"tg{a.n}{at} llama.cpp {lc.get('tg', 0):7.1f}  ferrolm {fe['tg']:7.1f}  ratio {fe['tg'] / lc['tg']:.2f}x "
-                  f"(ferrolm {fe['kernels']} kernels, {fe['sum_order']} order; llama.cpp flash attention {'on' if a.fa else 'off'})", flush=True)
-    print(json.dumps([{"threads": t, "depth": d, "llama_cpp": lc, "ferrolm": {k: fe[k] for k in ("pp", "tg")}} for t, d, lc, fe in rows]))
+            parts = [f"{name}{n}{at} llama.cpp {lc[name]:7.1f}  ferrolm {fe[name]:7.1f}  ratio {fe[name] / lc[name]:.2f}x"
+                     for name, n in (("pp", a.p), ("tg", a.n)) if n > 0]
+            print(f"threads {threads}: " + " | ".join(parts) +
+                  f" (ferrolm {fe['kernels']} kernels, {fe['sum_order']} order; llama.cpp flash attention {'on' if a.fa else 'off'})", flush=True)
+    print(json.dumps([{"threads": t, "depth": d, "llama_cpp": lc, "ferrolm": {k: fe[k] for k in ("pp", "tg") if k in lc}} for t, d, lc, fe in rows]))
 
 
 if __name__ == "__main__":

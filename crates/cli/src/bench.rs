@@ -89,7 +89,9 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
         eprintln!("note: -d + -p/-n = {n_ctx} positions run past the model's context length {n_ctx_train} (speed only: text there degrades)");
     }
     let mut cache = model.new_cache(n_ctx)?;
-    let mut scratch = model.new_scratch(args.n_prompt.max(1).max(args.depth.min(512)), n_ctx)?;
+    // Batches of at most 512 tokens, as llama-bench's default micro-batch and as the engine
+    // prefills: a longer prompt is one forward call that runs 512 tokens at a time.
+    let mut scratch = model.new_scratch(args.n_prompt.clamp(1, 512).max(args.depth.min(512)), n_ctx)?;
     let v = model.config.n_vocab;
     // The depth, filled once (in batches of the scratch's size); each test rewinds to it.
     if args.depth > 0 {

@@ -387,13 +387,15 @@ unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
 
 /// Calls `$f::<G, PP, W>(args)` for the group size G (1 to 8): PP positions per step of the score
 /// pass (G * PP accumulators, PP keys and a query row within 15 registers) and W value registers
-/// per head in the value pass (G * W accumulators, W values and a probability likewise).
+/// per head in the value pass (G * W accumulators, W values and a probability likewise). Each
+/// accumulator is a chain of FMAs (4 cycles each, 2 per cycle): 8 or more chains keep the FMA
+/// units busy, hence W = 3 for G = 3 (9 chains; 6 with W = 2 were 4-6% slower at 7680 positions).
 macro_rules! by_chunk_group {
     ($group:expr, $f:ident, $($arg:expr),*) => {
         match $group {
             1 => $f::<1, 4, 4>($($arg),*),
             2 => $f::<2, 4, 4>($($arg),*),
-            3 => $f::<3, 3, 2>($($arg),*),
+            3 => $f::<3, 3, 3>($($arg),*),
             4 => $f::<4, 2, 2>($($arg),*),
             5 => $f::<5, 2, 2>($($arg),*),
             6 => $f::<6, 2, 2>($($arg),*),
@@ -407,6 +409,11 @@ macro_rules! by_chunk_group {
 /// (tested bit for bit). Per tile, the scores of the group's heads with each key row converted
 /// from f16 once for the group and PP positions per step, the 32 positions' lane trees 8 at a
 /// time; then the value pass with each value row converted once for the group.
+///
+/// The rows may be two consecutive tokens' heads (a pair of a prompt, sharing each key and value
+/// row): then the first `short_rows` rows (the earlier token's) see one position fewer, the last
+/// of `positions`, which must not be the first of a tile for them (`positions.len() % TILE != 1`).
+/// Each row gets the bits it gets alone.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn online_chunk(
@@ -416,12 +423,14 @@ pub(super) unsafe fn online_chunk(
     kv: &KvView,
     kv_off: usize,
     positions: Range<usize>,
+    short_rows: usize,
     scale: f32,
     state: &mut Partial,
 ) {
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8) && !positions.is_empty());
     debug_assert!(q.len() >= group * head_dim && state.acc.len() >= group * head_dim);
-    by_chunk_group!(group, chunk_of, head_dim, q, kv, kv_off, positions, scale, state)
+    debug_assert!(short_rows == 0 || (short_rows < group && positions.len() % TILE != 1));
+    by_chunk_group!(group, chunk_of, head_dim, q, kv, kv_off, positions, short_rows, scale, state)
 }
 
 /// [`online_chunk`] for G heads. (Loops over indices: the arrays of registers stay in registers
@@ -434,6 +443,7 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
     kv: &KvView,
     kv_off: usize,
     positions: Range<usize>,
+    short_rows: usize,
     scale: f32,
     state: &mut Partial,
 ) {
@@ -473,17 +483,21 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
         for r in &next_rows[p.min(n_next)..n_next] {
             prefetch_row(kp.add(*r), vp.add(*r), lines);
         }
-        // Scores of 8 positions per register, -inf past the tile's end.
+        // Rows that see one position fewer in this tile (the last), and the positions all rows see.
+        let short = if p0 + TILE >= positions.end { short_rows } else { 0 };
+        let np_all = np - (short > 0) as usize;
+        // Scores of 8 positions per register, -inf past the tile's end (the row's end).
         let full = np.div_ceil(8);
         let mut scores = [[_mm256_set1_ps(f32::NEG_INFINITY); 4]; G];
         let mut new_m = [0.0f32; G];
         let mut diff = [0.0f32; 8];
         for g in 0..G {
+            let np_g = if g < short { np_all } else { np };
             let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
             for j in 0..full {
                 let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
                     _mm256_add_epi32(lane, _mm256_set1_epi32(8 * j as i32)),
-                    _mm256_set1_epi32(np as i32 - 1),
+                    _mm256_set1_epi32(np_g as i32 - 1),
                 ));
                 let t = tree8_x8(&*(lanes[g].as_ptr().add(8 * j) as *const [__m256; 8]));
                 scores[g][j] = _mm256_blendv_ps(_mm256_mul_ps(t, _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
@@ -505,15 +519,29 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
             state.l[g] = state.l[g] * c[g] + sum;
             state.m[g] = new_m[g];
         }
-        // acc = acc * c, then fma(e[p], v[p], acc) position by position, 8W dimensions at a time.
+        // acc = acc * c, then fma(e[p], v[p], acc) position by position, 8W dimensions at a time;
+        // the last position for the rows that see it, when some do not.
         let mut d0 = 0;
         while d0 < head_dim {
             if head_dim - d0 >= 8 * W {
-                value_pass::<G, W>(d0, head_dim, vp, &rows, np, &c, &e, ap);
+                value_pass::<G, W>(d0, head_dim, vp, &rows, np_all, &c, &e, ap);
                 d0 += 8 * W;
+            } else if W > 2 && head_dim - d0 >= 16 {
+                value_pass::<G, 2>(d0, head_dim, vp, &rows, np_all, &c, &e, ap);
+                d0 += 16;
             } else {
-                value_pass::<G, 1>(d0, head_dim, vp, &rows, np, &c, &e, ap);
+                value_pass::<G, 1>(d0, head_dim, vp, &rows, np_all, &c, &e, ap);
                 d0 += 8;
+            }
+        }
+        if short > 0 {
+            let row = vp.add(rows[np - 1]);
+            for g in short..G {
+                let b = _mm256_set1_ps(e[g][np - 1]);
+                for d in (0..head_dim).step_by(8) {
+                    let a = ap.add(g * head_dim + d);
+                    _mm256_storeu_ps(a, _mm256_fmadd_ps(b, load8(row.add(d)), _mm256_loadu_ps(a)));
+                }
             }
         }
         p0 += TILE;

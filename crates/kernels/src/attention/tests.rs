@@ -395,8 +395,10 @@ fn grouped_query_heads_read_their_kv_head_and_match_naive() {
 
 /// Shapes for the block-order kernel: one token and several, positions around its tiles of 32
 /// and chunks of 256 and far past them, groups of 1 to 8 heads, head widths from 8 to 128. With
-/// two threads, the one-token cases with few KV heads split their chunks over the threads.
-const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 20] = [
+/// two threads, the one-token cases with few KV heads split their chunks over the threads; at
+/// SIMD levels prompts go two tokens at a time where 2G <= 8, and the later token's extra position
+/// may fall inside a tile, open a tile (32, 288) or open a chunk (256).
+const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 24] = [
     (1, 0, 9, 3, 64),
     (1, 7, 9, 3, 64),
     (1, 8, 9, 3, 64),
@@ -417,6 +419,10 @@ const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 20] = [
     (3, 510, 4, 1, 32),
     (1, 700, 4, 4, 64),
     (2, 767, 8, 1, 64),
+    (2, 31, 9, 3, 64),
+    (2, 255, 6, 2, 64),
+    (4, 62, 6, 3, 64),
+    (3, 287, 9, 3, 64),
 ];
 
 #[test]
