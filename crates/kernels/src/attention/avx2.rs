@@ -495,12 +495,17 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
             let np_g = if g < short { np_all } else { np };
             let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
             for j in 0..full {
-                let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
-                    _mm256_add_epi32(lane, _mm256_set1_epi32(8 * j as i32)),
-                    _mm256_set1_epi32(np_g as i32 - 1),
-                ));
-                let t = tree8_x8(&*(lanes[g].as_ptr().add(8 * j) as *const [__m256; 8]));
-                scores[g][j] = _mm256_blendv_ps(_mm256_mul_ps(t, _mm256_set1_ps(scale)), _mm256_set1_ps(f32::NEG_INFINITY), absent);
+                let t = _mm256_mul_ps(tree8_x8(&*(lanes[g].as_ptr().add(8 * j) as *const [__m256; 8])), _mm256_set1_ps(scale));
+                // A whole tile's registers need no mask.
+                scores[g][j] = if np_g == TILE {
+                    t
+                } else {
+                    let absent = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                        _mm256_add_epi32(lane, _mm256_set1_epi32(8 * j as i32)),
+                        _mm256_set1_epi32(np_g as i32 - 1),
+                    ));
+                    _mm256_blendv_ps(t, _mm256_set1_ps(f32::NEG_INFINITY), absent)
+                };
                 mx = _mm256_max_ps(mx, scores[g][j]);
             }
             new_m[g] = state.m[g].max(hmax8(mx));
