@@ -163,7 +163,7 @@ unsafe fn panels_share(level: Level, w: &PackedF32, bias: Option<&[f32]>, x: &[f
 /// acc (rows, NR) += x (rows, kc; row stride `x_stride`) . panel (kc, NR), at `level`.
 #[inline(always)]
 fn tile(level: Level, rows: usize, x: &[f32], x_stride: usize, panel: &[f32], kc: usize, acc: &mut [[f32; NR]; MR]) {
-    debug_assert!(rows >= 1 && rows <= MR && panel.len() == kc * NR);
+    debug_assert!((1..=MR).contains(&rows) && panel.len() == kc * NR);
     debug_assert!(kc == 0 || x.len() >= (rows - 1) * x_stride + kc);
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
@@ -209,23 +209,22 @@ mod avx2 {
     pub(super) unsafe fn tile<const R: usize>(x: &[f32], x_stride: usize, panel: &[f32], kc: usize, acc: &mut [[f32; NR]; MR]) {
         unsafe {
             let mut v = [[_mm256_setzero_ps(); 2]; R];
-            for r in 0..R {
-                v[r][0] = _mm256_loadu_ps(acc[r].as_ptr());
-                v[r][1] = _mm256_loadu_ps(acc[r].as_ptr().add(8));
+            for (vr, ar) in v.iter_mut().zip(acc.iter()) {
+                *vr = [_mm256_loadu_ps(ar.as_ptr()), _mm256_loadu_ps(ar.as_ptr().add(8))];
             }
             let (xp, wp) = (x.as_ptr(), panel.as_ptr());
             for k in 0..kc {
                 let w0 = _mm256_loadu_ps(wp.add(k * NR));
                 let w1 = _mm256_loadu_ps(wp.add(k * NR + 8));
-                for r in 0..R {
+                for (r, vr) in v.iter_mut().enumerate() {
                     let xv = _mm256_broadcast_ss(&*xp.add(r * x_stride + k));
-                    v[r][0] = _mm256_fmadd_ps(xv, w0, v[r][0]);
-                    v[r][1] = _mm256_fmadd_ps(xv, w1, v[r][1]);
+                    vr[0] = _mm256_fmadd_ps(xv, w0, vr[0]);
+                    vr[1] = _mm256_fmadd_ps(xv, w1, vr[1]);
                 }
             }
-            for r in 0..R {
-                _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r][0]);
-                _mm256_storeu_ps(acc[r].as_mut_ptr().add(8), v[r][1]);
+            for (vr, ar) in v.iter().zip(acc.iter_mut()) {
+                _mm256_storeu_ps(ar.as_mut_ptr(), vr[0]);
+                _mm256_storeu_ps(ar.as_mut_ptr().add(8), vr[1]);
             }
         }
     }
