@@ -101,7 +101,9 @@ impl Loader<'_> {
 
     /// The linear layers `names` (each W (n, k)) stacked into one of (names.len() * n, k).
     fn linear(&self, names: &[&str], n: usize, k: usize) -> Result<Linear, EmbedError> {
-        let (mut weight, mut bias) = (Vec::with_capacity(names.len() * n * k), Vec::with_capacity(names.len() * n));
+        // No capacity up front: n and k come from config.json and are trusted only once the
+        // tensors' shapes (bounded by the file's size) have matched them.
+        let (mut weight, mut bias) = (Vec::new(), Vec::new());
         for name in names {
             weight.extend(self.tensor(&format!("{name}.weight"), &[n, k])?);
             bias.extend(self.tensor(&format!("{name}.bias"), &[n])?);
@@ -124,7 +126,7 @@ impl Bert {
         let c = &config;
         let (d, f) = (c.hidden_size, c.intermediate_size);
         let token_types = w.tensor("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, d])?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        let mut layers = Vec::new(); // not with_capacity: the count is config.json's, unchecked yet
         for i in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
             let qkv = [format!("{p}.attention.self.query"), format!("{p}.attention.self.key"), format!("{p}.attention.self.value")];
@@ -157,7 +159,8 @@ impl Bert {
     ///
     /// Errors when an id is outside the vocabulary, a sequence is longer than the position table,
     /// `seq_starts` does not run from 0 to T in order, or `hidden` is not (T, D). The work buffers
-    /// are allocated once per call and reused by every layer.
+    /// are allocated once per call and reused by every layer. A `level` above the machine's best
+    /// runs at the machine's best (the kernels must never meet instructions the CPU lacks).
     pub fn forward(&self, pool: &ThreadPool, level: Level, ids: &[u32], seq_starts: &[usize], hidden: &mut [f32]) -> Result<(), EmbedError> {
         let c = &self.config;
         let (d, f, h, dh) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim());
@@ -169,6 +172,7 @@ impl Bert {
         if t == 0 {
             return Ok(());
         }
+        let level = level.min(Level::best_available());
         let eps = c.layer_norm_eps as f32;
         let max_len = seq_starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
 

@@ -166,6 +166,15 @@ fn damaged_folders_are_errors_that_name_the_file_and_tensor() {
     std::fs::write(dir.path().join("config.json"), "{").unwrap();
     let err = SentenceEmbedder::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
+    // Sizes from a hostile config.json: errors about the tensors, not a huge allocation.
+    for (key, value, needle) in [("num_hidden_layers", 1u64 << 60, "encoder.layer.2"), ("intermediate_size", 1 << 40, "intermediate.dense.weight")] {
+        write_tiny_model(dir.path());
+        let mut config = config_json();
+        config[key] = value.into();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let err = SentenceEmbedder::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{key}: {err}");
+    }
     // A max_seq_length with no room for text.
     write_tiny_model(dir.path());
     std::fs::write(dir.path().join("sentence_bert_config.json"), r#"{"max_seq_length": 2}"#).unwrap();
