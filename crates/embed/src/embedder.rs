@@ -10,8 +10,8 @@ use crate::config::Pipeline;
 use crate::pooling::l2_normalize;
 use crate::{Bert, BertConfig, EmbedError, Pooling};
 
-/// Tokens per forward call at most: bounds the work buffers (T x (3D + F) floats, ~31 MB for
-/// MiniLM at 4096) while keeping every matrix product many tokens tall. A text is never split;
+/// Tokens per forward call at most: bounds the work buffers (T x (6D + F) floats with the
+/// output, 63 MB for MiniLM at 4096) while keeping every matrix product many tokens tall. A text is never split;
 /// one text longer than this (possible only with a large `max_seq_length`) runs alone.
 pub const TOKEN_BUDGET: usize = 4096;
 
