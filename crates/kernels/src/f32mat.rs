@@ -70,7 +70,8 @@ impl PackedF32 {
         self.cols
     }
 
-    fn panels(&self) -> usize {
+    /// The number of panels, ceil(N / NR).
+    pub fn panels(&self) -> usize {
         self.rows.div_ceil(NR)
     }
 
@@ -117,6 +118,45 @@ pub fn matmul_f32_reference(w: &[f32], bias: Option<&[f32]>, x: &[f32], t: usize
             y[ti * n + ni] = acc;
         }
     }
+}
+
+/// One micro-tile of the product, for callers that consume the outputs tile by tile instead of
+/// storing y (a top-K search keeps only the best scores of each column):
+/// acc (rows, NR) += x (rows, kc) . w (N, K)^T restricted to panel `p` and depths `k0..k0 + kc`,
+/// where row r of x starts at `x[r * x_stride]` and its depth k at `x[r * x_stride + k]`.
+///
+/// Each output continues its one chain of fused multiply-adds, so calls for k blocks in order give
+/// the bits of [`matmul_f32`] (columns past N, in the last panel's padding, get zeros times x).
+///
+/// # Panics
+/// If `rows` is not in 1..=[`MR`], `p` is not a panel, `k0 + kc > K`, or `x` is too short for
+/// the rows it names.
+#[allow(clippy::too_many_arguments)] // the tile's coordinates, as the micro-kernel takes them
+pub fn matmul_f32_tile(
+    level: Level,
+    w: &PackedF32,
+    p: usize,
+    k0: usize,
+    kc: usize,
+    x: &[f32],
+    x_stride: usize,
+    rows: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    assert!((1..=MR).contains(&rows), "matmul_f32_tile: rows must be in 1..={MR}, got {rows}");
+    assert!(
+        p < w.panels() && k0 + kc <= w.cols,
+        "matmul_f32_tile: panel {p}, depths {k0}..{} outside {} panels of depth {}",
+        k0 + kc,
+        w.panels(),
+        w.cols
+    );
+    let need = (rows - 1) * x_stride + k0 + kc;
+    assert!(kc == 0 || x.len() >= need, "matmul_f32_tile: x has {} values, the tile reads {need}", x.len());
+    if kc == 0 {
+        return;
+    }
+    tile(level, rows, &x[k0..], x_stride, &w.panel(p, k0)[..kc * NR], kc, acc);
 }
 
 /// The outputs of `panels` for every token, block by block.
@@ -299,6 +339,33 @@ mod tests {
             let mut alone = vec![0f32; n];
             matmul_f32(&pool, level, &packed, None, &x[ti * k..(ti + 1) * k], 1, &mut alone);
             assert_eq!(alone, batch[ti * n..(ti + 1) * n], "token {ti}");
+        }
+    }
+
+    #[test]
+    fn tiles_in_k_blocks_give_the_bits_of_the_whole_product() {
+        let (n, k, t) = (37, 300, 7);
+        let (w, x) = (pseudo_random(n * k, 9), pseudo_random(t * k, 10));
+        let packed = PackedF32::pack(&w, n, k);
+        let mut want = vec![0f32; t * n];
+        matmul_f32_reference(&w, None, &x, t, n, k, &mut want);
+        for level in Level::all_available() {
+            for p in 0..packed.panels() {
+                for r0 in (0..t).step_by(MR) {
+                    let rows = MR.min(t - r0);
+                    let mut acc = [[0f32; NR]; MR];
+                    for (k0, kc) in [(0, 100), (100, 0), (100, 157), (257, 43)] {
+                        matmul_f32_tile(level, &packed, p, k0, kc, &x[r0 * k..], k, rows, &mut acc);
+                    }
+                    for (r, row) in acc.iter().enumerate().take(rows) {
+                        for (j, v) in row.iter().enumerate() {
+                            let col = p * NR + j;
+                            let expected = if col < n { want[(r0 + r) * n + col] } else { 0.0 };
+                            assert_eq!(v.to_bits(), expected.to_bits(), "level {level:?} row {} column {col}", r0 + r);
+                        }
+                    }
+                }
+            }
         }
     }
 
