@@ -34,6 +34,7 @@ mod embedder;
 mod error;
 pub mod fetch;
 mod pooling;
+pub mod testing;
 
 pub use bert::Bert;
 pub use config::{BertConfig, Pipeline};
