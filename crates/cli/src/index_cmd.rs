@@ -34,7 +34,7 @@ pub(crate) struct BuildArgs {
     vectors: Option<PathBuf>,
     /// With --vectors: the name of the model that made them (default: "external"); `index query
     /// --text` needs the index's model to be the embedder's
-    #[arg(long, value_name = "NAME", requires = "vectors")]
+    #[arg(long, value_name = "NAME", conflicts_with = "input")]
     model_name: Option<String>,
     /// The index file to write
     #[arg(long, short = 'o', value_name = "FILE")]
@@ -196,10 +196,12 @@ fn cmd_query(args: &QueryArgs) -> Result<()> {
 fn query_embedder(args: &QueryArgs, index: &VectorIndex) -> Result<Embedder> {
     let idx = args.index.display();
     let model = index.model();
+    if model == EXTERNAL {
+        bail!(
+            "{idx} holds external vectors (built with --vectors and no --model-name), so text cannot be embedded to match them: query with --vectors"
+        );
+    }
     if args.model.is_none() && model != embed::fetch::DEFAULT_MODEL_DIR {
-        if model == EXTERNAL {
-            bail!("{idx} holds external vectors (built with --vectors and no --model-name), so text cannot be embedded to match them: query with --vectors");
-        }
         bail!("{idx} was built with the model {model:?}: pass its folder with --model DIR to query with text, or query with --vectors made by it");
     }
     let embedder = Embedder::open(&EmbedModelArgs { model: args.model.clone(), threads: args.threads })?;
