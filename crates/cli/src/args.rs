@@ -338,6 +338,13 @@ pub(crate) enum Command {
         #[arg(long)]
         pathological: bool,
     },
+    /// Sentence embeddings of texts (all-MiniLM-L6-v2 by default), as JSON lines or .npy
+    Embed(crate::embed_cmd::EmbedArgs),
+    /// Cosine similarity of every row of A with every row of B (texts or embeddings), as JSON
+    Similarity(crate::similarity_cmd::SimilarityArgs),
+    /// Build or query an index of embeddings (exact cosine top-K)
+    #[command(subcommand)]
+    Index(crate::index_cmd::IndexCommand),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]

@@ -3,14 +3,18 @@
 mod args;
 mod bench;
 mod chat_cmd;
+mod embed_cmd;
 mod fetch;
 mod generate_cmd;
+mod index_cmd;
 mod info_cmd;
 mod load;
 mod perplexity_cmd;
 mod serve_cmd;
+mod similarity_cmd;
 mod tokenize_cmd;
 mod tokenizer_bench;
+mod vectors_io;
 
 use anyhow::{bail, Result};
 use args::{Cli, Command, RunArgs};
@@ -78,6 +82,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { model } => info_cmd::cmd_info(&model),
+        Command::Embed(args) => embed_cmd::cmd_embed(&args),
+        Command::Similarity(args) => similarity_cmd::cmd_similarity(&args),
+        Command::Index(command) => index_cmd::cmd_index(&command),
         Command::Perplexity { model, threads, file, ctx, json, order } => {
             perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json)
         }

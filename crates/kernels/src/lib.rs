@@ -2,7 +2,9 @@
 //!
 //! Quantized block formats and their products with activations ([`quant`], [`matmul`](mod@matmul)), norms,
 //! RoPE and activations ([`ops`]), causal grouped-query attention ([`attention`]), and
-//! the persistent thread pool they run on ([`pool`]). Kernels never allocate and know nothing of
+//! the persistent thread pool they run on ([`pool`]). For float encoders (BERT): dense f32
+//! products ([`f32mat`]), [`layer_norm`], [`gelu`] and bidirectional attention over a flat batch
+//! ([`encoder_attention`]). Kernels never allocate and know nothing of
 //! models: the caller owns every buffer and passes sizes.
 //!
 //! Contracts are written `input shapes -> output shapes`, outermost dimension first.
@@ -10,7 +12,11 @@
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod encoder_attention;
+pub mod f32mat;
+pub mod gelu;
 pub mod groups;
+pub mod layer_norm;
 pub mod loss;
 pub mod matmul;
 pub mod ops;

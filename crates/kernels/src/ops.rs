@@ -243,6 +243,26 @@ fn rope_generic(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
 /// zero, above 88.38 to infinity.
 #[inline(always)]
 pub fn exp_poly(x: f32) -> f32 {
+    let (n, j) = exp_poly_parts(x);
+    if n.abs() > 192.0 || n.is_nan() {
+        return if n > 0.0 {
+            f32::INFINITY
+        } else if n <= 0.0 {
+            0.0
+        } else {
+            f32::NAN
+        };
+    }
+    // j * 2^n with one rounding: exact in f64 (|n| <= 192 keeps 2^n normal there), then to f32.
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (j as f64 * two_n) as f32
+}
+
+/// The range reduction and polynomial of [`exp_poly`]: `e^x = j * 2^n`, returned as (n, j) with
+/// n an integer and j in [0.7, 1.42], for callers that scale by 2^n themselves (branch-free
+/// kernels that keep x in range). Meaningless (but harmless) for x outside [-104, 89].
+#[inline(always)]
+pub(crate) fn exp_poly_parts(x: f32) -> (f32, f32) {
     const SHIFT: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
     let log2e = f32::from_bits(0x3fb8_aa3b);
     let ln2_hi = f32::from_bits(0x3f31_7200);
@@ -257,20 +277,9 @@ pub fn exp_poly(x: f32) -> f32 {
     let z = x.mul_add(log2e, SHIFT);
     let n = z - SHIFT; // round(x / ln2)
     let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x)); // x - n ln2, in two parts
-    if n.abs() > 192.0 || n.is_nan() {
-        return if n > 0.0 {
-            f32::INFINITY
-        } else if n <= 0.0 {
-            0.0
-        } else {
-            f32::NAN
-        };
-    }
     let u = b * b;
     let j = c[4].mul_add(b, c[3]).mul_add(u, c[2].mul_add(b, c[1])).mul_add(u, c[0].mul_add(b, 1.0));
-    // j * 2^n with one rounding: exact in f64 (|n| <= 192 keeps 2^n normal there), then to f32.
-    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
-    (j as f64 * two_n) as f32
+    (n, j)
 }
 
 /// SiLU, `x * sigmoid(x)`, as `x / (1 + e^-x)` with [`exp_poly`].
