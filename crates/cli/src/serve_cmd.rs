@@ -1,13 +1,15 @@
 //! `ferrolm serve`: the OpenAI-compatible HTTP server over the engine.
 
 use crate::args::RunArgs;
+use crate::embed_cmd::{EmbedModelArgs, Embedder};
 use crate::load::open_model;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::{Engine, EngineConfig};
 use generate::chat::ChatTemplate;
-use server::{AppState, ServeOptions};
+use server::{AppState, EmbeddingModel, ServeOptions};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Args, Clone)]
@@ -35,6 +37,10 @@ pub(crate) struct ServeArgs {
     /// The most requests waiting to start; more get 429 with retry-after
     #[arg(long, default_value_t = 256)]
     pub queue: usize,
+    /// Serve POST /v1/embeddings with this sentence-transformers folder, or `default` for
+    /// all-MiniLM-L6-v2 (fetched on first use); without it that route answers 404
+    #[arg(long, value_name = "DIR|default")]
+    pub embedding_model: Option<PathBuf>,
 }
 
 /// "1GiB", "512MiB", "2G", "1000000": a size in bytes.
@@ -61,6 +67,26 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
+    if args.max_seqs == 0 || args.max_batch_tokens == 0 || args.queue == 0 {
+        bail!("--max-seqs, --max-batch-tokens and --queue must be at least 1");
+    }
+    // The encoder first: a wrong folder is reported before the LLM loads. It gets its own kernel
+    // threads, as many as the LLM's (--threads).
+    let embedder = match &args.embedding_model {
+        None => None,
+        Some(dir) => {
+            let model = (dir.as_os_str() != "default").then(|| dir.clone());
+            let e = Embedder::open(&EmbedModelArgs { model, threads: args.run.threads }).context("--embedding-model")?;
+            eprintln!(
+                "ferrolm serve: embeddings with {} | {} dimensions, up to {} tokens per text, {} threads",
+                e.name,
+                e.dim(),
+                e.model.max_seq_length(),
+                e.pool.n_threads()
+            );
+            Some(e)
+        }
+    };
     let (model, tok, n_ctx) = open_model(&args.run)?;
     let model_id = crate::fetch::resolve_model(args.run.model.model.as_deref())?
         .file_stem()
@@ -73,9 +99,6 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
             ChatTemplate::chatml()
         }
     };
-    if args.max_seqs == 0 || args.max_batch_tokens == 0 || args.queue == 0 {
-        bail!("--max-seqs, --max-batch-tokens and --queue must be at least 1");
-    }
     let config =
         EngineConfig { n_ctx, max_seqs: args.max_seqs, max_batch_tokens: args.max_batch_tokens, kv_memory: args.kv_memory, queue: args.queue };
     let n_vocab = model.config.n_vocab;
@@ -91,7 +114,10 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
         config.max_batch_tokens,
         config.queue
     );
-    let state = AppState::new(engine, tok, template, model_id, args.api_key.clone(), n_vocab);
+    let mut state = AppState::new(engine, tok, template, model_id, args.api_key.clone(), n_vocab);
+    if let Some(e) = embedder {
+        state = state.with_embeddings(EmbeddingModel::new(e.model, e.name, e.pool, args.queue));
+    }
     let options = ServeOptions { host: args.host.clone(), port: args.port };
     server::serve(options, state, |addr| {
         // The one line on stdout: scripts wait for it.

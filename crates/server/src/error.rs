@@ -60,6 +60,29 @@ impl ApiError {
         }
     }
 
+    /// 404 for `/v1/embeddings` on a server started without an embedding model.
+    pub fn no_embedding_model() -> ApiError {
+        ApiError {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "this server has no embedding model: start it with --embedding-model DIR (a sentence-transformers folder) \
+                 or --embedding-model default (all-MiniLM-L6-v2)",
+            )
+        }
+    }
+
+    /// 429: too many requests waiting, retry in a second.
+    pub fn queue_full(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some("rate_limit_exceeded"),
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+    }
+
     /// 413 for a body over the limit.
     pub fn body_too_large(limit: usize) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("the request body is larger than {limit} bytes"))
@@ -85,11 +108,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> ApiError {
         let message = e.to_string();
         match e {
-            SubmitError::QueueFull(_) => ApiError {
-                code: Some("rate_limit_exceeded"),
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-            },
+            SubmitError::QueueFull(_) => ApiError::queue_full(message),
             SubmitError::ShuttingDown => ApiError::shutting_down(),
             SubmitError::PromptTooLong { .. } => ApiError {
                 param: Some("messages".into()),

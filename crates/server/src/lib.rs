@@ -5,15 +5,18 @@
 //! events ([`respond`]). A client that disconnects drops its stream, which drops the engine
 //! handles and cancels its sequences. Errors follow OpenAI's shape ([`error`]).
 //!
-//! Endpoints: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/tokenize`,
+//! Endpoints: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/v1/embeddings` (when a
+//! sentence encoder is loaded beside the LLM, [`embeddings`]), `/tokenize`,
 //! `/detokenize`, `/health`, `/metrics` (Prometheus), `/openapi.json`, and a chat page at `/`.
 
 pub mod api;
+pub mod embeddings;
 pub mod error;
 mod openapi;
 pub mod respond;
 
 use crate::api::{DetokenizeRequest, Plan, Prompt, TokenizeRequest};
+pub use crate::embeddings::EmbeddingModel;
 use crate::error::ApiError;
 use crate::respond::{Job, Kind, Out, Shape};
 use axum::body::Body;
@@ -63,6 +66,8 @@ pub struct AppState {
     api_key: Option<String>,
     n_vocab: usize,
     created: u64,
+    /// The sentence encoder of `/v1/embeddings`, when one is loaded.
+    embeddings: Option<Arc<EmbeddingModel>>,
 }
 
 impl AppState {
@@ -76,7 +81,13 @@ impl AppState {
         n_vocab: usize,
     ) -> AppState {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        AppState { engine, tokenizer, template, model_id, api_key, n_vocab, created }
+        AppState { engine, tokenizer, template, model_id, api_key, n_vocab, created, embeddings: None }
+    }
+
+    /// Serves `/v1/embeddings` with `model` (without one it answers 404).
+    pub fn with_embeddings(mut self, model: EmbeddingModel) -> AppState {
+        self.embeddings = Some(Arc::new(model));
+        self
     }
 
     /// The engine (metrics, shutdown).
@@ -99,6 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_key));
@@ -207,7 +219,11 @@ async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(json!({"object": "list", "data": [{"id": state.model_id, "object": "model", "created": state.created, "owned_by": "ferrolm"}]}))
+    let mut data = vec![json!({"id": state.model_id, "object": "model", "created": state.created, "owned_by": "ferrolm"})];
+    if let Some(e) = &state.embeddings {
+        data.push(json!({"id": e.name(), "object": "model", "created": state.created, "owned_by": "ferrolm"}));
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
@@ -281,6 +297,26 @@ async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response
         run(&state, Kind::Completion, "/v1/completions", prompts, plan, logprobs).await
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let model = state.embeddings.clone().ok_or_else(ApiError::no_embedding_model)?;
+        let bytes = read_body(body).await?;
+        let (r, texts, format) = embeddings::embedding_plan(&bytes, model.dim())?;
+        // As the completion routes: a model other than the one served is a 404, none is fine.
+        if let Some(asked) = r.model.as_deref().filter(|m| !m.is_empty() && *m != model.name()) {
+            return Err(ApiError::unknown_model(asked, model.name()));
+        }
+        if state.engine.is_closing() {
+            return Err(ApiError::shutting_down());
+        }
+        let started = Instant::now();
+        let (vectors, tokens) = model.embed(texts).await?;
+        eprintln!("ferrolm serve: POST /v1/embeddings 200 texts={} prompt={tokens} total={:.3}s", vectors.len(), started.elapsed().as_secs_f64());
+        Ok(Json(embeddings::embedding_response(model.name(), &vectors, format, tokens)))
+    };
+    result.await.map(IntoResponse::into_response).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Submits the prompts and answers, streamed or whole.

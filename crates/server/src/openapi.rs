@@ -67,6 +67,16 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["prompt"], "properties": completion_props}}}},
                 "responses": with_errors(stream_or_json("Completion"))
             }},
+            "/v1/embeddings": {"post": {
+                "summary": "Sentence embeddings (when the server runs with --embedding-model; 404 otherwise)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["input"], "properties": {
+                    "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048}],
+                              "description": "texts; token ids are refused (400): the encoder has its own vocabulary"},
+                    "model": {"type": "string", "description": "must be the embedding model's id (/v1/models lists it), or absent"},
+                    "encoding_format": {"enum": ["float", "base64"], "default": "float", "description": "base64: the little-endian f32 bytes"},
+                    "dimensions": {"type": "integer", "description": "must be the model's own dimension: vectors are not shortened"}}}}}},
+                "responses": with_errors(json!({"description": "one embedding per text, in input order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Embeddings"}}}}))
+            }},
             "/tokenize": {"post": {
                 "summary": "Token ids of a text",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["content"], "properties": {
@@ -93,6 +103,11 @@ pub fn document() -> Value {
                 "ChatCompletion": {"type": "object", "properties": {"id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"}, "model": {"type": "string"},
                     "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "message": {"type": "object"}, "logprobs": {}, "finish_reason": {"enum": ["stop", "length"]}}}},
                     "usage": {"$ref": "#/components/schemas/Usage"}}},
+                "Embeddings": {"type": "object", "properties": {"object": {"const": "list"}, "model": {"type": "string"},
+                    "data": {"type": "array", "items": {"type": "object", "properties": {"object": {"const": "embedding"}, "index": {"type": "integer"},
+                        "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "description": "base64"}]}}}},
+                    "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer", "description": "tokens the encoder saw, special tokens included, after truncation"},
+                        "total_tokens": {"type": "integer"}}}}},
                 "Completion": {"type": "object", "properties": {"id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"}, "model": {"type": "string"},
                     "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "logprobs": {}, "finish_reason": {"enum": ["stop", "length"]}}}},
                     "usage": {"$ref": "#/components/schemas/Usage"}}}
