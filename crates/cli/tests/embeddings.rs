@@ -134,6 +134,20 @@ fn embed_bad_input_fails_cleanly_naming_the_line() {
 }
 
 #[test]
+fn serve_with_a_bad_embedding_model_fails_cleanly_before_loading_the_llm() {
+    let (fx, _model, _texts) = fixture();
+    // No --model: the LLM is never looked for, the encoder's folder is checked first.
+    fx.run(&["serve", "--port", "0", "--embedding-model", &fx.path("nowhere")]).fails_with(&[
+        "--embedding-model",
+        "nowhere",
+        "not a sentence-transformers model folder",
+    ]);
+    let run = fx.run(&["serve", "--port", "0", "--embedding-model", "default"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked") && run.stderr.contains("could not fetch the embedding model"), "{}", run.stderr);
+}
+
+#[test]
 fn embed_bad_model_or_output_fails_cleanly_and_leaves_no_file() {
     let (fx, model, texts) = fixture();
     fx.run(&["embed", "--model", &fx.path("nowhere"), "--input", &texts]).fails_with(&["nowhere", "not a sentence-transformers model folder"]);
