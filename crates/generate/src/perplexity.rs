@@ -47,7 +47,11 @@ pub fn perplexity(
     }
     let v = model.config.n_vocab;
     let mut cache = model.new_cache(n_ctx)?;
-    let mut scratch = model.new_scratch(n_ctx, n_ctx)?;
+    // The first half of a chunk only gives context: its logits are never scored (llama-perplexity
+    // asks for none either), so it runs without the output head, and the scratch holds the half
+    // whose rows are scored. (Every token gets the same bits in either batch.)
+    let half = n_ctx / 2;
+    let mut scratch = model.new_scratch(n_ctx - half, n_ctx)?;
     let (mut nll, mut scored) = (0.0f64, 0usize);
     let mut chunk = vec![0u32; n_ctx];
     for c in 0..chunks {
@@ -56,10 +60,12 @@ pub fn perplexity(
             chunk[0] = bos;
         }
         cache.clear();
-        let logits = model.forward(&chunk, &mut cache, &mut scratch, Logits::All)?; // (n_ctx, V)
-        for j in n_ctx / 2..n_ctx - 1 {
+        model.forward(&chunk[..half], &mut cache, &mut scratch, Logits::Skip)?;
+        let logits = model.forward(&chunk[half..], &mut cache, &mut scratch, Logits::All)?; // (n_ctx - half, V)
+        for j in half..n_ctx - 1 {
             // The training loss's own code: next-token cross-entropy, row j against token j + 1.
-            nll += cross_entropy_row(&logits[j * v..(j + 1) * v], chunk[j + 1], 0.0, None);
+            let row = j - half;
+            nll += cross_entropy_row(&logits[row * v..(row + 1) * v], chunk[j + 1], 0.0, None);
             scored += 1;
         }
         on_chunk(c + 1, chunks, (nll / scored as f64).exp());
