@@ -101,9 +101,17 @@ fn greedy_continuations_at(model: &Llama) -> usize {
     identical
 }
 
-/// Perplexity on the same text with the same chunking as llama.cpp: equal to 1e-9 in its order
-/// (the same logits, summed in another order over the chunks), within 0.2% in the block order
-/// (the default; measured 0.012%), at every level of [`levels`].
+/// The block order's perplexity on `perplexity.txt` at ctx 512 (the default order; the same bits at
+/// every kernel level and thread count, by design). A change to the block order's arithmetic moves
+/// it and must update it knowingly.
+const BLOCKS_PPL: f64 = 9.2935765831523;
+
+/// Perplexity on the same text with the same chunking as llama.cpp. In its order: equal to 1e-9
+/// (the same logits, summed in another order over the chunks). In the block order (the default):
+/// exactly [`BLOCKS_PPL`] at every level of [`levels`], and within 0.5% of llama.cpp's. Any change of
+/// summation order moves perplexity by a few tenths of a percent on this 1,275-token text, because
+/// each product's activations are rounded to int8 and a one-ulp change can flip a rounding: llama.cpp's
+/// own AVX2 build gives 9.2473 here, 0.32% from its AVX-512 build's 9.2774 (the fixture).
 #[test]
 fn perplexity_matches_llama_cpp() {
     let Some(path) = model::paths::model_for_tests() else { return };
@@ -116,17 +124,22 @@ fn perplexity_matches_llama_cpp() {
     let want_ppl = want["ppl"].as_f64().unwrap();
     for level in levels() {
         model.set_level(level);
-        for (order, tolerance) in [(SumOrder::LlamaCpp, 1e-9), (SumOrder::Blocks, 2e-3)] {
+        for order in [SumOrder::LlamaCpp, SumOrder::Blocks] {
             model.set_sum_order(order);
             let got = generate::perplexity(&model, &tokens, ctx, None, &mut |_, _, _| {}).unwrap();
             let rel = (got.ppl - want_ppl).abs() / want_ppl;
-            eprintln!("{level:?}, {order:?} order: perplexity {:.6} vs llama.cpp {want_ppl:.6} ({:.2e} apart)", got.ppl, rel);
+            eprintln!("{level:?}, {order:?} order: perplexity {:?} vs llama.cpp {want_ppl:.6} ({:.2e} apart)", got.ppl, rel);
             assert_eq!(got.scored as u64, want["scored"].as_u64().unwrap());
-            assert!(
-                rel < tolerance,
-                "{level:?}, {order:?} order: perplexity {} vs llama.cpp {want_ppl} ({rel:.2e} apart, tolerance {tolerance})",
-                got.ppl
-            );
+            if order == SumOrder::LlamaCpp {
+                assert!(rel < 1e-9, "{level:?}, llama.cpp's order: perplexity {} vs llama.cpp {want_ppl} ({rel:.2e} apart)", got.ppl);
+            } else {
+                assert!(rel < 5e-3, "{level:?}, block order: perplexity {} vs llama.cpp {want_ppl} ({rel:.2e} apart, tolerance 0.5%)", got.ppl);
+                assert!(
+                    (got.ppl - BLOCKS_PPL).abs() <= 1e-12 * BLOCKS_PPL,
+                    "{level:?}, block order: perplexity {:?}, pinned {BLOCKS_PPL:?}: the block order's arithmetic changed",
+                    got.ppl
+                );
+            }
         }
     }
 }

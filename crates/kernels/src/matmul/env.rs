@@ -90,8 +90,11 @@ impl Level {
 }
 
 /// How a quantized dot product adds up its blocks. Both orders sum each block's integer products
-/// exactly; they differ in where the float roundings fall, so logits differ in their last bits
-/// (30 layers later, by up to ~0.05), and greedy choices can differ at near-ties.
+/// exactly; they differ in where the float roundings fall. Each product rounds its activations
+/// to int8, where a one-ulp change can flip a rounding, so 30 layers later the logits of the two
+/// orders differ by about 0.17 on average (up to 1.5; measured on 480 positions of the default
+/// model), greedy choices can differ at near-ties, and perplexity moves by a few tenths of a
+/// percent on a short text: as much as llama.cpp's own AVX2 and AVX-512 builds differ.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SumOrder {
     /// One integer sum per block, converted once and fused-multiply-added with the block scale
