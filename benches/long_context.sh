@@ -2,7 +2,7 @@
 # Long prompts side by side with llama.cpp on one machine, in one run (issue: attention at 8k):
 #   1. perplexity at ctx 7680 over 64 KB of English text (two chunks: 15,360 of its tokens): value and wall time of
 #      `ferrolm perplexity` and `llama-perplexity` (flash attention on);
-#   2. prefill of 8192 tokens from an empty cache, and pp512 / tg128 at depths 0 and 8000, through
+#   2. prefill of 8192 tokens from an empty cache, and pp512 / tg128 at depths 0, 2048, 4096 and 8000, through
 #      benches/bench_vs_llama_cpp.py (llama-cpp-python, flash attention on).
 #
 #   cargo build --release
@@ -48,5 +48,5 @@ printf "llama.cpp ppl %s in %.1f s | ferrolm ppl %s in %.1f s | speed ratio %.2f
 
 echo "== prefill of 8192 tokens from an empty cache"
 "$PY" benches/bench_vs_llama_cpp.py --model "$MODEL" -p 8192 -n 0 -r 1 -t "$T" --fa 2>/dev/null | grep '^threads'
-echo "== pp512 and tg128 at depths 0 and 8000"
-"$PY" benches/bench_vs_llama_cpp.py --model "$MODEL" -p 512 -n 128 -r 2 -t "$T" -d 0 8000 --fa 2>/dev/null | grep '^threads'
+echo "== pp512 and tg128 at depths 0, 2048, 4096 and 8000"
+"$PY" benches/bench_vs_llama_cpp.py --model "$MODEL" -p 512 -n 128 -r 2 -t "$T" -d 0 2048 4096 8000 --fa 2>/dev/null | grep '^threads'
