@@ -5,8 +5,19 @@
 //! Shapes use one legend: N rows (tokens of the flat batch), D model width, H query heads, Hkv KV
 //! heads, Dh head width, F feed-forward width, V vocabulary, r LoRA rank, L layers.
 //!
-//! Files: `lora.rs` (adapter parameters, targets, initialisation, merging).
+//! Files: `lora.rs` (adapter parameters, targets), `real.rs` (f32 to train, f64 to check),
+//! `ops.rs` (each op's forward and backward), `model.rs` (the model's forward and backward),
+//! `rng.rs` (the seeded generator).
 
 pub mod lora;
+pub mod model;
+pub mod ops;
+pub mod real;
+pub mod rng;
+
+#[cfg(test)]
+mod tests;
 
 pub use lora::{Adapter, LoraConfig, LoraPair, Target};
+pub use model::{Activations, Batch, LoraParams, LossSum, TrainModel};
+pub use real::Real;

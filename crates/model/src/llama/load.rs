@@ -113,3 +113,25 @@ impl Llama {
         Ok(model)
     }
 }
+
+impl Llama {
+    /// The named 2-D weight of the file, dequantized: (rows, cols, values (rows, cols)) with
+    /// `rows` = the tensor's outer dimension. For the training path, which computes in f32.
+    pub fn dequantized(&self, name: &str) -> Result<(usize, usize, Vec<f32>), ModelError> {
+        let file = self.file();
+        let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let (cols, rows) = match info.dims[..] {
+            [cols, rows] => (cols as usize, rows as usize),
+            [len] => (len as usize, 1),
+            _ => return Err(ModelError::TensorShape { tensor: name.to_string(), expected: vec![0, 0], got: info.dims.clone() }),
+        };
+        let format = format_of(info)?;
+        let row_bytes = format.row_bytes(cols).ok_or_else(|| ModelError::TensorShape { tensor: name.to_string(), expected: vec![], got: info.dims.clone() })?;
+        let data = file.tensor_data(info);
+        let mut out = vec![0f32; rows * cols];
+        for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {
+            dequantize_row(format, src, dst);
+        }
+        Ok((rows, cols, out))
+    }
+}

@@ -1,0 +1,519 @@
+//! The training forward and backward of a Llama model with LoRA adapters over its frozen weights.
+//!
+//! ```text
+//! x = embd[tok]                                        (frozen: no gradient)
+//! per block:  xn = rms(x) w1;  q, k, v = lin(xn);  q, k = rope(q, k)
+//!             h = x + lin_o(attn(q, k, v))
+//!             hn = rms(h) w2;  x = h + lin_down(silu(lin_gate(hn)) * lin_up(hn))
+//! logits = rms(x) wout . E^T                           (rows with a label only, in chunks)
+//! lin(x) = x W^T + scaling (dropout(x) A^T) B^T        (W frozen; A, B trained where adapted)
+//! ```
+//!
+//! The forward keeps, per block, the inputs every backward function needs (`Saved`); the
+//! backward walks the blocks in reverse and adds the gradient of every A and B into one flat
+//! vector laid out like [`LoraParams::values`]. Frozen matrices are dequantized once at load and
+//! kept in both orientations, W for the forward and W^T for the input gradient, in the form
+//! [`Real::prepare`] makes (packed panels for f32).
+
+use crate::lora::{Adapter, LoraConfig, LoraPair, Target};
+use crate::ops::{self, AttnShape};
+use crate::real::Real;
+use kernels::loss::IGNORE_INDEX;
+use kernels::{Level, ThreadPool};
+use model::{Llama, LlamaConfig, ModelError};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A frozen linear map W (out, in), ready for products in both directions.
+pub struct Frozen<F: Real> {
+    fwd: F::Mat,
+    bwd: F::Mat,
+    n_in: usize,
+}
+
+impl<F: Real> Frozen<F> {
+    /// From W (out, in) row-major.
+    pub fn new(w: &[f32], n_out: usize, n_in: usize) -> Frozen<F> {
+        let mut t = vec![0f32; w.len()];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                t[i * n_out + o] = w[o * n_in + i];
+            }
+        }
+        Frozen { fwd: F::prepare(w, n_out, n_in), bwd: F::prepare(&t, n_in, n_out), n_in }
+    }
+}
+
+struct LayerWeights<F: Real> {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    maps: [Frozen<F>; 7],
+}
+
+/// A model for training: frozen weights in F, and the sizes.
+pub struct TrainModel<F: Real> {
+    /// The sizes (and RoPE base, norm epsilon) of the model.
+    pub config: LlamaConfig,
+    embd: Vec<f32>,
+    head: Frozen<F>,
+    output_norm: Vec<f32>,
+    layers: Vec<LayerWeights<F>>,
+    pool: Arc<ThreadPool>,
+    level: Level,
+}
+
+/// Where one adapted map's A and B lie in the flat parameter vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    /// A (r, in).
+    pub a: Range<usize>,
+    /// B (out, r).
+    pub b: Range<usize>,
+    /// in.
+    pub n_in: usize,
+    /// out.
+    pub n_out: usize,
+}
+
+/// The trainable parameters: every A and B, one after another in one vector (layer by layer,
+/// targets in [`Target::ALL`] order, A before B), so that the optimizer, clipping and checkpoints
+/// see one array.
+#[derive(Clone, Debug)]
+pub struct LoraParams<F: Real> {
+    /// Rank, alpha, targets.
+    pub config: LoraConfig,
+    /// All values.
+    pub values: Vec<F>,
+    /// (L) x (7) slots, None where the target is not adapted.
+    pub slots: Vec<[Option<Slot>; 7]>,
+}
+
+impl<F: Real> LoraParams<F> {
+    /// The layout for `config` on a model of `cfg`'s sizes, all zero.
+    pub fn zeros(config: &LoraConfig, cfg: &LlamaConfig) -> LoraParams<F> {
+        let (d, qd, kvd, f) = (cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff);
+        let mut at = 0;
+        let mut slots = Vec::with_capacity(cfg.n_layer);
+        for _ in 0..cfg.n_layer {
+            let layer: [Option<Slot>; 7] = std::array::from_fn(|i| {
+                let target = Target::ALL[i];
+                if !config.targets.contains(&target) {
+                    return None;
+                }
+                let (n_out, n_in) = target.shape(d, qd, kvd, f);
+                let a = at..at + config.rank * n_in;
+                let b = a.end..a.end + n_out * config.rank;
+                at = b.end;
+                Some(Slot { a, b, n_in, n_out })
+            });
+            slots.push(layer);
+        }
+        LoraParams { config: config.clone(), values: vec![F::ZERO; at], slots }
+    }
+
+    /// Fresh parameters: A kaiming-uniform with a = sqrt(5) (uniform in +-1/sqrt(in), as
+    /// PyTorch's `nn.Linear` and PEFT initialise it), B zero, from `seed`.
+    pub fn init(config: &LoraConfig, cfg: &LlamaConfig, seed: u64) -> LoraParams<F> {
+        let mut p = LoraParams::zeros(config, cfg);
+        let mut rng = crate::rng::Rng::new(seed);
+        for slot in p.slots.iter().flatten().flatten() {
+            let bound = 1.0 / (slot.n_in as f64).sqrt();
+            for v in &mut p.values[slot.a.clone()] {
+                *v = F::from_f64((rng.uniform() * 2.0 - 1.0) * bound);
+            }
+        }
+        p
+    }
+
+    /// The parameters as an [`Adapter`] (f32).
+    pub fn to_adapter(&self) -> Adapter {
+        let layers = self
+            .slots
+            .iter()
+            .map(|layer| {
+                std::array::from_fn(|i| {
+                    layer[i].as_ref().map(|s| LoraPair {
+                        a: self.values[s.a.clone()].iter().map(|v| v.to_f64() as f32).collect(),
+                        b: self.values[s.b.clone()].iter().map(|v| v.to_f64() as f32).collect(),
+                        n_in: s.n_in,
+                        n_out: s.n_out,
+                    })
+                })
+            })
+            .collect();
+        Adapter { config: self.config.clone(), layers }
+    }
+
+    /// Parameters from an adapter made for a model of `cfg`'s sizes.
+    pub fn from_adapter(adapter: &Adapter, cfg: &LlamaConfig) -> Result<LoraParams<F>, String> {
+        let mut p = LoraParams::zeros(&adapter.config, cfg);
+        if adapter.layers.len() != cfg.n_layer {
+            return Err(format!("the adapter has {} layers, the model {}", adapter.layers.len(), cfg.n_layer));
+        }
+        for (l, (slots, pairs)) in p.slots.iter().zip(&adapter.layers).enumerate() {
+            for (i, (slot, pair)) in slots.iter().zip(pairs).enumerate() {
+                match (slot, pair) {
+                    (Some(s), Some(pair)) if pair.a.len() == s.a.len() && pair.b.len() == s.b.len() => {
+                        for (d, &v) in p.values[s.a.clone()].iter_mut().zip(&pair.a) {
+                            *d = F::from_f32(v);
+                        }
+                        for (d, &v) in p.values[s.b.clone()].iter_mut().zip(&pair.b) {
+                            *d = F::from_f32(v);
+                        }
+                    }
+                    (None, None) => {}
+                    _ => return Err(format!("layer {l}, {}: the adapter's matrices do not fit the model", Target::ALL[i].short_name())),
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// One training batch: sequences one after another in a flat row of tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// (N) token ids.
+    pub tokens: Vec<u32>,
+    /// (N) labels aligned with the tokens: row t of a sequence is scored against the label of
+    /// row t + 1 of the same sequence, unless it is -100.
+    pub labels: Vec<i64>,
+    /// Each sequence's rows.
+    pub seqs: Vec<Range<usize>>,
+}
+
+impl Batch {
+    /// Rows scored: (row, target) for every row whose next row in its sequence has a label.
+    pub fn scored(&self) -> Vec<(usize, u32)> {
+        let mut out = Vec::new();
+        for s in &self.seqs {
+            for r in s.start..s.end.saturating_sub(1) {
+                let l = self.labels[r + 1];
+                if l != IGNORE_INDEX {
+                    out.push((r, l as u32));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What one block's backward needs from its forward.
+#[derive(Default)]
+struct Saved<F> {
+    x: Vec<F>,
+    rstd1: Vec<F>,
+    xn1: Vec<F>,
+    q: Vec<F>,
+    k: Vec<F>,
+    v: Vec<F>,
+    probs: Vec<F>,
+    o: Vec<F>,
+    h: Vec<F>,
+    rstd2: Vec<F>,
+    xn2: Vec<F>,
+    g: Vec<F>,
+    u: Vec<F>,
+    a: Vec<F>,
+    /// Per target, the LoRA path's u (N, r).
+    lora_u: [Vec<F>; 7],
+    /// Per target, dropout's mask of its input (empty without dropout).
+    masks: [Vec<F>; 7],
+}
+
+/// The forward's kept activations, reused from step to step.
+pub struct Activations<F> {
+    layers: Vec<Saved<F>>,
+    x_final: Vec<F>,
+    rstd_final: Vec<F>,
+    xn_final: Vec<F>,
+    cos_sin: Vec<(f32, f32)>,
+}
+
+impl<F: Real> Default for Activations<F> {
+    fn default() -> Self {
+        Activations { layers: Vec::new(), x_final: Vec::new(), rstd_final: Vec::new(), xn_final: Vec::new(), cos_sin: Vec::new() }
+    }
+}
+
+/// A batch's loss: the sum of the negative log-likelihoods of its scored rows, and their count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossSum {
+    /// Sum over scored rows of -log p(target).
+    pub nll: f64,
+    /// Scored rows.
+    pub count: usize,
+}
+
+/// Rows of logits computed at a time (a (32, V) buffer).
+const HEAD_ROWS: usize = 32;
+
+fn resize<F: Real>(v: &mut Vec<F>, n: usize) {
+    v.clear();
+    v.resize(n, F::ZERO);
+}
+
+impl<F: Real> TrainModel<F> {
+    /// The frozen weights of `llama`, dequantized, computing on `n_threads` threads at the
+    /// machine's best kernel level.
+    pub fn from_llama(llama: &Llama, n_threads: usize) -> Result<TrainModel<F>, ModelError> {
+        let config = llama.config.clone();
+        let (_, _, embd) = llama.dequantized("token_embd.weight")?;
+        let head_name = if llama.file().tensor("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
+        let (hv, hd, head) =
+            if head_name == "token_embd.weight" { (config.n_vocab, config.n_embd, embd.clone()) } else { llama.dequantized(head_name)? };
+        let (_, _, output_norm) = llama.dequantized("output_norm.weight")?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            let (_, _, attn_norm) = llama.dequantized(&format!("blk.{l}.attn_norm.weight"))?;
+            let (_, _, ffn_norm) = llama.dequantized(&format!("blk.{l}.ffn_norm.weight"))?;
+            let mut maps = Vec::with_capacity(7);
+            for t in Target::ALL {
+                let (rows, cols, w) = llama.dequantized(&t.gguf_name(l))?;
+                maps.push(Frozen::new(&w, rows, cols));
+            }
+            let maps: [Frozen<F>; 7] = match maps.try_into() {
+                Ok(m) => m,
+                Err(_) => unreachable!("seven targets"),
+            };
+            layers.push(LayerWeights { attn_norm, ffn_norm, maps });
+        }
+        let pool = Arc::new(ThreadPool::try_new(n_threads.max(1))?);
+        Ok(TrainModel { head: Frozen::new(&head, hv, hd), config, embd, output_norm, layers, pool, level: Level::current() })
+    }
+
+    /// Threads of the pool.
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    fn attn_shape(&self) -> AttnShape {
+        AttnShape { n_head: self.config.n_head, n_head_kv: self.config.n_head_kv, head_dim: self.config.head_dim }
+    }
+
+    /// y (N, out) = x W^T + the LoRA path of `target` in `layer` (if adapted), keeping its u.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(&self, l: usize, target: Target, params: &LoraParams<F>, x: &[F], n: usize, y: &mut [F], saved_u: &mut Vec<F>, mask: &[F]) {
+        let w = &self.layers[l].maps[target.index()];
+        F::matmul_nt(&self.pool, self.level, &w.fwd, x, n, y);
+        if let Some(s) = &params.slots[l][target.index()] {
+            let r = params.config.rank;
+            resize(saved_u, n * r);
+            let scaling = F::from_f64(params.config.scaling() as f64);
+            let m = if mask.is_empty() { None } else { Some(mask) };
+            ops::lora_forward(x, m, &params.values[s.a.clone()], &params.values[s.b.clone()], s.n_in, scaling, saved_u, y);
+        }
+    }
+
+    /// dx (N, in) += dy W, plus the LoRA path's gradients (into `grads`) and input gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        l: usize,
+        target: Target,
+        params: &LoraParams<F>,
+        saved: &Saved<F>,
+        x: &[F],
+        dy: &[F],
+        n: usize,
+        dx: &mut [F],
+        grads: &mut [F],
+        tmp: &mut Vec<F>,
+    ) {
+        let w = &self.layers[l].maps[target.index()];
+        resize(tmp, n * w.n_in);
+        F::matmul_nt(&self.pool, self.level, &w.bwd, dy, n, tmp);
+        for (d, &t) in dx.iter_mut().zip(tmp.iter()) {
+            *d += t;
+        }
+        if let Some(s) = &params.slots[l][target.index()] {
+            let scaling = F::from_f64(params.config.scaling() as f64);
+            let mask = &saved.masks[target.index()];
+            let m = if mask.is_empty() { None } else { Some(&mask[..]) };
+            let (ga, gb) = split_two(grads, &s.a, &s.b);
+            ops::lora_backward_add(
+                dy,
+                x,
+                m,
+                &params.values[s.a.clone()],
+                &params.values[s.b.clone()],
+                &saved.lora_u[target.index()],
+                s.n_in,
+                scaling,
+                ga,
+                gb,
+                dx,
+            );
+        }
+    }
+
+    /// The forward pass over `batch`, keeping what the backward needs in `acts`. With `dropout`
+    /// (a seed), each adapted map draws its dropout mask.
+    pub fn forward(&self, params: &LoraParams<F>, batch: &Batch, acts: &mut Activations<F>, dropout: Option<u64>) {
+        let c = &self.config;
+        let (n, d, dh) = (batch.tokens.len(), c.n_embd, c.head_dim);
+        let (qd, kvd, f) = (c.n_head * dh, c.n_head_kv * dh, c.n_ff);
+        let shape = self.attn_shape();
+        acts.cos_sin.clear();
+        acts.cos_sin.resize(n * dh / 2, (0.0, 0.0));
+        for s in &batch.seqs {
+            for (pos, r) in s.clone().enumerate() {
+                kernels::ops::rope_angles(pos, c.rope_base, dh, &mut acts.cos_sin[r * dh / 2..(r + 1) * dh / 2]);
+            }
+        }
+        acts.layers.resize_with(c.n_layer, Saved::default);
+        let mut x: Vec<F> = Vec::with_capacity(n * d);
+        for &t in &batch.tokens {
+            x.extend(self.embd[t as usize * d..(t as usize + 1) * d].iter().map(|&v| F::from_f32(v)));
+        }
+        let p_drop = params.config.dropout;
+        let mut rng = dropout.filter(|_| p_drop > 0.0).map(crate::rng::Rng::new);
+        for l in 0..c.n_layer {
+            let lw = &self.layers[l];
+            let s = &mut acts.layers[l];
+            for (i, target) in Target::ALL.into_iter().enumerate() {
+                let n_in = if matches!(target, Target::O) {
+                    qd
+                } else if matches!(target, Target::Down) {
+                    f
+                } else {
+                    d
+                };
+                match (&mut rng, &params.slots[l][i]) {
+                    (Some(rng), Some(_)) => {
+                        let keep = F::from_f64(1.0 / (1.0 - p_drop as f64));
+                        s.masks[i].clear();
+                        s.masks[i].extend((0..n * n_in).map(|_| if rng.uniform() < p_drop as f64 { F::ZERO } else { keep }));
+                    }
+                    _ => s.masks[i].clear(),
+                }
+            }
+            s.x = x;
+            resize(&mut s.rstd1, n);
+            resize(&mut s.xn1, n * d);
+            ops::rms_norm_forward(&s.x, &lw.attn_norm, c.rms_eps, &mut s.xn1, &mut s.rstd1);
+            resize(&mut s.q, n * qd);
+            resize(&mut s.k, n * kvd);
+            resize(&mut s.v, n * kvd);
+            let [uq, uk, uv, uo, ug, uu, ud] = &mut s.lora_u;
+            self.linear(l, Target::Q, params, &s.xn1, n, &mut s.q, uq, &s.masks[0]);
+            self.linear(l, Target::K, params, &s.xn1, n, &mut s.k, uk, &s.masks[1]);
+            self.linear(l, Target::V, params, &s.xn1, n, &mut s.v, uv, &s.masks[2]);
+            ops::rope_forward(&mut s.q, dh, &acts.cos_sin);
+            ops::rope_forward(&mut s.k, dh, &acts.cos_sin);
+            resize(&mut s.probs, shape.probs_len(&batch.seqs));
+            resize(&mut s.o, n * qd);
+            ops::attention_forward(&self.pool, &shape, &batch.seqs, &s.q, &s.k, &s.v, &mut s.probs, &mut s.o);
+            resize(&mut s.h, n * d);
+            self.linear(l, Target::O, params, &s.o, n, &mut s.h, uo, &s.masks[3]);
+            for (hv, &xv) in s.h.iter_mut().zip(&s.x) {
+                *hv += xv;
+            }
+            resize(&mut s.rstd2, n);
+            resize(&mut s.xn2, n * d);
+            ops::rms_norm_forward(&s.h, &lw.ffn_norm, c.rms_eps, &mut s.xn2, &mut s.rstd2);
+            resize(&mut s.g, n * f);
+            resize(&mut s.u, n * f);
+            self.linear(l, Target::Gate, params, &s.xn2, n, &mut s.g, ug, &s.masks[4]);
+            self.linear(l, Target::Up, params, &s.xn2, n, &mut s.u, uu, &s.masks[5]);
+            resize(&mut s.a, n * f);
+            ops::swiglu_forward(&s.g, &s.u, &mut s.a);
+            let mut next = vec![F::ZERO; n * d];
+            self.linear(l, Target::Down, params, &s.a, n, &mut next, ud, &s.masks[6]);
+            for (nv, &hv) in next.iter_mut().zip(&s.h) {
+                *nv += hv;
+            }
+            x = next;
+        }
+        acts.x_final = x;
+        resize(&mut acts.rstd_final, n);
+        resize(&mut acts.xn_final, n * d);
+        ops::rms_norm_forward(&acts.x_final, &self.output_norm, c.rms_eps, &mut acts.xn_final, &mut acts.rstd_final);
+    }
+
+    /// The loss of the batch after [`TrainModel::forward`], and with `grads` (laid out like the
+    /// parameters) the backward pass, adding `loss_scale` times the gradient of the summed
+    /// negative log-likelihood. (For the mean over a step's scored rows, `loss_scale` = 1 / their
+    /// count, over every micro-batch of the step.)
+    pub fn loss_backward(&self, params: &LoraParams<F>, batch: &Batch, acts: &Activations<F>, loss_scale: f64, grads: Option<&mut [F]>) -> LossSum {
+        let c = &self.config;
+        let (n, d, v) = (batch.tokens.len(), c.n_embd, c.n_vocab);
+        let scored = batch.scored();
+        let want_grad = grads.is_some();
+        let mut dxn = if want_grad { vec![F::ZERO; n * d] } else { Vec::new() };
+        let mut nll = 0.0;
+        let mut rows = vec![F::ZERO; HEAD_ROWS * d];
+        let mut logits = vec![F::ZERO; HEAD_ROWS * v];
+        let mut dlogits = vec![F::ZERO; HEAD_ROWS * v];
+        let mut drows = vec![F::ZERO; HEAD_ROWS * d];
+        let scale = F::from_f64(loss_scale);
+        for chunk in scored.chunks(HEAD_ROWS) {
+            let m = chunk.len();
+            for (i, &(r, _)) in chunk.iter().enumerate() {
+                rows[i * d..(i + 1) * d].copy_from_slice(&acts.xn_final[r * d..(r + 1) * d]);
+            }
+            F::matmul_nt(&self.pool, self.level, &self.head.fwd, &rows[..m * d], m, &mut logits[..m * v]);
+            for (i, &(_, target)) in chunk.iter().enumerate() {
+                let g = want_grad.then(|| &mut dlogits[i * v..(i + 1) * v]);
+                nll += F::cross_entropy(&logits[i * v..(i + 1) * v], target, scale, g);
+            }
+            if want_grad {
+                F::matmul_nt(&self.pool, self.level, &self.head.bwd, &dlogits[..m * v], m, &mut drows[..m * d]);
+                for (i, &(r, _)) in chunk.iter().enumerate() {
+                    dxn[r * d..(r + 1) * d].copy_from_slice(&drows[i * d..(i + 1) * d]);
+                }
+            }
+        }
+        let loss = LossSum { nll, count: scored.len() };
+        if let Some(grads) = grads {
+            self.backward(params, batch, acts, &dxn, grads);
+        }
+        loss
+    }
+
+    /// The backward pass from the gradient of the final norm's output, dxn (N, D).
+    fn backward(&self, params: &LoraParams<F>, batch: &Batch, acts: &Activations<F>, dxn: &[F], grads: &mut [F]) {
+        let c = &self.config;
+        let (n, d, dh) = (batch.tokens.len(), c.n_embd, c.head_dim);
+        let (qd, kvd, f) = (c.n_head * dh, c.n_head_kv * dh, c.n_ff);
+        let shape = self.attn_shape();
+        let mut dx = vec![F::ZERO; n * d];
+        ops::rms_norm_backward_add(dxn, &acts.x_final, &self.output_norm, &acts.rstd_final, &mut dx);
+        let mut tmp = Vec::new();
+        let (mut da, mut dg, mut du) = (vec![F::ZERO; n * f], vec![F::ZERO; n * f], vec![F::ZERO; n * f]);
+        let mut dxn2 = vec![F::ZERO; n * d];
+        let mut do_ = vec![F::ZERO; n * qd];
+        let (mut dq, mut dk, mut dv) = (vec![F::ZERO; n * qd], vec![F::ZERO; n * kvd], vec![F::ZERO; n * kvd]);
+        let mut dxn1 = vec![F::ZERO; n * d];
+        for l in (0..c.n_layer).rev() {
+            let (lw, s) = (&self.layers[l], &acts.layers[l]);
+            // dx is d(loss)/d(x_next) = dh through the residual, and dy of the down map.
+            da.iter_mut().for_each(|x| *x = F::ZERO);
+            self.linear_backward(l, Target::Down, params, s, &s.a, &dx, n, &mut da, grads, &mut tmp);
+            ops::swiglu_backward(&da, &s.g, &s.u, &mut dg, &mut du);
+            dxn2.iter_mut().for_each(|x| *x = F::ZERO);
+            self.linear_backward(l, Target::Gate, params, s, &s.xn2, &dg, n, &mut dxn2, grads, &mut tmp);
+            self.linear_backward(l, Target::Up, params, s, &s.xn2, &du, n, &mut dxn2, grads, &mut tmp);
+            // dh = dx + the norm's input gradient (kept in dx).
+            ops::rms_norm_backward_add(&dxn2, &s.h, &lw.ffn_norm, &s.rstd2, &mut dx);
+            do_.iter_mut().for_each(|x| *x = F::ZERO);
+            self.linear_backward(l, Target::O, params, s, &s.o, &dx, n, &mut do_, grads, &mut tmp);
+            ops::attention_backward(&self.pool, &shape, &batch.seqs, &s.q, &s.k, &s.v, &s.probs, &do_, &mut dq, &mut dk, &mut dv);
+            ops::rope_backward(&mut dq, dh, &acts.cos_sin);
+            ops::rope_backward(&mut dk, dh, &acts.cos_sin);
+            dxn1.iter_mut().for_each(|x| *x = F::ZERO);
+            self.linear_backward(l, Target::Q, params, s, &s.xn1, &dq, n, &mut dxn1, grads, &mut tmp);
+            self.linear_backward(l, Target::K, params, s, &s.xn1, &dk, n, &mut dxn1, grads, &mut tmp);
+            self.linear_backward(l, Target::V, params, s, &s.xn1, &dv, n, &mut dxn1, grads, &mut tmp);
+            // dx(block input) = dh + the attention norm's input gradient.
+            ops::rms_norm_backward_add(&dxn1, &s.x, &lw.attn_norm, &s.rstd1, &mut dx);
+        }
+    }
+}
+
+/// Two disjoint ranges of one slice, mutably.
+fn split_two<'a, F>(v: &'a mut [F], a: &Range<usize>, b: &Range<usize>) -> (&'a mut [F], &'a mut [F]) {
+    debug_assert!(a.end <= b.start);
+    let (left, right) = v.split_at_mut(b.start);
+    (&mut left[a.clone()], &mut right[..b.len()])
+}

@@ -1,0 +1,366 @@
+//! The ops of a Llama block, each forward beside its backward, over a flat batch of N rows
+//! (the tokens of every sequence, one after another). Backward functions that produce the
+//! gradient of an input which also flows elsewhere (the residual stream, a LoRA input) add to it
+//! (`_add`); the others write.
+//!
+//! Every backward is checked against finite differences in f64 (`tests.rs`).
+
+use crate::real::Real;
+use kernels::pool::SharedMut;
+use kernels::ThreadPool;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// a . b, in 8 independent lanes (which the compiler can vectorize).
+#[inline]
+pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+    debug_assert_eq!(a.len(), b.len());
+    let mut lanes = [F::ZERO; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut tail = F::ZERO;
+    for (x, y) in ar.iter().zip(br) {
+        tail += *x * *y;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])) + tail
+}
+
+/// y += a * x.
+#[inline]
+pub fn axpy<F: Real>(a: F, x: &[F], y: &mut [F]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// RMSNorm over rows of x (N, D): rstd (N) = 1 / sqrt(mean(x^2) + eps), y = x * rstd * w.
+pub fn rms_norm_forward<F: Real>(x: &[F], w: &[f32], eps: f32, y: &mut [F], rstd: &mut [F]) {
+    let d = w.len();
+    for ((xr, yr), r) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(rstd.iter_mut()) {
+        let ms = dot(xr, xr) / F::from_f64(d as f64);
+        *r = F::ONE / (ms + F::from_f32(eps)).sqrt();
+        for ((yv, &xv), &wv) in yr.iter_mut().zip(xr).zip(w) {
+            *yv = xv * *r * F::from_f32(wv);
+        }
+    }
+}
+
+/// dx += the gradient through [`rms_norm_forward`]: with xhat = x rstd and g = dy w,
+/// dx = rstd (g - xhat mean(g xhat)).
+pub fn rms_norm_backward_add<F: Real>(dy: &[F], x: &[F], w: &[f32], rstd: &[F], dx: &mut [F]) {
+    let d = w.len();
+    for (((dyr, xr), &r), dxr) in dy.chunks_exact(d).zip(x.chunks_exact(d)).zip(rstd).zip(dx.chunks_exact_mut(d)) {
+        // mean(g xhat) = rstd / D * sum(dy w x)
+        let mut s = F::ZERO;
+        for ((&a, &b), &c) in dyr.iter().zip(xr).zip(w) {
+            s += a * F::from_f32(c) * b;
+        }
+        let k = s * r * r / F::from_f64(d as f64);
+        for (((dv, &a), &b), &c) in dxr.iter_mut().zip(dyr).zip(xr).zip(w) {
+            *dv += r * (a * F::from_f32(c) - b * k);
+        }
+    }
+}
+
+/// RoPE in place on x (N, heads * Dh): each adjacent pair (x[2i], x[2i+1]) of every head of row
+/// n turned by the angle of `cos_sin[n * Dh / 2 + i]` (the layout of GGUF llama Q/K weights).
+pub fn rope_forward<F: Real>(x: &mut [F], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    rope_turn(x, head_dim, cos_sin, false)
+}
+
+/// The gradient through [`rope_forward`], in place: the same pairs turned back (a rotation's
+/// transpose is its inverse).
+pub fn rope_backward<F: Real>(dx: &mut [F], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    rope_turn(dx, head_dim, cos_sin, true)
+}
+
+fn rope_turn<F: Real>(x: &mut [F], head_dim: usize, cos_sin: &[(f32, f32)], back: bool) {
+    let half = head_dim / 2;
+    let n = cos_sin.len() / half;
+    let width = x.len() / n;
+    for (row, angles) in x.chunks_exact_mut(width).zip(cos_sin.chunks_exact(half)) {
+        for head in row.chunks_exact_mut(head_dim) {
+            for (pair, &(c, s)) in head.chunks_exact_mut(2).zip(angles) {
+                let (c, s) = (F::from_f32(c), if back { -F::from_f32(s) } else { F::from_f32(s) });
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/// sigmoid(x).
+#[inline]
+fn sigmoid<F: Real>(x: F) -> F {
+    F::ONE / (F::ONE + (-x).exp())
+}
+
+/// a = silu(g) * u, elementwise (silu(g) = g sigmoid(g)).
+pub fn swiglu_forward<F: Real>(g: &[F], u: &[F], a: &mut [F]) {
+    for ((av, &gv), &uv) in a.iter_mut().zip(g).zip(u) {
+        *av = gv * sigmoid(gv) * uv;
+    }
+}
+
+/// The gradients through [`swiglu_forward`]: dg = da u silu'(g), du = da silu(g), with
+/// silu'(g) = s (1 + g (1 - s)), s = sigmoid(g).
+pub fn swiglu_backward<F: Real>(da: &[F], g: &[F], u: &[F], dg: &mut [F], du: &mut [F]) {
+    for ((((&d, &gv), &uv), dgv), duv) in da.iter().zip(g).zip(u).zip(dg.iter_mut()).zip(du.iter_mut()) {
+        let s = sigmoid(gv);
+        *dgv = d * uv * s * (F::ONE + gv * (F::ONE - s));
+        *duv = d * gv * s;
+    }
+}
+
+/// y (T, N) = x (T, K) . w^T for a small w (N, K) given row-major (a LoRA matrix).
+pub fn matmul_nt<F: Real>(x: &[F], w: &[F], k: usize, y: &mut [F]) {
+    let n = w.len() / k;
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        for (yv, wr) in yr.iter_mut().zip(w.chunks_exact(k)) {
+            *yv = dot(xr, wr);
+        }
+    }
+}
+
+/// y (T, K) += x (T, N) . w (N, K), w small and row-major.
+pub fn matmul_nn_add<F: Real>(x: &[F], w: &[F], k: usize, y: &mut [F]) {
+    let n = w.len() / k;
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(k)) {
+        for (&xv, wr) in xr.iter().zip(w.chunks_exact(k)) {
+            axpy(xv, wr, yr);
+        }
+    }
+}
+
+/// out (M, N) += a (T, M)^T . b (T, N): a weight gradient summed over the rows.
+pub fn matmul_tn_add<F: Real>(a: &[F], b: &[F], m: usize, n: usize, out: &mut [F]) {
+    for (ar, br) in a.chunks_exact(m).zip(b.chunks_exact(n)) {
+        for (&av, or) in ar.iter().zip(out.chunks_exact_mut(n)) {
+            axpy(av, br, or);
+        }
+    }
+}
+
+/// The sizes of grouped-query attention.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    /// H.
+    pub n_head: usize,
+    /// Hkv (H % Hkv == 0).
+    pub n_head_kv: usize,
+    /// Dh.
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    /// Floats of the kept probabilities of `seqs`: H T^2 per sequence of T rows.
+    pub fn probs_len(&self, seqs: &[Range<usize>]) -> usize {
+        seqs.iter().map(|s| self.n_head * s.len() * s.len()).sum()
+    }
+}
+
+/// Runs `f(seq, kv_head, probs_offset)` for every (sequence, KV head) of `seqs` on the pool,
+/// longest sequences first.
+fn for_each_unit(pool: &ThreadPool, shape: &AttnShape, seqs: &[Range<usize>], f: &(dyn Fn(usize, usize, usize) + Sync)) {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&s| std::cmp::Reverse(seqs[s].len()));
+    let offsets: Vec<usize> = seqs.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + shape.n_head * s.len() * s.len()))).collect();
+    let units = seqs.len() * shape.n_head_kv;
+    let next = AtomicUsize::new(0);
+    pool.run(&|_, _| loop {
+        let u = next.fetch_add(1, Ordering::Relaxed);
+        if u >= units {
+            break;
+        }
+        let s = order[u / shape.n_head_kv];
+        f(s, u % shape.n_head_kv, offsets[s]);
+    });
+}
+
+/// Causal grouped-query attention of each sequence of `seqs` (row ranges of the flat batch, a
+/// sequence's rows at positions 0, 1, ...): q (N, H*Dh), k and v (N, Hkv*Dh) -> out (N, H*Dh),
+/// keeping the probabilities P (per sequence: (H, T, T), zero above the diagonal) for the
+/// backward. Query head h reads KV head h / (H / Hkv). scale = 1 / sqrt(Dh).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward<F: Real>(
+    pool: &ThreadPool,
+    shape: &AttnShape,
+    seqs: &[Range<usize>],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    probs: &mut [F],
+    out: &mut [F],
+) {
+    let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
+    let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
+    let scale = F::from_f64(1.0 / (dh as f64).sqrt());
+    assert_eq!(probs.len(), shape.probs_len(seqs));
+    let (probs_ptr, out_ptr) = (SharedMut::new(probs), SharedMut::new(out));
+    for_each_unit(pool, shape, seqs, &|s, g, off| {
+        let rows = seqs[s].clone();
+        let t_len = rows.len();
+        for h in g * group..(g + 1) * group {
+            // SAFETY: unit (s, g) alone writes the probabilities of sequence s, heads of group g,
+            // and the out columns of those heads in the rows of s.
+            let p_h = unsafe { probs_ptr.slice(off + h * t_len * t_len, t_len * t_len) };
+            for t in 0..t_len {
+                let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
+                let p = &mut p_h[t * t_len..(t + 1) * t_len];
+                let mut max = F::from_f64(f64::NEG_INFINITY);
+                for u in 0..=t {
+                    p[u] = dot(qt, &k[(rows.start + u) * kw + g * dh..][..dh]) * scale;
+                    max = max.max(p[u]);
+                }
+                let mut sum = F::ZERO;
+                for pu in p[..=t].iter_mut() {
+                    *pu = (*pu - max).exp();
+                    sum += *pu;
+                }
+                let inv = F::ONE / sum;
+                p[..=t].iter_mut().for_each(|pu| *pu *= inv);
+                p[t + 1..].iter_mut().for_each(|pu| *pu = F::ZERO);
+                let o = unsafe { out_ptr.slice((rows.start + t) * qw + h * dh, dh) };
+                o.iter_mut().for_each(|x| *x = F::ZERO);
+                for (u, &pu) in p[..=t].iter().enumerate() {
+                    axpy(pu, &v[(rows.start + u) * kw + g * dh..][..dh], o);
+                }
+            }
+        }
+    });
+}
+
+/// The gradients through [`attention_forward`]: from dout (N, H*Dh) and the kept P, writes
+/// dq (N, H*Dh), dk and dv (N, Hkv*Dh):
+///
+/// ```text
+/// dP[t][u] = dout[t] . v[u]          dS = P (dP - sum_u P dP)        (row t)
+/// dq[t] = scale sum_u dS[t][u] k[u]  dk[u] += scale sum_t dS[t][u] q[t]   dv[u] += sum_t P[t][u] dout[t]
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<F: Real>(
+    pool: &ThreadPool,
+    shape: &AttnShape,
+    seqs: &[Range<usize>],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    probs: &[F],
+    dout: &[F],
+    dq: &mut [F],
+    dk: &mut [F],
+    dv: &mut [F],
+) {
+    let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
+    let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
+    let scale = F::from_f64(1.0 / (dh as f64).sqrt());
+    let (dq_ptr, dk_ptr, dv_ptr) = (SharedMut::new(dq), SharedMut::new(dk), SharedMut::new(dv));
+    for_each_unit(pool, shape, seqs, &|s, g, off| {
+        let rows = seqs[s].clone();
+        let t_len = rows.len();
+        // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of KV head g
+        // (dk, dv) and of its query heads (dq).
+        let krow = |u: usize| unsafe { (dk_ptr.slice((rows.start + u) * kw + g * dh, dh), dv_ptr.slice((rows.start + u) * kw + g * dh, dh)) };
+        for u in 0..t_len {
+            let (a, b) = krow(u);
+            a.iter_mut().for_each(|x| *x = F::ZERO);
+            b.iter_mut().for_each(|x| *x = F::ZERO);
+        }
+        let mut ds = vec![F::ZERO; t_len];
+        for h in g * group..(g + 1) * group {
+            let p_h = &probs[off + h * t_len * t_len..][..t_len * t_len];
+            for t in 0..t_len {
+                let p = &p_h[t * t_len..][..=t];
+                let dout_t = &dout[(rows.start + t) * qw + h * dh..][..dh];
+                let mut sum = F::ZERO;
+                for u in 0..=t {
+                    ds[u] = dot(dout_t, &v[(rows.start + u) * kw + g * dh..][..dh]);
+                    sum += p[u] * ds[u];
+                }
+                let dqt = unsafe { dq_ptr.slice((rows.start + t) * qw + h * dh, dh) };
+                dqt.iter_mut().for_each(|x| *x = F::ZERO);
+                let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
+                for u in 0..=t {
+                    let d = p[u] * (ds[u] - sum) * scale;
+                    axpy(d, &k[(rows.start + u) * kw + g * dh..][..dh], dqt);
+                    let (dku, dvu) = krow(u);
+                    axpy(d, qt, dku);
+                    axpy(p[u], dout_t, dvu);
+                }
+            }
+        }
+    });
+}
+
+/// The LoRA path of one map, forward: u (N, r) = (x m) A^T kept for the backward, and
+/// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_forward<F: Real>(x: &[F], mask: Option<&[F]>, a: &[F], b: &[F], n_in: usize, scaling: F, u: &mut [F], y: &mut [F]) {
+    let r = a.len() / n_in;
+    match mask {
+        None => matmul_nt(x, a, n_in, u),
+        Some(m) => {
+            let xm: Vec<F> = x.iter().zip(m).map(|(&xv, &mv)| xv * mv).collect();
+            matmul_nt(&xm, a, n_in, u)
+        }
+    }
+    let n_out = b.len() / r;
+    let scaled: Vec<F> = u.iter().map(|&v| v * scaling).collect();
+    // y += (s u) B^T: each output row gets a dot of its u row with a row of B.
+    for (ur, yr) in scaled.chunks_exact(r).zip(y.chunks_exact_mut(n_out)) {
+        for (yv, br) in yr.iter_mut().zip(b.chunks_exact(r)) {
+            *yv += dot(ur, br);
+        }
+    }
+}
+
+/// The LoRA path of one map, backward: from dy (N, out), adds the gradients of A (r, in),
+/// B (out, r) and x (N, in):
+///
+/// ```text
+/// du = scaling dy B      dB += scaling dy^T u      dA += du^T (x m)      dx += (du A) m
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn lora_backward_add<F: Real>(
+    dy: &[F],
+    x: &[F],
+    mask: Option<&[F]>,
+    a: &[F],
+    b: &[F],
+    u: &[F],
+    n_in: usize,
+    scaling: F,
+    da: &mut [F],
+    db: &mut [F],
+    dx: &mut [F],
+) {
+    let r = a.len() / n_in;
+    let n_out = b.len() / r;
+    let n = dy.len() / n_out;
+    let mut du = vec![F::ZERO; n * r];
+    matmul_nn_add(dy, b, r, &mut du);
+    du.iter_mut().for_each(|v| *v *= scaling);
+    let su: Vec<F> = u.iter().map(|&v| v * scaling).collect();
+    matmul_tn_add(dy, &su, n_out, r, db);
+    match mask {
+        None => {
+            matmul_tn_add(&du, x, r, n_in, da);
+            matmul_nn_add(&du, a, n_in, dx);
+        }
+        Some(m) => {
+            let xm: Vec<F> = x.iter().zip(m).map(|(&xv, &mv)| xv * mv).collect();
+            matmul_tn_add(&du, &xm, r, n_in, da);
+            let mut dxm = vec![F::ZERO; n * n_in];
+            matmul_nn_add(&du, a, n_in, &mut dxm);
+            for ((d, &g), &mv) in dx.iter_mut().zip(&dxm).zip(m) {
+                *d += g * mv;
+            }
+        }
+    }
+}

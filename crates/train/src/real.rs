@@ -1,0 +1,155 @@
+//! The float type of the training path: f32 to train, f64 to check gradients against finite
+//! differences with the same code.
+//!
+//! Everything elementwise is generic over [`Real`]. The two operations where speed lives, products
+//! with a frozen matrix and the cross-entropy over the vocabulary, are methods of the type: f32
+//! runs them on the packed kernels (`kernels::f32mat`, `kernels::loss`), f64 on plain loops.
+
+use kernels::f32mat::{matmul_f32, PackedF32};
+use kernels::{Level, ThreadPool};
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// f32 or f64.
+pub trait Real:
+    Copy
+    + Default
+    + PartialOrd
+    + Debug
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+{
+    /// A frozen matrix w (N, K) made ready for [`Real::matmul_nt`].
+    type Mat: Send + Sync;
+
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+
+    /// From f32 (exact for both types).
+    fn from_f32(x: f32) -> Self;
+    /// From f64 (rounded for f32).
+    fn from_f64(x: f64) -> Self;
+    /// To f64 (exact).
+    fn to_f64(self) -> f64;
+    /// e^x.
+    fn exp(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// The larger of two.
+    fn max(self, other: Self) -> Self {
+        if other > self {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// w (N, K) row-major -> the form [`Real::matmul_nt`] reads.
+    fn prepare(w: &[f32], n: usize, k: usize) -> Self::Mat;
+
+    /// y (T, N) = x (T, K) . w^T, on the pool's threads.
+    fn matmul_nt(pool: &ThreadPool, level: Level, w: &Self::Mat, x: &[Self], t: usize, y: &mut [Self]);
+
+    /// `-log softmax(logits)[target]`; with `grad`, also `scale * (softmax - onehot)` there.
+    fn cross_entropy(logits: &[Self], target: u32, scale: Self, grad: Option<&mut [Self]>) -> f64;
+}
+
+impl Real for f32 {
+    type Mat = PackedF32;
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+
+    fn from_f32(x: f32) -> f32 {
+        x
+    }
+    fn from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn exp(self) -> f32 {
+        f32::exp(self)
+    }
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
+    }
+
+    fn prepare(w: &[f32], n: usize, k: usize) -> PackedF32 {
+        PackedF32::pack(w, n, k)
+    }
+
+    fn matmul_nt(pool: &ThreadPool, level: Level, w: &PackedF32, x: &[f32], t: usize, y: &mut [f32]) {
+        matmul_f32(pool, level, w, None, x, t, y)
+    }
+
+    fn cross_entropy(logits: &[f32], target: u32, scale: f32, grad: Option<&mut [f32]>) -> f64 {
+        kernels::loss::cross_entropy_row(logits, target, scale, grad)
+    }
+}
+
+/// An f64 matrix for the gradient checks: (N, K) row-major.
+pub struct MatF64 {
+    w: Vec<f64>,
+    n: usize,
+    k: usize,
+}
+
+impl Real for f64 {
+    type Mat = MatF64;
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+
+    fn from_f32(x: f32) -> f64 {
+        x as f64
+    }
+    fn from_f64(x: f64) -> f64 {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn exp(self) -> f64 {
+        f64::exp(self)
+    }
+    fn sqrt(self) -> f64 {
+        f64::sqrt(self)
+    }
+
+    fn prepare(w: &[f32], n: usize, k: usize) -> MatF64 {
+        assert_eq!(w.len(), n * k);
+        MatF64 { w: w.iter().map(|&x| x as f64).collect(), n, k }
+    }
+
+    fn matmul_nt(_pool: &ThreadPool, _level: Level, w: &MatF64, x: &[f64], t: usize, y: &mut [f64]) {
+        assert_eq!((x.len(), y.len()), (t * w.k, t * w.n));
+        for (xr, yr) in x.chunks_exact(w.k).zip(y.chunks_exact_mut(w.n)) {
+            for (yv, wr) in yr.iter_mut().zip(w.w.chunks_exact(w.k)) {
+                *yv = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            }
+        }
+    }
+
+    fn cross_entropy(logits: &[f64], target: u32, scale: f64, grad: Option<&mut [f64]>) -> f64 {
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = logits.iter().map(|&x| (x - max).exp()).sum();
+        if let Some(g) = grad {
+            for (gi, &x) in g.iter_mut().zip(logits) {
+                *gi = scale * (x - max).exp() / sum;
+            }
+            g[target as usize] -= scale;
+        }
+        sum.ln() - (logits[target as usize] - max)
+    }
+}
