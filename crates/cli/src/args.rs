@@ -345,6 +345,8 @@ pub(crate) enum Command {
     /// Build or query an index of embeddings (exact cosine top-K)
     #[command(subcommand)]
     Index(crate::index_cmd::IndexCommand),
+    /// Fine-tune a LoRA adapter on the model (the base stays frozen); --bench times training steps
+    Finetune(crate::finetune_cmd::FinetuneArgs),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]

@@ -5,6 +5,7 @@ mod bench;
 mod chat_cmd;
 mod embed_cmd;
 mod fetch;
+mod finetune_cmd;
 mod generate_cmd;
 mod index_cmd;
 mod info_cmd;
@@ -85,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed_cmd::cmd_embed(&args),
         Command::Similarity(args) => similarity_cmd::cmd_similarity(&args),
         Command::Index(command) => index_cmd::cmd_index(&command),
+        Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
         Command::Perplexity { model, threads, file, ctx, json, order } => {
             perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json)
         }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod llama;
+pub mod lora;
 mod memory;
 pub mod paths;
 pub mod testing;

@@ -7,13 +7,16 @@
 //!
 //! Files: `lora.rs` (adapter parameters, targets), `real.rs` (f32 to train, f64 to check),
 //! `ops.rs` (each op's forward and backward), `model.rs` (the model's forward and backward),
-//! `rng.rs` (the seeded generator).
+//! `optim.rs` (AdamW, schedule, clipping), `trainer.rs` (steps, evaluation, checkpoints), `rng.rs`
+//! (the seeded generator).
 
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod real;
 pub mod rng;
+pub mod trainer;
 
 #[cfg(test)]
 mod tests;

@@ -169,3 +169,17 @@ pub fn hf_to_gguf_row(row: usize, head_dim: usize) -> usize {
     let (which, i) = (within / half, within % half);
     head * head_dim + 2 * i + which
 }
+
+impl Adapter {
+    /// The adapter as inference applies it (unmerged), with `user_scale` times its scaling.
+    pub fn to_lora_set(&self, user_scale: f32) -> model::lora::LoraSet {
+        let layers = self
+            .layers
+            .iter()
+            .map(|maps| {
+                std::array::from_fn(|i| maps[i].as_ref().map(|p| model::lora::LoraMap { a: p.a.clone(), b: p.b.clone(), rank: self.config.rank }))
+            })
+            .collect();
+        model::lora::LoraSet { scale: self.config.scaling() * user_scale, layers }
+    }
+}

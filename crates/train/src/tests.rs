@@ -267,3 +267,50 @@ fn step_zero_is_the_base_model() {
     assert!((ours - inference).abs() / inference < 0.01, "training forward {} vs inference {} over {count} rows", ours, inference);
     let _ = Target::ALL;
 }
+
+#[test]
+fn inference_applies_the_adapter_as_training_does() {
+    // A trained-looking adapter (B nonzero) changes the loss, by the same amount in the training
+    // forward and in inference with the adapter unmerged (which rounds activations to int8).
+    let mut llama = tiny_llama();
+    let model = TrainModel::<f32>::from_llama(&llama, 2).unwrap();
+    let batch = tiny_batch(model.config.n_vocab);
+    let mut params = LoraParams::<f32>::init(&LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() }, &model.config, 3);
+    let mut rng = Rng::new(11);
+    for slot in params.slots.iter().flatten().flatten() {
+        for v in &mut params.values[slot.b.clone()] {
+            *v = ((rng.uniform() * 2.0 - 1.0) * 0.3) as f32;
+        }
+    }
+    let mut acts = Activations::default();
+    model.forward(&params, &batch, &mut acts, None);
+    let trained = model.loss_backward(&params, &batch, &acts, 1.0, None).nll;
+    let inference_loss = |llama: &Llama| {
+        let mut total = 0.0;
+        for seq in &batch.seqs {
+            let tokens = &batch.tokens[seq.clone()];
+            let mut cache = llama.new_cache(tokens.len()).unwrap();
+            let mut scratch = llama.new_scratch(tokens.len(), tokens.len()).unwrap();
+            let logits = llama.forward(tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
+            let v = llama.config.n_vocab;
+            for t in 0..tokens.len() - 1 {
+                let label = batch.labels[seq.start + t + 1];
+                if label >= 0 {
+                    total += kernels::loss::cross_entropy_row(&logits[t * v..(t + 1) * v], label as u32, 1.0, None);
+                }
+            }
+        }
+        total
+    };
+    let base = inference_loss(&llama);
+    llama.set_lora(Some(params.to_adapter().to_lora_set(1.0))).unwrap();
+    let adapted = inference_loss(&llama);
+    eprintln!("base {base}, adapted: inference {adapted}, training forward {trained}");
+    assert!((adapted - base).abs() / base > 0.02, "the adapter changes the loss: {base} -> {adapted}");
+    assert!((adapted - trained).abs() / trained < 0.01, "inference {adapted} vs training forward {trained}");
+    // An adapter for other sizes is refused and changes nothing.
+    let mut wrong = params.to_adapter().to_lora_set(1.0);
+    wrong.layers.pop();
+    assert!(llama.set_lora(Some(wrong)).is_err());
+    assert_eq!(inference_loss(&llama).to_bits(), adapted.to_bits());
+}

@@ -2,11 +2,12 @@
 
 use super::{Llama, Logits, Scratch, SeqTokens};
 use crate::cache::{KvCache, KvPool, SeqCache};
+use crate::lora::lora_add;
 use crate::ModelError;
 use kernels::attention::{attention_segments_q8, AttentionSegment, Heads};
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
-use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace};
-use kernels::quant::{dequantize_row, quantize_row_q8};
+use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace, swiglu_inplace};
+use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, QK};
 use std::sync::atomic::Ordering;
 
@@ -209,6 +210,13 @@ impl Llama {
             // q (T, H*Dh), k (T, Hkv*Dh), v (T, Hkv*Dh) in one pass of the pool
             let qkv = [(self.mat(&b.wq), &mut *q), (self.mat(&b.wk), &mut *k), (self.mat(&b.wv), &mut *v)];
             matmul_group(&self.pool, self.level, qkv, xn, xq, t);
+            if let Some(lora) = &self.lora {
+                for (i, y) in [(0, &mut *q), (1, &mut *k), (2, &mut *v)] {
+                    if let Some(map) = &lora.layers[l][i] {
+                        lora_add(&self.pool, map, lora.scale, xn, t, y);
+                    }
+                }
+            }
             // RoPE on q in place; k is rotated on its way into the f16 cache.
             let mut i = 0;
             for (seq, toks) in segments {
@@ -226,14 +234,37 @@ impl Llama {
             attention_segments_q8(&self.pool, self.level, self.order, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
             // x += Wo . att
             matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
+            if let Some(lora) = &self.lora {
+                if let Some(map) = &lora.layers[l][3] {
+                    lora_add(&self.pool, map, lora.scale, att, t, x);
+                }
+            }
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
             rms_norm_quantize(&self.pool, x, &b.ffn_norm, c.rms_eps, xn, xq, t);
             let gate = &mut s.gate[..t * f];
             let up = &mut s.up[..t * f];
             // gate = silu(Wgate . xn) * (Wup . xn)  (T, F), and its 8-bit blocks
             let gate_q = &mut s.wide_q[..t * f / QK];
-            matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
+            let ffn_lora = self.lora.as_deref().filter(|lora| lora.layers[l][4].is_some() || lora.layers[l][5].is_some());
+            if let Some(lora) = ffn_lora {
+                // An adapter on gate or up adds to them before the SwiGLU: the products apart.
+                matmul_group(&self.pool, self.level, [(self.mat(&b.w_gate), &mut *gate), (self.mat(&b.w_up), &mut *up)], xn, xq, t);
+                for (i, y) in [(4, &mut *gate), (5, &mut *up)] {
+                    if let Some(map) = &lora.layers[l][i] {
+                        lora_add(&self.pool, map, lora.scale, xn, t, y);
+                    }
+                }
+                swiglu_inplace(gate, up);
+                quantize_rows_q8(&self.pool, gate, gate_q, t);
+            } else {
+                matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
+            }
             matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x);
+            if let Some(lora) = &self.lora {
+                if let Some(map) = &lora.layers[l][6] {
+                    lora_add(&self.pool, map, lora.scale, gate, t, x);
+                }
+            }
             // x (T, D) += Wdown . gate
         }
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);

@@ -108,6 +108,7 @@ impl Llama {
             order,
             packed,
             tokens_evaluated: AtomicU64::new(0),
+            lora: None,
         };
         model.set_level(model.level);
         Ok(model)
@@ -126,7 +127,8 @@ impl Llama {
             _ => return Err(ModelError::TensorShape { tensor: name.to_string(), expected: vec![0, 0], got: info.dims.clone() }),
         };
         let format = format_of(info)?;
-        let row_bytes = format.row_bytes(cols).ok_or_else(|| ModelError::TensorShape { tensor: name.to_string(), expected: vec![], got: info.dims.clone() })?;
+        let row_bytes =
+            format.row_bytes(cols).ok_or_else(|| ModelError::TensorShape { tensor: name.to_string(), expected: vec![], got: info.dims.clone() })?;
         let data = file.tensor_data(info);
         let mut out = vec![0f32; rows * cols];
         for (src, dst) in data.chunks_exact(row_bytes).zip(out.chunks_exact_mut(cols)) {

@@ -21,6 +21,7 @@ pub use scratch::Scratch;
 
 use crate::cache::{KvCache, KvPool, SeqCache};
 use crate::config::LlamaConfig;
+use crate::lora::LoraSet;
 use crate::memory::HugeBuffer;
 use crate::ModelError;
 use gguf::{GgufFile, TensorInfo};
@@ -89,6 +90,8 @@ pub struct Llama {
     packed: HugeBuffer<u8>,
     /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
     tokens_evaluated: AtomicU64,
+    /// A LoRA adapter applied unmerged after the products it adapts.
+    lora: Option<Arc<LoraSet>>,
 }
 
 impl Llama {
@@ -156,5 +159,20 @@ impl Llama {
     /// The summation order in use.
     pub fn sum_order(&self) -> SumOrder {
         self.order
+    }
+
+    /// Applies `lora` (unmerged) from the next forward call on, or none; an adapter made for
+    /// other sizes is an error and leaves the model as it was.
+    pub fn set_lora(&mut self, lora: Option<LoraSet>) -> Result<(), ModelError> {
+        if let Some(set) = &lora {
+            set.check(&self.config)?;
+        }
+        self.lora = lora.map(Arc::new);
+        Ok(())
+    }
+
+    /// The adapter in use, if any.
+    pub fn lora(&self) -> Option<&LoraSet> {
+        self.lora.as_deref()
     }
 }
