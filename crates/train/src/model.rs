@@ -301,7 +301,7 @@ impl<F: Real> TrainModel<F> {
             resize(saved_u, n * r);
             let scaling = F::from_f64(params.config.scaling() as f64);
             let m = if mask.is_empty() { None } else { Some(mask) };
-            ops::lora_forward(x, m, &params.values[s.a.clone()], &params.values[s.b.clone()], s.n_in, scaling, saved_u, y);
+            ops::lora_forward(&self.pool, x, m, &params.values[s.a.clone()], &params.values[s.b.clone()], s.n_in, scaling, saved_u, y);
         }
     }
 
@@ -332,6 +332,7 @@ impl<F: Real> TrainModel<F> {
             let m = if mask.is_empty() { None } else { Some(&mask[..]) };
             let (ga, gb) = split_two(grads, &s.a, &s.b);
             ops::lora_backward_add(
+                &self.pool,
                 dy,
                 x,
                 m,

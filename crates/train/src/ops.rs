@@ -118,35 +118,6 @@ pub fn swiglu_backward<F: Real>(da: &[F], g: &[F], u: &[F], dg: &mut [F], du: &m
     }
 }
 
-/// y (T, N) = x (T, K) . w^T for a small w (N, K) given row-major (a LoRA matrix).
-pub fn matmul_nt<F: Real>(x: &[F], w: &[F], k: usize, y: &mut [F]) {
-    let n = w.len() / k;
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        for (yv, wr) in yr.iter_mut().zip(w.chunks_exact(k)) {
-            *yv = dot(xr, wr);
-        }
-    }
-}
-
-/// y (T, K) += x (T, N) . w (N, K), w small and row-major.
-pub fn matmul_nn_add<F: Real>(x: &[F], w: &[F], k: usize, y: &mut [F]) {
-    let n = w.len() / k;
-    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(k)) {
-        for (&xv, wr) in xr.iter().zip(w.chunks_exact(k)) {
-            axpy(xv, wr, yr);
-        }
-    }
-}
-
-/// out (M, N) += a (T, M)^T . b (T, N): a weight gradient summed over the rows.
-pub fn matmul_tn_add<F: Real>(a: &[F], b: &[F], m: usize, n: usize, out: &mut [F]) {
-    for (ar, br) in a.chunks_exact(m).zip(b.chunks_exact(n)) {
-        for (&av, or) in ar.iter().zip(out.chunks_exact_mut(n)) {
-            axpy(av, br, or);
-        }
-    }
-}
-
 /// The sizes of grouped-query attention.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -298,36 +269,72 @@ pub fn attention_backward<F: Real>(
     });
 }
 
+/// Runs `f(rows)` on the pool over `n` rows split in contiguous ranges, one per thread.
+fn par_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    pool.run(&|i, nt| {
+        let rows = kernels::pool::split_range(n, i, nt);
+        if !rows.is_empty() {
+            f(rows)
+        }
+    });
+}
+
 /// The LoRA path of one map, forward: u (N, r) = (x m) A^T kept for the backward, and
-/// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none.
+/// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none. Rows
+/// split over the pool.
 #[allow(clippy::too_many_arguments)]
-pub fn lora_forward<F: Real>(x: &[F], mask: Option<&[F]>, a: &[F], b: &[F], n_in: usize, scaling: F, u: &mut [F], y: &mut [F]) {
+pub fn lora_forward<F: Real>(
+    pool: &ThreadPool,
+    x: &[F],
+    mask: Option<&[F]>,
+    a: &[F],
+    b: &[F],
+    n_in: usize,
+    scaling: F,
+    u: &mut [F],
+    y: &mut [F],
+) {
     let r = a.len() / n_in;
-    match mask {
-        None => matmul_nt(x, a, n_in, u),
-        Some(m) => {
-            let xm: Vec<F> = x.iter().zip(m).map(|(&xv, &mv)| xv * mv).collect();
-            matmul_nt(&xm, a, n_in, u)
-        }
-    }
     let n_out = b.len() / r;
-    let scaled: Vec<F> = u.iter().map(|&v| v * scaling).collect();
-    // y += (s u) B^T: each output row gets a dot of its u row with a row of B.
-    for (ur, yr) in scaled.chunks_exact(r).zip(y.chunks_exact_mut(n_out)) {
-        for (yv, br) in yr.iter_mut().zip(b.chunks_exact(r)) {
-            *yv += dot(ur, br);
+    let n = x.len() / n_in;
+    let (u_ptr, y_ptr) = (SharedMut::new(u), SharedMut::new(y));
+    par_rows(pool, n, &|rows| {
+        // SAFETY: each thread writes only its own rows of u and y.
+        let (u, y) = unsafe { (u_ptr.slice(rows.start * r, rows.len() * r), y_ptr.slice(rows.start * n_out, rows.len() * n_out)) };
+        let mut xm = vec![F::ZERO; n_in];
+        let mut su = vec![F::ZERO; r];
+        for (j, row) in rows.enumerate() {
+            let xr = &x[row * n_in..(row + 1) * n_in];
+            let xr = match mask {
+                None => xr,
+                Some(m) => {
+                    for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in..(row + 1) * n_in]) {
+                        *d = xv * mv;
+                    }
+                    &xm
+                }
+            };
+            let ur = &mut u[j * r..(j + 1) * r];
+            for ((uv, ar), sv) in ur.iter_mut().zip(a.chunks_exact(n_in)).zip(su.iter_mut()) {
+                *uv = dot(xr, ar);
+                *sv = *uv * scaling;
+            }
+            for (yv, br) in y[j * n_out..(j + 1) * n_out].iter_mut().zip(b.chunks_exact(r)) {
+                *yv += dot(&su, br);
+            }
         }
-    }
+    });
 }
 
 /// The LoRA path of one map, backward: from dy (N, out), adds the gradients of A (r, in),
-/// B (out, r) and x (N, in):
+/// B (out, r) and x (N, in), on the pool (rows of dx, columns of dA, rows of dB split):
 ///
 /// ```text
 /// du = scaling dy B      dB += scaling dy^T u      dA += du^T (x m)      dx += (du A) m
 /// ```
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward_add<F: Real>(
+    pool: &ThreadPool,
     dy: &[F],
     x: &[F],
     mask: Option<&[F]>,
@@ -343,24 +350,74 @@ pub fn lora_backward_add<F: Real>(
     let r = a.len() / n_in;
     let n_out = b.len() / r;
     let n = dy.len() / n_out;
+    // du (N, r) and dx, row by row.
     let mut du = vec![F::ZERO; n * r];
-    matmul_nn_add(dy, b, r, &mut du);
-    du.iter_mut().for_each(|v| *v *= scaling);
-    let su: Vec<F> = u.iter().map(|&v| v * scaling).collect();
-    matmul_tn_add(dy, &su, n_out, r, db);
-    match mask {
-        None => {
-            matmul_tn_add(&du, x, r, n_in, da);
-            matmul_nn_add(&du, a, n_in, dx);
-        }
-        Some(m) => {
-            let xm: Vec<F> = x.iter().zip(m).map(|(&xv, &mv)| xv * mv).collect();
-            matmul_tn_add(&du, &xm, r, n_in, da);
-            let mut dxm = vec![F::ZERO; n * n_in];
-            matmul_nn_add(&du, a, n_in, &mut dxm);
-            for ((d, &g), &mv) in dx.iter_mut().zip(&dxm).zip(m) {
-                *d += g * mv;
+    let (du_ptr, dx_ptr) = (SharedMut::new(&mut du), SharedMut::new(dx));
+    par_rows(pool, n, &|rows| {
+        // SAFETY: each thread writes only its own rows of du and dx.
+        let (du, dx) = unsafe { (du_ptr.slice(rows.start * r, rows.len() * r), dx_ptr.slice(rows.start * n_in, rows.len() * n_in)) };
+        let mut g = vec![F::ZERO; n_in];
+        for (j, row) in rows.enumerate() {
+            let dur = &mut du[j * r..(j + 1) * r];
+            for (&d, br) in dy[row * n_out..(row + 1) * n_out].iter().zip(b.chunks_exact(r)) {
+                axpy(d, br, dur);
+            }
+            dur.iter_mut().for_each(|v| *v *= scaling);
+            let dxr = &mut dx[j * n_in..(j + 1) * n_in];
+            match mask {
+                None => {
+                    for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
+                        axpy(d, ar, dxr);
+                    }
+                }
+                Some(m) => {
+                    g.iter_mut().for_each(|v| *v = F::ZERO);
+                    for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
+                        axpy(d, ar, &mut g);
+                    }
+                    for ((dv, &gv), &mv) in dxr.iter_mut().zip(&g).zip(&m[row * n_in..(row + 1) * n_in]) {
+                        *dv += gv * mv;
+                    }
+                }
             }
         }
-    }
+    });
+    // dB (out, r) += scaling dy^T u: rows of dB split.
+    let db_ptr = SharedMut::new(db);
+    par_rows(pool, n_out, &|outs| {
+        // SAFETY: each thread writes only its own rows of dB.
+        let db = unsafe { db_ptr.slice(outs.start * r, outs.len() * r) };
+        for row in 0..n {
+            let ur = &u[row * r..(row + 1) * r];
+            for (o, dbr) in outs.clone().zip(db.chunks_exact_mut(r)) {
+                axpy(dy[row * n_out + o] * scaling, ur, dbr);
+            }
+        }
+    });
+    // dA (r, in) += du^T (x m): columns of dA split.
+    let da_ptr = SharedMut::new(da);
+    pool.run(&|i, nt| {
+        let cols = kernels::pool::split_range(n_in, i, nt);
+        if cols.is_empty() {
+            return;
+        }
+        let mut xm = vec![F::ZERO; cols.len()];
+        for row in 0..n {
+            let xr = &x[row * n_in + cols.start..row * n_in + cols.end];
+            let xr = match mask {
+                None => xr,
+                Some(m) => {
+                    for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in + cols.start..row * n_in + cols.end]) {
+                        *d = xv * mv;
+                    }
+                    &xm
+                }
+            };
+            for j in 0..r {
+                // SAFETY: each thread writes only its own columns of every row of dA.
+                let dar = unsafe { da_ptr.slice(j * n_in + cols.start, cols.len()) };
+                axpy(du[row * r + j], xr, dar);
+            }
+        }
+    });
 }

@@ -126,6 +126,7 @@ fn attention_backward_matches_finite_differences() {
 #[test]
 fn lora_backward_matches_finite_differences() {
     let mut rng = Rng::new(5);
+    let pool = ThreadPool::new(2);
     let (n, n_in, n_out, r) = (5, 6, 7, 3);
     let scaling = 2.0;
     for with_mask in [false, true] {
@@ -140,14 +141,14 @@ fn lora_backward_matches_finite_differences() {
         let f = |p: &[f64]| {
             let (x, a, b) = split(p);
             let (mut u, mut y) = (vec![0.0; n * r], vec![0.0; n * n_out]);
-            ops::lora_forward(&x, m, &a, &b, n_in, scaling, &mut u, &mut y);
+            ops::lora_forward(&pool, &x, m, &a, &b, n_in, scaling, &mut u, &mut y);
             weighted(&dy, &y)
         };
         let (x, a, b) = split(&p);
         let (mut u, mut y) = (vec![0.0; n * r], vec![0.0; n * n_out]);
-        ops::lora_forward(&x, m, &a, &b, n_in, scaling, &mut u, &mut y);
+        ops::lora_forward(&pool, &x, m, &a, &b, n_in, scaling, &mut u, &mut y);
         let (mut dx, mut da, mut db) = (vec![0.0; n * n_in], vec![0.0; r * n_in], vec![0.0; n_out * r]);
-        ops::lora_backward_add(&dy, &x, m, &a, &b, &u, n_in, scaling, &mut da, &mut db, &mut dx);
+        ops::lora_backward_add(&pool, &dy, &x, m, &a, &b, &u, n_in, scaling, &mut da, &mut db, &mut dx);
         let analytic: Vec<f64> = dx.into_iter().chain(da).chain(db).collect();
         check(if with_mask { "lora with dropout" } else { "lora" }, &p, &analytic, None, &f);
     }
