@@ -35,6 +35,19 @@ pub(crate) struct RunArgs {
     pub(crate) ctx: Option<usize>,
     #[command(flatten)]
     pub(crate) order: OrderArgs,
+    #[command(flatten)]
+    pub(crate) lora: LoraArgs,
+}
+
+#[derive(Args, Clone, Default)]
+pub(crate) struct LoraArgs {
+    /// A LoRA adapter to apply (unmerged): a PEFT folder (adapter_model.safetensors and
+    /// adapter_config.json, as `ferrolm finetune` and PEFT write it) or llama.cpp's LoRA GGUF
+    #[arg(long, value_name = "PATH")]
+    pub(crate) lora: Option<PathBuf>,
+    /// Multiplies the adapter's scaling (alpha / r)
+    #[arg(long, value_name = "S", requires = "lora")]
+    pub(crate) lora_scale: Option<f32>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -365,6 +378,8 @@ pub(crate) enum Command {
         json: bool,
         #[command(flatten)]
         order: OrderArgs,
+        #[command(flatten)]
+        lora: LoraArgs,
     },
 }
 

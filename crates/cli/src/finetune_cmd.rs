@@ -2,12 +2,20 @@
 
 use crate::args::{ModelArgs, RunArgs};
 use crate::load::open_model;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
-use train::optim::AdamW;
+use train::adapter::{save_gguf, save_peft, ModelDims};
+use train::data::{read_jsonl, Cursor, Dataset, Example, ExampleEncoder, LoadOptions, Overlong};
+use train::optim::{cosine_lr, AdamW};
 use train::trainer::Trainer;
+use generate::sampler::SamplerConfig;
+use generate::{generate_batch, BatchSizes, GenerateOptions};
+use kernels::loss::IGNORE_INDEX;
 use train::{Batch, LoraConfig, LoraParams, Target, TrainModel};
 
 #[derive(Args)]
@@ -56,6 +64,31 @@ pub(crate) struct FinetuneArgs {
     /// Seed of initialisation, data order and dropout
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// Sequences per optimizer step are --batch x this (gradient accumulation)
+    #[arg(long, default_value_t = 1)]
+    pub(crate) grad_accum: usize,
+    /// Warm-up steps of the learning rate (default: 5% of the steps)
+    #[arg(long)]
+    pub(crate) warmup: Option<usize>,
+    /// AdamW's decoupled weight decay
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) weight_decay: f64,
+    /// Clip the gradient to this global norm (0: no clipping)
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) max_grad_norm: f64,
+    /// Records longer than --seq-len: cut them (truncate) or leave them out (skip)
+    #[arg(long, default_value = "truncate", value_parser = ["truncate", "skip"])]
+    pub(crate) overlong: String,
+    /// Held-out loss every this many steps (default: 4 times per epoch)
+    #[arg(long)]
+    pub(crate) eval_every: Option<usize>,
+    /// Continue the checkpoint in --out (same data and settings)
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Also report the exact-match accuracy of greedy answers on the held-out examples, before
+    /// and after training (the first learned span of each example is its answer)
+    #[arg(long)]
+    pub(crate) exact_match: bool,
     /// Time training steps on random tokens and print tokens/s
     #[arg(long)]
     pub(crate) bench: bool,
@@ -93,7 +126,252 @@ pub(crate) fn cmd_finetune(args: &FinetuneArgs) -> Result<()> {
     if args.bench {
         return bench(args);
     }
-    bail!("ferrolm finetune: training from a data file is not built yet; --bench times training steps")
+    train_adapter(args)
+}
+
+/// A data batch as the model's flat batch.
+fn flat(examples: &[&Example]) -> Batch {
+    let mut b = Batch::default();
+    for e in examples {
+        let start = b.tokens.len();
+        b.tokens.extend_from_slice(&e.tokens);
+        b.labels.extend_from_slice(&e.labels);
+        b.seqs.push(start..b.tokens.len());
+    }
+    b
+}
+
+/// The held-out set in batches of `size`.
+fn eval_batches(eval: &Dataset, size: usize) -> Vec<Batch> {
+    let all: Vec<&Example> = eval.examples.iter().collect();
+    all.chunks(size.max(1)).map(flat).collect()
+}
+
+/// Greedy answers to the held-out examples against their first learned span: (exact matches,
+/// examples). The prompt is everything before the span; the answer ends at the model's end of
+/// turn; both are compared with surrounding whitespace trimmed.
+fn exact_match(llama: &model::Llama, tok: &tokenizer::Tokenizer, eval: &Dataset) -> Result<(usize, usize)> {
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for e in &eval.examples {
+        let Some(start) = e.labels.iter().position(|&l| l != IGNORE_INDEX) else { continue };
+        let end = e.labels[start..].iter().position(|&l| l == IGNORE_INDEX).map_or(e.labels.len(), |n| start + n);
+        let answer: Vec<u32> = e.tokens[start..end].iter().copied().filter(|&t| Some(t) != tok.eos_id()).collect();
+        expected.push(tok.decode(&answer, false).trim().to_string());
+        let options = GenerateOptions { max_tokens: end - start + 8, sampler: SamplerConfig::greedy(), ..GenerateOptions::default() };
+        requests.push((e.tokens[..start].to_vec(), options));
+    }
+    let n_ctx = requests.iter().map(|(p, o)| p.len() + o.max_tokens).max().unwrap_or(1);
+    let mut hits = 0;
+    for (chunk, want) in requests.chunks(16).zip(expected.chunks(16)) {
+        let gens = generate_batch(llama, tok, chunk, BatchSizes { n_ctx, prefill_chunk: 512 }, &mut |_, _| true)?;
+        hits += gens.iter().zip(want).filter(|(g, w)| g.text.trim() == w.as_str()).count();
+    }
+    Ok((hits, expected.len()))
+}
+
+/// What a checkpoint keeps of the run besides the adapter: the settings that must not change,
+/// and where the data stood.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug, Clone)]
+struct RunState {
+    cursor: Cursor,
+    data: u64,
+    lr: f64,
+    epochs: usize,
+    batch: usize,
+    grad_accum: usize,
+    seq_len: usize,
+    seed: u64,
+    warmup: usize,
+    total_steps: usize,
+    weight_decay: f64,
+    max_grad_norm: f64,
+    /// (step, train loss, held-out loss) so far.
+    history: Vec<(usize, f64, Option<f64>)>,
+}
+
+fn train_adapter(args: &FinetuneArgs) -> Result<()> {
+    let (Some(data_path), Some(out)) = (&args.data, &args.out) else { bail!("--data and --out are required (or --bench)") };
+    if args.batch == 0 || args.grad_accum == 0 || args.epochs == 0 {
+        bail!("--batch, --grad-accum and --epochs must be at least 1");
+    }
+    if args.seq_len < 2 {
+        bail!("--seq-len must be at least 2, got {}", args.seq_len);
+    }
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be a positive number, got {}", args.lr);
+    }
+    if !(args.max_grad_norm >= 0.0) || !(args.weight_decay >= 0.0) {
+        bail!("--max-grad-norm and --weight-decay must be at least 0");
+    }
+    let config = lora_config(args)?;
+    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default(), lora: Default::default() };
+    let (llama, tok, _) = open_model(&run)?;
+    if args.seq_len > llama.config.n_ctx_train {
+        bail!("--seq-len {} is longer than the model's context {}", args.seq_len, llama.config.n_ctx_train);
+    }
+    let encoder = ExampleEncoder::from_gguf(&tok, llama.file()).context("the model's chat template")?;
+    let overlong = if args.overlong == "skip" { Overlong::Skip } else { Overlong::Truncate };
+    let options = LoadOptions { max_len: args.seq_len, overlong };
+    let (data, report) = read_jsonl(data_path, &encoder, options)?;
+    eprintln!("{}: {report}", data_path.display());
+    let (train_set, eval_set) = match &args.eval {
+        Some(path) => {
+            let (eval, report) = read_jsonl(path, &encoder, options)?;
+            eprintln!("{}: {report}", path.display());
+            (data, eval)
+        }
+        None => {
+            let (train_set, eval) = data.split_held_out(args.seed);
+            eprintln!("held out {} of {} examples for evaluation (give --eval FILE to choose them)", eval.len(), train_set.len() + eval.len());
+            (train_set, eval)
+        }
+    };
+    if train_set.is_empty() {
+        bail!("{}: no example to train on", data_path.display());
+    }
+    let per_step = args.batch * args.grad_accum;
+    let steps_per_epoch = train_set.len().div_ceil(per_step);
+    let total_steps = steps_per_epoch * args.epochs;
+    let warmup = args.warmup.unwrap_or(total_steps / 20).min(total_steps);
+    let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
+    let start = Instant::now();
+    let model = TrainModel::<f32>::from_llama(&llama, llama.n_threads())?;
+    eprintln!("frozen weights ready in {:.1} s ({} threads, kernels {:?})", start.elapsed().as_secs_f64(), model.n_threads(), kernels::Level::current());
+    let params = LoraParams::init(&config, &model.config, args.seed);
+    let opt = AdamW { weight_decay: args.weight_decay, ..AdamW::default() };
+    let mut trainer = Trainer::new(&model, params, opt);
+    let mut state = RunState {
+        cursor: Cursor::default(),
+        data: train_set.fingerprint(),
+        lr: args.lr,
+        epochs: args.epochs,
+        batch: args.batch,
+        grad_accum: args.grad_accum,
+        seq_len: args.seq_len,
+        seed: args.seed,
+        warmup,
+        total_steps,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        history: Vec::new(),
+    };
+    let checkpoint_dir = out.join("checkpoint");
+    let mut step = 0;
+    if args.resume {
+        let meta = trainer.load_checkpoint(&checkpoint_dir).context("cannot resume (run without --resume to start over)")?;
+        let saved: RunState = serde_json::from_value(meta.extra).context("the checkpoint's run state")?;
+        let same = RunState { cursor: saved.cursor, history: saved.history.clone(), ..state.clone() };
+        if same != saved {
+            bail!(
+                "the checkpoint in {} was made with other data or settings (lr, epochs, batch, grad-accum, seq-len, seed, warmup, weight decay, clipping must match); run without --resume to start over",
+                checkpoint_dir.display()
+            );
+        }
+        step = meta.step;
+        state = saved;
+        eprintln!("resuming at step {step} of {total_steps}");
+    }
+    let eval = eval_batches(&eval_set, args.batch);
+    let accuracy_before = if args.exact_match && step == 0 { Some(exact_match(&llama, &tok, &eval_set)?) } else { None };
+    if let Some((hit, n)) = accuracy_before {
+        eprintln!("held-out exact match before training: {hit}/{n} ({:.1}%)", 100.0 * hit as f64 / n.max(1) as f64);
+    }
+    let before = if step == 0 { trainer.eval_loss(&eval) } else { None };
+    if let Some(l) = before {
+        eprintln!("held-out loss before training: {l:.4}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while saving is ignored; the checkpoint is written atomically anyway.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let bar = ProgressBar::new(total_steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("finetune {bar:30} {pos}/{len} steps  {msg}  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(step as u64);
+    let mut batches = train_set.batches(args.batch, args.seed, state.cursor);
+    let (mut last_eval, mut smooth) = (state.history.iter().rev().find_map(|h| h.2).or(before), None::<f64>);
+    let (run_start, mut run_tokens) = (Instant::now(), 0usize);
+    let mut interrupted = false;
+    while step < total_steps {
+        let mut micro = Vec::with_capacity(args.grad_accum);
+        for _ in 0..args.grad_accum {
+            let Some(b) = batches.next() else { break };
+            state.cursor = b.next;
+            micro.push(flat(&b.examples));
+        }
+        let lr = cosine_lr(args.lr, step, warmup, total_steps);
+        let max_norm = (args.max_grad_norm > 0.0).then_some(args.max_grad_norm);
+        let stats = trainer.step(&micro, lr, max_norm, args.seed.wrapping_add(step as u64).wrapping_mul(0x9E37_79B9));
+        step += 1;
+        run_tokens += stats.tokens;
+        smooth = Some(smooth.map_or(stats.loss, |s| 0.9 * s + 0.1 * stats.loss));
+        let eval_now = step % eval_every == 0 || step == total_steps;
+        let eval_loss = if eval_now { trainer.eval_loss(&eval) } else { None };
+        if eval_loss.is_some() {
+            last_eval = eval_loss;
+        }
+        state.history.push((step, stats.loss, eval_loss));
+        let tps = run_tokens as f64 / run_start.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "loss {:.4}  eval {}  {tps:.0} tok/s",
+            smooth.unwrap_or(stats.loss),
+            last_eval.map_or("-".to_string(), |l| format!("{l:.4}"))
+        ));
+        bar.set_position(step as u64);
+        if step % steps_per_epoch == 0 || stop.load(Ordering::SeqCst) {
+            trainer.save_checkpoint(&checkpoint_dir, step, serde_json::to_value(&state)?)?;
+        }
+        if stop.load(Ordering::SeqCst) && step < total_steps {
+            interrupted = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let dims = ModelDims::from_config(&model.config);
+    let base_name = args.model.model.as_ref().map_or("HuggingFaceTB/SmolLM2-135M-Instruct".to_string(), |p| p.display().to_string());
+    let adapter = trainer.params.to_adapter();
+    save_peft(&adapter, &dims, out, &base_name)?;
+    let gguf_path = out.join("adapter.gguf");
+    save_gguf(&adapter, &dims, &gguf_path)?;
+    let secs = run_start.elapsed().as_secs_f64();
+    if interrupted {
+        eprintln!(
+            "interrupted at step {step} of {total_steps}: checkpoint in {}, continue with --resume; adapter so far in {}",
+            checkpoint_dir.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let first = state.history.first().map(|h| h.1);
+    let last = state.history.iter().rev().take(10).map(|h| h.1).sum::<f64>() / state.history.len().min(10).max(1) as f64;
+    println!(
+        "trained {total_steps} steps ({} epochs of {} examples) in {:.0} s, {:.0} tokens/s; train loss {} -> {last:.4}; held-out loss {} -> {}",
+        args.epochs,
+        train_set.len(),
+        secs,
+        run_tokens as f64 / secs,
+        first.map_or("-".into(), |l| format!("{l:.4}")),
+        before.map_or("-".into(), |l| format!("{l:.4}")),
+        last_eval.map_or("-".into(), |l| format!("{l:.4}"))
+    );
+    if args.exact_match {
+        let mut llama = llama;
+        llama.set_lora(Some(adapter.to_lora_set(1.0)))?;
+        let (hit, n) = exact_match(&llama, &tok, &eval_set)?;
+        let before = accuracy_before.map_or("-".to_string(), |(h, n)| format!("{h}/{n} ({:.1}%)", 100.0 * h as f64 / n.max(1) as f64));
+        println!("held-out exact match of greedy answers: {before} -> {hit}/{n} ({:.1}%)", 100.0 * hit as f64 / n.max(1) as f64);
+    }
+    println!(
+        "adapter: {} (PEFT: adapter_model.safetensors, adapter_config.json) and {}; use it with --lora {}",
+        out.display(),
+        gguf_path.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// Training steps on random tokens: one warm-up step, then `--steps` timed ones.
@@ -101,7 +379,7 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
     if args.batch == 0 || args.seq_len < 2 || args.steps == 0 {
         bail!("--batch, --steps must be at least 1 and --seq-len at least 2");
     }
-    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default() };
+    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default(), lora: Default::default() };
     let (llama, _, _) = open_model(&run)?;
     let config = lora_config(args)?;
     let start = Instant::now();

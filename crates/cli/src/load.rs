@@ -43,6 +43,23 @@ pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
         Some(_) => model.set_sum_order(SumOrder::Blocks),
         None => {}
     }
+    if let Some(lora) = &run.lora.lora {
+        let dims = train::adapter::ModelDims::from_config(&model.config);
+        let adapter = train::adapter::load(lora, &dims).with_context(|| format!("cannot use the LoRA adapter {}", lora.display()))?;
+        let scale = run.lora.lora_scale.unwrap_or(1.0);
+        if !scale.is_finite() {
+            bail!("--lora-scale must be a finite number, got {scale}");
+        }
+        let c = &adapter.config;
+        eprintln!(
+            "LoRA adapter {}: rank {}, alpha {}, targets {}, scale {scale}",
+            lora.display(),
+            c.rank,
+            c.alpha,
+            c.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>().join(",")
+        );
+        model.set_lora(Some(adapter.to_lora_set(scale))).with_context(|| format!("cannot use the LoRA adapter {}", lora.display()))?;
+    }
     let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
     if n_ctx == 0 || n_ctx > model.config.n_ctx_train {
         bail!("--ctx must be between 1 and the model's context length {}, got {n_ctx}", model.config.n_ctx_train);

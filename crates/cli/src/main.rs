@@ -87,8 +87,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Similarity(args) => similarity_cmd::cmd_similarity(&args),
         Command::Index(command) => index_cmd::cmd_index(&command),
         Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
-        Command::Perplexity { model, threads, file, ctx, json, order } => {
-            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order }, &file, ctx, json)
+        Command::Perplexity { model, threads, file, ctx, json, order, lora } => {
+            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, json)
         }
         Command::TokenizerBench { model, file, reps, json, pathological } => {
             let (_, tok) = open_tokenizer(&model)?;
@@ -100,7 +100,7 @@ fn run(cli: Cli) -> Result<()> {
             if batch == 0 || batch > 256 {
                 bail!("--batch must be between 1 and 256, got {batch}");
             }
-            let run = RunArgs { model: model.clone(), threads, ctx: None, order };
+            let run = RunArgs { model: model.clone(), threads, ctx: None, order, lora: Default::default() };
             let (llama, _, _) = open_model(&run)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
