@@ -7,6 +7,7 @@
 //!
 //! Files: `lora.rs` (adapter parameters, targets, initialisation, merging).
 
+pub mod data;
 pub mod lora;
 
 pub use lora::{Adapter, LoraConfig, LoraPair, Target};
