@@ -10,6 +10,7 @@
 //! `optim.rs` (AdamW, schedule, clipping), `trainer.rs` (steps, evaluation, checkpoints), `rng.rs`
 //! (the seeded generator).
 
+pub mod data;
 pub mod lora;
 pub mod model;
 pub mod ops;
