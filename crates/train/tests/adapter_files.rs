@@ -2,6 +2,7 @@
 //! them, every refusal with its message, and hostile bytes (never a panic).
 
 mod adapter_files {
+    pub mod fuzz;
     pub mod gguf;
     pub mod peft;
 }
