@@ -7,9 +7,11 @@
 //!
 //! Files: `lora.rs` (adapter parameters, targets), `real.rs` (f32 to train, f64 to check),
 //! `ops.rs` (each op's forward and backward), `model.rs` (the model's forward and backward),
-//! `optim.rs` (AdamW, schedule, clipping), `trainer.rs` (steps, evaluation, checkpoints), `rng.rs`
-//! (the seeded generator).
+//! `optim.rs` (AdamW, schedule, clipping), `trainer.rs` (steps, evaluation, checkpoints), `data.rs`
+//! (JSON lines to labelled token sequences, splits, epochs), `adapter/` (adapter files: PEFT's
+//! directory and llama.cpp's LoRA GGUF, read and written), `rng.rs` (the seeded generator).
 
+pub mod adapter;
 pub mod data;
 pub mod lora;
 pub mod model;
