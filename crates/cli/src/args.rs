@@ -360,6 +360,8 @@ pub(crate) enum Command {
     Index(crate::index_cmd::IndexCommand),
     /// Fine-tune a LoRA adapter on the model (the base stays frozen); --bench times training steps
     Finetune(crate::finetune_cmd::FinetuneArgs),
+    /// Write a copy of the model with a LoRA adapter merged into its weights
+    Merge(crate::merge_cmd::MergeArgs),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]

@@ -4,7 +4,11 @@ use crate::args::{ModelArgs, RunArgs};
 use crate::load::open_model;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use generate::sampler::SamplerConfig;
+use generate::{generate_batch, BatchSizes, GenerateOptions};
 use indicatif::{ProgressBar, ProgressStyle};
+use kernels::loss::IGNORE_INDEX;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,9 +17,6 @@ use train::adapter::{save_gguf, save_peft, ModelDims};
 use train::data::{read_jsonl, Cursor, Dataset, Example, ExampleEncoder, LoadOptions, Overlong};
 use train::optim::{cosine_lr, AdamW};
 use train::trainer::Trainer;
-use generate::sampler::SamplerConfig;
-use generate::{generate_batch, BatchSizes, GenerateOptions};
-use kernels::loss::IGNORE_INDEX;
 use train::{Batch, LoraConfig, LoraParams, Target, TrainModel};
 
 #[derive(Args)]
@@ -201,7 +202,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
-    if !(args.max_grad_norm >= 0.0) || !(args.weight_decay >= 0.0) {
+    if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0 && args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         bail!("--max-grad-norm and --weight-decay must be at least 0");
     }
     let config = lora_config(args)?;
@@ -237,7 +238,12 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
     let start = Instant::now();
     let model = TrainModel::<f32>::from_llama(&llama, llama.n_threads())?;
-    eprintln!("frozen weights ready in {:.1} s ({} threads, kernels {:?})", start.elapsed().as_secs_f64(), model.n_threads(), kernels::Level::current());
+    eprintln!(
+        "frozen weights ready in {:.1} s ({} threads, kernels {:?})",
+        start.elapsed().as_secs_f64(),
+        model.n_threads(),
+        kernels::Level::current()
+    );
     let params = LoraParams::init(&config, &model.config, args.seed);
     let opt = AdamW { weight_decay: args.weight_decay, ..AdamW::default() };
     let mut trainer = Trainer::new(&model, params, opt);
@@ -322,6 +328,15 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
             last_eval.map_or("-".to_string(), |l| format!("{l:.4}"))
         ));
         bar.set_position(step as u64);
+        if eval_loss.is_some() && !std::io::stderr().is_terminal() {
+            // No progress bar in a log: a line at each evaluation instead.
+            eprintln!(
+                "step {step}/{total_steps}: loss {:.4}, held-out {:.4}, {tps:.0} tokens/s, {:.0} s",
+                smooth.unwrap_or(stats.loss),
+                last_eval.unwrap_or(f64::NAN),
+                run_start.elapsed().as_secs_f64()
+            );
+        }
         if step % steps_per_epoch == 0 || stop.load(Ordering::SeqCst) {
             trainer.save_checkpoint(&checkpoint_dir, step, serde_json::to_value(&state)?)?;
         }
@@ -347,7 +362,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         return Ok(());
     }
     let first = state.history.first().map(|h| h.1);
-    let last = state.history.iter().rev().take(10).map(|h| h.1).sum::<f64>() / state.history.len().min(10).max(1) as f64;
+    let last = state.history.iter().rev().take(10).map(|h| h.1).sum::<f64>() / state.history.len().clamp(1, 10) as f64;
     println!(
         "trained {total_steps} steps ({} epochs of {} examples) in {:.0} s, {:.0} tokens/s; train loss {} -> {last:.4}; held-out loss {} -> {}",
         args.epochs,

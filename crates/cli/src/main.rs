@@ -10,6 +10,7 @@ mod generate_cmd;
 mod index_cmd;
 mod info_cmd;
 mod load;
+mod merge_cmd;
 mod perplexity_cmd;
 mod serve_cmd;
 mod similarity_cmd;
@@ -87,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Similarity(args) => similarity_cmd::cmd_similarity(&args),
         Command::Index(command) => index_cmd::cmd_index(&command),
         Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
+        Command::Merge(args) => merge_cmd::cmd_merge(&args),
         Command::Perplexity { model, threads, file, ctx, json, order, lora } => {
             perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, json)
         }

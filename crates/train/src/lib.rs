@@ -14,6 +14,7 @@
 pub mod adapter;
 pub mod data;
 pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -183,3 +183,18 @@ impl Adapter {
         model::lora::LoraSet { scale: self.config.scaling() * user_scale, layers }
     }
 }
+
+/// W (out, in) += sign * scaling * B A: merges the pair into the weights (sign 1) or takes it
+/// back out (sign -1).
+pub fn merge_into(w: &mut [f32], pair: &LoraPair, scaling: f32, sign: f32) {
+    let r = pair.a.len() / pair.n_in;
+    debug_assert_eq!(w.len(), pair.n_out * pair.n_in);
+    for (wr, br) in w.chunks_exact_mut(pair.n_in).zip(pair.b.chunks_exact(r)) {
+        for (&b, ar) in br.iter().zip(pair.a.chunks_exact(pair.n_in)) {
+            let k = sign * scaling * b;
+            for (wv, &av) in wr.iter_mut().zip(ar) {
+                *wv += k * av;
+            }
+        }
+    }
+}

@@ -283,17 +283,7 @@ fn par_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
 /// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none. Rows
 /// split over the pool.
 #[allow(clippy::too_many_arguments)]
-pub fn lora_forward<F: Real>(
-    pool: &ThreadPool,
-    x: &[F],
-    mask: Option<&[F]>,
-    a: &[F],
-    b: &[F],
-    n_in: usize,
-    scaling: F,
-    u: &mut [F],
-    y: &mut [F],
-) {
+pub fn lora_forward<F: Real>(pool: &ThreadPool, x: &[F], mask: Option<&[F]>, a: &[F], b: &[F], n_in: usize, scaling: F, u: &mut [F], y: &mut [F]) {
     let r = a.len() / n_in;
     let n_out = b.len() / r;
     let n = x.len() / n_in;

@@ -315,3 +315,62 @@ fn inference_applies_the_adapter_as_training_does() {
     assert!(llama.set_lora(Some(wrong)).is_err());
     assert_eq!(inference_loss(&llama).to_bits(), adapted.to_bits());
 }
+
+#[test]
+fn merge_then_unmerge_gives_back_the_weights() {
+    let mut rng = Rng::new(12);
+    let (n_out, n_in, r) = (5, 7, 2);
+    let pair = crate::lora::LoraPair {
+        a: (0..r * n_in).map(|_| rng.uniform() as f32 - 0.5).collect(),
+        b: (0..n_out * r).map(|_| rng.uniform() as f32 - 0.5).collect(),
+        n_in,
+        n_out,
+    };
+    let w0: Vec<f32> = (0..n_out * n_in).map(|_| rng.uniform() as f32).collect();
+    let mut w = w0.clone();
+    crate::lora::merge_into(&mut w, &pair, 2.0, 1.0);
+    // W + 2 B A, entry (1, 3), by hand.
+    let want = w0[n_in + 3] + 2.0 * (0..r).map(|j| pair.b[r + j] * pair.a[j * n_in + 3]).sum::<f32>();
+    assert!((w[n_in + 3] - want).abs() < 1e-6);
+    crate::lora::merge_into(&mut w, &pair, 2.0, -1.0);
+    for (a, b) in w.iter().zip(&w0) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn merged_model_matches_the_adapter_unmerged() {
+    use crate::merge::{merge_gguf, MergedType};
+    let spec = TinySpec { n_layer: 2, ..TinySpec::default() };
+    let bytes = tiny_llama_gguf(&spec);
+    let mut llama = Llama::from_file(GgufFile::from_bytes(bytes.clone()).unwrap(), 1).unwrap();
+    let cfg = llama.config.clone();
+    let mut params = LoraParams::<f32>::init(&LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() }, &cfg, 3);
+    let mut rng = Rng::new(13);
+    for slot in params.slots.iter().flatten().flatten() {
+        for v in &mut params.values[slot.b.clone()] {
+            *v = ((rng.uniform() * 2.0 - 1.0) * 0.3) as f32;
+        }
+    }
+    let adapter = params.to_adapter();
+    let dir = std::env::temp_dir().join(format!("ferrolm-merge-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("merged.gguf");
+    let n = merge_gguf(&GgufFile::from_bytes(bytes).unwrap(), &adapter, 1.0, MergedType::F16, &out).unwrap();
+    assert_eq!(n, 2 * 7);
+    let merged = Llama::open(&out, 1).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let tokens: Vec<u32> = (0..10).map(|i| 5 + i * 7).collect();
+    let logits = |m: &Llama| {
+        let mut cache = m.new_cache(tokens.len()).unwrap();
+        let mut scratch = m.new_scratch(tokens.len(), tokens.len()).unwrap();
+        m.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec()
+    };
+    let base = logits(&llama);
+    llama.set_lora(Some(adapter.to_lora_set(1.0))).unwrap();
+    let (unmerged, merged) = (logits(&llama), logits(&merged));
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    eprintln!("merged vs unmerged {:e}, adapter's own effect {:e}", diff(&merged, &unmerged), diff(&base, &unmerged));
+    assert!(diff(&base, &unmerged) > 0.5, "the adapter changes the logits");
+    assert!(diff(&merged, &unmerged) < 0.1 * diff(&base, &unmerged));
+}
