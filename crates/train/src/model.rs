@@ -91,13 +91,19 @@ pub struct LoraParams<F: Real> {
 impl<F: Real> LoraParams<F> {
     /// The layout for `config` on a model of `cfg`'s sizes, all zero.
     pub fn zeros(config: &LoraConfig, cfg: &LlamaConfig) -> LoraParams<F> {
+        LoraParams::zeros_where(config, cfg, &|_, _| true)
+    }
+
+    /// The layout for `config` with a pair only where `present(layer, target)` (adapters that
+    /// adapt some layers only, as PEFT's `layers_to_transform`), all zero.
+    pub fn zeros_where(config: &LoraConfig, cfg: &LlamaConfig, present: &dyn Fn(usize, Target) -> bool) -> LoraParams<F> {
         let (d, qd, kvd, f) = (cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff);
         let mut at = 0;
         let mut slots = Vec::with_capacity(cfg.n_layer);
-        for _ in 0..cfg.n_layer {
+        for l in 0..cfg.n_layer {
             let layer: [Option<Slot>; 7] = std::array::from_fn(|i| {
                 let target = Target::ALL[i];
-                if !config.targets.contains(&target) {
+                if !config.targets.contains(&target) || !present(l, target) {
                     return None;
                 }
                 let (n_out, n_in) = target.shape(d, qd, kvd, f);
@@ -146,10 +152,10 @@ impl<F: Real> LoraParams<F> {
 
     /// Parameters from an adapter made for a model of `cfg`'s sizes.
     pub fn from_adapter(adapter: &Adapter, cfg: &LlamaConfig) -> Result<LoraParams<F>, String> {
-        let mut p = LoraParams::zeros(&adapter.config, cfg);
         if adapter.layers.len() != cfg.n_layer {
             return Err(format!("the adapter has {} layers, the model {}", adapter.layers.len(), cfg.n_layer));
         }
+        let mut p = LoraParams::zeros_where(&adapter.config, cfg, &|l, t| adapter.layers[l][t.index()].is_some());
         for (l, (slots, pairs)) in p.slots.iter().zip(&adapter.layers).enumerate() {
             for (i, (slot, pair)) in slots.iter().zip(pairs).enumerate() {
                 match (slot, pair) {
@@ -470,6 +476,19 @@ impl<F: Real> TrainModel<F> {
             self.backward(params, batch, acts, &dxn, grads);
         }
         loss
+    }
+
+    /// Logits (rows, V) of `rows` of the batch after [`TrainModel::forward`] (for tests and
+    /// evaluation).
+    pub fn logits(&self, acts: &Activations<F>, rows: &[usize]) -> Vec<F> {
+        let (d, v) = (self.config.n_embd, self.config.n_vocab);
+        let mut x = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
+            x.extend_from_slice(&acts.xn_final[r * d..(r + 1) * d]);
+        }
+        let mut out = vec![F::ZERO; rows.len() * v];
+        F::matmul_nt(&self.pool, self.level, &self.head.fwd, &x, rows.len(), &mut out);
+        out
     }
 
     /// The backward pass from the gradient of the final norm's output, dxn (N, D).
