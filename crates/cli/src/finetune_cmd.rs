@@ -86,6 +86,10 @@ pub(crate) struct FinetuneArgs {
     /// Continue the checkpoint in --out (same data and settings)
     #[arg(long)]
     pub(crate) resume: bool,
+    /// Stop after this many optimizer steps in total, saving a checkpoint that --resume
+    /// continues (as Ctrl-C does)
+    #[arg(long)]
+    pub(crate) max_steps: Option<usize>,
     /// Also report the exact-match accuracy of greedy answers on the held-out examples, before
     /// and after training (the first learned span of each example is its answer)
     #[arg(long)]
@@ -206,6 +210,10 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         bail!("--max-grad-norm and --weight-decay must be at least 0");
     }
     let config = lora_config(args)?;
+    let checkpoint_dir = out.join("checkpoint");
+    if args.resume && !checkpoint_dir.join("checkpoint.json").is_file() {
+        bail!("--resume: there is no checkpoint in {} (run without --resume to start)", checkpoint_dir.display());
+    }
     let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default(), lora: Default::default() };
     let (llama, tok, _) = open_model(&run)?;
     if args.seq_len > llama.config.n_ctx_train {
@@ -214,17 +222,23 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let encoder = ExampleEncoder::from_gguf(&tok, llama.file()).context("the model's chat template")?;
     let overlong = if args.overlong == "skip" { Overlong::Skip } else { Overlong::Truncate };
     let options = LoadOptions { max_len: args.seq_len, overlong };
+    // What the data looks like, printed once the run is known to start (errors come first).
+    let mut notes = Vec::new();
     let (data, report) = read_jsonl(data_path, &encoder, options)?;
-    eprintln!("{}: {report}", data_path.display());
+    notes.push(format!("{}: {report}", data_path.display()));
     let (train_set, eval_set) = match &args.eval {
         Some(path) => {
             let (eval, report) = read_jsonl(path, &encoder, options)?;
-            eprintln!("{}: {report}", path.display());
+            notes.push(format!("{}: {report}", path.display()));
             (data, eval)
         }
         None => {
             let (train_set, eval) = data.split_held_out(args.seed);
-            eprintln!("held out {} of {} examples for evaluation (give --eval FILE to choose them)", eval.len(), train_set.len() + eval.len());
+            notes.push(format!(
+                "held out {} of {} examples for evaluation (give --eval FILE to choose them)",
+                eval.len(),
+                train_set.len() + eval.len()
+            ));
             (train_set, eval)
         }
     };
@@ -238,12 +252,12 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
     let start = Instant::now();
     let model = TrainModel::<f32>::from_llama(&llama, llama.n_threads())?;
-    eprintln!(
+    notes.push(format!(
         "frozen weights ready in {:.1} s ({} threads, kernels {:?})",
         start.elapsed().as_secs_f64(),
         model.n_threads(),
         kernels::Level::current()
-    );
+    ));
     let params = LoraParams::init(&config, &model.config, args.seed);
     let opt = AdamW { weight_decay: args.weight_decay, ..AdamW::default() };
     let mut trainer = Trainer::new(&model, params, opt);
@@ -262,7 +276,6 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         max_grad_norm: args.max_grad_norm,
         history: Vec::new(),
     };
-    let checkpoint_dir = out.join("checkpoint");
     let mut step = 0;
     if args.resume {
         let meta = trainer.load_checkpoint(&checkpoint_dir).context("cannot resume (run without --resume to start over)")?;
@@ -276,7 +289,10 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         }
         step = meta.step;
         state = saved;
-        eprintln!("resuming at step {step} of {total_steps}");
+        notes.push(format!("resuming at step {step} of {total_steps}"));
+    }
+    for note in notes {
+        eprintln!("{note}");
     }
     let eval = eval_batches(&eval_set, args.batch);
     let accuracy_before = if args.exact_match && step == 0 { Some(exact_match(&llama, &tok, &eval_set)?) } else { None };
@@ -337,10 +353,11 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
                 run_start.elapsed().as_secs_f64()
             );
         }
-        if step % steps_per_epoch == 0 || stop.load(Ordering::SeqCst) {
+        let halt = stop.load(Ordering::SeqCst) || args.max_steps.is_some_and(|m| step >= m);
+        if step % steps_per_epoch == 0 || halt {
             trainer.save_checkpoint(&checkpoint_dir, step, serde_json::to_value(&state)?)?;
         }
-        if stop.load(Ordering::SeqCst) && step < total_steps {
+        if halt && step < total_steps {
             interrupted = true;
             break;
         }
@@ -355,7 +372,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let secs = run_start.elapsed().as_secs_f64();
     if interrupted {
         eprintln!(
-            "interrupted at step {step} of {total_steps}: checkpoint in {}, continue with --resume; adapter so far in {}",
+            "stopped at step {step} of {total_steps}: checkpoint in {}, continue with --resume; adapter so far in {}",
             checkpoint_dir.display(),
             out.display()
         );

@@ -108,12 +108,12 @@ pub struct CheckpointMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// Reading or writing failed.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}: {err}")]
     Io {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// The files are not a checkpoint of this run.
     #[error("checkpoint {path}: {why}")]
@@ -136,7 +136,7 @@ impl Trainer<'_> {
     pub fn save_checkpoint(&self, dir: &Path, step: usize, extra: serde_json::Value) -> Result<(), CheckpointError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
-            move |source| CheckpointError::Io { path: path.clone(), source }
+            move |err| CheckpointError::Io { path: path.clone(), err }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let c = &self.params.config;
@@ -169,7 +169,7 @@ impl Trainer<'_> {
     /// shaped like this one; returns its description.
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
         let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|source| CheckpointError::Io { path: meta_path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(&meta_path).map_err(|err| CheckpointError::Io { path: meta_path.display().to_string(), err })?;
         let invalid = |why: String| CheckpointError::Invalid { path: dir.display().to_string(), why };
         let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| invalid(format!("{META_FILE}: {e}")))?;
         let c = &self.params.config;
