@@ -27,7 +27,8 @@ fn main() {
     let prefill_at = raw.iter().position(|a| a == "prefill");
     // The number after `prefill` is its depth, not one of the counts.
     let depth = prefill_at.and_then(|i| raw.get(i + 1)).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let args: Vec<usize> = raw.iter().enumerate().filter(|&(i, _)| prefill_at.is_none_or(|p| i != p + 1)).filter_map(|(_, a)| a.parse().ok()).collect();
+    let args: Vec<usize> =
+        raw.iter().enumerate().filter(|&(i, _)| prefill_at.is_none_or(|p| i != p + 1)).filter_map(|(_, a)| a.parse().ok()).collect();
     let threads = args.first().copied().unwrap_or(2);
     let seqs = args.get(1).copied().unwrap_or(8);
     let n = args.get(2).copied().unwrap_or(100);
@@ -103,5 +104,8 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let (us, fastest) = (times[reps / 2], times[0]);
     let what = if prefill { format!("a prompt of {n} tokens at depth {depth}") } else { format!("{seqs} sequences at {n} positions") };
-    println!("{level:?}, {sums:?} order, {threads} threads, {what}, {layers} layers: {us:.1} us/step (fastest {fastest:.1}), {:.2} us/token", us / tokens as f64);
+    println!(
+        "{level:?}, {sums:?} order, {threads} threads, {what}, {layers} layers: {us:.1} us/step (fastest {fastest:.1}), {:.2} us/token",
+        us / tokens as f64
+    );
 }
