@@ -741,7 +741,30 @@ pub(super) unsafe fn attend_block(
     let n_tokens = out.len();
     debug_assert!(group <= MAX_GROUP && head_dim.is_multiple_of(8) && first_seen > 0 && (1..=MAX_BLOCK).contains(&n_tokens));
     debug_assert!(q.len() >= (n_tokens - 1) * q_stride + group * head_dim && work.len() >= block_work(n_tokens, group, head_dim));
-    by_chunk_group!(group, block_of, head_dim, q, q_stride, first_seen, kv, kv_off, scale, work, out)
+    // SmolLM2's and Llama's heads of 64 get a copy of their own, where the loops over the
+    // dimensions unroll with constant offsets.
+    if head_dim == 64 {
+        by_chunk_group!(group, block_of_64, head_dim, q, q_stride, first_seen, kv, kv_off, scale, work, out)
+    } else {
+        by_chunk_group!(group, block_of, head_dim, q, q_stride, first_seen, kv, kv_off, scale, work, out)
+    }
+}
+
+/// [`block_of`] for heads of 64.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_of_64<const G: usize, const PP: usize, const W: usize>(
+    _head_dim: usize,
+    q: &[f32],
+    q_stride: usize,
+    first_seen: usize,
+    kv: &KvView,
+    kv_off: usize,
+    scale: f32,
+    work: &mut [f32],
+    out: &mut [Option<&mut [f32]>],
+) {
+    block_of::<G, PP, W>(64, q, q_stride, first_seen, kv, kv_off, scale, work, out)
 }
 
 /// [`attend_block`] for G heads.
