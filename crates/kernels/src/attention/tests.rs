@@ -560,7 +560,7 @@ fn consecutive_query_heads_share_a_kv_head() {
 
 #[test]
 fn prompt_blocks_give_each_token_the_bits_of_the_reference() {
-    // Blocks of consecutive tokens (2 to 16 per block, as the thread count leaves them: 16, 15
+    // Blocks of consecutive tokens (2 to 24 per block, as the thread count leaves them: 24, 15
     // and 10 for 40 tokens of 3 KV heads on 1, 2 and 3 threads) that
     // start before a chunk boundary and end past it, straddle tiles, start on a chunk or a tile,
     // or hold a token whose last tile or chunk has one position; contiguous and in shuffled
