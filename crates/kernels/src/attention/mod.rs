@@ -132,8 +132,14 @@ pub fn kv_head_of(head: usize, n_head: usize, n_head_kv: usize) -> usize {
 /// Query heads per KV head up to which the grouped kernel handles a whole group at once.
 const MAX_GROUP: usize = 8;
 
+/// Tokens of a prompt that one unit of the block order's work takes at once (`avx2::attend_block`).
+/// (Measured with `attention_bench 1 1 512 1 prefill 2000`, Zen 3: 52.2 ms with blocks of 8,
+/// 48.6 with 16, 47.6 with 24.)
+const MAX_BLOCK: usize = 24;
+
 /// Scratch floats each thread needs for [`attention`]: rows of scores over S positions and
-/// query heads for up to a group of heads, and the value accumulators.
+/// query heads for up to a group of heads, and the value accumulators (in the block order: two
+/// tiles in f32 and two (G, Dh) states per token of a block, 448 Dh at most, within them).
 pub fn attention_scratch_per_thread(max_positions: usize, head_dim: usize) -> usize {
     MAX_GROUP * (max_positions + head_dim) + head_dim * LANES * BANKS * MAX_GROUP
 }
@@ -327,7 +333,7 @@ mod avx512;
 /// (they convert the other operand of an f16 matrix product to f16), and sums follow their order
 /// (see `Order`). `scratch` holds `n_threads * attention_scratch_per_thread(S, Dh)` floats;
 /// (token, head) pairs are taken by the threads from a shared counter.
-/// From [`FLASH_MIN_POSITIONS`] positions on, pairs use the single-pass online-softmax kernel.
+/// From [`FLASH_MIN_POSITIONS`] positions on, (token, head) pairs use the single-pass online-softmax kernel.
 pub fn attention(pool: &ThreadPool, level: Level, shape: AttentionShape, q: &[f32], kv: KvView, out: &mut [f32], scratch: &mut [f32]) {
     attention_with(pool, level, SumOrder::LlamaCpp, shape, q, kv, out, scratch, FLASH_MIN_POSITIONS, false)
 }
@@ -472,9 +478,10 @@ struct Plan {
     /// Whether a unit is one chunk of the segment's one token (`online.rs`) for one KV head,
     /// merged by the thread that computes the token's last chunk (flash-decoding).
     split: bool,
-    /// Whether a unit is two consecutive tokens of the segment for one KV head (the last may be
-    /// alone), sharing each key and value row (`online::attend_pair_with`).
-    paired: bool,
+    /// Consecutive tokens of the segment per unit (for one KV head): more than one for a block
+    /// (`avx2::attend_block`: each tile of keys and values read and converted once for the
+    /// block), else 1.
+    block: usize,
     /// Whether a unit of work is a token's whole group of query heads (AVX-512 in either order,
     /// AVX2 in the tiled order), else one head.
     grouped: bool,
@@ -533,17 +540,17 @@ fn attention_segments_with(
     // few sequences) splits each one-token segment into its chunks, spread over the threads; the
     // chunks are fixed by position, so the bits are those of one thread doing them in turn.
     let split_calls = online && pool.n_threads() > 1 && total_tokens * n_head_kv < 4 * pool.n_threads();
-    // A prompt's tokens go two by two where the pair's heads fit a group of registers (SIMD
-    // levels only: the scalar reference takes them one by one, and gives the same bits).
-    let pairs = online && level != Level::Scalar && 2 * group <= MAX_GROUP;
+    // A prompt's tokens go in blocks of consecutive tokens (SIMD levels only: the scalar
+    // reference takes them one by one, and gives the same bits), as many as leave about four
+    // units per thread, at most `avx2::MAX_BLOCK`.
+    let blocks = cfg!(target_arch = "x86_64") && online && level != Level::Scalar;
     let plan = |seg: &AttentionSegment| {
         if online {
             let chunks = online::n_chunks(seg.start + seg.n_tokens);
             let split = split_calls && seg.n_tokens == 1 && chunks > 1;
-            let paired = pairs && seg.n_tokens > 1;
-            let token_units = if paired { seg.n_tokens.div_ceil(2) } else { seg.n_tokens };
-            let units = if split { n_head_kv * chunks } else { token_units * n_head_kv };
-            return Plan { order: Order::Tiled, online, split, paired, grouped: true, units };
+            let block = if blocks && seg.n_tokens > 1 { (seg.n_tokens * n_head_kv).div_ceil(4 * pool.n_threads()).clamp(2, MAX_BLOCK) } else { 1 };
+            let units = if split { n_head_kv * chunks } else { seg.n_tokens.div_ceil(block) * n_head_kv };
+            return Plan { order: Order::Tiled, online, split, block, grouped: true, units };
         }
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
         // On AVX-512 one unit of work can be a token's whole group of query heads.
@@ -552,7 +559,7 @@ fn attention_segments_with(
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
-        Plan { order, online, split: false, paired: false, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
+        Plan { order, online, split: false, block: 1, grouped, units: seg.n_tokens * if grouped { n_head_kv } else { n_head } }
     };
     // Split segments' chunk partials, a slot of (acc (G, Dh), m (G), l (G)) per (segment, KV head,
     // chunk), and per (segment, KV head) the chunks still to come; in buffers kept between calls,
@@ -601,15 +608,9 @@ fn attention_segments_with(
                 let p = plan(seg);
                 if unit < p.units {
                     let per_token = if p.grouped { n_head_kv } else { n_head };
-                    // A split segment's units are (chunk, KV head) of its one token, a paired
-                    // segment's (pair of tokens, KV head).
-                    let t = if p.split {
-                        0
-                    } else if p.paired {
-                        2 * (unit / per_token)
-                    } else {
-                        unit / per_token
-                    };
+                    // A split segment's units are (chunk, KV head) of its one token, others'
+                    // (block of tokens, KV head); t is the unit's first token.
+                    let t = if p.split { 0 } else { p.block * (unit / per_token) };
                     let kv_head = if p.grouped { unit % n_head_kv } else { kv_head_of(unit % n_head, n_head, n_head_kv) };
                     return Some((i, seg, unit, kv_head, seg.start + t + 1));
                 }
@@ -633,7 +634,7 @@ fn attention_segments_with(
         let mut claimed = claim();
         while let Some((seg_index, seg, unit, kv_head, n_seen)) = claimed {
             claimed = claim();
-            let Plan { order, online, split, paired, grouped, .. } = plan(seg);
+            let Plan { order, online, split, block, grouped, .. } = plan(seg);
             if let Some((_, next_seg, next_unit, next_head, next_seen)) = claimed {
                 // Decode units only: a segment of several tokens (a prompt) reads its keys and
                 // values once per token, from the caches after the first. Heads of one group
@@ -649,13 +650,7 @@ fn attention_segments_with(
             let kv = &KvView { table: seg.table, ..layer };
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
             if online {
-                let t = if split {
-                    0
-                } else if paired {
-                    2 * (unit / n_head_kv)
-                } else {
-                    unit / n_head_kv
-                };
+                let t = if split { 0 } else { block * (unit / n_head_kv) };
                 let first = (row0 + t * n_head + kv_head * group) * head_dim; // q/out rows of the group's heads
                 let q_group = &q[first..first + group * head_dim];
                 let kv_off = kv.head(kv_head);
@@ -664,23 +659,20 @@ fn attention_segments_with(
                 };
                 let merge_fn =
                     |state: &mut online::Partial, m: &[f32], l: &[f32], acc: &[f32]| online_merge(level, group, head_dim, state, m, l, acc);
-                if paired && t + 1 < seg.n_tokens {
-                    // The pair's queries side by side: (2G, Dh), the earlier token's heads first.
-                    let (gd, second) = (group * head_dim, first + n_head * head_dim);
-                    let (q2, rest) = work.split_at_mut(2 * gd);
-                    q2[..gd].copy_from_slice(q_group);
-                    q2[gd..].copy_from_slice(&q[second..second + gd]);
-                    let chunk_rows = |rows: usize, q: &[f32], positions: std::ops::Range<usize>, short: usize, state: &mut online::Partial| {
-                        online_chunk_rows(level, rows, head_dim, q, kv, kv_off, positions, short, scale, state)
-                    };
-                    let merge_rows = |rows: usize, state: &mut online::Partial, m: &[f32], l: &[f32], acc: &[f32]| {
-                        online_merge(level, rows, head_dim, state, m, l, acc)
-                    };
-                    // SAFETY: the unit owns both tokens' rows of the group.
-                    let (out_a, out_b) = unsafe { (out_ptr.slice(first, gd), out_ptr.slice(second, gd)) };
-                    online::attend_pair_with(&chunk_rows, &merge_rows, group, head_dim, q2, n_seen, rest, out_a, out_b);
-                    quantize(first, gd);
-                    quantize(second, gd);
+                #[cfg(target_arch = "x86_64")]
+                if block > 1 {
+                    // Tokens t..t + n of the segment; q and out rows of one token to the next: H Dh.
+                    let (n, gd, stride) = (block.min(seg.n_tokens - t), group * head_dim, n_head * head_dim);
+                    // SAFETY: the unit owns its tokens' rows of the group.
+                    debug_assert!(work.len() >= avx2::block_work(n, group, head_dim));
+                    let mut outs: [Option<&mut [f32]>; MAX_BLOCK] =
+                        std::array::from_fn(|i| (i < n).then(|| unsafe { out_ptr.slice(first + i * stride, gd) }));
+                    let q_block = &q[first..first + (n - 1) * stride + gd];
+                    // SAFETY: blocks are planned at the SIMD levels only, which imply AVX2, FMA and F16C.
+                    unsafe { avx2::attend_block(group, head_dim, q_block, stride, n_seen, kv, kv_off, scale, work, &mut outs[..n]) };
+                    for i in 0..n {
+                        quantize(first + i * stride, gd);
+                    }
                     continue;
                 }
                 if !split {
@@ -791,35 +783,9 @@ fn online_chunk(
         Level::Scalar => online::chunk(group, head_dim, q, kv, kv_off, positions, scale, state),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both other levels imply AVX2, FMA and F16C.
-        _ => unsafe { avx2::online_chunk(group, head_dim, q, kv, kv_off, positions, 0, scale, state) },
+        _ => unsafe { avx2::online_chunk(group, head_dim, q, kv, kv_off, positions, scale, state) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => online::chunk(group, head_dim, q, kv, kv_off, positions, scale, state),
-    }
-}
-
-/// One chunk for `rows` rows of queries, the first `short_rows` seeing one position fewer at the
-/// end of `positions` (a pair of tokens, SIMD levels only).
-#[allow(clippy::too_many_arguments)]
-fn online_chunk_rows(
-    level: Level,
-    rows: usize,
-    head_dim: usize,
-    q: &[f32],
-    kv: &KvView,
-    kv_off: usize,
-    positions: std::ops::Range<usize>,
-    short_rows: usize,
-    scale: f32,
-    state: &mut online::Partial,
-) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: both SIMD levels imply AVX2, FMA and F16C.
-        Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::online_chunk(rows, head_dim, q, kv, kv_off, positions, short_rows, scale, state) },
-        _ => {
-            assert_eq!(short_rows, 0, "attention: pairs of tokens are planned at SIMD levels only");
-            online::chunk(rows, head_dim, q, kv, kv_off, positions, scale, state)
-        }
     }
 }
 

@@ -100,13 +100,6 @@ pub(super) type ChunkFn<'f> = dyn Fn(&[f32], std::ops::Range<usize>, &mut Partia
 /// A merge kernel: the state, and the next chunk's maxima, sums and accumulators.
 pub(super) type MergeFn<'f> = dyn Fn(&mut Partial, &[f32], &[f32], &[f32]) + 'f;
 
-/// A chunk kernel for R rows of queries: R, q (R, Dh), the chunk's positions, how many first rows
-/// see one position fewer at the end (see `attend_pair_with`), the state it continues.
-pub(super) type RowsChunkFn<'f> = dyn Fn(usize, &[f32], std::ops::Range<usize>, usize, &mut Partial) + 'f;
-
-/// A merge kernel for R rows: R, the state, the next chunk's maxima, sums and accumulators.
-pub(super) type RowsMergeFn<'f> = dyn Fn(usize, &mut Partial, &[f32], &[f32], &[f32]) + 'f;
-
 /// One chunk: q (G, Dh) of one token and its KV head at `kv_off`, over positions `positions`
 /// (within one chunk), into an empty `state`. Dh % 8 == 0.
 #[allow(clippy::too_many_arguments)]
@@ -185,78 +178,4 @@ pub(super) fn attend_group_with(
         merge_fn(&mut state, &m, &l, part.acc);
     }
     finish(group, head_dim, &state, out);
-}
-
-/// Two consecutive tokens of a prompt at once, sharing each key and value row: q2 (2G, Dh) holds
-/// the earlier token's G heads then the later's; the earlier sees positions 0..n_seen, the later
-/// one more. -> out_a (G, Dh), out_b (G, Dh). Each row gets the bits [`attend_group_with`] gives
-/// its token alone: the same tiles, chunks and merges in the same order, the later token's extra
-/// position inside its last tile (or a tile, or a chunk, of its own when it opens one).
-/// `work` holds at least 4 G Dh floats.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attend_pair_with(
-    chunk_fn: &RowsChunkFn,
-    merge_fn: &RowsMergeFn,
-    group: usize,
-    head_dim: usize,
-    q2: &[f32],
-    n_seen: usize,
-    work: &mut [f32],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    let (g, rows) = (group, 2 * group);
-    debug_assert!(rows <= MAX_GROUP && work.len() >= 2 * rows * head_dim && q2.len() == rows * head_dim);
-    let (state_acc, rest) = work.split_at_mut(rows * head_dim);
-    let mut state = Partial::empty(state_acc);
-    // The later token's rows alone, continuing `t` over `positions`.
-    let later_only = |t: &mut Partial, positions: std::ops::Range<usize>| {
-        let mut late = Partial { m: [f32::NEG_INFINITY; MAX_GROUP], l: [0.0; MAX_GROUP], acc: &mut t.acc[g * head_dim..rows * head_dim] };
-        late.m[..g].copy_from_slice(&t.m[g..rows]);
-        late.l[..g].copy_from_slice(&t.l[g..rows]);
-        chunk_fn(g, &q2[g * head_dim..], positions, 0, &mut late);
-        let (m, l) = (late.m, late.l);
-        t.m[g..rows].copy_from_slice(&m[..g]);
-        t.l[g..rows].copy_from_slice(&l[..g]);
-    };
-    // Chunk c of both tokens into the empty `t`.
-    let pair_chunk = |c: usize, t: &mut Partial| {
-        let pb = chunk_positions(c, n_seen + 1);
-        let pa = pb.start..pb.end.min(n_seen);
-        if pa.is_empty() {
-            later_only(t, pb); // the later token's one position opens a chunk
-        } else if pa == pb {
-            chunk_fn(rows, q2, pa, 0, t);
-        } else if pa.len().is_multiple_of(TILE) {
-            chunk_fn(rows, q2, pa.clone(), 0, t); // its extra position opens a tile
-            later_only(t, pa.end..pb.end);
-        } else {
-            chunk_fn(rows, q2, pb, g, t);
-        }
-    };
-    pair_chunk(0, &mut state);
-    for c in 1..n_chunks(n_seen + 1) {
-        let mut part = Partial::empty(&mut rest[..rows * head_dim]);
-        pair_chunk(c, &mut part);
-        let (m, l) = (part.m, part.l);
-        if c < n_chunks(n_seen) {
-            merge_fn(rows, &mut state, &m, &l, part.acc);
-        } else {
-            // Only the later token has this chunk: merge its rows.
-            let mut late = Partial { m: [f32::NEG_INFINITY; MAX_GROUP], l: [0.0; MAX_GROUP], acc: &mut state.acc[g * head_dim..rows * head_dim] };
-            late.m[..g].copy_from_slice(&state.m[g..rows]);
-            late.l[..g].copy_from_slice(&state.l[g..rows]);
-            merge_fn(g, &mut late, &m[g..rows], &l[g..rows], &part.acc[g * head_dim..rows * head_dim]);
-            let (lm, ll) = (late.m, late.l);
-            state.m[g..rows].copy_from_slice(&lm[..g]);
-            state.l[g..rows].copy_from_slice(&ll[..g]);
-        }
-    }
-    for r in 0..rows {
-        let inv = 1.0 / state.l[r];
-        let o = if r < g { &mut out_a[r * head_dim..(r + 1) * head_dim] } else { &mut out_b[(r - g) * head_dim..(r - g + 1) * head_dim] };
-        for (o, a) in o.iter_mut().zip(&state.acc[r * head_dim..(r + 1) * head_dim]) {
-            *o = a * inv;
-        }
-    }
 }

@@ -396,7 +396,7 @@ fn grouped_query_heads_read_their_kv_head_and_match_naive() {
 /// Shapes for the block-order kernel: one token and several, positions around its tiles of 32
 /// and chunks of 256 and far past them, groups of 1 to 8 heads, head widths from 8 to 128. With
 /// two threads, the one-token cases with few KV heads split their chunks over the threads; at
-/// SIMD levels prompts go two tokens at a time where 2G <= 8, and the later token's extra position
+/// SIMD levels prompts go in blocks of consecutive tokens, whose later tokens' extra positions
 /// may fall inside a tile, open a tile (32, 288) or open a chunk (256).
 const BLOCK_ORDER_CASES: [(usize, usize, usize, usize, usize); 24] = [
     (1, 0, 9, 3, 64),
@@ -556,4 +556,68 @@ fn consecutive_query_heads_share_a_kv_head() {
     assert_eq!(map(9, 3), vec![0, 0, 0, 1, 1, 1, 2, 2, 2], "GQA");
     assert_eq!(map(4, 1), vec![0; 4], "MQA");
     assert_eq!(map(4, 4), vec![0, 1, 2, 3], "multi-head");
+}
+
+#[test]
+fn prompt_blocks_give_each_token_the_bits_of_the_reference() {
+    // Blocks of consecutive tokens (2 to 24 per block, as the thread count leaves them: 24, 15
+    // and 10 for 40 tokens of 3 KV heads on 1, 2 and 3 threads) that
+    // start before a chunk boundary and end past it, straddle tiles, start on a chunk or a tile,
+    // or hold a token whose last tile or chunk has one position; contiguous and in shuffled
+    // blocks of 8 and 32 positions: every token gets the scalar reference's bits, which are those
+    // of the token alone.
+    let cases = [
+        (40, 230, 9, 3, 64),
+        (33, 240, 9, 3, 64),
+        (17, 495, 9, 3, 64),
+        (16, 256, 9, 3, 64),
+        (50, 0, 9, 3, 64),
+        (64, 480, 9, 3, 64),
+        (20, 250, 8, 1, 128),
+        (31, 1, 6, 2, 32),
+        (19, 31, 4, 4, 8),
+    ];
+    for (t, start, h, hkv, dh) in cases {
+        let s = start + t;
+        let q = values(t * h * dh, 91);
+        let (kf, vf) = (values(s * hkv * dh, 92), values(s * hkv * dh, 93));
+        let (k, v) = (to_f16(&kf), to_f16(&vf));
+        let table = identity(s);
+        let shape = AttentionShape { n_tokens: t, start, n_head: h, n_head_kv: hkv, head_dim: dh };
+        let one = ThreadPool::new(1);
+        let mut scratch = vec![0f32; 3 * attention_scratch_per_thread(s, dh)];
+        let mut want = vec![0f32; t * h * dh];
+        attention_blocks(&one, Level::Scalar, shape, &q, view(&k, &v, hkv, dh, &table), &mut want, &mut scratch);
+        // The same positions in shuffled blocks of `bs` of a larger pool.
+        let kv_dim = hkv * dh;
+        let paged = |bs: usize| {
+            let n_blocks = s.div_ceil(bs);
+            // Every other block from the end of the pool, the rest from its start: no two alike.
+            let table: Vec<u32> = (0..n_blocks).map(|b| if b % 2 == 0 { n_blocks + 1 - b / 2 } else { b / 2 } as u32).collect();
+            let (mut kp, mut vp) = (vec![f16::ZERO; (n_blocks + 2) * bs * kv_dim], vec![f16::ZERO; (n_blocks + 2) * bs * kv_dim]);
+            for pos in 0..s {
+                let row = (table[pos / bs] as usize * bs + pos % bs) * kv_dim;
+                kp[row..row + kv_dim].copy_from_slice(&k[pos * kv_dim..(pos + 1) * kv_dim]);
+                vp[row..row + kv_dim].copy_from_slice(&v[pos * kv_dim..(pos + 1) * kv_dim]);
+            }
+            (table, kp, vp)
+        };
+        let (paged8, paged32) = (paged(8), paged(32));
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for level in Level::all_available() {
+                let mut got = vec![0f32; t * h * dh];
+                attention_blocks(&pool, level, shape, &q, view(&k, &v, hkv, dh, &table), &mut got, &mut scratch);
+                assert_eq!(got, want, "{level:?}, {threads} threads, {t} tokens from {start}, {h}/{hkv} heads of {dh}");
+                if threads != 2 {
+                    continue;
+                }
+                for (bs, (table, kp, vp)) in [(8, &paged8), (32, &paged32)] {
+                    let mut got = vec![0f32; t * h * dh];
+                    attention_blocks(&pool, level, shape, &q, KvView::position_major(kp, vp, table, bs, kv_dim, dh), &mut got, &mut scratch);
+                    assert_eq!(got, want, "{level:?}, {threads} threads, blocks of {bs}, {t} tokens from {start}, {h}/{hkv} heads of {dh}");
+                }
+            }
+        }
+    }
 }
