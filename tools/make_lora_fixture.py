@@ -27,7 +27,8 @@ adapter_config.json; the safetensors file holds only those blocks' tensors). Its
 drawn from a seeded torch.Generator, parameter by parameter in name order: lora_A uniform in
 +-1/sqrt(in) (PEFT's kaiming-uniform bound), lora_B normal with std B_STD (nonzero, unlike a fresh
 adapter, so that it changes the logits). save_pretrained's README.md model card is removed, and
-base_model_name_or_path is set to the HF model id rather than a local path.
+base_model_name_or_path is set to the HF model id rather than a local path, and target_modules in
+adapter_config.json is sorted (PEFT writes it in set order, which varies from run to run).
 
 peft_logits.json: the token ids of SENTENCE (the GGUF's tokenizer as transformers builds it, no
 BOS; checked against llama.cpp's ids when --llama-cpp-python is given), and for the last 4
@@ -48,7 +49,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 LAYERS = [0, 29]
 RANK, ALPHA = 4, 8
 SEED = 20261207
-B_STD = 0.05
+B_STD = 0.25
 TOP = 20
 LAST = 4
 SENTENCE = ("The old lighthouse keeper climbed the narrow stairs every evening to light the lamp "
@@ -211,10 +212,18 @@ def make(args):
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     model.peft_config["default"].base_model_name_or_path = HF_ID
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, save_embedding_layers=False)  # no hub look-up for the base config
     readme = os.path.join(out_dir, "README.md")
     if os.path.exists(readme):
         os.remove(readme)
+    # PEFT keeps target_modules as a set and saves it in hash order, which changes from run to run
+    # (PYTHONHASHSEED): sort it so that the fixture is the same file every time.
+    cfg_path = os.path.join(out_dir, "adapter_config.json")
+    with open(cfg_path) as f:
+        saved_cfg = json.load(f)
+    saved_cfg["target_modules"] = sorted(saved_cfg["target_modules"])
+    with open(cfg_path, "w") as f:
+        json.dump(saved_cfg, f, indent=2, sort_keys=True)
     # The file must hold exactly the two blocks' tensors, in PEFT's key layout.
     from safetensors.torch import load_file
     saved = load_file(os.path.join(out_dir, "adapter_model.safetensors"))
@@ -264,13 +273,17 @@ def check_ours(args):
           f"layers_to_transform={cfg.layers_to_transform}")
     # PEFT warns (does not fail) on keys it does not use; count what it loaded.
     ours = load_file(os.path.join(args.check_ours, "adapter_model.safetensors"))
-    loaded = {n for n, _ in model.named_parameters() if "lora_" in n}
-    print(f"  {len(ours)} tensors in the file, {len(loaded)} LoRA parameters in the model")
+    expected = {n.replace(".default.", ".") for n, _ in model.named_parameters() if ".lora_" in n}
+    missing, unused = sorted(expected - set(ours)), sorted(set(ours) - expected)
+    print(f"  {len(ours)} tensors in the file, {len(expected)} LoRA parameters in the model; "
+          f"{len(missing)} of them not in the file (left at PEFT's init){': ' + missing[0] if missing else ''}, "
+          f"{len(unused)} tensors unused{': ' + unused[0] if unused else ''}")
     with_a = logits_of(model, ids)
     with model.disable_adapter():
         without_a = logits_of(model, ids)
     max_diff = float((with_a - without_a).abs().max())
     out = {"adapter_dir": os.path.abspath(args.check_ours), "versions": versions(), "token_ids": ids, "top": TOP,
+           "missing_tensors": missing, "unused_tensors": unused,
            "positions": rows(with_a, without_a), "max_abs_diff": max_diff,
            "argmax_with_adapter": with_a.argmax(-1).tolist()}
     print(f"  max |adapter - base| = {max_diff:.4f}")
