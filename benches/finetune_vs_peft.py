@@ -97,7 +97,7 @@ class PeftBench:
         out.loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        self.losses.append(float(out.loss))
+        self.losses.append(float(out.loss.detach()))
 
     def timed(self, steps):
         times = []
@@ -174,7 +174,8 @@ def main():
             med = statistics.median(times)
             peft_rates.append(tokens / med)
             print(f"PEFT rep {rep + 1}: steps " + ", ".join(f"{t:.2f}" for t in times)
-                  + f" s; median {med:.2f} s -> {tokens / med:.1f} tokens/s; loss {bench.losses[-1]:.4f}", flush=True)
+                  + f" s; median {med:.2f} s -> {tokens / med:.1f} tokens/s; loss {bench.losses[-1]:.4f}; "
+                  f"load average {os.getloadavg()[0]:.2f} (other work on the cores slows torch's threads badly)", flush=True)
         if not a.no_ferrolm:
             obj, err = run_ferrolm(a)
             if err:
