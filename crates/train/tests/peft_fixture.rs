@@ -34,7 +34,7 @@ fn peft_adapter_gives_pefts_logits() {
     };
     // The training forward, f32 like PyTorch.
     let model = TrainModel::<f32>::from_llama(&llama, 2).unwrap();
-    let batch = Batch { tokens: tokens.clone(), labels: vec![-100; tokens.len()], seqs: vec![0..tokens.len()] };
+    let batch = Batch { tokens: tokens.clone(), labels: vec![-100; tokens.len()], seqs: std::iter::once(0..tokens.len()).collect() };
     let v = model.config.n_vocab;
     let mut worst = [0f64; 2];
     for (k, (params, key)) in [
