@@ -38,18 +38,6 @@ impl MergedType {
     }
 }
 
-fn format_of(t: GgmlType) -> Option<Format> {
-    Some(match t {
-        GgmlType::F32 => Format::F32,
-        GgmlType::F16 => Format::F16,
-        GgmlType::BF16 => Format::Bf16,
-        GgmlType::Q4_0 => Format::Q4_0,
-        GgmlType::Q4_1 => Format::Q4_1,
-        GgmlType::Q8_0 => Format::Q8_0,
-        _ => return None,
-    })
-}
-
 /// Writes `base` with `adapter` merged (scaled by `user_scale` times its scaling) to `out`;
 /// returns how many matrices changed.
 pub fn merge_gguf(base: &GgufFile, adapter: &Adapter, user_scale: f32, as_type: MergedType, out: &Path) -> Result<usize, String> {
@@ -77,7 +65,8 @@ pub fn merge_gguf(base: &GgufFile, adapter: &Adapter, user_scale: f32, as_type: 
         if (rows, cols) != (pair.n_out, pair.n_in) {
             return Err(format!("{}: the model's ({rows}, {cols}) does not match the adapter's ({}, {})", info.name, pair.n_out, pair.n_in));
         }
-        let format = format_of(info.ggml_type).ok_or_else(|| format!("{}: type {} cannot be merged into", info.name, info.ggml_type.name()))?;
+        let format = model::llama::kernel_format(info.ggml_type)
+            .ok_or_else(|| format!("{}: type {} cannot be merged into", info.name, info.ggml_type.name()))?;
         let row_bytes = format.row_bytes(cols).ok_or_else(|| format!("{}: bad row length {cols}", info.name))?;
         let mut w = vec![0f32; rows * cols];
         for (src, dst) in data.chunks_exact(row_bytes).zip(w.chunks_exact_mut(cols)) {

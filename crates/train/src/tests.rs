@@ -230,6 +230,25 @@ fn whole_model_gradient_matches_finite_differences() {
     check("model", &params.values, &grads, Some(&indices), &mean_loss);
 }
 
+/// The summed NLL of the batch's scored rows in inference (each sequence alone, int8 activations).
+fn inference_nll(llama: &Llama, batch: &Batch) -> f64 {
+    let mut total = 0.0;
+    for seq in &batch.seqs {
+        let tokens = &batch.tokens[seq.clone()];
+        let mut cache = llama.new_cache(tokens.len()).unwrap();
+        let mut scratch = llama.new_scratch(tokens.len(), tokens.len()).unwrap();
+        let logits = llama.forward(tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
+        let v = llama.config.n_vocab;
+        for t in 0..tokens.len() - 1 {
+            let label = batch.labels[seq.start + t + 1];
+            if label >= 0 {
+                total += kernels::loss::cross_entropy_row(&logits[t * v..(t + 1) * v], label as u32, 1.0, None);
+            }
+        }
+    }
+    total
+}
+
 #[test]
 fn step_zero_is_the_base_model() {
     // B = 0: the adapter changes nothing, whatever A holds; and the training forward is the same
@@ -249,20 +268,7 @@ fn step_zero_is_the_base_model() {
     };
     assert_eq!(loss_of(&base).to_bits(), loss_of(&adapted).to_bits());
     // Inference's loss on the same rows.
-    let mut inference = 0.0;
-    for seq in &batch.seqs {
-        let tokens = &batch.tokens[seq.clone()];
-        let mut cache = llama.new_cache(tokens.len()).unwrap();
-        let mut scratch = llama.new_scratch(tokens.len(), tokens.len()).unwrap();
-        let logits = llama.forward(tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
-        let v = model.config.n_vocab;
-        for t in 0..tokens.len() - 1 {
-            let label = batch.labels[seq.start + t + 1];
-            if label >= 0 {
-                inference += kernels::loss::cross_entropy_row(&logits[t * v..(t + 1) * v], label as u32, 1.0, None);
-            }
-        }
-    }
+    let inference = inference_nll(&llama, &batch);
     let ours = loss_of(&base);
     eprintln!("training forward {ours} vs inference {inference}");
     assert!((ours - inference).abs() / inference < 0.01, "training forward {} vs inference {} over {count} rows", ours, inference);
@@ -286,23 +292,7 @@ fn inference_applies_the_adapter_as_training_does() {
     let mut acts = Activations::default();
     model.forward(&params, &batch, &mut acts, None);
     let trained = model.loss_backward(&params, &batch, &acts, 1.0, None).nll;
-    let inference_loss = |llama: &Llama| {
-        let mut total = 0.0;
-        for seq in &batch.seqs {
-            let tokens = &batch.tokens[seq.clone()];
-            let mut cache = llama.new_cache(tokens.len()).unwrap();
-            let mut scratch = llama.new_scratch(tokens.len(), tokens.len()).unwrap();
-            let logits = llama.forward(tokens, &mut cache, &mut scratch, Logits::All).unwrap().to_vec();
-            let v = llama.config.n_vocab;
-            for t in 0..tokens.len() - 1 {
-                let label = batch.labels[seq.start + t + 1];
-                if label >= 0 {
-                    total += kernels::loss::cross_entropy_row(&logits[t * v..(t + 1) * v], label as u32, 1.0, None);
-                }
-            }
-        }
-        total
-    };
+    let inference_loss = |llama: &Llama| inference_nll(llama, &batch);
     let base = inference_loss(&llama);
     llama.set_lora(Some(params.to_adapter().to_lora_set(1.0))).unwrap();
     let adapted = inference_loss(&llama);

@@ -11,16 +11,22 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
-    Ok(match info.ggml_type {
+/// The kernels' format of a GGUF tensor type, if they support it.
+pub fn kernel_format(ggml_type: GgmlType) -> Option<Format> {
+    Some(match ggml_type {
         GgmlType::F32 => Format::F32,
         GgmlType::F16 => Format::F16,
         GgmlType::BF16 => Format::Bf16,
         GgmlType::Q4_0 => Format::Q4_0,
         GgmlType::Q4_1 => Format::Q4_1,
         GgmlType::Q8_0 => Format::Q8_0,
-        other => return Err(ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: other.name().to_string() }),
+        _ => return None,
     })
+}
+
+fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
+    kernel_format(info.ggml_type)
+        .ok_or_else(|| ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: info.ggml_type.name().to_string() })
 }
 
 fn weight(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {

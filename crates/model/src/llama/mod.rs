@@ -17,6 +17,7 @@ mod load;
 mod repack;
 mod scratch;
 
+pub use load::kernel_format;
 pub use scratch::Scratch;
 
 use crate::cache::{KvCache, KvPool, SeqCache};
