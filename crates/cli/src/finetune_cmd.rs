@@ -152,6 +152,27 @@ fn eval_batches(eval: &Dataset, size: usize) -> Vec<Batch> {
     all.chunks(size.max(1)).map(flat).collect()
 }
 
+/// Refuses a model whose frozen f32 weights (the training path keeps W and W^T of every matrix,
+/// and the embeddings three times: lookup, head, head^T) would not fit in the memory available.
+fn check_memory(c: &model::LlamaConfig) -> Result<()> {
+    let (d, q, kv, f, v) = (c.n_embd as u128, c.q_dim() as u128, c.kv_dim() as u128, c.n_ff as u128, c.n_vocab as u128);
+    let per_layer = 2 * (2 * q * d + 2 * kv * d + 3 * f * d);
+    let bytes = 4 * (c.n_layer as u128 * per_layer + 3 * v * d);
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u128>().ok()).map(|kb| kb * 1024)
+    });
+    if let Some(available) = available {
+        if bytes > available {
+            bail!(
+                "training this model needs about {:.1} GB for its frozen weights in f32 (W and W^T), and {:.1} GB are available: use a smaller model or free memory",
+                bytes as f64 / 1e9,
+                available as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Greedy answers to the held-out examples against their first learned span: (exact matches,
 /// examples). The prompt is everything before the span; the answer ends at the model's end of
 /// turn; both are compared with surrounding whitespace trimmed.
@@ -209,6 +230,9 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     if !(args.max_grad_norm.is_finite() && args.max_grad_norm >= 0.0 && args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         bail!("--max-grad-norm and --weight-decay must be at least 0");
     }
+    if args.eval_every == Some(0) || args.max_steps == Some(0) {
+        bail!("--eval-every and --max-steps must be at least 1");
+    }
     let config = lora_config(args)?;
     let checkpoint_dir = out.join("checkpoint");
     if args.resume && !checkpoint_dir.join("checkpoint.json").is_file() {
@@ -245,9 +269,12 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     if train_set.is_empty() {
         bail!("{}: no example to train on", data_path.display());
     }
-    let per_step = args.batch * args.grad_accum;
+    let per_step = args.batch.saturating_mul(args.grad_accum);
     let steps_per_epoch = train_set.len().div_ceil(per_step);
-    let total_steps = steps_per_epoch * args.epochs;
+    let Some(total_steps) = steps_per_epoch.checked_mul(args.epochs).filter(|&n| n <= 100_000_000) else {
+        bail!("--epochs {} makes more than 100,000,000 steps", args.epochs);
+    };
+    check_memory(&llama.config)?;
     let warmup = args.warmup.unwrap_or(total_steps / 20).min(total_steps);
     let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
     let start = Instant::now();

@@ -99,3 +99,21 @@ fn bad_finetune_input_is_a_clean_error() {
     fx.generate(fx.tiny(), &["--prompt", "hi", "--lora", &missing]).fails_with(&["lora adapter"]);
     fx.run(&["merge", "--model", fx.tiny(), "--lora", &missing, "--out", &fx.path("m.gguf")]).fails_with(&["lora adapter"]);
 }
+
+#[test]
+fn absurd_finetune_parameters_are_clean_errors() {
+    let fx = Fx::new();
+    let data = data(&fx);
+    let out = fx.path("out");
+    let base = ["finetune", "--model", fx.tiny(), "--data", data.as_str(), "--out", out.as_str(), "-t", "1"];
+    for (extra, needle) in [
+        (&["--eval-every", "0"][..], "--eval-every"),
+        (&["--max-steps", "0"][..], "--max-steps"),
+        (&["--epochs", "18446744073709551615"][..], "--epochs"),
+        (&["--lr", "0"][..], "--lr"),
+        (&["--dropout", "1"][..], "--dropout"),
+        (&["--seq-len", "100000"][..], "--seq-len"),
+    ] {
+        fx.run(&[&base[..], extra].concat()).fails_with(&[needle]);
+    }
+}
