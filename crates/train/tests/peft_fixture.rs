@@ -75,3 +75,36 @@ fn peft_adapter_gives_pefts_logits() {
     eprintln!("inference: the adapter's effect {effect:.3}, ours apart from PEFT's by {err:.3}");
     assert!(err < 0.25 * effect, "the adapter's effect in inference ({err}) vs PEFT's ({effect})");
 }
+
+/// An adapter ferrolm wrote (`finetune --rank 1 --alpha 4 --targets q,k,v --lr 1e-2 --max-steps 3`
+/// on examples/numbers), loaded by PEFT (`tools/make_lora_fixture.py --check-ours`): PEFT's logits
+/// with it are the f32 training forward's, so the files mean the same thing on both sides (q/k row
+/// order included).
+#[test]
+fn peft_reads_our_adapter_as_we_do() {
+    let Some(path) = model::paths::model_for_tests() else { return };
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(fixture("ours_peft_logits.json")).unwrap()).unwrap();
+    assert_eq!(want["missing_tensors"].as_array().map(Vec::len), Some(0), "PEFT found every tensor");
+    assert_eq!(want["unused_tensors"].as_array().map(Vec::len), Some(0), "PEFT used every tensor");
+    let llama = Llama::open(&path, 2).unwrap();
+    let adapter = load_peft(fixture("ours_adapter"), &ModelDims::from_config(&llama.config)).unwrap();
+    let tokens: Vec<u32> = want["token_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    let model = TrainModel::<f32>::from_llama(&llama, 2).unwrap();
+    let params = LoraParams::<f32>::from_adapter(&adapter, &model.config).unwrap();
+    let batch = Batch { tokens: tokens.clone(), labels: vec![-100; tokens.len()], seqs: std::iter::once(0..tokens.len()).collect() };
+    let mut acts = Activations::default();
+    model.forward(&params, &batch, &mut acts, None);
+    let (mut worst, mut effect) = (0f64, 0f64);
+    for p in want["positions"].as_array().unwrap() {
+        let logits = model.logits(&acts, &[p["position"].as_u64().unwrap() as usize]);
+        let u = &p["union"];
+        let ids = u["ids"].as_array().unwrap();
+        for ((id, with), without) in ids.iter().zip(u["with_adapter"].as_array().unwrap()).zip(u["without_adapter"].as_array().unwrap()) {
+            let (with, without) = (with.as_f64().unwrap(), without.as_f64().unwrap());
+            worst = worst.max((logits[id.as_u64().unwrap() as usize] as f64 - with).abs());
+            effect = effect.max((with - without).abs());
+        }
+    }
+    eprintln!("our adapter in PEFT vs the f32 training forward: {worst:.2e} (the adapter moves these logits by up to {effect:.3})");
+    assert!(worst < 1e-3 && effect > 20.0 * worst, "apart by {worst}, adapter effect {effect}");
+}
