@@ -84,7 +84,14 @@ pub(crate) fn lora_add(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], 
     let out = SharedMut::new(y);
     pool.run(&|i, n| {
         let rows = split_range(t, i, n);
-        let mut u = vec![0f32; r];
+        // u (r) on the stack for the usual ranks, so a decode step allocates nothing.
+        let (mut stack, mut heap) = ([0f32; 64], Vec::new());
+        let u: &mut [f32] = if r <= stack.len() {
+            &mut stack[..r]
+        } else {
+            heap.resize(r, 0.0);
+            &mut heap
+        };
         for row in rows {
             let xr = &x[row * n_in..(row + 1) * n_in];
             for (uj, aj) in u.iter_mut().zip(map.a.chunks_exact(n_in)) {
@@ -93,7 +100,7 @@ pub(crate) fn lora_add(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], 
             // SAFETY: thread i writes only its own rows of y.
             let yr = unsafe { out.slice(row * n_out, n_out) };
             for (yv, br) in yr.iter_mut().zip(map.b.chunks_exact(r)) {
-                *yv += dot(&u, br);
+                *yv += dot(u, br);
             }
         }
     });
