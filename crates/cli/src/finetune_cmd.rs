@@ -450,7 +450,7 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
     let mut rng = train::rng::Rng::new(args.seed ^ 0x5eed);
     let n_vocab = model.config.n_vocab as u64;
     let mut batch = Batch::default();
-    for s in 0..args.batch {
+    for _ in 0..args.batch {
         let start = batch.tokens.len();
         for _ in 0..args.seq_len {
             let t = (rng.next_u64() % n_vocab) as u32;
@@ -458,7 +458,6 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
             batch.labels.push(t as i64);
         }
         batch.seqs.push(start..start + args.seq_len);
-        let _ = s;
     }
     let micro = [batch];
     trainer.step(&micro, args.lr, Some(1.0), args.seed);
