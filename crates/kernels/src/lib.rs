@@ -16,6 +16,7 @@ pub mod encoder_attention;
 pub mod f32mat;
 pub mod gelu;
 pub mod groups;
+pub mod kquants;
 pub mod layer_norm;
 pub mod loss;
 pub mod matmul;

@@ -8,7 +8,9 @@
 //! Q8_0  34 B: f16 d; i8 qs[32]          w = d * q
 //! ```
 //! In the 4-bit formats the low nibble of `qs[j]` is element `j` and the high nibble element `j+16`.
+//! The 5-bit formats and the K-quants (super-blocks of 256) are in [`crate::kquants`].
 
+use crate::kquants::{Q2_K_BYTES, Q3_K_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, QK_K};
 use half::{bf16, f16};
 
 /// Weights per block in the Q4_0, Q4_1 and Q8_0 formats (and in [`BlockQ8`] activations).
@@ -22,6 +24,7 @@ pub const Q8_0_BYTES: usize = 34;
 
 /// The weight formats the kernels know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)] // the names GGUF gives them
 pub enum Format {
     /// 32-bit floats.
     F32,
@@ -35,6 +38,34 @@ pub enum Format {
     Q4_1,
     /// 8-bit symmetric blocks of 32.
     Q8_0,
+    /// 5-bit symmetric blocks of 32 (offset 16).
+    Q5_0,
+    /// 5-bit blocks of 32 with scale and minimum.
+    Q5_1,
+    /// 2-bit super-blocks of 256: 16 sub-blocks with 4-bit scales and minimums.
+    Q2_K,
+    /// 3-bit super-blocks of 256: 16 sub-blocks with 6-bit scales.
+    Q3_K,
+    /// 4-bit super-blocks of 256: 8 sub-blocks with 6-bit scales and minimums.
+    Q4_K,
+    /// 5-bit super-blocks of 256: 8 sub-blocks with 6-bit scales and minimums.
+    Q5_K,
+    /// 6-bit super-blocks of 256: 16 sub-blocks with 8-bit scales.
+    Q6_K,
+    /// 8-bit super-blocks of 256 with an f32 scale.
+    Q8_K,
+}
+
+/// The activations a product with a weight format reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activations {
+    /// The f32 values (float weights).
+    F32,
+    /// 8-bit blocks of 32 ([`BlockQ8`]), quantized by the caller (often fused into a norm).
+    Q8,
+    /// 8-bit super-blocks of 256 ([`BlockQ8K`](crate::kquants::BlockQ8K)), quantized by the
+    /// product itself from the f32 values.
+    Q8K,
 }
 
 impl Format {
@@ -42,7 +73,8 @@ impl Format {
     pub fn block_size(self) -> usize {
         match self {
             Format::F32 | Format::F16 | Format::Bf16 => 1,
-            Format::Q4_0 | Format::Q4_1 | Format::Q8_0 => QK,
+            Format::Q4_0 | Format::Q4_1 | Format::Q8_0 | Format::Q5_0 | Format::Q5_1 => QK,
+            Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K | Format::Q8_K => QK_K,
         }
     }
 
@@ -54,6 +86,14 @@ impl Format {
             Format::Q4_0 => Q4_0_BYTES,
             Format::Q4_1 => Q4_1_BYTES,
             Format::Q8_0 => Q8_0_BYTES,
+            Format::Q5_0 => Q5_0_BYTES,
+            Format::Q5_1 => Q5_1_BYTES,
+            Format::Q2_K => Q2_K_BYTES,
+            Format::Q3_K => Q3_K_BYTES,
+            Format::Q4_K => Q4_K_BYTES,
+            Format::Q5_K => Q5_K_BYTES,
+            Format::Q6_K => Q6_K_BYTES,
+            Format::Q8_K => Q8_K_BYTES,
         }
     }
 
@@ -62,9 +102,18 @@ impl Format {
         k.is_multiple_of(self.block_size()).then(|| k / self.block_size() * self.block_bytes())
     }
 
-    /// Whether products with this format use 8-bit quantized activations ([`BlockQ8`]).
+    /// Whether products with this format use 8-bit quantized activations in blocks of 32 ([`BlockQ8`]).
     pub fn uses_q8_activations(self) -> bool {
-        matches!(self, Format::Q4_0 | Format::Q4_1 | Format::Q8_0)
+        self.activations() == Activations::Q8
+    }
+
+    /// The activations products with this format read.
+    pub fn activations(self) -> Activations {
+        match self {
+            Format::F32 | Format::F16 | Format::Bf16 => Activations::F32,
+            Format::Q4_0 | Format::Q4_1 | Format::Q8_0 | Format::Q5_0 | Format::Q5_1 => Activations::Q8,
+            Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K | Format::Q8_K => Activations::Q8K,
+        }
     }
 }
 
@@ -295,6 +344,8 @@ pub fn dequantize_row(format: Format, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        Format::Q5_0 | Format::Q5_1 => crate::kquants::dequantize_5bit(format, src, dst),
+        Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K | Format::Q8_K => crate::kquants::dequantize_k(format, src, dst),
     }
 }
 
@@ -360,6 +411,9 @@ pub fn quantize_row(format: Format, x: &[f32], dst: &mut [u8]) {
                     b[2 + j] = ((xs[j] * id).round() as i8) as u8;
                 }
             }
+        }
+        Format::Q5_0 | Format::Q5_1 | Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K | Format::Q8_K => {
+            crate::kquants::quantize_simple(format, x, dst)
         }
     }
 }

@@ -45,6 +45,14 @@ fn ggml_type(format: Format) -> GgmlType {
         Format::Q4_0 => GgmlType::Q4_0,
         Format::Q4_1 => GgmlType::Q4_1,
         Format::Q8_0 => GgmlType::Q8_0,
+        Format::Q5_0 => GgmlType::Q5_0,
+        Format::Q5_1 => GgmlType::Q5_1,
+        Format::Q2_K => GgmlType::Q2_K,
+        Format::Q3_K => GgmlType::Q3_K,
+        Format::Q4_K => GgmlType::Q4_K,
+        Format::Q5_K => GgmlType::Q5_K,
+        Format::Q6_K => GgmlType::Q6_K,
+        Format::Q8_K => GgmlType::Q8_K,
     }
 }
 

@@ -31,11 +31,11 @@ pub use argmax::matmul_argmax;
 pub use dispatch::pack_for;
 use dispatch::rows_share;
 pub use env::{check_env, Level, SumOrder, ENV_SETTINGS};
-pub use reference::{dot_blocks_q8, dot_float, dot_q4_0_q8, dot_q4_1_q8, dot_q8_0_q8};
+pub use reference::{dot_blocks_q8, dot_float, dot_q4_0_q8, dot_q4_1_q8, dot_q5_0_q8, dot_q5_1_q8, dot_q8_0_q8};
 pub use swiglu::{matmul_swiglu, matmul_swiglu_q8};
 
 use crate::pool::{SharedMut, ThreadPool};
-use crate::quant::{BlockQ8, Format, QK};
+use crate::quant::{Activations, BlockQ8, Format, QK};
 
 /// A weight matrix viewed in place: `rows` (N) rows of `cols` (K) elements in `format`.
 #[derive(Clone, Copy, Debug)]
@@ -97,16 +97,16 @@ pub(super) fn check_shapes(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &
     let (n, k) = (w.rows, w.cols);
     assert_eq!(y.len(), t * n, "matmul: y has {} values, expected T*N = {t}*{n}", y.len());
     assert_eq!(w.data.len(), n * w.row_bytes(), "matmul: weight bytes do not match its shape");
-    if w.format.uses_q8_activations() {
-        assert_eq!(xq.len(), t * k / QK, "matmul: quantized activations have the wrong length");
-    } else {
-        assert_eq!(x.len(), t * k, "matmul: activations have the wrong length");
+    match w.format.activations() {
+        Activations::Q8 => assert_eq!(xq.len(), t * k / QK, "matmul: quantized activations have the wrong length"),
+        Activations::F32 | Activations::Q8K => assert_eq!(x.len(), t * k, "matmul: activations have the wrong length"),
     }
 }
 
 /// w (N, K), x (T, K) f32 with xq (T, K/32) its 8-bit blocks -> y (T, N).
 ///
-/// `xq` is read for block formats and `x` for float formats; the other may be empty. Rows of `w`
+/// `xq` is read for the formats of 32-wide blocks ([`Activations::Q8`]) and `x` for float formats
+/// and K-quants (which quantize it to 256-wide blocks themselves); the other may be empty. Rows of `w`
 /// are split statically over the pool's threads; each thread reads its weight rows once and
 /// reuses them for all T tokens.
 pub fn matmul(pool: &ThreadPool, level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, y: &mut [f32]) {

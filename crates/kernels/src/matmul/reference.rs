@@ -3,7 +3,8 @@
 //! faster kernel gives these results bit for bit.
 
 use super::{MatRef, Out, SumOrder};
-use crate::quant::{read_f16, BlockQ8, Format, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
+use crate::kquants::{dot_k_q8k, quantize_row_q8k, unpack_5bit, BlockQ8K, Q5_0_BYTES, Q5_1_BYTES, QK_K};
+use crate::quant::{read_f16, Activations, BlockQ8, Format, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK};
 use half::{bf16, f16};
 
 /// Lanes of the per-row accumulator: each block's 32 integer products are summed in 8 groups of
@@ -84,9 +85,31 @@ pub fn dot_q8_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
     reduce_lanes(&acc)
 }
 
+/// w row (K) q5_0, x (K/32) q8 blocks -> dot product (the peers' x86 order, as Q4_0's).
+#[inline(always)]
+pub fn dot_q5_0_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (b, a) in w.chunks_exact(Q5_0_BYTES).zip(x) {
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_5bit(&b[2..6], &b[6..22]).map(|q| q - 16), &a.qs);
+    }
+    reduce_lanes(&acc)
+}
+
+/// w row (K) q5_1, x (K/32) q8 blocks -> dot product (the peers' x86 order, as Q4_1's).
+#[inline(always)]
+pub fn dot_q5_1_q8(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut mins = 0.0f32;
+    for (b, a) in w.chunks_exact(Q5_1_BYTES).zip(x) {
+        mins += read_f16(b, 2) * a.s;
+        accumulate_block(&mut acc, read_f16(b, 0) * a.d, &unpack_5bit(&b[4..8], &b[8..24]), &a.qs);
+    }
+    reduce_lanes(&acc) + mins
+}
+
 /// w row (K) in a block format, x (K/32) q8 blocks -> dot product in the [`SumOrder::Blocks`]
 /// order: acc = fma(d_w * d_x, sum of the block's integer products, acc), block after block;
-/// for Q4_1 the minimum's terms `m * s` are summed separately and added last, as in
+/// for Q4_1 and Q5_1 the minimum's terms `m * s` are summed separately and added last, as in
 /// [`dot_q4_1_q8`].
 #[inline(always)]
 pub fn dot_blocks_q8(format: Format, w: &[u8], x: &[BlockQ8]) -> f32 {
@@ -100,11 +123,17 @@ pub fn dot_blocks_q8(format: Format, w: &[u8], x: &[BlockQ8]) -> f32 {
                 mins += read_f16(b, 2) * a.s;
                 dot(&unpack_nibbles(&b[4..Q4_1_BYTES], 0))
             }
-            _ => b[2..Q8_0_BYTES].iter().zip(&a.qs).map(|(&v, &q)| v as i8 as i32 * q as i32).sum(),
+            Format::Q8_0 => b[2..Q8_0_BYTES].iter().zip(&a.qs).map(|(&v, &q)| v as i8 as i32 * q as i32).sum(),
+            Format::Q5_0 => dot(&unpack_5bit(&b[2..6], &b[6..22]).map(|q| q - 16)),
+            Format::Q5_1 => {
+                mins += read_f16(b, 2) * a.s;
+                dot(&unpack_5bit(&b[4..8], &b[8..24]))
+            }
+            other => unreachable!("dot_blocks_q8 called with {other:?}, whose products do not read 32-wide blocks"),
         };
         acc = (read_f16(b, 0) * a.d).mul_add(sum as f32, acc);
     }
-    if format == Format::Q4_1 {
+    if matches!(format, Format::Q4_1 | Format::Q5_1) {
         acc + mins
     } else {
         acc
@@ -131,7 +160,7 @@ pub fn dot_float(format: Format, w: &[u8], x: &[f32]) -> f32 {
                 sum += bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32() * v;
             }
         }
-        Format::Q4_0 | Format::Q4_1 | Format::Q8_0 => unreachable!("dot_float called with a block format"),
+        other => unreachable!("dot_float called with the block format {other:?}"),
     }
     sum
 }
@@ -187,6 +216,9 @@ fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4
 /// Rows `rows` of w against all T activation rows, writing y (T, N): the reference.
 #[inline(always)]
 pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
+    if w.format.activations() == Activations::Q8K {
+        return k_quant_rows(w, x, t, rows, y);
+    }
     if w.order == SumOrder::Blocks && w.format.uses_q8_activations() {
         let dot = |r: &[u8], a: &[BlockQ8]| dot_blocks_q8(w.format, r, a);
         return quantized_rows(w, xq, t, rows, y, dot, four(dot));
@@ -195,6 +227,8 @@ pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows:
         Format::Q4_0 => quantized_rows(w, xq, t, rows, y, dot_q4_0_q8, four(dot_q4_0_q8)),
         Format::Q4_1 => quantized_rows(w, xq, t, rows, y, dot_q4_1_q8, four(dot_q4_1_q8)),
         Format::Q8_0 => quantized_rows(w, xq, t, rows, y, dot_q8_0_q8, four(dot_q8_0_q8)),
+        Format::Q5_0 => quantized_rows(w, xq, t, rows, y, dot_q5_0_q8, four(dot_q5_0_q8)),
+        Format::Q5_1 => quantized_rows(w, xq, t, rows, y, dot_q5_1_q8, four(dot_q5_1_q8)),
         f => {
             let (n, k) = (w.rows, w.cols);
             for r in rows {
@@ -205,4 +239,35 @@ pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows:
             }
         }
     }
+}
+
+thread_local! {
+    /// Each thread's K-quant activations: every thread quantizes all T tokens for the rows it
+    /// owns (T x K work against its T x K x N/threads products), so no barrier is needed.
+    static Q8K_ACTIVATIONS: std::cell::RefCell<Vec<BlockQ8K>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows `rows` of a K-quant `w` against all T tokens of x (T, K) f32, writing y (T, N): x is
+/// quantized to [`BlockQ8K`] (into a buffer per thread, grown once), then each row is read once
+/// per token tile.
+fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: Out) {
+    let (n, k) = (w.rows, w.cols);
+    let kb = k / QK_K;
+    Q8K_ACTIVATIONS.with_borrow_mut(|xq| {
+        if xq.len() < t * kb {
+            xq.resize(t * kb, BlockQ8K::default());
+        }
+        quantize_row_q8k(&x[..t * k], &mut xq[..t * kb]);
+        let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8K>()).max(1)).clamp(1, 256);
+        for t0 in (0..t).step_by(tile) {
+            for r in rows.clone() {
+                let row = w.row(r);
+                for ti in t0..(t0 + tile).min(t) {
+                    let v = dot_k_q8k(w.format, row, &xq[ti * kb..(ti + 1) * kb]);
+                    // SAFETY: each thread owns a disjoint set of rows r; ti * n + r < t * n = y.len().
+                    unsafe { y.put(ti * n + r, v) };
+                }
+            }
+        }
+    });
 }
