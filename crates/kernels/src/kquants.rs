@@ -261,6 +261,16 @@ pub fn unpack_5bit(qh: &[u8], qs: &[u8]) -> [i32; QK] {
     w
 }
 
+/// Q5_0 blocks as Q8_0 blocks of the same values: the same f16 scale, and `q - 16` as i8.
+pub fn q5_0_as_q8_0(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len() / Q5_0_BYTES * crate::quant::Q8_0_BYTES);
+    for b in src.chunks_exact(Q5_0_BYTES) {
+        out.extend_from_slice(&b[0..2]);
+        out.extend(unpack_5bit(&b[2..6], &b[6..22]).map(|q| (q - 16) as i8 as u8));
+    }
+    out
+}
+
 /// Dequantizes Q5_0/Q5_1 blocks: src (K/32 blocks) -> dst (K).
 pub(crate) fn dequantize_5bit(format: Format, src: &[u8], dst: &mut [f32]) {
     for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(format.block_bytes())) {

@@ -15,6 +15,12 @@ use crate::quant::{BlockQ8, Format};
 pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
     {
+        // Q5_0's values (q - 16, in [-16, 15]) are Q8_0 values with the same scale: its blocks
+        // become Q8_0 blocks and run on the Q8_0 kernels, which compute its reference's exact
+        // integer sums and float operations in both orders (the same bits).
+        if format == Format::Q5_0 && matches!(level, Level::Avx2 | Level::Avx512Vnni) {
+            return pack_for(level, Format::Q8_0, &crate::kquants::q5_0_as_q8_0(data), rows, cols);
+        }
         if let (Some(kind), true) = (group_kind(format), cols.is_multiple_of(QK)) {
             match level {
                 Level::Avx512Vnni if rows >= crate::vnni::GROUP_ROWS => return Some(crate::vnni::pack(kind, data, rows, cols / QK)),

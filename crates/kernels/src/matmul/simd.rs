@@ -32,8 +32,10 @@ pub(super) fn group_kind(format: Format) -> Option<crate::groups::Kind> {
     match format {
         Format::Q4_1 => Some(crate::groups::Kind::Q4_1),
         Format::Q4_0 => Some(crate::groups::Kind::Q4_0),
-        Format::Q8_0 => Some(crate::groups::Kind::Q8_0),
-        _ => None,
+        // Repacked as Q8_0 blocks (see `pack_for`).
+        Format::Q8_0 | Format::Q5_0 => Some(crate::groups::Kind::Q8_0),
+        Format::F32 | Format::F16 | Format::Bf16 | Format::Q5_1 => None,
+        Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K | Format::Q8_K => None,
     }
 }
 
