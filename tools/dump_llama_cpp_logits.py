@@ -2,10 +2,11 @@
 """Dump llama.cpp's logits for every position of a token sequence, to compare numerics with
 ferrolm (`cargo run --release -p ferrolm --example compare_logits -- MODEL OUT.bin`).
 
-  /work/peers/venv/bin/python tools/dump_llama_cpp_logits.py MODEL OUT.bin "prompt text" [N_GREEDY]
+  /work/peers/venv/bin/python tools/dump_llama_cpp_logits.py MODEL OUT.bin "prompt text" [N_GREEDY] [fa]
 
 Writes OUT.bin: u32 n_tokens, u32 n_vocab, u32 tokens[n_tokens], f32 logits[n_tokens][n_vocab].
-The sequence is the prompt (special tokens parsed) followed by N_GREEDY llama.cpp greedy tokens.
+The sequence is the prompt (special tokens parsed, BOS first when the model adds one) followed by
+N_GREEDY llama.cpp greedy tokens. With `fa` llama.cpp runs with flash attention on (else off).
 """
 import struct
 import sys
@@ -15,8 +16,9 @@ from llama_cpp import Llama
 
 model, out, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
 n_greedy = int(sys.argv[4]) if len(sys.argv) > 4 else 32
-llm = Llama(model_path=model, n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
-tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+flash = len(sys.argv) > 5 and sys.argv[5] == "fa"
+llm = Llama(model_path=model, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=flash)
+tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
 llm.eval(tokens)
 for _ in range(n_greedy):
     nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))

@@ -60,9 +60,9 @@ pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
         );
         model.set_lora(Some(adapter.to_lora_set(scale))).with_context(|| format!("cannot use the LoRA adapter {}", lora.display()))?;
     }
-    let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
-    if n_ctx == 0 || n_ctx > model.config.n_ctx_train {
-        bail!("--ctx must be between 1 and the model's context length {}, got {n_ctx}", model.config.n_ctx_train);
+    let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_usable().min(4096));
+    if n_ctx == 0 || n_ctx > model.config.n_ctx_usable() {
+        bail!("--ctx must be between 1 and the model's usable context length {}, got {n_ctx}", model.config.n_ctx_usable());
     }
     Ok((model, tok, n_ctx))
 }

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 pub(crate) fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bool) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
     let (model, tok, _) = open_model(run)?;
-    if ctx < 4 || ctx > model.config.n_ctx_train {
-        bail!("--ctx must be between 4 and the model's context length {}, got {ctx}", model.config.n_ctx_train);
+    if ctx < 4 || ctx > model.config.n_ctx_usable() {
+        bail!("--ctx must be between 4 and the model's usable context length {}, got {ctx}", model.config.n_ctx_usable());
     }
-    let tokens = tok.encode(&text, false);
+    // As llama-perplexity tokenizes: BOS first when the model adds one (its chunks are counted
+    // from there), control tokens in the text left as text.
+    let tokens = tok.encode_with_special(&text, false);
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     let bar = ProgressBar::new((tokens.len() / ctx) as u64);
     bar.set_style(

@@ -27,6 +27,10 @@
 //!   exact GELU (the bound is in the test), and bit-identical at every level.
 //!
 //! GELU(-inf) is its limit, 0, where the formula would give -inf * 0 = NaN.
+//!
+//! The tanh approximation has its own functions, [`gelu_tanh`] and the GeGLU of Gemma's
+//! feed-forward, [`geglu_tanh_inplace`], which evaluates it as the peers do: through a table of
+//! f16 results indexed by the f16-rounded input.
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -176,6 +180,41 @@ fn gelu_generic(x: &mut [f32]) {
     }
 }
 
+/// sqrt(2/pi) in f32, as the peers write it.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh approximation.
+const GELU_COEF_A: f32 = 0.044715;
+
+/// GELU, tanh approximation, in f32: `0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))`.
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// [`gelu_tanh`] of every f16 value, rounded to f16, indexed by the input's bits (built once).
+fn gelu_tanh_f16_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|bits| half::f16::from_f32(gelu_tanh(half::f16::from_bits(bits).to_f32())).to_bits()).collect())
+}
+
+/// gate (n), up (n) -> gate = gelu_tanh(gate) * up, in place, as the peers' GeGLU computes it:
+/// at or below -10 the product is 0, at or above 10 it is `gate * up`, and between them GELU
+/// is looked up for the f16-rounded gate in a table of f16 results, then multiplied by `up` in
+/// f32. (A GELU off by up to an f16 rounding, ~5e-4 relative, but the peers' exact values.)
+pub fn geglu_tanh_inplace(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    let table = gelu_tanh_f16_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            half::f16::from_bits(table[half::f16::from_f32(x).to_bits() as usize]).to_f32() * u
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +341,32 @@ mod tests {
             gelu_erf_inplace_at(level, &mut got);
             let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             assert!(got == want, "{level:?}");
+        }
+    }
+
+    #[test]
+    fn geglu_uses_the_f16_table_between_the_clamps() {
+        let gate = [-11.0f32, -10.0, -3.0, -0.1, 0.0, 0.3337, 1.0, 2.5, 9.99, 10.0, 12.0, f32::NAN];
+        let up = [2.0f32; 12];
+        let mut g = gate;
+        geglu_tanh_inplace(&mut g, &up);
+        for (i, (&x, &y)) in gate.iter().zip(&g).enumerate() {
+            let want = if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x * 2.0
+            } else {
+                half::f16::from_f32(gelu_tanh(half::f16::from_f32(x).to_f32())).to_f32() * 2.0
+            };
+            assert!(want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()), "value {i}: {y} vs {want}");
+        }
+        // Against the f64 formula: within the f16 roundings of the input and the result.
+        for x in [-5.0f32, -1.0, -0.25, 0.5, 1.5, 4.0] {
+            let xf = x as f64;
+            let exact = 0.5 * xf * (1.0 + ((2.0 / PI).sqrt() * xf * (1.0 + 0.044715 * xf * xf)).tanh());
+            let mut g = [x];
+            geglu_tanh_inplace(&mut g, &[1.0]);
+            assert!((g[0] as f64 - exact).abs() <= 2e-3 * exact.abs().max(1e-2), "{x}: {} vs {exact}", g[0]);
         }
     }
 }

@@ -221,6 +221,41 @@ pub fn rope_to_f16(x: &[f32], head_dim: usize, cos_sin: &[(f32, f32)], out: &mut
     }
 }
 
+/// x (heads, Dh) in place: rotate each pair `(x[i], x[i + Dh/2])` of every head by angle i
+/// (the NeoX layout of Gemma's and Hugging Face's Q/K weights), with the fused operations of
+/// [`rope_inplace`].
+pub fn rope_neox_inplace(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
+    debug_assert!(x.len().is_multiple_of(head_dim) && cos_sin.len() * 2 >= head_dim);
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for ((a, b), &(c, s)) in lo.iter_mut().zip(hi.iter_mut()).zip(cos_sin) {
+            let (x0, x1) = (*a, *b);
+            *a = x0.mul_add(c, -(x1 * s));
+            *b = x0.mul_add(s, x1 * c);
+        }
+    }
+}
+
+/// [`rope_to_f16`] in the NeoX layout ([`rope_neox_inplace`]), one head at a time.
+pub fn rope_neox_to_f16(x: &[f32], head_dim: usize, cos_sin: &[(f32, f32)], out: &mut [half::f16]) {
+    debug_assert_eq!(x.len(), out.len());
+    const STACK: usize = 512;
+    let mut stack = [0f32; STACK];
+    let mut heap = Vec::new();
+    let buf = if head_dim <= STACK {
+        &mut stack[..head_dim]
+    } else {
+        heap.resize(head_dim, 0.0);
+        &mut heap[..]
+    };
+    for (src, dst) in x.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim)) {
+        buf.copy_from_slice(src);
+        rope_neox_inplace(buf, head_dim, cos_sin);
+        f32_to_f16(buf, dst);
+    }
+}
+
 #[inline(always)]
 fn rope_generic(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)]) {
     debug_assert_eq!(x.len() % head_dim, 0);
@@ -570,5 +605,30 @@ mod tests {
                 assert_eq!(argmax_generic(&x), scan(&x), "{x:?}");
             }
         }
+    }
+
+    #[test]
+    fn neox_rope_is_adjacent_rope_on_interleaved_halves() {
+        // Rotating (x[i], x[i + Dh/2]) equals rotating adjacent pairs of the interleaved head
+        // (x[0], x[Dh/2], x[1], x[Dh/2 + 1], ...), value for value, bit for bit.
+        let dh = 16;
+        let x: Vec<f32> = (0..2 * dh).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let mut cs = vec![(0f32, 0f32); dh / 2];
+        rope_angles(7, 10000.0, dh, &mut cs);
+        let mut neox = x.clone();
+        rope_neox_inplace(&mut neox, dh, &cs);
+        for head in 0..2 {
+            let h = &x[head * dh..(head + 1) * dh];
+            let mut inter: Vec<f32> = (0..dh).map(|j| if j % 2 == 0 { h[j / 2] } else { h[dh / 2 + j / 2] }).collect();
+            rope_generic(&mut inter, dh, &cs);
+            for i in 0..dh / 2 {
+                assert_eq!(neox[head * dh + i].to_bits(), inter[2 * i].to_bits());
+                assert_eq!(neox[head * dh + dh / 2 + i].to_bits(), inter[2 * i + 1].to_bits());
+            }
+        }
+        // The f16 variant rounds the same values.
+        let mut out = vec![half::f16::ZERO; 2 * dh];
+        rope_neox_to_f16(&x, dh, &cs, &mut out);
+        assert!(out.iter().zip(&neox).all(|(o, &v)| *o == half::f16::from_f32(v)));
     }
 }

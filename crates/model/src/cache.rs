@@ -329,14 +329,19 @@ impl KvPool {
     /// Stores position `pos` of `seq` in layer `l` (its block reserved by [`KvPool::reserve`]):
     /// the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the position) and the values, both
     /// rounded to f16, head by head into their runs.
-    pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], cos_sin: &[(f32, f32)]) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], cos_sin: &[(f32, f32)], neox: bool) {
         let dh = self.head_dim;
         debug_assert!(key.len() == self.kv_dim && value.len() == self.kv_dim && cos_sin.len() * 2 == dh);
         let first = seq.table[pos / KV_BLOCK] as usize * self.block_len() + l * self.layer_span() + pos % KV_BLOCK * dh;
         let heads = key.chunks_exact(dh).zip(value.chunks_exact(dh));
         for (h, (key, value)) in heads.enumerate() {
             let at = first + h * KV_BLOCK * dh;
-            kernels::ops::rope_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
+            if neox {
+                kernels::ops::rope_neox_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
+            } else {
+                kernels::ops::rope_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
+            }
             kernels::ops::f32_to_f16(value, &mut self.v[at..at + dh]);
         }
     }
@@ -437,7 +442,7 @@ mod tests {
             for l in 0..n_layer {
                 let k: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 0)).collect();
                 let v: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 1)).collect();
-                pool.write_rotated(l, &seq, pos, &k, &v, &identity);
+                pool.write_rotated(l, &seq, pos, &k, &v, &identity, false);
             }
         }
         seq.len = n;

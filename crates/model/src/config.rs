@@ -1,4 +1,5 @@
-//! The hyper-parameters of a Llama-family model, read from GGUF metadata.
+//! The hyper-parameters of a Llama-family model, read from GGUF metadata: the Llama architecture
+//! itself, and the variations of it that [`Family`] describes (Gemma 3).
 
 use crate::ModelError;
 use gguf::GgufFile;
@@ -28,10 +29,62 @@ pub struct LlamaConfig {
     pub rope_base: f32,
     /// RMSNorm epsilon.
     pub rms_eps: f32,
+    /// How the architecture differs from Llama's block.
+    pub family: Family,
 }
 
-/// Architectures whose GGUF layout is the Llama one.
-const LLAMA_LIKE: &[&str] = &["llama"];
+/// The variations of the Llama block this code runs (each `None`/`false` is Llama's choice).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    /// Token embeddings are multiplied by this (Gemma: sqrt(D)).
+    pub embd_scale: Option<f32>,
+    /// RoPE rotates the pairs (i, i + Dh/2) of a head (the NeoX layout) instead of the adjacent
+    /// pairs of GGUF Llama weights.
+    pub rope_neox: bool,
+    /// RMSNorm of each head of q and of k (weights `attn_q_norm`, `attn_k_norm`, (Dh)) before RoPE.
+    pub qk_norm: bool,
+    /// RMSNorm of the attention output and of the feed-forward output (`post_attention_norm`,
+    /// `post_ffw_norm`) before each is added to the residual stream.
+    pub post_norms: bool,
+    /// The feed-forward gate's activation.
+    pub ffn_act: FfnAct,
+    /// Sliding-window attention: a position sees the last `window` positions (itself included)
+    /// in every layer but each sixth (layers 5, 11, 17... see everything).
+    pub sliding_window: Option<usize>,
+    /// RoPE base of the sliding-window layers.
+    pub rope_base_swa: f32,
+}
+
+/// The activation of the feed-forward gate: `down(act(gate) * up)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnAct {
+    /// SiLU (SwiGLU; Llama).
+    Silu,
+    /// GELU, tanh approximation (GeGLU; Gemma), through the peers' f16 table (see
+    /// `kernels::gelu::geglu_tanh_inplace`).
+    GeluTanh,
+}
+
+impl Family {
+    /// Llama's block.
+    pub const LLAMA: Family = Family {
+        embd_scale: None,
+        rope_neox: false,
+        qk_norm: false,
+        post_norms: false,
+        ffn_act: FfnAct::Silu,
+        sliding_window: None,
+        rope_base_swa: 10000.0,
+    };
+
+    /// Whether layer `l` attends through the sliding window.
+    pub fn is_sliding(&self, l: usize) -> bool {
+        self.sliding_window.is_some() && l % 6 < 5
+    }
+}
+
+/// Architectures whose GGUF layout is the Llama one, or a variation of it that [`Family`] describes.
+const LLAMA_LIKE: &[&str] = &["llama", "gemma3"];
 
 impl LlamaConfig {
     /// Reads `{arch}.*` keys; fails with the missing key or the unsupported feature named.
@@ -81,6 +134,10 @@ impl LlamaConfig {
             None => 10000.0,
         };
         let rms_eps = file.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
+        let family = match arch.as_str() {
+            "gemma3" => gemma3_family(file, n_embd)?,
+            _ => Family::LLAMA,
+        };
         let n_vocab = file
             .tensor("token_embd.weight")
             .and_then(|t| t.dims.get(1).copied())
@@ -97,6 +154,7 @@ impl LlamaConfig {
             rope_base,
             rms_eps,
             architecture: arch,
+            family,
         };
         config.validate()?;
         Ok(config)
@@ -132,6 +190,16 @@ impl LlamaConfig {
         Ok(())
     }
 
+    /// The most positions a sequence may hold here: the trained context, and for now no more than
+    /// the sliding window where there is one (positions past it need the window's mask, which
+    /// the attention kernels do not apply yet).
+    pub fn n_ctx_usable(&self) -> usize {
+        match self.family.sliding_window {
+            Some(w) => self.n_ctx_train.min(w),
+            None => self.n_ctx_train,
+        }
+    }
+
     /// Hkv * Dh, the width of one position's keys (or values) in the cache.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
@@ -141,4 +209,37 @@ impl LlamaConfig {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+}
+
+/// Gemma 3 (`gemma3.*` keys): embeddings scaled by sqrt(D), q/k norms, NeoX RoPE, post-norms,
+/// GeGLU, and sliding-window layers with their own RoPE base.
+fn gemma3_family(file: &GgufFile, n_embd: usize) -> Result<Family, ModelError> {
+    let key = |k: &str| format!("gemma3.{k}");
+    if let Some(v) = file.get(&key("final_logit_softcapping")) {
+        if v.as_f32().is_some_and(|c| c != 0.0) {
+            return Err(ModelError::Unsupported(format!("final logit soft-capping ({v:?})")));
+        }
+    }
+    // The 27B model scales attention by 1/sqrt(D/H), not 1/sqrt(Dh), which the kernels assume.
+    let n_layer = file.get_u64(&key("block_count"))?;
+    if n_layer == 62 {
+        return Err(ModelError::Unsupported("Gemma 3 27B (its attention scale is 1/sqrt(D/H))".into()));
+    }
+    let sliding_window = match file.get(&key("attention.sliding_window")) {
+        Some(_) => Some(file.get_u64(&key("attention.sliding_window"))? as usize).filter(|&w| w > 0),
+        None => None,
+    };
+    let rope_base_swa = match file.get(&key("rope.freq_base_swa")) {
+        Some(_) => file.get_f32(&key("rope.freq_base_swa"))?,
+        None => 10000.0,
+    };
+    Ok(Family {
+        embd_scale: Some((n_embd as f32).sqrt()),
+        rope_neox: true,
+        qk_norm: true,
+        post_norms: true,
+        ffn_act: FfnAct::GeluTanh,
+        sliding_window,
+        rope_base_swa,
+    })
 }

@@ -9,7 +9,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] gguf::GgufError),
     /// The file's architecture is not one this crate runs.
-    #[error("unsupported architecture {0:?} (supported: llama)")]
+    #[error("unsupported architecture {0:?} (supported: llama, gemma3)")]
     UnsupportedArchitecture(String),
     /// The file uses a feature of the architecture that is not implemented.
     #[error("unsupported model feature: {0}")]

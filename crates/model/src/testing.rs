@@ -26,11 +26,23 @@ pub struct TinySpec {
     pub embd_format: Format,
     /// Seed of the weights.
     pub seed: u64,
+    /// A Gemma 3 model (its keys, per-head and post norms, sliding-window layers) instead of Llama.
+    pub gemma: bool,
 }
 
 impl Default for TinySpec {
     fn default() -> Self {
-        TinySpec { n_layer: 2, n_embd: 64, n_head: 4, n_head_kv: 2, n_ff: 96, matrix_format: Format::Q4_1, embd_format: Format::Q8_0, seed: 1 }
+        TinySpec {
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 4,
+            n_head_kv: 2,
+            n_ff: 96,
+            matrix_format: Format::Q4_1,
+            embd_format: Format::Q8_0,
+            seed: 1,
+            gemma: false,
+        }
     }
 }
 
@@ -102,17 +114,24 @@ pub fn tiny_llama_gguf(spec: &TinySpec) -> Vec<u8> {
     let mut w = GgufWriter::new();
     let u32v = |x: usize| Value::U32(x as u32);
     let strings = |xs: &[String]| Value::Array(ValueType::String, xs.iter().map(|s| Value::String(s.clone())).collect());
-    w.add_kv("general.architecture", Value::String("llama".into()))
-        .add_kv("general.name", Value::String("tiny-test-llama".into()))
-        .add_kv("llama.block_count", u32v(l))
-        .add_kv("llama.context_length", u32v(256))
-        .add_kv("llama.embedding_length", u32v(d))
-        .add_kv("llama.feed_forward_length", u32v(f))
-        .add_kv("llama.attention.head_count", u32v(spec.n_head))
-        .add_kv("llama.attention.head_count_kv", u32v(spec.n_head_kv))
-        .add_kv("llama.rope.freq_base", Value::F32(10000.0))
-        .add_kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .add_kv("tokenizer.ggml.model", Value::String("gpt2".into()))
+    let arch = if spec.gemma { "gemma3" } else { "llama" };
+    let key = |k: &str| format!("{arch}.{k}");
+    w.add_kv("general.architecture", Value::String(arch.into()))
+        .add_kv("general.name", Value::String(format!("tiny-test-{arch}")))
+        .add_kv(&key("block_count"), u32v(l))
+        .add_kv(&key("context_length"), u32v(256))
+        .add_kv(&key("embedding_length"), u32v(d))
+        .add_kv(&key("feed_forward_length"), u32v(f))
+        .add_kv(&key("attention.head_count"), u32v(spec.n_head))
+        .add_kv(&key("attention.head_count_kv"), u32v(spec.n_head_kv))
+        .add_kv(&key("rope.freq_base"), Value::F32(if spec.gemma { 1e6 } else { 10000.0 }))
+        .add_kv(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    if spec.gemma {
+        w.add_kv(&key("attention.key_length"), u32v(dh))
+            .add_kv(&key("attention.value_length"), u32v(dh))
+            .add_kv(&key("attention.sliding_window"), u32v(64));
+    }
+    w.add_kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .add_kv("tokenizer.ggml.pre", Value::String("smollm".into()))
         .add_kv("tokenizer.ggml.tokens", strings(&tokens))
         .add_kv("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.iter().map(|&t| Value::I32(t)).collect()))
@@ -145,6 +164,12 @@ pub fn tiny_llama_gguf(spec: &TinySpec) -> Vec<u8> {
         w.add_tensor(&n("ffn_gate.weight"), &[d as u64, f as u64], ggml_type(mf), matrix(&mut rng, mf, f, d, sc));
         w.add_tensor(&n("ffn_up.weight"), &[d as u64, f as u64], ggml_type(mf), matrix(&mut rng, mf, f, d, sc));
         w.add_tensor(&n("ffn_down.weight"), &[f as u64, d as u64], ggml_type(mf), matrix(&mut rng, mf, d, f, 1.0 / (f as f32).sqrt()));
+        if spec.gemma {
+            w.add_tensor(&n("attn_q_norm.weight"), &[dh as u64], GgmlType::F32, norm(&mut rng, dh));
+            w.add_tensor(&n("attn_k_norm.weight"), &[dh as u64], GgmlType::F32, norm(&mut rng, dh));
+            w.add_tensor(&n("post_attention_norm.weight"), &[d as u64], GgmlType::F32, norm(&mut rng, d));
+            w.add_tensor(&n("post_ffw_norm.weight"), &[d as u64], GgmlType::F32, norm(&mut rng, d));
+        }
     }
     w.add_tensor("output_norm.weight", &[d as u64], GgmlType::F32, norm(&mut rng, d));
     // The writer validates sizes; the inputs above are consistent by construction.

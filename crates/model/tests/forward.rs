@@ -15,14 +15,7 @@ fn load(spec: &TinySpec, threads: usize) -> Llama {
 fn tensor(file: &GgufFile, name: &str) -> (Vec<f32>, usize) {
     let info = file.tensor(name).unwrap();
     let cols = info.dims[0] as usize;
-    let format = match info.ggml_type {
-        gguf::GgmlType::F32 => Format::F32,
-        gguf::GgmlType::F16 => Format::F16,
-        gguf::GgmlType::Q4_0 => Format::Q4_0,
-        gguf::GgmlType::Q4_1 => Format::Q4_1,
-        gguf::GgmlType::Q8_0 => Format::Q8_0,
-        t => panic!("{t:?}"),
-    };
+    let format = model::llama::kernel_format(info.ggml_type).unwrap_or_else(|| panic!("{:?}", info.ggml_type));
     let n = info.n_elements as usize;
     let mut out = vec![0f32; n];
     let rb = format.row_bytes(cols).unwrap();
@@ -42,20 +35,26 @@ fn rms(x: &[f64], w: &[f32], eps: f64) -> Vec<f64> {
 }
 
 /// The whole model in f64 over dequantized weights, recomputing everything for every position:
-/// no cache, no quantized activations, RoPE with powf per pair. Returns logits (T, V).
+/// no cache, no quantized activations, RoPE with powf per pair, GELU by its formula. Llama, or
+/// Gemma 3 (embeddings times sqrt(D), per-head q/k norms, NeoX RoPE with the sliding-window
+/// layers' own base, post-norms, GeGLU). Returns logits (T, V).
 fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
     let c = model::LlamaConfig::from_gguf(file).unwrap();
+    let gemma = c.architecture == "gemma3";
     let (d, h, hkv, dh) = (c.n_embd, c.n_head, c.n_head_kv, c.head_dim);
     let eps = c.rms_eps as f64;
     let (embd, _) = tensor(file, "token_embd.weight");
-    let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| embd[t as usize * d..][..d].iter().map(|&v| v as f64).collect()).collect();
-    let rope = |v: &mut [f64], pos: usize| {
+    let embd_scale = if gemma { (d as f64).sqrt() } else { 1.0 };
+    let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| embd[t as usize * d..][..d].iter().map(|&v| v as f64 * embd_scale).collect()).collect();
+    let rope = |v: &mut [f64], pos: usize, base: f64| {
         for head in v.chunks_exact_mut(dh) {
             for i in 0..dh / 2 {
-                let theta = pos as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / dh as f64);
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * theta.cos() - b * theta.sin();
-                head[2 * i + 1] = a * theta.sin() + b * theta.cos();
+                let theta = pos as f64 * base.powf(-2.0 * i as f64 / dh as f64);
+                // Llama's GGUF pairs are adjacent; Gemma's are the two halves of a head.
+                let (ia, ib) = if gemma { (i, i + dh / 2) } else { (2 * i, 2 * i + 1) };
+                let (a, b) = (head[ia], head[ib]);
+                head[ia] = a * theta.cos() - b * theta.sin();
+                head[ib] = a * theta.sin() + b * theta.cos();
             }
         }
     };
@@ -63,6 +62,13 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
         let g = |s: &str| tensor(file, &format!("blk.{l}.{s}"));
         let (an, _) = g("attn_norm.weight");
         let ((wq, k1), (wk, _), (wv, _), (wo, ko)) = (g("attn_q.weight"), g("attn_k.weight"), g("attn_v.weight"), g("attn_output.weight"));
+        let base = if gemma && l % 6 < 5 { 10000.0 } else { c.rope_base as f64 };
+        let head_norm = |v: &mut Vec<f64>, name: &str| {
+            if gemma {
+                let (w, _) = g(name);
+                *v = v.chunks_exact(dh).flat_map(|head| rms(head, &w, eps)).collect();
+            }
+        };
         let mut qs = vec![];
         let mut ks = vec![];
         let mut vs = vec![];
@@ -70,8 +76,10 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
             let xn = rms(x, &an, eps);
             let mut q = matvec(&wq, k1, &xn);
             let mut k = matvec(&wk, k1, &xn);
-            rope(&mut q, pos);
-            rope(&mut k, pos);
+            head_norm(&mut q, "attn_q_norm.weight");
+            head_norm(&mut k, "attn_k_norm.weight");
+            rope(&mut q, pos, base);
+            rope(&mut k, pos, base);
             qs.push(q);
             ks.push(k);
             vs.push(matvec(&wv, k1, &xn));
@@ -90,7 +98,11 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
                     }
                 }
             }
-            for (a, b) in x.iter_mut().zip(matvec(&wo, ko, &att)) {
+            let mut o = matvec(&wo, ko, &att);
+            if gemma {
+                o = rms(&o, &g("post_attention_norm.weight").0, eps);
+            }
+            for (a, b) in x.iter_mut().zip(o) {
                 *a += b;
             }
             let (fnw, _) = g("ffn_norm.weight");
@@ -98,8 +110,13 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
             let ((wg, kg), (wu, _), (wd, kd)) = (g("ffn_gate.weight"), g("ffn_up.weight"), g("ffn_down.weight"));
             let gate = matvec(&wg, kg, &xn);
             let up = matvec(&wu, kg, &xn);
-            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            for (a, b) in x.iter_mut().zip(matvec(&wd, kd, &act)) {
+            let gelu = |g: f64| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * g * (1.0 + 0.044715 * g * g)).tanh());
+            let act: Vec<f64> = gate.iter().zip(&up).map(|(&g, u)| if gemma { gelu(g) * u } else { g / (1.0 + (-g).exp()) * u }).collect();
+            let mut o = matvec(&wd, kd, &act);
+            if gemma {
+                o = rms(&o, &g("post_ffw_norm.weight").0, eps);
+            }
+            for (a, b) in x.iter_mut().zip(o) {
                 *a += b;
             }
         }
@@ -111,8 +128,28 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
 #[test]
 fn forward_matches_independent_f64_reference_for_every_format() {
     let tokens: Vec<u32> = vec![1, 40, 77, 200, 5, 263, 3, 99, 150];
-    for (mf, tol) in [(Format::F32, 0.005), (Format::F16, 0.005), (Format::Q8_0, 0.01), (Format::Q4_0, 0.01), (Format::Q4_1, 0.01)] {
-        let spec = TinySpec { matrix_format: mf, ..TinySpec::default() };
+    // K-quant rows are 256 wide: those models are 256 wide, with a 512-wide feed-forward.
+    let wide = TinySpec { n_embd: 256, n_ff: 512, ..TinySpec::default() };
+    let cases = [
+        (TinySpec { matrix_format: Format::F32, ..TinySpec::default() }, 0.005),
+        (TinySpec { matrix_format: Format::F16, ..TinySpec::default() }, 0.005),
+        (TinySpec { matrix_format: Format::Q8_0, ..TinySpec::default() }, 0.01),
+        (TinySpec { matrix_format: Format::Q4_0, ..TinySpec::default() }, 0.01),
+        (TinySpec { matrix_format: Format::Q4_1, ..TinySpec::default() }, 0.01),
+        (TinySpec { matrix_format: Format::Q5_0, ..TinySpec::default() }, 0.01),
+        (TinySpec { matrix_format: Format::Q5_1, ..TinySpec::default() }, 0.01),
+        (TinySpec { matrix_format: Format::Q4_K, ..wide.clone() }, 0.01),
+        (TinySpec { matrix_format: Format::Q5_K, ..wide.clone() }, 0.01),
+        (TinySpec { matrix_format: Format::Q6_K, ..wide.clone() }, 0.01),
+        (TinySpec { matrix_format: Format::Q3_K, ..wide.clone() }, 0.01),
+        (TinySpec { matrix_format: Format::Q2_K, ..wide.clone() }, 0.01),
+        (TinySpec { matrix_format: Format::Q8_K, ..wide.clone() }, 0.01),
+        // Gemma 3's variations, six layers so that one attends globally with its own RoPE base.
+        (TinySpec { gemma: true, n_layer: 6, matrix_format: Format::Q8_0, ..TinySpec::default() }, 0.01),
+        (TinySpec { gemma: true, n_layer: 6, matrix_format: Format::Q4_K, ..wide.clone() }, 0.01),
+    ];
+    for (spec, tol) in cases {
+        let mf = spec.matrix_format;
         let bytes = tiny_llama_gguf(&spec);
         let file = GgufFile::from_bytes(bytes.clone()).unwrap();
         let want = reference_logits(&file, &tokens);
@@ -130,7 +167,7 @@ fn forward_matches_independent_f64_reference_for_every_format() {
         // 8-bit activations and an f16 cache bound the difference; a wrong RoPE pairing, mask,
         // scale or head mapping gives errors of order 1.
         let scale = want.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
-        assert!(worst < tol * scale, "{mf:?}: max |logit - reference| = {worst}, max |logit| {scale}");
+        assert!(worst < tol * scale, "{mf:?} (gemma: {}): max |logit - reference| = {worst}, max |logit| {scale}", spec.gemma);
     }
 }
 

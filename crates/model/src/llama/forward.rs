@@ -2,11 +2,13 @@
 
 use super::{Llama, Logits, Scratch, SeqTokens};
 use crate::cache::{KvCache, KvPool, SeqCache};
+use crate::config::FfnAct;
 use crate::lora::lora_add;
 use crate::ModelError;
 use kernels::attention::{attention_segments_q8, AttentionSegment, Heads};
+use kernels::gelu::geglu_tanh_inplace;
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
-use kernels::ops::{rms_norm, rms_norm_quantize, rope_angles, rope_inplace, swiglu_inplace};
+use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace, rope_neox_inplace, swiglu_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
 use kernels::{matmul, QK};
 use std::sync::atomic::Ordering;
@@ -169,12 +171,22 @@ impl Llama {
         let (d, f) = (c.n_embd, c.n_ff);
         let (q_dim, kv_dim, dh) = (c.q_dim(), c.kv_dim(), c.head_dim);
         let embd = self.mat(&self.token_embd);
-        // Embeddings and RoPE angles (T, Dh/2) per token, shared by all heads and layers.
+        let fam = &c.family;
+        let swa_angles = fam.sliding_window.is_some() && fam.rope_base_swa != c.rope_base;
+        // Embeddings and RoPE angles (T, Dh/2) per token, shared by all heads and layers (the
+        // sliding-window layers' apart when their base differs).
         let mut i = 0;
         for (seq, toks) in segments {
             for (j, &tok) in toks.iter().enumerate() {
-                dequantize_row(embd.format, embd.row(tok as usize), &mut s.x[i * d..(i + 1) * d]);
+                let row = &mut s.x[i * d..(i + 1) * d];
+                dequantize_row(embd.format, embd.row(tok as usize), row);
+                if let Some(scale) = fam.embd_scale {
+                    row.iter_mut().for_each(|v| *v *= scale);
+                }
                 rope_angles(seq.len() + j, c.rope_base, dh, &mut s.cos_sin[i * dh / 2..(i + 1) * dh / 2]);
+                if swa_angles {
+                    rope_angles(seq.len() + j, fam.rope_base_swa, dh, &mut s.cos_sin_swa[i * dh / 2..(i + 1) * dh / 2]);
+                }
                 i += 1;
             }
         }
@@ -217,13 +229,29 @@ impl Llama {
                     }
                 }
             }
+            // Per-head norms of q and k (Gemma), each head through the row buffer.
+            if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
+                let row = &mut s.row[..dh];
+                for (x, w) in [(&mut *q, qn), (&mut *k, kn)] {
+                    for head in x.chunks_exact_mut(dh) {
+                        rms_norm(head, w, c.rms_eps, row);
+                        head.copy_from_slice(row);
+                    }
+                }
+            }
             // RoPE on q in place; k is rotated on its way into the f16 cache.
+            let angles = if swa_angles && fam.is_sliding(l) { &s.cos_sin_swa } else { &s.cos_sin };
             let mut i = 0;
             for (seq, toks) in segments {
                 for j in 0..toks.len() {
-                    let cs = &s.cos_sin[i * dh / 2..(i + 1) * dh / 2];
-                    rope_inplace(&mut q[i * q_dim..(i + 1) * q_dim], dh, cs);
-                    pool.write_rotated(l, seq, seq.len() + j, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], cs);
+                    let cs = &angles[i * dh / 2..(i + 1) * dh / 2];
+                    let qi = &mut q[i * q_dim..(i + 1) * q_dim];
+                    if fam.rope_neox {
+                        rope_neox_inplace(qi, dh, cs);
+                    } else {
+                        rope_inplace(qi, dh, cs);
+                    }
+                    pool.write_rotated(l, seq, seq.len() + j, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim], cs, fam.rope_neox);
                     i += 1;
                 }
             }
@@ -232,8 +260,13 @@ impl Llama {
             // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             attention_segments_q8(&self.pool, self.level, self.order, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
-            // x += Wo . att
-            matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
+            // x += Wo . att  (or x += rms(Wo . att) with a post-norm, through xn)
+            if let Some(post) = &b.post_attn_norm {
+                matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, xn);
+                add_normed(x, xn, post, c.rms_eps, &mut s.row[..d]);
+            } else {
+                matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
+            }
             if let Some(lora) = &self.lora {
                 if let Some(map) = &lora.layers[l][3] {
                     lora_add(&self.pool, map, lora.scale, att, t, x);
@@ -246,7 +279,12 @@ impl Llama {
             // gate = silu(Wgate . xn) * (Wup . xn)  (T, F), and its 8-bit blocks
             let gate_q = &mut s.wide_q[..t * f / QK];
             let ffn_lora = self.lora.as_deref().filter(|lora| lora.layers[l][4].is_some() || lora.layers[l][5].is_some());
-            if let Some(lora) = ffn_lora {
+            if fam.ffn_act == FfnAct::GeluTanh {
+                // gate = gelu_tanh(Wgate . xn) * (Wup . xn), as the peers' GeGLU (no adapters here).
+                matmul_group(&self.pool, self.level, [(self.mat(&b.w_gate), &mut *gate), (self.mat(&b.w_up), &mut *up)], xn, xq, t);
+                geglu_tanh_inplace(gate, up);
+                quantize_rows_q8(&self.pool, gate, gate_q, t);
+            } else if let Some(lora) = ffn_lora {
                 // An adapter on gate or up adds to them before the SwiGLU: the products apart.
                 matmul_group(&self.pool, self.level, [(self.mat(&b.w_gate), &mut *gate), (self.mat(&b.w_up), &mut *up)], xn, xq, t);
                 for (i, y) in [(4, &mut *gate), (5, &mut *up)] {
@@ -259,7 +297,12 @@ impl Llama {
             } else {
                 matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
             }
-            matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x);
+            if let Some(post) = &b.post_ffw_norm {
+                matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, xn);
+                add_normed(x, xn, post, c.rms_eps, &mut s.row[..d]);
+            } else {
+                matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x);
+            }
             if let Some(lora) = &self.lora {
                 if let Some(map) = &lora.layers[l][6] {
                     lora_add(&self.pool, map, lora.scale, gate, t, x);
@@ -268,5 +311,14 @@ impl Llama {
             // x (T, D) += Wdown . gate
         }
         self.tokens_evaluated.fetch_add(t as u64, Ordering::Relaxed);
+    }
+}
+
+/// x (T, D) += rms_norm(y) * weight, row by row through `row` (D): a post-norm and its residual add.
+fn add_normed(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32, row: &mut [f32]) {
+    let d = weight.len();
+    for (xr, yr) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
+        rms_norm(yr, weight, eps, row);
+        add_inplace(xr, row);
     }
 }

@@ -59,6 +59,39 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelErro
     Ok(out)
 }
 
+/// Fails naming the tensors of `file` that the architecture does not read: a file with, say,
+/// `attn_q.bias` tensors is another variant of the architecture, and running it without them
+/// would give wrong results silently.
+fn check_no_unused_tensors(file: &GgufFile, c: &LlamaConfig) -> Result<(), ModelError> {
+    let mut per_block = vec!["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"];
+    if c.family.qk_norm {
+        per_block.extend(["attn_q_norm", "attn_k_norm"]);
+    }
+    if c.family.post_norms {
+        per_block.extend(["post_attention_norm", "post_ffw_norm"]);
+    }
+    let used = |name: &str| -> bool {
+        if matches!(name, "token_embd.weight" | "output_norm.weight" | "output.weight") {
+            return true;
+        }
+        let Some(rest) = name.strip_prefix("blk.") else { return false };
+        let Some((layer, tensor)) = rest.split_once('.') else { return false };
+        layer.parse::<usize>().is_ok_and(|l| l < c.n_layer) && tensor.strip_suffix(".weight").is_some_and(|t| per_block.contains(&t))
+    };
+    let unused: Vec<&str> = file.tensors.iter().map(|t| t.name.as_str()).filter(|n| !used(n)).collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = unused.iter().take(5).copied().collect();
+    let more = if unused.len() > 5 { format!(" and {} more", unused.len() - 5) } else { String::new() };
+    Err(ModelError::Unsupported(format!(
+        "{} tensors that a {} model does not use: {}{more} (a variant of the architecture that ferrolm does not run)",
+        unused.len(),
+        c.architecture,
+        shown.join(", ")
+    )))
+}
+
 impl Llama {
     /// Opens a GGUF file and loads a Llama model from it, running on `n_threads` threads.
     pub fn open(path: impl AsRef<Path>, n_threads: usize) -> Result<Llama, ModelError> {
@@ -88,6 +121,7 @@ impl Llama {
             c.n_layer = n;
         }
         let (d, f, v) = (c.n_embd, c.n_ff, c.n_vocab);
+        let fam = c.family.clone();
         let token_embd = weight(&file, "token_embd.weight", v, d)?;
         let mut blocks = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
@@ -102,9 +136,16 @@ impl Llama {
                 w_gate: weight(&file, &n("ffn_gate.weight"), f, d)?,
                 w_up: weight(&file, &n("ffn_up.weight"), f, d)?,
                 w_down: weight(&file, &n("ffn_down.weight"), d, f)?,
+                q_norm: fam.qk_norm.then(|| vector(&file, &n("attn_q_norm.weight"), c.head_dim)).transpose()?,
+                k_norm: fam.qk_norm.then(|| vector(&file, &n("attn_k_norm.weight"), c.head_dim)).transpose()?,
+                post_attn_norm: fam.post_norms.then(|| vector(&file, &n("post_attention_norm.weight"), d)).transpose()?,
+                post_ffw_norm: fam.post_norms.then(|| vector(&file, &n("post_ffw_norm.weight"), d)).transpose()?,
             });
         }
         let output_norm = vector(&file, "output_norm.weight", d)?;
+        if max_layers.is_none() {
+            check_no_unused_tensors(&file, &c)?;
+        }
         let output = match file.tensor("output.weight") {
             Some(_) => weight(&file, "output.weight", v, d)?,
             None => token_embd.clone(),

@@ -8,6 +8,17 @@
 //! logits = Wout . rms(x)          (Wout = embd when the file has no output.weight)
 //! ```
 //!
+//! The same code runs the variations of this block that [`crate::config::Family`] describes.
+//! Gemma 3's:
+//!
+//! ```text
+//! x = embd[tok] * sqrt(D)
+//! per block:  q, k = rms_head(Wq . rms(x)), rms_head(Wk . rms(x))      (per-head norms)
+//!             h = x + rms(Wo . attn(rope_neox(q), rope_neox(k), Wv . rms(x)))   (post-norm)
+//!             x = h + rms(Wdown . (gelu_tanh(Wgate . rms(h)) * Wup . rms(h)))
+//! ```
+//! with five of every six layers attending through a sliding window, their RoPE base apart.
+//!
 //! Files: `load.rs` (reading and checking the tensors), `repack.rs` (the weights repacked for the
 //! kernel level), `forward.rs` (the forward passes), `scratch.rs` (their buffers); the model's
 //! types and accessors are here.
@@ -53,6 +64,11 @@ struct Block {
     w_gate: Weight,      // (F, D)
     w_up: Weight,        // (F, D)
     w_down: Weight,      // (D, F)
+    /// The variations' weights, present when the family has them.
+    q_norm: Option<Vec<f32>>, // (Dh)
+    k_norm: Option<Vec<f32>>, // (Dh)
+    post_attn_norm: Option<Vec<f32>>, // (D)
+    post_ffw_norm: Option<Vec<f32>>, // (D)
 }
 
 /// Which rows of logits a forward call computes.
@@ -115,6 +131,7 @@ impl Llama {
 
     /// A KV cache for up to `n_ctx` positions of one sequence.
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
+        self.check_context(n_ctx)?;
         KvCache::new(self.config.n_layer, n_ctx, self.config.n_head_kv, self.config.head_dim)
     }
 
@@ -132,13 +149,28 @@ impl Llama {
     /// A pool of KV blocks for `n_seqs` sequences of up to `max_seq_len` positions each (forks
     /// share blocks, so beams or completions of one prompt fit in fewer).
     pub fn new_pool(&self, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        self.check_context(max_seq_len)?;
         KvPool::for_sequences(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_seqs, max_seq_len)
     }
 
     /// A pool of `n_blocks` KV blocks ([`crate::KV_BLOCK`] positions each) for sequences of up
     /// to `max_seq_len` positions.
     pub fn new_pool_blocks(&self, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+        self.check_context(max_seq_len)?;
         KvPool::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_blocks, max_seq_len)
+    }
+
+    /// Sequences longer than the sliding window would need its mask, which the attention kernels
+    /// do not apply yet: refused rather than computed wrong.
+    fn check_context(&self, n_ctx: usize) -> Result<(), ModelError> {
+        match self.config.family.sliding_window {
+            Some(w) if n_ctx > w => Err(ModelError::Unsupported(format!(
+                "a context of {n_ctx} positions: this {} model attends through a sliding window of {w} positions, which ferrolm \
+                 does not apply yet, so its context is limited to {w} (use --ctx {w} or less)",
+                self.config.architecture
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// How many token rows have gone through the transformer blocks since loading.
@@ -165,6 +197,9 @@ impl Llama {
     /// Applies `lora` (unmerged) from the next forward call on, or none; an adapter made for
     /// other sizes is an error and leaves the model as it was.
     pub fn set_lora(&mut self, lora: Option<LoraSet>) -> Result<(), ModelError> {
+        if lora.is_some() && self.config.family != crate::config::Family::LLAMA {
+            return Err(ModelError::Unsupported(format!("LoRA adapters on {} models", self.config.architecture)));
+        }
         if let Some(set) = &lora {
             set.check(&self.config)?;
         }

@@ -8,22 +8,24 @@ use kernels::{BlockQ8, QK};
 
 /// Buffers for forward calls, allocated once and reused for every token.
 pub struct Scratch {
-    pub(super) max_tokens: usize,        // T_max
-    pub(super) n_ctx: usize,             // S_max the attention scratch is sized for
-    pub(super) x: Vec<f32>,              // (T, D) residual stream
-    pub(super) xn: Vec<f32>,             // (T, D) normed
-    pub(super) xq: Vec<BlockQ8>,         // (T, D/32) normed, 8-bit
-    pub(super) q: Vec<f32>,              // (T, H*Dh)
-    pub(super) k: Vec<f32>,              // (T, Hkv*Dh)
-    pub(super) v: Vec<f32>,              // (T, Hkv*Dh)
-    pub(super) att: Vec<f32>,            // (T, H*Dh)
-    pub(super) wide_q: Vec<BlockQ8>,     // (T, max(H*Dh, F)/32)
-    pub(super) gate: Vec<f32>,           // (T, F)
-    pub(super) up: Vec<f32>,             // (T, F)
-    pub(super) cos_sin: Vec<(f32, f32)>, // (T, Dh/2)
-    pub(super) att_scratch: Vec<f32>,    // (threads, S + Dh)
-    pub(super) logits: Vec<f32>,         // (T, V)
-    pub(super) best: Vec<(f32, u32)>,    // (threads) per-thread maxima of the greedy output head
+    pub(super) max_tokens: usize,            // T_max
+    pub(super) n_ctx: usize,                 // S_max the attention scratch is sized for
+    pub(super) x: Vec<f32>,                  // (T, D) residual stream
+    pub(super) xn: Vec<f32>,                 // (T, D) normed
+    pub(super) xq: Vec<BlockQ8>,             // (T, D/32) normed, 8-bit
+    pub(super) q: Vec<f32>,                  // (T, H*Dh)
+    pub(super) k: Vec<f32>,                  // (T, Hkv*Dh)
+    pub(super) v: Vec<f32>,                  // (T, Hkv*Dh)
+    pub(super) att: Vec<f32>,                // (T, H*Dh)
+    pub(super) wide_q: Vec<BlockQ8>,         // (T, max(H*Dh, F)/32)
+    pub(super) gate: Vec<f32>,               // (T, F)
+    pub(super) up: Vec<f32>,                 // (T, F)
+    pub(super) cos_sin: Vec<(f32, f32)>,     // (T, Dh/2)
+    pub(super) cos_sin_swa: Vec<(f32, f32)>, // (T, Dh/2) for sliding-window layers, when their base differs
+    pub(super) row: Vec<f32>,                // (max(D, Dh)) one row being normed
+    pub(super) att_scratch: Vec<f32>,        // (threads, S + Dh)
+    pub(super) logits: Vec<f32>,             // (T, V)
+    pub(super) best: Vec<(f32, u32)>,        // (threads) per-thread maxima of the greedy output head
 }
 
 /// What to do when a buffer sized by the batch does not fit.
@@ -68,6 +70,13 @@ impl Scratch {
             gate: buffer("scratch for the feed-forward gate (batch x feed-forward width)", t * f, 0f32, PER_TOKEN)?,
             up: buffer("scratch for the feed-forward up projection (batch x feed-forward width)", t * f, 0f32, PER_TOKEN)?,
             cos_sin: buffer("scratch for the RoPE angles (batch x head width)", t * (dh / 2), (0f32, 0f32), PER_TOKEN)?,
+            cos_sin_swa: buffer(
+                "scratch for the sliding-window layers' RoPE angles (batch x head width)",
+                if c.family.sliding_window.is_some() { t * (dh / 2) } else { 0 },
+                (0f32, 0f32),
+                PER_TOKEN,
+            )?,
+            row: vec![0f32; c.n_embd.max(c.head_dim)],
             att_scratch: buffer(
                 "attention scratch (threads x context)",
                 attention_floats(n_ctx, c.head_dim, n_threads),
@@ -108,6 +117,7 @@ mod tests {
             n_ctx_train: 128,
             rope_base: 10000.0,
             rms_eps: 1e-5,
+            family: crate::config::Family::LLAMA,
         }
     }
 

@@ -368,6 +368,7 @@ mod tests {
             n_ctx_train: 8192,
             rope_base: 100000.0,
             rms_eps: 1e-5,
+            family: model::config::Family::LLAMA,
         };
         let dims = ModelDims::from_config(&config);
         assert_eq!(dims, ModelDims { architecture: "llama".into(), n_layer: 30, d: 576, n_head: 9, n_head_kv: 3, head_dim: 64, f: 1536 });
