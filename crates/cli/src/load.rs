@@ -62,7 +62,7 @@ pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
     }
     let n_ctx = run.ctx.unwrap_or(model.config.n_ctx_usable().min(4096));
     if n_ctx == 0 || n_ctx > model.config.n_ctx_usable() {
-        bail!("--ctx must be between 1 and the model's usable context length {}, got {n_ctx}", model.config.n_ctx_usable());
+        bail!("--ctx must be between 1 and {}, got {n_ctx}", model.config.context_bound());
     }
     Ok((model, tok, n_ctx))
 }

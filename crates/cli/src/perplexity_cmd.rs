@@ -10,7 +10,7 @@ pub(crate) fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bo
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
     let (model, tok, _) = open_model(run)?;
     if ctx < 4 || ctx > model.config.n_ctx_usable() {
-        bail!("--ctx must be between 4 and the model's usable context length {}, got {ctx}", model.config.n_ctx_usable());
+        bail!("--ctx must be between 4 and {}, got {ctx}", model.config.context_bound());
     }
     // As llama-perplexity tokenizes: BOS first when the model adds one (its chunks are counted
     // from there), control tokens in the text left as text.

@@ -200,6 +200,16 @@ impl LlamaConfig {
         }
     }
 
+    /// How the bound of [`LlamaConfig::n_ctx_usable`] reads in a message.
+    pub fn context_bound(&self) -> String {
+        match self.family.sliding_window {
+            Some(w) if w < self.n_ctx_train => {
+                format!("the model's usable context length {w} (its {w}-position sliding window is not applied yet)")
+            }
+            _ => format!("the model's context length {}", self.n_ctx_train),
+        }
+    }
+
     /// Hkv * Dh, the width of one position's keys (or values) in the cache.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
