@@ -21,7 +21,9 @@
 //! (the order of the peers' dequantizers, bit for bit). A product with activations quantized to
 //! [`BlockQ8K`] is then exact in integers per super-block:
 //! `isum = sum_i scale_i * sum_{e in i} q_e a_e` and `msum = sum_i min_i * bsum_i`, and
-//! `acc = fma(d * d_a, isum, acc)`, `mins = fma(dmin * d_a, msum, mins)`, result `acc - mins`.
+//! `acc = fma(d * d_a, isum, acc)`, `mins = fma(dmin * d_a, msum, mins)`, result `acc - mins`
+//! (`acc` alone in the formats without minimums). `kquants_avx2.rs` has the AVX2 kernels of
+//! Q4_K and Q6_K, bit-identical to these.
 
 use crate::quant::{read_f16, round_to_f16, Format, QK};
 use half::f16;
@@ -290,6 +292,7 @@ pub(crate) fn dequantize_5bit(format: Format, src: &[u8], dst: &mut [f32]) {
 
 /// w row (K) of a K-quant `format`, x (K/256) -> the dot product (see the module doc for the order).
 pub fn dot_k_q8k(format: Format, w: &[u8], x: &[BlockQ8K]) -> f32 {
+    let has_min = matches!(format, Format::Q2_K | Format::Q4_K | Format::Q5_K);
     let (mut acc, mut mins) = (0.0f32, 0.0f32);
     for (b, a) in w.chunks_exact(format.block_bytes()).zip(x) {
         let u = unpack_k(format, b);
@@ -301,9 +304,15 @@ pub fn dot_k_q8k(format: Format, w: &[u8], x: &[BlockQ8K]) -> f32 {
             msum += u.min[i] as i32 * a.bsums[i] as i32;
         }
         acc = (u.d * a.d).mul_add(isum as f32, acc);
-        mins = (u.dmin * a.d).mul_add(msum as f32, mins);
+        if has_min {
+            mins = (u.dmin * a.d).mul_add(msum as f32, mins);
+        }
     }
-    acc - mins
+    if has_min {
+        acc - mins
+    } else {
+        acc
+    }
 }
 
 /// Quantizes f32 weights to a 5-bit or K-quant format with a simple rule (round to nearest on

@@ -17,6 +17,8 @@ pub mod f32mat;
 pub mod gelu;
 pub mod groups;
 pub mod kquants;
+#[cfg(target_arch = "x86_64")]
+mod kquants_avx2;
 pub mod layer_norm;
 pub mod loss;
 pub mod matmul;

@@ -201,3 +201,60 @@ fn products_equal_the_dequantized_definition_at_every_level_and_order() {
         }
     }
 }
+
+/// Random bytes in every field (so every scale, minimum and bit pattern occurs), with finite f16
+/// super-scales, for `rows` rows of `k` values.
+fn random_blocks(format: Format, rows: usize, k: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let bytes_per = format.block_bytes();
+    let mut data: Vec<u8> = (0..rows * format.row_bytes(k).unwrap()).map(|_| next() as u8).collect();
+    // Offsets of the f16 scale fields of each format's block.
+    let f16_fields: &[usize] = match format {
+        Format::Q4_K | Format::Q5_K => &[0, 2],
+        Format::Q6_K => &[208],
+        Format::Q3_K => &[108],
+        Format::Q2_K => &[80, 82],
+        _ => &[],
+    };
+    for block in data.chunks_exact_mut(bytes_per) {
+        for &at in f16_fields {
+            let v = half::f16::from_f32((next() % 1000) as f32 / 1000.0 * if next() % 2 == 0 { 0.05 } else { -0.05 });
+            block[at..at + 2].copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
+    data
+}
+
+#[test]
+fn k_quant_kernels_equal_the_reference_on_every_bit_pattern() {
+    // Activations at +-127 (each block's largest value exactly) and random ones.
+    let (n, k, t) = (13, 768, 3);
+    let mut x = pseudo_random(t * k, 77);
+    for (i, v) in x.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            *v = if i % 14 == 0 { 1.0 } else { -1.0 };
+        }
+    }
+    let pool = ThreadPool::new(2);
+    for format in [Format::Q2_K, Format::Q3_K, Format::Q4_K, Format::Q5_K, Format::Q6_K] {
+        for seed in 0..4 {
+            let data = random_blocks(format, n, k, seed);
+            let w = MatRef { format, data: &data, rows: n, cols: k, packed: None, order: SumOrder::Blocks };
+            let mut want = vec![0f32; t * n];
+            matmul(&pool, Level::Scalar, &w, &x, &[], t, &mut want);
+            let exact = dequantized_product(format, &data, n, k, &x, t);
+            for (g, r) in want.iter().zip(&exact) {
+                assert!((*g as f64 - r).abs() <= 2e-6 * k as f64 * r.abs().max(1.0), "{format:?} seed {seed}: {g} vs {r}");
+            }
+            for level in Level::all_available() {
+                let mut y = vec![0f32; t * n];
+                matmul(&pool, level, &w, &x, &[], t, &mut y);
+                assert_eq!(y, want, "{format:?} seed {seed} at {level:?}");
+            }
+        }
+    }
+}

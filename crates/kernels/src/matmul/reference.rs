@@ -217,7 +217,7 @@ fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4
 #[inline(always)]
 pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     if w.format.activations() == Activations::Q8K {
-        return k_quant_rows(w, x, t, rows, y);
+        return k_quant_rows(w, x, t, rows, y, dot_k_q8k);
     }
     if w.order == SumOrder::Blocks && w.format.uses_q8_activations() {
         let dot = |r: &[u8], a: &[BlockQ8]| dot_blocks_q8(w.format, r, a);
@@ -247,10 +247,11 @@ thread_local! {
     static Q8K_ACTIVATIONS: std::cell::RefCell<Vec<BlockQ8K>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Rows `rows` of a K-quant `w` against all T tokens of x (T, K) f32, writing y (T, N): x is
-/// quantized to [`BlockQ8K`] (into a buffer per thread, grown once), then each row is read once
-/// per token tile.
-fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: Out) {
+/// Rows `rows` of a K-quant `w` against all T tokens of x (T, K) f32, writing y (T, N) with the
+/// row dot product `dot`: x is quantized to [`BlockQ8K`] (into a buffer per thread, grown once),
+/// then each row is read once per token tile.
+#[inline(always)]
+pub(super) fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: Out, dot: impl Fn(Format, &[u8], &[BlockQ8K]) -> f32) {
     let (n, k) = (w.rows, w.cols);
     let kb = k / QK_K;
     Q8K_ACTIVATIONS.with_borrow_mut(|xq| {
@@ -263,7 +264,7 @@ fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Range<usize>, y
             for r in rows.clone() {
                 let row = w.row(r);
                 for ti in t0..(t0 + tile).min(t) {
-                    let v = dot_k_q8k(w.format, row, &xq[ti * kb..(ti + 1) * kb]);
+                    let v = dot(w.format, row, &xq[ti * kb..(ti + 1) * kb]);
                     // SAFETY: each thread owns a disjoint set of rows r; ti * n + r < t * n = y.len().
                     unsafe { y.put(ti * n + r, v) };
                 }

@@ -12,6 +12,10 @@ use crate::quant::{BlockQ8, Format, QK};
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     use crate::x86;
+    if w.format.activations() == crate::quant::Activations::Q8K {
+        // SAFETY: as below.
+        return super::reference::k_quant_rows(w, x, t, rows, y, |f, r, a| unsafe { crate::kquants_avx2::dot_k_q8k(f, r, a) });
+    }
     if w.order == SumOrder::Blocks {
         // The reference, compiled for AVX2 (its integer block sums vectorize).
         return matmul_rows(w, x, xq, t, rows, y);

@@ -1,0 +1,129 @@
+//! AVX2 dot products of Q4_K and Q6_K rows with [`BlockQ8K`] activations (x86-64 only), bit for
+//! bit the reference's ([`dot_k_q8k`](crate::kquants::dot_k_q8k)): the same exact integer sums
+//! per super-block, then the same float operations in the same order.
+//!
+//! - Q4_K: chunk c of 32 bytes holds sub-block 2c in its low nibbles and 2c+1 in its high
+//!   nibbles. `vpmaddubsw` multiplies the unsigned nibbles by the signed activations into 16-bit
+//!   pair sums (at most 2 x 15 x 127), and `vpmaddwd` against the sub-block's scale broadcast
+//!   turns them into 32-bit scaled sums (at most 63 x 2 x 3810). The minimums meet the
+//!   activations' 16-value sums (`bsums`) in scalar integers.
+//! - Q6_K: the values are taken unsigned (0..63, the -32 offset left out), so `vpmaddubsw` pair
+//!   sums stay below 2 x 63 x 127; a 32-value register spans two sub-blocks of 16, whose scales go
+//!   into the two 128-bit halves of the `vpmaddwd` operand. The offset comes back as
+//!   `-32 x sum_i scale_i x bsum_i`.
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::kquants::{BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
+use crate::quant::read_f16;
+use std::arch::x86_64::*;
+
+/// The sum of the 8 lanes of `v` (exact: integers).
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Sub-block j's 6-bit scale and minimum of Q4_K (as [`crate::kquants`] unpacks them).
+#[inline(always)]
+fn scale_min(j: usize, s: &[u8]) -> (i32, i32) {
+    if j < 4 {
+        ((s[j] & 63) as i32, (s[j + 4] & 63) as i32)
+    } else {
+        (((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4)) as i32, ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as i32)
+    }
+}
+
+/// w row (K) Q4_K, x (K/256) -> the dot product.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` holds `x.len()` Q4_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k_q8k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    let nibbles = _mm256_set1_epi8(0x0F);
+    for (b, a) in w.chunks_exact(Q4_K_BYTES).zip(x) {
+        let (d, dmin) = (read_f16(b, 0), read_f16(b, 2));
+        let scales = &b[4..16];
+        let qs = b.as_ptr().add(16);
+        let ap = a.qs.as_ptr();
+        let mut sums = _mm256_setzero_si256();
+        let mut msum = 0i32;
+        for c in 0..4 {
+            let (sc_lo, m_lo) = scale_min(2 * c, scales);
+            let (sc_hi, m_hi) = scale_min(2 * c + 1, scales);
+            msum += m_lo * (a.bsums[4 * c] as i32 + a.bsums[4 * c + 1] as i32) + m_hi * (a.bsums[4 * c + 2] as i32 + a.bsums[4 * c + 3] as i32);
+            let q = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(q, nibbles);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibbles);
+            let a_lo = _mm256_loadu_si256(ap.add(64 * c) as *const __m256i);
+            let a_hi = _mm256_loadu_si256(ap.add(64 * c + 32) as *const __m256i);
+            let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), _mm256_set1_epi16(sc_lo as i16));
+            let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), _mm256_set1_epi16(sc_hi as i16));
+            sums = _mm256_add_epi32(sums, _mm256_add_epi32(p_lo, p_hi));
+        }
+        let isum = hsum_i32(sums);
+        acc = (d * a.d).mul_add(isum as f32, acc);
+        mins = (dmin * a.d).mul_add(msum as f32, mins);
+    }
+    acc - mins
+}
+
+/// w row (K) Q6_K, x (K/256) -> the dot product.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` holds `x.len()` Q6_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k_q8k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    let nibbles = _mm256_set1_epi8(0x0F);
+    let high = _mm256_set1_epi8(0x30);
+    for (b, a) in w.chunks_exact(Q6_K_BYTES).zip(x) {
+        let d = read_f16(b, 208);
+        let sc: [i8; 16] = std::array::from_fn(|i| b[192 + i] as i8);
+        let (ql, qh) = (b.as_ptr(), b.as_ptr().add(128));
+        let ap = a.qs.as_ptr();
+        let mut sums = _mm256_setzero_si256();
+        for h in 0..2 {
+            let l0 = _mm256_loadu_si256(ql.add(64 * h) as *const __m256i);
+            let l1 = _mm256_loadu_si256(ql.add(64 * h + 32) as *const __m256i);
+            let hb = _mm256_loadu_si256(qh.add(32 * h) as *const __m256i);
+            // Values 128h + 32k + l: low 4 bits from the nibbles, bits 4-5 from bits 2k of qh[l]
+            // (shifted into place within each byte; the 16-bit shifts' spill-over is masked off).
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(l0, nibbles), _mm256_and_si256(_mm256_slli_epi16(hb, 4), high)),
+                _mm256_or_si256(_mm256_and_si256(l1, nibbles), _mm256_and_si256(_mm256_slli_epi16(hb, 2), high)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), nibbles), _mm256_and_si256(hb, high)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), nibbles), _mm256_and_si256(_mm256_srli_epi16(hb, 2), high)),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let s = 8 * h + 2 * k; // the sub-blocks of values 0..16 and 16..32 of this register
+                let scale = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1] as i16), _mm_set1_epi16(sc[s] as i16));
+                let av = _mm256_loadu_si256(ap.add(128 * h + 32 * k) as *const __m256i);
+                sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, av), scale));
+            }
+        }
+        let offset: i32 = (0..16).map(|i| sc[i] as i32 * a.bsums[i] as i32).sum();
+        let isum = hsum_i32(sums) - 32 * offset;
+        acc = (d * a.d).mul_add(isum as f32, acc);
+    }
+    acc
+}
+
+/// `w`'s row dot product for a K-quant `format` at AVX2: Q4_K and Q6_K here, the others on the
+/// reference (compiled for AVX2 where the caller is).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` holds `x.len()` blocks of `format`.
+#[inline(always)]
+pub unsafe fn dot_k_q8k(format: crate::Format, w: &[u8], x: &[BlockQ8K]) -> f32 {
+    debug_assert_eq!(w.len(), x.len() * format.block_bytes());
+    match format {
+        crate::Format::Q4_K => dot_q4_k_q8k(w, x),
+        crate::Format::Q6_K => dot_q6_k_q8k(w, x),
+        _ => crate::kquants::dot_k_q8k(format, w, x),
+    }
+}
