@@ -73,6 +73,24 @@ impl Default for BlockQ8K {
 /// -127 / max`; `q = min(127, round(iscale * x))`, ties to even; `d = 1 / iscale`. So the largest
 /// value maps to -127 and `d` carries its sign. A block of zeros gets d = 0. A NaN quantizes to 0.
 pub fn quantize_row_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Level::current() >= crate::Level::Avx2 {
+        // SAFETY: the level implies AVX2 (and SSE4.1, whose rounding instruction replaces the
+        // library call of `round_ties_even`; the same function, the same bits).
+        return unsafe { quantize_row_q8k_avx2(x, out) };
+    }
+    quantize_row_q8k_generic(x, out)
+}
+
+/// [`quantize_row_q8k_generic`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,sse4.1")]
+unsafe fn quantize_row_q8k_avx2(x: &[f32], out: &mut [BlockQ8K]) {
+    quantize_row_q8k_generic(x, out)
+}
+
+#[inline(always)]
+fn quantize_row_q8k_generic(x: &[f32], out: &mut [BlockQ8K]) {
     debug_assert_eq!(x.len(), out.len() * QK_K);
     for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
