@@ -375,6 +375,9 @@ pub(crate) enum Command {
         /// Tokens per chunk
         #[arg(long, default_value_t = 512)]
         ctx: usize,
+        /// Evaluate only the first N chunks (llama-perplexity's --chunks)
+        #[arg(long)]
+        chunks: Option<usize>,
         /// Print {"ppl": ..., "tokens": ...} as JSON
         #[arg(long)]
         json: bool,

@@ -89,8 +89,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(command) => index_cmd::cmd_index(&command),
         Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
         Command::Merge(args) => merge_cmd::cmd_merge(&args),
-        Command::Perplexity { model, threads, file, ctx, json, order, lora } => {
-            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, json)
+        Command::Perplexity { model, threads, file, ctx, chunks, json, order, lora } => {
+            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, chunks, json)
         }
         Command::TokenizerBench { model, file, reps, json, pathological } => {
             let (_, tok) = open_tokenizer(&model)?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
-pub(crate) fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bool) -> Result<()> {
+pub(crate) fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, chunks: Option<usize>, json: bool) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
     let (model, tok, _) = open_model(run)?;
     if ctx < 4 || ctx > model.config.n_ctx_usable() {
@@ -16,11 +16,11 @@ pub(crate) fn cmd_perplexity(run: &RunArgs, path: &PathBuf, ctx: usize, json: bo
     // from there), control tokens in the text left as text.
     let tokens = tok.encode_with_special(&text, false);
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
-    let bar = ProgressBar::new((tokens.len() / ctx) as u64);
+    let bar = ProgressBar::new((tokens.len() / ctx).min(chunks.unwrap_or(usize::MAX)) as u64);
     bar.set_style(
         ProgressStyle::with_template("perplexity {bar:30} {pos}/{len} chunks  ppl {msg}  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let result = generate::perplexity(&model, &tokens, ctx, bos, &mut |_, _, ppl| {
+    let result = generate::perplexity(&model, &tokens, ctx, bos, chunks, &mut |_, _, ppl| {
         bar.set_message(format!("{ppl:.4}"));
         bar.inc(1);
     })?;

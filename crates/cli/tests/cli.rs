@@ -408,6 +408,28 @@ fn perplexity_json_prints_one_object_with_finite_ppl() {
 }
 
 #[test]
+fn perplexity_chunks_scores_only_the_first_chunks() {
+    // As llama-perplexity's --chunks: the first N chunks, the same numbers as a text of N chunks
+    // (the two-chunk minimum applies to the text, before the limit).
+    let fx = Fx::new();
+    let path = fx.write("prose.txt", PROSE.as_bytes());
+    let tokens = fx.tokenize(PROSE, &[]).len();
+    assert!(tokens / 16 >= 3, "the text must have at least 3 chunks");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let run = fx.run(args);
+        run.ok();
+        serde_json::from_str(run.stdout.trim()).expect("one JSON object")
+    };
+    let two = json(&["perplexity", "--model", fx.tiny(), "-t", "1", "--file", &path, "--ctx", "16", "--chunks", "2", "--json"]);
+    assert_eq!(two["chunks"].as_u64(), Some(2));
+    assert_eq!(two["scored"].as_u64(), Some(2 * 7), "the second half of each chunk of 16 but the last token");
+    let all = json(&["perplexity", "--model", fx.tiny(), "-t", "1", "--file", &path, "--ctx", "16", "--json"]);
+    assert_ne!(two["ppl"], all["ppl"]);
+    assert!(all["scored"].as_u64().unwrap() > two["scored"].as_u64().unwrap());
+    fx.run(&["perplexity", "--model", fx.tiny(), "--file", &path, "--ctx", "16", "--chunks", "0"]).fails_with(&["--chunks must be at least 1"]);
+}
+
+#[test]
 fn perplexity_text_shorter_than_one_chunk_fails_clearly() {
     let fx = Fx::new();
     let path = fx.write("short.txt", b"hi there");

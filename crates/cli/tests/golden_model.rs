@@ -126,7 +126,7 @@ fn perplexity_matches_llama_cpp() {
         model.set_level(level);
         for order in [SumOrder::LlamaCpp, SumOrder::Blocks] {
             model.set_sum_order(order);
-            let got = generate::perplexity(&model, &tokens, ctx, None, &mut |_, _, _| {}).unwrap();
+            let got = generate::perplexity(&model, &tokens, ctx, None, None, &mut |_, _, _| {}).unwrap();
             let rel = (got.ppl - want_ppl).abs() / want_ppl;
             eprintln!("{level:?}, {order:?} order: perplexity {:?} vs llama.cpp {want_ppl:.6} ({:.2e} apart)", got.ppl, rel);
             assert_eq!(got.scored as u64, want["scored"].as_u64().unwrap());

@@ -29,6 +29,7 @@ pub fn perplexity(
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
+    max_chunks: Option<usize>,
     on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<Perplexity, GenerateError> {
     if n_ctx < 4 {
@@ -45,6 +46,13 @@ pub fn perplexity(
             (tokens.len() / 2).max(4)
         )));
     }
+    // Only the first chunks when asked (llama-perplexity's --chunks), after the length check
+    // above, as llama-perplexity orders them.
+    let chunks = match max_chunks {
+        Some(0) => return Err(GenerateError::InvalidArgument("--chunks must be at least 1".into())),
+        Some(m) => chunks.min(m),
+        None => chunks,
+    };
     let v = model.config.n_vocab;
     let mut cache = model.new_cache(n_ctx)?;
     // The first half of a chunk only gives context: its logits are never scored (llama-perplexity
