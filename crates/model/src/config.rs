@@ -190,24 +190,14 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// The most positions a sequence may hold here: the trained context, and for now no more than
-    /// the sliding window where there is one (positions past it need the window's mask, which
-    /// the attention kernels do not apply yet).
+    /// The most positions a sequence may hold: the trained context.
     pub fn n_ctx_usable(&self) -> usize {
-        match self.family.sliding_window {
-            Some(w) => self.n_ctx_train.min(w),
-            None => self.n_ctx_train,
-        }
+        self.n_ctx_train
     }
 
     /// How the bound of [`LlamaConfig::n_ctx_usable`] reads in a message.
     pub fn context_bound(&self) -> String {
-        match self.family.sliding_window {
-            Some(w) if w < self.n_ctx_train => {
-                format!("the model's usable context length {w} (its {w}-position sliding window is not applied yet)")
-            }
-            _ => format!("the model's context length {}", self.n_ctx_train),
-        }
+        format!("the model's context length {}", self.n_ctx_train)
     }
 
     /// Hkv * Dh, the width of one position's keys (or values) in the cache.

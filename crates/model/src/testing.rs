@@ -46,6 +46,9 @@ impl Default for TinySpec {
     }
 }
 
+/// The sliding window of the tiny Gemma models: short, so that a few tokens reach past it.
+pub const TINY_WINDOW: usize = 6;
+
 /// The control tokens at ids 0, 1, 2 (as in SmolLM2).
 pub const CONTROL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
@@ -129,7 +132,7 @@ pub fn tiny_llama_gguf(spec: &TinySpec) -> Vec<u8> {
     if spec.gemma {
         w.add_kv(&key("attention.key_length"), u32v(dh))
             .add_kv(&key("attention.value_length"), u32v(dh))
-            .add_kv(&key("attention.sliding_window"), u32v(64));
+            .add_kv(&key("attention.sliding_window"), u32v(TINY_WINDOW));
     }
     w.add_kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .add_kv("tokenizer.ggml.pre", Value::String("smollm".into()))

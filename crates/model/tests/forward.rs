@@ -4,7 +4,7 @@
 use gguf::GgufFile;
 use kernels::quant::dequantize_row;
 use kernels::Format;
-use model::testing::{tiny_llama_gguf, TinySpec};
+use model::testing::{tiny_llama_gguf, TinySpec, TINY_WINDOW};
 use model::{Llama, Logits, ModelError};
 
 fn load(spec: &TinySpec, threads: usize) -> Llama {
@@ -88,13 +88,15 @@ fn reference_logits(file: &GgufFile, tokens: &[u32]) -> Vec<Vec<f64>> {
             let mut att = vec![0f64; h * dh];
             for head in 0..h {
                 let kvh = head / (h / hkv);
+                // Gemma's sliding-window layers see the last TINY_WINDOW positions only.
+                let first = if gemma && l % 6 < 5 { (pos + 1).saturating_sub(TINY_WINDOW) } else { 0 };
                 let scores: Vec<f64> =
-                    (0..=pos).map(|s| (0..dh).map(|i| qs[pos][head * dh + i] * ks[s][kvh * dh + i]).sum::<f64>() / (dh as f64).sqrt()).collect();
+                    (first..=pos).map(|s| (0..dh).map(|i| qs[pos][head * dh + i] * ks[s][kvh * dh + i]).sum::<f64>() / (dh as f64).sqrt()).collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                for (s, sc) in scores.iter().enumerate() {
+                for (j, sc) in scores.iter().enumerate() {
                     for i in 0..dh {
-                        att[head * dh + i] += (sc - m).exp() / z * vs[s][kvh * dh + i];
+                        att[head * dh + i] += (sc - m).exp() / z * vs[first + j][kvh * dh + i];
                     }
                 }
             }
@@ -168,6 +170,29 @@ fn forward_matches_independent_f64_reference_for_every_format() {
         // scale or head mapping gives errors of order 1.
         let scale = want.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
         assert!(worst < tol * scale, "{mf:?} (gemma: {}): max |logit - reference| = {worst}, max |logit| {scale}", spec.gemma);
+    }
+}
+
+#[test]
+fn gemma_sliding_window_gives_each_token_the_same_bits_in_any_batch() {
+    // 20 tokens against a window of 6: the windowed kernel from the 6th token on. Prefill in one
+    // batch, in batches of 5, and token by token give the same bits, on 1 and 2 threads.
+    let spec = TinySpec { gemma: true, n_layer: 6, ..TinySpec::default() };
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 262) as u32).collect();
+    let run = |threads: usize, batch: usize| -> Vec<f32> {
+        let model = load(&spec, threads);
+        let v = model.config.n_vocab;
+        let mut cache = model.new_cache(64).unwrap();
+        let mut scratch = model.new_scratch(batch, 64).unwrap();
+        let mut out = Vec::new();
+        for chunk in tokens.chunks(batch) {
+            out.extend_from_slice(&model.forward(chunk, &mut cache, &mut scratch, Logits::All).unwrap()[..chunk.len() * v]);
+        }
+        out
+    };
+    let want = run(2, 20);
+    for (threads, batch) in [(1, 20), (2, 5), (2, 1), (1, 1)] {
+        assert!(run(threads, batch) == want, "{threads} threads, batches of {batch}");
     }
 }
 

@@ -437,6 +437,108 @@ pub fn attention_segments_q8(
     attention_segments_with(pool, level, sums, heads, layer, segments, q, out, Some(out_q), scratch, FLASH_MIN_POSITIONS, per_token_order)
 }
 
+/// [`attention_segments_q8`] through a sliding window: a token at position p sees positions
+/// `max(0, p + 1 - window)..=p` (Gemma's local layers). Each (token, KV head) unit runs the
+/// block order's online kernel over its window, cut at the same multiples of 256 positions as
+/// every other path, and merges the pieces in order: a token whose window reaches back to
+/// position 0 gets the bits of [`attention_segments_q8`] in the block order, and every token the
+/// same bits alone or in any batch. (In llama.cpp's order too: there is no windowed kernel in
+/// that order.)
+#[allow(clippy::too_many_arguments)]
+pub fn attention_window_q8(
+    pool: &ThreadPool,
+    level: Level,
+    heads: Heads,
+    layer: KvView,
+    segments: &[AttentionSegment],
+    window: usize,
+    q: &[f32],
+    out: &mut [f32],
+    out_q: &mut [BlockQ8],
+    scratch: &mut [f32],
+) {
+    let Heads { n_head, n_head_kv, head_dim } = heads;
+    let group = n_head / n_head_kv.max(1);
+    assert!(n_head_kv > 0 && n_head % n_head_kv == 0 && group <= MAX_GROUP, "attention: {n_head} query heads over {n_head_kv} KV heads");
+    assert!(head_dim.is_multiple_of(8), "attention: the windowed kernel needs heads of a multiple of 8 values, not {head_dim}");
+    // Heads of whole blocks are quantized by the unit that computes them, others after the barrier.
+    let per_unit_q = head_dim.is_multiple_of(QK);
+    assert!(window > 0, "attention: a window of 0 positions");
+    assert!(out.len() == q.len() && q.len().is_multiple_of(n_head * head_dim) && out_q.len() * QK == out.len(), "attention: q/out shape mismatch");
+    let n_rows = q.len() / (n_head * head_dim);
+    let mut max_seen = 0;
+    for seg in segments {
+        let seen = seg.start + seg.n_tokens;
+        let kv = KvView { table: seg.table, ..layer };
+        assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
+        assert!(kv.holds_heads(n_head_kv, head_dim) && kv.covers(seen), "attention: the KV cache does not hold the segment");
+        max_seen = max_seen.max(seen);
+    }
+    let per_thread = attention_scratch_per_thread(max_seen, head_dim);
+    assert!(scratch.len() >= pool.n_threads() * per_thread, "attention: scratch too small");
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    // Units: (token, KV head) of every segment in one sequence, taken from a shared counter.
+    let total: usize = segments.iter().map(|s| s.n_tokens * n_head_kv).sum();
+    let next = AtomicUsize::new(0);
+    let (out_ptr, out_q_ptr, scratch_ptr) = (SharedMut::new(out), SharedMut::new(out_q), SharedMut::new(scratch));
+    pool.run(&|i, _| {
+        // SAFETY: thread i owns its part of the scratch, and the out rows of the units it takes.
+        let work = unsafe { scratch_ptr.slice(i * per_thread, per_thread) };
+        loop {
+            let mut unit = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if unit >= total {
+                break;
+            }
+            let Some(seg) = segments.iter().find(|s| {
+                let here = unit < s.n_tokens * n_head_kv;
+                if !here {
+                    unit -= s.n_tokens * n_head_kv;
+                }
+                here
+            }) else {
+                break;
+            };
+            let (t, kv_head) = (unit / n_head_kv, unit % n_head_kv);
+            let n_seen = seg.start + t + 1;
+            let first_seen = n_seen.saturating_sub(window);
+            let kv = &KvView { table: seg.table, ..layer };
+            let kv_off = kv.head(kv_head);
+            let first = ((seg.first_token + t) * n_head + kv_head * group) * head_dim;
+            let q_group = &q[first..first + group * head_dim];
+            let (state_acc, rest) = work.split_at_mut(group * head_dim);
+            let mut state = online::Partial::empty(state_acc);
+            // The window's pieces: cut at the multiples of the chunk length.
+            let mut lo = first_seen;
+            let mut started = false;
+            while lo < n_seen {
+                let hi = ((lo / online::CHUNK + 1) * online::CHUNK).min(n_seen);
+                if !started {
+                    online_chunk(level, group, head_dim, q_group, kv, kv_off, lo..hi, scale, &mut state);
+                    started = true;
+                } else {
+                    let mut part = online::Partial::empty(&mut rest[..group * head_dim]);
+                    online_chunk(level, group, head_dim, q_group, kv, kv_off, lo..hi, scale, &mut part);
+                    let (m, l) = (part.m, part.l);
+                    online_merge(level, group, head_dim, &mut state, &m[..group], &l[..group], part.acc);
+                }
+                lo = hi;
+            }
+            // SAFETY: this unit owns the out rows (and their blocks) of its group's heads.
+            let o = unsafe { out_ptr.slice(first, group * head_dim) };
+            online::finish(group, head_dim, &state, o);
+            if per_unit_q {
+                // SAFETY: as above: heads are whole blocks.
+                unsafe { crate::quant::quantize_row_q8(o, out_q_ptr.slice(first / QK, group * head_dim / QK)) };
+            }
+        }
+    });
+    if !per_unit_q {
+        // SAFETY: the pool is done; these are the whole buffers again.
+        let (out, out_q) = unsafe { (out_ptr.slice(0, n_rows * n_head * head_dim), out_q_ptr.slice(0, n_rows * n_head * head_dim / QK)) };
+        crate::quant::quantize_rows_q8(pool, out, out_q, n_rows);
+    }
+}
+
 /// [`attention`] with the position count from which the online kernel is used.
 #[allow(clippy::too_many_arguments)]
 fn attention_with(

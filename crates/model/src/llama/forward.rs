@@ -5,7 +5,7 @@ use crate::cache::{KvCache, KvPool, SeqCache};
 use crate::config::FfnAct;
 use crate::lora::lora_add;
 use crate::ModelError;
-use kernels::attention::{attention_segments_q8, AttentionSegment, Heads};
+use kernels::attention::{attention_segments_q8, attention_window_q8, AttentionSegment, Heads};
 use kernels::gelu::geglu_tanh_inplace;
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
 use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace, rope_neox_inplace, swiglu_inplace};
@@ -259,7 +259,26 @@ impl Llama {
             let layer = pool.layer(l, segments[0].0);
             // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
             let att_q = &mut s.wide_q[..t * q_dim / QK];
-            attention_segments_q8(&self.pool, self.level, self.order, heads, layer, att_segments, q, att, att_q, &mut s.att_scratch, per_token_order);
+            // A sliding-window layer takes the windowed kernel once a token of the call is past
+            // the window (before that the two give the same bits in the block order).
+            let window = fam.sliding_window.filter(|&w| fam.is_sliding(l) && att_segments.iter().any(|g| g.start + g.n_tokens > w));
+            if let Some(w) = window {
+                attention_window_q8(&self.pool, self.level, heads, layer, att_segments, w, q, att, att_q, &mut s.att_scratch);
+            } else {
+                attention_segments_q8(
+                    &self.pool,
+                    self.level,
+                    self.order,
+                    heads,
+                    layer,
+                    att_segments,
+                    q,
+                    att,
+                    att_q,
+                    &mut s.att_scratch,
+                    per_token_order,
+                );
+            }
             // x += Wo . att  (or x += rms(Wo . att) with a post-norm, through xn)
             if let Some(post) = &b.post_attn_norm {
                 matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, xn);

@@ -131,7 +131,6 @@ impl Llama {
 
     /// A KV cache for up to `n_ctx` positions of one sequence.
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
-        self.check_context(n_ctx)?;
         KvCache::new(self.config.n_layer, n_ctx, self.config.n_head_kv, self.config.head_dim)
     }
 
@@ -149,28 +148,13 @@ impl Llama {
     /// A pool of KV blocks for `n_seqs` sequences of up to `max_seq_len` positions each (forks
     /// share blocks, so beams or completions of one prompt fit in fewer).
     pub fn new_pool(&self, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        self.check_context(max_seq_len)?;
         KvPool::for_sequences(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_seqs, max_seq_len)
     }
 
     /// A pool of `n_blocks` KV blocks ([`crate::KV_BLOCK`] positions each) for sequences of up
     /// to `max_seq_len` positions.
     pub fn new_pool_blocks(&self, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        self.check_context(max_seq_len)?;
         KvPool::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_blocks, max_seq_len)
-    }
-
-    /// Sequences longer than the sliding window would need its mask, which the attention kernels
-    /// do not apply yet: refused rather than computed wrong.
-    fn check_context(&self, n_ctx: usize) -> Result<(), ModelError> {
-        match self.config.family.sliding_window {
-            Some(w) if n_ctx > w => Err(ModelError::Unsupported(format!(
-                "a context of {n_ctx} positions: this {} model attends through a sliding window of {w} positions, which ferrolm \
-                 does not apply yet, so its context is limited to {w} (use --ctx {w} or less)",
-                self.config.architecture
-            ))),
-            _ => Ok(()),
-        }
     }
 
     /// How many token rows have gone through the transformer blocks since loading.
