@@ -25,8 +25,11 @@ const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea3737281
 /// it is not in the cache yet.
 pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = model {
-        if !path.is_file() {
-            bail!("no model file at {} (pass a GGUF file with --model PATH)", path.display());
+        if !path.is_file() && !model::hf::is_checkpoint_dir(path) {
+            bail!(
+                "no model file at {} (pass a GGUF file, or a Hugging Face checkpoint folder with a config.json, with --model PATH)",
+                path.display()
+            );
         }
         return Ok(path.to_path_buf());
     }

@@ -12,6 +12,11 @@ use tokenizer::Tokenizer;
 
 pub(crate) fn open_file(args: &ModelArgs) -> Result<(PathBuf, GgufFile)> {
     let path = fetch::resolve_model(args.model.as_deref())?;
+    if model::hf::is_checkpoint_dir(&path) {
+        // A Hugging Face checkpoint, converted to a GGUF in memory.
+        let file = model::hf::gguf_from_checkpoint(&path).with_context(|| format!("cannot load the checkpoint in {}", path.display()))?;
+        return Ok((path, file));
+    }
     // The error names the path already.
     let file = GgufFile::open(&path)?;
     Ok((path, file))

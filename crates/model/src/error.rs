@@ -24,7 +24,7 @@ pub enum ModelError {
     #[error("tensor {tensor:?} has shape {got:?}, expected {expected:?} (innermost first)")]
     TensorShape { tensor: String, expected: Vec<u64>, got: Vec<u64> },
     /// A tensor is stored in a type the kernels do not support yet.
-    #[error("tensor {tensor:?} has type {ggml_type}, which is not supported yet (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)")]
+    #[error("tensor {tensor:?} has type {ggml_type}, which is not supported yet (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)")]
     UnsupportedTensorType { tensor: String, ggml_type: String },
     /// A forward call with no tokens.
     #[error("a forward call needs at least one token")]

@@ -8,6 +8,7 @@ mod blocks;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod hf;
 pub mod llama;
 pub mod lora;
 mod memory;
