@@ -171,7 +171,7 @@ pub fn gguf_from_checkpoint(dir: &Path) -> Result<GgufFile, ModelError> {
 fn permute_rope_rows(bytes: &[u8], shape: &[u64], heads: usize) -> Option<Vec<u8>> {
     let (&[rows, cols], true) = (shape, heads > 0) else { return None };
     let (rows, cols) = (rows as usize, cols as usize);
-    if rows % heads != 0 || (rows / heads) % 2 != 0 || bytes.len() % (rows * cols).max(1) != 0 {
+    if !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) || !bytes.len().is_multiple_of((rows * cols).max(1)) {
         return None;
     }
     let (dh, row_bytes) = (rows / heads, bytes.len() / rows);
