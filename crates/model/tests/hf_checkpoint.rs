@@ -125,7 +125,8 @@ fn a_checkpoint_gives_the_logits_and_tokens_of_the_same_gguf() {
 #[test]
 fn what_the_loader_does_not_run_is_an_error() {
     let spec = TinySpec { matrix_format: Format::F32, embd_format: Format::F32, ..TinySpec::default() };
-    let cases: [(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str); 4] = [
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: [(&str, Edit, &str); 4] = [
         ("bias", Box::new(|c| c["attention_bias"] = json!(true)), "attention biases"),
         ("arch", Box::new(|c| c["architectures"] = json!(["Qwen2ForCausalLM"])), "Qwen2ForCausalLM"),
         ("rope", Box::new(|c| c["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0})), "RoPE scaling"),
@@ -148,7 +149,7 @@ fn what_the_loader_does_not_run_is_an_error() {
     tensors.push(("model.layers.0.self_attn.q_proj.bias".into(), Dtype::F32, vec![4], vec![0; 16]));
     let refs: Vec<(&str, Dtype, &[u64], &[u8])> = tensors.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
     std::fs::write(dir.join("model.safetensors"), serialize(&refs, &[]).unwrap()).unwrap();
-    let err = gguf_from_checkpoint(&dir).err().expect("an extra tensor loads");
+    let Err(err) = gguf_from_checkpoint(&dir) else { panic!("a checkpoint with an extra tensor loads") };
     assert!(err.to_string().contains("q_proj.bias"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
