@@ -362,6 +362,8 @@ pub(crate) enum Command {
     Finetune(crate::finetune_cmd::FinetuneArgs),
     /// Write a copy of the model with a LoRA adapter merged into its weights
     Merge(crate::merge_cmd::MergeArgs),
+    /// Write a copy of a model (GGUF or Hugging Face folder) with its weights in another format
+    Quantize(crate::quantize_cmd::QuantizeArgs),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity {
         #[command(flatten)]

@@ -12,6 +12,7 @@ mod info_cmd;
 mod load;
 mod merge_cmd;
 mod perplexity_cmd;
+mod quantize_cmd;
 mod serve_cmd;
 mod similarity_cmd;
 mod tokenize_cmd;
@@ -89,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(command) => index_cmd::cmd_index(&command),
         Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
         Command::Merge(args) => merge_cmd::cmd_merge(&args),
+        Command::Quantize(args) => quantize_cmd::cmd_quantize(&args),
         Command::Perplexity { model, threads, file, ctx, chunks, json, order, lora } => {
             perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, chunks, json)
         }

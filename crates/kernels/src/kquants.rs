@@ -333,8 +333,11 @@ pub fn dot_k_q8k(format: Format, w: &[u8], x: &[BlockQ8K]) -> f32 {
     }
 }
 
-/// Quantizes f32 weights to a 5-bit or K-quant format with a simple rule (round to nearest on
-/// per-block maxima and minima; not the peers' error-minimizing search): x (K) -> dst (row bytes).
+/// Quantizes f32 weights to a 5-bit or K-quant format: x (K) -> dst (row bytes). Q4_K and Q6_K
+/// by the peers' reference quantizers (an error-minimizing search per sub-block, see
+/// [`quantize_block_q4_k`]); Q5_0 and Q5_1 by theirs too (round to nearest on the block's
+/// extremes); Q2_K, Q3_K and Q5_K by a simple rule of the same kind (round to nearest on
+/// per-sub-block maxima and minima), not the peers' search.
 pub(crate) fn quantize_simple(format: Format, x: &[f32], dst: &mut [u8]) {
     let put_f16 = |dst: &mut [u8], at: usize, v: f32| dst[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
     let lo_hi = |xs: &[f32]| xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -365,8 +368,18 @@ pub(crate) fn quantize_simple(format: Format, x: &[f32], dst: &mut [u8]) {
                 b[values_at..values_at + 4].copy_from_slice(&high.to_le_bytes());
             }
         }
-        Format::Q4_K | Format::Q5_K => {
-            let top = if format == Format::Q4_K { 15.0 } else { 31.0 };
+        Format::Q4_K => {
+            for (b, xs) in dst.chunks_exact_mut(Q4_K_BYTES).zip(x.chunks_exact(QK_K)) {
+                quantize_block_q4_k(xs, b);
+            }
+        }
+        Format::Q6_K => {
+            for (b, xs) in dst.chunks_exact_mut(Q6_K_BYTES).zip(x.chunks_exact(QK_K)) {
+                quantize_block_q6_k(xs, b);
+            }
+        }
+        Format::Q5_K => {
+            let top = 31.0;
             for (b, xs) in dst.chunks_exact_mut(format.block_bytes()).zip(x.chunks_exact(QK_K)) {
                 // Per sub-block of 32: w = scale * q - min, min = -(smallest value, at most 0).
                 let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
@@ -386,24 +399,22 @@ pub(crate) fn quantize_simple(format: Format, x: &[f32], dst: &mut [u8]) {
                     let (s, mn) = (d * sc[e / 32] as f32, dmin * m[e / 32] as f32);
                     (((xs[e] + mn) * inv(s)).round() as i32).clamp(0, top as i32) as u8
                 });
-                let qs_at = if format == Format::Q5_K { 48 } else { 16 };
+                let qs_at = 48;
                 for c in 0..4 {
                     for l in 0..32 {
                         let (lo, hi) = (q[64 * c + l], q[64 * c + 32 + l]);
                         b[qs_at + 32 * c + l] = (lo & 0x0F) | ((hi & 0x0F) << 4);
-                        if format == Format::Q5_K {
-                            if c == 0 {
-                                b[16 + l] = 0;
-                            }
-                            b[16 + l] |= ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1));
+                        if c == 0 {
+                            b[16 + l] = 0;
                         }
+                        b[16 + l] |= ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1));
                     }
                 }
             }
         }
-        Format::Q6_K | Format::Q3_K => {
-            // Signed values per 16: Q6_K in [-32, 31] with i8 scales; Q3_K in [-4, 3] with 6-bit ones.
-            let (qmax, smax) = if format == Format::Q6_K { (32.0, 127.0) } else { (4.0, 31.0) };
+        Format::Q3_K => {
+            // Signed values per 16 in [-4, 3] with 6-bit scales.
+            let (qmax, smax) = (4.0, 31.0);
             for (b, xs) in dst.chunks_exact_mut(format.block_bytes()).zip(x.chunks_exact(QK_K)) {
                 let scales: [f32; 16] = std::array::from_fn(|i| {
                     let max = xs[16 * i..16 * i + 16].iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
@@ -413,44 +424,28 @@ pub(crate) fn quantize_simple(format: Format, x: &[f32], dst: &mut [u8]) {
                 let sc: [i32; 16] = std::array::from_fn(|i| ((scales[i] * inv(d)).round() as i32).clamp(-(smax as i32) - 1, smax as i32));
                 let q: [i32; QK_K] =
                     std::array::from_fn(|e| ((xs[e] * inv(d * sc[e / 16] as f32)).round() as i32).clamp(-(qmax as i32), qmax as i32 - 1));
-                if format == Format::Q6_K {
-                    b.fill(0);
-                    for h in 0..2 {
+                b.fill(0);
+                for h in 0..2 {
+                    for g in 0..4 {
                         for l in 0..32 {
-                            let v = |k: usize| (q[128 * h + 32 * k + l] + 32) as u8;
-                            b[64 * h + l] = (v(0) & 0x0F) | ((v(2) & 0x0F) << 4);
-                            b[64 * h + l + 32] = (v(1) & 0x0F) | ((v(3) & 0x0F) << 4);
-                            b[128 + 32 * h + l] = (v(0) >> 4) | ((v(1) >> 4) << 2) | ((v(2) >> 4) << 4) | ((v(3) >> 4) << 6);
-                        }
-                    }
-                    for (i, &s) in sc.iter().enumerate() {
-                        b[192 + i] = s as i8 as u8;
-                    }
-                    put_f16(b, 208, d);
-                } else {
-                    b.fill(0);
-                    for h in 0..2 {
-                        for g in 0..4 {
-                            for l in 0..32 {
-                                let v = q[128 * h + 32 * g + l] + 4; // 0..8: bit 2 is the high bit
-                                b[32 + 32 * h + l] |= ((v & 3) as u8) << (2 * g);
-                                if v & 4 != 0 {
-                                    b[l] |= 1 << (4 * h + g);
-                                }
+                            let v = q[128 * h + 32 * g + l] + 4; // 0..8: bit 2 is the high bit
+                            b[32 + 32 * h + l] |= ((v & 3) as u8) << (2 * g);
+                            if v & 4 != 0 {
+                                b[l] |= 1 << (4 * h + g);
                             }
                         }
                     }
-                    for (j, &s) in sc.iter().enumerate() {
-                        let s = (s + 32) as u8;
-                        if j < 8 {
-                            b[96 + j] |= s & 0x0F;
-                        } else {
-                            b[96 + j - 8] |= (s & 0x0F) << 4;
-                        }
-                        b[96 + 8 + j % 4] |= (s >> 4) << (2 * (j / 4));
-                    }
-                    put_f16(b, 108, d);
                 }
+                for (j, &s) in sc.iter().enumerate() {
+                    let s = (s + 32) as u8;
+                    if j < 8 {
+                        b[96 + j] |= s & 0x0F;
+                    } else {
+                        b[96 + j - 8] |= (s & 0x0F) << 4;
+                    }
+                    b[96 + 8 + j % 4] |= (s >> 4) << (2 * (j / 4));
+                }
+                put_f16(b, 108, d);
             }
         }
         Format::Q2_K => {
@@ -497,5 +492,213 @@ pub(crate) fn quantize_simple(format: Format, x: &[f32], dst: &mut [u8]) {
             }
         }
         other => panic!("quantize_simple: {other:?} is not a 5-bit or K-quant format"),
+    }
+}
+
+/// Round to nearest, ties to even (the peers' `nearest_int`, for the magnitudes that occur here).
+#[inline(always)]
+fn nearest(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// The peers' weighted search for an affine quantization `x ~= scale * L - min` of `x` with
+/// `L` in `0..=nmax`: start from the extremes, then try `nstep + 1` scales around `nmax /
+/// (max - min)` (from `rmin` by `rdelta`), each solved by weighted least squares for scale and
+/// minimum, keeping the one of least weighted squared error. Returns (scale, minimum as a
+/// positive offset); `L` holds the chosen values.
+#[allow(clippy::too_many_arguments)]
+fn search_affine(x: &[f32], weights: &[f32], nmax: i32, rmin: f32, rdelta: f32, nstep: usize, l: &mut [u8]) -> (f32, f32) {
+    let n = x.len();
+    let (mut min, mut max) = (x[0], x[0]);
+    let (mut sum_w, mut sum_x) = (weights[0], weights[0] * x[0]);
+    for i in 1..n {
+        min = min.min(x[i]);
+        max = max.max(x[i]);
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        l[i] = nearest(iscale * (x[i] - min)).clamp(0, nmax) as u8;
+        let diff = scale * l[i] as f32 + min - x[i];
+        best_error += weights[i] * diff * diff;
+    }
+    let mut aux = [0u8; 32];
+    for step in 0..=nstep {
+        iscale = (rmin + rdelta * step as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let q = nearest(iscale * (x[i] - min)).clamp(0, nmax);
+            aux[i] = q as u8;
+            let (w, q) = (weights[i], q as f32);
+            sum_l += w * q;
+            sum_l2 += w * q * q;
+            sum_xl += w * q * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut error = 0.0f32;
+            for i in 0..n {
+                let diff = this_scale * aux[i] as f32 + this_min - x[i];
+                error += weights[i] * diff * diff;
+            }
+            if error < best_error {
+                l[..n].copy_from_slice(&aux[..n]);
+                best_error = error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// The peers' search for a signed quantization `x ~= scale * (L - nmax)` with `L - nmax` in
+/// `-nmax..nmax`, weighted by x^2: the value of largest magnitude first, then 18 nearby scales.
+/// Returns the scale; `l` holds `L`.
+fn search_signed(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l.fill(0);
+        return 0.0;
+    }
+    let weighted = |iscale: f32| -> (f32, f32) {
+        let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let q = nearest(iscale * v).clamp(-nmax, nmax - 1) as f32;
+            let w = v * v;
+            sumlx += w * v * q;
+            suml2 += w * q * q;
+        }
+        (sumlx, suml2)
+    };
+    let fill = |iscale: f32, l: &mut [i8]| {
+        for (o, &v) in l.iter_mut().zip(x) {
+            *o = (nmax + nearest(iscale * v).clamp(-nmax, nmax - 1)) as i8;
+        }
+    };
+    let iscale = -(nmax as f32) / max;
+    fill(iscale, l);
+    let (sumlx, suml2) = weighted(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for step in -9..=9 {
+        if step == 0 {
+            continue;
+        }
+        let iscale = -(nmax as f32 + 0.1 * step as f32) / max;
+        let (sumlx, suml2) = weighted(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            fill(iscale, l);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// One Q4_K super-block by the peers' reference quantizer: per sub-block of 32, the weighted
+/// affine search (weights `sqrt(mean x^2) + |x|`); scales and minimums to 6 bits against the
+/// largest of each; then every value re-rounded against its sub-block's stored scale.
+fn quantize_block_q4_k(x: &[f32], b: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+    for j in 0..8 {
+        let sub = &x[32 * j..32 * j + 32];
+        let av = (sub.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
+        let weights: [f32; 32] = std::array::from_fn(|i| av + sub[i].abs());
+        (scales[j], mins[j]) = search_affine(sub, &weights, 15, -1.0, 0.1, 20, &mut l[32 * j..32 * j + 32]);
+    }
+    let max_scale = scales.iter().fold(0.0f32, |m, &v| if v > m { v } else { m });
+    let max_min = mins.iter().fold(0.0f32, |m, &v| if v > m { v } else { m });
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let sc: [u8; 8] = std::array::from_fn(|j| (nearest(inv_scale * scales[j]) as u8).min(63));
+    let m: [u8; 8] = std::array::from_fn(|j| (nearest(inv_min * mins[j]) as u8).min(63));
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    b[0..2].copy_from_slice(&d.to_bits().to_le_bytes());
+    b[2..4].copy_from_slice(&dmin.to_bits().to_le_bytes());
+    b[4..16].copy_from_slice(&pack_scale_min_k4(&sc, &m));
+    for j in 0..8 {
+        let (s, mn) = scale_min_k4(j, &b[4..16]);
+        let dj = d.to_f32() * s as f32;
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin.to_f32() * mn as f32;
+        for i in 0..32 {
+            l[32 * j + i] = nearest((x[32 * j + i] + dm) / dj).clamp(0, 15) as u8;
+        }
+    }
+    for c in 0..4 {
+        for i in 0..32 {
+            b[16 + 32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+        }
+    }
+}
+
+/// One Q6_K super-block by the peers' reference quantizer: the signed search per 16 values, the
+/// 16 scales to i8 against the largest in magnitude, then every value re-rounded against its
+/// stored scale.
+fn quantize_block_q6_k(x: &[f32], b: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
+    for (ib, s) in scales.iter_mut().enumerate() {
+        *s = search_signed(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        if s.abs() > max_abs {
+            max_abs = s.abs();
+            max_scale = *s;
+        }
+    }
+    b.fill(0);
+    if max_abs < 1e-15 {
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = f16::from_f32(1.0 / iscale);
+    b[208..210].copy_from_slice(&d.to_bits().to_le_bytes());
+    let sc: [i8; 16] = std::array::from_fn(|ib| nearest(iscale * scales[ib]).min(127) as i8);
+    for (o, &s) in b[192..208].iter_mut().zip(&sc) {
+        *o = s as u8;
+    }
+    for j in 0..16 {
+        let dj = d.to_f32() * sc[j] as f32;
+        if dj == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            l[16 * j + i] = (nearest(x[16 * j + i] / dj).clamp(-32, 31) + 32) as i8;
+        }
+    }
+    for h in 0..2 {
+        for i in 0..32 {
+            let v = |k: usize| l[128 * h + 32 * k + i] as u8;
+            b[64 * h + i] = (v(0) & 0x0F) | ((v(2) & 0x0F) << 4);
+            b[64 * h + i + 32] = (v(1) & 0x0F) | ((v(3) & 0x0F) << 4);
+            b[128 + 32 * h + i] = (v(0) >> 4) | ((v(1) >> 4) << 2) | ((v(2) >> 4) << 4) | ((v(3) >> 4) << 6);
+        }
     }
 }

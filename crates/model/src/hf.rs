@@ -316,11 +316,11 @@ fn add_tokenizer(w: &mut GgufWriter, dir: &Path, config: &Json) -> Result<(), Mo
 }
 
 /// The GGUF pre-tokenizer name of a tokenizer.json pre-tokenizer: GPT-2's byte-level pattern
-/// (`gpt2`), digits split one by one before it (`smollm`), or Llama 3's split pattern (`llama-bpe`).
+/// (`gpt-2`, llama.cpp's name), digits split one by one before it (`smollm`), or Llama 3's split pattern (`llama-bpe`).
 fn pre_tokenizer_name(pre: &Json) -> Option<&'static str> {
     let byte_level = |p: &Json| p["type"] == "ByteLevel" && p["use_regex"].as_bool() != Some(false);
     if byte_level(pre) {
-        return Some("gpt2");
+        return Some("gpt-2");
     }
     let steps = pre["pretokenizers"].as_array().filter(|_| pre["type"] == "Sequence")?;
     match steps.as_slice() {

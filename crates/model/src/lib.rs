@@ -13,6 +13,7 @@ pub mod llama;
 pub mod lora;
 mod memory;
 pub mod paths;
+pub mod quantize;
 pub mod testing;
 pub mod tokenizer_gguf;
 

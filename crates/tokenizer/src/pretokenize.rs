@@ -81,7 +81,7 @@ impl PreTokenizer {
     /// The scheme for a `tokenizer.ggml.pre` name, or `None` when it is not supported.
     pub fn from_name(name: &str) -> Option<PreTokenizer> {
         match name {
-            "gpt2" => Some(PreTokenizer::Gpt2),
+            "gpt2" | "gpt-2" => Some(PreTokenizer::Gpt2),
             "smollm" => Some(PreTokenizer::SmolLm),
             // llama.cpp's names for these patterns.
             "llama-bpe" | "llama3" | "llama-v3" => Some(PreTokenizer::Llama3),
