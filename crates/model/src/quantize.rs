@@ -94,7 +94,8 @@ fn format_for(target: QuantTarget, name: &str, cols: usize, n_layer: usize, has_
         let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
         if let Some(i) = layer.filter(|_| name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight")) {
             let n = n_layer;
-            if i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2) {
+            // (Past the first test i >= L/8, so the subtraction cannot underflow.)
+            if i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2 {
                 f = Format::Q6_K;
             }
         }
