@@ -258,3 +258,32 @@ fn k_quant_kernels_equal_the_reference_on_every_bit_pattern() {
         }
     }
 }
+
+#[test]
+fn quantizers_match_llama_quantize_bit_for_bit() {
+    // Rows of SmolLM2's weights and the bytes llama-quantize makes of them
+    // (tests/fixtures/quantize.json, made by tools/make_quantize_fixture.py).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/quantize.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for c in cases {
+        let format = match c["format"].as_str().unwrap() {
+            "Q8_0" => Format::Q8_0,
+            "Q4_0" => Format::Q4_0,
+            "Q4_1" => Format::Q4_1,
+            other => format_named(other),
+        };
+        let cols = c["cols"].as_u64().unwrap() as usize;
+        let src: Vec<f32> =
+            hex(c["source_f32le_hex"].as_str().unwrap()).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let want = hex(c["bytes_hex"].as_str().unwrap());
+        let rb = format.row_bytes(cols).unwrap();
+        assert_eq!(want.len(), src.len() / cols * rb, "{format:?}");
+        for (r, (row, want)) in src.chunks_exact(cols).zip(want.chunks_exact(rb)).enumerate() {
+            let mut got = vec![0u8; rb];
+            quantize_row(format, row, &mut got);
+            assert!(got == want, "{format:?} row {r} of {}: first differing byte {:?}", c["tensor"], got.iter().zip(want).position(|(a, b)| a != b));
+        }
+    }
+}
