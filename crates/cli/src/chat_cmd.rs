@@ -10,13 +10,11 @@ use std::io::{BufRead, Write};
 pub(crate) fn cmd_chat(run: &RunArgs, sampling: &SamplingArgs, system: Option<String>) -> Result<()> {
     let options = sampling.options()?;
     let (model, tok, n_ctx) = open_checked(run, &options)?;
-    let template = match model.file().get("tokenizer.chat_template").and_then(|v| v.as_str()) {
-        Some(src) => ChatTemplate::new(src).context("the model's chat template does not compile")?,
-        None => {
-            eprintln!("ferrolm: the model has no chat template; using ChatML");
-            ChatTemplate::chatml()
-        }
-    };
+    let source = model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let (template, note) = ChatTemplate::for_model(source, &model.config.architecture).context("the model's chat template does not compile")?;
+    if let Some(note) = note {
+        eprintln!("ferrolm: {note}");
+    }
     let mut messages: Vec<ChatMessage> = system.into_iter().map(|content| ChatMessage { role: "system".into(), content }).collect();
     let draft = generate_cmd::open_draft(run, sampling, &model)?;
     let mut session = match &draft {

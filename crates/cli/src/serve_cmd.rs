@@ -92,13 +92,11 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let template = match model.file().get("tokenizer.chat_template").and_then(|v| v.as_str()) {
-        Some(src) => ChatTemplate::new(src).context("the model's chat template does not compile")?,
-        None => {
-            eprintln!("ferrolm serve: the model has no chat template; using ChatML");
-            ChatTemplate::chatml()
-        }
-    };
+    let source = model.file().get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let (template, note) = ChatTemplate::for_model(source, &model.config.architecture).context("the model's chat template does not compile")?;
+    if let Some(note) = note {
+        eprintln!("ferrolm serve: {note}");
+    }
     let config =
         EngineConfig { n_ctx, max_seqs: args.max_seqs, max_batch_tokens: args.max_batch_tokens, kv_memory: args.kv_memory, queue: args.queue };
     let n_vocab = model.config.n_vocab;

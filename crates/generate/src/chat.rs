@@ -42,6 +42,11 @@ const TEMPLATE_NAME: &str = "chat";
 /// The ChatML template (transformers' old default), for models that ship none.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Gemma's turn format, for Gemma files that ship no template (llama.cpp's built-in `gemma`
+/// template): `<start_of_turn>ROLE\n...<end_of_turn>\n` with the assistant's role named `model`,
+/// a system message's text put at the start of the next turn, BOS first.
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\n\n' %}{% else %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' + ns.system + message['content'] + '<end_of_turn>\n' }}{% set ns.system = '' %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -60,6 +65,16 @@ impl ChatTemplate {
         env.add_filter("tojson", python_tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| ChatError::Syntax(describe(&e)))?;
         Ok(ChatTemplate { env })
+    }
+
+    /// The model's template, or for a model that ships none the built-in one of its family
+    /// (Gemma's turn format for `gemma3`, else ChatML), with a line saying which was chosen.
+    pub fn for_model(source: Option<&str>, architecture: &str) -> Result<(ChatTemplate, Option<&'static str>), ChatError> {
+        match (source, architecture) {
+            (Some(src), _) => Ok((ChatTemplate::new(src)?, None)),
+            (None, "gemma3") => Ok((ChatTemplate::new(GEMMA_TEMPLATE)?, Some("the model has no chat template; using Gemma's turn format"))),
+            (None, _) => Ok((ChatTemplate::chatml(), Some("the model has no chat template; using ChatML"))),
+        }
     }
 
     /// The ChatML fallback template.
@@ -490,5 +505,20 @@ mod tests {
         let template = ChatTemplate::new("{{ messages[0].content | tojson }}").unwrap();
         let got = template.render(&[message("user", "<b>\"x\" & \u{1}</b>")], false, "", "").unwrap();
         assert_eq!(got, r#""<b>\"x\" & \u0001</b>""#);
+    }
+
+    #[test]
+    fn gemma_turn_format_merges_the_system_text_and_names_the_model() {
+        let (t, note) = ChatTemplate::for_model(None, "gemma3").unwrap();
+        assert!(note.unwrap().contains("Gemma"));
+        let m = |role: &str, content: &str| ChatMessage { role: role.into(), content: content.into() };
+        let text =
+            t.render(&[m("system", "Be brief."), m("user", "Hi"), m("assistant", "Hello"), m("user", "Why?")], true, "<bos>", "<eos>").unwrap();
+        assert_eq!(
+            text,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nWhy?<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert!(ChatTemplate::for_model(None, "llama").unwrap().1.unwrap().contains("ChatML"));
+        assert!(ChatTemplate::for_model(Some("{{ messages[0]['content'] }}"), "gemma3").unwrap().1.is_none());
     }
 }
