@@ -8,7 +8,11 @@ use model::tokenizer_gguf::tokenizer_from_gguf;
 pub(crate) fn cmd_info(args: &ModelArgs) -> Result<()> {
     let (path, file) = open_file(args)?;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("file:          {} ({:.1} MB, GGUF v{})", path.display(), size as f64 / 1e6, file.version);
+    if path.is_dir() {
+        println!("file:          {} (a Hugging Face checkpoint folder, read as a GGUF in memory)", path.display());
+    } else {
+        println!("file:          {} ({:.1} MB, GGUF v{})", path.display(), size as f64 / 1e6, file.version);
+    }
     if let Some(name) = file.get("general.name").and_then(|v| v.as_str()) {
         println!("name:          {name}");
     }
