@@ -29,24 +29,11 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
+from greedy_prompts import CHAT_PROMPTS, RAW_PROMPTS  # tools/greedy_prompts.py: a script's folder is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 
-RAW = [
-    "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-    "Once upon a time, in a small village by the sea,",
-    "Here is a list of the planets of the solar system:\n1.",
-    "Die Hauptstadt von Deutschland ist",
-    "Q: What is 12 times 7?\nA:",
-]
-CHATS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a haiku about the ocean."}],
-    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "Name three primary colors."}],
-    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help you today?"},
-     {"role": "user", "content": "Explain what a neural network is in one sentence."}],
-]
 
 
 def gemma_chat(messages):
@@ -99,7 +86,7 @@ def main():
     runs = {}
     for fa in (False, True):
         llm = Llama(model_path=model, n_ctx=512, n_threads=2, flash_attn=fa, verbose=False)
-        prompts = list(RAW) + [render_chat(llm, m) for m in CHATS]
+        prompts = list(RAW_PROMPTS) + [render_chat(llm, m) for m in CHAT_PROMPTS]
         runs[fa] = []
         for p in prompts:
             ids = llm.tokenize(p.encode(), add_bos=True, special=True)

@@ -21,22 +21,9 @@ import tempfile
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from greedy_prompts import CHAT_PROMPTS, RAW_PROMPTS  # tools/greedy_prompts.py: a script's folder is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-RAW = [
-    "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-    "Once upon a time, in a small village by the sea,",
-    "Here is a list of the planets of the solar system:\n1.",
-    "Die Hauptstadt von Deutschland ist",
-    "Q: What is 12 times 7?\nA:",
-]
-CHATS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a haiku about the ocean."}],
-    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "Name three primary colors."}],
-    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help you today?"},
-     {"role": "user", "content": "Explain what a neural network is in one sentence."}],
-]
 
 
 def main():
@@ -48,7 +35,7 @@ def main():
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(a.dir)
     model = AutoModelForCausalLM.from_pretrained(a.dir, dtype=torch.float32, attn_implementation="eager").eval()
-    prompts = list(RAW) + [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in CHATS]
+    prompts = list(RAW_PROMPTS) + [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in CHAT_PROMPTS]
     theirs = []
     for p in prompts:
         ids = tok(p, return_tensors="pt", add_special_tokens=True).input_ids

@@ -24,26 +24,13 @@ import jinja2
 import numpy as np
 from llama_cpp import Llama
 
+from greedy_prompts import CHAT_PROMPTS, RAW_PROMPTS  # tools/greedy_prompts.py: a script's folder is on sys.path
+
 N_GEN = 48
 PPL_CTX = 512
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
 
-RAW_PROMPTS = [
-    "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-    "Once upon a time, in a small village by the sea,",
-    "Here is a list of the planets of the solar system:\n1.",
-    "Die Hauptstadt von Deutschland ist",
-    "Q: What is 12 times 7?\nA:",
-]
-CHAT_PROMPTS = [
-    [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "user", "content": "Write a haiku about the ocean."}],
-    [{"role": "system", "content": "You are a terse assistant."}, {"role": "user", "content": "Name three primary colors."}],
-    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help you today?"},
-     {"role": "user", "content": "Explain what a neural network is in one sentence."}],
-]
 
 
 def logits_of_last(llm):

@@ -12,9 +12,9 @@
 //!
 //! The block quantizers are the peers' reference ones ([`kernels::quant::quantize_row`]).
 
-use crate::llama::kernel_format;
+use crate::llama::{ggml_type_of, kernel_format};
 use crate::ModelError;
-use gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use gguf::{GgufFile, GgufWriter, Value};
 use kernels::quant::{dequantize_row, quantize_row};
 use kernels::Format;
 
@@ -110,26 +110,6 @@ fn format_for(target: QuantTarget, name: &str, cols: usize, n_layer: usize, has_
     f
 }
 
-/// The GGUF type of a kernel format.
-fn ggml_type(f: Format) -> GgmlType {
-    match f {
-        Format::F32 => GgmlType::F32,
-        Format::F16 => GgmlType::F16,
-        Format::Bf16 => GgmlType::BF16,
-        Format::Q4_0 => GgmlType::Q4_0,
-        Format::Q4_1 => GgmlType::Q4_1,
-        Format::Q8_0 => GgmlType::Q8_0,
-        Format::Q5_0 => GgmlType::Q5_0,
-        Format::Q5_1 => GgmlType::Q5_1,
-        Format::Q2_K => GgmlType::Q2_K,
-        Format::Q3_K => GgmlType::Q3_K,
-        Format::Q4_K => GgmlType::Q4_K,
-        Format::Q5_K => GgmlType::Q5_K,
-        Format::Q6_K => GgmlType::Q6_K,
-        Format::Q8_K => GgmlType::Q8_K,
-    }
-}
-
 /// `src` with its matrices in `target` (see the module doc), as GGUF bytes; `progress(done,
 /// total)` after each tensor. Metadata is copied, `general.file_type` set to the target's.
 pub fn quantize_gguf(src: &GgufFile, target: QuantTarget, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<u8>, ModelError> {
@@ -173,7 +153,7 @@ pub fn quantize_gguf(src: &GgufFile, target: QuantTarget, progress: &mut dyn FnM
             }
             out
         };
-        w.add_tensor(&info.name, &info.dims, ggml_type(to), out);
+        w.add_tensor(&info.name, &info.dims, ggml_type_of(to), out);
         progress(done + 1, total);
     }
     Ok(w.to_bytes()?)

@@ -2,6 +2,7 @@
 //! depend on a download. The tokenizer is byte-level BPE over all 256 bytes plus a few merges and
 //! the ChatML control tokens, so every string encodes.
 
+use crate::llama::ggml_type_of;
 use gguf::{GgmlType, GgufWriter, Value, ValueType};
 use kernels::quant::quantize_row;
 use kernels::Format;
@@ -51,25 +52,6 @@ pub const TINY_WINDOW: usize = 6;
 
 /// The control tokens at ids 0, 1, 2 (as in SmolLM2).
 pub const CONTROL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-
-fn ggml_type(format: Format) -> GgmlType {
-    match format {
-        Format::F32 => GgmlType::F32,
-        Format::F16 => GgmlType::F16,
-        Format::Bf16 => GgmlType::BF16,
-        Format::Q4_0 => GgmlType::Q4_0,
-        Format::Q4_1 => GgmlType::Q4_1,
-        Format::Q8_0 => GgmlType::Q8_0,
-        Format::Q5_0 => GgmlType::Q5_0,
-        Format::Q5_1 => GgmlType::Q5_1,
-        Format::Q2_K => GgmlType::Q2_K,
-        Format::Q3_K => GgmlType::Q3_K,
-        Format::Q4_K => GgmlType::Q4_K,
-        Format::Q5_K => GgmlType::Q5_K,
-        Format::Q6_K => GgmlType::Q6_K,
-        Format::Q8_K => GgmlType::Q8_K,
-    }
-}
 
 struct Lcg(u64);
 impl Lcg {
@@ -154,19 +136,19 @@ pub fn tiny_llama_gguf(spec: &TinySpec) -> Vec<u8> {
     let mut rng = Lcg(spec.seed);
     let norm = |rng: &mut Lcg, n: usize| -> Vec<u8> { (0..n).flat_map(|_| (1.0 + 0.1 * rng.next()).to_le_bytes()).collect() };
     let mf = spec.matrix_format;
-    w.add_tensor("token_embd.weight", &[d as u64, v as u64], ggml_type(spec.embd_format), matrix(&mut rng, spec.embd_format, v, d, 1.0));
+    w.add_tensor("token_embd.weight", &[d as u64, v as u64], ggml_type_of(spec.embd_format), matrix(&mut rng, spec.embd_format, v, d, 1.0));
     for i in 0..l {
         let n = |s: &str| format!("blk.{i}.{s}");
         let sc = 1.0 / (d as f32).sqrt();
         w.add_tensor(&n("attn_norm.weight"), &[d as u64], GgmlType::F32, norm(&mut rng, d));
-        w.add_tensor(&n("attn_q.weight"), &[d as u64, d as u64], ggml_type(mf), matrix(&mut rng, mf, d, d, 3.0 * sc));
-        w.add_tensor(&n("attn_k.weight"), &[d as u64, kv as u64], ggml_type(mf), matrix(&mut rng, mf, kv, d, 3.0 * sc));
-        w.add_tensor(&n("attn_v.weight"), &[d as u64, kv as u64], ggml_type(mf), matrix(&mut rng, mf, kv, d, sc));
-        w.add_tensor(&n("attn_output.weight"), &[d as u64, d as u64], ggml_type(mf), matrix(&mut rng, mf, d, d, sc));
+        w.add_tensor(&n("attn_q.weight"), &[d as u64, d as u64], ggml_type_of(mf), matrix(&mut rng, mf, d, d, 3.0 * sc));
+        w.add_tensor(&n("attn_k.weight"), &[d as u64, kv as u64], ggml_type_of(mf), matrix(&mut rng, mf, kv, d, 3.0 * sc));
+        w.add_tensor(&n("attn_v.weight"), &[d as u64, kv as u64], ggml_type_of(mf), matrix(&mut rng, mf, kv, d, sc));
+        w.add_tensor(&n("attn_output.weight"), &[d as u64, d as u64], ggml_type_of(mf), matrix(&mut rng, mf, d, d, sc));
         w.add_tensor(&n("ffn_norm.weight"), &[d as u64], GgmlType::F32, norm(&mut rng, d));
-        w.add_tensor(&n("ffn_gate.weight"), &[d as u64, f as u64], ggml_type(mf), matrix(&mut rng, mf, f, d, sc));
-        w.add_tensor(&n("ffn_up.weight"), &[d as u64, f as u64], ggml_type(mf), matrix(&mut rng, mf, f, d, sc));
-        w.add_tensor(&n("ffn_down.weight"), &[f as u64, d as u64], ggml_type(mf), matrix(&mut rng, mf, d, f, 1.0 / (f as f32).sqrt()));
+        w.add_tensor(&n("ffn_gate.weight"), &[d as u64, f as u64], ggml_type_of(mf), matrix(&mut rng, mf, f, d, sc));
+        w.add_tensor(&n("ffn_up.weight"), &[d as u64, f as u64], ggml_type_of(mf), matrix(&mut rng, mf, f, d, sc));
+        w.add_tensor(&n("ffn_down.weight"), &[f as u64, d as u64], ggml_type_of(mf), matrix(&mut rng, mf, d, f, 1.0 / (f as f32).sqrt()));
         if spec.gemma {
             w.add_tensor(&n("attn_q_norm.weight"), &[dh as u64], GgmlType::F32, norm(&mut rng, dh));
             w.add_tensor(&n("attn_k_norm.weight"), &[dh as u64], GgmlType::F32, norm(&mut rng, dh));

@@ -33,6 +33,26 @@ pub fn kernel_format(ggml_type: GgmlType) -> Option<Format> {
     })
 }
 
+/// The GGUF tensor type of a kernel format (the inverse of [`kernel_format`]).
+pub fn ggml_type_of(format: Format) -> GgmlType {
+    match format {
+        Format::F32 => GgmlType::F32,
+        Format::F16 => GgmlType::F16,
+        Format::Bf16 => GgmlType::BF16,
+        Format::Q4_0 => GgmlType::Q4_0,
+        Format::Q4_1 => GgmlType::Q4_1,
+        Format::Q8_0 => GgmlType::Q8_0,
+        Format::Q5_0 => GgmlType::Q5_0,
+        Format::Q5_1 => GgmlType::Q5_1,
+        Format::Q2_K => GgmlType::Q2_K,
+        Format::Q3_K => GgmlType::Q3_K,
+        Format::Q4_K => GgmlType::Q4_K,
+        Format::Q5_K => GgmlType::Q5_K,
+        Format::Q6_K => GgmlType::Q6_K,
+        Format::Q8_K => GgmlType::Q8_K,
+    }
+}
+
 fn format_of(info: &TensorInfo) -> Result<Format, ModelError> {
     kernel_format(info.ggml_type)
         .ok_or_else(|| ModelError::UnsupportedTensorType { tensor: info.name.clone(), ggml_type: info.ggml_type.name().to_string() })

@@ -28,7 +28,7 @@ mod load;
 mod repack;
 mod scratch;
 
-pub use load::kernel_format;
+pub use load::{ggml_type_of, kernel_format};
 pub use scratch::Scratch;
 
 use crate::cache::{KvCache, KvPool, SeqCache};
