@@ -5,6 +5,8 @@
 //! normal, no `pre` means llama.cpp's "default" pre-tokenizer (which we do not implement, so it
 //! is reported as unsupported), and `add_bos_token`/`add_eos_token` default to false.
 
+pub mod vectors;
+
 use gguf::{GgufError, GgufFile, Value};
 use tokenizer::spm::SpmConfig;
 use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError};
