@@ -2,8 +2,8 @@
 //!
 //! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are read here. Defaults
 //! follow llama.cpp where the file is silent: no `token_type` array means every token is
-//! normal, no `pre` means llama.cpp's "default" pre-tokenizer (which we do not implement, so it
-//! is reported as unsupported), and `add_bos_token`/`add_eos_token` default to false.
+//! normal, no `pre` means llama.cpp's "default" pre-tokenizer, and
+//! `add_bos_token`/`add_eos_token` default to false.
 
 pub mod vectors;
 
@@ -261,10 +261,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_pre_tokenizer_is_llama_cpp_default_and_unsupported() {
+    fn missing_pre_tokenizer_is_llama_cpp_default() {
         let mut writer = GgufWriter::new();
-        writer.add_kv(MODEL_KEY, Value::from("gpt2")).add_kv(TOKENS_KEY, string_array(&["a"])).add_kv(MERGES_KEY, string_array(&[]));
-        let error = build(&writer).expect_err("no pre-tokenizer");
-        assert!(error.to_string().contains("\"default\""), "{error}");
+        writer.add_kv(MODEL_KEY, Value::from("gpt2")).add_kv(TOKENS_KEY, string_array(&["a", "b", "ab"])).add_kv(MERGES_KEY, string_array(&["a b"]));
+        let tok = build(&writer).expect("llama.cpp's default pre-tokenizer");
+        assert_eq!(tok.pre_tokenizer(), tokenizer::PreTokenizer::from_name("default"));
+        // The default chain cuts punctuation runs apart from words.
+        assert_eq!(tok.encode("ab", false), vec![2]);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_named_on_one_line() {
+        let mut writer = GgufWriter::new();
+        writer
+            .add_kv(MODEL_KEY, Value::from("gpt2"))
+            .add_kv(PRE_KEY, Value::from("viking"))
+            .add_kv(TOKENS_KEY, string_array(&["a"]))
+            .add_kv(MERGES_KEY, string_array(&[]));
+        let error = build(&writer).expect_err("viking is not supported");
+        let message = error.to_string();
+        assert!(message.contains("\"viking\"") && !message.contains('\n'), "{message}");
     }
 }

@@ -133,7 +133,7 @@ pub enum TokenizerError {
     #[error("merge #{index} {merge:?} needs token {token:?}, which is not in the vocabulary")]
     MergeTokenMissing { index: usize, merge: String, token: String },
     /// The pre-tokenizer is not one this crate implements.
-    #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\", \"llama-bpe\"/\"llama3\", \"qwen2\")")]
+    #[error("unsupported pre-tokenizer {name:?} (supported: llama.cpp's gpt-2, starcoder, llama-bpe, qwen2, qwen35, deepseek-llm, deepseek-coder, falcon and default families)")]
     UnsupportedPreTokenizer { name: String },
     /// A SentencePiece vocabulary is inconsistent.
     #[error("SentencePiece vocabulary: {0}")]
