@@ -110,6 +110,7 @@ impl Tokenizer {
                 return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
             }
         }
+        let ignore_merges = PreTokenizer::ignores_merges(&pre_tokenizer);
         let pre = PreTokenizer::from_name(&pre_tokenizer).ok_or(TokenizerError::UnsupportedPreTokenizer { name: pre_tokenizer })?;
 
         let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
@@ -140,6 +141,16 @@ impl Tokenizer {
             let raw = bytes.get(offsets[id]..offsets[id + 1])?;
             (kind == TokenType::Normal).then_some((id as u32, raw))
         }));
+        if ignore_merges {
+            // As llama.cpp looks a piece up: its byte-level spelling against every token's.
+            let mut whole_tokens = FastMap::default();
+            for (id, text) in tokens.iter().enumerate() {
+                if let Some(raw) = byte_level::decode_spelling(text) {
+                    whole_tokens.insert(raw.into_boxed_slice(), id as u32);
+                }
+            }
+            bpe.whole_tokens = Some(whole_tokens);
+        }
 
         let specials = SpecialTokens::new(tokens.iter().zip(&token_types).enumerate().filter_map(|(id, (text, kind))| match kind {
             TokenType::Control | TokenType::Unknown => Some((text.clone(), id as u32, false)),
