@@ -31,7 +31,7 @@ fn main() {
     let mut failed = 0usize;
     for path in files {
         let name = vocab_name(&path);
-        if !only.is_empty() && !only.iter().any(|o| *o == name) {
+        if !only.is_empty() && !only.contains(&name) {
             continue;
         }
         let report = check_vocab(&path);
