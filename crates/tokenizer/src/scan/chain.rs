@@ -96,21 +96,43 @@ impl Chain {
 }
 
 /// Cut `range` of `text` into the matches of `regex` and the gaps between them.
+///
+/// As llama.cpp does, the regex sees every non-ASCII whitespace character as U+000B (its
+/// `std::regex` matches `\s` only in ASCII): `\s` still matches it, but an explicit range such as
+/// deepseek's `[\x{800}-\x{4E00}]` no longer does.
 fn split_one(regex: &Regex, text: &str, range: Range<usize>, out: &mut Vec<Range<usize>>) {
-    let base = range.start;
     let piece = &text[range.clone()];
+    let substituted;
+    // For each byte offset of the text the regex runs on, the offset in `piece`.
+    let mut origin: Vec<usize> = Vec::new();
+    let haystack = if piece.chars().any(|c| !c.is_ascii() && c.is_whitespace()) {
+        let mut s = String::with_capacity(piece.len());
+        for (at, c) in piece.char_indices() {
+            let c = if !c.is_ascii() && c.is_whitespace() { '\u{b}' } else { c };
+            origin.extend(std::iter::repeat_n(at, c.len_utf8()));
+            s.push(c);
+        }
+        origin.push(piece.len());
+        substituted = s;
+        substituted.as_str()
+    } else {
+        piece
+    };
+    let to_piece = |at: usize| origin.get(at).copied().unwrap_or(at);
+    let base = range.start;
     let mut at = 0;
-    for found in regex.find_iter(piece) {
+    for found in regex.find_iter(haystack) {
         // A match that gives up (fancy-regex's backtracking limit) leaves the rest as one gap.
         let Ok(found) = found else { break };
         if found.start() == found.end() {
             continue;
         }
-        if found.start() > at {
-            out.push(base + at..base + found.start());
+        let (start, end) = (to_piece(found.start()), to_piece(found.end()));
+        if start > at {
+            out.push(base + at..base + start);
         }
-        out.push(base + found.start()..base + found.end());
-        at = found.end();
+        out.push(base + start..base + end);
+        at = end;
     }
     if at < piece.len() {
         out.push(base + at..range.end);
@@ -141,6 +163,13 @@ mod tests {
     #[test]
     fn falcon_cuts_punctuation_then_numbers_by_threes() {
         assert_eq!(cut(Chain::Falcon, "a, b 12345"), ["a", ",", " b", " ", "123", "45"]);
+    }
+
+    #[test]
+    fn non_ascii_whitespace_is_no_member_of_explicit_ranges() {
+        // U+2009 lies in deepseek's CJK range U+0800..U+4E00, but llama.cpp's regex sees U+000B.
+        assert_eq!(cut(Chain::DeepSeekCoder, "through\u{2009}same"), ["through", "\u{2009}same"]);
+        assert_eq!(cut(Chain::DeepSeekLlm, "a/  \u{3000}::"), ["a", "/", "  ", "\u{3000}::"]);
     }
 
     #[test]
