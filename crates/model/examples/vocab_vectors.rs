@@ -41,6 +41,7 @@ fn main() {
         println!("{name:<20} {}", report.summary());
         if let Some(first) = &report.first_mismatch {
             println!("    first mismatch: text {:?}\n      expected {:?}\n      got      {:?}", first.text, first.expected, first.got);
+            println!("    from id {} on (decoded):\n      expected {:?}\n      got      {:?}", first.at, first.context.0, first.context.1);
         }
     }
     if failed > 0 {

@@ -81,6 +81,10 @@ pub struct Mismatch {
     pub text: String,
     pub expected: Vec<u32>,
     pub got: Vec<u32>,
+    /// Where the ids first differ, and the tokens from a little before it, decoded one by one
+    /// (expected, got).
+    pub at: usize,
+    pub context: (Vec<String>, Vec<String>),
 }
 
 /// The result of checking one vocabulary.
@@ -137,7 +141,10 @@ pub fn check_vocab(gguf: &Path) -> VocabReport {
         if got == expected {
             report.matched += 1;
         } else if report.first_mismatch.is_none() {
-            report.first_mismatch = Some(Mismatch { text, expected, got });
+            let at = expected.iter().zip(&got).take_while(|(a, b)| a == b).count();
+            let show = |ids: &[u32]| ids.iter().skip(at.saturating_sub(2)).take(8).map(|&id| tok.decode(&[id], true)).collect::<Vec<String>>();
+            let context = (show(&expected), show(&got));
+            report.first_mismatch = Some(Mismatch { text, expected, got, at, context });
         }
     }
     report
