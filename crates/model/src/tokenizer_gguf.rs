@@ -9,7 +9,7 @@ pub mod vectors;
 
 use gguf::{GgufError, GgufFile, Value};
 use tokenizer::spm::SpmConfig;
-use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError};
+use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError, WpmConfig};
 
 const MODEL_KEY: &str = "tokenizer.ggml.model";
 const PRE_KEY: &str = "tokenizer.ggml.pre";
@@ -24,6 +24,10 @@ const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
 const SCORES_KEY: &str = "tokenizer.ggml.scores";
 const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
+const CLS_KEY: &str = "tokenizer.ggml.cls_token_id";
+const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
+const LOWERCASE_KEY: &str = "tokenizer.ggml.normalizer.lowercase";
+const STRIP_ACCENTS_KEY: &str = "tokenizer.ggml.normalizer.strip_accents";
 
 /// Why a GGUF file's tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +38,7 @@ pub enum TokenizerGgufError {
     Gguf(#[from] GgufError),
     /// A tokenizer model this crate does not read from GGUF.
     #[error(
-        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece) are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
+        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece) and \"bert\" (WordPiece) are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
     )]
     UnsupportedModel { model: String },
     /// An array element has the wrong type.
@@ -70,6 +74,9 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
     let model = file.get_str(MODEL_KEY)?;
     if model == "llama" {
         return spm_from_gguf(file, compat);
+    }
+    if model == "bert" {
+        return wpm_from_gguf(file);
     }
     if model != "gpt2" {
         return Err(TokenizerGgufError::UnsupportedModel { model: model.to_string() });
@@ -134,6 +141,31 @@ fn spm_from_gguf(file: &GgufFile, compat: Compat) -> Result<Tokenizer, Tokenizer
         Compat::HuggingFace => config.with_hugging_face_whitespace(),
     };
     Ok(Tokenizer::from_spm(config)?)
+}
+
+/// A WordPiece vocabulary (`tokenizer.ggml.model = "bert"`), with llama.cpp's defaults: lower
+/// case and accents stripped unless the file says otherwise (accents follow lower case), `[CLS]`
+/// first and `[SEP]` last when special tokens are added.
+fn wpm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+    let tokens = strings(file, TOKENS_KEY)?;
+    let token_types = match file.get(TOKEN_TYPE_KEY) {
+        Some(_) => token_types(file.get_array(TOKEN_TYPE_KEY)?)?,
+        None => vec![TokenType::Normal; tokens.len()],
+    };
+    let lowercase = optional_bool(file, LOWERCASE_KEY)?.unwrap_or(true);
+    let config = WpmConfig {
+        tokens,
+        token_types,
+        unk_id: optional_u32(file, UNK_KEY)?,
+        bos_id: optional_u32(file, BOS_KEY)?.or(optional_u32(file, CLS_KEY)?),
+        eos_id: optional_u32(file, SEP_KEY)?.or(optional_u32(file, EOS_KEY)?),
+        pad_id: optional_u32(file, PAD_KEY)?,
+        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(true),
+        add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(true),
+        lowercase,
+        strip_accents: optional_bool(file, STRIP_ACCENTS_KEY)?.unwrap_or(lowercase),
+    };
+    Ok(Tokenizer::from_wpm(config)?)
 }
 
 fn strings(file: &GgufFile, key: &'static str) -> Result<Vec<String>, TokenizerGgufError> {
@@ -217,9 +249,9 @@ mod tests {
 
     #[test]
     fn unknown_model_is_named_in_the_error() {
-        let error = build(&writer("bert")).expect_err("WordPiece is not read from GGUF yet");
-        assert!(matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "bert"));
-        assert!(error.to_string().contains("\"bert\""));
+        let error = build(&writer("rwkv")).expect_err("RWKV is not read from GGUF");
+        assert!(matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "rwkv"));
+        assert!(error.to_string().contains("\"rwkv\""));
     }
 
     #[test]

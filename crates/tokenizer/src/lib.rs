@@ -26,6 +26,7 @@ mod special;
 pub mod spm;
 mod stream;
 mod tokenizer;
+mod wpm;
 
 pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
@@ -109,6 +110,32 @@ pub struct BpeConfig {
     pub add_bos: bool,
     /// Whether [`Tokenizer::encode_with_special`] ends with EOS.
     pub add_eos: bool,
+}
+
+/// Everything needed to build a WordPiece [`Tokenizer`] from a GGUF `bert` vocabulary
+/// (word-initial tokens spelled with `▁` in front, continuations bare).
+#[derive(Clone, Debug, Default)]
+pub struct WpmConfig {
+    /// Token spellings; the index is the id.
+    pub tokens: Vec<String>,
+    /// One type per token.
+    pub token_types: Vec<TokenType>,
+    /// The token a word without a spelling becomes.
+    pub unk_id: Option<u32>,
+    /// Beginning-of-sequence token (BERT's `[CLS]`).
+    pub bos_id: Option<u32>,
+    /// End-of-sequence token (BERT's `[SEP]`).
+    pub eos_id: Option<u32>,
+    /// Padding token.
+    pub pad_id: Option<u32>,
+    /// Whether [`Tokenizer::encode_with_special`] starts with BOS.
+    pub add_bos: bool,
+    /// Whether [`Tokenizer::encode_with_special`] ends with EOS.
+    pub add_eos: bool,
+    /// Lower-case the text.
+    pub lowercase: bool,
+    /// Decompose (NFD) and drop the accents.
+    pub strip_accents: bool,
 }
 
 /// Why a tokenizer could not be built.

@@ -7,7 +7,8 @@ use crate::byte_level;
 use crate::pretokenize::PreTokenizer;
 use crate::special::{Segment, SpecialTokens};
 use crate::spm::{SpmConfig, SpmTokenizer};
-use crate::{BpeConfig, TokenType, TokenizerError};
+use crate::wpm::Wpm;
+use crate::{BpeConfig, TokenType, TokenizerError, WpmConfig};
 
 /// Control-token spellings that end a generation besides EOS: llama.cpp's list, so that a chat
 /// model stops where llama.cpp stops (SmolLM2 ends turns with `<|im_end|>` and documents with
@@ -62,6 +63,8 @@ enum Model {
     /// SentencePiece-style BPE (GGUF `llama`): merges by score, byte fallback; it cuts out its
     /// own special tokens.
     Spm(Box<SpmTokenizer>),
+    /// WordPiece (GGUF `bert`): special tokens cut out, then words cut into the longest tokens.
+    Wpm(Wpm),
 }
 
 /// A tokenizer: byte-level BPE or SentencePiece-style BPE, with one vocabulary, special-token
@@ -186,6 +189,7 @@ impl Tokenizer {
         match &self.model {
             Model::Bpe { bpe, pre_tokenizer } => self.encode_bpe(bpe, pre_tokenizer, text, |f| self.specials.split(text, parse_special, f)),
             Model::Spm(spm) => spm.encode(text, false, parse_special),
+            Model::Wpm(wpm) => self.encode_wpm(wpm, |f| self.specials.split(text, parse_special, f)),
         }
     }
 
@@ -200,6 +204,7 @@ impl Tokenizer {
             // Cut only at the control tokens outside the plain spans: the text between them is one
             // run, so pre-tokenization sees it exactly as in a whole-text encoding.
             Model::Bpe { bpe, pre_tokenizer } => self.encode_bpe(bpe, pre_tokenizer, text, |f| self.specials.split_where(text, outside, f)),
+            Model::Wpm(wpm) => self.encode_wpm(wpm, |f| self.specials.split_where(text, outside, f)),
             Model::Spm(spm) => {
                 // SentencePiece: the plain spans apart, each piece with its own parsing. (The
                 // pieces' boundaries may then differ from one whole-text encoding.)
@@ -239,6 +244,15 @@ impl Tokenizer {
                     }
                 }
             });
+        });
+        out
+    }
+
+    fn encode_wpm<'t>(&self, wpm: &Wpm, split: impl FnOnce(&mut dyn FnMut(Segment<'t>))) -> Vec<u32> {
+        let mut out = Vec::new();
+        split(&mut |segment| match segment {
+            Segment::Special(id) => out.push(id),
+            Segment::Text(span) => wpm.encode(span, &self.text_to_id, &mut out),
         });
         out
     }
@@ -328,7 +342,7 @@ impl Tokenizer {
         // two tokens' bytes; SentencePiece has byte fallback for every byte.
         let skippable = |b: u8| match &self.model {
             Model::Bpe { bpe, .. } => !bpe.has_byte(b),
-            Model::Spm(_) => false,
+            Model::Spm(_) | Model::Wpm(_) => false,
         };
         // Where `tok` starts at `from`, or after some skippable bytes.
         let find = |from: usize, tok: &[u8]| -> Option<usize> {
@@ -463,7 +477,7 @@ impl Tokenizer {
     pub fn pre_tokenizer(&self) -> Option<PreTokenizer> {
         match &self.model {
             Model::Bpe { pre_tokenizer, .. } => Some(*pre_tokenizer),
-            Model::Spm(_) => None,
+            Model::Spm(_) | Model::Wpm(_) => None,
         }
     }
 
@@ -473,6 +487,7 @@ impl Tokenizer {
         match &self.model {
             Model::Bpe { .. } => "gpt2",
             Model::Spm(_) => "llama",
+            Model::Wpm(_) => "bert",
         }
     }
 
@@ -505,6 +520,64 @@ impl Tokenizer {
             missing_bytes: MissingBytes::Barrier,
             cache_owner: NEXT_TOKENIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             specials: SpecialTokens::new(std::iter::empty()),
+            bos_id,
+            eos_id,
+            unk_id,
+            pad_id,
+            add_bos,
+            add_eos,
+            end_of_generation,
+        })
+    }
+
+    /// Build a WordPiece tokenizer from a GGUF `bert` vocabulary (see [`WpmConfig`]). Normal
+    /// tokens decode with `▁` as a space; control tokens are cut out of the text like byte-level
+    /// BPE's.
+    pub fn from_wpm(config: WpmConfig) -> Result<Tokenizer, TokenizerError> {
+        let WpmConfig { tokens, token_types, unk_id, bos_id, eos_id, pad_id, add_bos, add_eos, lowercase, strip_accents } = config;
+        if tokens.is_empty() {
+            return Err(TokenizerError::EmptyVocabulary);
+        }
+        if tokens.len() > MAX_VOCAB {
+            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
+        }
+        if tokens.len() != token_types.len() {
+            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
+        }
+        let vocab_size = tokens.len();
+        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
+                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
+            }
+        }
+        let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(vocab_size + 1);
+        offsets.push(0);
+        for (text, &kind) in tokens.iter().zip(&token_types) {
+            match kind {
+                TokenType::Normal => bytes.extend_from_slice(text.replace('\u{2581}', " ").as_bytes()),
+                _ => bytes.extend_from_slice(text.as_bytes()),
+            }
+            offsets.push(bytes.len());
+        }
+        let specials = SpecialTokens::new(tokens.iter().zip(&token_types).enumerate().filter_map(|(id, (text, kind))| match kind {
+            TokenType::Control | TokenType::Unknown => Some((text.clone(), id as u32, false)),
+            TokenType::UserDefined => Some((text.clone(), id as u32, true)),
+            _ => None,
+        }));
+        let wpm = Wpm::new(&tokens, unk_id, lowercase, strip_accents);
+        let end_of_generation = end_of_generation(eos_id, &text_to_id, &token_types);
+        Ok(Tokenizer {
+            tokens,
+            token_types,
+            text_to_id,
+            bytes,
+            offsets,
+            model: Model::Wpm(wpm),
+            missing_bytes: MissingBytes::Barrier,
+            cache_owner: NEXT_TOKENIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            specials,
             bos_id,
             eos_id,
             unk_id,
