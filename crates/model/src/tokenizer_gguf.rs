@@ -38,7 +38,7 @@ pub enum TokenizerGgufError {
     Gguf(#[from] GgufError),
     /// A tokenizer model this crate does not read from GGUF.
     #[error(
-        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece) and \"bert\" (WordPiece) are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
+        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece), \"bert\" (WordPiece) and \"gemma4\" are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
     )]
     UnsupportedModel { model: String },
     /// An array element has the wrong type.
@@ -78,7 +78,7 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
     if model == "bert" {
         return wpm_from_gguf(file);
     }
-    if model != "gpt2" {
+    if model != "gpt2" && model != "gemma4" {
         return Err(TokenizerGgufError::UnsupportedModel { model: model.to_string() });
     }
     let pre_tokenizer = match file.get(PRE_KEY) {
@@ -103,6 +103,10 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
         add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(false),
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
     };
+    if model == "gemma4" {
+        // llama.cpp always adds BOS for Gemma 4, whatever the file says.
+        return Ok(Tokenizer::from_char_bpe(BpeConfig { add_bos: true, ..config })?);
+    }
     let tok = Tokenizer::from_bpe(config)?;
     Ok(match compat {
         Compat::LlamaCpp => tok,

@@ -7,7 +7,7 @@ use model::tokenizer_gguf::vectors::{check_vocab, default_models_dir, vocab_file
 
 /// Vocabularies whose tokenizer model is not read from GGUF yet: they must fail to load with a
 /// one-line error, not mis-tokenize.
-const NOT_YET: &[&str] = &["ggml-vocab-gemma-4.gguf"];
+const NOT_YET: &[&str] = &[];
 
 #[test]
 fn every_llama_cpp_test_vocabulary_matches_its_vectors() {

@@ -19,6 +19,7 @@
 
 mod bpe;
 pub mod byte_level;
+mod char_bpe;
 pub mod hf;
 pub mod pretokenize;
 pub mod scan;
