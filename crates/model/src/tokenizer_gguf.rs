@@ -3,7 +3,7 @@
 //! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are read here. Defaults
 //! follow llama.cpp where the file is silent: no `token_type` array means every token is
 //! normal, no `pre` means llama.cpp's "default" pre-tokenizer, and
-//! `add_bos_token`/`add_eos_token` default to false.
+//! `add_bos_token`/`add_eos_token` default to false (BOS to true for the Llama 3 family).
 
 pub mod vectors;
 
@@ -24,7 +24,6 @@ const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
 const SCORES_KEY: &str = "tokenizer.ggml.scores";
 const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
-const CLS_KEY: &str = "tokenizer.ggml.cls_token_id";
 const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
 const LOWERCASE_KEY: &str = "tokenizer.ggml.normalizer.lowercase";
 const STRIP_ACCENTS_KEY: &str = "tokenizer.ggml.normalizer.strip_accents";
@@ -95,12 +94,12 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
         tokens,
         token_types,
         merges,
-        pre_tokenizer,
+        pre_tokenizer: pre_tokenizer.clone(),
         bos_id: optional_u32(file, BOS_KEY)?,
         eos_id: optional_u32(file, EOS_KEY)?,
         unk_id: optional_u32(file, UNK_KEY)?,
         pad_id: optional_u32(file, PAD_KEY)?,
-        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(false),
+        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or_else(|| tokenizer::PreTokenizer::adds_bos_by_default(&pre_tokenizer)),
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
     };
     if model == "gemma4" {
@@ -148,8 +147,9 @@ fn spm_from_gguf(file: &GgufFile, compat: Compat) -> Result<Tokenizer, Tokenizer
 }
 
 /// A WordPiece vocabulary (`tokenizer.ggml.model = "bert"`), with llama.cpp's defaults: lower
-/// case and accents stripped unless the file says otherwise (accents follow lower case), `[CLS]`
-/// first and `[SEP]` last when special tokens are added.
+/// case and accents stripped unless the file says otherwise (accents follow lower case); BOS
+/// (`[CLS]`) 101, unknown 100, separator 102 and padding 0 where the file names none (and the
+/// vocabulary has them); BOS first and the separator last whenever special tokens are added.
 fn wpm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
     let tokens = strings(file, TOKENS_KEY)?;
     let token_types = match file.get(TOKEN_TYPE_KEY) {
@@ -157,15 +157,16 @@ fn wpm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
         None => vec![TokenType::Normal; tokens.len()],
     };
     let lowercase = optional_bool(file, LOWERCASE_KEY)?.unwrap_or(true);
+    let in_vocab = |id: u32| ((id as usize) < tokens.len()).then_some(id);
     let config = WpmConfig {
+        unk_id: optional_u32(file, UNK_KEY)?.or(in_vocab(100)),
+        bos_id: optional_u32(file, BOS_KEY)?.or(in_vocab(101)),
+        eos_id: optional_u32(file, SEP_KEY)?.or(in_vocab(102)),
+        pad_id: optional_u32(file, PAD_KEY)?.or(in_vocab(0)),
         tokens,
         token_types,
-        unk_id: optional_u32(file, UNK_KEY)?,
-        bos_id: optional_u32(file, BOS_KEY)?.or(optional_u32(file, CLS_KEY)?),
-        eos_id: optional_u32(file, SEP_KEY)?.or(optional_u32(file, EOS_KEY)?),
-        pad_id: optional_u32(file, PAD_KEY)?,
-        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(true),
-        add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(true),
+        add_bos: true,
+        add_eos: true,
         lowercase,
         strip_accents: optional_bool(file, STRIP_ACCENTS_KEY)?.unwrap_or(lowercase),
     };

@@ -166,6 +166,12 @@ impl PreTokenizer {
         IGNORE_MERGES.contains(&name)
     }
 
+    /// Whether llama.cpp adds BOS for this name when the file does not say
+    /// (`tokenizer.ggml.add_bos_token` absent): the Llama 3 family.
+    pub fn adds_bos_by_default(name: &str) -> bool {
+        IGNORE_MERGES.contains(&name) && !name.starts_with("glm")
+    }
+
     /// The pieces of `text`, in order; they concatenate back to `text`.
     pub fn pieces<'a>(&self, text: &'a str) -> Pieces<'a> {
         let scan = match self {
