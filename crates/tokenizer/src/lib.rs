@@ -13,6 +13,9 @@
 //!   Metaspace), with their normalizers, pre-tokenizers, added tokens, post-processors,
 //!   decoders and offsets.
 //! - [`scan::RegexSplit`]: any other `Split` pattern, through a regex engine.
+//! - From GGUF also: llama.cpp's regex-chain pre-tokenizers ([`scan::Chain`]: deepseek-llm,
+//!   deepseek-coder, falcon, qwen35, default), WordPiece (`bert`, [`Tokenizer::from_wpm`]) and
+//!   Gemma 4's character-level BPE (`gemma4`, [`Tokenizer::from_char_bpe`]).
 //!
 //! This crate knows nothing of model files: the `model` crate builds a [`BpeConfig`] or an
 //! [`spm::SpmConfig`] from GGUF metadata.
