@@ -546,7 +546,7 @@ impl Tokenizer {
     }
 
     /// Build a character-level BPE tokenizer from a GGUF `gemma4` vocabulary (spaces spelled `▁`,
-    /// `<0xXX>` byte tokens; see [`crate::char_bpe`]). The pre-tokenizer name is not used.
+    /// `<0xXX>` byte tokens: BPE over characters by merge rank). The pre-tokenizer name is not used.
     pub fn from_char_bpe(config: BpeConfig) -> Result<Tokenizer, TokenizerError> {
         let BpeConfig { tokens, token_types, merges, bos_id, eos_id, unk_id, pad_id, add_bos, add_eos, .. } = config;
         if tokens.is_empty() {
