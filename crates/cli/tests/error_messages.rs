@@ -23,12 +23,12 @@ fn an_unknown_pre_tokenizer_is_named_once() {
 #[test]
 fn an_unsupported_tokenizer_model_says_what_is_supported() {
     let fx = Fx::new();
-    let path = fx.write("bert.gguf", &with("tokenizer.ggml.model", "bert"));
+    let path = fx.write("rwkv.gguf", &with("tokenizer.ggml.model", "rwkv"));
     let run = fx.run_with_stdin(&["tokenize", "--model", &path, "--text", "hi"], None);
     assert_ne!(run.code, Some(0));
     let err = run.stderr.trim();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(err.matches("\"bert\"").count(), 1, "{err}");
+    assert_eq!(err.matches("\"rwkv\"").count(), 1, "{err}");
     // Not the old claim that only byte-level BPE loads: SentencePiece GGUFs load too.
     assert!(err.contains("\"llama\" (SentencePiece)") && err.contains("--tokenizer"), "{err}");
 }

@@ -2,12 +2,14 @@
 //!
 //! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are read here. Defaults
 //! follow llama.cpp where the file is silent: no `token_type` array means every token is
-//! normal, no `pre` means llama.cpp's "default" pre-tokenizer (which we do not implement, so it
-//! is reported as unsupported), and `add_bos_token`/`add_eos_token` default to false.
+//! normal, no `pre` means llama.cpp's "default" pre-tokenizer, and
+//! `add_bos_token`/`add_eos_token` default to false (BOS to true for the Llama 3 family).
+
+pub mod vectors;
 
 use gguf::{GgufError, GgufFile, Value};
 use tokenizer::spm::SpmConfig;
-use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError};
+use tokenizer::{BpeConfig, TokenType, Tokenizer, TokenizerError, WpmConfig};
 
 const MODEL_KEY: &str = "tokenizer.ggml.model";
 const PRE_KEY: &str = "tokenizer.ggml.pre";
@@ -22,6 +24,9 @@ const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
 const SCORES_KEY: &str = "tokenizer.ggml.scores";
 const ADD_SPACE_PREFIX_KEY: &str = "tokenizer.ggml.add_space_prefix";
+const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
+const LOWERCASE_KEY: &str = "tokenizer.ggml.normalizer.lowercase";
+const STRIP_ACCENTS_KEY: &str = "tokenizer.ggml.normalizer.strip_accents";
 
 /// Why a GGUF file's tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +37,7 @@ pub enum TokenizerGgufError {
     Gguf(#[from] GgufError),
     /// A tokenizer model this crate does not read from GGUF.
     #[error(
-        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece) are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
+        "{MODEL_KEY} is {model:?}: GGUF tokenizers of type \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece), \"bert\" (WordPiece) and \"gemma4\" are supported; for another, pass its Hugging Face tokenizer.json with --tokenizer"
     )]
     UnsupportedModel { model: String },
     /// An array element has the wrong type.
@@ -69,7 +74,10 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
     if model == "llama" {
         return spm_from_gguf(file, compat);
     }
-    if model != "gpt2" {
+    if model == "bert" {
+        return wpm_from_gguf(file);
+    }
+    if model != "gpt2" && model != "gemma4" {
         return Err(TokenizerGgufError::UnsupportedModel { model: model.to_string() });
     }
     let pre_tokenizer = match file.get(PRE_KEY) {
@@ -86,14 +94,18 @@ pub fn tokenizer_from_gguf_compat(file: &GgufFile, compat: Compat) -> Result<Tok
         tokens,
         token_types,
         merges,
-        pre_tokenizer,
+        pre_tokenizer: pre_tokenizer.clone(),
         bos_id: optional_u32(file, BOS_KEY)?,
         eos_id: optional_u32(file, EOS_KEY)?,
         unk_id: optional_u32(file, UNK_KEY)?,
         pad_id: optional_u32(file, PAD_KEY)?,
-        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or(false),
+        add_bos: optional_bool(file, ADD_BOS_KEY)?.unwrap_or_else(|| tokenizer::PreTokenizer::adds_bos_by_default(&pre_tokenizer)),
         add_eos: optional_bool(file, ADD_EOS_KEY)?.unwrap_or(false),
     };
+    if model == "gemma4" {
+        // llama.cpp always adds BOS for Gemma 4, whatever the file says.
+        return Ok(Tokenizer::from_char_bpe(BpeConfig { add_bos: true, ..config })?);
+    }
     let tok = Tokenizer::from_bpe(config)?;
     Ok(match compat {
         Compat::LlamaCpp => tok,
@@ -132,6 +144,33 @@ fn spm_from_gguf(file: &GgufFile, compat: Compat) -> Result<Tokenizer, Tokenizer
         Compat::HuggingFace => config.with_hugging_face_whitespace(),
     };
     Ok(Tokenizer::from_spm(config)?)
+}
+
+/// A WordPiece vocabulary (`tokenizer.ggml.model = "bert"`), with llama.cpp's defaults: lower
+/// case and accents stripped unless the file says otherwise (accents follow lower case); BOS
+/// (`[CLS]`) 101, unknown 100, separator 102 and padding 0 where the file names none (and the
+/// vocabulary has them); BOS first and the separator last whenever special tokens are added.
+fn wpm_from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerGgufError> {
+    let tokens = strings(file, TOKENS_KEY)?;
+    let token_types = match file.get(TOKEN_TYPE_KEY) {
+        Some(_) => token_types(file.get_array(TOKEN_TYPE_KEY)?)?,
+        None => vec![TokenType::Normal; tokens.len()],
+    };
+    let lowercase = optional_bool(file, LOWERCASE_KEY)?.unwrap_or(true);
+    let in_vocab = |id: u32| ((id as usize) < tokens.len()).then_some(id);
+    let config = WpmConfig {
+        unk_id: optional_u32(file, UNK_KEY)?.or(in_vocab(100)),
+        bos_id: optional_u32(file, BOS_KEY)?.or(in_vocab(101)),
+        eos_id: optional_u32(file, SEP_KEY)?.or(in_vocab(102)),
+        pad_id: optional_u32(file, PAD_KEY)?.or(in_vocab(0)),
+        tokens,
+        token_types,
+        add_bos: true,
+        add_eos: true,
+        lowercase,
+        strip_accents: optional_bool(file, STRIP_ACCENTS_KEY)?.unwrap_or(lowercase),
+    };
+    Ok(Tokenizer::from_wpm(config)?)
 }
 
 fn strings(file: &GgufFile, key: &'static str) -> Result<Vec<String>, TokenizerGgufError> {
@@ -215,9 +254,9 @@ mod tests {
 
     #[test]
     fn unknown_model_is_named_in_the_error() {
-        let error = build(&writer("bert")).expect_err("WordPiece is not read from GGUF yet");
-        assert!(matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "bert"));
-        assert!(error.to_string().contains("\"bert\""));
+        let error = build(&writer("rwkv")).expect_err("RWKV is not read from GGUF");
+        assert!(matches!(&error, TokenizerGgufError::UnsupportedModel { model } if model == "rwkv"));
+        assert!(error.to_string().contains("\"rwkv\""));
     }
 
     #[test]
@@ -259,10 +298,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_pre_tokenizer_is_llama_cpp_default_and_unsupported() {
+    fn missing_pre_tokenizer_is_llama_cpp_default() {
         let mut writer = GgufWriter::new();
-        writer.add_kv(MODEL_KEY, Value::from("gpt2")).add_kv(TOKENS_KEY, string_array(&["a"])).add_kv(MERGES_KEY, string_array(&[]));
-        let error = build(&writer).expect_err("no pre-tokenizer");
-        assert!(error.to_string().contains("\"default\""), "{error}");
+        writer.add_kv(MODEL_KEY, Value::from("gpt2")).add_kv(TOKENS_KEY, string_array(&["a", "b", "ab"])).add_kv(MERGES_KEY, string_array(&["a b"]));
+        let tok = build(&writer).expect("llama.cpp's default pre-tokenizer");
+        assert_eq!(tok.pre_tokenizer(), tokenizer::PreTokenizer::from_name("default"));
+        // The default chain cuts punctuation runs apart from words.
+        assert_eq!(tok.encode("ab", false), vec![2]);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_named_on_one_line() {
+        let mut writer = GgufWriter::new();
+        writer
+            .add_kv(MODEL_KEY, Value::from("gpt2"))
+            .add_kv(PRE_KEY, Value::from("viking"))
+            .add_kv(TOKENS_KEY, string_array(&["a"]))
+            .add_kv(MERGES_KEY, string_array(&[]));
+        let error = build(&writer).expect_err("viking is not supported");
+        let message = error.to_string();
+        assert!(message.contains("\"viking\"") && !message.contains('\n'), "{message}");
     }
 }

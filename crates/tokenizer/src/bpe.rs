@@ -104,6 +104,10 @@ pub(crate) struct Bpe {
     /// costs ~20 ms at load). Only tokens that the merge loop really reaches are listed, so the
     /// shortcut never changes a result.
     pub whole_pieces: FastMap<Box<[u8]>, u32>,
+    /// `ignore_merges` (llama.cpp's Llama 3 family, Hugging Face's `ignore_merges`): the raw
+    /// bytes of every token -> its id (the last id for a duplicate spelling); a piece found here
+    /// is that token even where the merges would not reach it.
+    pub whole_tokens: Option<FastMap<Box<[u8]>, u32>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,7 +150,7 @@ pub(crate) struct Scratch {
 impl Bpe {
     /// Merge rules without the whole-piece shortcut; see [`Bpe::index_whole_pieces`].
     pub fn new(byte_ids: [u32; 256], merges: FastMap<u64, Merge>) -> Bpe {
-        Bpe { byte_ids, merges, whole_pieces: FastMap::default() }
+        Bpe { byte_ids, merges, whole_pieces: FastMap::default(), whole_tokens: None }
     }
 
     /// Fill the whole-piece shortcut from the raw bytes of each candidate token.
@@ -175,6 +179,10 @@ impl Bpe {
     /// Append the tokens of `piece` to `out`.
     pub fn encode_piece(&self, piece: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
         if piece.len() > 1 {
+            if let Some(&id) = self.whole_tokens.as_ref().and_then(|tokens| tokens.get(piece)) {
+                out.push(id);
+                return;
+            }
             if let Some(&id) = self.whole_pieces.get(piece) {
                 out.push(id);
                 return;

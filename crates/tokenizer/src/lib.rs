@@ -13,12 +13,16 @@
 //!   Metaspace), with their normalizers, pre-tokenizers, added tokens, post-processors,
 //!   decoders and offsets.
 //! - [`scan::RegexSplit`]: any other `Split` pattern, through a regex engine.
+//! - From GGUF also: llama.cpp's regex-chain pre-tokenizers ([`scan::Chain`]: deepseek-llm,
+//!   deepseek-coder, falcon, qwen35, default), WordPiece (`bert`, [`Tokenizer::from_wpm`]) and
+//!   Gemma 4's character-level BPE (`gemma4`, [`Tokenizer::from_char_bpe`]).
 //!
 //! This crate knows nothing of model files: the `model` crate builds a [`BpeConfig`] or an
 //! [`spm::SpmConfig`] from GGUF metadata.
 
 mod bpe;
 pub mod byte_level;
+mod char_bpe;
 pub mod hf;
 pub mod pretokenize;
 pub mod scan;
@@ -26,6 +30,7 @@ mod special;
 pub mod spm;
 mod stream;
 mod tokenizer;
+mod wpm;
 
 pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
@@ -111,6 +116,32 @@ pub struct BpeConfig {
     pub add_eos: bool,
 }
 
+/// Everything needed to build a WordPiece [`Tokenizer`] from a GGUF `bert` vocabulary
+/// (word-initial tokens spelled with `▁` in front, continuations bare).
+#[derive(Clone, Debug, Default)]
+pub struct WpmConfig {
+    /// Token spellings; the index is the id.
+    pub tokens: Vec<String>,
+    /// One type per token.
+    pub token_types: Vec<TokenType>,
+    /// The token a word without a spelling becomes.
+    pub unk_id: Option<u32>,
+    /// Beginning-of-sequence token (BERT's `[CLS]`).
+    pub bos_id: Option<u32>,
+    /// End-of-sequence token (BERT's `[SEP]`).
+    pub eos_id: Option<u32>,
+    /// Padding token.
+    pub pad_id: Option<u32>,
+    /// Whether [`Tokenizer::encode_with_special`] starts with BOS.
+    pub add_bos: bool,
+    /// Whether [`Tokenizer::encode_with_special`] ends with EOS.
+    pub add_eos: bool,
+    /// Lower-case the text.
+    pub lowercase: bool,
+    /// Decompose (NFD) and drop the accents.
+    pub strip_accents: bool,
+}
+
 /// Why a tokenizer could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenizerError {
@@ -133,7 +164,7 @@ pub enum TokenizerError {
     #[error("merge #{index} {merge:?} needs token {token:?}, which is not in the vocabulary")]
     MergeTokenMissing { index: usize, merge: String, token: String },
     /// The pre-tokenizer is not one this crate implements.
-    #[error("unsupported pre-tokenizer {name:?} (supported: \"smollm\", \"gpt2\", \"llama-bpe\"/\"llama3\", \"qwen2\")")]
+    #[error("unsupported pre-tokenizer {name:?} (supported: llama.cpp's gpt-2, starcoder, llama-bpe, qwen2, qwen35, deepseek-llm, deepseek-coder, falcon and default families)")]
     UnsupportedPreTokenizer { name: String },
     /// A SentencePiece vocabulary is inconsistent.
     #[error("SentencePiece vocabulary: {0}")]

@@ -67,27 +67,109 @@ pub fn classify(c: char) -> CharClass {
 /// A pre-tokenization scheme, named as GGUF's `tokenizer.ggml.pre` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PreTokenizer {
-    /// `gpt2`: the GPT-2 pattern alone.
+    /// `gpt2` (and llama.cpp's `gpt-2`, `mpt`, ...): the GPT-2 pattern alone.
     Gpt2,
-    /// `smollm`: every `\p{N}` character is its own piece, then the GPT-2 pattern in between.
+    /// `smollm` (and `starcoder`, `refact`, `command-r`, ...): every `\p{N}` character is its own
+    /// piece, then the GPT-2 pattern in between.
     SmolLm,
     /// `llama-bpe` (Llama 3): numbers in runs of up to three digits (see [`crate::scan`]).
     Llama3,
     /// `qwen2`: as Llama 3 with single digits.
     Qwen2,
+    /// A chain of regexes run one after the other (`deepseek-llm`, `deepseek-coder`, `falcon`,
+    /// `qwen35`); see [`crate::scan::Chain`].
+    Chain(crate::scan::Chain),
 }
+
+/// llama.cpp's `tokenizer.ggml.pre` names, by scheme (its `src/llama-vocab.cpp`).
+const NAMES: &[(&str, PreTokenizer)] = {
+    use crate::scan::Chain;
+    use PreTokenizer as P;
+    &[
+        ("gpt2", P::Gpt2),
+        ("gpt-2", P::Gpt2),
+        ("phi-2", P::Gpt2),
+        ("mpt", P::Gpt2),
+        ("olmo", P::Gpt2),
+        ("jais", P::Gpt2),
+        ("jina-es", P::Gpt2),
+        ("jina-de", P::Gpt2),
+        ("jina-v2-es", P::Gpt2),
+        ("jina-v2-de", P::Gpt2),
+        ("jina-v1-en", P::Gpt2),
+        ("jina-v2-code", P::Gpt2),
+        ("roberta-bpe", P::Gpt2),
+        ("gigachat", P::Gpt2),
+        ("a.x-4.0", P::Gpt2),
+        ("mellum", P::Gpt2),
+        ("modern-bert", P::Gpt2),
+        ("exaone4", P::Gpt2),
+        ("trillion", P::Gpt2),
+        ("granite-docling", P::Gpt2),
+        ("smollm", P::SmolLm),
+        ("starcoder", P::SmolLm),
+        ("refact", P::SmolLm),
+        ("command-r", P::SmolLm),
+        ("codeshell", P::SmolLm),
+        ("exaone", P::SmolLm),
+        ("minerva-7b", P::SmolLm),
+        ("mellum2", P::SmolLm),
+        ("llama-bpe", P::Llama3),
+        ("llama3", P::Llama3),
+        ("llama-v3", P::Llama3),
+        ("falcon3", P::Llama3),
+        ("falcon-h1", P::Llama3),
+        ("pixtral", P::Llama3),
+        ("midm-2.0", P::Llama3),
+        ("lfm2", P::Llama3),
+        ("jina-v5-nano", P::Llama3),
+        ("dbrx", P::Llama3),
+        ("smaug-bpe", P::Llama3),
+        ("chatglm-bpe", P::Llama3),
+        ("glm4", P::Llama3),
+        ("glm5", P::Llama3),
+        ("qwen2", P::Qwen2),
+        ("deepseek-r1-qwen", P::Qwen2),
+        ("kormo", P::Qwen2),
+        ("f2llmv2", P::Qwen2),
+        ("megrez", P::Qwen2),
+        ("stablelm2", P::Qwen2),
+        ("hunyuan", P::Qwen2),
+        ("solar-open", P::Qwen2),
+        ("qwen35", P::Chain(Chain::Qwen35)),
+        ("deepseek-llm", P::Chain(Chain::DeepSeekLlm)),
+        ("deepseek-coder", P::Chain(Chain::DeepSeekCoder)),
+        ("falcon", P::Chain(Chain::Falcon)),
+        ("default", P::Chain(Chain::Default)),
+    ]
+};
+
+/// llama.cpp's names whose vocabulary takes a piece that is a token whole, without merging
+/// (`ignore_merges`), among those [`PreTokenizer::from_name`] knows.
+const IGNORE_MERGES: &[&str] =
+    &["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "glm4", "glm5"];
 
 impl PreTokenizer {
     /// The scheme for a `tokenizer.ggml.pre` name, or `None` when it is not supported.
     pub fn from_name(name: &str) -> Option<PreTokenizer> {
-        match name {
-            "gpt2" | "gpt-2" => Some(PreTokenizer::Gpt2),
-            "smollm" => Some(PreTokenizer::SmolLm),
-            // llama.cpp's names for these patterns.
-            "llama-bpe" | "llama3" | "llama-v3" => Some(PreTokenizer::Llama3),
-            "qwen2" | "deepseek-r1-qwen" => Some(PreTokenizer::Qwen2),
-            _ => None,
-        }
+        NAMES.iter().find(|(known, _)| *known == name).map(|&(_, pre)| pre)
+    }
+
+    /// Every supported `tokenizer.ggml.pre` name.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        NAMES.iter().map(|&(name, _)| name)
+    }
+
+    /// Whether llama.cpp gives a piece that is a token that token whole, merges or not
+    /// (`ignore_merges`: the Llama 3 family).
+    pub fn ignores_merges(name: &str) -> bool {
+        IGNORE_MERGES.contains(&name)
+    }
+
+    /// Whether llama.cpp adds BOS for this name when the file does not say
+    /// (`tokenizer.ggml.add_bos_token` absent): the Llama 3 family.
+    pub fn adds_bos_by_default(name: &str) -> bool {
+        IGNORE_MERGES.contains(&name) && !name.starts_with("glm")
     }
 
     /// The pieces of `text`, in order; they concatenate back to `text`.
@@ -95,9 +177,13 @@ impl PreTokenizer {
         let scan = match self {
             PreTokenizer::Llama3 => Some(crate::scan::Pattern::Llama3.pieces(text)),
             PreTokenizer::Qwen2 => Some(crate::scan::Pattern::Qwen2.pieces(text)),
-            PreTokenizer::Gpt2 | PreTokenizer::SmolLm => None,
+            PreTokenizer::Gpt2 | PreTokenizer::SmolLm | PreTokenizer::Chain(_) => None,
         };
-        Pieces { text, pos: 0, digits_cut: *self == PreTokenizer::SmolLm, scan }
+        let chain = match self {
+            PreTokenizer::Chain(chain) => Some(chain.pieces(text).into_iter()),
+            _ => None,
+        };
+        Pieces { text, pos: 0, digits_cut: *self == PreTokenizer::SmolLm, scan, chain }
     }
 }
 
@@ -110,6 +196,8 @@ pub struct Pieces<'a> {
     digits_cut: bool,
     /// The scanner of the Llama 3 family, when it is one of those patterns.
     scan: Option<crate::scan::Pieces<'a>>,
+    /// The pieces of a regex chain, cut in advance.
+    chain: Option<std::vec::IntoIter<std::ops::Range<usize>>>,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -118,6 +206,9 @@ impl<'a> Iterator for Pieces<'a> {
     fn next(&mut self) -> Option<&'a str> {
         if let Some(scan) = self.scan.as_mut() {
             return scan.next().map(|range| &self.text[range]);
+        }
+        if let Some(chain) = self.chain.as_mut() {
+            return chain.next().and_then(|range| self.text.get(range));
         }
         let start = self.pos;
         let (c0, class0, len0) = decode_at(self.text, start)?;

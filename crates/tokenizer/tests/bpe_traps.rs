@@ -201,10 +201,11 @@ fn stream_decoder_flushes_an_unfinished_tail_as_replacement() {
 #[test]
 fn unsupported_pre_tokenizer_is_named_in_the_error() {
     let mut config = config();
-    config.pre_tokenizer = "falcon".into();
-    let error = Tokenizer::from_bpe(config).expect_err("falcon is not supported");
-    assert_eq!(error, TokenizerError::UnsupportedPreTokenizer { name: "falcon".into() });
-    assert!(error.to_string().contains("falcon"));
+    config.pre_tokenizer = "viking".into();
+    let error = Tokenizer::from_bpe(config).expect_err("viking is not supported");
+    assert_eq!(error, TokenizerError::UnsupportedPreTokenizer { name: "viking".into() });
+    assert!(error.to_string().contains("\"viking\""));
+    assert!(!error.to_string().contains('\n'));
 }
 
 #[test]
@@ -275,5 +276,39 @@ proptest! {
         let mut streamed: String = ids.iter().map(|&id| stream.push(&tok, id)).collect();
         streamed.push_str(&stream.finish());
         prop_assert_eq!(streamed, tok.decode(&ids, false));
+    }
+}
+
+/// llama.cpp's Llama 3 family takes a piece that is a token whole even where no merge reaches it
+/// (`ignore_merges`); other pre-tokenizers merge as the rules say.
+#[test]
+fn llama3_family_ignores_merges_for_whole_tokens() {
+    let tokens: Vec<String> = ["x", "y", "z", "xy", "xyz"].iter().map(|s| s.to_string()).collect();
+    let build = |pre: &str| {
+        Tokenizer::from_bpe(BpeConfig {
+            token_types: vec![TokenType::Normal; tokens.len()],
+            tokens: tokens.clone(),
+            merges: vec!["x y".into()],
+            pre_tokenizer: pre.into(),
+            ..BpeConfig::default()
+        })
+        .expect("valid vocabulary")
+    };
+    assert_eq!(build("llama-bpe").encode("xyz", false), [4]);
+    assert_eq!(build("qwen2").encode("xyz", false), [3, 2]);
+    assert_eq!(build("dbrx").encode("xyz", false), [3, 2]);
+}
+
+/// Every llama.cpp pre-tokenizer name this crate knows builds a tokenizer, and each piece list
+/// covers its text.
+#[test]
+fn every_known_pre_tokenizer_name_builds_and_covers_text() {
+    let text = "Hello, world! 12345 ½ 中文 한국어 it's\r\n\t  x\u{2009}y\u{3000}z 😀 ";
+    for name in tokenizer::PreTokenizer::names() {
+        let mut config = config();
+        config.pre_tokenizer = name.into();
+        Tokenizer::from_bpe(config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let pre = tokenizer::PreTokenizer::from_name(name).expect("known name");
+        assert_eq!(pre.pieces(text).collect::<String>(), text, "{name}");
     }
 }

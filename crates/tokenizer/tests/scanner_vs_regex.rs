@@ -119,7 +119,7 @@ fn regex_pieces(pre: PreTokenizer, text: &str) -> Vec<String> {
             spans.push((&text[last..], false));
         }
         // Checked against their own regexes in tests/scanners.rs.
-        PreTokenizer::Llama3 | PreTokenizer::Qwen2 => unreachable!("only the GPT-2 family is compared here"),
+        PreTokenizer::Llama3 | PreTokenizer::Qwen2 | PreTokenizer::Chain(_) => unreachable!("only the GPT-2 family is compared here"),
     }
     let mut out = Vec::new();
     for (span, is_cut) in spans {

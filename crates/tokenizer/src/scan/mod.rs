@@ -16,6 +16,9 @@
 //! The SmolLM / StarCoder family (GGUF `smollm`, `starcoder`) is `Digits(individual_digits)`
 //! followed by the GPT-2 pattern, which [`crate::PreTokenizer::SmolLm`] scans in one pass.
 //!
+//! llama.cpp's pre-tokenizers that chain several regexes (`deepseek-llm`, `deepseek-coder`,
+//! `falcon`, `qwen35`) run on a regex engine as [`Chain`].
+//!
 //! Any other pattern goes through [`RegexSplit`], which also implements the five `Split`
 //! behaviours of Hugging Face and its `invert` flag, and hands the three known patterns (when
 //! isolated, not inverted) to the scanners.
@@ -27,6 +30,7 @@
 //! one character of each class, on random strings, on a mixed corpus) and against Hugging Face's
 //! own output (tests/scanners.rs, tests/trained_bpe.rs).
 
+mod chain;
 pub mod classes;
 mod gpt2;
 mod llama3;
@@ -34,6 +38,7 @@ mod regex_split;
 
 use std::ops::Range;
 
+pub use chain::Chain;
 pub use classes::{classify, Class, UNICODE_VERSION};
 pub use regex_split::{RegexSplit, SplitBehavior, SplitError};
 
