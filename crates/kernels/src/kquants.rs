@@ -134,7 +134,7 @@ pub struct Unpacked {
 /// the low 6 bits of bytes j and j+4; j >= 4 in the nibbles of byte j+4, their top 2 bits in the
 /// top bits of bytes j-4 (scale) and j (minimum).
 #[inline(always)]
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

@@ -14,7 +14,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::kquants::{BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
+use crate::kquants::{scale_min_k4, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
 use crate::quant::read_f16;
 use std::arch::x86_64::*;
 
@@ -25,16 +25,6 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
     _mm_cvtsi128_si32(s)
-}
-
-/// Sub-block j's 6-bit scale and minimum of Q4_K (as [`crate::kquants`] unpacks them).
-#[inline(always)]
-fn scale_min(j: usize, s: &[u8]) -> (i32, i32) {
-    if j < 4 {
-        ((s[j] & 63) as i32, (s[j + 4] & 63) as i32)
-    } else {
-        (((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4)) as i32, ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as i32)
-    }
 }
 
 /// w row (K) Q4_K, x (K/256) -> the dot product.
@@ -53,8 +43,9 @@ pub unsafe fn dot_q4_k_q8k(w: &[u8], x: &[BlockQ8K]) -> f32 {
         let mut sums = _mm256_setzero_si256();
         let mut msum = 0i32;
         for c in 0..4 {
-            let (sc_lo, m_lo) = scale_min(2 * c, scales);
-            let (sc_hi, m_hi) = scale_min(2 * c + 1, scales);
+            let (sc_lo, m_lo) = scale_min_k4(2 * c, scales);
+            let (sc_hi, m_hi) = scale_min_k4(2 * c + 1, scales);
+            let (m_lo, m_hi) = (m_lo as i32, m_hi as i32);
             msum += m_lo * (a.bsums[4 * c] as i32 + a.bsums[4 * c + 1] as i32) + m_hi * (a.bsums[4 * c + 2] as i32 + a.bsums[4 * c + 3] as i32);
             let q = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
             let lo = _mm256_and_si256(q, nibbles);

@@ -100,7 +100,7 @@ pub fn gguf_from_checkpoint(dir: &Path) -> Result<GgufFile, ModelError> {
 
     // Tensors, from one file or the shards an index names.
     let tensors = Tensors::open(dir)?;
-    let mut used = 0;
+    let mut used = std::collections::HashSet::new();
     let mut put = |w: &mut GgufWriter, hf: &str, gguf: &str, permute_heads: Option<usize>| -> Result<(), ModelError> {
         let (dtype, shape, bytes) = tensors.get(hf)?;
         let ggml = match dtype {
@@ -117,7 +117,7 @@ pub fn gguf_from_checkpoint(dir: &Path) -> Result<GgufFile, ModelError> {
             None => bytes.to_vec(),
         };
         w.add_tensor(gguf, &dims, ggml, data);
-        used += 1;
+        used.insert(hf.to_string());
         Ok(())
     };
     put(&mut w, "model.embed_tokens.weight", "token_embd.weight", None)?;
@@ -141,26 +141,10 @@ pub fn gguf_from_checkpoint(dir: &Path) -> Result<GgufFile, ModelError> {
         return Err(ModelError::MissingTensor("lm_head.weight (config.json says the head is not tied to the embeddings)".into()));
     }
     // Nothing left over: another variant of the architecture would run wrong silently.
-    let unused: Vec<&str> = tensors.names().filter(|n| !n.ends_with("rotary_emb.inv_freq")).collect();
-    if unused.len() > used {
-        let known: std::collections::HashSet<String> = (0..n_layer)
-            .flat_map(|l| {
-                [
-                    "input_layernorm",
-                    "self_attn.q_proj",
-                    "self_attn.k_proj",
-                    "self_attn.v_proj",
-                    "self_attn.o_proj",
-                    "post_attention_layernorm",
-                    "mlp.gate_proj",
-                    "mlp.up_proj",
-                    "mlp.down_proj",
-                ]
-                .map(|s| format!("model.layers.{l}.{s}.weight"))
-            })
-            .chain(["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"].map(String::from))
-            .collect();
-        let extra: Vec<&str> = unused.into_iter().filter(|n| !known.contains(*n)).take(5).collect();
+    let mut extra: Vec<&str> = tensors.names().filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq")).collect();
+    if !extra.is_empty() {
+        extra.sort();
+        extra.truncate(5);
         return Err(unsupported(format!("tensors this Llama checkpoint loader does not use: {}", extra.join(", "))));
     }
     let bytes = w.to_bytes()?;

@@ -101,21 +101,8 @@ impl Tokenizer {
     /// range, every merge names two tokens and makes a third, and the pre-tokenizer is supported.
     pub fn from_bpe(config: BpeConfig) -> Result<Tokenizer, TokenizerError> {
         let BpeConfig { tokens, token_types, merges, pre_tokenizer, bos_id, eos_id, unk_id, pad_id, add_bos, add_eos } = config;
-        if tokens.is_empty() {
-            return Err(TokenizerError::EmptyVocabulary);
-        }
-        if tokens.len() > MAX_VOCAB {
-            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
-        }
-        if tokens.len() != token_types.len() {
-            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
-        }
+        check_vocabulary(&tokens, &token_types, [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)])?;
         let vocab_size = tokens.len();
-        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
-            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
-            }
-        }
         let ignore_merges = PreTokenizer::ignores_merges(&pre_tokenizer);
         let pre = PreTokenizer::from_name(&pre_tokenizer).ok_or(TokenizerError::UnsupportedPreTokenizer { name: pre_tokenizer })?;
 
@@ -549,21 +536,8 @@ impl Tokenizer {
     /// `<0xXX>` byte tokens: BPE over characters by merge rank). The pre-tokenizer name is not used.
     pub fn from_char_bpe(config: BpeConfig) -> Result<Tokenizer, TokenizerError> {
         let BpeConfig { tokens, token_types, merges, bos_id, eos_id, unk_id, pad_id, add_bos, add_eos, .. } = config;
-        if tokens.is_empty() {
-            return Err(TokenizerError::EmptyVocabulary);
-        }
-        if tokens.len() > MAX_VOCAB {
-            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
-        }
-        if tokens.len() != token_types.len() {
-            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
-        }
+        check_vocabulary(&tokens, &token_types, [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)])?;
         let vocab_size = tokens.len();
-        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
-            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
-            }
-        }
         let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(vocab_size + 1);
@@ -610,21 +584,8 @@ impl Tokenizer {
     /// BPE's.
     pub fn from_wpm(config: WpmConfig) -> Result<Tokenizer, TokenizerError> {
         let WpmConfig { tokens, token_types, unk_id, bos_id, eos_id, pad_id, add_bos, add_eos, lowercase, strip_accents } = config;
-        if tokens.is_empty() {
-            return Err(TokenizerError::EmptyVocabulary);
-        }
-        if tokens.len() > MAX_VOCAB {
-            return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
-        }
-        if tokens.len() != token_types.len() {
-            return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
-        }
+        check_vocabulary(&tokens, &token_types, [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)])?;
         let vocab_size = tokens.len();
-        for (name, id) in [("bos", bos_id), ("eos", eos_id), ("unknown", unk_id), ("padding", pad_id)] {
-            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
-                return Err(TokenizerError::IdOutOfRange { name, id, vocab_size });
-            }
-        }
         let text_to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(vocab_size + 1);
@@ -673,6 +634,26 @@ impl Tokenizer {
     pub fn end_of_generation_ids(&self) -> &[u32] {
         &self.end_of_generation
     }
+}
+
+/// The checks every vocabulary passes: not empty, not past [`MAX_VOCAB`], a type per token, and
+/// each named special id inside it.
+fn check_vocabulary(tokens: &[String], token_types: &[TokenType], ids: [(&'static str, Option<u32>); 4]) -> Result<(), TokenizerError> {
+    if tokens.is_empty() {
+        return Err(TokenizerError::EmptyVocabulary);
+    }
+    if tokens.len() > MAX_VOCAB {
+        return Err(TokenizerError::VocabularyTooLarge { count: tokens.len(), max: MAX_VOCAB });
+    }
+    if tokens.len() != token_types.len() {
+        return Err(TokenizerError::LengthMismatch { tokens: tokens.len(), token_types: token_types.len() });
+    }
+    for (name, id) in ids {
+        if let Some(id) = id.filter(|&id| id as usize >= tokens.len()) {
+            return Err(TokenizerError::IdOutOfRange { name, id, vocab_size: tokens.len() });
+        }
+    }
+    Ok(())
 }
 
 /// Parse "left right" merge lines into (left id, right id) -> (rank, merged id). A repeated pair
