@@ -203,7 +203,10 @@ unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
     for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i)));
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (i, vi) in v.iter_mut().enumerate() {
+            *vi = _mm256_loadu_ps(xs.as_ptr().add(8 * i));
+        }
         // max(v, acc) keeps acc when v is NaN, as f32::max does; the lanes are never NaN, so
         // their maximum is the same in any order.
         let mut m = _mm256_setzero_ps();

@@ -120,7 +120,10 @@ unsafe fn group_dot<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: 
         let (scale, offset_sums) = block_start(kind, p, ahead, i, &x, &mut mins);
         // Each token's integer sums of element group l start at -offset * (the sum of the
         // group's four activation bytes).
-        let start: [[i32; 8]; N] = std::array::from_fn(|j| offset_sums[j].map(|sum| -offset(kind) * sum));
+        let mut start = [[0i32; 8]; N];
+        for j in 0..N {
+            start[j] = offset_sums[j].map(|sum| -offset(kind) * sum);
+        }
         // Written out lane by lane (no loop): with a constant lane index every accumulator stays
         // in a register; a loop the compiler does not unroll keeps them in memory.
         if kind == Kind::Q8_0 {
@@ -188,8 +191,10 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
         // Two partial integer sums per token (element groups 0, 2, 4, 6 and 1, 3, 5, 7): two
         // short dependency chains instead of one of eight. The block's sum starts at
         // -offset * (the sum of its activation bytes).
-        let mut part: [[__m512i; 2]; N] =
-            std::array::from_fn(|j| [_mm512_set1_epi32(-offset(kind) * offset_sums[j].iter().sum::<i32>()), _mm512_setzero_si512()]);
+        let mut part = [[_mm512_setzero_si512(); 2]; N];
+        for j in 0..N {
+            part[j][0] = _mm512_set1_epi32(-offset(kind) * offset_sums[j].iter().sum::<i32>());
+        }
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm512_loadu_si512(p.add(values_at + 64 * l) as *const _);

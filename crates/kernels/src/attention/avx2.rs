@@ -145,8 +145,14 @@ pub(super) unsafe fn attend_one_avx2(
             Order::Tiled => at(l, d),
             Order::Vector => _mm256_add_ps(_mm256_add_ps(at(l, d), at(2 * LANES + l, d)), _mm256_add_ps(at(LANES + l, d), at(3 * LANES + l, d))),
         };
-        let t8: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(lane(l + 8), lane(l)));
-        let t4: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(t8[l + 4], t8[l]));
+        let mut t8 = [_mm256_setzero_ps(); 8];
+        for (l, t) in t8.iter_mut().enumerate() {
+            *t = _mm256_add_ps(lane(l + 8), lane(l));
+        }
+        let mut t4 = [_mm256_setzero_ps(); 4];
+        for (l, t) in t4.iter_mut().enumerate() {
+            *t = _mm256_add_ps(t8[l + 4], t8[l]);
+        }
         let r = _mm256_add_ps(_mm256_add_ps(t4[0], t4[2]), _mm256_add_ps(t4[1], t4[3]));
         _mm256_storeu_ps(o.as_mut_ptr().add(d), r);
     }

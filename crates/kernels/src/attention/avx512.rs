@@ -110,7 +110,10 @@ pub(super) unsafe fn attend_group(
             let mut r = [[_mm512_setzero_ps(); 4]; MAX_GROUP];
             for s in (slot..n_seen).step_by(LANES) {
                 let vp = kv.values.as_ptr().add(kv.row(s) + kv_off + d0);
-                let vv: [__m512; 4] = std::array::from_fn(|j| if j < n { load16(vp.add(j * LANES)) } else { _mm512_setzero_ps() });
+                let mut vv = [_mm512_setzero_ps(); 4];
+                for (j, v) in vv.iter_mut().enumerate().take(n) {
+                    *v = load16(vp.add(j * LANES));
+                }
                 for (g, rg) in r.iter_mut().enumerate().take(group) {
                     let p = _mm512_set1_ps(scores[g * n_seen + s]);
                     for (rj, vj) in rg.iter_mut().zip(vv).take(n) {
@@ -129,8 +132,14 @@ pub(super) unsafe fn attend_group(
     for g in 0..group {
         let at = |slot: usize, d: usize| _mm512_loadu_ps(ap.add((g * LANES + slot) * head_dim + d));
         for d in (0..head_dim).step_by(LANES) {
-            let t8: [__m512; 8] = std::array::from_fn(|l| _mm512_add_ps(at(l + 8, d), at(l, d)));
-            let t4: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(t8[l + 4], t8[l]));
+            let mut t8 = [_mm512_setzero_ps(); 8];
+            for (l, t) in t8.iter_mut().enumerate() {
+                *t = _mm512_add_ps(at(l + 8, d), at(l, d));
+            }
+            let mut t4 = [_mm512_setzero_ps(); 4];
+            for (l, t) in t4.iter_mut().enumerate() {
+                *t = _mm512_add_ps(t8[l + 4], t8[l]);
+            }
             let r = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
             _mm512_storeu_ps(out.as_mut_ptr().add(g * head_dim + d), r);
         }
@@ -237,7 +246,10 @@ pub(super) unsafe fn attend_group_vector(
                 1 => score_block::<1>(qp, keys, &rows),
                 2 => score_block::<2>(qp, keys, &rows),
                 _ => {
-                    let lanes: [__m512; 16] = std::array::from_fn(|i| score_lanes(qp, keys.add(rows[4 * (i % 4) + i / 4]), chunks));
+                    let mut lanes = [_mm512_setzero_ps(); 16];
+                    for (i, lane) in lanes.iter_mut().enumerate() {
+                        *lane = score_lanes(qp, keys.add(rows[4 * (i % 4) + i / 4]), chunks);
+                    }
                     reduce16_x16(lanes)
                 }
             };
@@ -368,7 +380,12 @@ unsafe fn add_all<const G: usize>(a: Option<[[__m512; 2]; G]>, b: Option<[[__m51
 /// their 16 trees at once.
 #[inline(always)]
 unsafe fn score_block<const CHUNKS: usize>(qp: *const f32, keys: *const f16, rows: &[usize; LANES]) -> __m512 {
-    let q: [[__m512; BANKS]; CHUNKS] = std::array::from_fn(|c| std::array::from_fn(|j| _mm512_loadu_ps(qp.add((c * BANKS + j) * LANES))));
+    let mut q = [[_mm512_setzero_ps(); BANKS]; CHUNKS];
+    for (c, qc) in q.iter_mut().enumerate() {
+        for (j, qj) in qc.iter_mut().enumerate() {
+            *qj = _mm512_loadu_ps(qp.add((c * BANKS + j) * LANES));
+        }
+    }
     let lanes = |p: usize| {
         let kp = keys.add(rows[p]);
         let mut b = [_mm512_setzero_ps(); BANKS];
