@@ -23,6 +23,12 @@
 //! Integer sums are exact in any order and the float operations are the reference's
 //! ([`dot_blocks_q8`](crate::matmul::dot_blocks_q8)) in its order, so the results are
 //! bit-identical to it (tested in `matmul/tests.rs`).
+//!
+//! Each kernel also comes in an AVX-VNNI copy (`VNNI = true`, the [`Level::AvxVnni`](crate::Level)
+//! level: Intel Alder Lake and later, AMD Zen 5): the 256-bit `vpdpbusd` adds four products
+//! into each 32-bit lane in one instruction where AVX2 takes `vpmaddubsw`, `vpmaddwd` and an add
+//! ([`dot4`]). Its sums are the same integers (no pair sum here saturates 16 bits), so it gives the
+//! same bits.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -59,6 +65,18 @@ unsafe fn prefetch_ahead(p: *const u8, ahead: usize, bytes: usize) {
     }
 }
 
+/// acc + the four products w * y (unsigned times signed bytes) of each 32-bit lane: one
+/// `vpdpbusd` with AVX-VNNI, else `vpmaddubsw` (pair sums in 16 bits: at most 2 x 128 x 127 for
+/// the values here, never saturated), `vpmaddwd` with ones and an add. The same integers.
+#[inline(always)]
+unsafe fn dot4<const VNNI: bool>(acc: __m256i, w: __m256i, y: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_avx_epi32(acc, w, y)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, y), _mm256_set1_epi16(1)))
+    }
+}
+
 /// Four activation bytes at `qs[at..at + 4]` in every 32-bit lane.
 #[inline(always)]
 unsafe fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
@@ -71,10 +89,10 @@ unsafe fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
 /// the bytes `ahead` of it (none when 0).
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `packed` is whole group blocks of `kind` and every `x[j]` has
-/// one block per group block.
+/// The CPU has AVX2, FMA and F16C (and AVX-VNNI when `VNNI`); `packed` is whole group blocks of
+/// `kind` and every `x[j]` has one block per group block.
 #[inline(always)]
-unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+unsafe fn group_dot_blocks<const N: usize, const VNNI: bool>(kind: Kind, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
     let group_bytes = kind.group_bytes(GROUP_ROWS);
     let values_at = GROUP_ROWS * kind.header();
     let mut acc = [_mm256_setzero_ps(); N];
@@ -94,7 +112,7 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
                 for j in 0..N {
                     let y = _mm256_sign_epi8(broadcast4(&a[j].qs, 4 * l), w);
                     // |pair sum| <= 2 * 128 * 127: no saturation; two of them could overflow 16 bits.
-                    sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, y), ones));
+                    sum[j] = dot4::<VNNI>(sum[j], magnitude, y);
                 }
             });
         } else {
@@ -102,12 +120,20 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
                 let q = _mm256_loadu_si256(p.add(values_at + 32 * k) as *const __m256i);
                 let (lo, hi) = (_mm256_and_si256(q, nibble_mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask));
                 for j in 0..N {
-                    sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(lo, broadcast4(&a[j].qs, 4 * k)));
-                    sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(hi, broadcast4(&a[j].qs, 16 + 4 * k)));
+                    if VNNI {
+                        sum[j] = _mm256_dpbusd_avx_epi32(sum[j], lo, broadcast4(&a[j].qs, 4 * k));
+                        sum[j] = _mm256_dpbusd_avx_epi32(sum[j], hi, broadcast4(&a[j].qs, 16 + 4 * k));
+                    } else {
+                        // 16-bit pair sums added across the block (at most 30480), folded below.
+                        sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(lo, broadcast4(&a[j].qs, 4 * k)));
+                        sum[j] = _mm256_add_epi16(sum[j], _mm256_maddubs_epi16(hi, broadcast4(&a[j].qs, 16 + 4 * k)));
+                    }
                 }
             });
             for j in 0..N {
-                sum[j] = _mm256_madd_epi16(sum[j], ones);
+                if !VNNI {
+                    sum[j] = _mm256_madd_epi16(sum[j], ones);
+                }
                 if kind == Kind::Q4_0 {
                     sum[j] = _mm256_sub_epi32(sum[j], _mm256_set1_epi32(8 * a[j].sum));
                 }
@@ -149,13 +175,12 @@ unsafe fn group_dot_blocks<const N: usize>(kind: Kind, packed: &[u8], ahead: usi
 /// # Safety
 /// As [`group_dot_blocks`].
 #[inline(always)]
-unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]) -> [f32; GROUP_ROWS] {
+unsafe fn group_dot_lanes<const VNNI: bool>(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]) -> [f32; GROUP_ROWS] {
     let group_bytes = kind.group_bytes(GROUP_ROWS);
     let values_at = GROUP_ROWS * kind.header();
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut mins = _mm256_setzero_ps();
     let nibble_mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
     for (i, blk) in packed.chunks_exact(group_bytes).enumerate() {
         let p = blk.as_ptr();
         prefetch_ahead(p, ahead, group_bytes);
@@ -165,7 +190,7 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
         let mut offsets = [0i32; 8];
         if kind == Kind::Q4_0 {
             let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let group_sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), y), ones);
+            let group_sums = dot4::<VNNI>(_mm256_setzero_si256(), _mm256_set1_epi8(8), y);
             _mm256_storeu_si256(offsets.as_mut_ptr() as *mut __m256i, group_sums);
         }
         // (A function, not a closure: intrinsics in a closure may not be inlined into the AVX2
@@ -174,13 +199,13 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
         if kind == Kind::Q8_0 {
             unroll!(l in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let w = _mm256_loadu_si256(p.add(values_at + 32 * l) as *const __m256i);
-                acc[l] = lane_fma(acc[l], scale, _mm256_sign_epi8(w, w), _mm256_sign_epi8(broadcast4(&a.qs, 4 * l), w), 0);
+                acc[l] = lane_fma::<VNNI>(acc[l], scale, _mm256_sign_epi8(w, w), _mm256_sign_epi8(broadcast4(&a.qs, 4 * l), w), 0);
             });
         } else {
             unroll!(k in [0, 1, 2, 3] {
                 let q = _mm256_loadu_si256(p.add(values_at + 32 * k) as *const __m256i);
-                acc[k] = lane_fma(acc[k], scale, _mm256_and_si256(q, nibble_mask), broadcast4(&a.qs, 4 * k), offset(k));
-                acc[k + 4] = lane_fma(acc[k + 4], scale, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask), broadcast4(&a.qs, 16 + 4 * k), offset(k + 4));
+                acc[k] = lane_fma::<VNNI>(acc[k], scale, _mm256_and_si256(q, nibble_mask), broadcast4(&a.qs, 4 * k), offset(k));
+                acc[k + 4] = lane_fma::<VNNI>(acc[k + 4], scale, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble_mask), broadcast4(&a.qs, 16 + 4 * k), offset(k + 4));
             });
         }
         if kind == Kind::Q4_1 {
@@ -202,8 +227,8 @@ unsafe fn group_dot_lanes(kind: Kind, packed: &[u8], ahead: usize, x: &[BlockQ8]
 
 /// acc + scale * (the 8 rows' integer sums of one element group - offset): `w` unsigned, `y` signed.
 #[inline(always)]
-unsafe fn lane_fma(acc: __m256, scale: __m256, w: __m256i, y: __m256i, offset: i32) -> __m256 {
-    let sums = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, y), _mm256_set1_epi16(1)), _mm256_set1_epi32(offset));
+unsafe fn lane_fma<const VNNI: bool>(acc: __m256, scale: __m256, w: __m256i, y: __m256i, offset: i32) -> __m256 {
+    let sums = dot4::<VNNI>(_mm256_set1_epi32(-offset), w, y);
     _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc)
 }
 
@@ -212,43 +237,65 @@ unsafe fn lane_fma(acc: __m256, scale: __m256, w: __m256i, y: __m256i, offset: i
 /// (see [`group_dot_lanes`]); each block prefetches the bytes `ahead` of it ([`PREFETCH_BYTES`]
 /// when the group is read once; 0 for none).
 ///
+/// With `VNNI`, the AVX-VNNI copies (the same bits).
+///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `packed` is whole group blocks of `kind` and every `x[j]` has
-/// one block per group block.
+/// The CPU has AVX2, FMA and F16C, and AVX-VNNI when `VNNI` ([`vnni_available`]); `packed` is
+/// whole group blocks of `kind` and every `x[j]` has one block per group block.
 #[inline(always)]
-pub unsafe fn group<const N: usize>(kind: Kind, blocks: bool, packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
+pub unsafe fn group<const N: usize, const VNNI: bool>(
+    kind: Kind,
+    blocks: bool,
+    packed: &[u8],
+    ahead: usize,
+    x: [&[BlockQ8]; N],
+) -> [[f32; GROUP_ROWS]; N] {
     debug_assert!(x.iter().all(|x| x.len() * kind.group_bytes(GROUP_ROWS) >= packed.len()));
     if !blocks {
         // Each token's pass reads the group from L1 after the first.
-        return x.map(|x| match kind {
-            Kind::Q4_1 => group_q4_1_lanes(packed, ahead, x),
-            Kind::Q4_0 => group_q4_0_lanes(packed, ahead, x),
-            Kind::Q8_0 => group_q8_0_lanes(packed, ahead, x),
+        return x.map(|x| match (kind, VNNI) {
+            (Kind::Q4_1, false) => group_q4_1_lanes(packed, ahead, x),
+            (Kind::Q4_0, false) => group_q4_0_lanes(packed, ahead, x),
+            (Kind::Q8_0, false) => group_q8_0_lanes(packed, ahead, x),
+            (Kind::Q4_1, true) => group_q4_1_lanes_vnni(packed, ahead, x),
+            (Kind::Q4_0, true) => group_q4_0_lanes_vnni(packed, ahead, x),
+            (Kind::Q8_0, true) => group_q8_0_lanes_vnni(packed, ahead, x),
         });
     }
-    match kind {
-        Kind::Q4_1 => group_q4_1::<N>(packed, ahead, x),
-        Kind::Q4_0 => group_q4_0::<N>(packed, ahead, x),
-        Kind::Q8_0 => group_q8_0::<N>(packed, ahead, x),
+    match (kind, VNNI) {
+        (Kind::Q4_1, false) => group_q4_1::<N>(packed, ahead, x),
+        (Kind::Q4_0, false) => group_q4_0::<N>(packed, ahead, x),
+        (Kind::Q8_0, false) => group_q8_0::<N>(packed, ahead, x),
+        (Kind::Q4_1, true) => group_q4_1_vnni::<N>(packed, ahead, x),
+        (Kind::Q4_0, true) => group_q4_0_vnni::<N>(packed, ahead, x),
+        (Kind::Q8_0, true) => group_q8_0_vnni::<N>(packed, ahead, x),
     }
 }
 
+/// Whether the CPU has what the AVX-VNNI copies need: AVX2, FMA, F16C and AVX-VNNI.
+pub fn vnni_available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") && is_x86_feature_detected!("avxvnni")
+}
+
 macro_rules! group_kernel {
-    ($name:ident, $lanes:ident, $kind:expr) => {
-        /// One format's copy of the kernel, so that no test is left in its loop.
-        #[target_feature(enable = "avx2,fma,f16c")]
+    ($features:literal, $vnni:literal, $name:ident, $lanes:ident, $kind:expr) => {
+        /// One format's (and instruction set's) copy of the kernel, so that no test is left in its loop.
+        #[target_feature(enable = $features)]
         unsafe fn $name<const N: usize>(packed: &[u8], ahead: usize, x: [&[BlockQ8]; N]) -> [[f32; GROUP_ROWS]; N] {
-            group_dot_blocks::<N>($kind, packed, ahead, x)
+            group_dot_blocks::<N, $vnni>($kind, packed, ahead, x)
         }
 
         /// One format's copy of the kernel in llama.cpp's order.
-        #[target_feature(enable = "avx2,fma,f16c")]
+        #[target_feature(enable = $features)]
         unsafe fn $lanes(packed: &[u8], ahead: usize, x: &[BlockQ8]) -> [f32; GROUP_ROWS] {
-            group_dot_lanes($kind, packed, ahead, x)
+            group_dot_lanes::<$vnni>($kind, packed, ahead, x)
         }
     };
 }
 
-group_kernel!(group_q4_1, group_q4_1_lanes, Kind::Q4_1);
-group_kernel!(group_q4_0, group_q4_0_lanes, Kind::Q4_0);
-group_kernel!(group_q8_0, group_q8_0_lanes, Kind::Q8_0);
+group_kernel!("avx2,fma,f16c", false, group_q4_1, group_q4_1_lanes, Kind::Q4_1);
+group_kernel!("avx2,fma,f16c", false, group_q4_0, group_q4_0_lanes, Kind::Q4_0);
+group_kernel!("avx2,fma,f16c", false, group_q8_0, group_q8_0_lanes, Kind::Q8_0);
+group_kernel!("avx2,fma,f16c,avxvnni", true, group_q4_1_vnni, group_q4_1_lanes_vnni, Kind::Q4_1);
+group_kernel!("avx2,fma,f16c,avxvnni", true, group_q4_0_vnni, group_q4_0_lanes_vnni, Kind::Q4_0);
+group_kernel!("avx2,fma,f16c,avxvnni", true, group_q8_0_vnni, group_q8_0_lanes_vnni, Kind::Q8_0);

@@ -158,7 +158,7 @@ pub fn f32_to_f16_at(level: Level, src: &[f32], dst: &mut [half::f16]) {
             // SAFETY: the level implies AVX-512F.
             return unsafe { f32_to_f16_avx512(src, dst) };
         }
-        if level == Level::Avx2 {
+        if level >= Level::Avx2 {
             // SAFETY: the level implies F16C.
             return unsafe { f32_to_f16_f16c(src, dst) };
         }

@@ -166,7 +166,7 @@ pub fn quantize_row_q8_at(level: crate::Level, x: &[f32], out: &mut [BlockQ8]) {
             // SAFETY: this level implies AVX-512 F and BW and F16C.
             return unsafe { quantize_row_q8_avx512(x, out) };
         }
-        if level == crate::Level::Avx2 {
+        if level >= crate::Level::Avx2 {
             // SAFETY: this level implies AVX2, FMA and F16C.
             return unsafe { quantize_row_q8_avx2(x, out) };
         }

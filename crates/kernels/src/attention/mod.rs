@@ -657,7 +657,8 @@ fn attention_segments_with(
         let order = if seg.n_tokens == 1 || per_token_order { Order::Vector } else { Order::Tiled };
         // On AVX-512 one unit of work can be a token's whole group of query heads.
         let grouped = cfg!(target_arch = "x86_64")
-            && (level == Level::Avx512Vnni && (order == Order::Tiled || vector_grouped) || level == Level::Avx2 && order == Order::Tiled)
+            && (level == Level::Avx512Vnni && (order == Order::Tiled || vector_grouped)
+                || matches!(level, Level::Avx2 | Level::AvxVnni) && order == Order::Tiled)
             && head_dim.is_multiple_of(LANES)
             && group <= MAX_GROUP
             && seg.start + seg.n_tokens < flash_min;
@@ -825,9 +826,11 @@ fn attention_segments_with(
                     let o = unsafe { out_ptr.slice(first, group * head_dim) };
                     let q_group = &q[first..first + group * head_dim];
                     // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
-                    // Level::Avx2 (tiled order only) when it has AVX2, FMA and F16C.
+                    // Level::Avx2 and Level::AvxVnni (tiled order only) when it has AVX2, FMA and F16C.
                     match (level, order) {
-                        (Level::Avx2, _) => unsafe { avx2::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
+                        (Level::Avx2 | Level::AvxVnni, _) => unsafe {
+                            avx2::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o)
+                        },
                         (_, Order::Tiled) => unsafe { avx512::attend_group(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o) },
                         (_, Order::Vector) => unsafe {
                             avx512::attend_group_vector(group, head_dim, q_group, kv, kv.head(kv_head), n_seen, scale, work, o)
@@ -843,8 +846,10 @@ fn attention_segments_with(
             let o = unsafe { out_ptr.slice(pair * head_dim, head_dim) };
             match level {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: both levels imply AVX2, FMA and F16C.
-                Level::Avx2 | Level::Avx512Vnni if n_seen >= flash_min => unsafe { attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o) },
+                // SAFETY: these levels imply AVX2, FMA and F16C.
+                Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni if n_seen >= flash_min => unsafe {
+                    attend_online_avx2(q_row, kv, kv_off, n_seen, scale, work, o)
+                },
                 _ if n_seen >= flash_min => attend_online(q_row, kv, kv_off, n_seen, scale, work, o),
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Level::Avx512Vnni is only chosen when the CPU has AVX-512 F/BW/VL/DQ.
@@ -852,8 +857,10 @@ fn attention_segments_with(
                     avx512::attend_group_vector(1, head_dim, q_row, kv, kv_off, n_seen, scale, work, o)
                 },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: Level::Avx2 is only chosen when the CPU has AVX2, FMA and F16C.
-                Level::Avx2 | Level::Avx512Vnni => unsafe { avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o) },
+                // SAFETY: these levels are only chosen when the CPU has AVX2, FMA and F16C.
+                Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni => unsafe {
+                    avx2::attend_one_avx2(order, q_row, kv, kv_off, n_seen, scale, work, o)
+                },
                 _ => attend_one(order, q_row, kv, kv_off, n_seen, scale, work, o),
             }
             quantize(pair * head_dim, head_dim);

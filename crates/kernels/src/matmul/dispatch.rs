@@ -3,7 +3,7 @@
 
 use super::reference::matmul_rows;
 #[cfg(target_arch = "x86_64")]
-use super::simd::{group_kind, matmul_groups_avx2, matmul_groups_vnni, matmul_rows_avx2, Grouped};
+use super::simd::{group_kind, matmul_groups_avx2, matmul_groups_avxvnni, matmul_groups_vnni, matmul_rows_avx2, Grouped};
 use super::{Level, MatRef, Out};
 use crate::pool::split_range;
 #[cfg(target_arch = "x86_64")]
@@ -18,13 +18,13 @@ pub fn pack_for(level: Level, format: Format, data: &[u8], rows: usize, cols: us
         // Q5_0's values (q - 16, in [-16, 15]) are Q8_0 values with the same scale: its blocks
         // become Q8_0 blocks and run on the Q8_0 kernels, which compute its reference's exact
         // integer sums and float operations in both orders (the same bits).
-        if format == Format::Q5_0 && matches!(level, Level::Avx2 | Level::Avx512Vnni) {
+        if format == Format::Q5_0 && level.wants_row_groups() {
             return pack_for(level, Format::Q8_0, &crate::kquants::q5_0_as_q8_0(data), rows, cols);
         }
         if let (Some(kind), true) = (group_kind(format), cols.is_multiple_of(QK)) {
             match level {
                 Level::Avx512Vnni if rows >= crate::vnni::GROUP_ROWS => return Some(crate::vnni::pack(kind, data, rows, cols / QK)),
-                Level::Avx2 if rows >= crate::avx2::GROUP_ROWS => return Some(crate::avx2::pack(kind, data, rows, cols / QK)),
+                Level::Avx2 | Level::AvxVnni if rows >= crate::avx2::GROUP_ROWS => return Some(crate::avx2::pack(kind, data, rows, cols / QK)),
                 _ => {}
             }
         }
@@ -40,6 +40,7 @@ fn groups_of(level: Level, w: &MatRef) -> Option<(Grouped, crate::groups::Kind)>
     let kernels = match level {
         Level::Avx512Vnni => Grouped::Vnni,
         Level::Avx2 => Grouped::Avx2,
+        Level::AvxVnni => Grouped::AvxVnni,
         _ => return None,
     };
     if w.packed.is_some() {
@@ -78,11 +79,13 @@ pub(super) fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t:
     if let Some((kernels, kind)) = groups_of(level, w) {
         let g = kernels.rows();
         // SAFETY: Level::Avx512Vnni is only chosen when the CPU has the features of `vnni` (and
-        // so AVX2, FMA and F16C), Level::Avx2 when it has AVX2, FMA and F16C.
+        // so AVX2, FMA and F16C), Level::AvxVnni when it has AVX2, FMA, F16C and AVX-VNNI,
+        // Level::Avx2 when it has AVX2, FMA and F16C.
         unsafe {
             match kernels {
                 Grouped::Vnni => matmul_groups_vnni(w, kind, xq, t, main.start / g..main.end / g, y),
                 Grouped::Avx2 => matmul_groups_avx2(w, kind, xq, t, main.start / g..main.end / g, y),
+                Grouped::AvxVnni => matmul_groups_avxvnni(w, kind, xq, t, main.start / g..main.end / g, y),
             }
             matmul_rows_avx2(w, x, xq, t, rest, y);
         }
@@ -90,8 +93,8 @@ pub(super) fn rows_share(level: Level, w: &MatRef, x: &[f32], xq: &[BlockQ8], t:
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: both levels are only chosen when the CPU has AVX2, FMA and F16C.
-        Level::Avx2 | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, main, y) },
+        // SAFETY: these levels are only chosen when the CPU has AVX2, FMA and F16C.
+        Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni => unsafe { matmul_rows_avx2(w, x, xq, t, main, y) },
         _ => matmul_rows(w, x, xq, t, main, y),
     }
 }

@@ -3,13 +3,17 @@
 //! values of those variables that are not known.
 
 /// The instruction-set level kernels are compiled for, chosen once at run time. Levels are
-/// ordered: each can run everything the one below it runs.
+/// ordered: each can run everything the one below it runs (AVX-512 VNNI machines without AVX-VNNI,
+/// such as Zen 4, exist: the kernels of [`Level::Avx512Vnni`] use only AVX-512 and AVX2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Portable code (the reference).
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// AVX2 with AVX-VNNI (the 256-bit `vpdpbusd` of Intel Alder Lake and later and of AMD Zen 5):
+    /// the AVX2 kernels with one instruction per four products; everything else as [`Level::Avx2`].
+    AvxVnni,
     /// x86-64 with AVX-512 (F, BW, VL, DQ) and VNNI: 16 weight rows per instruction.
     Avx512Vnni,
 }
@@ -20,7 +24,7 @@ pub enum Level {
 ///   (the variable, its value and the known values);
 /// - is read as unset by [`Level::detect`] and [`SumOrder::from_env`] themselves, which do not
 ///   check: a program using this library directly calls [`check_env`] first to reject it too.
-pub const ENV_SETTINGS: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
+pub const ENV_SETTINGS: [(&str, &[&str]); 2] = [("FERROLM_KERNELS", &["scalar", "avx2", "avxvnni"]), ("FERROLM_SUM_ORDER", &["llama-cpp", "blocks"])];
 
 /// Checks the variables of [`ENV_SETTINGS`], so that a caller can reject a misspelt value instead
 /// of running on the default: the error, one line, names the first variable set to an unknown
@@ -39,14 +43,17 @@ pub fn check_env() -> Result<(), String> {
 
 impl Level {
     /// The best level this machine supports, capped by `FERROLM_KERNELS`: `scalar` gives the
-    /// scalar reference, `avx2` at most AVX2 (the scalar reference on a CPU without it). Unset,
+    /// scalar reference, `avx2` at most AVX2 (the scalar reference on a CPU without it), `avxvnni`
+    /// at most AVX-VNNI (AVX2 on a CPU with AVX-512 VNNI but no AVX-VNNI, such as Zen 4). Unset,
     /// empty or unknown values give the best level: unknown values are rejected by [`check_env`],
     /// not here.
     pub fn detect() -> Level {
         let best = Level::best_available();
         match std::env::var("FERROLM_KERNELS").as_deref() {
             Ok("scalar") => Level::Scalar,
-            Ok("avx2") if best != Level::Scalar => Level::Avx2,
+            Ok("avx2") => best.min(Level::Avx2),
+            Ok("avxvnni") if Level::avx_vnni_available() => Level::AvxVnni,
+            Ok("avxvnni") => best.min(Level::Avx2),
             _ => best,
         }
     }
@@ -66,6 +73,9 @@ impl Level {
             if crate::vnni::available() {
                 return Level::Avx512Vnni;
             }
+            if Level::avx_vnni_available() {
+                return Level::AvxVnni;
+            }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
                 return Level::Avx2;
             }
@@ -73,19 +83,34 @@ impl Level {
         Level::Scalar
     }
 
-    /// Every level this machine can run (for tests that compare them).
+    /// Whether the CPU has AVX2, FMA, F16C and AVX-VNNI ([`Level::AvxVnni`]).
+    fn avx_vnni_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return crate::avx2::vnni_available();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Every level this machine can run (for tests that compare them), lowest first.
     pub fn all_available() -> Vec<Level> {
-        match Level::best_available() {
-            Level::Scalar => vec![Level::Scalar],
-            Level::Avx2 => vec![Level::Scalar, Level::Avx2],
-            Level::Avx512Vnni => vec![Level::Scalar, Level::Avx2, Level::Avx512Vnni],
+        let best = Level::best_available();
+        let mut levels = vec![Level::Scalar];
+        if best >= Level::Avx2 {
+            levels.push(Level::Avx2);
         }
+        if Level::avx_vnni_available() {
+            levels.push(Level::AvxVnni);
+        }
+        if best == Level::Avx512Vnni {
+            levels.push(Level::Avx512Vnni);
+        }
+        levels
     }
 
     /// Whether block-format weights should be repacked into row groups ([`pack_for`](super::pack_for)) at load
     /// time.
     pub fn wants_row_groups(self) -> bool {
-        matches!(self, Level::Avx512Vnni | Level::Avx2)
+        self >= Level::Avx2
     }
 }
 

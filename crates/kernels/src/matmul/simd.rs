@@ -43,12 +43,14 @@ pub(super) fn group_kind(format: Format) -> Option<crate::groups::Kind> {
     }
 }
 
-/// The grouped kernels a product runs on: AVX-512 VNNI (16 rows) or AVX2 (8 rows), both orders.
+/// The grouped kernels a product runs on: AVX-512 VNNI (16 rows), AVX2 or AVX-VNNI (8 rows), both
+/// orders.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Grouped {
     Vnni,
     Avx2,
+    AvxVnni,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -57,7 +59,7 @@ impl Grouped {
     pub(super) const fn rows(self) -> usize {
         match self {
             Grouped::Vnni => crate::vnni::GROUP_ROWS,
-            Grouped::Avx2 => crate::avx2::GROUP_ROWS,
+            Grouped::Avx2 | Grouped::AvxVnni => crate::avx2::GROUP_ROWS,
         }
     }
 
@@ -65,7 +67,7 @@ impl Grouped {
     const fn prefetch_bytes(self) -> usize {
         match self {
             Grouped::Vnni => crate::vnni::PREFETCH_BYTES,
-            Grouped::Avx2 => crate::avx2::PREFETCH_BYTES,
+            Grouped::Avx2 | Grouped::AvxVnni => crate::avx2::PREFETCH_BYTES,
         }
     }
 }
@@ -91,7 +93,7 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
         (Grouped::Vnni, SumOrder::LlamaCpp) => 2,
         // Q8_0 needs two more registers per element group (the weights' magnitudes and signs):
         // 8 tokens spill (measured on the output head: 0.6 -> 0.75 ms per token).
-        (Grouped::Avx2, SumOrder::Blocks) if kind != crate::groups::Kind::Q8_0 => AVX2_STEP,
+        (Grouped::Avx2 | Grouped::AvxVnni, SumOrder::Blocks) if kind != crate::groups::Kind::Q8_0 => AVX2_STEP,
         _ => 4,
     };
     let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8>()).max(1)).clamp(STEP, 256) / STEP * STEP;
@@ -116,7 +118,8 @@ unsafe fn matmul_groups(kernels: Grouped, w: &MatRef, kind: crate::groups::Kind,
         unsafe {
             match kernels {
                 Grouped::Vnni => put_group(crate::vnni::group::<G>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
-                Grouped::Avx2 => put_group(crate::avx2::group::<G>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
+                Grouped::Avx2 => put_group(crate::avx2::group::<G, false>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
+                Grouped::AvxVnni => put_group(crate::avx2::group::<G, true>(kind, w.order == SumOrder::Blocks, packed, ahead, xs), w, g, ti, y),
             }
         }
     }
@@ -179,4 +182,11 @@ pub(super) unsafe fn matmul_groups_vnni(w: &MatRef, kind: crate::groups::Kind, x
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn matmul_groups_avx2(w: &MatRef, kind: crate::groups::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
     unsafe { matmul_groups(Grouped::Avx2, w, kind, xq, t, groups, y) }
+}
+
+/// [`matmul_groups`] with the AVX-VNNI kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(super) unsafe fn matmul_groups_avxvnni(w: &MatRef, kind: crate::groups::Kind, xq: &[BlockQ8], t: usize, groups: std::ops::Range<usize>, y: Out) {
+    unsafe { matmul_groups(Grouped::AvxVnni, w, kind, xq, t, groups, y) }
 }
