@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${FERROLM_BIN:-target/release/ferrolm}
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores | best level: $(grep -qw avx512_vnni /proc/cpuinfo && echo avx512-vnni || (grep -qw avx2 /proc/cpuinfo && echo avx2 || echo scalar)) | FERROLM_KERNELS=${FERROLM_KERNELS:-unset} FERROLM_SUM_ORDER=${FERROLM_SUM_ORDER:-unset (blocks)}"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores | best level: $(grep -qw avx512_vnni /proc/cpuinfo && echo avx512-vnni || (grep -qw avx_vnni /proc/cpuinfo && echo avx-vnni) || (grep -qw avx2 /proc/cpuinfo && echo avx2 || echo scalar)) | FERROLM_KERNELS=${FERROLM_KERNELS:-unset} FERROLM_SUM_ORDER=${FERROLM_SUM_ORDER:-unset (blocks)}"
 n=${2:-128}
 # Every sequence generates exactly N tokens unless FERROLM_STOP_AT_EOS=1 (then the batch shrinks as
 # sequences end, as it would in use).

@@ -121,7 +121,7 @@ def main():
     ap.add_argument("-t", type=int, nargs="+", default=[2, 1])
     ap.add_argument("-d", type=int, nargs="+", default=[0], help="depths: tokens already in the cache")
     ap.add_argument("--fa", action="store_true", help="llama.cpp with flash attention")
-    ap.add_argument("--kernels", choices=["avx2", "scalar"], help="cap ferrolm's kernel level (FERROLM_KERNELS)")
+    ap.add_argument("--kernels", choices=["avx2", "avxvnni", "scalar"], help="cap ferrolm's kernel level (FERROLM_KERNELS)")
     a = ap.parse_args()
     features = L.llama_print_system_info().decode().strip()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores | llama.cpp: {features}", flush=True)

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${FERROLM_BIN:-target/release/ferrolm}
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores | best level: $(grep -qw avx512_vnni /proc/cpuinfo && echo avx512-vnni || (grep -qw avx2 /proc/cpuinfo && echo avx2 || echo scalar)) | FERROLM_KERNELS=${FERROLM_KERNELS:-unset} FERROLM_SUM_ORDER=${FERROLM_SUM_ORDER:-unset (blocks)}"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores | best level: $(grep -qw avx512_vnni /proc/cpuinfo && echo avx512-vnni || (grep -qw avx_vnni /proc/cpuinfo && echo avx-vnni) || (grep -qw avx2 /proc/cpuinfo && echo avx2 || echo scalar)) | FERROLM_KERNELS=${FERROLM_KERNELS:-unset} FERROLM_SUM_ORDER=${FERROLM_SUM_ORDER:-unset (blocks)}"
 runs=${1:-3}
 n=${2:-200}
 shift $(($# < 2 ? $# : 2))
