@@ -1,5 +1,5 @@
 //! Compares ferrolm's logits with a dump from tools/dump_llama_cpp_logits.py, position by
-//! position: max and mean absolute difference, and whether the argmax agrees.
+//! position: max and mean absolute difference, bit-identical logits and the argmaxes, then in all.
 //!
 //! cargo run --release -p ferrolm --example compare_logits -- MODEL DUMP.bin
 
@@ -29,6 +29,8 @@ fn main() {
         worst = worst.max(d);
         sum += a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / v as f64;
         agree += (argmax(a) == argmax(b)) as usize;
+        let same = a.iter().zip(b).filter(|(x, y)| x.to_bits() == y.to_bits()).count();
+        println!("position {t:4}: max |diff| {d:.3e}, {same}/{v} bit-identical, argmax {} vs {}", argmax(a), argmax(b));
     }
     println!(
         "{n} positions: max |diff| {worst:.3e}, mean |diff| {:.3e}, argmax agrees at {agree}/{n}, {identical}/{} logits bit-identical",
