@@ -2,11 +2,12 @@
 """Dump llama.cpp's logits for every position of a token sequence, to compare numerics with
 ferrolm (`cargo run --release -p ferrolm --example compare_logits -- MODEL OUT.bin`).
 
-  /work/peers/venv/bin/python tools/dump_llama_cpp_logits.py MODEL OUT.bin "prompt text" [N_GREEDY] [fa]
+  /work/peers/venv/bin/python tools/dump_llama_cpp_logits.py MODEL OUT.bin "prompt text" [N_GREEDY] [fa] [decode]
 
 Writes OUT.bin: u32 n_tokens, u32 n_vocab, u32 tokens[n_tokens], f32 logits[n_tokens][n_vocab].
 The sequence is the prompt (special tokens parsed, BOS first when the model adds one) followed by
-N_GREEDY llama.cpp greedy tokens. With `fa` llama.cpp runs with flash attention on (else off).
+N_GREEDY llama.cpp greedy tokens. With `fa` llama.cpp runs with flash attention on (else off);
+the logits come from one batch of the whole sequence, or with `decode` from one call per token.
 """
 import struct
 import sys
@@ -16,7 +17,7 @@ from llama_cpp import Llama
 
 model, out, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
 n_greedy = int(sys.argv[4]) if len(sys.argv) > 4 else 32
-flash = len(sys.argv) > 5 and sys.argv[5] == "fa"
+flash = "fa" in sys.argv[5:]
 llm = Llama(model_path=model, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=flash)
 tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
 llm.eval(tokens)
@@ -25,7 +26,11 @@ for _ in range(n_greedy):
     tokens.append(nxt)
     llm.eval([nxt])
 llm.reset()
-llm.eval(tokens)  # one batch, like ferrolm's prefill
+if "decode" in sys.argv[5:]:
+    for t in tokens:  # one token per call, like ferrolm's decode steps
+        llm.eval([t])
+else:
+    llm.eval(tokens)  # one batch, like ferrolm's prefill
 scores = np.array(llm.scores[:len(tokens)], dtype=np.float32)
 with open(out, "wb") as f:
     f.write(struct.pack("<II", len(tokens), scores.shape[1]))

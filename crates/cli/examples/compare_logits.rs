@@ -1,14 +1,17 @@
 //! Compares ferrolm's logits with a dump from tools/dump_llama_cpp_logits.py, position by
 //! position: max and mean absolute difference, bit-identical logits and the argmaxes, then in all.
 //!
-//! cargo run --release -p ferrolm --example compare_logits -- MODEL DUMP.bin
+//! cargo run --release -p ferrolm --example compare_logits -- MODEL DUMP.bin [decode]
+//!
+//! With `decode` ferrolm runs one token per call (the dump must then come from one-token calls
+//! too: `dump_llama_cpp_logits.py ... decode`).
 
 use model::{Llama, Logits};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        eprintln!("usage: compare_logits MODEL DUMP.bin");
+    if args.len() != 3 && !(args.len() == 4 && args[3] == "decode") {
+        eprintln!("usage: compare_logits MODEL DUMP.bin [decode]");
         std::process::exit(2);
     }
     let model = Llama::open(&args[1], 2).unwrap_or_else(|e| panic!("{e}"));
@@ -19,7 +22,16 @@ fn main() {
     let theirs: Vec<f32> = (0..n * v).map(|i| f32::from_bits(word(2 + n + i))).collect();
     let mut cache = model.new_cache(n).unwrap_or_else(|e| panic!("{e}"));
     let mut scratch = model.new_scratch(n, n).unwrap_or_else(|e| panic!("{e}"));
-    let ours = model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap_or_else(|e| panic!("{e}"));
+    // The whole sequence as one prompt, or (`decode`) one token per call.
+    let ours: Vec<f32> = if args.len() == 4 {
+        let mut all = Vec::with_capacity(n * v);
+        for t in 0..n {
+            all.extend_from_slice(model.forward(&tokens[t..t + 1], &mut cache, &mut scratch, Logits::Last).unwrap_or_else(|e| panic!("{e}")));
+        }
+        all
+    } else {
+        model.forward(&tokens, &mut cache, &mut scratch, Logits::All).unwrap_or_else(|e| panic!("{e}")).to_vec()
+    };
     let argmax = |x: &[f32]| kernels::ops::argmax(x);
     let (mut worst, mut sum, mut agree) = (0f32, 0f64, 0);
     let identical = ours.iter().zip(&theirs).filter(|(a, b)| a.to_bits() == b.to_bits()).count();

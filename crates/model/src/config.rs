@@ -53,6 +53,10 @@ pub struct Family {
     pub sliding_window: Option<usize>,
     /// RoPE base of the sliding-window layers.
     pub rope_base_swa: f32,
+    /// llama.cpp multiplies q by the attention scale before attention (Gemma 3), instead of the
+    /// scores after it (Llama): q reaches its f16 rounding already scaled, which in llama.cpp's
+    /// order must be reproduced (see `round_q_scaled_first` in the forward).
+    pub q_scaled_first: bool,
 }
 
 /// The activation of the feed-forward gate: `down(act(gate) * up)`.
@@ -75,6 +79,7 @@ impl Family {
         ffn_act: FfnAct::Silu,
         sliding_window: None,
         rope_base_swa: 10000.0,
+        q_scaled_first: false,
     };
 
     /// Whether layer `l` attends through the sliding window.
@@ -241,5 +246,6 @@ fn gemma3_family(file: &GgufFile, n_embd: usize) -> Result<Family, ModelError> {
         ffn_act: FfnAct::GeluTanh,
         sliding_window,
         rope_base_swa,
+        q_scaled_first: true,
     })
 }

@@ -255,6 +255,9 @@ impl Llama {
                     i += 1;
                 }
             }
+            if fam.q_scaled_first && self.order == kernels::SumOrder::LlamaCpp {
+                round_q_scaled_first(q, 1.0 / (dh as f32).sqrt());
+            }
             let att = &mut s.att[..t * q_dim];
             let layer = pool.layer(l, segments[0].0);
             // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
@@ -339,5 +342,20 @@ fn add_normed(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32, row: &mut [f32
     for (xr, yr) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
         rms_norm(yr, weight, eps, row);
         add_inplace(xr, row);
+    }
+}
+
+/// llama.cpp's order for a family whose graph scales q before attention (Gemma 3): its attention
+/// rounds `scale * q` to f16 and scales the scores by 1; ours rounds q to f16 and scales the
+/// scores. With a power-of-two scale the two agree except where `scale * q` is an f16 subnormal
+/// (fewer bits), so q becomes `f16(scale * q) / scale`: exact in f32, unchanged by the kernels' f16
+/// rounding, and its scores times `scale` are llama.cpp's bit for bit. (Another scale would need the
+/// kernels to scale q themselves; Gemma 3's heads of 256 give 1/16.)
+fn round_q_scaled_first(q: &mut [f32], scale: f32) {
+    if scale.to_bits() & 0x007f_ffff != 0 {
+        return; // not a power of two: left as it is (not bit-identical to llama.cpp)
+    }
+    for x in q {
+        *x = half::f16::from_f32(*x * scale).to_f32() / scale;
     }
 }
