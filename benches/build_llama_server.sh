@@ -6,6 +6,11 @@
 # C++ compiler (and cmake: installed from PyPI into DIR when missing); ~10 minutes on 2 cores.
 #   bash benches/build_llama_server.sh [DIR] [VERSION]
 #   e.g. nice -n 10 bash benches/build_llama_server.sh /work/peers/llama-server
+# LLAMA_CMAKE_ARGS replaces the CPU flags (-DGGML_NATIVE=ON). On a virtual machine whose CPU reports
+# AMX, the native build's AMX kernels crashed llama-server at start (Intel Xeon, this VM); build it
+# as on Zen 4 instead:
+#   LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+#     -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" bash benches/build_llama_server.sh
 set -euo pipefail
 dir=${1:-/work/peers/llama-server}
 version=${2:-0.3.36}
@@ -25,7 +30,7 @@ if [ ! -x "$dir/bin/llama-server" ]; then
   src="$dir/llama_cpp_python-$version/vendor/llama.cpp"
   start=$(date +%s)
   "$cmake" -S "$src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    ${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=ON} -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
   "$cmake" --build "$dir/build" --target llama-server -j "$(nproc)" >&2

@@ -97,8 +97,14 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
     if let Some(note) = note {
         eprintln!("ferrolm serve: {note}");
     }
-    let config =
-        EngineConfig { n_ctx, max_seqs: args.max_seqs, max_batch_tokens: args.max_batch_tokens, kv_memory: args.kv_memory, queue: args.queue };
+    let config = EngineConfig {
+        n_ctx,
+        max_seqs: args.max_seqs,
+        max_batch_tokens: args.max_batch_tokens,
+        kv_memory: args.kv_memory,
+        queue: args.queue,
+        prefault_kv: true,
+    };
     let n_vocab = model.config.n_vocab;
     let (level, threads) = (model.level(), model.n_threads());
     let tok = Arc::new(tok);

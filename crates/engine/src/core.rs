@@ -157,7 +157,10 @@ impl Core {
         queued: Arc<AtomicUsize>,
     ) -> Result<Core, ModelError> {
         let n_blocks = config.kv_blocks(&model.config);
-        let pool = model.new_pool_blocks(n_blocks, config.n_ctx)?;
+        let mut pool = model.new_pool_blocks(n_blocks, config.n_ctx)?;
+        if config.prefault_kv {
+            pool.prefault();
+        }
         let scratch = model.new_scratch(config.max_batch_tokens, config.n_ctx)?;
         metrics.kv_blocks_total.store(n_blocks as u64, Relaxed);
         Ok(Core { model, tokenizer, pool, scratch, config, waiting: VecDeque::new(), running: Vec::new(), metrics, queued })

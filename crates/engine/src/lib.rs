@@ -42,11 +42,14 @@ pub struct EngineConfig {
     pub kv_memory: u64,
     /// The most requests waiting to start; more are refused.
     pub queue: usize,
+    /// Touch the whole KV cache at start ([`model::KvPool::prefault`]; `ferrolm serve` does), so
+    /// that the first requests do not pay for the kernel's page zeroing.
+    pub prefault_kv: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { n_ctx: 8192, max_seqs: 64, max_batch_tokens: 512, kv_memory: 1 << 30, queue: 256 }
+        EngineConfig { n_ctx: 8192, max_seqs: 64, max_batch_tokens: 512, kv_memory: 1 << 30, queue: 256, prefault_kv: false }
     }
 }
 

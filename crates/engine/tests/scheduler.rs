@@ -82,8 +82,14 @@ struct Setup {
 fn setup(max_seqs: usize, max_batch_tokens: usize, blocks: usize) -> (Setup, Llama, Arc<Tokenizer>) {
     let m = model();
     let tok = tokenizer(&m);
-    let config =
-        EngineConfig { n_ctx: N_CTX, max_seqs, max_batch_tokens, kv_memory: EngineConfig::block_bytes(&m.config) * blocks as u64, queue: 1000 };
+    let config = EngineConfig {
+        n_ctx: N_CTX,
+        max_seqs,
+        max_batch_tokens,
+        kv_memory: EngineConfig::block_bytes(&m.config) * blocks as u64,
+        queue: 1000,
+        prefault_kv: true,
+    };
     let metrics = Arc::new(Metrics::default());
     let queued = Arc::new(AtomicUsize::new(0));
     let core = Core::new(model(), tok.clone(), config, metrics.clone(), queued.clone()).unwrap();

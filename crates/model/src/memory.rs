@@ -44,6 +44,19 @@ impl<T: ZeroValid> HugeBuffer<T> {
         let _ = map.advise(memmap2::Advice::HugePage);
         Some(HugeBuffer { map: Some(map), len, _values: PhantomData })
     }
+
+    /// Writes a zero byte into every 4 KB page now, so that the kernel maps and zeroes the pages
+    /// here instead of at their first use (the memory becomes resident).
+    pub(crate) fn prefault(&mut self) {
+        if let Some(map) = &mut self.map {
+            let (p, n) = (map.as_mut_ptr(), map.len());
+            for off in (0..n).step_by(4096) {
+                // SAFETY: off < n, inside the map; zero is what the page holds until written
+                // (prefault runs before any value is), and a volatile write is not elided.
+                unsafe { std::ptr::write_volatile(p.add(off), 0) };
+            }
+        }
+    }
 }
 
 impl<T: ZeroValid> std::ops::Deref for HugeBuffer<T> {

@@ -23,7 +23,7 @@ fn state() -> AppState {
     let llama = Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(&TinySpec::default())).unwrap(), 1).unwrap();
     let tok = Arc::new(tokenizer_from_gguf(llama.file()).unwrap());
     let n_vocab = llama.config.n_vocab;
-    let config = EngineConfig { n_ctx: 64, max_seqs: 4, max_batch_tokens: 64, kv_memory: 1 << 20, queue: 8 };
+    let config = EngineConfig { n_ctx: 64, max_seqs: 4, max_batch_tokens: 64, kv_memory: 1 << 20, queue: 8, prefault_kv: false };
     let engine = Engine::start(llama, tok.clone(), config).unwrap();
     AppState::new(engine, tok, ChatTemplate::chatml(), "tiny-llama".into(), None, n_vocab)
 }

@@ -738,7 +738,7 @@ fn attention_segments_with(
         while let Some((seg_index, seg, unit, kv_head, n_seen)) = claimed {
             claimed = claim();
             let Plan { order, online, split, block, grouped, .. } = plan(seg);
-            if let Some((_, next_seg, next_unit, next_head, next_seen)) = claimed {
+            if let (Some((_, next_seg, next_unit, next_head, next_seen)), true) = (claimed, prefetch_next_unit()) {
                 // Decode units only: a segment of several tokens (a prompt) reads its keys and
                 // values once per token, from the caches after the first. Heads of one group
                 // read the same keys and values: ask once.
@@ -908,6 +908,24 @@ fn online_merge(level: Level, group: usize, head_dim: usize, state: &mut online:
         #[cfg(not(target_arch = "x86_64"))]
         _ => online::merge_chunk(group, head_dim, state, m, l, acc),
     }
+}
+
+/// Whether a thread prefetches the keys and values of its next decode unit ([`prefetch_kv`]): on
+/// AMD CPUs, where it made batched decoding of 8 sequences 12% faster (Zen 3, 1 and 2 threads);
+/// not on others: on an Intel Xeon (AVX-512, 2 cores) it made one sequence at depth 4000 3-8%
+/// slower, 16 serving clients 2-3% slower and 8 sequences no faster (its own prefetchers already
+/// stream each head's run of the cache).
+fn prefetch_next_unit() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMD.get_or_init(|| {
+            let id = std::arch::x86_64::__cpuid(0); // leaf 0: the vendor string
+            [id.ebx, id.edx, id.ecx] == [u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD")]
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Asks for the keys and values of `positions` of the KV head at `kv_off` to be brought into the
