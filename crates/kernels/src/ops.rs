@@ -325,7 +325,9 @@ pub fn silu(x: f32) -> f32 {
 
 /// gate (F), up (F) -> gate (F) in place: `silu(gate) * up` (SwiGLU).
 ///
-/// Compiled a second time with FMA where the CPU has it: `mul_add` is otherwise a library call.
+/// On AVX2, 8 values at a time with [`exp_poly`]'s operations on 8 lanes (the attention's `exp8`):
+/// the same bits as the scalar loop (tested), which does not vectorize (its exponent scaling
+/// branches), and took 6% of a 16-client serving run.
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -340,7 +342,19 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
-    swiglu_generic(gate, up)
+    use std::arch::x86_64::*;
+    debug_assert_eq!(gate.len(), up.len());
+    let main = gate.len() / 8 * 8;
+    let one = _mm256_set1_ps(1.0);
+    for i in (0..main).step_by(8) {
+        let (gp, up) = (gate.as_mut_ptr().add(i), up.as_ptr().add(i));
+        let x = _mm256_loadu_ps(gp);
+        // silu(x) * u = x / (1 + e^-x) * u, each operation as in `silu` (-x exact).
+        let e = crate::attention::avx2::exp8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
+        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(gp, _mm256_mul_ps(s, _mm256_loadu_ps(up)));
+    }
+    swiglu_generic(&mut gate[main..], &up[main..])
 }
 
 #[inline(always)]
@@ -551,6 +565,26 @@ mod tests {
         assert_eq!(exp_poly(-200.0), 0.0);
         assert_eq!(exp_poly(200.0), f32::INFINITY);
         assert_eq!(exp_poly(0.0), 1.0);
+    }
+
+    #[test]
+    fn swiglu_gives_the_scalar_bits_at_every_level() {
+        // Ordinary values, the ends of exp's range (|x| near 88 and 104, where e^-x is
+        // subnormal or overflows), zeros, infinities and NaN, in a length with a tail.
+        let mut x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.061).collect();
+        x.extend([0.0, -0.0, 87.3, 88.5, -88.5, -87.4, 103.9, -103.9, 150.0, -150.0, 1e-30, -1e-30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        let up: Vec<f32> = x.iter().enumerate().map(|(i, _)| ((i * 7919) % 201) as f32 * 0.01 - 1.0).collect();
+        let mut want = x.clone();
+        swiglu_generic(&mut want, &up);
+        #[cfg(target_arch = "x86_64")]
+        if Level::best_available() >= Level::Avx2 {
+            let mut got = x.clone();
+            // SAFETY: the machine has AVX2 and FMA.
+            unsafe { swiglu_fma(&mut got, &up) };
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "x = {}: {a} vs {b}", x[i]);
+            }
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub(super) unsafe fn attend_one_avx2(
 /// (j is in [0.7, 1.5)) and the f32 product is exact, so it is taken directly. Lanes with larger
 /// |n| (results near or below the smallest normal, -inf inputs, overflow) take the f64 path.
 #[inline(always)]
-unsafe fn exp8(x: __m256) -> __m256 {
+pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
     let shift = _mm256_set1_ps(12582912.0);
     let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), shift);
     let n = _mm256_sub_ps(z, shift);

@@ -318,7 +318,7 @@ unsafe fn attend_online_avx2(q_row: &[f32], kv: &KvView, kv_off: usize, n_seen: 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 mod online;
 
