@@ -169,32 +169,47 @@ unsafe fn panels_share(level: Level, w: &PackedF32, bias: Option<&[f32]>, x: &[f
         let t1 = (t0 + MC).min(t);
         for k0 in (0..k.max(1)).step_by(KC) {
             let kc = KC.min(k - k0);
-            for p in panels.clone() {
-                let n0 = p * NR;
-                let width = NR.min(n - n0);
-                let panel = &w.panel(p, k0)[..kc * NR];
+            // On AVX-512 two panels at a time (12 accumulators: see `avx512`), else one.
+            let step = if level == Level::Avx512Vnni { 2 } else { 1 };
+            let mut p = panels.start;
+            while p < panels.end {
+                let pair = step == 2 && p + 1 < panels.end;
                 for r0 in (t0..t1).step_by(MR) {
                     let rows = MR.min(t1 - r0);
                     // The accumulators' starting values: the bias in the first K block, then
                     // what the previous block left in y (an f32 store and load round nothing).
-                    let mut acc = [[0f32; NR]; MR];
-                    for (r, acc_row) in acc.iter_mut().enumerate().take(rows) {
-                        if k0 == 0 {
-                            if let Some(b) = bias {
-                                acc_row[..width].copy_from_slice(&b[n0..n0 + width]);
+                    let mut acc = [[[0f32; NR]; MR]; 2];
+                    for (q, acc_q) in acc.iter_mut().enumerate().take(1 + pair as usize) {
+                        let n0 = (p + q) * NR;
+                        let width = NR.min(n - n0);
+                        for (r, acc_row) in acc_q.iter_mut().enumerate().take(rows) {
+                            if k0 == 0 {
+                                if let Some(b) = bias {
+                                    acc_row[..width].copy_from_slice(&b[n0..n0 + width]);
+                                }
+                            } else {
+                                // SAFETY: row r0 + r, columns n0..n0+width are this thread's.
+                                acc_row[..width].copy_from_slice(unsafe { out.slice((r0 + r) * n + n0, width) });
                             }
-                        } else {
-                            // SAFETY: row r0 + r, columns n0..n0+width are this thread's.
-                            acc_row[..width].copy_from_slice(unsafe { out.slice((r0 + r) * n + n0, width) });
                         }
                     }
                     let x_tile = &x[r0 * k + k0..];
-                    tile(level, rows, x_tile, k, panel, kc, &mut acc);
-                    for (r, acc_row) in acc.iter().enumerate().take(rows) {
-                        // SAFETY: as above.
-                        unsafe { out.slice((r0 + r) * n + n0, width) }.copy_from_slice(&acc_row[..width]);
+                    let [acc0, acc1] = &mut acc;
+                    if pair {
+                        tile_pair(rows, x_tile, k, &w.panel(p, k0)[..kc * NR], &w.panel(p + 1, k0)[..kc * NR], kc, acc0, acc1);
+                    } else {
+                        tile(level, rows, x_tile, k, &w.panel(p, k0)[..kc * NR], kc, acc0);
+                    }
+                    for (q, acc_q) in acc.iter().enumerate().take(1 + pair as usize) {
+                        let n0 = (p + q) * NR;
+                        let width = NR.min(n - n0);
+                        for (r, acc_row) in acc_q.iter().enumerate().take(rows) {
+                            // SAFETY: as above.
+                            unsafe { out.slice((r0 + r) * n + n0, width) }.copy_from_slice(&acc_row[..width]);
+                        }
                     }
                 }
+                p += if pair { 2 } else { 1 };
             }
         }
     }
@@ -205,6 +220,20 @@ unsafe fn panels_share(level: Level, w: &PackedF32, bias: Option<&[f32]>, x: &[f
 fn tile(level: Level, rows: usize, x: &[f32], x_stride: usize, panel: &[f32], kc: usize, acc: &mut [[f32; NR]; MR]) {
     debug_assert!((1..=MR).contains(&rows) && panel.len() == kc * NR);
     debug_assert!(kc == 0 || x.len() >= (rows - 1) * x_stride + kc);
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512Vnni {
+        // SAFETY: the level implies AVX-512 F; the slices hold what the tile reads (checked above).
+        unsafe {
+            return match rows {
+                1 => avx512::tile::<1>(x, x_stride, panel, kc, acc),
+                2 => avx512::tile::<2>(x, x_stride, panel, kc, acc),
+                3 => avx512::tile::<3>(x, x_stride, panel, kc, acc),
+                4 => avx512::tile::<4>(x, x_stride, panel, kc, acc),
+                5 => avx512::tile::<5>(x, x_stride, panel, kc, acc),
+                _ => avx512::tile::<6>(x, x_stride, panel, kc, acc),
+            };
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
         // SAFETY: the level implies AVX2 and FMA; the slices hold what the tile reads (checked above).
@@ -221,6 +250,29 @@ fn tile(level: Level, rows: usize, x: &[f32], x_stride: usize, panel: &[f32], kc
     }
     let _ = level;
     tile_scalar(rows, x, x_stride, panel, kc, acc)
+}
+
+/// [`tile`] on two panels at once with the AVX-512 kernel (only chosen at that level).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tile_pair(rows: usize, x: &[f32], x_stride: usize, p0: &[f32], p1: &[f32], kc: usize, acc0: &mut [[f32; NR]; MR], acc1: &mut [[f32; NR]; MR]) {
+    debug_assert!((1..=MR).contains(&rows) && p0.len() == kc * NR && p1.len() == kc * NR);
+    debug_assert!(kc == 0 || x.len() >= (rows - 1) * x_stride + kc);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: called at the AVX-512 level only, which implies AVX-512 F; the slices hold what the
+    // tile reads (checked above).
+    unsafe {
+        match rows {
+            1 => avx512::tile_pair::<1>(x, x_stride, p0, p1, kc, acc0, acc1),
+            2 => avx512::tile_pair::<2>(x, x_stride, p0, p1, kc, acc0, acc1),
+            3 => avx512::tile_pair::<3>(x, x_stride, p0, p1, kc, acc0, acc1),
+            4 => avx512::tile_pair::<4>(x, x_stride, p0, p1, kc, acc0, acc1),
+            5 => avx512::tile_pair::<5>(x, x_stride, p0, p1, kc, acc0, acc1),
+            _ => avx512::tile_pair::<6>(x, x_stride, p0, p1, kc, acc0, acc1),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the AVX-512 level exists on x86-64 only: {rows} {x_stride} {} {} {kc} {} {}", p0.len(), p1.len(), acc0.len(), acc1.len());
 }
 
 /// The scalar micro-kernel: the same fused operations, one lane at a time.
@@ -265,6 +317,80 @@ mod avx2 {
             for (vr, ar) in v.iter().zip(acc.iter_mut()) {
                 _mm256_storeu_ps(ar.as_mut_ptr(), vr[0]);
                 _mm256_storeu_ps(ar.as_mut_ptr().add(8), vr[1]);
+            }
+        }
+    }
+}
+
+/// The AVX-512 micro-kernels: a panel's 16 columns are one vector. [`matmul_f32`] takes two panels
+/// at a time (`tile_pair`: each k two weight loads, a broadcast per token and two 16-lane fused
+/// multiply-adds per token, 12 independent chains at 6 tokens, twice the width of AVX2's), the
+/// one-panel tile serves [`matmul_f32_tile`] and an odd last panel. Each output's chain of fused
+/// multiply-adds is the same, so they give the same bits (tested). Measured on an Intel Xeon (2
+/// cores, `ferrolm embed` of 3,000 sentences of 140 characters on average): 168 against 137.5
+/// texts/s at the AVX2 level (one panel at a time with 6 chains: 148-154), identical vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// acc (R, NR) += x (R, kc) . panel (kc, NR): R vector accumulators of 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `x` holds `(R - 1) * x_stride + kc` values, `panel` `kc * NR`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn tile<const R: usize>(x: &[f32], x_stride: usize, panel: &[f32], kc: usize, acc: &mut [[f32; NR]; MR]) {
+        unsafe {
+            let mut v = [_mm512_setzero_ps(); R];
+            for (vr, ar) in v.iter_mut().zip(acc.iter()) {
+                *vr = _mm512_loadu_ps(ar.as_ptr());
+            }
+            let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+            for k in 0..kc {
+                let w = _mm512_loadu_ps(wp.add(k * NR));
+                for (r, vr) in v.iter_mut().enumerate() {
+                    *vr = _mm512_fmadd_ps(_mm512_set1_ps(*xp.add(r * x_stride + k)), w, *vr);
+                }
+            }
+            for (vr, ar) in v.iter().zip(acc.iter_mut()) {
+                _mm512_storeu_ps(ar.as_mut_ptr(), *vr);
+            }
+        }
+    }
+
+    /// [`tile`] on two panels: 2R accumulators, each k two weight loads and a broadcast per token
+    /// shared by both (12 independent chains at R = 6, enough to cover the FMA latency).
+    ///
+    /// # Safety
+    /// As [`tile`], for both panels.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn tile_pair<const R: usize>(
+        x: &[f32],
+        x_stride: usize,
+        p0: &[f32],
+        p1: &[f32],
+        kc: usize,
+        acc0: &mut [[f32; NR]; MR],
+        acc1: &mut [[f32; NR]; MR],
+    ) {
+        unsafe {
+            let mut v = [[_mm512_setzero_ps(); 2]; R];
+            for (r, vr) in v.iter_mut().enumerate() {
+                *vr = [_mm512_loadu_ps(acc0[r].as_ptr()), _mm512_loadu_ps(acc1[r].as_ptr())];
+            }
+            let (xp, w0p, w1p) = (x.as_ptr(), p0.as_ptr(), p1.as_ptr());
+            for k in 0..kc {
+                let w0 = _mm512_loadu_ps(w0p.add(k * NR));
+                let w1 = _mm512_loadu_ps(w1p.add(k * NR));
+                for (r, vr) in v.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*xp.add(r * x_stride + k));
+                    vr[0] = _mm512_fmadd_ps(xv, w0, vr[0]);
+                    vr[1] = _mm512_fmadd_ps(xv, w1, vr[1]);
+                }
+            }
+            for (r, vr) in v.iter().enumerate() {
+                _mm512_storeu_ps(acc0[r].as_mut_ptr(), vr[0]);
+                _mm512_storeu_ps(acc1[r].as_mut_ptr(), vr[1]);
             }
         }
     }
