@@ -104,6 +104,113 @@ pub unsafe fn dot_q6_k_q8k(w: &[u8], x: &[BlockQ8K]) -> f32 {
     acc
 }
 
+/// [`dot_q4_k_q8k`] of one row against 4 tokens: each super-block's nibbles and scales unpacked
+/// once for the 4 (a prompt's rows are otherwise unpacked again for every token). Per token the
+/// same integer sums and the same float operations in the same order: the same bits.
+///
+/// # Safety
+/// As [`dot_q4_k_q8k`], for every `x[j]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q4_k_q8k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let (mut acc, mut mins) = ([0.0f32; 4], [0.0f32; 4]);
+    let nibbles = _mm256_set1_epi8(0x0F);
+    for (i, b) in w.chunks_exact(Q4_K_BYTES).enumerate() {
+        let (d, dmin) = (read_f16(b, 0), read_f16(b, 2));
+        let scales = &b[4..16];
+        let qs = b.as_ptr().add(16);
+        let a = [x[0].get_unchecked(i), x[1].get_unchecked(i), x[2].get_unchecked(i), x[3].get_unchecked(i)];
+        let mut sums = [_mm256_setzero_si256(); 4];
+        let mut msum = [0i32; 4];
+        for c in 0..4 {
+            let (sc_lo, m_lo) = scale_min_k4(2 * c, scales);
+            let (sc_hi, m_hi) = scale_min_k4(2 * c + 1, scales);
+            let (m_lo, m_hi) = (m_lo as i32, m_hi as i32);
+            let q = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(q, nibbles);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibbles);
+            let (s_lo, s_hi) = (_mm256_set1_epi16(sc_lo as i16), _mm256_set1_epi16(sc_hi as i16));
+            for j in 0..4 {
+                let aj = a[j];
+                msum[j] +=
+                    m_lo * (aj.bsums[4 * c] as i32 + aj.bsums[4 * c + 1] as i32) + m_hi * (aj.bsums[4 * c + 2] as i32 + aj.bsums[4 * c + 3] as i32);
+                let ap = aj.qs.as_ptr();
+                let a_lo = _mm256_loadu_si256(ap.add(64 * c) as *const __m256i);
+                let a_hi = _mm256_loadu_si256(ap.add(64 * c + 32) as *const __m256i);
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_add_epi32(p_lo, p_hi));
+            }
+        }
+        for j in 0..4 {
+            let isum = hsum_i32(sums[j]);
+            acc[j] = (d * a[j].d).mul_add(isum as f32, acc[j]);
+            mins[j] = (dmin * a[j].d).mul_add(msum[j] as f32, mins[j]);
+        }
+    }
+    [acc[0] - mins[0], acc[1] - mins[1], acc[2] - mins[2], acc[3] - mins[3]]
+}
+
+/// [`dot_q6_k_q8k`] of one row against 4 tokens, each super-block unpacked once for the 4: the
+/// same bits per token.
+///
+/// # Safety
+/// As [`dot_q6_k_q8k`], for every `x[j]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4_q6_k_q8k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut acc = [0.0f32; 4];
+    let nibbles = _mm256_set1_epi8(0x0F);
+    let high = _mm256_set1_epi8(0x30);
+    for (i, b) in w.chunks_exact(Q6_K_BYTES).enumerate() {
+        let d = read_f16(b, 208);
+        let mut sc = [0i8; 16];
+        for (s, &v) in sc.iter_mut().zip(&b[192..208]) {
+            *s = v as i8;
+        }
+        let (ql, qh) = (b.as_ptr(), b.as_ptr().add(128));
+        let a = [x[0].get_unchecked(i), x[1].get_unchecked(i), x[2].get_unchecked(i), x[3].get_unchecked(i)];
+        let mut sums = [_mm256_setzero_si256(); 4];
+        for h in 0..2 {
+            let l0 = _mm256_loadu_si256(ql.add(64 * h) as *const __m256i);
+            let l1 = _mm256_loadu_si256(ql.add(64 * h + 32) as *const __m256i);
+            let hb = _mm256_loadu_si256(qh.add(32 * h) as *const __m256i);
+            // As in `dot_q6_k_q8k`.
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(l0, nibbles), _mm256_and_si256(_mm256_slli_epi16(hb, 4), high)),
+                _mm256_or_si256(_mm256_and_si256(l1, nibbles), _mm256_and_si256(_mm256_slli_epi16(hb, 2), high)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), nibbles), _mm256_and_si256(hb, high)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), nibbles), _mm256_and_si256(_mm256_srli_epi16(hb, 2), high)),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let s = 8 * h + 2 * k;
+                let scale = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1] as i16), _mm_set1_epi16(sc[s] as i16));
+                for j in 0..4 {
+                    let av = _mm256_loadu_si256(a[j].qs.as_ptr().add(128 * h + 32 * k) as *const __m256i);
+                    sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(_mm256_maddubs_epi16(qk, av), scale));
+                }
+            }
+        }
+        for j in 0..4 {
+            let offset: i32 = (0..16).map(|s| sc[s] as i32 * a[j].bsums[s] as i32).sum();
+            let isum = hsum_i32(sums[j]) - 32 * offset;
+            acc[j] = (d * a[j].d).mul_add(isum as f32, acc[j]);
+        }
+    }
+    acc
+}
+
+/// [`dot_k_q8k`] against 4 tokens: one pass over the row for Q4_K and Q6_K, four for the others.
+///
+/// # Safety
+/// As [`dot_k_q8k`], for every `x[j]`.
+#[inline(always)]
+pub unsafe fn dot4_k_q8k(format: crate::Format, w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    match format {
+        crate::Format::Q4_K => dot4_q4_k_q8k(w, x),
+        crate::Format::Q6_K => dot4_q6_k_q8k(w, x),
+        _ => x.map(|x| dot_k_q8k(format, w, x)),
+    }
+}
+
 /// `w`'s row dot product for a K-quant `format` at AVX2: Q4_K and Q6_K here, the others on the
 /// reference (compiled for AVX2 where the caller is).
 ///

@@ -231,8 +231,9 @@ fn random_blocks(format: Format, rows: usize, k: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn k_quant_kernels_equal_the_reference_on_every_bit_pattern() {
-    // Activations at +-127 (each block's largest value exactly) and random ones.
-    let (n, k, t) = (13, 768, 3);
+    // Activations at +-127 (each block's largest value exactly) and random ones; 7 tokens: one
+    // pass of the four-token kernels and three single ones.
+    let (n, k, t) = (13, 768, 7);
     let mut x = pseudo_random(t * k, 77);
     for (i, v) in x.iter_mut().enumerate() {
         if i % 7 == 0 {

@@ -217,7 +217,7 @@ fn four(dot: impl Fn(&[u8], &[BlockQ8]) -> f32) -> impl Fn(&[u8], [&[BlockQ8]; 4
 #[inline(always)]
 pub(super) fn matmul_rows(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: usize, rows: std::ops::Range<usize>, y: Out) {
     if w.format.activations() == Activations::Q8K {
-        return k_quant_rows(w, x, t, rows, y, dot_k_q8k);
+        return k_quant_rows(w, x, t, rows, y, dot_k_q8k, |f, r, a| a.map(|a| dot_k_q8k(f, r, a)));
     }
     if w.order == SumOrder::Blocks && w.format.uses_q8_activations() {
         let dot = |r: &[u8], a: &[BlockQ8]| dot_blocks_q8(w.format, r, a);
@@ -248,10 +248,19 @@ thread_local! {
 }
 
 /// Rows `rows` of a K-quant `w` against all T tokens of x (T, K) f32, writing y (T, N) with the
-/// row dot product `dot`: x is quantized to [`BlockQ8K`] (into a buffer per thread, grown once),
-/// then each row is read once per token tile.
+/// row dot product `dot`, and `dot4` for four tokens at once (the same bits as four `dot`s): x is
+/// quantized to [`BlockQ8K`] (into a buffer per thread, grown once), then each row is read once
+/// per token tile.
 #[inline(always)]
-pub(super) fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: Out, dot: impl Fn(Format, &[u8], &[BlockQ8K]) -> f32) {
+pub(super) fn k_quant_rows(
+    w: &MatRef,
+    x: &[f32],
+    t: usize,
+    rows: std::ops::Range<usize>,
+    y: Out,
+    dot: impl Fn(Format, &[u8], &[BlockQ8K]) -> f32,
+    dot4: impl Fn(Format, &[u8], [&[BlockQ8K]; 4]) -> [f32; 4],
+) {
     let (n, k) = (w.rows, w.cols);
     let kb = k / QK_K;
     Q8K_ACTIVATIONS.with_borrow_mut(|xq| {
@@ -261,11 +270,22 @@ pub(super) fn k_quant_rows(w: &MatRef, x: &[f32], t: usize, rows: std::ops::Rang
         quantize_row_q8k(&x[..t * k], &mut xq[..t * kb]);
         let tile = (L1_ACTIVATION_BYTES / (kb * std::mem::size_of::<BlockQ8K>()).max(1)).clamp(1, 256);
         for t0 in (0..t).step_by(tile) {
+            let t1 = (t0 + tile).min(t);
             for r in rows.clone() {
                 let row = w.row(r);
-                for ti in t0..(t0 + tile).min(t) {
-                    let v = dot(w.format, row, &xq[ti * kb..(ti + 1) * kb]);
-                    // SAFETY: each thread owns a disjoint set of rows r; ti * n + r < t * n = y.len().
+                let a = |ti: usize| &xq[ti * kb..(ti + 1) * kb];
+                let mut ti = t0;
+                while ti + 4 <= t1 {
+                    let v = dot4(w.format, row, [a(ti), a(ti + 1), a(ti + 2), a(ti + 3)]);
+                    for (j, v) in v.into_iter().enumerate() {
+                        // SAFETY: each thread owns a disjoint set of rows r; (ti + j) * n + r < t * n = y.len().
+                        unsafe { y.put((ti + j) * n + r, v) };
+                    }
+                    ti += 4;
+                }
+                for ti in ti..t1 {
+                    let v = dot(w.format, row, a(ti));
+                    // SAFETY: as above.
                     unsafe { y.put(ti * n + r, v) };
                 }
             }

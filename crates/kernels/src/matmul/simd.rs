@@ -14,7 +14,15 @@ pub(super) unsafe fn matmul_rows_avx2(w: &MatRef, x: &[f32], xq: &[BlockQ8], t: 
     use crate::x86;
     if w.format.activations() == crate::quant::Activations::Q8K {
         // SAFETY: as below.
-        return super::reference::k_quant_rows(w, x, t, rows, y, |f, r, a| unsafe { crate::kquants_avx2::dot_k_q8k(f, r, a) });
+        return super::reference::k_quant_rows(
+            w,
+            x,
+            t,
+            rows,
+            y,
+            |f, r, a| unsafe { crate::kquants_avx2::dot_k_q8k(f, r, a) },
+            |f, r, a| unsafe { crate::kquants_avx2::dot4_k_q8k(f, r, a) },
+        );
     }
     if w.order == SumOrder::Blocks {
         // The reference, compiled for AVX2 (its integer block sums vectorize).
