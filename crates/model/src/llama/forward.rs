@@ -359,3 +359,36 @@ fn round_q_scaled_first(q: &mut [f32], scale: f32) {
         *x = half::f16::from_f32(*x * scale).to_f32() / scale;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::round_q_scaled_first;
+    use half::f16;
+
+    /// What llama.cpp computes for Gemma's scores: `f16(scale * q) . k` (f32 fused multiply-adds
+    /// in order), against what ours computes from the rounded q: `f16(q') . k * scale`.
+    #[test]
+    fn rounded_q_gives_the_scores_of_q_scaled_before_attention() {
+        let scale = 1.0 / 16.0;
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..200 {
+            // Values from 1e-7 to 10, so that many of `scale * q` are f16 subnormals.
+            let q: Vec<f32> = (0..256)
+                .map(|_| (next() % 2000) as f32 / 200.0 * 10f32.powi(-((next() % 8) as i32)) * if next() % 2 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            let k: Vec<f32> = (0..256).map(|_| f16::from_f32((next() % 2000) as f32 / 1000.0 - 1.0).to_f32()).collect();
+            let dot = |a: &[f32]| a.iter().zip(&k).fold(0f32, |acc, (&x, &y)| f16::from_f32(x).to_f32().mul_add(y, acc));
+            let theirs = dot(&q.iter().map(|&x| x * scale).collect::<Vec<_>>());
+            let mut ours_q = q.clone();
+            round_q_scaled_first(&mut ours_q, scale);
+            assert!(ours_q.iter().all(|&x| f16::from_f32(x).to_f32() == x), "q' must survive the kernels' f16 rounding");
+            assert_eq!((dot(&ours_q) * scale).to_bits(), theirs.to_bits());
+        }
+    }
+}
