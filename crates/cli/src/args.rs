@@ -34,7 +34,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) ctx: Option<usize>,
     #[command(flatten)]
-    pub(crate) order: OrderArgs,
+    pub(crate) compute: ComputeArgs,
     #[command(flatten)]
     pub(crate) lora: LoraArgs,
 }
@@ -50,13 +50,18 @@ pub(crate) struct LoraArgs {
     pub(crate) lora_scale: Option<f32>,
 }
 
+/// How the model computes: the products' summation order and what the KV cache stores.
 #[derive(Args, Clone, Default)]
-pub(crate) struct OrderArgs {
+pub(crate) struct ComputeArgs {
     /// How quantized products add up their blocks: `blocks` (one rounding per block, the
     /// default: fastest) or `llama-cpp` (llama.cpp's x86 order: its exact logits). Overrides
     /// FERROLM_SUM_ORDER
     #[arg(long, value_name = "ORDER", value_parser = ["blocks", "llama-cpp"])]
     pub(crate) sum_order: Option<String>,
+    /// What the KV cache stores: `f16` (the default) or `q8_0` (8-bit blocks of 32, 53% of the
+    /// memory; attention then runs the block order's kernel, in either --sum-order)
+    #[arg(long, value_name = "TYPE", value_parser = ["f16", "q8_0"])]
+    pub(crate) kv_type: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -328,7 +333,7 @@ pub(crate) enum Command {
         #[arg(short = 'b', long, default_value_t = 1)]
         batch: usize,
         #[command(flatten)]
-        order: OrderArgs,
+        compute: ComputeArgs,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
@@ -384,7 +389,7 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        order: OrderArgs,
+        compute: ComputeArgs,
         #[command(flatten)]
         lora: LoraArgs,
     },

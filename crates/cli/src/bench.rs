@@ -89,6 +89,7 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
         eprintln!("note: -d + -p/-n = {n_ctx} positions run past the model's context length {n_ctx_train} (speed only: text there degrades)");
     }
     let mut cache = model.new_cache(n_ctx)?;
+    let kv_bytes = cache.memory_bytes();
     // Batches of at most 512 tokens, as llama-bench's default micro-batch and as the engine
     // prefills: a longer prompt is one forward call that runs 512 tokens at a time.
     let mut scratch = model.new_scratch(args.n_prompt.clamp(1, 512).max(args.depth.min(512)), n_ctx)?;
@@ -170,12 +171,20 @@ pub fn run(model: &Llama, args: &BenchArgs, model_name: &str) -> Result<()> {
                 "reps": args.reps, "pp": pp_med, "pp_mean": pp_mean, "pp_std": pp_std, "tg": tg_med, "tg_mean": tg_mean,
                 "tg_std": tg_std, "weight_bytes_per_token": weight_bytes as u64, "tg_weight_read_gbs": tg_gbs,
                 "memory_read_gbs": bandwidth, "kernels": format!("{:?}", model.level()), "sum_order": format!("{:?}", model.sum_order()),
+                "kv_type": model.kv_type().name(), "kv_cache_bytes": kv_bytes,
                 "batch": args.batch, "tg_batch": if tgb.is_empty() { 0.0 } else { stats(&tgb).2 },
                 "tg_batch_single": if tg1.is_empty() { 0.0 } else { stats(&tg1).2 },
             })
         );
     } else {
-        println!("model: {model_name}, {} threads, kernels {:?}, sum order {:?}", model.n_threads(), model.level(), model.sum_order());
+        println!(
+            "model: {model_name}, {} threads, kernels {:?}, sum order {:?}, KV cache {} ({:.1} MiB for {n_ctx} positions)",
+            model.n_threads(),
+            model.level(),
+            model.sum_order(),
+            model.kv_type().name(),
+            kv_bytes as f64 / (1 << 20) as f64
+        );
         // llama-bench's labels: "pp512 @ d4096".
         let at = if args.depth > 0 { format!(" @ d{}", args.depth) } else { String::new() };
         if !pp.is_empty() {

@@ -238,7 +238,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     if args.resume && !checkpoint_dir.join("checkpoint.json").is_file() {
         bail!("--resume: there is no checkpoint in {} (run without --resume to start)", checkpoint_dir.display());
     }
-    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default(), lora: Default::default() };
+    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, compute: Default::default(), lora: Default::default() };
     let (llama, tok, _) = open_model(&run)?;
     if args.seq_len > llama.config.n_ctx_train {
         bail!("--seq-len {} is longer than the model's context {}", args.seq_len, llama.config.n_ctx_train);
@@ -438,7 +438,7 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
     if args.batch == 0 || args.seq_len < 2 || args.steps == 0 {
         bail!("--batch, --steps must be at least 1 and --seq-len at least 2");
     }
-    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, order: Default::default(), lora: Default::default() };
+    let run = RunArgs { model: args.model.clone(), threads: args.threads, ctx: None, compute: Default::default(), lora: Default::default() };
     let (llama, _, _) = open_model(&run)?;
     let config = lora_config(args)?;
     let start = Instant::now();

@@ -43,10 +43,14 @@ pub(crate) fn open_model(run: &RunArgs) -> Result<(Llama, Tokenizer, usize)> {
         bail!("--threads must be between 1 and 1024, got {threads}");
     }
     let mut model = Llama::from_file(file, threads).with_context(|| format!("cannot load the model in {}", path.display()))?;
-    match run.order.sum_order.as_deref() {
+    match run.compute.sum_order.as_deref() {
         Some("llama-cpp") => model.set_sum_order(SumOrder::LlamaCpp),
         Some(_) => model.set_sum_order(SumOrder::Blocks),
         None => {}
+    }
+    if let Some(kv_type) = &run.compute.kv_type {
+        let kv_type = kv_type.parse::<model::KvType>().map_err(anyhow::Error::msg)?;
+        model.set_kv_type(kv_type).with_context(|| format!("cannot use --kv-type {}", kv_type.name()))?;
     }
     if let Some(lora) = &run.lora.lora {
         let dims = train::adapter::ModelDims::from_config(&model.config);

@@ -91,8 +91,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune_cmd::cmd_finetune(&args),
         Command::Merge(args) => merge_cmd::cmd_merge(&args),
         Command::Quantize(args) => quantize_cmd::cmd_quantize(&args),
-        Command::Perplexity { model, threads, file, ctx, chunks, json, order, lora } => {
-            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, order, lora }, &file, ctx, chunks, json)
+        Command::Perplexity { model, threads, file, ctx, chunks, json, compute, lora } => {
+            perplexity_cmd::cmd_perplexity(&RunArgs { model, threads, ctx: None, compute, lora }, &file, ctx, chunks, json)
         }
         Command::TokenizerBench { model, file, reps, json, pathological } => {
             let (_, tok) = open_tokenizer(&model)?;
@@ -100,11 +100,11 @@ fn run(cli: Cli) -> Result<()> {
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             tokenizer_bench::run(&tok, &tokenizer_bench::TokenizerBenchArgs { file, reps, json, pathological }, &name)
         }
-        Command::Bench { model, n_prompt, n_gen, depth, threads, reps, batch, json, order } => {
+        Command::Bench { model, n_prompt, n_gen, depth, threads, reps, batch, json, compute } => {
             if batch == 0 || batch > 256 {
                 bail!("--batch must be between 1 and 256, got {batch}");
             }
-            let run = RunArgs { model: model.clone(), threads, ctx: None, order, lora: Default::default() };
+            let run = RunArgs { model: model.clone(), threads, ctx: None, compute, lora: Default::default() };
             let (llama, _, _) = open_model(&run)?;
             let name = fetch::resolve_model(model.model.as_deref())?;
             let name = name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

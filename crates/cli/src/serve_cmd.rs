@@ -106,11 +106,11 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
         prefault_kv: true,
     };
     let n_vocab = model.config.n_vocab;
-    let (level, threads) = (model.level(), model.n_threads());
+    let (level, threads, kv_type) = (model.level(), model.n_threads(), model.kv_type().name());
     let tok = Arc::new(tok);
     let engine = Engine::start(model, tok.clone(), config.clone()).context("cannot start the engine")?;
     eprintln!(
-        "ferrolm serve: {model_id} | kernels {level:?}, {threads} threads | context {n_ctx} | KV cache {} blocks of {} positions ({:.0} MiB) | up to {} sequences, {} tokens per step, {} waiting",
+        "ferrolm serve: {model_id} | kernels {level:?}, {threads} threads | context {n_ctx} | KV cache {} blocks of {} positions in {kv_type} ({:.0} MiB) | up to {} sequences, {} tokens per step, {} waiting",
         engine.n_blocks(),
         model::KV_BLOCK,
         args.kv_memory as f64 / (1 << 20) as f64,

@@ -156,7 +156,7 @@ impl Core {
         metrics: Arc<Metrics>,
         queued: Arc<AtomicUsize>,
     ) -> Result<Core, ModelError> {
-        let n_blocks = config.kv_blocks(&model.config);
+        let n_blocks = config.kv_blocks(&model.config, model.kv_type());
         let mut pool = model.new_pool_blocks(n_blocks, config.n_ctx)?;
         if config.prefault_kv {
             pool.prefault();

@@ -21,7 +21,7 @@ pub use metrics::Metrics;
 use generate::beam::{BeamConfig, BeamError};
 use generate::sampler::{Logprobs, SamplerError};
 use generate::{GenerateOptions, StopReason};
-use model::{Llama, LlamaConfig, ModelError, KV_BLOCK};
+use model::{KvType, Llama, LlamaConfig, ModelError, KV_BLOCK};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -54,14 +54,14 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Bytes of one KV block of `model` (every layer, keys and values, f16).
-    pub fn block_bytes(model: &LlamaConfig) -> u64 {
-        (model.n_layer * KV_BLOCK * model.kv_dim() * 2 * 2) as u64
+    /// Bytes of one KV block of `model` (every layer, keys and values) in `kv_type`.
+    pub fn block_bytes(model: &LlamaConfig, kv_type: KvType) -> u64 {
+        2 * kv_type.bytes((model.n_layer * KV_BLOCK * model.kv_dim()) as u128) as u64
     }
 
-    /// Blocks that `kv_memory` holds for `model`.
-    pub fn kv_blocks(&self, model: &LlamaConfig) -> usize {
-        (self.kv_memory / Self::block_bytes(model).max(1)).min(u32::MAX as u64 - 1) as usize
+    /// Blocks that `kv_memory` holds for `model` in `kv_type`.
+    pub fn kv_blocks(&self, model: &LlamaConfig, kv_type: KvType) -> usize {
+        (self.kv_memory / Self::block_bytes(model, kv_type).max(1)).min(u32::MAX as u64 - 1) as usize
     }
 }
 
@@ -191,11 +191,11 @@ impl Engine {
     /// Starts the engine thread over `model`; fails if the settings are out of range or the KV
     /// pool does not fit.
     pub fn start(model: Llama, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> Result<Engine, EngineError> {
-        let block = EngineConfig::block_bytes(&model.config);
+        let block = EngineConfig::block_bytes(&model.config, model.kv_type());
         if config.max_seqs == 0 || config.max_batch_tokens == 0 || config.n_ctx == 0 {
             return Err(EngineError::Config("--max-seqs, --max-batch-tokens and --ctx must be at least 1".into()));
         }
-        let n_blocks = config.kv_blocks(&model.config);
+        let n_blocks = config.kv_blocks(&model.config, model.kv_type());
         if n_blocks * KV_BLOCK < config.n_ctx {
             return Err(EngineError::Config(format!(
                 "--kv-memory {} holds {} positions, less than one context of {}: raise it to at least {} or lower --ctx",

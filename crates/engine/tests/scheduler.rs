@@ -86,7 +86,7 @@ fn setup(max_seqs: usize, max_batch_tokens: usize, blocks: usize) -> (Setup, Lla
         n_ctx: N_CTX,
         max_seqs,
         max_batch_tokens,
-        kv_memory: EngineConfig::block_bytes(&m.config) * blocks as u64,
+        kv_memory: EngineConfig::block_bytes(&m.config, m.kv_type()) * blocks as u64,
         queue: 1000,
         prefault_kv: true,
     };

@@ -1,8 +1,9 @@
 //! Key/value caches in fixed-size blocks: a pool of blocks shared by many sequences, each
 //! sequence reaching its positions through a block table.
 //!
-//! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep)
-//! in blocks of [`KV_BLOCK`] positions, (blocks, L, Hkv, KV_BLOCK, Dh): a block holds every
+//! Keys and values are stored as f16 (half the memory of f32, and the precision the peers keep),
+//! or as Q8_0 blocks of 32 values ([`KvType::Q8_0`]: 34 bytes for 64 of f16) in blocks of
+//! [`KV_BLOCK`] positions, (blocks, L, Hkv, KV_BLOCK, Dh): a block holds every
 //! layer, and within a layer each KV head's positions are one run of memory. Attention reads one
 //! head's run per block, a stream the prefetchers follow; a new block touches one stretch of
 //! memory instead of one per layer (fresh pages are zeroed by the kernel when first written,
@@ -26,7 +27,7 @@ use crate::blocks::BlockBook;
 use crate::memory::HugeBuffer;
 use crate::ModelError;
 use half::f16;
-use kernels::attention::KvView;
+use kernels::attention::{KvBlockQ8, KvElem, KvView};
 use std::sync::{Arc, Mutex};
 
 /// Positions per block.
@@ -72,6 +73,58 @@ impl SeqCache {
     }
 }
 
+/// What a KV cache stores keys and values as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// f16 values: the precision the peers keep, and llama.cpp's order of attention.
+    #[default]
+    F16,
+    /// Q8_0 blocks of 32 values ([`KvBlockQ8`]): 53% of the memory of f16; attention runs the
+    /// block order's kernel over them. Heads must be a multiple of 32 values wide.
+    Q8_0,
+}
+
+impl KvType {
+    /// Bytes of `n` values (n a multiple of 32 for Q8_0).
+    pub fn bytes(self, n: u128) -> u128 {
+        match self {
+            KvType::F16 => 2 * n,
+            KvType::Q8_0 => n / 32 * std::mem::size_of::<KvBlockQ8>() as u128,
+        }
+    }
+
+    /// The name `--kv-type` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KvType, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(KvType::F16),
+            "q8_0" | "q8" => Ok(KvType::Q8_0),
+            _ => Err(format!("unknown KV cache type {s:?} (expected f16 or q8_0)")),
+        }
+    }
+}
+
+/// The memory of a pool's keys and values, (blocks, L, Hkv, KV_BLOCK, Dh) values each.
+enum KvStore {
+    F16 { k: HugeBuffer<f16>, v: HugeBuffer<f16> },
+    Q8 { k: HugeBuffer<KvBlockQ8>, v: HugeBuffer<KvBlockQ8> },
+}
+
+/// One layer of a pool as the attention kernels read it, in the pool's type.
+pub(crate) enum LayerView<'a> {
+    F16(KvView<'a, f16>),
+    Q8(KvView<'a, KvBlockQ8>),
+}
+
 /// Blocks of keys and values for every layer, shared by the sequences made from it.
 pub struct KvPool {
     n_layer: usize,
@@ -79,47 +132,87 @@ pub struct KvPool {
     head_dim: usize,               // Dh
     n_blocks: usize,               // blocks (of every layer)
     max_seq_len: usize,            // S_max, the most positions of one sequence
-    k: HugeBuffer<f16>,            // (blocks, L, Hkv, KV_BLOCK, Dh)
-    v: HugeBuffer<f16>,            // (blocks, L, Hkv, KV_BLOCK, Dh)
+    store: KvStore,                // keys and values
     book: BlockBook,               // reference counts, free queue, prefix cache
     dropped: Arc<Mutex<Vec<u32>>>, // blocks of sequences dropped without a release
 }
 
+/// The widest head a Q8_0 pool takes (the rotated keys go through a buffer on the stack).
+const MAX_Q8_HEAD: usize = 512;
+
 impl KvPool {
-    /// A pool of `n_blocks` blocks for sequences of up to `max_seq_len` positions; fails cleanly
-    /// when it does not fit in memory.
-    pub fn new(n_layer: usize, n_head_kv: usize, head_dim: usize, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+    /// A pool of `n_blocks` blocks of `kv_type` for sequences of up to `max_seq_len` positions;
+    /// fails cleanly when it does not fit in memory, or (Q8_0) when heads are not a multiple of
+    /// 32 values.
+    pub fn new(
+        n_layer: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+        n_blocks: usize,
+        max_seq_len: usize,
+        kv_type: KvType,
+    ) -> Result<KvPool, ModelError> {
+        if kv_type == KvType::Q8_0 && (!head_dim.is_multiple_of(32) || head_dim > MAX_Q8_HEAD) {
+            return Err(ModelError::Unsupported(format!(
+                "a Q8_0 KV cache for heads of {head_dim} values (it needs a multiple of 32, at most {MAX_Q8_HEAD}); use --kv-type f16"
+            )));
+        }
         let kv_dim = n_head_kv.saturating_mul(head_dim);
         let size = n_layer.checked_mul(n_blocks).and_then(|n| n.checked_mul(KV_BLOCK)).and_then(|n| n.checked_mul(kv_dim));
-        let k = size.and_then(HugeBuffer::zeroed);
-        let v = size.and_then(HugeBuffer::zeroed);
+        let store = match kv_type {
+            KvType::F16 => size.and_then(|n| Some(KvStore::F16 { k: HugeBuffer::zeroed(n)?, v: HugeBuffer::zeroed(n)? })),
+            KvType::Q8_0 => size.and_then(|n| Some(KvStore::Q8 { k: HugeBuffer::zeroed(n / 32)?, v: HugeBuffer::zeroed(n / 32)? })),
+        };
         let book = BlockBook::new(n_blocks, KV_BLOCK);
-        match (k, v, book) {
-            (Some(k), Some(v), Some(book)) => Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, k, v, book, dropped: Arc::default() }),
+        match (store, book) {
+            (Some(store), Some(book)) => Ok(KvPool { n_layer, kv_dim, head_dim, n_blocks, max_seq_len, store, book, dropped: Arc::default() }),
             _ => Err(ModelError::OutOfMemory {
                 what: "KV cache",
-                bytes: (n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128) * 4,
-                hint: "use a smaller context size (--ctx) or fewer sequences",
+                bytes: 2 * kv_type.bytes((n_layer as u128) * (n_blocks as u128) * (KV_BLOCK as u128) * (kv_dim as u128)),
+                hint: "use a smaller context size (--ctx), fewer sequences, or --kv-type q8_0",
             }),
         }
     }
 
     /// A pool with room for `n_seqs` sequences of `max_seq_len` positions each, none shared.
-    pub fn for_sequences(n_layer: usize, n_head_kv: usize, head_dim: usize, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
+    pub fn for_sequences(
+        n_layer: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+        n_seqs: usize,
+        max_seq_len: usize,
+        kv_type: KvType,
+    ) -> Result<KvPool, ModelError> {
         let n_blocks = max_seq_len.div_ceil(KV_BLOCK).checked_mul(n_seqs).ok_or(ModelError::OutOfMemory {
             what: "KV cache",
             bytes: u128::MAX,
             hint: "use a smaller context size (--ctx) or fewer sequences",
         })?;
-        KvPool::new(n_layer, n_head_kv, head_dim, n_blocks, max_seq_len)
+        KvPool::new(n_layer, n_head_kv, head_dim, n_blocks, max_seq_len, kv_type)
+    }
+
+    /// What the pool stores keys and values as.
+    pub fn kv_type(&self) -> KvType {
+        match self.store {
+            KvStore::F16 { .. } => KvType::F16,
+            KvStore::Q8 { .. } => KvType::Q8_0,
+        }
     }
 
     /// Touches every page of the pool now, as llama.cpp clears its KV buffer at start: a server
     /// then pays the kernel's page zeroing (about 0.5 s of a 10-second benchmark on this VM)
     /// once at start instead of in its first requests. Call it before any sequence writes.
     pub fn prefault(&mut self) {
-        self.k.prefault();
-        self.v.prefault();
+        match &mut self.store {
+            KvStore::F16 { k, v } => {
+                k.prefault();
+                v.prefault();
+            }
+            KvStore::Q8 { k, v } => {
+                k.prefault();
+                v.prefault();
+            }
+        }
     }
 
     /// A new, empty sequence (it takes blocks as it grows).
@@ -269,8 +362,18 @@ impl KvPool {
     fn copy_block(&mut self, from: u32, to: u32) {
         let block = self.block_len();
         let (src, dst) = (from as usize * block, to as usize * block);
-        self.k.copy_within(src..src + block, dst);
-        self.v.copy_within(src..src + block, dst);
+        match &mut self.store {
+            KvStore::F16 { k, v } => {
+                k.copy_within(src..src + block, dst);
+                v.copy_within(src..src + block, dst);
+            }
+            KvStore::Q8 { k, v } => {
+                // A block's values are whole Q8_0 blocks (KV_BLOCK positions of Dh, a multiple of 32).
+                let (src, dst, block) = (src / 32, dst / 32, block / 32);
+                k.copy_within(src..src + block, dst);
+                v.copy_within(src..src + block, dst);
+            }
+        }
     }
 
     /// Blocks not used by any sequence (those of dropped sequences count once the pool has
@@ -307,7 +410,10 @@ impl KvPool {
 
     /// Bytes the pool holds.
     pub fn memory_bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * std::mem::size_of::<f16>()
+        match &self.store {
+            KvStore::F16 { k, v } => (k.len() + v.len()) * std::mem::size_of::<f16>(),
+            KvStore::Q8 { k, v } => (k.len() + v.len()) * std::mem::size_of::<KvBlockQ8>(),
+        }
     }
 
     /// Elements of one layer of a block, and of a whole block.
@@ -320,12 +426,20 @@ impl KvPool {
     }
 
     /// Layer `l` of `seq` as the attention kernel reads it.
-    pub(crate) fn layer<'a>(&'a self, l: usize, seq: &'a SeqCache) -> KvView<'a> {
-        let first = l * self.layer_span(); // layer l of block 0
+    pub(crate) fn layer<'a>(&'a self, l: usize, seq: &'a SeqCache) -> LayerView<'a> {
+        let first = l * self.layer_span(); // layer l of block 0, in values
+        match &self.store {
+            KvStore::F16 { k, v } => LayerView::F16(self.view(&k[first..], &v[first..], &seq.table)),
+            KvStore::Q8 { k, v } => LayerView::Q8(self.view(&k[first / 32..], &v[first / 32..], &seq.table)),
+        }
+    }
+
+    /// The pool's head-major blocks of one layer from `keys` and `values`.
+    fn view<'a, T: KvElem>(&self, keys: &'a [T], values: &'a [T], table: &'a [u32]) -> KvView<'a, T> {
         KvView {
-            keys: &self.k[first..],
-            values: &self.v[first..],
-            table: &seq.table,
+            keys,
+            values,
+            table,
             block_size: KV_BLOCK,
             kv_dim: self.kv_dim,
             block_stride: self.block_len(),
@@ -336,7 +450,7 @@ impl KvPool {
 
     /// Stores position `pos` of `seq` in layer `l` (its block reserved by [`KvPool::reserve`]):
     /// the keys (Hkv*Dh) rotated by RoPE (`cos_sin` of the position) and the values, both
-    /// rounded to f16, head by head into their runs.
+    /// rounded to f16 (or quantized to Q8_0 blocks), head by head into their runs.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_rotated(&mut self, l: usize, seq: &SeqCache, pos: usize, key: &[f32], value: &[f32], cos_sin: &[(f32, f32)], neox: bool) {
         let dh = self.head_dim;
@@ -345,12 +459,29 @@ impl KvPool {
         let heads = key.chunks_exact(dh).zip(value.chunks_exact(dh));
         for (h, (key, value)) in heads.enumerate() {
             let at = first + h * KV_BLOCK * dh;
-            if neox {
-                kernels::ops::rope_neox_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
-            } else {
-                kernels::ops::rope_to_f16(key, dh, cos_sin, &mut self.k[at..at + dh]);
+            match &mut self.store {
+                KvStore::F16 { k, v } => {
+                    if neox {
+                        kernels::ops::rope_neox_to_f16(key, dh, cos_sin, &mut k[at..at + dh]);
+                    } else {
+                        kernels::ops::rope_to_f16(key, dh, cos_sin, &mut k[at..at + dh]);
+                    }
+                    kernels::ops::f32_to_f16(value, &mut v[at..at + dh]);
+                }
+                KvStore::Q8 { k, v } => {
+                    let mut rotated = [0f32; MAX_Q8_HEAD];
+                    let rotated = &mut rotated[..dh];
+                    rotated.copy_from_slice(key);
+                    if neox {
+                        kernels::ops::rope_neox_inplace(rotated, dh, cos_sin);
+                    } else {
+                        kernels::ops::rope_inplace(rotated, dh, cos_sin);
+                    }
+                    let level = kernels::Level::current();
+                    KvBlockQ8::quantize(level, rotated, &mut k[at / 32..(at + dh) / 32]);
+                    KvBlockQ8::quantize(level, value, &mut v[at / 32..(at + dh) / 32]);
+                }
             }
-            kernels::ops::f32_to_f16(value, &mut self.v[at..at + dh]);
         }
     }
 }
@@ -363,9 +494,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `capacity` positions; fails cleanly when it does not fit in memory.
-    pub fn new(n_layer: usize, capacity: usize, n_head_kv: usize, head_dim: usize) -> Result<KvCache, ModelError> {
-        let pool = KvPool::for_sequences(n_layer, n_head_kv, head_dim, 1, capacity)?;
+    /// An empty cache of `kv_type` for `capacity` positions; fails cleanly when it does not fit
+    /// in memory.
+    pub fn new(n_layer: usize, capacity: usize, n_head_kv: usize, head_dim: usize, kv_type: KvType) -> Result<KvCache, ModelError> {
+        let pool = KvPool::for_sequences(n_layer, n_head_kv, head_dim, 1, capacity, kv_type)?;
         let seq = pool.sequence();
         Ok(KvCache { pool, seq })
     }
@@ -427,51 +559,79 @@ mod tests {
     #[test]
     fn kv_cache_too_large_for_memory_is_an_error() {
         // 2^55 bytes: no machine has it; the allocation must fail cleanly, not abort.
-        let err = KvCache::new(1 << 20, 1 << 24, 8, 1 << 7).err().expect("must fail");
+        let err = KvCache::new(1 << 20, 1 << 24, 8, 1 << 7, KvType::F16).err().expect("must fail");
         assert!(err.to_string().contains("KV cache"), "{err}");
         // Sizes whose product overflows usize.
-        assert!(KvCache::new(usize::MAX, 2, 1, 2).is_err());
-        assert!(KvCache::new(2, 2, usize::MAX, 2).is_err());
+        assert!(KvCache::new(usize::MAX, 2, 1, 2, KvType::F16).is_err());
+        assert!(KvCache::new(2, 2, usize::MAX, 2, KvType::F16).is_err());
     }
 
     #[test]
     fn written_positions_read_back_through_the_layer_view() {
-        // Two layers of 2 KV heads of 16 over three blocks: every (layer, position, head) run
+        // Two layers of 2 KV heads of 32 over three blocks: every (layer, position, head) run
         // must be found where the attention kernels look for it, keys and values apart, across
-        // block boundaries. The values are exact in f16 and differ between neighbours.
-        let (n_layer, hkv, dh) = (2, 2, 16);
-        let mut pool = KvPool::new(n_layer, hkv, dh, 4, 80).unwrap();
-        let mut seq = pool.sequence();
-        let identity = vec![(1.0f32, 0.0f32); dh / 2]; // angle 0: RoPE leaves the keys as they are
-        let value = |l: usize, pos: usize, i: usize, which: usize| ((l * 1009 + pos * 37 + i * 2 + which) % 2039) as f32;
-        let n = 70;
-        pool.reserve(&mut seq, n).unwrap();
-        for pos in 0..n {
-            for l in 0..n_layer {
-                let k: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 0)).collect();
-                let v: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 1)).collect();
-                pool.write_rotated(l, &seq, pos, &k, &v, &identity, false);
-            }
-        }
-        seq.len = n;
-        for l in 0..n_layer {
-            let kv = pool.layer(l, &seq);
-            assert!(kv.holds_heads(hkv, dh) && kv.covers(n));
+        // block boundaries. The values are exact in f16 and differ between neighbours; in Q8_0
+        // they come back within half a step of their block's scale (plus the f16 rounding of
+        // the scale, 127 times).
+        let (n_layer, hkv, dh) = (2, 2, 32);
+        for kv_type in [KvType::F16, KvType::Q8_0] {
+            let mut pool = KvPool::new(n_layer, hkv, dh, 4, 80, kv_type).unwrap();
+            let mut seq = pool.sequence();
+            let identity = vec![(1.0f32, 0.0f32); dh / 2]; // angle 0: RoPE leaves the keys as they are
+            let value = |l: usize, pos: usize, i: usize, which: usize| ((l * 1009 + pos * 37 + i * 2 + which) % 2039) as f32;
+            let n = 70;
+            pool.reserve(&mut seq, n).unwrap();
             for pos in 0..n {
-                for h in 0..hkv {
-                    let at = kv.row(pos) + kv.head(h);
-                    for d in 0..dh {
-                        assert_eq!(kv.keys[at + d].to_f32(), value(l, pos, h * dh + d, 0), "key l{l} pos {pos} head {h}");
-                        assert_eq!(kv.values[at + d].to_f32(), value(l, pos, h * dh + d, 1), "value l{l} pos {pos} head {h}");
+                for l in 0..n_layer {
+                    let k: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 0)).collect();
+                    let v: Vec<f32> = (0..hkv * dh).map(|i| value(l, pos, i, 1)).collect();
+                    pool.write_rotated(l, &seq, pos, &k, &v, &identity, false);
+                }
+            }
+            seq.len = n;
+            for l in 0..n_layer {
+                let check = |read: &dyn Fn(bool, usize) -> f32, row: &dyn Fn(usize) -> usize, tolerance: f32| {
+                    for pos in 0..n {
+                        for h in 0..hkv {
+                            let at = row(pos) + h * KV_BLOCK * dh;
+                            for d in 0..dh {
+                                let (k, v) = (value(l, pos, h * dh + d, 0), value(l, pos, h * dh + d, 1));
+                                assert!((read(true, at + d) - k).abs() <= tolerance, "{kv_type:?} key l{l} pos {pos} head {h}");
+                                assert!((read(false, at + d) - v).abs() <= tolerance, "{kv_type:?} value l{l} pos {pos} head {h}");
+                            }
+                        }
+                    }
+                };
+                match pool.layer(l, &seq) {
+                    LayerView::F16(kv) => {
+                        assert!(kv_type == KvType::F16 && kv.holds_heads(hkv, dh) && kv.covers(n));
+                        check(&|key, i| if key { kv.keys[i].to_f32() } else { kv.values[i].to_f32() }, &|p| kv.row(p), 0.0);
+                    }
+                    LayerView::Q8(kv) => {
+                        assert!(kv_type == KvType::Q8_0 && kv.holds_heads(hkv, dh) && kv.covers(n));
+                        let read = |key: bool, i: usize| KvBlockQ8::value(if key { kv.keys } else { kv.values }, i);
+                        check(&read, &|p| kv.row(p), 2039.0 / 127.0 * 0.6);
                     }
                 }
             }
+            assert_eq!(
+                pool.memory_bytes(),
+                2 * 4 * n_layer * KV_BLOCK * hkv * dh * if kv_type == KvType::F16 { 2 } else { 34 } / if kv_type == KvType::F16 { 1 } else { 32 }
+            );
         }
     }
 
     #[test]
+    fn a_q8_cache_needs_heads_of_whole_blocks() {
+        let err = KvPool::new(1, 2, 48, 4, 128, KvType::Q8_0).err().expect("heads of 48 split Q8_0 blocks");
+        assert!(err.to_string().contains("multiple of 32") && err.to_string().contains("--kv-type f16"), "{err}");
+        assert_eq!("Q8_0".parse::<KvType>(), Ok(KvType::Q8_0));
+        assert!("q4_0".parse::<KvType>().unwrap_err().contains("f16 or q8_0"));
+    }
+
+    #[test]
     fn truncate_and_clear_forget_positions() {
-        let mut c = KvCache::new(2, 8, 2, 2).unwrap();
+        let mut c = KvCache::new(2, 8, 2, 2, KvType::F16).unwrap();
         c.pool.reserve(&mut c.seq, 5).unwrap();
         c.seq.len = 5;
         c.truncate(3);
@@ -485,7 +645,7 @@ mod tests {
 
     #[test]
     fn a_dropped_sequence_gives_its_blocks_back() {
-        let mut pool = KvPool::new(1, 1, 2, 4, 128).unwrap();
+        let mut pool = KvPool::new(1, 1, 2, 4, 128, KvType::F16).unwrap();
         let mut a = pool.sequence();
         pool.reserve(&mut a, 70).unwrap(); // 3 blocks
         assert_eq!(pool.free_blocks(), 1);
@@ -512,8 +672,8 @@ mod tests {
 
     #[test]
     fn a_sequence_of_another_pool_is_refused() {
-        let mut p1 = KvPool::new(1, 1, 2, 4, 128).unwrap();
-        let p2 = KvPool::new(1, 1, 2, 4, 128).unwrap();
+        let mut p1 = KvPool::new(1, 1, 2, 4, 128, KvType::F16).unwrap();
+        let p2 = KvPool::new(1, 1, 2, 4, 128, KvType::F16).unwrap();
         let mut seq = p2.sequence();
         assert!(matches!(p1.reserve(&mut seq, 1), Err(ModelError::ForeignSequence)));
         assert!(!p1.owns(&seq) && p2.owns(&seq));
@@ -522,7 +682,7 @@ mod tests {
 
     #[test]
     fn cached_prefix_blocks_are_found_shared_and_never_written() {
-        let mut pool = KvPool::new(1, 1, 2, 6, 256).unwrap();
+        let mut pool = KvPool::new(1, 1, 2, 6, 256, KvType::F16).unwrap();
         let tokens: Vec<u32> = (0..100).collect();
         let mut a = pool.sequence();
         pool.reserve(&mut a, 100).unwrap();

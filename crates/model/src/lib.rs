@@ -17,7 +17,7 @@ pub mod quantize;
 pub mod testing;
 pub mod tokenizer_gguf;
 
-pub use cache::{KvCache, KvPool, SeqCache, KV_BLOCK};
+pub use cache::{KvCache, KvPool, KvType, SeqCache, KV_BLOCK};
 pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::{Llama, Logits, Scratch, SeqTokens};

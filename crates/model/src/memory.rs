@@ -19,6 +19,8 @@ pub(crate) unsafe trait ZeroValid: Copy {}
 unsafe impl ZeroValid for u8 {}
 // SAFETY: as above.
 unsafe impl ZeroValid for f16 {}
+// SAFETY: an f16 and 32 i8, no padding (34 bytes, align 2): valid for every bit pattern.
+unsafe impl ZeroValid for kernels::attention::KvBlockQ8 {}
 
 /// `len` zeroed values of T in their own mapping (none for an empty buffer).
 pub(crate) struct HugeBuffer<T: ZeroValid> {

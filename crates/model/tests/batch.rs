@@ -4,11 +4,19 @@
 
 use gguf::GgufFile;
 use model::testing::{tiny_llama_gguf, TinySpec};
-use model::{KvPool, Llama, Logits, ModelError, SeqTokens, KV_BLOCK};
+use model::{KvPool, KvType, Llama, Logits, ModelError, SeqTokens, KV_BLOCK};
 
 fn load(threads: usize) -> Llama {
     let spec = TinySpec { seed: 7, ..TinySpec::default() };
     Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(&spec)).unwrap(), threads).unwrap()
+}
+
+/// The model of `load`, 128 wide (heads of 32) and storing its caches as `kv_type`.
+fn load_kv(threads: usize, kv_type: KvType) -> Llama {
+    let spec = TinySpec { seed: 7, n_embd: 128, ..TinySpec::default() };
+    let mut model = Llama::from_file(GgufFile::from_bytes(tiny_llama_gguf(&spec)).unwrap(), threads).unwrap();
+    model.set_kv_type(kv_type).unwrap();
+    model
 }
 
 fn prompt(len: usize, seed: u32) -> Vec<u32> {
@@ -28,8 +36,9 @@ fn alone(model: &Llama, prompt: &[u32], steps: &[u32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn a_sequence_in_a_batch_gets_the_bits_it_gets_alone() {
-    for threads in [1, 2] {
-        let model = load(threads);
+    let models = [1, 2].map(|threads| (threads, load(threads)));
+    let q8 = [1, 2].map(|threads| (threads, load_kv(threads, KvType::Q8_0)));
+    for (threads, model) in models.into_iter().chain(q8) {
         let v = model.config.n_vocab;
         // Prompts of different lengths, across block boundaries; longer than the batch of 16 too.
         let prompts = [prompt(5, 1), prompt(33, 2), prompt(1, 3), prompt(20, 4)];
@@ -102,7 +111,12 @@ fn a_sequence_in_a_batch_gets_the_bits_it_gets_alone() {
 
 #[test]
 fn forks_share_blocks_and_copy_one_on_first_write() {
-    let model = load(2);
+    for model in [load(2), load_kv(2, KvType::Q8_0)] {
+        forks_case(&model);
+    }
+}
+
+fn forks_case(model: &Llama) {
     let p = prompt(40, 9); // one full block and 8 positions of a second
     let mut pool = model.new_pool(3, 128).unwrap();
     let mut scratch = model.new_scratch(64, 128).unwrap();
@@ -144,7 +158,7 @@ fn forks_share_blocks_and_copy_one_on_first_write() {
 #[test]
 fn a_full_pool_is_an_error_that_names_it() {
     let model = load(1);
-    let mut pool = KvPool::new(model.config.n_layer, model.config.n_head_kv, model.config.head_dim, 2, 128).unwrap();
+    let mut pool = KvPool::new(model.config.n_layer, model.config.n_head_kv, model.config.head_dim, 2, 128, model::KvType::F16).unwrap();
     let mut scratch = model.new_scratch(128, 128).unwrap();
     let mut a = pool.sequence();
     let err =

@@ -2,7 +2,7 @@
 //! operations in the same order, 8 lanes at a time), tested against it.
 
 use super::online::{Partial, TILE};
-use super::{attend_one, softmax_lanes, KvView, Order, BANKS, LANES, MAX_BLOCK, MAX_GROUP};
+use super::{attend_one, softmax_lanes, KvElem, KvView, Order, BANKS, LANES, MAX_BLOCK, MAX_GROUP};
 use half::f16;
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -399,14 +399,14 @@ unsafe fn u_pairs(e: __m256, f: __m256) -> __m256 {
 macro_rules! by_chunk_group {
     ($group:expr, $f:ident, $($arg:expr),*) => {
         match $group {
-            1 => $f::<1, 4, 4>($($arg),*),
-            2 => $f::<2, 4, 4>($($arg),*),
-            3 => $f::<3, 3, 3>($($arg),*),
-            4 => $f::<4, 2, 2>($($arg),*),
-            5 => $f::<5, 2, 2>($($arg),*),
-            6 => $f::<6, 2, 2>($($arg),*),
-            7 => $f::<7, 1, 1>($($arg),*),
-            _ => $f::<8, 1, 1>($($arg),*),
+            1 => $f::<1, 4, 4, _>($($arg),*),
+            2 => $f::<2, 4, 4, _>($($arg),*),
+            3 => $f::<3, 3, 3, _>($($arg),*),
+            4 => $f::<4, 2, 2, _>($($arg),*),
+            5 => $f::<5, 2, 2, _>($($arg),*),
+            6 => $f::<6, 2, 2, _>($($arg),*),
+            7 => $f::<7, 1, 1, _>($($arg),*),
+            _ => $f::<8, 1, 1, _>($($arg),*),
         }
     };
 }
@@ -416,16 +416,16 @@ trait TileRows {
     unsafe fn load8(&self, p: usize, d: usize) -> __m256;
 }
 
-/// Rows of the f16 cache: `base` plus the offsets of the tile's positions.
-struct CacheRows<'a> {
-    base: *const f16,
+/// Rows of the cache (f16 or Q8_0): `base` plus the offsets (in values) of the tile's positions.
+struct CacheRows<'a, T: KvElem> {
+    base: *const T,
     rows: &'a [usize; TILE],
 }
 
-impl TileRows for CacheRows<'_> {
+impl<T: KvElem> TileRows for CacheRows<'_, T> {
     #[inline(always)]
     unsafe fn load8(&self, p: usize, d: usize) -> __m256 {
-        load8(self.base.add(*self.rows.get_unchecked(p) + d))
+        T::load8(self.base, *self.rows.get_unchecked(p) + d)
     }
 }
 
@@ -448,11 +448,11 @@ impl TileRows for F32Tile {
 /// time; then the value pass with each value row converted once for the group.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn online_chunk(
+pub(super) unsafe fn online_chunk<T: KvElem>(
     group: usize,
     head_dim: usize,
     q: &[f32],
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     positions: Range<usize>,
     scale: f32,
@@ -467,20 +467,20 @@ pub(super) unsafe fn online_chunk(
 /// only with constant indices after unrolling.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
+unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize, T: KvElem>(
     head_dim: usize,
     q: &[f32],
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     positions: Range<usize>,
     scale: f32,
     state: &mut Partial,
 ) {
-    let (kp, vp) = (kv.keys.as_ptr().add(kv_off), kv.values.as_ptr().add(kv_off));
-    // Offsets of the tile's rows, and of the next tile's.
+    let (kp, vp) = (kv.keys.as_ptr(), kv.values.as_ptr());
+    // Offsets of the tile's rows of the KV head, and of the next tile's.
     let (mut rows, mut next_rows) = ([0usize; TILE], [0usize; TILE]);
-    tile_rows(kv, positions.start, (positions.end - positions.start).min(TILE), &mut rows);
-    let lines = (head_dim * 2).div_ceil(64); // cache lines of one head's row of keys (or values)
+    tile_rows(kv, kv_off, positions.start, (positions.end - positions.start).min(TILE), &mut rows);
+    let lines = T::bytes(head_dim).div_ceil(64); // cache lines of one head's row of keys (or values)
     let mut bufs = TileBuffers::<G>::new();
     let mut p0 = positions.start;
     while p0 < positions.end {
@@ -490,10 +490,10 @@ unsafe fn chunk_of<const G: usize, const PP: usize, const W: usize>(
         // computed (all at once, the requests stall the loads of the scores).
         let next = p0 + TILE;
         let n_next = if next < positions.end { (positions.end - next).min(TILE) } else { 0 };
-        tile_rows(kv, next, n_next, &mut next_rows);
+        tile_rows(kv, kv_off, next, n_next, &mut next_rows);
         let prefetch = |p: Range<usize>| {
             for r in &next_rows[p.start.min(n_next)..p.end.min(n_next)] {
-                prefetch_row(kp.add(*r), vp.add(*r), lines);
+                prefetch_row(T::unit_ptr(kp, *r), T::unit_ptr(vp, *r), lines);
             }
         };
         let (keys, values) = (CacheRows { base: kp, rows: &rows }, CacheRows { base: vp, rows: &rows });
@@ -605,28 +605,29 @@ unsafe fn tile_step<const G: usize, const PP: usize, const W: usize>(
     }
 }
 
-/// rows[..n]: the offsets of positions `first..first + n` (at most a tile), by one table lookup
-/// when they lie in one block of the pool, as a tile does in the model's blocks of 32.
+/// rows[..n]: the offsets of positions `first..first + n` (at most a tile) of the KV head at
+/// `kv_off`, by one table lookup when they lie in one block of the pool, as a tile does in the
+/// model's blocks of 32.
 #[inline(always)]
-fn tile_rows(kv: &KvView, first: usize, n: usize, rows: &mut [usize; TILE]) {
+fn tile_rows<T: KvElem>(kv: &KvView<T>, kv_off: usize, first: usize, n: usize, rows: &mut [usize; TILE]) {
     if n == 0 {
         return;
     }
-    let base = kv.row(first);
+    let base = kv.row(first) + kv_off;
     if first / kv.block_size == (first + n - 1) / kv.block_size {
         for (p, r) in rows.iter_mut().enumerate().take(n) {
             *r = base + p * kv.pos_stride;
         }
     } else {
         for (p, r) in rows.iter_mut().enumerate().take(n) {
-            *r = kv.row(first + p);
+            *r = kv.row(first + p) + kv_off;
         }
     }
 }
 
 /// Asks for one row of keys and of values (`lines` cache lines each) to be brought into L1.
 #[inline(always)]
-unsafe fn prefetch_row(k: *const f16, v: *const f16, lines: usize) {
+unsafe fn prefetch_row(k: *const u8, v: *const u8, lines: usize) {
     for line in 0..lines {
         _mm_prefetch::<_MM_HINT_T0>((k as *const i8).add(64 * line));
         _mm_prefetch::<_MM_HINT_T0>((v as *const i8).add(64 * line));
@@ -734,13 +735,13 @@ pub(super) fn block_work(n_tokens: usize, group: usize, head_dim: usize) -> usiz
 /// loads: `attention_bench 1 1 512 1 prefill 2000` 51.3 ms with pairs, 47.6 in blocks.)
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn attend_block(
+pub(super) unsafe fn attend_block<T: KvElem>(
     group: usize,
     head_dim: usize,
     q: &[f32],
     q_stride: usize,
     first_seen: usize,
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     scale: f32,
     work: &mut [f32],
@@ -761,29 +762,29 @@ pub(super) unsafe fn attend_block(
 /// [`block_of`] for heads of 64.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_of_64<const G: usize, const PP: usize, const W: usize>(
+unsafe fn block_of_64<const G: usize, const PP: usize, const W: usize, T: KvElem>(
     _head_dim: usize,
     q: &[f32],
     q_stride: usize,
     first_seen: usize,
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     scale: f32,
     work: &mut [f32],
     out: &mut [Option<&mut [f32]>],
 ) {
-    block_of::<G, PP, W>(64, q, q_stride, first_seen, kv, kv_off, scale, work, out)
+    block_of::<G, PP, W, T>(64, q, q_stride, first_seen, kv, kv_off, scale, work, out)
 }
 
 /// [`attend_block`] for G heads.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_of<const G: usize, const PP: usize, const W: usize>(
+unsafe fn block_of<const G: usize, const PP: usize, const W: usize, T: KvElem>(
     head_dim: usize,
     q: &[f32],
     q_stride: usize,
     first_seen: usize,
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     scale: f32,
     work: &mut [f32],
@@ -798,9 +799,9 @@ unsafe fn block_of<const G: usize, const PP: usize, const W: usize>(
     let empty = ([f32::NEG_INFINITY; MAX_GROUP], [0.0f32; MAX_GROUP]);
     let mut state_ml = [empty; MAX_BLOCK];
     let mut part_ml = [empty; MAX_BLOCK];
-    let (kp, vp) = (kv.keys.as_ptr().add(kv_off), kv.values.as_ptr().add(kv_off));
+    let (kp, vp) = (kv.keys.as_ptr(), kv.values.as_ptr());
     let (mut rows, mut next_rows) = ([0usize; TILE], [0usize; TILE]);
-    let lines = (head_dim * 2).div_ceil(64);
+    let lines = T::bytes(head_dim).div_ceil(64);
     let mut bufs = TileBuffers::<G>::new();
     let last_seen = first_seen + n_tokens - 1; // positions the last token sees
     for c in 0..n_chunks(last_seen) {
@@ -815,21 +816,21 @@ unsafe fn block_of<const G: usize, const PP: usize, const W: usize>(
             part_acc[t0 * gd..n_tokens * gd].fill(0.0);
             (&mut part_ml, &mut *part_acc)
         };
-        tile_rows(kv, chunk.start, chunk.len().min(TILE), &mut rows);
+        tile_rows(kv, kv_off, chunk.start, chunk.len().min(TILE), &mut rows);
         for p0 in chunk.clone().step_by(TILE) {
             let np_last = (chunk.end - p0).min(TILE);
             for (p, r) in rows.iter().enumerate().take(np_last) {
                 for d in (0..head_dim).step_by(8) {
-                    _mm256_storeu_ps(k32.as_mut_ptr().add(p * head_dim + d), load8(kp.add(r + d)));
-                    _mm256_storeu_ps(v32.as_mut_ptr().add(p * head_dim + d), load8(vp.add(r + d)));
+                    _mm256_storeu_ps(k32.as_mut_ptr().add(p * head_dim + d), T::load8(kp, r + d));
+                    _mm256_storeu_ps(v32.as_mut_ptr().add(p * head_dim + d), T::load8(vp, r + d));
                 }
             }
             // The next tile's rows are asked for now, and come while the block works on this one.
             let next = p0 + TILE;
             let n_next = if next < chunk.end { (chunk.end - next).min(TILE) } else { 0 };
-            tile_rows(kv, next, n_next, &mut next_rows);
+            tile_rows(kv, kv_off, next, n_next, &mut next_rows);
             for r in &next_rows[..n_next] {
-                prefetch_row(kp.add(*r), vp.add(*r), lines);
+                prefetch_row(T::unit_ptr(kp, *r), T::unit_ptr(vp, *r), lines);
             }
             let (keys, values) = (F32Tile { base: k32.as_ptr(), head_dim }, F32Tile { base: v32.as_ptr(), head_dim });
             // The tokens that see this tile: token t sees first_seen + t > p0 positions.

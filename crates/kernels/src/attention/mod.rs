@@ -7,6 +7,9 @@ use crate::quant::{BlockQ8, QK};
 use half::f16;
 use std::sync::atomic::AtomicUsize;
 
+mod view;
+pub use view::{KvBlockQ8, KvElem, KvView};
+
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
@@ -20,83 +23,6 @@ pub struct AttentionShape {
     pub n_head_kv: usize,
     /// Dh, the width of a head.
     pub head_dim: usize,
-}
-
-/// One layer of a KV cache made of fixed-size blocks: position s of the sequence lives in block
-/// `table[s / block_size]` at position `s % block_size` of the block. Each (block, position, KV
-/// head) holds Dh contiguous f16 keys (values alike); the strides say where:
-///
-/// ```text
-/// element d of KV head h at position s:  table[s / bs] * block_stride + (s % bs) * pos_stride + h * head_stride + d
-/// position-major blocks (blocks, bs, Hkv*Dh):    block_stride = bs * Hkv * Dh, pos_stride = Hkv * Dh, head_stride = Dh
-/// head-major blocks (blocks, [layers,] Hkv, bs, Dh): pos_stride = Dh, head_stride = bs * Dh
-/// ```
-///
-/// A contiguous cache is position-major with the identity table. The model's pool is head-major
-/// with every layer of a block side by side (see `model::cache`): one head's positions of a
-/// block are one run of memory.
-#[derive(Clone, Copy, Debug)]
-pub struct KvView<'a> {
-    /// Keys of every block of the pool.
-    pub keys: &'a [f16],
-    /// Values, laid out as the keys.
-    pub values: &'a [f16],
-    /// The sequence's blocks, in position order.
-    pub table: &'a [u32],
-    /// Positions per block.
-    pub block_size: usize,
-    /// Hkv * Dh, the width of one position's keys (or values).
-    pub kv_dim: usize,
-    /// Elements from one block to the next.
-    pub block_stride: usize,
-    /// Elements from one position of a block to the next.
-    pub pos_stride: usize,
-    /// Elements from one KV head to the next.
-    pub head_stride: usize,
-}
-
-impl<'a> KvView<'a> {
-    /// Position-major blocks (blocks, block_size, Hkv*Dh) of heads `head_dim` wide.
-    pub fn position_major(keys: &'a [f16], values: &'a [f16], table: &'a [u32], block_size: usize, kv_dim: usize, head_dim: usize) -> KvView<'a> {
-        KvView { keys, values, table, block_size, kv_dim, block_stride: block_size * kv_dim, pos_stride: kv_dim, head_stride: head_dim }
-    }
-
-    /// Offset of position `s` of KV head 0 in `keys` and `values` (add [`KvView::head`]).
-    #[inline(always)]
-    pub fn row(&self, s: usize) -> usize {
-        let bs = self.block_size;
-        // Blocks are a power of two in practice: a shift and a mask instead of a division.
-        let (block, within) = if bs.is_power_of_two() { (s >> bs.trailing_zeros(), s & (bs - 1)) } else { (s / bs, s % bs) };
-        self.table[block] as usize * self.block_stride + within * self.pos_stride
-    }
-
-    /// Offset of KV head `h` from a position's [`KvView::row`].
-    #[inline(always)]
-    pub fn head(&self, h: usize) -> usize {
-        h * self.head_stride
-    }
-
-    /// Whether the view holds `n_head_kv` heads of `head_dim` per position: Hkv * Dh is
-    /// `kv_dim` and every (position, head) run lies inside its block's `block_size * kv_dim`
-    /// elements.
-    pub fn holds_heads(&self, n_head_kv: usize, head_dim: usize) -> bool {
-        let last = |n: usize, stride: usize| n.saturating_sub(1).checked_mul(stride);
-        let extent =
-            last(self.block_size, self.pos_stride).zip(last(n_head_kv, self.head_stride)).and_then(|(a, b)| a.checked_add(b)?.checked_add(head_dim));
-        let span = self.block_size.checked_mul(self.kv_dim);
-        n_head_kv > 0 && n_head_kv.checked_mul(head_dim) == Some(self.kv_dim) && extent.zip(span).is_some_and(|(e, span)| e <= span)
-    }
-
-    /// Whether positions `0..n` are addressable: the table covers them and every block they use
-    /// (its `block_size * kv_dim` elements from `table[b] * block_stride`) lies inside the slices.
-    pub fn covers(&self, n: usize) -> bool {
-        let len = self.keys.len().min(self.values.len());
-        let Some(span) = self.block_size.checked_mul(self.kv_dim) else { return false };
-        let fits = |b: u32| (b as usize).checked_mul(self.block_stride).and_then(|o| o.checked_add(span)).is_some_and(|end| end <= len);
-        self.block_size > 0
-            && self.table.len().checked_mul(self.block_size).is_some_and(|held| held >= n)
-            && self.table[..n.div_ceil(self.block_size)].iter().all(|&b| fits(b))
-    }
 }
 
 /// Width of the accumulators of the attention products (see [`reduce16`]).
@@ -395,12 +321,12 @@ pub struct Heads {
 /// threads in one pass. In the block order (`sums`) every segment runs on the online kernel of
 /// `online.rs`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_segments(
+pub fn attention_segments<T: KvElem>(
     pool: &ThreadPool,
     level: Level,
     sums: SumOrder,
     heads: Heads,
-    layer: KvView,
+    layer: KvView<T>,
     segments: &[AttentionSegment],
     q: &[f32],
     out: &mut [f32],
@@ -415,12 +341,12 @@ pub fn attention_segments(
 /// it just computed, so the output projection's input is ready at the pool's one barrier. Blocks
 /// of rows that no segment covers are left as they are.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_segments_q8(
+pub fn attention_segments_q8<T: KvElem>(
     pool: &ThreadPool,
     level: Level,
     sums: SumOrder,
     heads: Heads,
-    layer: KvView,
+    layer: KvView<T>,
     segments: &[AttentionSegment],
     q: &[f32],
     out: &mut [f32],
@@ -445,11 +371,11 @@ pub fn attention_segments_q8(
 /// same bits alone or in any batch. (In llama.cpp's order too: there is no windowed kernel in
 /// that order.)
 #[allow(clippy::too_many_arguments)]
-pub fn attention_window_q8(
+pub fn attention_window_q8<T: KvElem>(
     pool: &ThreadPool,
     level: Level,
     heads: Heads,
-    layer: KvView,
+    layer: KvView<T>,
     segments: &[AttentionSegment],
     window: usize,
     q: &[f32],
@@ -469,7 +395,7 @@ pub fn attention_window_q8(
     let mut max_seen = 0;
     for seg in segments {
         let seen = seg.start + seg.n_tokens;
-        let kv = KvView { table: seg.table, ..layer };
+        let kv = layer.with_table(seg.table);
         assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
         assert!(kv.holds_heads(n_head_kv, head_dim) && kv.covers(seen), "attention: the KV cache does not hold the segment");
         max_seen = max_seen.max(seen);
@@ -501,7 +427,7 @@ pub fn attention_window_q8(
             let (t, kv_head) = (unit / n_head_kv, unit % n_head_kv);
             let n_seen = seg.start + t + 1;
             let first_seen = n_seen.saturating_sub(window);
-            let kv = &KvView { table: seg.table, ..layer };
+            let kv = &layer.with_table(seg.table);
             let kv_off = kv.head(kv_head);
             let first = ((seg.first_token + t) * n_head + kv_head * group) * head_dim;
             let q_group = &q[first..first + group * head_dim];
@@ -592,12 +518,12 @@ struct Plan {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention_segments_with(
+fn attention_segments_with<T: KvElem>(
     pool: &ThreadPool,
     level: Level,
     sums: SumOrder,
     heads: Heads,
-    layer: KvView,
+    layer: KvView<T>,
     segments: &[AttentionSegment],
     q: &[f32],
     out: &mut [f32],
@@ -618,7 +544,7 @@ fn attention_segments_with(
         rows_end = seg.first_token + seg.n_tokens;
         let seen = seg.start + seg.n_tokens; // S: positions the segment's last token sees
         assert!(seg.first_token + seg.n_tokens <= n_rows, "attention: segment rows outside q");
-        let kv = KvView { table: seg.table, ..layer };
+        let kv = layer.with_table(seg.table);
         assert!(kv.holds_heads(n_head_kv, head_dim), "attention: the KV cache layout does not hold {n_head_kv} heads of {head_dim}");
         assert!(kv.covers(seen), "attention: the KV cache does not hold {seen} positions");
         max_seen = max_seen.max(seen);
@@ -637,7 +563,10 @@ fn attention_segments_with(
     // prompt of 512 tokens 11.9-18.5 us per token against 19.5-29.3 in llama.cpp's order; one
     // token at 6000 positions 0.47 ms against 7.9-11.7.) Heads whose width is not a multiple of
     // 8, or groups of more than 8, fall back to the kernels of llama.cpp's order.
-    let online = sums == SumOrder::Blocks && head_dim.is_multiple_of(8) && group <= MAX_GROUP;
+    // A Q8_0 cache has the online kernel only, whatever the order of the products.
+    let f16_cache = T::as_f16(&layer).is_some();
+    let online = (sums == SumOrder::Blocks || !f16_cache) && head_dim.is_multiple_of(8) && group <= MAX_GROUP;
+    assert!(online || f16_cache, "attention: a Q8_0 cache needs heads of a multiple of 32 values in groups of at most {MAX_GROUP}");
     // A call with too few (token, KV head) units to keep every thread busy (a decode step of a
     // few sequences) splits each one-token segment into its chunks, spread over the threads; the
     // chunks are fixed by position, so the bits are those of one thread doing them in turn.
@@ -742,7 +671,7 @@ fn attention_segments_with(
                 // Decode units only: a segment of several tokens (a prompt) reads its keys and
                 // values once per token, from the caches after the first. Heads of one group
                 // read the same keys and values: ask once.
-                let next_kv = KvView { table: next_seg.table, ..layer };
+                let next_kv = layer.with_table(next_seg.table);
                 if plan(next_seg).split {
                     let positions = online::chunk_positions(next_unit / n_head_kv, next_seen);
                     prefetch_kv(&next_kv, layer.head(next_head), head_dim, positions);
@@ -750,7 +679,7 @@ fn attention_segments_with(
                     prefetch_kv(&next_kv, layer.head(next_head), head_dim, 0..next_seen);
                 }
             }
-            let kv = &KvView { table: seg.table, ..layer };
+            let kv = &layer.with_table(seg.table);
             let row0 = seg.first_token * n_head; // first (token, head) pair of the segment
             if online {
                 let t = if split { 0 } else { block * (unit / n_head_kv) };
@@ -818,6 +747,9 @@ fn attention_segments_with(
                 quantize(first, group * head_dim);
                 continue;
             }
+            // The kernels of llama.cpp's order, over an f16 cache only (see `online` above).
+            let Some(kv) = T::as_f16(kv) else { unreachable!("attention: a Q8_0 cache is planned on the online kernel") };
+            let kv = &kv;
             if grouped {
                 #[cfg(target_arch = "x86_64")]
                 {
@@ -877,12 +809,12 @@ thread_local! {
 
 /// One chunk of the block order's kernel (`online.rs`) at `level`, into an empty `state`.
 #[allow(clippy::too_many_arguments)]
-fn online_chunk(
+fn online_chunk<T: KvElem>(
     level: Level,
     group: usize,
     head_dim: usize,
     q: &[f32],
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     positions: std::ops::Range<usize>,
     scale: f32,
@@ -930,16 +862,17 @@ fn prefetch_next_unit() -> bool {
 
 /// Asks for the keys and values of `positions` of the KV head at `kv_off` to be brought into the
 /// core's L2 cache (at most the first [`PREFETCH_POSITIONS`]; streaming takes over after those).
-fn prefetch_kv(kv: &KvView, kv_off: usize, head_dim: usize, positions: std::ops::Range<usize>) {
+fn prefetch_kv<T: KvElem>(kv: &KvView<T>, kv_off: usize, head_dim: usize, positions: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     for s in positions.start..positions.end.min(positions.start + PREFETCH_POSITIONS) {
         let r = kv.row(s) + kv_off;
-        for line in (0..head_dim * std::mem::size_of::<f16>()).step_by(64) {
+        let (k, v) = (T::unit_ptr(kv.keys.as_ptr(), r), T::unit_ptr(kv.values.as_ptr(), r));
+        for line in (0..T::bytes(head_dim)).step_by(64) {
             // SAFETY: prefetching reads nothing and cannot fault.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                _mm_prefetch::<_MM_HINT_T1>(kv.keys.as_ptr().wrapping_add(r).cast::<i8>().wrapping_add(line));
-                _mm_prefetch::<_MM_HINT_T1>(kv.values.as_ptr().wrapping_add(r).cast::<i8>().wrapping_add(line));
+                _mm_prefetch::<_MM_HINT_T1>(k.wrapping_add(line).cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T1>(v.wrapping_add(line).cast::<i8>());
             }
         }
     }

@@ -34,7 +34,7 @@
 //! the same bits (tested), and both merge with [`merge_chunk`]. Accuracy against an f64 reference:
 //! tested to 2e-6 of the output's scale.
 
-use super::{KvView, MAX_GROUP};
+use super::{KvElem, KvView, MAX_GROUP};
 use crate::ops::exp_poly;
 
 /// Positions per tile: four registers of scores on AVX2, and one block of the model's KV pool.
@@ -103,11 +103,11 @@ pub(super) type MergeFn<'f> = dyn Fn(&mut Partial, &[f32], &[f32], &[f32]) + 'f;
 /// One chunk: q (G, Dh) of one token and its KV head at `kv_off`, over positions `positions`
 /// (within one chunk), into an empty `state`. Dh % 8 == 0.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn chunk(
+pub(super) fn chunk<T: KvElem>(
     group: usize,
     head_dim: usize,
     q: &[f32],
-    kv: &KvView,
+    kv: &KvView<T>,
     kv_off: usize,
     positions: std::ops::Range<usize>,
     scale: f32,
@@ -120,11 +120,11 @@ pub(super) fn chunk(
             let qg = &q[g * head_dim..(g + 1) * head_dim];
             let mut score = [f32::NEG_INFINITY; TILE];
             for (p, s) in score.iter_mut().enumerate().take(np) {
-                let k = &kv.keys[kv.row(p0 + p) + kv_off..][..head_dim];
+                let k = kv.row(p0 + p) + kv_off;
                 let mut lanes = [0.0f32; 8];
-                for (qc, kc) in qg.chunks_exact(8).zip(k.chunks_exact(8)) {
+                for (c, qc) in qg.chunks_exact(8).enumerate() {
                     for i in 0..8 {
-                        lanes[i] = qc[i].mul_add(kc[i].to_f32(), lanes[i]);
+                        lanes[i] = qc[i].mul_add(T::value(kv.keys, k + 8 * c + i), lanes[i]);
                     }
                 }
                 *s = tree8(&lanes) * scale;
@@ -139,9 +139,9 @@ pub(super) fn chunk(
             let acc_g = &mut state.acc[g * head_dim..(g + 1) * head_dim];
             acc_g.iter_mut().for_each(|a| *a *= c);
             for (p, &ep) in e.iter().enumerate().take(np) {
-                let v = &kv.values[kv.row(p0 + p) + kv_off..][..head_dim];
-                for (a, vv) in acc_g.iter_mut().zip(v) {
-                    *a = ep.mul_add(vv.to_f32(), *a);
+                let v = kv.row(p0 + p) + kv_off;
+                for (d, a) in acc_g.iter_mut().enumerate() {
+                    *a = ep.mul_add(T::value(kv.values, v + d), *a);
                 }
             }
         }

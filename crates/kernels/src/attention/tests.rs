@@ -621,3 +621,114 @@ fn prompt_blocks_give_each_token_the_bits_of_the_reference() {
         }
     }
 }
+
+/// f32 values into Q8_0 blocks, and the values the blocks hold.
+fn to_q8(x: &[f32]) -> (Vec<KvBlockQ8>, Vec<f32>) {
+    let mut blocks = vec![KvBlockQ8::default(); x.len() / 32];
+    KvBlockQ8::quantize(Level::Scalar, x, &mut blocks);
+    for level in Level::all_available() {
+        let mut again = vec![KvBlockQ8::default(); x.len() / 32];
+        KvBlockQ8::quantize(level, x, &mut again);
+        assert_eq!(again, blocks, "{level:?}: KV quantization");
+    }
+    let held = (0..x.len()).map(|i| KvBlockQ8::value(&blocks, i)).collect();
+    (blocks, held)
+}
+
+#[test]
+fn q8_cache_gives_the_scalar_bits_at_every_level_and_exact_attention_on_what_it_holds() {
+    // The block order's kernel over Q8_0 keys and values: every level (and llama.cpp's order,
+    // which a Q8_0 cache does not have) gives the scalar reference's bits, within a few f32
+    // roundings of f64 attention on the values the blocks hold, and near attention on the
+    // unquantized values (8-bit rounding).
+    let (mut worst, mut worst_q) = (0.0f64, 0.0f64);
+    for &(t, start, h, hkv, dh) in BLOCK_ORDER_CASES.iter().filter(|c| c.4 % 32 == 0) {
+        let s = start + t;
+        let q = values(t * h * dh, 81);
+        let (kf, vf) = (values(s * hkv * dh, 82), values(s * hkv * dh, 83));
+        let ((k, kq), (v, vq)) = (to_q8(&kf), to_q8(&vf));
+        let table = identity(s);
+        let layer = KvView::position_major(&k, &v, &table, 1, hkv * dh, dh);
+        let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
+        let seg = [AttentionSegment { first_token: 0, n_tokens: t, start, table: &table }];
+        let pool = ThreadPool::new(2);
+        let mut scratch = vec![0f32; 2 * attention_scratch_per_thread(s, dh)];
+        let mut want = vec![0f32; t * h * dh];
+        attention_segments(&pool, Level::Scalar, SumOrder::Blocks, heads, layer, &seg, &q, &mut want, &mut scratch, false);
+        for level in Level::all_available() {
+            for sums in [SumOrder::Blocks, SumOrder::LlamaCpp] {
+                let mut got = vec![0f32; t * h * dh];
+                attention_segments(&pool, level, sums, heads, layer, &seg, &q, &mut got, &mut scratch, false);
+                assert_eq!(got, want, "{level:?} {sums:?}, {t} tokens from {start}, {h}/{hkv} heads of {dh}");
+            }
+        }
+        for ti in 0..t {
+            let n = start + ti + 1;
+            for head in 0..h {
+                let kvh = head / (h / hkv);
+                let pick = |x: &[f32]| -> Vec<f32> { (0..n).flat_map(|p| x[(p * hkv + kvh) * dh..][..dh].to_vec()).collect() };
+                let qh = &q[(ti * h + head) * dh..][..dh];
+                let exact = naive(qh, &pick(&kq), &pick(&vq), n, dh);
+                let unquantized = naive(qh, &pick(&kf), &pick(&vf), n, dh);
+                for d in 0..dh {
+                    let got = want[(ti * h + head) * dh + d] as f64;
+                    worst = worst.max((got - exact[d]).abs());
+                    worst_q = worst_q.max((got - unquantized[d]).abs());
+                    assert!((got - exact[d]).abs() < 2e-6, "{t} tokens from {start}, head {head}, dim {d}: {got} vs {}", exact[d]);
+                    assert!((got - unquantized[d]).abs() < 2e-2, "{t} tokens from {start}, head {head}, dim {d}: {got} vs {}", unquantized[d]);
+                }
+            }
+        }
+    }
+    eprintln!("Q8_0 cache: largest difference from f64 on its values {worst:.2e}, from the unquantized values {worst_q:.2e}");
+}
+
+#[test]
+fn q8_cache_split_decode_and_windows_give_the_bits_of_one_thread() {
+    // Three sequences decoding one token each over shuffled blocks of 32 (the model's), a group
+    // of 8 query heads over one KV head: the chunks spread over 1, 2 or 3 threads, and the
+    // windowed kernel, give the same bits at every level.
+    let (h, hkv, dh, bs) = (8, 1, 64, 32);
+    let kv_dim = hkv * dh;
+    let n_blocks = 60;
+    let (k, _) = to_q8(&values(n_blocks * bs * kv_dim, 94));
+    let (v, _) = to_q8(&values(n_blocks * bs * kv_dim, 95));
+    let order: Vec<u32> = (0..n_blocks as u32).map(|b| (b * 37 + 11) % n_blocks as u32).collect();
+    let tables = [&order[..25], &order[25..50], &order[50..60]];
+    let starts = [25 * bs - 1, 25 * bs - 7, 10 * bs - 1];
+    let q = values(3 * h * dh, 96);
+    let heads = Heads { n_head: h, n_head_kv: hkv, head_dim: dh };
+    let layer = KvView::position_major(&k, &v, &[], bs, kv_dim, dh);
+    let segs: Vec<AttentionSegment> =
+        starts.iter().zip(tables).enumerate().map(|(i, (&start, table))| AttentionSegment { first_token: i, n_tokens: 1, start, table }).collect();
+    let mut scratch = vec![0f32; 4 * attention_scratch_per_thread(25 * bs, dh)];
+    let run = |level: Level, threads: usize, window: Option<usize>, scratch: &mut [f32]| {
+        let pool = ThreadPool::new(threads);
+        let mut out = vec![0f32; 3 * h * dh];
+        let mut out_q = vec![BlockQ8::default(); 3 * h * dh / QK];
+        match window {
+            Some(w) => attention_window_q8(&pool, level, heads, layer, &segs, w, &q, &mut out, &mut out_q, scratch),
+            None => attention_segments_q8(&pool, level, SumOrder::Blocks, heads, layer, &segs, &q, &mut out, &mut out_q, scratch, false),
+        }
+        out
+    };
+    for window in [None, Some(300)] {
+        let want = run(Level::Scalar, 1, window, &mut scratch);
+        for level in Level::all_available() {
+            for threads in [1, 2, 3] {
+                assert_eq!(run(level, threads, window, &mut scratch), want, "{level:?}, {threads} threads, window {window:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_view_needs_runs_of_whole_blocks() {
+    // 8 blocks of 32 values: two pool blocks of 2 positions of 64.
+    let k = vec![KvBlockQ8::default(); 8];
+    let table = [0u32, 1, 2];
+    assert!(KvView::position_major(&k, &k, &table, 2, 64, 64).holds_heads(1, 64));
+    assert!(KvView::position_major(&k, &k, &table, 2, 64, 64).covers(4));
+    assert!(!KvView::position_major(&k, &k, &table, 2, 64, 64).covers(5), "a third block lies past the slices");
+    assert!(!KvView::position_major(&k, &k, &table, 2, 48, 16).holds_heads(3, 16), "heads of 16 split blocks");
+}

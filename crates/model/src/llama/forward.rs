@@ -1,16 +1,16 @@
 //! The forward passes: one sequence, a batch of sequences, verification, the greedy head.
 
 use super::{Llama, Logits, Scratch, SeqTokens};
-use crate::cache::{KvCache, KvPool, SeqCache};
+use crate::cache::{KvCache, KvPool, KvType, LayerView, SeqCache};
 use crate::config::FfnAct;
 use crate::lora::lora_add;
 use crate::ModelError;
-use kernels::attention::{attention_segments_q8, attention_window_q8, AttentionSegment, Heads};
+use kernels::attention::{attention_segments_q8, attention_window_q8, AttentionSegment, Heads, KvElem, KvView};
 use kernels::gelu::geglu_tanh_inplace;
 use kernels::matmul::{matmul_add, matmul_argmax, matmul_group, matmul_swiglu_q8};
 use kernels::ops::{add_inplace, rms_norm, rms_norm_quantize, rope_angles, rope_inplace, rope_neox_inplace, swiglu_inplace};
 use kernels::quant::{dequantize_row, quantize_row_q8, quantize_rows_q8};
-use kernels::{matmul, QK};
+use kernels::{matmul, BlockQ8, Level, SumOrder, ThreadPool, QK};
 use std::sync::atomic::Ordering;
 
 impl Llama {
@@ -255,32 +255,20 @@ impl Llama {
                     i += 1;
                 }
             }
-            if fam.q_scaled_first && self.order == kernels::SumOrder::LlamaCpp {
+            // (llama.cpp's attention order exists over an f16 cache only.)
+            if fam.q_scaled_first && self.order == kernels::SumOrder::LlamaCpp && pool.kv_type() == KvType::F16 {
                 round_q_scaled_first(q, 1.0 / (dh as f32).sqrt());
             }
             let att = &mut s.att[..t * q_dim];
-            let layer = pool.layer(l, segments[0].0);
             // att (T, H*Dh) and its 8-bit blocks, the input of the output projection
             let att_q = &mut s.wide_q[..t * q_dim / QK];
             // A sliding-window layer takes the windowed kernel once a token of the call is past
             // the window (before that the two give the same bits in the block order).
             let window = fam.sliding_window.filter(|&w| fam.is_sliding(l) && att_segments.iter().any(|g| g.start + g.n_tokens > w));
-            if let Some(w) = window {
-                attention_window_q8(&self.pool, self.level, heads, layer, att_segments, w, q, att, att_q, &mut s.att_scratch);
-            } else {
-                attention_segments_q8(
-                    &self.pool,
-                    self.level,
-                    self.order,
-                    heads,
-                    layer,
-                    att_segments,
-                    q,
-                    att,
-                    att_q,
-                    &mut s.att_scratch,
-                    per_token_order,
-                );
+            let attend = Attend { pool: &self.pool, level: self.level, order: self.order, heads, segments: att_segments, window, per_token_order };
+            match pool.layer(l, segments[0].0) {
+                LayerView::F16(layer) => attend.run(layer, q, att, att_q, &mut s.att_scratch),
+                LayerView::Q8(layer) => attend.run(layer, q, att, att_q, &mut s.att_scratch),
             }
             // x += Wo . att  (or x += rms(Wo . att) with a post-norm, through xn)
             if let Some(post) = &b.post_attn_norm {
@@ -342,6 +330,29 @@ fn add_normed(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32, row: &mut [f32
     for (xr, yr) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
         rms_norm(yr, weight, eps, row);
         add_inplace(xr, row);
+    }
+}
+
+/// One layer's attention call, the same over either type of cache.
+struct Attend<'a> {
+    pool: &'a ThreadPool,
+    level: Level,
+    order: SumOrder,
+    heads: Heads,
+    segments: &'a [AttentionSegment<'a>],
+    /// The sliding window, when this layer has one and a token of the call is past it.
+    window: Option<usize>,
+    per_token_order: bool,
+}
+
+impl Attend<'_> {
+    /// att (T, H*Dh) and its 8-bit blocks att_q from q (T, H*Dh) over `layer`.
+    fn run<T: KvElem>(&self, layer: KvView<T>, q: &[f32], att: &mut [f32], att_q: &mut [BlockQ8], scratch: &mut [f32]) {
+        let Attend { pool, level, order, heads, segments, window, per_token_order } = *self;
+        match window {
+            Some(w) => attention_window_q8(pool, level, heads, layer, segments, w, q, att, att_q, scratch),
+            None => attention_segments_q8(pool, level, order, heads, layer, segments, q, att, att_q, scratch, per_token_order),
+        }
     }
 }
 

@@ -182,6 +182,7 @@ impl Llama {
             pool,
             level: Level::detect(),
             order,
+            kv_type: crate::cache::KvType::F16,
             packed,
             tokens_evaluated: AtomicU64::new(0),
             lora: None,

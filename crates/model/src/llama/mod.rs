@@ -31,7 +31,7 @@ mod scratch;
 pub use load::{ggml_type_of, kernel_format};
 pub use scratch::Scratch;
 
-use crate::cache::{KvCache, KvPool, SeqCache};
+use crate::cache::{KvCache, KvPool, KvType, SeqCache};
 use crate::config::LlamaConfig;
 use crate::lora::LoraSet;
 use crate::memory::HugeBuffer;
@@ -104,6 +104,8 @@ pub struct Llama {
     pool: Arc<ThreadPool>,
     level: Level,
     order: SumOrder,
+    /// What new KV caches and pools store.
+    kv_type: KvType,
     packed: HugeBuffer<u8>,
     /// Token rows run through the blocks so far (lets tests prove decode never recomputes).
     tokens_evaluated: AtomicU64,
@@ -131,7 +133,7 @@ impl Llama {
 
     /// A KV cache for up to `n_ctx` positions of one sequence.
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
-        KvCache::new(self.config.n_layer, n_ctx, self.config.n_head_kv, self.config.head_dim)
+        KvCache::new(self.config.n_layer, n_ctx, self.config.n_head_kv, self.config.head_dim, self.kv_type)
     }
 
     /// Buffers for forward calls of up to `max_tokens` tokens at a time, with caches of up to
@@ -148,13 +150,13 @@ impl Llama {
     /// A pool of KV blocks for `n_seqs` sequences of up to `max_seq_len` positions each (forks
     /// share blocks, so beams or completions of one prompt fit in fewer).
     pub fn new_pool(&self, n_seqs: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        KvPool::for_sequences(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_seqs, max_seq_len)
+        KvPool::for_sequences(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_seqs, max_seq_len, self.kv_type)
     }
 
     /// A pool of `n_blocks` KV blocks ([`crate::KV_BLOCK`] positions each) for sequences of up
     /// to `max_seq_len` positions.
     pub fn new_pool_blocks(&self, n_blocks: usize, max_seq_len: usize) -> Result<KvPool, ModelError> {
-        KvPool::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_blocks, max_seq_len)
+        KvPool::new(self.config.n_layer, self.config.n_head_kv, self.config.head_dim, n_blocks, max_seq_len, self.kv_type)
     }
 
     /// How many token rows have gone through the transformer blocks since loading.
@@ -176,6 +178,27 @@ impl Llama {
     /// The summation order in use.
     pub fn sum_order(&self) -> SumOrder {
         self.order
+    }
+
+    /// Chooses what the caches and pools made from now on store (f16 by default); Q8_0 needs
+    /// heads of a multiple of 32 values and at most 8 query heads per KV head, and runs
+    /// attention in the block order's kernel whatever the products' order.
+    pub fn set_kv_type(&mut self, kv_type: KvType) -> Result<(), ModelError> {
+        let c = &self.config;
+        let group = c.n_head / c.n_head_kv.max(1);
+        if kv_type == KvType::Q8_0 && (!c.head_dim.is_multiple_of(32) || group > 8) {
+            return Err(ModelError::Unsupported(format!(
+                "a Q8_0 KV cache for this model (heads of {} values, {group} query heads per KV head; it needs a multiple of 32 and at most 8): use --kv-type f16",
+                c.head_dim
+            )));
+        }
+        self.kv_type = kv_type;
+        Ok(())
+    }
+
+    /// What new caches and pools store.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Applies `lora` (unmerged) from the next forward call on, or none; an adapter made for
