@@ -17,7 +17,7 @@ use train::adapter::{save_gguf, save_peft, ModelDims};
 use train::data::{read_jsonl, Cursor, Dataset, Example, ExampleEncoder, LoadOptions, Overlong};
 use train::optim::{cosine_lr, AdamW};
 use train::trainer::Trainer;
-use train::{Batch, LoraConfig, LoraParams, Target, TrainModel};
+use train::{Batch, FrozenFormat, LoraConfig, LoraParams, Target, TrainModel};
 
 #[derive(Args)]
 pub(crate) struct FinetuneArgs {
@@ -94,6 +94,11 @@ pub(crate) struct FinetuneArgs {
     /// and after training (the first learned span of each example is its answer)
     #[arg(long)]
     pub(crate) exact_match: bool,
+    /// How the frozen weights are multiplied: `f32` (dequantized, exact in f32) or `q8_0`
+    /// (requantized to 8 bits, each product's input too, on the integer kernels: faster, with
+    /// 8-bit noise in the loss and gradients)
+    #[arg(long, default_value = "f32", value_parser = ["f32", "q8_0"])]
+    pub(crate) frozen: String,
     /// Time training steps on random tokens and print tokens/s
     #[arg(long)]
     pub(crate) bench: bool,
@@ -103,6 +108,15 @@ pub(crate) struct FinetuneArgs {
     /// With --bench: print {"tokens_per_s": ...}
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// The format `--frozen` names.
+fn frozen_format(args: &FinetuneArgs) -> FrozenFormat {
+    if args.frozen == "q8_0" {
+        FrozenFormat::Q8_0
+    } else {
+        FrozenFormat::F32
+    }
 }
 
 fn lora_config(args: &FinetuneArgs) -> Result<LoraConfig> {
@@ -212,8 +226,15 @@ struct RunState {
     total_steps: usize,
     weight_decay: f64,
     max_grad_norm: f64,
+    /// `--frozen` (checkpoints from before the option trained in f32).
+    #[serde(default = "f32_name")]
+    frozen: String,
     /// (step, train loss, held-out loss) so far.
     history: Vec<(usize, f64, Option<f64>)>,
+}
+
+fn f32_name() -> String {
+    "f32".into()
 }
 
 fn train_adapter(args: &FinetuneArgs) -> Result<()> {
@@ -278,9 +299,10 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let warmup = args.warmup.unwrap_or(total_steps / 20).min(total_steps);
     let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
     let start = Instant::now();
-    let model = TrainModel::<f32>::from_llama(&llama, llama.n_threads())?;
+    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen_format(args), kernels::Level::current())?;
     notes.push(format!(
-        "frozen weights ready in {:.1} s ({} threads, kernels {:?})",
+        "frozen weights ({}) ready in {:.1} s ({} threads, kernels {:?})",
+        args.frozen,
         start.elapsed().as_secs_f64(),
         model.n_threads(),
         kernels::Level::current()
@@ -301,6 +323,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         total_steps,
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,
+        frozen: args.frozen.clone(),
         history: Vec::new(),
     };
     let mut step = 0;
@@ -310,7 +333,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         let same = RunState { cursor: saved.cursor, history: saved.history.clone(), ..state.clone() };
         if same != saved {
             bail!(
-                "the checkpoint in {} was made with other data or settings (lr, epochs, batch, grad-accum, seq-len, seed, warmup, weight decay, clipping must match); run without --resume to start over",
+                "the checkpoint in {} was made with other data or settings (lr, epochs, batch, grad-accum, seq-len, seed, warmup, weight decay, clipping, --frozen must match); run without --resume to start over",
                 checkpoint_dir.display()
             );
         }
@@ -442,8 +465,8 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
     let (llama, _, _) = open_model(&run)?;
     let config = lora_config(args)?;
     let start = Instant::now();
-    let model = TrainModel::<f32>::from_llama(&llama, llama.n_threads())?;
-    eprintln!("frozen weights ready in {:.1} s", start.elapsed().as_secs_f64());
+    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen_format(args), kernels::Level::current())?;
+    eprintln!("frozen weights ({}) ready in {:.1} s", args.frozen, start.elapsed().as_secs_f64());
     drop(llama);
     let params = LoraParams::init(&config, &model.config, args.seed);
     let mut trainer = Trainer::new(&model, params, AdamW::default());
@@ -474,17 +497,18 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"tokens_per_s": tps, "batch": args.batch, "seq_len": args.seq_len, "rank": args.rank, "targets": config.targets.len(),
-                "threads": model.n_threads(), "steps": args.steps, "seconds": secs, "level": level, "loss": last})
+                "threads": model.n_threads(), "steps": args.steps, "seconds": secs, "level": level, "loss": last, "frozen": args.frozen})
         );
     } else {
         println!(
-            "finetune bench: {tps:.1} tokens/s ({} steps of {} x {} tokens, rank {}, {} targets, {} threads, kernels {level}; {:.2} s per step)",
+            "finetune bench: {tps:.1} tokens/s ({} steps of {} x {} tokens, rank {}, {} targets, {} threads, kernels {level}, frozen {}; {:.2} s per step)",
             args.steps,
             args.batch,
             args.seq_len,
             args.rank,
             config.targets.len(),
             model.n_threads(),
+            args.frozen,
             secs / args.steps as f64
         );
     }

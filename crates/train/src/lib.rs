@@ -27,4 +27,4 @@ mod tests;
 
 pub use lora::{Adapter, LoraConfig, LoraPair, Target};
 pub use model::{Activations, Batch, LoraParams, LossSum, TrainModel};
-pub use real::Real;
+pub use real::{FrozenFormat, Real};

@@ -13,11 +13,11 @@
 //! backward walks the blocks in reverse and adds the gradient of every A and B into one flat
 //! vector laid out like [`LoraParams::values`]. Frozen matrices are dequantized once at load and
 //! kept in both orientations, W for the forward and W^T for the input gradient, in the form
-//! [`Real::prepare`] makes (packed panels for f32).
+//! [`Real::prepare`] makes (packed panels for f32, or Q8_0 blocks: [`FrozenFormat`]).
 
 use crate::lora::{Adapter, LoraConfig, LoraPair, Target};
 use crate::ops::{self, AttnShape};
-use crate::real::Real;
+use crate::real::{FrozenFormat, Real};
 use kernels::loss::IGNORE_INDEX;
 use kernels::{Level, ThreadPool};
 use model::{Llama, LlamaConfig, ModelError};
@@ -32,15 +32,15 @@ pub struct Frozen<F: Real> {
 }
 
 impl<F: Real> Frozen<F> {
-    /// From W (out, in) row-major.
-    pub fn new(w: &[f32], n_out: usize, n_in: usize) -> Frozen<F> {
+    /// From W (out, in) row-major, its products in `format` (see [`FrozenFormat`]).
+    pub fn new(w: &[f32], n_out: usize, n_in: usize, format: FrozenFormat, level: Level) -> Frozen<F> {
         let mut t = vec![0f32; w.len()];
         for o in 0..n_out {
             for i in 0..n_in {
                 t[i * n_out + o] = w[o * n_in + i];
             }
         }
-        Frozen { fwd: F::prepare(w, n_out, n_in), bwd: F::prepare(&t, n_in, n_out), n_in }
+        Frozen { fwd: F::prepare(w, n_out, n_in, format, level), bwd: F::prepare(&t, n_in, n_out, format, level), n_in }
     }
 }
 
@@ -263,6 +263,12 @@ impl<F: Real> TrainModel<F> {
     /// The frozen weights of `llama`, dequantized, computing on `n_threads` threads at the
     /// machine's best kernel level.
     pub fn from_llama(llama: &Llama, n_threads: usize) -> Result<TrainModel<F>, ModelError> {
+        TrainModel::from_llama_as(llama, n_threads, FrozenFormat::F32, Level::current())
+    }
+
+    /// [`TrainModel::from_llama`] with the frozen matrices in `format` (f32 only; f64 keeps its
+    /// own), for the kernels of `level` (at most [`Level::best_available`]).
+    pub fn from_llama_as(llama: &Llama, n_threads: usize, format: FrozenFormat, level: Level) -> Result<TrainModel<F>, ModelError> {
         let config = llama.config.clone();
         let (_, _, embd) = llama.dequantized("token_embd.weight")?;
         let head_name = if llama.file().tensor("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
@@ -276,7 +282,7 @@ impl<F: Real> TrainModel<F> {
             let mut maps = Vec::with_capacity(7);
             for t in Target::ALL {
                 let (rows, cols, w) = llama.dequantized(&t.gguf_name(l))?;
-                maps.push(Frozen::new(&w, rows, cols));
+                maps.push(Frozen::new(&w, rows, cols, format, level));
             }
             let maps: [Frozen<F>; 7] = match maps.try_into() {
                 Ok(m) => m,
@@ -285,7 +291,7 @@ impl<F: Real> TrainModel<F> {
             layers.push(LayerWeights { attn_norm, ffn_norm, maps });
         }
         let pool = Arc::new(ThreadPool::try_new(n_threads.max(1))?);
-        Ok(TrainModel { head: Frozen::new(&head, hv, hd), config, embd, output_norm, layers, pool, level: Level::current() })
+        Ok(TrainModel { head: Frozen::new(&head, hv, hd, format, level), config, embd, output_norm, layers, pool, level })
     }
 
     /// Threads of the pool.
