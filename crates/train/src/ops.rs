@@ -11,6 +11,32 @@ use kernels::ThreadPool;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Defines `pub fn $name<F: Real>(args) body` compiled twice, for AVX2 and FMA (taken when the
+/// kernels' level has them) and for the baseline: the same source, so the same operations in the
+/// same order and the same bits (nothing is contracted into fused multiply-adds), 8 lanes wide
+/// instead of 4. The closures of the body, which the pool runs, are compiled with the features of
+/// the copy they are written in.
+macro_rules! twin_fn {
+    ($(#[$attr:meta])* pub fn $name:ident<F: Real>($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        pub fn $name<F: Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn simd<F: Real>($($arg: $ty),*) $body
+                if kernels::Level::current() >= kernels::Level::Avx2 {
+                    // SAFETY: these levels are only chosen on CPUs with AVX2 and FMA.
+                    return unsafe { simd::<F>($($arg),*) };
+                }
+            }
+            #[allow(clippy::too_many_arguments)]
+            fn plain<F: Real>($($arg: $ty),*) $body
+            plain::<F>($($arg),*)
+        }
+    };
+}
+
 /// a . b, in 8 independent lanes (which the compiler can vectorize).
 #[inline]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
@@ -154,119 +180,123 @@ fn for_each_unit(pool: &ThreadPool, shape: &AttnShape, seqs: &[Range<usize>], f:
     });
 }
 
-/// Causal grouped-query attention of each sequence of `seqs` (row ranges of the flat batch, a
-/// sequence's rows at positions 0, 1, ...): q (N, H*Dh), k and v (N, Hkv*Dh) -> out (N, H*Dh),
-/// keeping the probabilities P (per sequence: (H, T, T), zero above the diagonal) for the
-/// backward. Query head h reads KV head h / (H / Hkv). scale = 1 / sqrt(Dh).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward<F: Real>(
-    pool: &ThreadPool,
-    shape: &AttnShape,
-    seqs: &[Range<usize>],
-    q: &[F],
-    k: &[F],
-    v: &[F],
-    probs: &mut [F],
-    out: &mut [F],
-) {
-    let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
-    let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
-    let scale = F::from_f64(1.0 / (dh as f64).sqrt());
-    assert_eq!(probs.len(), shape.probs_len(seqs));
-    let (probs_ptr, out_ptr) = (SharedMut::new(probs), SharedMut::new(out));
-    for_each_unit(pool, shape, seqs, &|s, g, off| {
-        let rows = seqs[s].clone();
-        let t_len = rows.len();
-        for h in g * group..(g + 1) * group {
-            // SAFETY: unit (s, g) alone writes the probabilities of sequence s, heads of group g,
-            // and the out columns of those heads in the rows of s.
-            let p_h = unsafe { probs_ptr.slice(off + h * t_len * t_len, t_len * t_len) };
-            for t in 0..t_len {
-                let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
-                let p = &mut p_h[t * t_len..(t + 1) * t_len];
-                let mut max = F::from_f64(f64::NEG_INFINITY);
-                for u in 0..=t {
-                    p[u] = dot(qt, &k[(rows.start + u) * kw + g * dh..][..dh]) * scale;
-                    max = max.max(p[u]);
-                }
-                let mut sum = F::ZERO;
-                for pu in p[..=t].iter_mut() {
-                    *pu = (*pu - max).exp();
-                    sum += *pu;
-                }
-                let inv = F::ONE / sum;
-                p[..=t].iter_mut().for_each(|pu| *pu *= inv);
-                p[t + 1..].iter_mut().for_each(|pu| *pu = F::ZERO);
-                let o = unsafe { out_ptr.slice((rows.start + t) * qw + h * dh, dh) };
-                o.iter_mut().for_each(|x| *x = F::ZERO);
-                for (u, &pu) in p[..=t].iter().enumerate() {
-                    axpy(pu, &v[(rows.start + u) * kw + g * dh..][..dh], o);
+twin_fn! {
+    /// Causal grouped-query attention of each sequence of `seqs` (row ranges of the flat batch, a
+    /// sequence's rows at positions 0, 1, ...): q (N, H*Dh), k and v (N, Hkv*Dh) -> out (N, H*Dh),
+    /// keeping the probabilities P (per sequence: (H, T, T), zero above the diagonal) for the
+    /// backward. Query head h reads KV head h / (H / Hkv). scale = 1 / sqrt(Dh).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_forward<F: Real>(
+        pool: &ThreadPool,
+        shape: &AttnShape,
+        seqs: &[Range<usize>],
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        probs: &mut [F],
+        out: &mut [F],
+    ) {
+        let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
+        let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
+        let scale = F::from_f64(1.0 / (dh as f64).sqrt());
+        assert_eq!(probs.len(), shape.probs_len(seqs));
+        let (probs_ptr, out_ptr) = (SharedMut::new(probs), SharedMut::new(out));
+        for_each_unit(pool, shape, seqs, &|s, g, off| {
+            let rows = seqs[s].clone();
+            let t_len = rows.len();
+            for h in g * group..(g + 1) * group {
+                // SAFETY: unit (s, g) alone writes the probabilities of sequence s, heads of group g,
+                // and the out columns of those heads in the rows of s.
+                let p_h = unsafe { probs_ptr.slice(off + h * t_len * t_len, t_len * t_len) };
+                for t in 0..t_len {
+                    let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
+                    let p = &mut p_h[t * t_len..(t + 1) * t_len];
+                    let mut max = F::from_f64(f64::NEG_INFINITY);
+                    for u in 0..=t {
+                        p[u] = dot(qt, &k[(rows.start + u) * kw + g * dh..][..dh]) * scale;
+                        max = max.max(p[u]);
+                    }
+                    let mut sum = F::ZERO;
+                    for pu in p[..=t].iter_mut() {
+                        *pu = (*pu - max).exp();
+                        sum += *pu;
+                    }
+                    let inv = F::ONE / sum;
+                    p[..=t].iter_mut().for_each(|pu| *pu *= inv);
+                    p[t + 1..].iter_mut().for_each(|pu| *pu = F::ZERO);
+                    let o = unsafe { out_ptr.slice((rows.start + t) * qw + h * dh, dh) };
+                    o.iter_mut().for_each(|x| *x = F::ZERO);
+                    for (u, &pu) in p[..=t].iter().enumerate() {
+                        axpy(pu, &v[(rows.start + u) * kw + g * dh..][..dh], o);
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
-/// The gradients through [`attention_forward`]: from dout (N, H*Dh) and the kept P, writes
-/// dq (N, H*Dh), dk and dv (N, Hkv*Dh):
-///
-/// ```text
-/// dP[t][u] = dout[t] . v[u]          dS = P (dP - sum_u P dP)        (row t)
-/// dq[t] = scale sum_u dS[t][u] k[u]  dk[u] += scale sum_t dS[t][u] q[t]   dv[u] += sum_t P[t][u] dout[t]
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward<F: Real>(
-    pool: &ThreadPool,
-    shape: &AttnShape,
-    seqs: &[Range<usize>],
-    q: &[F],
-    k: &[F],
-    v: &[F],
-    probs: &[F],
-    dout: &[F],
-    dq: &mut [F],
-    dk: &mut [F],
-    dv: &mut [F],
-) {
-    let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
-    let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
-    let scale = F::from_f64(1.0 / (dh as f64).sqrt());
-    let (dq_ptr, dk_ptr, dv_ptr) = (SharedMut::new(dq), SharedMut::new(dk), SharedMut::new(dv));
-    for_each_unit(pool, shape, seqs, &|s, g, off| {
-        let rows = seqs[s].clone();
-        let t_len = rows.len();
-        // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of KV head g
-        // (dk, dv) and of its query heads (dq).
-        let krow = |u: usize| unsafe { (dk_ptr.slice((rows.start + u) * kw + g * dh, dh), dv_ptr.slice((rows.start + u) * kw + g * dh, dh)) };
-        for u in 0..t_len {
-            let (a, b) = krow(u);
-            a.iter_mut().for_each(|x| *x = F::ZERO);
-            b.iter_mut().for_each(|x| *x = F::ZERO);
-        }
-        let mut ds = vec![F::ZERO; t_len];
-        for h in g * group..(g + 1) * group {
-            let p_h = &probs[off + h * t_len * t_len..][..t_len * t_len];
-            for t in 0..t_len {
-                let p = &p_h[t * t_len..][..=t];
-                let dout_t = &dout[(rows.start + t) * qw + h * dh..][..dh];
-                let mut sum = F::ZERO;
-                for u in 0..=t {
-                    ds[u] = dot(dout_t, &v[(rows.start + u) * kw + g * dh..][..dh]);
-                    sum += p[u] * ds[u];
-                }
-                let dqt = unsafe { dq_ptr.slice((rows.start + t) * qw + h * dh, dh) };
-                dqt.iter_mut().for_each(|x| *x = F::ZERO);
-                let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
-                for u in 0..=t {
-                    let d = p[u] * (ds[u] - sum) * scale;
-                    axpy(d, &k[(rows.start + u) * kw + g * dh..][..dh], dqt);
-                    let (dku, dvu) = krow(u);
-                    axpy(d, qt, dku);
-                    axpy(p[u], dout_t, dvu);
+twin_fn! {
+    /// The gradients through [`attention_forward`]: from dout (N, H*Dh) and the kept P, writes
+    /// dq (N, H*Dh), dk and dv (N, Hkv*Dh):
+    ///
+    /// ```text
+    /// dP[t][u] = dout[t] . v[u]          dS = P (dP - sum_u P dP)        (row t)
+    /// dq[t] = scale sum_u dS[t][u] k[u]  dk[u] += scale sum_t dS[t][u] q[t]   dv[u] += sum_t P[t][u] dout[t]
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_backward<F: Real>(
+        pool: &ThreadPool,
+        shape: &AttnShape,
+        seqs: &[Range<usize>],
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        probs: &[F],
+        dout: &[F],
+        dq: &mut [F],
+        dk: &mut [F],
+        dv: &mut [F],
+    ) {
+        let AttnShape { n_head, n_head_kv, head_dim: dh } = *shape;
+        let (qw, kw, group) = (n_head * dh, n_head_kv * dh, n_head / n_head_kv);
+        let scale = F::from_f64(1.0 / (dh as f64).sqrt());
+        let (dq_ptr, dk_ptr, dv_ptr) = (SharedMut::new(dq), SharedMut::new(dk), SharedMut::new(dv));
+        for_each_unit(pool, shape, seqs, &|s, g, off| {
+            let rows = seqs[s].clone();
+            let t_len = rows.len();
+            // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of KV head g
+            // (dk, dv) and of its query heads (dq).
+            let krow = |u: usize| unsafe { (dk_ptr.slice((rows.start + u) * kw + g * dh, dh), dv_ptr.slice((rows.start + u) * kw + g * dh, dh)) };
+            for u in 0..t_len {
+                let (a, b) = krow(u);
+                a.iter_mut().for_each(|x| *x = F::ZERO);
+                b.iter_mut().for_each(|x| *x = F::ZERO);
+            }
+            let mut ds = vec![F::ZERO; t_len];
+            for h in g * group..(g + 1) * group {
+                let p_h = &probs[off + h * t_len * t_len..][..t_len * t_len];
+                for t in 0..t_len {
+                    let p = &p_h[t * t_len..][..=t];
+                    let dout_t = &dout[(rows.start + t) * qw + h * dh..][..dh];
+                    let mut sum = F::ZERO;
+                    for u in 0..=t {
+                        ds[u] = dot(dout_t, &v[(rows.start + u) * kw + g * dh..][..dh]);
+                        sum += p[u] * ds[u];
+                    }
+                    let dqt = unsafe { dq_ptr.slice((rows.start + t) * qw + h * dh, dh) };
+                    dqt.iter_mut().for_each(|x| *x = F::ZERO);
+                    let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
+                    for u in 0..=t {
+                        let d = p[u] * (ds[u] - sum) * scale;
+                        axpy(d, &k[(rows.start + u) * kw + g * dh..][..dh], dqt);
+                        let (dku, dvu) = krow(u);
+                        axpy(d, qt, dku);
+                        axpy(p[u], dout_t, dvu);
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// Runs `f(rows)` on the pool over `n` rows split in contiguous ranges, one per thread.
@@ -279,51 +309,67 @@ fn par_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     });
 }
 
-/// The LoRA path of one map, forward: u (N, r) = (x m) A^T kept for the backward, and
-/// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none. Rows
-/// split over the pool.
-#[allow(clippy::too_many_arguments)]
-pub fn lora_forward<F: Real>(pool: &ThreadPool, x: &[F], mask: Option<&[F]>, a: &[F], b: &[F], n_in: usize, scaling: F, u: &mut [F], y: &mut [F]) {
-    let r = a.len() / n_in;
-    let n_out = b.len() / r;
-    let n = x.len() / n_in;
-    let (u_ptr, y_ptr) = (SharedMut::new(u), SharedMut::new(y));
-    par_rows(pool, n, &|rows| {
-        // SAFETY: each thread writes only its own rows of u and y.
-        let (u, y) = unsafe { (u_ptr.slice(rows.start * r, rows.len() * r), y_ptr.slice(rows.start * n_out, rows.len() * n_out)) };
-        let mut xm = vec![F::ZERO; n_in];
-        let mut su = vec![F::ZERO; r];
-        for (j, row) in rows.enumerate() {
-            let xr = &x[row * n_in..(row + 1) * n_in];
-            let xr = match mask {
-                None => xr,
-                Some(m) => {
-                    for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in..(row + 1) * n_in]) {
-                        *d = xv * mv;
+twin_fn! {
+    /// The LoRA path of one map, forward: u (N, r) = (x m) A^T kept for the backward, and
+    /// y (N, out) += scaling u B^T. `mask` (N, in) is dropout's (0 or 1 / (1 - p)), or none. Rows
+    /// split over the pool. (B is read transposed, (r, out), so that each row's update is r long
+    /// axpys over `out`.)
+    #[allow(clippy::too_many_arguments)]
+    pub fn lora_forward<F: Real>(pool: &ThreadPool, x: &[F], mask: Option<&[F]>, a: &[F], b: &[F], n_in: usize, scaling: F, u: &mut [F], y: &mut [F]) {
+        let r = a.len() / n_in;
+        let n_out = b.len() / r;
+        let n = x.len() / n_in;
+        let bt = transpose(b, n_out, r); // (r, out)
+        let (u_ptr, y_ptr) = (SharedMut::new(u), SharedMut::new(y));
+        par_rows(pool, n, &|rows| {
+            // SAFETY: each thread writes only its own rows of u and y.
+            let (u, y) = unsafe { (u_ptr.slice(rows.start * r, rows.len() * r), y_ptr.slice(rows.start * n_out, rows.len() * n_out)) };
+            let mut xm = vec![F::ZERO; n_in];
+            for (j, row) in rows.enumerate() {
+                let xr = &x[row * n_in..(row + 1) * n_in];
+                let xr = match mask {
+                    None => xr,
+                    Some(m) => {
+                        for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in..(row + 1) * n_in]) {
+                            *d = xv * mv;
+                        }
+                        &xm
                     }
-                    &xm
+                };
+                let ur = &mut u[j * r..(j + 1) * r];
+                let yr = &mut y[j * n_out..(j + 1) * n_out];
+                for ((uv, ar), btr) in ur.iter_mut().zip(a.chunks_exact(n_in)).zip(bt.chunks_exact(n_out)) {
+                    *uv = dot(xr, ar);
+                    axpy(*uv * scaling, btr, yr);
                 }
-            };
-            let ur = &mut u[j * r..(j + 1) * r];
-            for ((uv, ar), sv) in ur.iter_mut().zip(a.chunks_exact(n_in)).zip(su.iter_mut()) {
-                *uv = dot(xr, ar);
-                *sv = *uv * scaling;
             }
-            for (yv, br) in y[j * n_out..(j + 1) * n_out].iter_mut().zip(b.chunks_exact(r)) {
-                *yv += dot(&su, br);
-            }
-        }
-    });
+        });
+    }
 }
 
-/// The LoRA path of one map, backward: from dy (N, out), adds the gradients of A (r, in),
-/// B (out, r) and x (N, in), on the pool (rows of dx, columns of dA, rows of dB split):
-///
-/// ```text
-/// du = scaling dy B      dB += scaling dy^T u      dA += du^T (x m)      dx += (du A) m
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn lora_backward_add<F: Real>(
+/// m (rows, cols) row-major -> (cols, rows).
+fn transpose<F: Real>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
+    let mut t = vec![F::ZERO; m.len()];
+    for (i, row) in m.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
+}
+
+twin_fn! {
+    /// The LoRA path of one map, backward: from dy (N, out), adds the gradients of A (r, in),
+    /// B (out, r) and x (N, in), on the pool (rows of dx, columns of dA, rows of dB split):
+    ///
+    /// ```text
+    /// du = scaling dy B      dB += scaling dy^T u      dA += du^T (x m)      dx += (du A) m
+    /// ```
+    ///
+    /// (B is read transposed, and dB is summed transposed, (r, out), so that every loop is a long
+    /// dot product or axpy.)
+    #[allow(clippy::too_many_arguments)]
+    pub fn lora_backward_add<F: Real>(
     pool: &ThreadPool,
     dy: &[F],
     x: &[F],
@@ -337,77 +383,89 @@ pub fn lora_backward_add<F: Real>(
     db: &mut [F],
     dx: &mut [F],
 ) {
-    let r = a.len() / n_in;
-    let n_out = b.len() / r;
-    let n = dy.len() / n_out;
-    // du (N, r) and dx, row by row.
-    let mut du = vec![F::ZERO; n * r];
-    let (du_ptr, dx_ptr) = (SharedMut::new(&mut du), SharedMut::new(dx));
-    par_rows(pool, n, &|rows| {
-        // SAFETY: each thread writes only its own rows of du and dx.
-        let (du, dx) = unsafe { (du_ptr.slice(rows.start * r, rows.len() * r), dx_ptr.slice(rows.start * n_in, rows.len() * n_in)) };
-        let mut g = vec![F::ZERO; n_in];
-        for (j, row) in rows.enumerate() {
-            let dur = &mut du[j * r..(j + 1) * r];
-            for (&d, br) in dy[row * n_out..(row + 1) * n_out].iter().zip(b.chunks_exact(r)) {
-                axpy(d, br, dur);
-            }
-            dur.iter_mut().for_each(|v| *v *= scaling);
-            let dxr = &mut dx[j * n_in..(j + 1) * n_in];
-            match mask {
-                None => {
-                    for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
-                        axpy(d, ar, dxr);
+        let r = a.len() / n_in;
+        let n_out = b.len() / r;
+        let n = dy.len() / n_out;
+        let bt = transpose(b, n_out, r); // (r, out)
+        // du (N, r) and dx, row by row.
+        let mut du = vec![F::ZERO; n * r];
+        let (du_ptr, dx_ptr) = (SharedMut::new(&mut du), SharedMut::new(dx));
+        par_rows(pool, n, &|rows| {
+            // SAFETY: each thread writes only its own rows of du and dx.
+            let (du, dx) = unsafe { (du_ptr.slice(rows.start * r, rows.len() * r), dx_ptr.slice(rows.start * n_in, rows.len() * n_in)) };
+            let mut g = vec![F::ZERO; n_in];
+            for (j, row) in rows.enumerate() {
+                let dur = &mut du[j * r..(j + 1) * r];
+                let dyr = &dy[row * n_out..(row + 1) * n_out];
+                for (d, btr) in dur.iter_mut().zip(bt.chunks_exact(n_out)) {
+                    *d = dot(dyr, btr) * scaling;
+                }
+                let dxr = &mut dx[j * n_in..(j + 1) * n_in];
+                match mask {
+                    None => {
+                        for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
+                            axpy(d, ar, dxr);
+                        }
+                    }
+                    Some(m) => {
+                        g.iter_mut().for_each(|v| *v = F::ZERO);
+                        for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
+                            axpy(d, ar, &mut g);
+                        }
+                        for ((dv, &gv), &mv) in dxr.iter_mut().zip(&g).zip(&m[row * n_in..(row + 1) * n_in]) {
+                            *dv += gv * mv;
+                        }
                     }
                 }
-                Some(m) => {
-                    g.iter_mut().for_each(|v| *v = F::ZERO);
-                    for (&d, ar) in dur.iter().zip(a.chunks_exact(n_in)) {
-                        axpy(d, ar, &mut g);
-                    }
-                    for ((dv, &gv), &mv) in dxr.iter_mut().zip(&g).zip(&m[row * n_in..(row + 1) * n_in]) {
-                        *dv += gv * mv;
-                    }
+            }
+        });
+        // dB^T (r, out) = scaling u^T dy: columns (outputs) split; then added into dB (out, r).
+        let mut dbt = vec![F::ZERO; r * n_out];
+        let dbt_ptr = SharedMut::new(&mut dbt);
+        pool.run(&|i, nt| {
+            let outs = kernels::pool::split_range(n_out, i, nt);
+            if outs.is_empty() {
+                return;
+            }
+            for row in 0..n {
+                let dyr = &dy[row * n_out + outs.start..row * n_out + outs.end];
+                for j in 0..r {
+                    // SAFETY: each thread writes only its own columns of every row of dB^T.
+                    let dbr = unsafe { dbt_ptr.slice(j * n_out + outs.start, outs.len()) };
+                    axpy(u[row * r + j] * scaling, dyr, dbr);
                 }
             }
-        }
-    });
-    // dB (out, r) += scaling dy^T u: rows of dB split.
-    let db_ptr = SharedMut::new(db);
-    par_rows(pool, n_out, &|outs| {
-        // SAFETY: each thread writes only its own rows of dB.
-        let db = unsafe { db_ptr.slice(outs.start * r, outs.len() * r) };
-        for row in 0..n {
-            let ur = &u[row * r..(row + 1) * r];
-            for (o, dbr) in outs.clone().zip(db.chunks_exact_mut(r)) {
-                axpy(dy[row * n_out + o] * scaling, ur, dbr);
+        });
+        for (o, dbr) in db.chunks_exact_mut(r).enumerate() {
+            for (j, d) in dbr.iter_mut().enumerate() {
+                *d += dbt[j * n_out + o];
             }
         }
-    });
-    // dA (r, in) += du^T (x m): columns of dA split.
-    let da_ptr = SharedMut::new(da);
-    pool.run(&|i, nt| {
-        let cols = kernels::pool::split_range(n_in, i, nt);
-        if cols.is_empty() {
-            return;
-        }
-        let mut xm = vec![F::ZERO; cols.len()];
-        for row in 0..n {
-            let xr = &x[row * n_in + cols.start..row * n_in + cols.end];
-            let xr = match mask {
-                None => xr,
-                Some(m) => {
-                    for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in + cols.start..row * n_in + cols.end]) {
-                        *d = xv * mv;
+        // dA (r, in) += du^T (x m): columns of dA split.
+        let da_ptr = SharedMut::new(da);
+        pool.run(&|i, nt| {
+            let cols = kernels::pool::split_range(n_in, i, nt);
+            if cols.is_empty() {
+                return;
+            }
+            let mut xm = vec![F::ZERO; cols.len()];
+            for row in 0..n {
+                let xr = &x[row * n_in + cols.start..row * n_in + cols.end];
+                let xr = match mask {
+                    None => xr,
+                    Some(m) => {
+                        for ((d, &xv), &mv) in xm.iter_mut().zip(xr).zip(&m[row * n_in + cols.start..row * n_in + cols.end]) {
+                            *d = xv * mv;
+                        }
+                        &xm
                     }
-                    &xm
+                };
+                for j in 0..r {
+                    // SAFETY: each thread writes only its own columns of every row of dA.
+                    let dar = unsafe { da_ptr.slice(j * n_in + cols.start, cols.len()) };
+                    axpy(du[row * r + j], xr, dar);
                 }
-            };
-            for j in 0..r {
-                // SAFETY: each thread writes only its own columns of every row of dA.
-                let dar = unsafe { da_ptr.slice(j * n_in + cols.start, cols.len()) };
-                axpy(du[row * r + j], xr, dar);
             }
-        }
-    });
+        });
+    }
 }
