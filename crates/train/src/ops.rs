@@ -180,11 +180,104 @@ fn for_each_unit(pool: &ThreadPool, shape: &AttnShape, seqs: &[Range<usize>], f:
     });
 }
 
+/// Rows of a query tile in [`dots_transposed`].
+const TILE_ROWS: usize = 4;
+/// Columns of a tile: one register of 8 lanes.
+const TILE_COLS: usize = 8;
+
+/// `m` (T, Dh), rows `stride` apart from `m[0]`, transposed into (Dh, ldt) with ldt = T rounded up
+/// to [`TILE_COLS`] (zero past T): the layout [`dots_transposed`] reads.
+fn transpose_rows<F: Real>(m: &[F], stride: usize, t_len: usize, dh: usize) -> (Vec<F>, usize) {
+    let ldt = t_len.div_ceil(TILE_COLS) * TILE_COLS;
+    let mut t = vec![F::ZERO; dh * ldt];
+    for u in 0..t_len {
+        for (d, &x) in m[u * stride..u * stride + dh].iter().enumerate() {
+            t[d * ldt + u] = x;
+        }
+    }
+    (t, ldt)
+}
+
+/// out[t][u] = a_t . b_u for every t < `t_len` and u <= t (causal; entries above the diagonal of
+/// a tile row are written too, and are the caller's to ignore): a_t is `a[t * sa..][..dh]`, b
+/// given transposed (Dh, ldb) as [`transpose_rows`] makes it, out rows `ldo` apart. Tiles of 4
+/// rows x 8 columns: per dimension one load of 8 b values, four broadcasts, four multiply-adds;
+/// each sum in dimension order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn dots_transposed<F: Real>(a: &[F], sa: usize, t_len: usize, dh: usize, bt: &[F], ldb: usize, out: &mut [F], ldo: usize) {
+    for t0 in (0..t_len).step_by(TILE_ROWS) {
+        let nt = (t_len - t0).min(TILE_ROWS);
+        // Rows past the end repeat the last one (their sums are not stored).
+        let rows: [&[F]; TILE_ROWS] = std::array::from_fn(|i| &a[(t0 + i.min(nt - 1)) * sa..][..dh]);
+        for u0 in (0..t0 + nt).step_by(TILE_COLS) {
+            let mut acc = [[F::ZERO; TILE_COLS]; TILE_ROWS];
+            for d in 0..dh {
+                let bv: &[F; TILE_COLS] = bt[d * ldb + u0..][..TILE_COLS].try_into().expect("tile of 8");
+                for i in 0..TILE_ROWS {
+                    let x = rows[i][d];
+                    for l in 0..TILE_COLS {
+                        acc[i][l] += x * bv[l];
+                    }
+                }
+            }
+            let cols = (t0 + nt - u0).min(TILE_COLS);
+            for i in 0..nt {
+                out[(t0 + i) * ldo + u0..][..cols].copy_from_slice(&acc[i][..cols]);
+            }
+        }
+    }
+}
+
+/// o (Dh) = sum over u of w[u] x_u, x_u = `x[u * sx..][..dh]` (or o += that sum, when `add`):
+/// 32 dimensions at a time (four independent chains of 8 lanes: one chain alone waits on its
+/// adds), then 8 at a time, the last Dh % 8 one by one; each sum in u order, in registers.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn weighted_rows<F: Real>(w: &[F], x: &[F], sx: usize, dh: usize, o: &mut [F], add: bool) {
+    const WIDE: usize = 4 * TILE_COLS;
+    let put = |o: &mut F, a: F| *o = if add { *o + a } else { a };
+    let wide = dh - dh % WIDE;
+    for d0 in (0..wide).step_by(WIDE) {
+        let mut acc = [F::ZERO; WIDE];
+        for (u, &wu) in w.iter().enumerate() {
+            let xu: &[F; WIDE] = x[u * sx + d0..][..WIDE].try_into().expect("32 values");
+            for l in 0..WIDE {
+                acc[l] += wu * xu[l];
+            }
+        }
+        for (o, &a) in o[d0..d0 + WIDE].iter_mut().zip(&acc) {
+            put(o, a);
+        }
+    }
+    let whole = dh - dh % TILE_COLS;
+    for d0 in (wide..whole).step_by(TILE_COLS) {
+        let mut acc = [F::ZERO; TILE_COLS];
+        for (u, &wu) in w.iter().enumerate() {
+            let xu: &[F; TILE_COLS] = x[u * sx + d0..][..TILE_COLS].try_into().expect("8 values");
+            for l in 0..TILE_COLS {
+                acc[l] += wu * xu[l];
+            }
+        }
+        for (o, &a) in o[d0..d0 + TILE_COLS].iter_mut().zip(&acc) {
+            put(o, a);
+        }
+    }
+    for d in whole..dh {
+        let mut acc = F::ZERO;
+        for (u, &wu) in w.iter().enumerate() {
+            acc += wu * x[u * sx + d];
+        }
+        put(&mut o[d], acc);
+    }
+}
+
 twin_fn! {
     /// Causal grouped-query attention of each sequence of `seqs` (row ranges of the flat batch, a
     /// sequence's rows at positions 0, 1, ...): q (N, H*Dh), k and v (N, Hkv*Dh) -> out (N, H*Dh),
     /// keeping the probabilities P (per sequence: (H, T, T), zero above the diagonal) for the
-    /// backward. Query head h reads KV head h / (H / Hkv). scale = 1 / sqrt(Dh).
+    /// backward. Query head h reads KV head h / (H / Hkv). scale = 1 / sqrt(Dh). The scores of a
+    /// head are one tiled product with the KV head's keys transposed (`dots_transposed`).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_forward<F: Real>(
         pool: &ThreadPool,
@@ -204,17 +297,19 @@ twin_fn! {
         for_each_unit(pool, shape, seqs, &|s, g, off| {
             let rows = seqs[s].clone();
             let t_len = rows.len();
+            let (kt, ldt) = transpose_rows(&k[rows.start * kw + g * dh..], kw, t_len, dh);
+            let mut scores = vec![F::ZERO; t_len * ldt];
             for h in g * group..(g + 1) * group {
                 // SAFETY: unit (s, g) alone writes the probabilities of sequence s, heads of group g,
                 // and the out columns of those heads in the rows of s.
                 let p_h = unsafe { probs_ptr.slice(off + h * t_len * t_len, t_len * t_len) };
+                dots_transposed(&q[rows.start * qw + h * dh..], qw, t_len, dh, &kt, ldt, &mut scores, ldt);
                 for t in 0..t_len {
-                    let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
                     let p = &mut p_h[t * t_len..(t + 1) * t_len];
                     let mut max = F::from_f64(f64::NEG_INFINITY);
-                    for u in 0..=t {
-                        p[u] = dot(qt, &k[(rows.start + u) * kw + g * dh..][..dh]) * scale;
-                        max = max.max(p[u]);
+                    for (pu, &su) in p[..=t].iter_mut().zip(&scores[t * ldt..]) {
+                        *pu = su * scale;
+                        max = max.max(*pu);
                     }
                     let mut sum = F::ZERO;
                     for pu in p[..=t].iter_mut() {
@@ -225,10 +320,7 @@ twin_fn! {
                     p[..=t].iter_mut().for_each(|pu| *pu *= inv);
                     p[t + 1..].iter_mut().for_each(|pu| *pu = F::ZERO);
                     let o = unsafe { out_ptr.slice((rows.start + t) * qw + h * dh, dh) };
-                    o.iter_mut().for_each(|x| *x = F::ZERO);
-                    for (u, &pu) in p[..=t].iter().enumerate() {
-                        axpy(pu, &v[(rows.start + u) * kw + g * dh..][..dh], o);
-                    }
+                    weighted_rows(&p[..=t], &v[rows.start * kw + g * dh..], kw, dh, o, false);
                 }
             }
         });
@@ -243,6 +335,9 @@ twin_fn! {
     /// dP[t][u] = dout[t] . v[u]          dS = P (dP - sum_u P dP)        (row t)
     /// dq[t] = scale sum_u dS[t][u] k[u]  dk[u] += scale sum_t dS[t][u] q[t]   dv[u] += sum_t P[t][u] dout[t]
     /// ```
+    ///
+    /// dP is one tiled product with the values transposed; every other sum runs in registers over
+    /// its rows (dq over u, dk and dv over t).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_backward<F: Real>(
         pool: &ThreadPool,
@@ -264,36 +359,49 @@ twin_fn! {
         for_each_unit(pool, shape, seqs, &|s, g, off| {
             let rows = seqs[s].clone();
             let t_len = rows.len();
-            // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of KV head g
-            // (dk, dv) and of its query heads (dq).
-            let krow = |u: usize| unsafe { (dk_ptr.slice((rows.start + u) * kw + g * dh, dh), dv_ptr.slice((rows.start + u) * kw + g * dh, dh)) };
-            for u in 0..t_len {
-                let (a, b) = krow(u);
-                a.iter_mut().for_each(|x| *x = F::ZERO);
-                b.iter_mut().for_each(|x| *x = F::ZERO);
-            }
-            let mut ds = vec![F::ZERO; t_len];
+            let (vt, ldt) = transpose_rows(&v[rows.start * kw + g * dh..], kw, t_len, dh);
+            // dS of one head (T, ldt), and its transpose and P's (T, T) for the sums over t.
+            let mut ds = vec![F::ZERO; t_len * ldt];
+            let mut ds_t = vec![F::ZERO; t_len * t_len];
+            let mut p_t = vec![F::ZERO; t_len * t_len];
+            // dk and dv of the group (T, Dh), summed over its heads, written at the end.
+            let mut dk_g = vec![F::ZERO; t_len * dh];
+            let mut dv_g = vec![F::ZERO; t_len * dh];
             for h in g * group..(g + 1) * group {
                 let p_h = &probs[off + h * t_len * t_len..][..t_len * t_len];
+                let dout_h = &dout[rows.start * qw + h * dh..];
+                dots_transposed(dout_h, qw, t_len, dh, &vt, ldt, &mut ds, ldt);
                 for t in 0..t_len {
                     let p = &p_h[t * t_len..][..=t];
-                    let dout_t = &dout[(rows.start + t) * qw + h * dh..][..dh];
+                    let dp = &mut ds[t * ldt..][..=t];
                     let mut sum = F::ZERO;
-                    for u in 0..=t {
-                        ds[u] = dot(dout_t, &v[(rows.start + u) * kw + g * dh..][..dh]);
-                        sum += p[u] * ds[u];
+                    for (&pu, &dpu) in p.iter().zip(dp.iter()) {
+                        sum += pu * dpu;
                     }
+                    for (d, &pu) in dp.iter_mut().zip(p) {
+                        *d = pu * (*d - sum) * scale;
+                    }
+                    // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of its
+                    // query heads (dq).
                     let dqt = unsafe { dq_ptr.slice((rows.start + t) * qw + h * dh, dh) };
-                    dqt.iter_mut().for_each(|x| *x = F::ZERO);
-                    let qt = &q[(rows.start + t) * qw + h * dh..][..dh];
+                    weighted_rows(dp, &k[rows.start * kw + g * dh..], kw, dh, dqt, false);
                     for u in 0..=t {
-                        let d = p[u] * (ds[u] - sum) * scale;
-                        axpy(d, &k[(rows.start + u) * kw + g * dh..][..dh], dqt);
-                        let (dku, dvu) = krow(u);
-                        axpy(d, qt, dku);
-                        axpy(p[u], dout_t, dvu);
+                        ds_t[u * t_len + t] = dp[u];
+                        p_t[u * t_len + t] = p[u];
                     }
                 }
+                let q_h = &q[rows.start * qw + h * dh..];
+                for u in 0..t_len {
+                    // dk[u] += sum over t >= u of dS[t][u] q[t]; dv[u] += sum of P[t][u] dout[t].
+                    weighted_rows(&ds_t[u * t_len + u..(u + 1) * t_len], &q_h[u * qw..], qw, dh, &mut dk_g[u * dh..(u + 1) * dh], true);
+                    weighted_rows(&p_t[u * t_len + u..(u + 1) * t_len], &dout_h[u * qw..], qw, dh, &mut dv_g[u * dh..(u + 1) * dh], true);
+                }
+            }
+            for u in 0..t_len {
+                // SAFETY: unit (s, g) alone writes the rows of sequence s in the columns of KV head g.
+                let (dku, dvu) = unsafe { (dk_ptr.slice((rows.start + u) * kw + g * dh, dh), dv_ptr.slice((rows.start + u) * kw + g * dh, dh)) };
+                dku.copy_from_slice(&dk_g[u * dh..(u + 1) * dh]);
+                dvu.copy_from_slice(&dv_g[u * dh..(u + 1) * dh]);
             }
         });
     }
