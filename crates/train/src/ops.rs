@@ -43,17 +43,20 @@ macro_rules! twin_fn {
 #[allow(clippy::needless_range_loop)]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     debug_assert_eq!(a.len(), b.len());
-    let mut wide = [F::ZERO; 32];
+    let mut wide = [[F::ZERO; 8]; 4];
     let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
-        for i in 0..32 {
-            wide[i] += x[i] * y[i];
+        let (x, y): (&[F; 32], &[F; 32]) = (x.try_into().expect("32 values"), y.try_into().expect("32 values"));
+        for c in 0..4 {
+            for i in 0..8 {
+                wide[c][i] += x[8 * c + i] * y[8 * c + i];
+            }
         }
     }
     let mut lanes = [F::ZERO; 8];
     for i in 0..8 {
-        lanes[i] = (wide[i] + wide[i + 16]) + (wide[i + 8] + wide[i + 24]);
+        lanes[i] = (wide[0][i] + wide[2][i]) + (wide[1][i] + wide[3][i]);
     }
     let (ac, bc) = (ar.chunks_exact(8), br.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
