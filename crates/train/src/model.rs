@@ -19,6 +19,7 @@ use crate::lora::{Adapter, LoraConfig, LoraPair, Target};
 use crate::ops::{self, AttnShape};
 use crate::real::{FrozenFormat, Real};
 use kernels::loss::IGNORE_INDEX;
+use kernels::pool::SharedMut;
 use kernels::{Level, ThreadPool};
 use model::{Llama, LlamaConfig, ModelError};
 use std::ops::Range;
@@ -299,6 +300,47 @@ impl<F: Real> TrainModel<F> {
         self.pool.n_threads()
     }
 
+    /// [`ops::rms_norm_forward`] over rows of width D, the rows split over the pool.
+    fn rms_norm_rows(&self, x: &[F], w: &[f32], y: &mut [F], rstd: &mut [F]) {
+        let (d, eps) = (w.len(), self.config.rms_eps);
+        let (y, rstd) = (SharedMut::new(y), SharedMut::new(rstd));
+        on_rows(&self.pool, x.len() / d, &|r| {
+            // SAFETY: each thread writes only its own rows.
+            let (y, rstd) = unsafe { (y.slice(r.start * d, r.len() * d), rstd.slice(r.start, r.len())) };
+            ops::rms_norm_forward(&x[r.start * d..r.end * d], w, eps, y, rstd)
+        });
+    }
+
+    /// [`ops::rms_norm_backward_add`] over rows of width D, the rows split over the pool.
+    fn rms_norm_backward_rows(&self, dy: &[F], x: &[F], w: &[f32], rstd: &[F], dx: &mut [F]) {
+        let d = w.len();
+        let dx = SharedMut::new(dx);
+        on_rows(&self.pool, x.len() / d, &|r| {
+            // SAFETY: each thread writes only its own rows.
+            let dx = unsafe { dx.slice(r.start * d, r.len() * d) };
+            ops::rms_norm_backward_add(&dy[r.start * d..r.end * d], &x[r.start * d..r.end * d], w, &rstd[r.clone()], dx)
+        });
+    }
+
+    /// [`ops::swiglu_forward`], the values split over the pool.
+    fn swiglu_rows(&self, g: &[F], u: &[F], a: &mut [F]) {
+        let a = SharedMut::new(a);
+        on_rows(&self.pool, g.len(), &|r| {
+            // SAFETY: each thread writes only its own values.
+            ops::swiglu_forward(&g[r.clone()], &u[r.clone()], unsafe { a.slice(r.start, r.len()) })
+        });
+    }
+
+    /// [`ops::swiglu_backward`], the values split over the pool.
+    fn swiglu_backward_rows(&self, da: &[F], g: &[F], u: &[F], dg: &mut [F], du: &mut [F]) {
+        let (dg, du) = (SharedMut::new(dg), SharedMut::new(du));
+        on_rows(&self.pool, g.len(), &|r| {
+            // SAFETY: each thread writes only its own values.
+            let (dg, du) = unsafe { (dg.slice(r.start, r.len()), du.slice(r.start, r.len())) };
+            ops::swiglu_backward(&da[r.clone()], &g[r.clone()], &u[r.clone()], dg, du)
+        });
+    }
+
     fn attn_shape(&self) -> AttnShape {
         AttnShape { n_head: self.config.n_head, n_head_kv: self.config.n_head_kv, head_dim: self.config.head_dim }
     }
@@ -404,7 +446,7 @@ impl<F: Real> TrainModel<F> {
             s.x = x;
             resize(&mut s.rstd1, n);
             resize(&mut s.xn1, n * d);
-            ops::rms_norm_forward(&s.x, &lw.attn_norm, c.rms_eps, &mut s.xn1, &mut s.rstd1);
+            self.rms_norm_rows(&s.x, &lw.attn_norm, &mut s.xn1, &mut s.rstd1);
             resize(&mut s.q, n * qd);
             resize(&mut s.k, n * kvd);
             resize(&mut s.v, n * kvd);
@@ -424,13 +466,13 @@ impl<F: Real> TrainModel<F> {
             }
             resize(&mut s.rstd2, n);
             resize(&mut s.xn2, n * d);
-            ops::rms_norm_forward(&s.h, &lw.ffn_norm, c.rms_eps, &mut s.xn2, &mut s.rstd2);
+            self.rms_norm_rows(&s.h, &lw.ffn_norm, &mut s.xn2, &mut s.rstd2);
             resize(&mut s.g, n * f);
             resize(&mut s.u, n * f);
             self.linear(l, Target::Gate, params, &s.xn2, n, &mut s.g, ug, &s.masks[4]);
             self.linear(l, Target::Up, params, &s.xn2, n, &mut s.u, uu, &s.masks[5]);
             resize(&mut s.a, n * f);
-            ops::swiglu_forward(&s.g, &s.u, &mut s.a);
+            self.swiglu_rows(&s.g, &s.u, &mut s.a);
             let mut next = vec![F::ZERO; n * d];
             self.linear(l, Target::Down, params, &s.a, n, &mut next, ud, &s.masks[6]);
             for (nv, &hv) in next.iter_mut().zip(&s.h) {
@@ -441,7 +483,7 @@ impl<F: Real> TrainModel<F> {
         acts.x_final = x;
         resize(&mut acts.rstd_final, n);
         resize(&mut acts.xn_final, n * d);
-        ops::rms_norm_forward(&acts.x_final, &self.output_norm, c.rms_eps, &mut acts.xn_final, &mut acts.rstd_final);
+        self.rms_norm_rows(&acts.x_final, &self.output_norm, &mut acts.xn_final, &mut acts.rstd_final);
     }
 
     /// The loss of the batch after [`TrainModel::forward`], and with `grads` (laid out like the
@@ -504,7 +546,7 @@ impl<F: Real> TrainModel<F> {
         let (qd, kvd, f) = (c.n_head * dh, c.n_head_kv * dh, c.n_ff);
         let shape = self.attn_shape();
         let mut dx = vec![F::ZERO; n * d];
-        ops::rms_norm_backward_add(dxn, &acts.x_final, &self.output_norm, &acts.rstd_final, &mut dx);
+        self.rms_norm_backward_rows(dxn, &acts.x_final, &self.output_norm, &acts.rstd_final, &mut dx);
         let mut tmp = Vec::new();
         let (mut da, mut dg, mut du) = (vec![F::ZERO; n * f], vec![F::ZERO; n * f], vec![F::ZERO; n * f]);
         let mut dxn2 = vec![F::ZERO; n * d];
@@ -516,12 +558,12 @@ impl<F: Real> TrainModel<F> {
             // dx is d(loss)/d(x_next) = dh through the residual, and dy of the down map.
             da.iter_mut().for_each(|x| *x = F::ZERO);
             self.linear_backward(l, Target::Down, params, s, &s.a, &dx, n, &mut da, grads, &mut tmp);
-            ops::swiglu_backward(&da, &s.g, &s.u, &mut dg, &mut du);
+            self.swiglu_backward_rows(&da, &s.g, &s.u, &mut dg, &mut du);
             dxn2.iter_mut().for_each(|x| *x = F::ZERO);
             self.linear_backward(l, Target::Gate, params, s, &s.xn2, &dg, n, &mut dxn2, grads, &mut tmp);
             self.linear_backward(l, Target::Up, params, s, &s.xn2, &du, n, &mut dxn2, grads, &mut tmp);
             // dh = dx + the norm's input gradient (kept in dx).
-            ops::rms_norm_backward_add(&dxn2, &s.h, &lw.ffn_norm, &s.rstd2, &mut dx);
+            self.rms_norm_backward_rows(&dxn2, &s.h, &lw.ffn_norm, &s.rstd2, &mut dx);
             do_.iter_mut().for_each(|x| *x = F::ZERO);
             self.linear_backward(l, Target::O, params, s, &s.o, &dx, n, &mut do_, grads, &mut tmp);
             ops::attention_backward(&self.pool, &shape, &batch.seqs, &s.q, &s.k, &s.v, &s.probs, &do_, &mut dq, &mut dk, &mut dv);
@@ -532,7 +574,7 @@ impl<F: Real> TrainModel<F> {
             self.linear_backward(l, Target::K, params, s, &s.xn1, &dk, n, &mut dxn1, grads, &mut tmp);
             self.linear_backward(l, Target::V, params, s, &s.xn1, &dv, n, &mut dxn1, grads, &mut tmp);
             // dx(block input) = dh + the attention norm's input gradient.
-            ops::rms_norm_backward_add(&dxn1, &s.x, &lw.attn_norm, &s.rstd1, &mut dx);
+            self.rms_norm_backward_rows(&dxn1, &s.x, &lw.attn_norm, &s.rstd1, &mut dx);
         }
     }
 }
@@ -542,4 +584,14 @@ fn split_two<'a, F>(v: &'a mut [F], a: &Range<usize>, b: &Range<usize>) -> (&'a 
     debug_assert!(a.end <= b.start);
     let (left, right) = v.split_at_mut(b.start);
     (&mut left[a.clone()], &mut right[..b.len()])
+}
+
+/// `f(rows)` for each thread's contiguous share of rows 0..n, on the pool.
+fn on_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    pool.run(&|i, nt| {
+        let rows = kernels::pool::split_range(n, i, nt);
+        if !rows.is_empty() {
+            f(rows)
+        }
+    });
 }
