@@ -39,7 +39,7 @@ macro_rules! twin_fn {
 
 /// a . b, in 32 independent lanes (four chains of 8, which the compiler vectorizes; one chain
 /// alone waits on its adds), then 8 lanes for the rest of the multiples of 8, then one by one.
-#[inline]
+#[inline(always)]
 #[allow(clippy::needless_range_loop)]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     debug_assert_eq!(a.len(), b.len());
@@ -73,7 +73,7 @@ pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
 }
 
 /// y += ((a0 x0 + a1 x1) + a2 x2) + a3 x3: four axpys in one pass over y.
-#[inline]
+#[inline(always)]
 pub fn axpy4<F: Real>(a: [F; 4], x: [&[F]; 4], y: &mut [F]) {
     let n = y.len();
     let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
@@ -83,7 +83,7 @@ pub fn axpy4<F: Real>(a: [F; 4], x: [&[F]; 4], y: &mut [F]) {
 }
 
 /// y += a * x.
-#[inline]
+#[inline(always)]
 pub fn axpy<F: Real>(a: F, x: &[F], y: &mut [F]) {
     for (yi, &xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
