@@ -508,9 +508,18 @@ impl<F: Real> TrainModel<F> {
                 rows[i * d..(i + 1) * d].copy_from_slice(&acts.xn_final[r * d..(r + 1) * d]);
             }
             F::matmul_nt(&self.pool, self.level, &self.head.fwd, &rows[..m * d], m, &mut logits[..m * v]);
-            for (i, &(_, target)) in chunk.iter().enumerate() {
-                let g = want_grad.then(|| &mut dlogits[i * v..(i + 1) * v]);
-                nll += F::cross_entropy(&logits[i * v..(i + 1) * v], target, scale, g);
+            // Rows split over the pool; their losses added in row order.
+            let mut row_nll = [0f64; HEAD_ROWS];
+            let (dl, nl) = (SharedMut::new(&mut dlogits[..m * v]), SharedMut::new(&mut row_nll[..m]));
+            on_rows(&self.pool, m, &|rows| {
+                for i in rows {
+                    // SAFETY: each thread writes only its own rows of dlogits and their losses.
+                    let g = want_grad.then(|| unsafe { dl.slice(i * v, v) });
+                    unsafe { nl.write(i, F::cross_entropy(&logits[i * v..(i + 1) * v], chunk[i].1, scale, g)) };
+                }
+            });
+            for x in &row_nll[..m] {
+                nll += x;
             }
             if want_grad {
                 F::matmul_nt(&self.pool, self.level, &self.head.bwd, &dlogits[..m * v], m, &mut drows[..m * d]);
