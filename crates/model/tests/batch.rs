@@ -143,8 +143,8 @@ fn forks_case(model: &Llama) {
     assert_eq!(pool.n_blocks() - pool.free_blocks(), 3);
     assert_eq!(a.blocks()[0], b.blocks()[0]);
     assert_ne!(a.blocks()[1], b.blocks()[1]);
-    assert_eq!(got.0, alone(&model, &p, &ta)[1..].to_vec());
-    assert_eq!(got.1, alone(&model, &p, &tb)[1..].to_vec());
+    assert_eq!(got.0, alone(model, &p, &ta)[1..].to_vec());
+    assert_eq!(got.1, alone(model, &p, &tb)[1..].to_vec());
     // Truncating back into the shared prefix and writing again copies nothing that is shared.
     pool.truncate(&mut b, KV_BLOCK - 1);
     assert_eq!(pool.n_blocks() - pool.free_blocks(), 2);

@@ -1,4 +1,5 @@
-//! Causal scaled dot-product attention with grouped-query heads over an f16 KV cache.
+//! Causal scaled dot-product attention with grouped-query heads over a KV cache of f16 values or
+//! Q8_0 blocks (`view.rs`; Q8_0 on the block order's kernel only).
 
 use crate::matmul::{Level, SumOrder};
 use crate::ops::exp_poly;
