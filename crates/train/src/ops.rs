@@ -259,42 +259,32 @@ fn dots_transposed<F: Real>(a: &[F], sa: usize, t_len: usize, dh: usize, bt: &[F
 /// 32 dimensions at a time (four independent chains of 8 lanes: one chain alone waits on its
 /// adds), then 8 at a time, the last Dh % 8 one by one; each sum in u order, in registers.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
 fn weighted_rows<F: Real>(w: &[F], x: &[F], sx: usize, dh: usize, o: &mut [F], add: bool) {
-    const WIDE: usize = 4 * TILE_COLS;
-    let put = |o: &mut F, a: F| *o = if add { *o + a } else { a };
-    let wide = dh - dh % WIDE;
-    for d0 in (0..wide).step_by(WIDE) {
-        let mut acc = [F::ZERO; WIDE];
-        for (u, &wu) in w.iter().enumerate() {
-            let xu: &[F; WIDE] = x[u * sx + d0..][..WIDE].try_into().expect("32 values");
-            for l in 0..WIDE {
-                acc[l] += wu * xu[l];
-            }
-        }
-        for (o, &a) in o[d0..d0 + WIDE].iter_mut().zip(&acc) {
-            put(o, a);
-        }
+    let (wide, whole) = (dh - dh % (4 * TILE_COLS), dh - dh % TILE_COLS);
+    for d0 in (0..wide).step_by(4 * TILE_COLS) {
+        weighted_chunk::<F, { 4 * TILE_COLS }>(w, x, sx, d0, o, add);
     }
-    let whole = dh - dh % TILE_COLS;
     for d0 in (wide..whole).step_by(TILE_COLS) {
-        let mut acc = [F::ZERO; TILE_COLS];
-        for (u, &wu) in w.iter().enumerate() {
-            let xu: &[F; TILE_COLS] = x[u * sx + d0..][..TILE_COLS].try_into().expect("8 values");
-            for l in 0..TILE_COLS {
-                acc[l] += wu * xu[l];
-            }
-        }
-        for (o, &a) in o[d0..d0 + TILE_COLS].iter_mut().zip(&acc) {
-            put(o, a);
-        }
+        weighted_chunk::<F, TILE_COLS>(w, x, sx, d0, o, add);
     }
     for d in whole..dh {
-        let mut acc = F::ZERO;
-        for (u, &wu) in w.iter().enumerate() {
-            acc += wu * x[u * sx + d];
+        weighted_chunk::<F, 1>(w, x, sx, d, o, add);
+    }
+}
+
+/// Dimensions d0..d0 + W of [`weighted_rows`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn weighted_chunk<F: Real, const W: usize>(w: &[F], x: &[F], sx: usize, d0: usize, o: &mut [F], add: bool) {
+    let mut acc = [F::ZERO; W];
+    for (u, &wu) in w.iter().enumerate() {
+        let xu: &[F; W] = x[u * sx + d0..][..W].try_into().expect("W values");
+        for l in 0..W {
+            acc[l] += wu * xu[l];
         }
-        put(&mut o[d], acc);
+    }
+    for (o, &a) in o[d0..d0 + W].iter_mut().zip(&acc) {
+        *o = if add { *o + a } else { a };
     }
 }
 
