@@ -8,7 +8,9 @@ Writes OUT.bin: u32 n_tokens, u32 n_vocab, u32 tokens[n_tokens], f32 logits[n_to
 The sequence is the prompt (special tokens parsed, BOS first when the model adds one) followed by
 N_GREEDY llama.cpp greedy tokens. With `fa` llama.cpp runs with flash attention on (else off);
 the logits come from one batch of the whole sequence, or with `decode` from one call per token.
+With LORA=ADAPTER.gguf in the environment llama.cpp applies that adapter (`lora_path`).
 """
+import os
 import struct
 import sys
 
@@ -18,7 +20,7 @@ from llama_cpp import Llama
 model, out, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
 n_greedy = int(sys.argv[4]) if len(sys.argv) > 4 else 32
 flash = "fa" in sys.argv[5:]
-llm = Llama(model_path=model, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=flash)
+llm = Llama(model_path=model, n_ctx=512, n_threads=2, logits_all=True, verbose=False, flash_attn=flash, lora_path=os.environ.get("LORA"))
 tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
 llm.eval(tokens)
 for _ in range(n_greedy):

@@ -4,7 +4,8 @@
 //! cargo run --release -p ferrolm --example compare_logits -- MODEL DUMP.bin [decode]
 //!
 //! With `decode` ferrolm runs one token per call (the dump must then come from one-token calls
-//! too: `dump_llama_cpp_logits.py ... decode`).
+//! too: `dump_llama_cpp_logits.py ... decode`). With `LORA=ADAPTER.gguf` in the environment both
+//! sides apply that adapter. Run with `FERROLM_SUM_ORDER=llama-cpp` for llama.cpp's order.
 
 use model::{Llama, Logits};
 
@@ -14,7 +15,12 @@ fn main() {
         eprintln!("usage: compare_logits MODEL DUMP.bin [decode]");
         std::process::exit(2);
     }
-    let model = Llama::open(&args[1], 2).unwrap_or_else(|e| panic!("{e}"));
+    let mut model = Llama::open(&args[1], 2).unwrap_or_else(|e| panic!("{e}"));
+    if let Ok(path) = std::env::var("LORA") {
+        let dims = train::adapter::ModelDims::from_config(&model.config);
+        let adapter = train::adapter::load(std::path::Path::new(&path), &dims).unwrap_or_else(|e| panic!("{path}: {e}"));
+        model.set_lora(Some(adapter.to_lora_set(1.0))).unwrap_or_else(|e| panic!("{e}"));
+    }
     let bytes = std::fs::read(&args[2]).unwrap_or_else(|e| panic!("{}: {e}", args[2]));
     let word = |i: usize| u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     let (n, v) = (word(0) as usize, word(1) as usize);

@@ -75,12 +75,36 @@ impl LoraSet {
     }
 }
 
-/// y (T, out) += scale * (x (T, in) A^T) B^T, rows split over the pool.
+/// y (T, out) += scale * (x (T, in) A^T) B^T, rows split over the pool, in llama.cpp's
+/// arithmetic (its graph: `res + scale(B (A x))`; ggml's f32 products): u = A x, each dot product
+/// in tinyBLAS's order when the call has several tokens and `in` is a multiple of 16 (16 lanes of
+/// fused multiply-adds, then the lane tree of `_mm512_reduce_add_ps`), else in
+/// `ggml_vec_dot_f32`'s (four banks of 16 lanes over multiples of 64, banks (0+2) + (1+3), the
+/// lane tree, then the rest one fused multiply-add at a time); v = B u in `ggml_vec_dot_f32`'s
+/// order; then y + v * scale, rounded at each step. (llama.cpp built with AVX-512.)
 pub(crate) fn lora_add(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], t: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if kernels::Level::current() >= kernels::Level::Avx2 {
+        // SAFETY: these levels are only chosen on CPUs with AVX2 and FMA.
+        return unsafe { lora_add_fma(pool, map, scale, x, t, y) };
+    }
+    lora_add_with(pool, map, scale, x, t, y)
+}
+
+/// [`lora_add`] compiled with FMA (its `mul_add`s are otherwise library calls): the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lora_add_fma(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], t: usize, y: &mut [f32]) {
+    lora_add_with(pool, map, scale, x, t, y)
+}
+
+#[inline(always)]
+fn lora_add_with(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], t: usize, y: &mut [f32]) {
     let r = map.rank;
     let n_in = map.a.len() / r;
     let n_out = map.b.len() / r;
     debug_assert_eq!((x.len(), y.len()), (t * n_in, t * n_out));
+    let tiled = t > 1 && n_in.is_multiple_of(LANES);
     let out = SharedMut::new(y);
     pool.run(&|i, n| {
         let rows = split_range(t, i, n);
@@ -95,26 +119,57 @@ pub(crate) fn lora_add(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], 
         for row in rows {
             let xr = &x[row * n_in..(row + 1) * n_in];
             for (uj, aj) in u.iter_mut().zip(map.a.chunks_exact(n_in)) {
-                *uj = scale * dot(xr, aj);
+                *uj = if tiled { dot_tiled(aj, xr) } else { dot_banks(aj, xr) };
             }
             // SAFETY: thread i writes only its own rows of y.
             let yr = unsafe { out.slice(row * n_out, n_out) };
             for (yv, br) in yr.iter_mut().zip(map.b.chunks_exact(r)) {
-                *yv += dot(u, br);
+                *yv += dot_banks(br, u) * scale;
             }
         }
     });
 }
 
-/// a . b in 8 lanes (vectorizable).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+/// Lanes of ggml's AVX-512 f32 vectors.
+const LANES: usize = 16;
+
+/// `_mm512_reduce_add_ps`'s tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3).
+#[inline(always)]
+fn reduce16(v: &[f32; LANES]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|l| v[l + 8] + v[l]);
+    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+/// a . b (a multiple of 16 long) in tinyBLAS's order: 16 lanes of fused multiply-adds, reduced.
+#[inline(always)]
+fn dot_tiled(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    reduce16(&acc)
+}
+
+/// a . b in `ggml_vec_dot_f32`'s order (AVX-512): four banks of 16 lanes over the multiples of
+/// 64, banks (0+2) + (1+3), the lane tree, then the rest in order.
+#[inline(always)]
+fn dot_banks(a: &[f32], b: &[f32]) -> f32 {
+    let main = a.len() - a.len() % (4 * LANES);
+    let mut banks = [[0f32; LANES]; 4];
+    for (x, y) in a[..main].chunks_exact(4 * LANES).zip(b.chunks_exact(4 * LANES)) {
+        for (k, bank) in banks.iter_mut().enumerate() {
+            for l in 0..LANES {
+                bank[l] = x[k * LANES + l].mul_add(y[k * LANES + l], bank[l]);
+            }
+        }
+    }
+    let lanes: [f32; LANES] = std::array::from_fn(|l| (banks[0][l] + banks[2][l]) + (banks[1][l] + banks[3][l]));
+    let mut sum = reduce16(&lanes);
+    for (x, y) in a[main..].iter().zip(&b[main..]) {
+        sum = x.mul_add(*y, sum);
+    }
+    sum
 }

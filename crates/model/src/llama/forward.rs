@@ -270,17 +270,18 @@ impl Llama {
                 LayerView::F16(layer) => attend.run(layer, q, att, att_q, &mut s.att_scratch),
                 LayerView::Q8(layer) => attend.run(layer, q, att, att_q, &mut s.att_scratch),
             }
-            // x += Wo . att  (or x += rms(Wo . att) with a post-norm, through xn)
+            // x += Wo . att  (or x += rms(Wo . att) with a post-norm, through xn; with an adapter on
+            // o, x += (Wo . att + its LoRA term) through xn, as llama.cpp adds them)
+            let o_lora = self.lora.as_deref().and_then(|lora| Some((lora.scale, lora.layers[l][3].as_ref()?)));
             if let Some(post) = &b.post_attn_norm {
                 matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, xn);
                 add_normed(x, xn, post, c.rms_eps, &mut s.row[..d]);
+            } else if let Some((scale, map)) = o_lora {
+                matmul(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, xn);
+                lora_add(&self.pool, map, scale, att, t, xn);
+                add_inplace(x, xn);
             } else {
                 matmul_add(&self.pool, self.level, &self.mat(&b.wo), att, att_q, t, x);
-            }
-            if let Some(lora) = &self.lora {
-                if let Some(map) = &lora.layers[l][3] {
-                    lora_add(&self.pool, map, lora.scale, att, t, x);
-                }
             }
             // Feed-forward: x += Wdown . (silu(Wgate . rms(x)) * Wup . rms(x))
             rms_norm_quantize(&self.pool, x, &b.ffn_norm, c.rms_eps, xn, xq, t);
@@ -307,16 +308,16 @@ impl Llama {
             } else {
                 matmul_swiglu_q8(&self.pool, self.level, &self.mat(&b.w_gate), &self.mat(&b.w_up), xn, xq, t, gate, up, gate_q);
             }
+            let down_lora = self.lora.as_deref().and_then(|lora| Some((lora.scale, lora.layers[l][6].as_ref()?)));
             if let Some(post) = &b.post_ffw_norm {
                 matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, xn);
                 add_normed(x, xn, post, c.rms_eps, &mut s.row[..d]);
+            } else if let Some((scale, map)) = down_lora {
+                matmul(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, xn);
+                lora_add(&self.pool, map, scale, gate, t, xn);
+                add_inplace(x, xn);
             } else {
                 matmul_add(&self.pool, self.level, &self.mat(&b.w_down), gate, gate_q, t, x);
-            }
-            if let Some(lora) = &self.lora {
-                if let Some(map) = &lora.layers[l][6] {
-                    lora_add(&self.pool, map, lora.scale, gate, t, x);
-                }
             }
             // x (T, D) += Wdown . gate
         }
