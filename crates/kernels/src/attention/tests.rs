@@ -1,6 +1,7 @@
 //! Attention kernels against plain references and each other.
 
 use super::*;
+use half::f16;
 
 /// A contiguous cache: blocks of one position, identity table.
 fn identity(n: usize) -> Vec<u32> {
