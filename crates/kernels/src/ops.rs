@@ -365,6 +365,19 @@ fn swiglu_generic(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Sums 16 lanes as a tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3): the order of
+/// `_mm512_reduce_add_ps` (as GCC's headers write it), in which llama.cpp's AVX-512 build reduces
+/// its f32 and f16 dot products (attention's orders, and the LoRA products of `model::lora`).
+#[inline(always)]
+pub fn reduce16(v: &[f32]) -> f32 {
+    let mut t8 = [0f32; 8];
+    for l in 0..8 {
+        t8[l] = v[l + 8] + v[l];
+    }
+    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
 /// x (n) += y (n).
 pub fn add_inplace(x: &mut [f32], y: &[f32]) {
     debug_assert_eq!(x.len(), y.len());

@@ -8,6 +8,7 @@
 
 use crate::config::LlamaConfig;
 use crate::ModelError;
+use kernels::ops::reduce16;
 use kernels::pool::{split_range, SharedMut};
 use kernels::ThreadPool;
 
@@ -132,14 +133,6 @@ fn lora_add_with(pool: &ThreadPool, map: &LoraMap, scale: f32, x: &[f32], t: usi
 
 /// Lanes of ggml's AVX-512 f32 vectors.
 const LANES: usize = 16;
-
-/// `_mm512_reduce_add_ps`'s tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3).
-#[inline(always)]
-fn reduce16(v: &[f32; LANES]) -> f32 {
-    let t8: [f32; 8] = std::array::from_fn(|l| v[l + 8] + v[l]);
-    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
-}
 
 /// a . b (a multiple of 16 long) in tinyBLAS's order: 16 lanes of fused multiply-adds, reduced.
 #[inline(always)]

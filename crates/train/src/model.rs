@@ -35,12 +35,7 @@ pub struct Frozen<F: Real> {
 impl<F: Real> Frozen<F> {
     /// From W (out, in) row-major, its products in `format` (see [`FrozenFormat`]).
     pub fn new(w: &[f32], n_out: usize, n_in: usize, format: FrozenFormat, level: Level) -> Frozen<F> {
-        let mut t = vec![0f32; w.len()];
-        for o in 0..n_out {
-            for i in 0..n_in {
-                t[i * n_out + o] = w[o * n_in + i];
-            }
-        }
+        let t = ops::transpose(w, n_out, n_in);
         Frozen { fwd: F::prepare(w, n_out, n_in, format, level), bwd: F::prepare(&t, n_in, n_out, format, level), n_in }
     }
 }
@@ -304,7 +299,7 @@ impl<F: Real> TrainModel<F> {
     fn rms_norm_rows(&self, x: &[F], w: &[f32], y: &mut [F], rstd: &mut [F]) {
         let (d, eps) = (w.len(), self.config.rms_eps);
         let (y, rstd) = (SharedMut::new(y), SharedMut::new(rstd));
-        on_rows(&self.pool, x.len() / d, &|r| {
+        ops::par_rows(&self.pool, x.len() / d, &|r| {
             // SAFETY: each thread writes only its own rows.
             let (y, rstd) = unsafe { (y.slice(r.start * d, r.len() * d), rstd.slice(r.start, r.len())) };
             ops::rms_norm_forward(&x[r.start * d..r.end * d], w, eps, y, rstd)
@@ -315,7 +310,7 @@ impl<F: Real> TrainModel<F> {
     fn rms_norm_backward_rows(&self, dy: &[F], x: &[F], w: &[f32], rstd: &[F], dx: &mut [F]) {
         let d = w.len();
         let dx = SharedMut::new(dx);
-        on_rows(&self.pool, x.len() / d, &|r| {
+        ops::par_rows(&self.pool, x.len() / d, &|r| {
             // SAFETY: each thread writes only its own rows.
             let dx = unsafe { dx.slice(r.start * d, r.len() * d) };
             ops::rms_norm_backward_add(&dy[r.start * d..r.end * d], &x[r.start * d..r.end * d], w, &rstd[r.clone()], dx)
@@ -325,7 +320,7 @@ impl<F: Real> TrainModel<F> {
     /// [`ops::swiglu_forward`], the values split over the pool.
     fn swiglu_rows(&self, g: &[F], u: &[F], a: &mut [F]) {
         let a = SharedMut::new(a);
-        on_rows(&self.pool, g.len(), &|r| {
+        ops::par_rows(&self.pool, g.len(), &|r| {
             // SAFETY: each thread writes only its own values.
             ops::swiglu_forward(&g[r.clone()], &u[r.clone()], unsafe { a.slice(r.start, r.len()) })
         });
@@ -334,7 +329,7 @@ impl<F: Real> TrainModel<F> {
     /// [`ops::swiglu_backward`], the values split over the pool.
     fn swiglu_backward_rows(&self, da: &[F], g: &[F], u: &[F], dg: &mut [F], du: &mut [F]) {
         let (dg, du) = (SharedMut::new(dg), SharedMut::new(du));
-        on_rows(&self.pool, g.len(), &|r| {
+        ops::par_rows(&self.pool, g.len(), &|r| {
             // SAFETY: each thread writes only its own values.
             let (dg, du) = unsafe { (dg.slice(r.start, r.len()), du.slice(r.start, r.len())) };
             ops::swiglu_backward(&da[r.clone()], &g[r.clone()], &u[r.clone()], dg, du)
@@ -511,7 +506,7 @@ impl<F: Real> TrainModel<F> {
             // Rows split over the pool; their losses added in row order.
             let mut row_nll = [0f64; HEAD_ROWS];
             let (dl, nl) = (SharedMut::new(&mut dlogits[..m * v]), SharedMut::new(&mut row_nll[..m]));
-            on_rows(&self.pool, m, &|rows| {
+            ops::par_rows(&self.pool, m, &|rows| {
                 for i in rows {
                     // SAFETY: each thread writes only its own rows of dlogits and their losses.
                     let g = want_grad.then(|| unsafe { dl.slice(i * v, v) });
@@ -593,14 +588,4 @@ fn split_two<'a, F>(v: &'a mut [F], a: &Range<usize>, b: &Range<usize>) -> (&'a 
     debug_assert!(a.end <= b.start);
     let (left, right) = v.split_at_mut(b.start);
     (&mut left[a.clone()], &mut right[..b.len()])
-}
-
-/// `f(rows)` for each thread's contiguous share of rows 0..n, on the pool.
-fn on_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    pool.run(&|i, nt| {
-        let rows = kernels::pool::split_range(n, i, nt);
-        if !rows.is_empty() {
-            f(rows)
-        }
-    });
 }

@@ -424,7 +424,7 @@ twin_fn! {
 }
 
 /// Runs `f(rows)` on the pool over `n` rows split in contiguous ranges, one per thread.
-fn par_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+pub(crate) fn par_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     pool.run(&|i, nt| {
         let rows = kernels::pool::split_range(n, i, nt);
         if !rows.is_empty() {
@@ -472,7 +472,7 @@ twin_fn! {
 }
 
 /// m (rows, cols) row-major -> (cols, rows).
-fn transpose<F: Real>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
+pub(crate) fn transpose<F: Real>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
     let mut t = vec![F::ZERO; m.len()];
     for (i, row) in m.chunks_exact(cols).enumerate() {
         for (j, &v) in row.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! the single-pass online kernel of this order.
 
 use super::KvView;
-use crate::ops::exp_poly;
+use crate::ops::{exp_poly, reduce16};
 use half::f16;
 
 /// Width of the accumulators of the attention products (see [`reduce16`]).
@@ -26,17 +26,6 @@ pub(super) enum Order {
     /// Element i goes to bank (i % 64) / 16, lane i % 16; banks summed (0+2) + (1+3), then
     /// [`reduce16`]; a tail past a multiple of 64 is added one by one in f64.
     Vector,
-}
-
-/// Sums 16 lanes as a tree: lanes l and l+8, then l and l+4, then (0+2) + (1+3).
-#[inline(always)]
-pub(super) fn reduce16(v: &[f32]) -> f32 {
-    let mut t8 = [0f32; 8];
-    for l in 0..8 {
-        t8[l] = v[l + 8] + v[l];
-    }
-    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
 /// Sums 4 banks of 16 lanes (64 floats) in the [`Order::Vector`] order.
