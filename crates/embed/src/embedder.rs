@@ -8,7 +8,7 @@ use tokenizer::hf::HfTokenizer;
 
 use crate::config::Pipeline;
 use crate::pooling::l2_normalize;
-use crate::{Bert, BertConfig, EmbedError, Pooling};
+use crate::{Bert, BertConfig, EmbedError, Pooling, Precision};
 
 /// Tokens per forward call at most: bounds the work buffers (T x (6D + F) floats with the
 /// output, 63 MB for MiniLM at 4096) while keeping every matrix product many tokens tall. A text is never split;
@@ -32,8 +32,14 @@ pub struct SentenceEmbedder {
 
 impl SentenceEmbedder {
     /// Loads the folder `dir`: modules.json, the encoder's config.json, model.safetensors and
-    /// tokenizer.json, sentence_bert_config.json when present, and the Pooling module's config.
+    /// tokenizer.json, sentence_bert_config.json when present, and the Pooling module's config;
+    /// the linear layers in the precision [`Precision::auto`] chooses for this machine.
     pub fn load(dir: &Path) -> Result<SentenceEmbedder, EmbedError> {
+        SentenceEmbedder::load_with(dir, Precision::auto())
+    }
+
+    /// [`Self::load`] with the linear layers in `precision`.
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<SentenceEmbedder, EmbedError> {
         let pipeline = Pipeline::load(dir)?;
         let tdir = &pipeline.transformer_dir;
         let config_path = tdir.join("config.json");
@@ -52,7 +58,7 @@ impl SentenceEmbedder {
             let message = format!("max_seq_length {max_seq_length} leaves no room for text between {} special tokens", prefix.len() + suffix.len());
             return Err(EmbedError::Config { path: tdir.join("sentence_bert_config.json"), message });
         }
-        let bert = Bert::load(&tdir.join("model.safetensors"), config)?;
+        let bert = Bert::load(&tdir.join("model.safetensors"), config, precision)?;
         Ok(SentenceEmbedder {
             tokenizer,
             bert,

@@ -38,6 +38,9 @@ pub enum EmbedError {
     /// A flat batch whose sequence bounds or output buffer do not fit its tokens.
     #[error("bad batch: {0}")]
     Batch(String),
+    /// A precision this machine cannot run.
+    #[error("{0}")]
+    Precision(String),
     /// The default model could not be fetched.
     #[error("could not fetch the embedding model: {0}")]
     Fetch(String),

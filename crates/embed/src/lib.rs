@@ -36,7 +36,7 @@ pub mod fetch;
 mod pooling;
 pub mod testing;
 
-pub use bert::Bert;
+pub use bert::{Bert, Precision};
 pub use config::{BertConfig, Pipeline};
 pub use embedder::{SentenceEmbedder, TOKEN_BUDGET};
 pub use error::EmbedError;
