@@ -22,7 +22,7 @@
 //! compositions (tested).
 
 use crate::matmul::Level;
-use crate::ops::exp_poly_parts;
+use crate::ops::exp_poly_parts_int;
 use crate::pool::{split_range, SharedMut, ThreadPool};
 
 /// Keys per vector of scores: the transposed keys' rows are padded to a multiple of this.
@@ -183,12 +183,15 @@ struct Values<'a> {
 /// polynomial's parts stay meaningful; the scaling by 2^n in f64 rounds once, as exp_poly does.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
-    let x = if x.is_nan() { x } else { x.max(-120.0) };
-    let (n, j) = exp_poly_parts(x);
-    // n is in [-174, 0] here (or NaN, cast to 0 with j NaN): 2^n from its exponent bits, through
-    // i32 so that the conversions vectorize.
-    let two_n = f64::from_bits(((n as i32 + 1023) as u32 as u64) << 52);
-    (j as f64 * two_n) as f32
+    let (n, j) = exp_poly_parts_int(x.max(-120.0));
+    // n is in [-174, 0] here: 2^n from its exponent bits.
+    let two_n = f64::from_bits(((n + 1023) as u32 as u64) << 52);
+    let e = (j as f64 * two_n) as f32;
+    if x.is_nan() {
+        x
+    } else {
+        e
+    }
 }
 
 /// acc[l] = fma(a, b[l], acc[l]) for the 16 lanes.

@@ -317,6 +317,18 @@ pub(crate) fn exp_poly_parts(x: f32) -> (f32, f32) {
     (n, j)
 }
 
+/// [`exp_poly_parts`] with n as an integer, read from the bits of the rounding step (z = x log2e
+/// + 1.5 * 2^23 holds n + 2^22 in its low mantissa bits, exactly while |n| < 2^22) rather than
+/// converted from a float: no saturating conversion, so the scaling by 2^n vectorizes on every
+/// level. For NaN x, n is meaningless and j is NaN.
+#[inline(always)]
+pub(crate) fn exp_poly_parts_int(x: f32) -> (i32, f32) {
+    const SHIFT: f32 = 12582912.0;
+    let (n, j) = exp_poly_parts(x);
+    let z = n + SHIFT; // exact: the z of exp_poly_parts
+    ((z.to_bits() as i32) - (SHIFT.to_bits() as i32), j)
+}
+
 /// SiLU, `x * sigmoid(x)`, as `x / (1 + e^-x)` with [`exp_poly`].
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {
