@@ -1,7 +1,7 @@
 //! `ferrolm index build` and `ferrolm index query`: an exact cosine top-K index over embeddings,
 //! in one memory-mapped file (the `retrieve` crate).
 
-use crate::embed_cmd::{level, thread_pool, EmbedModelArgs, Embedder};
+use crate::embed_cmd::{level, thread_pool, EmbedModelArgs, Embedder, PrecisionArg};
 use crate::vectors_io::{counting_progress, is_npy, progress, read_all_vectors, read_texts, read_vectors, AtomicFile, Vectors};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
@@ -45,6 +45,9 @@ pub(crate) struct BuildArgs {
     /// Threads for the kernels (default: all cores)
     #[arg(long, short = 't')]
     threads: Option<usize>,
+    /// With text: the encoder's linear layers, auto (bf16 where Intel AMX runs it), f32 or bf16
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
 }
 
 #[derive(Args)]
@@ -75,6 +78,9 @@ pub(crate) struct QueryArgs {
     /// Threads for the kernels (default: all cores)
     #[arg(long, short = 't')]
     threads: Option<usize>,
+    /// With text: the encoder's linear layers, auto (bf16 where Intel AMX runs it), f32 or bf16
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
 }
 
 pub(crate) fn cmd_index(command: &IndexCommand) -> Result<()> {
@@ -93,7 +99,7 @@ fn cmd_build(args: &BuildArgs) -> Result<()> {
         if texts.is_empty() {
             bail!("{} holds no texts to index", input.display());
         }
-        let embedder = Embedder::open(&EmbedModelArgs { model: args.model.clone(), threads: args.threads })?;
+        let embedder = Embedder::open(&EmbedModelArgs { model: args.model.clone(), threads: args.threads, precision: args.precision })?;
         let mut index = IndexWriter::new(writer, embedder.dim(), &embedder.name).with_context(context)?;
         let mut row = 0;
         embedder.embed_chunks(&texts, "indexing", |vectors| {
@@ -204,7 +210,7 @@ fn query_embedder(args: &QueryArgs, index: &VectorIndex) -> Result<Embedder> {
     if args.model.is_none() && model != embed::fetch::DEFAULT_MODEL_DIR {
         bail!("{idx} was built with the model {model:?}: pass its folder with --model DIR to query with text, or query with --vectors made by it");
     }
-    let embedder = Embedder::open(&EmbedModelArgs { model: args.model.clone(), threads: args.threads })?;
+    let embedder = Embedder::open(&EmbedModelArgs { model: args.model.clone(), threads: args.threads, precision: args.precision })?;
     if embedder.name != model {
         bail!(
             "{idx} was built with the model {model:?}, but the text would be embedded with {:?}: their vectors are not comparable; pass the index's model with --model DIR, or query with --vectors",

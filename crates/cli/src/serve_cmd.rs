@@ -1,7 +1,7 @@
 //! `ferrolm serve`: the OpenAI-compatible HTTP server over the engine.
 
 use crate::args::RunArgs;
-use crate::embed_cmd::{EmbedModelArgs, Embedder};
+use crate::embed_cmd::{EmbedModelArgs, Embedder, PrecisionArg};
 use crate::load::open_model;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -76,12 +76,14 @@ pub(crate) fn cmd_serve(args: &ServeArgs) -> Result<()> {
         None => None,
         Some(dir) => {
             let model = (dir.as_os_str() != "default").then(|| dir.clone());
-            let e = Embedder::open(&EmbedModelArgs { model, threads: args.run.threads }).context("--embedding-model")?;
+            let e =
+                Embedder::open(&EmbedModelArgs { model, threads: args.run.threads, precision: PrecisionArg::Auto }).context("--embedding-model")?;
             eprintln!(
-                "ferrolm serve: embeddings with {} | {} dimensions, up to {} tokens per text, {} threads",
+                "ferrolm serve: embeddings with {} | {} dimensions, up to {} tokens per text, {} products, {} threads",
                 e.name,
                 e.dim(),
                 e.model.max_seq_length(),
+                e.model.bert().precision().name(),
                 e.pool.n_threads()
             );
             Some(e)

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use embed::{Pooling, SentenceEmbedder};
+use embed::{Pooling, Precision, SentenceEmbedder};
 use kernels::{Level, ThreadPool};
 use serde::Deserialize;
 
@@ -30,9 +30,22 @@ fn fixture() -> Fixture {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The model in the precision this machine picks by default (bf16 where AMX runs it).
 fn model() -> Option<SentenceEmbedder> {
     let dir = embed::fetch::model_for_tests()?;
     Some(SentenceEmbedder::load(&dir).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The model in every precision this machine runs: f32, and bf16 where AMX runs it.
+fn models() -> Vec<SentenceEmbedder> {
+    let Some(dir) = embed::fetch::model_for_tests() else { return vec![] };
+    let mut precisions = vec![Precision::F32];
+    if kernels::bf16mat::amx_available() {
+        precisions.push(Precision::Bf16);
+    } else {
+        eprintln!("no AMX here: the bf16 precision is not checked against sentence-transformers");
+    }
+    precisions.into_iter().map(|p| SentenceEmbedder::load_with(&dir, p).unwrap_or_else(|e| panic!("{e}"))).collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -44,26 +57,28 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn minilm_matches_sentence_transformers() {
-    let Some(model) = model() else { return };
     let fixture = fixture();
-    assert_eq!((model.max_seq_length(), model.pooling(), model.normalizes(), model.dim()), (fixture.max_seq_length, Pooling::Mean, true, 384));
-    let texts: Vec<&str> = fixture.cases.iter().map(|c| c.text.as_str()).collect();
-    let pool = ThreadPool::new(2);
-    let got = model.embed(&pool, &texts).unwrap();
-    let mut worst = (f64::INFINITY, "");
-    for (case, emb) in fixture.cases.iter().zip(&got) {
-        // The ids first: a tokenizer or truncation difference would show up as a low cosine.
-        assert_eq!(model.tokenize(&case.text), case.ids, "ids of {:?}", case.text);
-        let c = cosine(emb, &case.embedding);
-        let norm: f64 = emb.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5, "{:?}: norm {norm}", case.text);
-        if c < worst.0 {
-            worst = (c, &case.text);
+    for model in models() {
+        let precision = model.bert().precision();
+        assert_eq!((model.max_seq_length(), model.pooling(), model.normalizes(), model.dim()), (fixture.max_seq_length, Pooling::Mean, true, 384));
+        let texts: Vec<&str> = fixture.cases.iter().map(|c| c.text.as_str()).collect();
+        let pool = ThreadPool::new(2);
+        let got = model.embed(&pool, &texts).unwrap();
+        let mut worst = (f64::INFINITY, "");
+        for (case, emb) in fixture.cases.iter().zip(&got) {
+            // The ids first: a tokenizer or truncation difference would show up as a low cosine.
+            assert_eq!(model.tokenize(&case.text), case.ids, "ids of {:?}", case.text);
+            let c = cosine(emb, &case.embedding);
+            let norm: f64 = emb.iter().map(|x| *x as f64 * *x as f64).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{:?}: norm {norm}", case.text);
+            if c < worst.0 {
+                worst = (c, &case.text);
+            }
         }
+        let short: String = worst.1.chars().take(40).collect();
+        eprintln!("{}: minimum cosine over {} texts: 1 - {:.3e} ({short:?})", precision.name(), fixture.cases.len(), 1.0 - worst.0);
+        assert!(worst.0 >= 0.9999, "{}: cosine {} for {short:?}", precision.name(), worst.0);
     }
-    let short: String = worst.1.chars().take(40).collect();
-    eprintln!("minimum cosine over {} texts: 1 - {:.3e} ({short:?})", fixture.cases.len(), 1.0 - worst.0);
-    assert!(worst.0 >= 0.9999, "cosine {} for {short:?}", worst.0);
 }
 
 #[test]

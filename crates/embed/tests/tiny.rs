@@ -4,11 +4,12 @@
 mod common;
 
 use common::*;
-use embed::{EmbedError, SentenceEmbedder};
+use embed::{EmbedError, Precision, SentenceEmbedder};
 use kernels::{Level, ThreadPool};
 
+/// The f32 model: these tests check the math against an f64 definition to 1e-4.
 fn load(dir: &std::path::Path) -> SentenceEmbedder {
-    SentenceEmbedder::load(dir).unwrap_or_else(|e| panic!("{e}"))
+    SentenceEmbedder::load_with(dir, Precision::F32).unwrap_or_else(|e| panic!("{e}"))
 }
 
 const TEXTS: [&str; 6] = [
@@ -83,6 +84,44 @@ fn batch_equals_singles_bit_for_bit() {
     }
     // The text API agrees with the id API.
     assert_eq!(model.embed(&ThreadPool::new(2), &TEXTS).unwrap(), singles);
+}
+
+#[test]
+fn bf16_layers_stay_near_the_definition_and_keep_batches_exact() {
+    let dir = tiny_model();
+    if !kernels::bf16mat::amx_available() {
+        // Asked for where it cannot run, bf16 is a clear error, not a silent f32.
+        let err = SentenceEmbedder::load_with(dir.path(), Precision::Bf16).unwrap_err().to_string();
+        assert!(err.contains("AMX") && err.contains("f32"), "{err}");
+        return;
+    }
+    let model = SentenceEmbedder::load_with(dir.path(), Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model.bert().precision(), Precision::Bf16);
+    let (weights, pool) = (tiny_weights(), ThreadPool::new(2));
+    let mut worst = 0f64;
+    for text in TEXTS {
+        let ids = model.tokenize(text);
+        let mut hidden = vec![0f32; ids.len() * D];
+        model.bert().forward(&pool, Level::best_available(), &ids, &[0, ids.len()], &mut hidden).unwrap();
+        for (t, row) in reference_bert(&weights, &ids).iter().enumerate() {
+            for (i, w) in row.iter().enumerate() {
+                worst = worst.max((hidden[t * D + i] as f64 - w).abs());
+            }
+        }
+    }
+    // bf16 keeps 8 significant bits (relative steps of 2^-8) of weights and activations; the
+    // LayerNorm outputs are O(1). Far below what a wrong formula moves (> 0.1), far above f32's 1e-4.
+    assert!(worst < 0.03, "bf16 hidden states {worst} from the definition");
+    eprintln!("bf16 hidden states within {worst:.2e} of the f64 definition");
+    let sequences: Vec<Vec<u32>> = TEXTS.iter().map(|t| model.tokenize(t)).collect();
+    let singles: Vec<Vec<f32>> = sequences
+        .iter()
+        .map(|s| model.embed_ids(&ThreadPool::new(1), Level::best_available(), std::slice::from_ref(s), 1).unwrap().remove(0))
+        .collect();
+    for (threads, budget) in [(1, 10_000), (2, 20), (3, 10_000)] {
+        let batch = model.embed_ids(&ThreadPool::new(threads), Level::best_available(), &sequences, budget).unwrap();
+        assert!(batch.iter().flatten().zip(singles.iter().flatten()).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads, budget {budget}");
+    }
 }
 
 #[test]

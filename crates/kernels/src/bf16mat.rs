@@ -254,12 +254,12 @@ mod amx {
     /// The CPU has AVX-512 F and BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn round_row_avx512(x: &[f32], out: &mut [u16]) {
-        use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+        use std::arch::x86_64::{__m256bh, __m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
         assert_eq!(x.len(), out.len());
         let whole = x.len() / 16 * 16;
         for i in (0..whole).step_by(16) {
             let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x.as_ptr().add(i)));
-            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, std::mem::transmute::<_, __m256i>(h));
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(h));
         }
         for i in whole..x.len() {
             out[i] = super::to_bf16(x[i]);
@@ -299,7 +299,15 @@ mod amx {
     /// # Safety
     /// AMX is available; no other thread writes these columns; `xb` holds T rounded up to 32 rows
     /// of `kp` bf16 values (kp = w's K padded to 32); `out` is y (T, N).
-    pub(super) unsafe fn pairs(w: &PackedBf16, bias: Option<&[f32]>, xb: &[u16], kp: usize, t: usize, out: SharedMut<f32>, pairs: std::ops::Range<usize>) {
+    pub(super) unsafe fn pairs(
+        w: &PackedBf16,
+        bias: Option<&[f32]>,
+        xb: &[u16],
+        kp: usize,
+        t: usize,
+        out: SharedMut<f32>,
+        pairs: std::ops::Range<usize>,
+    ) {
         let (n, chunks, panels) = (w.rows, w.chunks(), w.panels());
         debug_assert!(xb.len() >= t.div_ceil(TB) * TB * kp && chunks * KT == kp);
         let mut config = Config { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
@@ -340,8 +348,13 @@ mod amx {
                     tileload!("tmm5", a1.add(j * KT), a_stride);
                     tileload!("tmm6", b0.add(j * tile_u16), b_stride);
                     tileload!("tmm7", b1.add(j * tile_u16), b_stride);
-                    asm!("tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm1, tmm4, tmm7", "tdpbf16ps tmm2, tmm5, tmm6", "tdpbf16ps tmm3, tmm5, tmm7",
-                         options(nostack, nomem));
+                    asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        options(nostack, nomem)
+                    );
                 }
                 // Full tiles go straight into y; edges (last rows, a short last panel, a lone
                 // panel's copy) through `spill`.
@@ -482,7 +495,11 @@ mod tests {
         for ti in [0, 17, 31, 44] {
             let mut alone = vec![0f32; n];
             matmul_bf16(&pool, &packed, None, &x[ti * k..(ti + 1) * k], 1, &mut alone, &mut scratch);
-            assert_eq!(alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), batch[ti * n..(ti + 1) * n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "token {ti}");
+            assert_eq!(
+                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                batch[ti * n..(ti + 1) * n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "token {ti}"
+            );
         }
     }
 

@@ -16,8 +16,8 @@
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-pub mod encoder_attention;
 pub mod bf16mat;
+pub mod encoder_attention;
 pub mod f32mat;
 pub mod gelu;
 pub mod groups;

@@ -317,10 +317,10 @@ pub(crate) fn exp_poly_parts(x: f32) -> (f32, f32) {
     (n, j)
 }
 
-/// [`exp_poly_parts`] with n as an integer, read from the bits of the rounding step (z = x log2e
-/// + 1.5 * 2^23 holds n + 2^22 in its low mantissa bits, exactly while |n| < 2^22) rather than
-/// converted from a float: no saturating conversion, so the scaling by 2^n vectorizes on every
-/// level. For NaN x, n is meaningless and j is NaN.
+/// [`exp_poly_parts`] with n as an integer, read from the bits of the rounding step rather than
+/// converted from a float: z = n + 1.5 * 2^23 holds n + 2^22 in its low mantissa bits (exactly
+/// while |n| < 2^22). No saturating conversion, so the scaling by 2^n vectorizes on every level.
+/// For NaN x, n is meaningless and j is NaN.
 #[inline(always)]
 pub(crate) fn exp_poly_parts_int(x: f32) -> (i32, f32) {
     const SHIFT: f32 = 12582912.0;
