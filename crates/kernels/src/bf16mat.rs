@@ -178,6 +178,83 @@ pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &
     });
 }
 
+/// x (R, K) f32 -> out (R rounded up to 32, K rounded up to 32) bf16 ([`round_row`]'s rounding),
+/// the padding zeros: the row layout [`AmxTiles::block`] reads. `out` holds at least
+/// [`bf16_scratch_len`]`(R, K)` values.
+///
+/// # Panics
+/// If x is not whole rows of K, or `out` is too short.
+pub fn round_rows(x: &[f32], k: usize, out: &mut [u16]) {
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    let kp = k.div_ceil(KT) * KT;
+    let padded = rows.div_ceil(TB) * TB;
+    assert!(x.len() == rows * k && out.len() >= padded * kp, "round_rows: {} values of depth {k} into {}", x.len(), out.len());
+    for r in 0..padded {
+        let row = &mut out[r * kp..(r + 1) * kp];
+        if r < rows {
+            round_row(&x[r * k..(r + 1) * k], &mut row[..k]);
+            row[k..].fill(0);
+        } else {
+            row.fill(0);
+        }
+    }
+}
+
+/// The AMX tiles, configured on the calling thread until dropped: for callers that consume a
+/// product block by block (a top-K screen keeps only the best scores of each column).
+pub struct AmxTiles {
+    /// Tile state belongs to one thread.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl AmxTiles {
+    /// Configures the tiles, or None where AMX does not run ([`amx_available`]).
+    pub fn open() -> Option<AmxTiles> {
+        if !amx_available() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX is available.
+        unsafe {
+            amx::configure()
+        };
+        Some(AmxTiles { _not_send: std::marker::PhantomData })
+    }
+
+    /// out[2a + b] (16 x 16, row-major) = rows r0 + 16a .. r0 + 16a + 16 of xb times the outputs of
+    /// panel 2 * pair + b of w, for a, b in {0, 1}: a 32 x 32 block of x . w^T (no bias). `xb` is
+    /// [`round_rows`]'s layout for w's K. A lone last panel is paired with itself (out[1] and
+    /// out[3] then repeat out[0] and out[2]).
+    ///
+    /// # Panics
+    /// If `pair` is past w's panels, or xb does not hold rows r0..r0 + 32 of w's padded depth.
+    pub fn block(&mut self, w: &PackedBf16, pair: usize, xb: &[u16], r0: usize, out: &mut [[f32; TILE * TILE]; 4]) {
+        let kp = w.chunks() * KT;
+        assert!(2 * pair < w.panels(), "AmxTiles::block: pair {pair} of {} panels", w.panels());
+        assert!(xb.len() >= (r0 + TB) * kp, "AmxTiles::block: rows {r0}..{} of depth {kp} past {} values", r0 + TB, xb.len());
+        let (p0, p1) = (2 * pair, (2 * pair + 1).min(w.panels() - 1));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the tiles are configured (an AmxTiles exists on this thread: it is not Send);
+        // the rows and panels are in bounds (asserted).
+        unsafe {
+            amx::accumulate(w, p0, p1, xb.as_ptr().add(r0 * kp), xb.as_ptr().add((r0 + TILE) * kp), kp, &[[0.0; TILE]; 2]);
+            amx::store_all(out);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p0, p1, out);
+    }
+}
+
+impl Drop for AmxTiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX is available (open succeeded).
+        unsafe {
+            amx::release()
+        };
+    }
+}
+
 /// x -> bf16(x), round to nearest even: AVX-512 BF16's `vcvtneps2bf16` where the CPU has it
 /// (every AMX CPU does), which also reads subnormal inputs as zero, as `tdpbf16ps` reads bf16
 /// subnormals anyway; [`to_bf16`] otherwise.
@@ -294,6 +371,71 @@ mod amx {
         };
     }
 
+    /// Loads the tile configuration on this thread: palette 1, all 8 tiles 16 rows x 64 bytes.
+    ///
+    /// # Safety
+    /// AMX is available.
+    pub(super) unsafe fn configure() {
+        let mut config = Config { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        for tile in 0..8 {
+            config.rows[tile] = TILE as u8;
+            config.colsb[tile] = 64;
+        }
+        asm!("ldtilecfg [{0}]", in(reg) &config as *const Config, options(nostack, readonly));
+    }
+
+    /// Releases the tiles (the OS then need not save them at a context switch).
+    ///
+    /// # Safety
+    /// AMX is available.
+    pub(super) unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// C00 C01 C10 C11 (tmm0-3) = the bias rows, plus A0 (16 rows from `a0`) and A1 (from `a1`),
+    /// rows `kp` bf16 values apart, times panels p0 and p1 of w, over all of w's depth chunks.
+    ///
+    /// # Safety
+    /// The tiles are configured ([`configure`]); a0 and a1 point at 16 rows of kp = w's padded K
+    /// values each; p0 and p1 are panels of w.
+    #[inline(always)]
+    pub(super) unsafe fn accumulate(w: &PackedBf16, p0: usize, p1: usize, a0: *const u16, a1: *const u16, kp: usize, bias_rows: &[[f32; TILE]; 2]) {
+        let (chunks, tile_u16) = (w.chunks(), TILE * KT);
+        let (a_stride, b_stride) = (kp * 2, KT * 2);
+        let b0 = w.data.as_ptr().add(p0 * chunks * tile_u16);
+        let b1 = w.data.as_ptr().add(p1 * chunks * tile_u16);
+        // Every row of a C tile starts as the bias: a load with row stride 0.
+        tileload!("tmm0", bias_rows[0].as_ptr(), 0usize);
+        tileload!("tmm1", bias_rows[1].as_ptr(), 0usize);
+        tileload!("tmm2", bias_rows[0].as_ptr(), 0usize);
+        tileload!("tmm3", bias_rows[1].as_ptr(), 0usize);
+        for j in 0..chunks {
+            tileload!("tmm4", a0.add(j * KT), a_stride);
+            tileload!("tmm5", a1.add(j * KT), a_stride);
+            tileload!("tmm6", b0.add(j * tile_u16), b_stride);
+            tileload!("tmm7", b1.add(j * tile_u16), b_stride);
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+    }
+
+    /// The four C tiles into `out` (16 x 16 f32 each, row-major).
+    ///
+    /// # Safety
+    /// The tiles are configured and hold a result of [`accumulate`].
+    #[inline(always)]
+    pub(super) unsafe fn store_all(out: &mut [[f32; TILE * TILE]; 4]) {
+        tilestore!("tmm0", out[0].as_mut_ptr(), TILE * 4);
+        tilestore!("tmm1", out[1].as_mut_ptr(), TILE * 4);
+        tilestore!("tmm2", out[2].as_mut_ptr(), TILE * 4);
+        tilestore!("tmm3", out[3].as_mut_ptr(), TILE * 4);
+    }
+
     /// y's columns of the panel pairs `pairs` for every token.
     ///
     /// # Safety
@@ -308,17 +450,10 @@ mod amx {
         out: SharedMut<f32>,
         pairs: std::ops::Range<usize>,
     ) {
-        let (n, chunks, panels) = (w.rows, w.chunks(), w.panels());
-        debug_assert!(xb.len() >= t.div_ceil(TB) * TB * kp && chunks * KT == kp);
-        let mut config = Config { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
-        for tile in 0..8 {
-            config.rows[tile] = TILE as u8;
-            config.colsb[tile] = 64;
-        }
-        asm!("ldtilecfg [{0}]", in(reg) &config as *const Config, options(nostack, readonly));
-        let a_stride = kp * 2; // bytes per activation row
-        let (b_stride, y_stride) = (KT * 2, n * 4);
-        let tile_u16 = TILE * KT; // values per B tile
+        let (n, panels) = (w.rows, w.panels());
+        debug_assert!(xb.len() >= t.div_ceil(TB) * TB * kp && w.chunks() * KT == kp);
+        configure();
+        let y_stride = n * 4;
         let mut spill = [[0f32; TILE * TILE]; 4];
         // Token blocks outside, panel pairs inside: a block's activations (32 x K bf16, 96 KB
         // at K = 1536) stay in L2 while the thread's panels stream past them.
@@ -336,26 +471,7 @@ mod amx {
                         bias_rows[q][..width].copy_from_slice(&b[n0..n0 + width]);
                     }
                 }
-                let b0 = w.data.as_ptr().add(p0 * chunks * tile_u16);
-                let b1 = w.data.as_ptr().add(p1 * chunks * tile_u16);
-                // Every row of a C tile starts as the bias: a load with row stride 0.
-                tileload!("tmm0", bias_rows[0].as_ptr(), 0usize);
-                tileload!("tmm1", bias_rows[1].as_ptr(), 0usize);
-                tileload!("tmm2", bias_rows[0].as_ptr(), 0usize);
-                tileload!("tmm3", bias_rows[1].as_ptr(), 0usize);
-                for j in 0..chunks {
-                    tileload!("tmm4", a0.add(j * KT), a_stride);
-                    tileload!("tmm5", a1.add(j * KT), a_stride);
-                    tileload!("tmm6", b0.add(j * tile_u16), b_stride);
-                    tileload!("tmm7", b1.add(j * tile_u16), b_stride);
-                    asm!(
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        options(nostack, nomem)
-                    );
-                }
+                accumulate(w, p0, p1, a0, a1, kp, &bias_rows);
                 // Full tiles go straight into y; edges (last rows, a short last panel, a lone
                 // panel's copy) through `spill`.
                 let stores = [(0, p0), (1, p1), (2, p0), (3, p1)];
@@ -390,7 +506,7 @@ mod amx {
                 }
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
+        release();
     }
 }
 

@@ -4,9 +4,11 @@
 //!   running the kernels' f32 product; a zero vector's cosine with anything is 0, not NaN.
 //! - [`top_k`]: for each query, the K best rows by inner product, without the N x M matrix: a
 //!   blocked product (the f32 micro-kernel of `kernels::f32mat`, AVX2/FMA or its scalar twin,
-//!   chosen at run time) feeding one bounded heap per query, threaded on the kernels' pool.
-//!   Exact, and deterministic: equal scores rank the lower row first, so the hits are the same
-//!   at every level and thread count, and the same as the plain [`top_k_reference`].
+//!   chosen at run time) feeding one bounded heap per query, threaded on the kernels' pool; on
+//!   Intel AMX a bf16 screen instead, whose few survivors are rescored exactly (`screen.rs` has
+//!   the bound that makes it lose nothing). Exact, and deterministic: equal scores rank the lower
+//!   row first, so the hits are the same at every level and thread count, and the same as the
+//!   plain [`top_k_reference`].
 //! - [`VectorIndex`]: a memory-mapped index file (unit vectors, ids, the model's name; see
 //!   [`index_file`] for the layout), validated up front as hostile input; [`IndexWriter`] writes
 //!   one vector at a time.
@@ -29,9 +31,11 @@ mod cosine;
 mod error;
 pub mod index_file;
 pub mod npy;
+mod screen;
 mod topk;
 
 pub use cosine::{cosine_matrix, normalize_into, normalize_rows};
 pub use error::RetrieveError;
 pub use index_file::{index_bytes, IndexWriter, VectorIndex};
+pub use screen::top_k_screened;
 pub use topk::{rank_order, score, top_k, top_k_blocked, top_k_reference, Hit, BLOCK_BYTES, QUERY_BATCH};
