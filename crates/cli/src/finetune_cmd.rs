@@ -94,10 +94,12 @@ pub(crate) struct FinetuneArgs {
     /// and after training (the first learned span of each example is its answer)
     #[arg(long)]
     pub(crate) exact_match: bool,
-    /// How the frozen weights are multiplied: `q8_0` (requantized to 8 bits, each product's
-    /// input too, on the integer kernels: the default, twice the speed of f32, 8-bit noise in the
-    /// loss and gradients) or `f32` (dequantized, exact in f32, as PyTorch computes)
-    #[arg(long, default_value = "q8_0", value_parser = ["f32", "q8_0"])]
+    /// How the frozen weights are multiplied: `auto` (the default: bf16 where Intel AMX runs it,
+    /// q8_0 elsewhere), `q8_0` (requantized to 8 bits, each product's input too, on the integer
+    /// kernels: twice the speed of f32, 8-bit noise in the loss and gradients), `bf16` (AMX
+    /// only: rounded to bf16, products summed in f32, 8 significant bits) or `f32` (dequantized,
+    /// exact in f32, as PyTorch computes)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "q8_0", "bf16"])]
     pub(crate) frozen: String,
     /// Time training steps on random tokens and print tokens/s
     #[arg(long)]
@@ -110,13 +112,18 @@ pub(crate) struct FinetuneArgs {
     pub(crate) json: bool,
 }
 
-/// The format `--frozen` names.
-fn frozen_format(args: &FinetuneArgs) -> FrozenFormat {
-    if args.frozen == "q8_0" {
-        FrozenFormat::Q8_0
-    } else {
-        FrozenFormat::F32
-    }
+/// The format `--frozen` names (`auto`: the fastest this machine runs), or an error for bf16
+/// without AMX.
+fn frozen_format(args: &FinetuneArgs) -> Result<FrozenFormat> {
+    Ok(match args.frozen.as_str() {
+        "auto" => FrozenFormat::fastest(),
+        "q8_0" => FrozenFormat::Q8_0,
+        "bf16" if !kernels::bf16mat::amx_available() => {
+            bail!("--frozen bf16 runs on Intel AMX (Xeon Sapphire Rapids and later), which this CPU or OS does not offer: use --frozen q8_0 or f32")
+        }
+        "bf16" => FrozenFormat::Bf16,
+        _ => FrozenFormat::F32,
+    })
 }
 
 fn lora_config(args: &FinetuneArgs) -> Result<LoraConfig> {
@@ -226,7 +233,8 @@ struct RunState {
     total_steps: usize,
     weight_decay: f64,
     max_grad_norm: f64,
-    /// `--frozen` (checkpoints from before the option trained in f32).
+    /// `--frozen` as resolved (`auto` is saved as the format it chose; checkpoints from before the
+    /// option trained in f32).
     #[serde(default = "f32_name")]
     frozen: String,
     /// (step, train loss, held-out loss) so far.
@@ -299,10 +307,11 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
     let warmup = args.warmup.unwrap_or(total_steps / 20).min(total_steps);
     let eval_every = args.eval_every.unwrap_or((steps_per_epoch / 4).max(1));
     let start = Instant::now();
-    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen_format(args), kernels::Level::current())?;
+    let frozen = frozen_format(args)?;
+    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen, kernels::Level::current())?;
     notes.push(format!(
         "frozen weights ({}) ready in {:.1} s ({} threads, kernels {:?})",
-        args.frozen,
+        frozen.name(),
         start.elapsed().as_secs_f64(),
         model.n_threads(),
         kernels::Level::current()
@@ -323,7 +332,7 @@ fn train_adapter(args: &FinetuneArgs) -> Result<()> {
         total_steps,
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,
-        frozen: args.frozen.clone(),
+        frozen: frozen.name().to_string(),
         history: Vec::new(),
     };
     let mut step = 0;
@@ -465,8 +474,9 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
     let (llama, _, _) = open_model(&run)?;
     let config = lora_config(args)?;
     let start = Instant::now();
-    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen_format(args), kernels::Level::current())?;
-    eprintln!("frozen weights ({}) ready in {:.1} s", args.frozen, start.elapsed().as_secs_f64());
+    let frozen = frozen_format(args)?;
+    let model = TrainModel::<f32>::from_llama_as(&llama, llama.n_threads(), frozen, kernels::Level::current())?;
+    eprintln!("frozen weights ({}) ready in {:.1} s", frozen.name(), start.elapsed().as_secs_f64());
     drop(llama);
     let params = LoraParams::init(&config, &model.config, args.seed);
     let mut trainer = Trainer::new(&model, params, AdamW::default());
@@ -497,7 +507,7 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"tokens_per_s": tps, "batch": args.batch, "seq_len": args.seq_len, "rank": args.rank, "targets": config.targets.len(),
-                "threads": model.n_threads(), "steps": args.steps, "seconds": secs, "level": level, "loss": last, "frozen": args.frozen})
+                "threads": model.n_threads(), "steps": args.steps, "seconds": secs, "level": level, "loss": last, "frozen": frozen.name()})
         );
     } else {
         println!(
@@ -508,7 +518,7 @@ fn bench(args: &FinetuneArgs) -> Result<()> {
             args.rank,
             config.targets.len(),
             model.n_threads(),
-            args.frozen,
+            frozen.name(),
             secs / args.steps as f64
         );
     }

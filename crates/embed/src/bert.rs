@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kernels::bf16mat::{amx_available, bf16_scratch_len, matmul_bf16, PackedBf16};
+use kernels::bf16mat::{amx_available, matmul_bf16, Bf16Rows, PackedBf16};
 use kernels::encoder_attention::{encoder_attention, encoder_attention_scratch};
 use kernels::f32mat::{matmul_f32, PackedF32};
 use kernels::gelu::gelu_erf_inplace;
@@ -86,7 +86,7 @@ struct Linear {
 
 impl Linear {
     /// x (T, K) -> y (T, N); `scratch` holds the bf16 activations (bf16 weights only).
-    fn forward(&self, pool: &ThreadPool, level: Level, x: &[f32], t: usize, y: &mut [f32], scratch: &mut [u16]) {
+    fn forward(&self, pool: &ThreadPool, level: Level, x: &[f32], t: usize, y: &mut [f32], scratch: &mut Bf16Rows) {
         match &self.weight {
             Weight::F32(w) => matmul_f32(pool, level, w, Some(&self.bias), x, t, y),
             Weight::Bf16(w) => matmul_bf16(pool, w, Some(&self.bias), x, t, y, scratch),
@@ -262,7 +262,10 @@ impl Bert {
         let mut proj = vec![0f32; t * d]; // (T, D): a sublayer's output before its residual
         let mut ffn = vec![0f32; t * f]; // (T, F)
         let mut scores = vec![0f32; encoder_attention_scratch(pool.n_threads(), max_len, dh)];
-        let mut xb = vec![0u16; if self.precision == Precision::Bf16 { bf16_scratch_len(t, d.max(f)) } else { 0 }];
+        let mut xb = Bf16Rows::new();
+        if self.precision == Precision::Bf16 {
+            xb.ensure(t, d.max(f));
+        }
         for layer in &self.layers {
             layer.qkv.forward(pool, level, x, t, &mut qkv, &mut xb); // (T, D) -> (T, 3D)
             encoder_attention(pool, level, &qkv, seq_starts, h, dh, &mut attn, &mut scores); // (T, 3D) -> (T, D)

@@ -33,6 +33,55 @@ pub const TILE: usize = 16;
 pub const KT: usize = 32;
 /// Tokens per block of the kernel: two A tiles.
 const TB: usize = 2 * TILE;
+/// Bytes of weights a thread keeps in L2 while every token block passes over them (a quarter of
+/// a 2 MB L2, beside the activations).
+const GROUP_BYTES: usize = 512 * 1024;
+
+/// 64 bytes of bf16 values on a 64-byte boundary: every tile row (64 bytes) the kernel loads is
+/// one cache line. (Unaligned rows span two lines each and made the kernel three times slower.)
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+/// `lines` as the bf16 values they hold.
+fn values(lines: &[Line]) -> &[u16] {
+    // SAFETY: Line is 32 u16 with no padding (size 64 = its alignment), so n lines are 32n u16.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const u16, lines.len() * 32) }
+}
+
+/// `lines` as the bf16 values they hold, writable.
+fn values_mut(lines: &mut [Line]) -> &mut [u16] {
+    // SAFETY: as in `values`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut u16, lines.len() * 32) }
+}
+
+/// Rows of activations rounded to bf16, 64-byte aligned, as the kernel reads them: T rounded up to
+/// 32 rows of K rounded up to 32 values ([`round_rows`] fills it; [`matmul_bf16`] uses it as its
+/// work space). Grows when asked ([`Bf16Rows::ensure`]), never shrinks.
+#[derive(Clone, Debug, Default)]
+pub struct Bf16Rows {
+    lines: Vec<Line>,
+}
+
+impl Bf16Rows {
+    /// An empty buffer.
+    pub fn new() -> Bf16Rows {
+        Bf16Rows::default()
+    }
+
+    /// Room for T rows of depth K.
+    pub fn ensure(&mut self, t: usize, k: usize) {
+        let need = bf16_scratch_len(t, k) / 32;
+        if self.lines.len() < need {
+            self.lines.resize(need, Line::default());
+        }
+    }
+
+    /// The values (rows of K rounded up to 32).
+    pub fn values(&self) -> &[u16] {
+        values(&self.lines)
+    }
+}
 
 /// f32 -> bf16, round to nearest even (NaN stays NaN, quiet).
 #[inline]
@@ -54,7 +103,7 @@ pub fn from_bf16(h: u16) -> f32 {
 /// 16, 16, 2), zeros in the padding.
 #[derive(Clone, Debug)]
 pub struct PackedBf16 {
-    data: Vec<u16>,
+    data: Vec<Line>,
     rows: usize,
     cols: usize,
 }
@@ -67,12 +116,13 @@ impl PackedBf16 {
     pub fn pack(w: &[f32], rows: usize, cols: usize) -> PackedBf16 {
         assert_eq!(w.len(), rows * cols, "pack: w has {} values, expected N*K = {rows}*{cols}", w.len());
         let (panels, chunks) = (rows.div_ceil(TILE), cols.div_ceil(KT));
-        let mut data = vec![0u16; panels * chunks * TILE * KT];
+        let mut data = vec![Line::default(); panels * chunks * TILE * KT / 32];
+        let values = values_mut(&mut data);
         for n in 0..rows {
             let (p, lane) = (n / TILE, n % TILE);
             for k in 0..cols {
                 let (j, r, half) = (k / KT, (k % KT) / 2, k % 2);
-                data[((p * chunks + j) * TILE + r) * KT + lane * 2 + half] = to_bf16(w[n * cols + k]);
+                values[((p * chunks + j) * TILE + r) * KT + lane * 2 + half] = to_bf16(w[n * cols + k]);
             }
         }
         PackedBf16 { data, rows, cols }
@@ -99,7 +149,7 @@ impl PackedBf16 {
     /// The weight w[n][k] as stored (bf16 -> f32).
     pub fn weight(&self, n: usize, k: usize) -> f32 {
         let (p, lane, j, r, half) = (n / TILE, n % TILE, k / KT, (k % KT) / 2, k % 2);
-        from_bf16(self.data[((p * self.chunks() + j) * TILE + r) * KT + lane * 2 + half])
+        from_bf16(values(&self.data)[((p * self.chunks() + j) * TILE + r) * KT + lane * 2 + half])
     }
 }
 
@@ -130,7 +180,7 @@ pub fn amx_available() -> bool {
 /// # Panics
 /// If AMX is not available ([`amx_available`]: the caller chooses the f32 kernel instead), or the
 /// lengths of `x`, `y`, `bias` or `scratch` do not match the shapes.
-pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &[f32], t: usize, y: &mut [f32], scratch: &mut [u16]) {
+pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &[f32], t: usize, y: &mut [f32], scratch: &mut Bf16Rows) {
     let (n, k) = (w.rows, w.cols);
     assert!(amx_available(), "matmul_bf16: this CPU or OS has no AMX bf16 products (check amx_available first)");
     assert_eq!(x.len(), t * k, "matmul_bf16: x has {} values, expected T*K = {t}*{k}", x.len());
@@ -139,13 +189,13 @@ pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &
         assert_eq!(b.len(), n, "matmul_bf16: bias has {} values, expected N = {n}", b.len());
     }
     let need = bf16_scratch_len(t, k);
-    assert!(scratch.len() >= need, "matmul_bf16: scratch holds {} values, T={t} K={k} need {need}", scratch.len());
+    assert!(scratch.lines.len() * 32 >= need, "matmul_bf16: scratch holds {} values, T={t} K={k} need {need}", scratch.lines.len() * 32);
     if t == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(KT) * KT;
     let rows_padded = t.div_ceil(TB) * TB;
-    let xb = &mut scratch[..rows_padded * kp];
+    let xb = &mut values_mut(&mut scratch.lines)[..rows_padded * kp];
     // Round the activations, rows split over the threads; padding rows and depths are zeros.
     let shared = SharedMut::new(xb);
     pool.run(&|i, nt| {
@@ -179,16 +229,17 @@ pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &
 }
 
 /// x (R, K) f32 -> out (R rounded up to 32, K rounded up to 32) bf16 ([`round_row`]'s rounding),
-/// the padding zeros: the row layout [`AmxTiles::block`] reads. `out` holds at least
-/// [`bf16_scratch_len`]`(R, K)` values.
+/// the padding zeros: the row layout [`AmxTiles::block`] reads. `out` grows to fit.
 ///
 /// # Panics
-/// If x is not whole rows of K, or `out` is too short.
-pub fn round_rows(x: &[f32], k: usize, out: &mut [u16]) {
+/// If x is not whole rows of K.
+pub fn round_rows(x: &[f32], k: usize, out: &mut Bf16Rows) {
     let rows = x.len().checked_div(k).unwrap_or(0);
     let kp = k.div_ceil(KT) * KT;
     let padded = rows.div_ceil(TB) * TB;
-    assert!(x.len() == rows * k && out.len() >= padded * kp, "round_rows: {} values of depth {k} into {}", x.len(), out.len());
+    assert!(x.len() == rows * k, "round_rows: {} values are not rows of depth {k}", x.len());
+    out.ensure(rows, k);
+    let out = values_mut(&mut out.lines);
     for r in 0..padded {
         let row = &mut out[r * kp..(r + 1) * kp];
         if r < rows {
@@ -228,7 +279,8 @@ impl AmxTiles {
     ///
     /// # Panics
     /// If `pair` is past w's panels, or xb does not hold rows r0..r0 + 32 of w's padded depth.
-    pub fn block(&mut self, w: &PackedBf16, pair: usize, xb: &[u16], r0: usize, out: &mut [[f32; TILE * TILE]; 4]) {
+    pub fn block(&mut self, w: &PackedBf16, pair: usize, xb: &Bf16Rows, r0: usize, out: &mut [[f32; TILE * TILE]; 4]) {
+        let xb = xb.values();
         let kp = w.chunks() * KT;
         assert!(2 * pair < w.panels(), "AmxTiles::block: pair {pair} of {} panels", w.panels());
         assert!(xb.len() >= (r0 + TB) * kp, "AmxTiles::block: rows {r0}..{} of depth {kp} past {} values", r0 + TB, xb.len());
@@ -293,7 +345,7 @@ mod amx {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{PackedBf16, KT, TB, TILE};
+    use super::{PackedBf16, GROUP_BYTES, KT, TB, TILE};
     use crate::pool::SharedMut;
 
     /// Linux x86-64: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`.
@@ -402,8 +454,9 @@ mod amx {
     pub(super) unsafe fn accumulate(w: &PackedBf16, p0: usize, p1: usize, a0: *const u16, a1: *const u16, kp: usize, bias_rows: &[[f32; TILE]; 2]) {
         let (chunks, tile_u16) = (w.chunks(), TILE * KT);
         let (a_stride, b_stride) = (kp * 2, KT * 2);
-        let b0 = w.data.as_ptr().add(p0 * chunks * tile_u16);
-        let b1 = w.data.as_ptr().add(p1 * chunks * tile_u16);
+        let data = super::values(&w.data);
+        let b0 = data.as_ptr().add(p0 * chunks * tile_u16);
+        let b1 = data.as_ptr().add(p1 * chunks * tile_u16);
         // Every row of a C tile starts as the bias: a load with row stride 0.
         tileload!("tmm0", bias_rows[0].as_ptr(), 0usize);
         tileload!("tmm1", bias_rows[1].as_ptr(), 0usize);
@@ -455,52 +508,57 @@ mod amx {
         configure();
         let y_stride = n * 4;
         let mut spill = [[0f32; TILE * TILE]; 4];
-        // Token blocks outside, panel pairs inside: a block's activations (32 x K bf16, 96 KB
-        // at K = 1536) stay in L2 while the thread's panels stream past them.
-        for t0 in (0..t).step_by(TB) {
-            let a0 = xb.as_ptr().add(t0 * kp);
-            let a1 = xb.as_ptr().add((t0 + TILE) * kp);
-            for pair in pairs.clone() {
-                let p0 = 2 * pair;
-                // A lone last panel is paired with itself; its copy is not stored.
-                let p1 = (p0 + 1).min(panels - 1);
-                let mut bias_rows = [[0f32; TILE]; 2];
-                for (q, p) in [p0, p1].into_iter().enumerate() {
-                    let (n0, width) = (p * TILE, TILE.min(n - p * TILE));
-                    if let Some(b) = bias {
-                        bias_rows[q][..width].copy_from_slice(&b[n0..n0 + width]);
-                    }
-                }
-                accumulate(w, p0, p1, a0, a1, kp, &bias_rows);
-                // Full tiles go straight into y; edges (last rows, a short last panel, a lone
-                // panel's copy) through `spill`.
-                let stores = [(0, p0), (1, p1), (2, p0), (3, p1)];
-                for (c, p) in stores {
-                    let r0 = t0 + (c / 2) * TILE;
-                    let (n0, width) = (p * TILE, TILE.min(n - p * TILE));
-                    let lone_copy = c % 2 == 1 && p1 == p0;
-                    if lone_copy || r0 >= t {
-                        continue;
-                    }
-                    let rows = TILE.min(t - r0);
-                    if rows == TILE && width == TILE {
-                        let dst = out.slice(r0 * n + n0, (TILE - 1) * n + TILE).as_mut_ptr();
-                        match c {
-                            0 => tilestore!("tmm0", dst, y_stride),
-                            1 => tilestore!("tmm1", dst, y_stride),
-                            2 => tilestore!("tmm2", dst, y_stride),
-                            _ => tilestore!("tmm3", dst, y_stride),
+        // Groups of panel pairs whose weights (GROUP_BYTES) stay in L2, then token blocks, then
+        // the group's pairs: a token block's activations (32 x K bf16, 96 KB at K = 1536) are
+        // read once per group and reused by each of its pairs, and the group's weights are read
+        // from L2 by every token block instead of from L3 or memory.
+        let group = (GROUP_BYTES / (2 * w.chunks() * TILE * KT * 2)).max(1);
+        for first in pairs.clone().step_by(group) {
+            for t0 in (0..t).step_by(TB) {
+                let a0 = xb.as_ptr().add(t0 * kp);
+                let a1 = xb.as_ptr().add((t0 + TILE) * kp);
+                for pair in first..(first + group).min(pairs.end) {
+                    let p0 = 2 * pair;
+                    // A lone last panel is paired with itself; its copy is not stored.
+                    let p1 = (p0 + 1).min(panels - 1);
+                    let mut bias_rows = [[0f32; TILE]; 2];
+                    for (q, p) in [p0, p1].into_iter().enumerate() {
+                        let (n0, width) = (p * TILE, TILE.min(n - p * TILE));
+                        if let Some(b) = bias {
+                            bias_rows[q][..width].copy_from_slice(&b[n0..n0 + width]);
                         }
-                    } else {
-                        let dst = spill[c].as_mut_ptr();
-                        match c {
-                            0 => tilestore!("tmm0", dst, TILE * 4),
-                            1 => tilestore!("tmm1", dst, TILE * 4),
-                            2 => tilestore!("tmm2", dst, TILE * 4),
-                            _ => tilestore!("tmm3", dst, TILE * 4),
+                    }
+                    accumulate(w, p0, p1, a0, a1, kp, &bias_rows);
+                    // Full tiles go straight into y; edges (last rows, a short last panel, a lone
+                    // panel's copy) through `spill`.
+                    let stores = [(0, p0), (1, p1), (2, p0), (3, p1)];
+                    for (c, p) in stores {
+                        let r0 = t0 + (c / 2) * TILE;
+                        let (n0, width) = (p * TILE, TILE.min(n - p * TILE));
+                        let lone_copy = c % 2 == 1 && p1 == p0;
+                        if lone_copy || r0 >= t {
+                            continue;
                         }
-                        for r in 0..rows {
-                            out.slice((r0 + r) * n + n0, width).copy_from_slice(&spill[c][r * TILE..r * TILE + width]);
+                        let rows = TILE.min(t - r0);
+                        if rows == TILE && width == TILE {
+                            let dst = out.slice(r0 * n + n0, (TILE - 1) * n + TILE).as_mut_ptr();
+                            match c {
+                                0 => tilestore!("tmm0", dst, y_stride),
+                                1 => tilestore!("tmm1", dst, y_stride),
+                                2 => tilestore!("tmm2", dst, y_stride),
+                                _ => tilestore!("tmm3", dst, y_stride),
+                            }
+                        } else {
+                            let dst = spill[c].as_mut_ptr();
+                            match c {
+                                0 => tilestore!("tmm0", dst, TILE * 4),
+                                1 => tilestore!("tmm1", dst, TILE * 4),
+                                2 => tilestore!("tmm2", dst, TILE * 4),
+                                _ => tilestore!("tmm3", dst, TILE * 4),
+                            }
+                            for r in 0..rows {
+                                out.slice((r0 + r) * n + n0, width).copy_from_slice(&spill[c][r * TILE..r * TILE + width]);
+                            }
                         }
                     }
                 }
@@ -554,7 +612,7 @@ mod tests {
                 assert_eq!(packed.weight(ni, ki), from_bf16(to_bf16(w[ni * k + ki])), "w[{ni}][{ki}]");
             }
         }
-        assert_eq!(packed.data.len(), 3 * 3 * TILE * KT, "3 panels x 3 chunks of 512 values");
+        assert_eq!(values(&packed.data).len(), 3 * 3 * TILE * KT, "3 panels x 3 chunks of 512 values");
         assert_eq!(bf16_scratch_len(33, 70), 64 * 96);
     }
 
@@ -576,7 +634,8 @@ mod tests {
             let (w, x, b) = (pseudo_random(n * k, 1), pseudo_random(t * k, 2), pseudo_random(n, 4));
             let packed = PackedBf16::pack(&w, n, k);
             let pool = ThreadPool::new(threads);
-            let mut scratch = vec![7u16; bf16_scratch_len(t, k)];
+            let mut scratch = Bf16Rows::new();
+            scratch.ensure(t, k);
             let (mut y, mut reference) = (vec![f32::NAN; t * n], vec![0f32; t * n]);
             matmul_bf16(&pool, &packed, Some(&b), &x, t, &mut y, &mut scratch);
             matmul_bf16_reference(&w, Some(&b), &x, t, n, k, &mut reference);
@@ -599,7 +658,8 @@ mod tests {
         let (t, n, k) = (45, 96, 160);
         let (w, x) = (pseudo_random(n * k, 5), pseudo_random(t * k, 6));
         let packed = PackedBf16::pack(&w, n, k);
-        let mut scratch = vec![0u16; bf16_scratch_len(t, k)];
+        let mut scratch = Bf16Rows::new();
+        scratch.ensure(t, k);
         let mut batch = vec![0f32; t * n];
         matmul_bf16(&ThreadPool::new(2), &packed, None, &x, t, &mut batch, &mut scratch);
         for threads in [1, 3] {

@@ -30,7 +30,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
-use kernels::bf16mat::{bf16_scratch_len, round_rows, AmxTiles, PackedBf16, TILE};
+use kernels::bf16mat::{round_rows, AmxTiles, Bf16Rows, PackedBf16, TILE};
 use kernels::{Level, ThreadPool};
 
 use crate::topk::{rank_order, score, top_k_blocked, Hit, BLOCK_BYTES};
@@ -94,7 +94,7 @@ pub fn top_k_screened(
         let next_block = AtomicUsize::new(0);
         pool.run(&|i, _| {
             let mut screen = states[i].lock().unwrap_or_else(|e| e.into_inner());
-            let mut xb = vec![0u16; bf16_scratch_len(BLOCK_ROWS, dim)];
+            let mut xb = Bf16Rows::new();
             let mut tiles = None;
             loop {
                 let block = next_block.fetch_add(1, AtomicOrdering::Relaxed);
@@ -205,7 +205,7 @@ impl Screen {
 
     /// The block's `count` rows (bf16 in `xb`, [`round_rows`]'s layout; row r is database row
     /// `first + r`) against every query of `packed`, 32 rows x 32 queries per AMX step.
-    fn scan(&mut self, tiles: &mut AmxTiles, packed: &PackedBf16, xb: &[u16], first: usize, count: usize) {
+    fn scan(&mut self, tiles: &mut AmxTiles, packed: &PackedBf16, xb: &Bf16Rows, first: usize, count: usize) {
         let pairs = packed.rows().div_ceil(2 * TILE);
         let mut out = [[0f32; TILE * TILE]; 4];
         for r0 in (0..count).step_by(2 * TILE) {

@@ -9,8 +9,10 @@
 //! idea with inference's kernels): each matrix and its transpose quantized to Q8_0 blocks along
 //! their inputs, and every product's input (activations forward, gradients backward) quantized to
 //! 8-bit blocks of 32 as inference quantizes activations; the integer kernels of
-//! `kernels::matmul` then do the work, in the block order.
+//! `kernels::matmul` then do the work, in the block order. Or in bf16 on Intel AMX
+//! ([`FrozenFormat::Bf16`]): weights and inputs rounded to bf16, products summed in f32.
 
+use kernels::bf16mat::{matmul_bf16, Bf16Rows, PackedBf16};
 use kernels::f32mat::{matmul_f32, PackedF32};
 use kernels::quant::{quantize_row, quantize_rows_q8};
 use kernels::{BlockQ8, Format, Level, MatRef, SumOrder, ThreadPool, QK};
@@ -83,6 +85,29 @@ pub enum FrozenFormat {
     /// the memory and several times the speed. Matrices whose inputs are not a multiple of 32
     /// stay in f32.
     Q8_0,
+    /// bf16, products on Intel AMX (inputs rounded to bf16, sums in f32): 8 significant bits
+    /// like Q8_0's, at AMX's speed. Only where AMX runs (`kernels::bf16mat::amx_available`).
+    Bf16,
+}
+
+impl FrozenFormat {
+    /// The fastest format this machine runs: bf16 on AMX, Q8_0 elsewhere.
+    pub fn fastest() -> FrozenFormat {
+        if kernels::bf16mat::amx_available() {
+            FrozenFormat::Bf16
+        } else {
+            FrozenFormat::Q8_0
+        }
+    }
+
+    /// "f32", "q8_0" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            FrozenFormat::F32 => "f32",
+            FrozenFormat::Q8_0 => "q8_0",
+            FrozenFormat::Bf16 => "bf16",
+        }
+    }
 }
 
 /// A frozen matrix of the f32 path.
@@ -91,11 +116,15 @@ pub enum MatF32 {
     Packed(PackedF32),
     /// Q8_0 rows (and the kernel level's repacking of them).
     Q8 { data: Vec<u8>, packed: Option<Vec<u8>>, rows: usize, cols: usize },
+    /// bf16 AMX tiles.
+    Bf16(PackedBf16),
 }
 
 thread_local! {
     /// The 8-bit blocks of a product's input, kept from one product to the next.
     static INPUT_Q8: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The bf16 rows of a product's input, kept from one product to the next.
+    static INPUT_BF16: std::cell::RefCell<Bf16Rows> = std::cell::RefCell::new(Bf16Rows::new());
 }
 
 impl Real for f32 {
@@ -120,6 +149,10 @@ impl Real for f32 {
     }
 
     fn prepare(w: &[f32], n: usize, k: usize, format: FrozenFormat, level: Level) -> MatF32 {
+        if format == FrozenFormat::Bf16 {
+            assert!(kernels::bf16mat::amx_available(), "bf16 frozen weights need AMX (check FrozenFormat::fastest or amx_available first)");
+            return MatF32::Bf16(PackedBf16::pack(w, n, k));
+        }
         if format == FrozenFormat::F32 || !k.is_multiple_of(QK) {
             return MatF32::Packed(PackedF32::pack(w, n, k));
         }
@@ -143,6 +176,10 @@ impl Real for f32 {
                     kernels::matmul(pool, level, &w, x, xq, t, y);
                 });
             }
+            MatF32::Bf16(w) => INPUT_BF16.with_borrow_mut(|xb| {
+                xb.ensure(t, w.cols());
+                matmul_bf16(pool, w, None, x, t, y, xb);
+            }),
         }
     }
 
