@@ -247,8 +247,16 @@ pub struct LossSum {
     pub count: usize,
 }
 
-/// Rows of logits computed at a time (a (32, V) buffer).
-const HEAD_ROWS: usize = 32;
+/// Bytes of logits computed at a time: (rows, V) f32, rows a multiple of 32 between 32 and 1024
+/// (256 rows for a vocabulary of 49,152). Every chunk streams the whole head (V x D weights) past
+/// its rows, so larger chunks read it fewer times: 32 rows at a time read SmolLM2's 56 MB bf16
+/// head 64 times a step of 1,024 tokens.
+const HEAD_BYTES: usize = 48 << 20;
+
+/// Rows of logits per chunk for a vocabulary of `v` (see [`HEAD_BYTES`]).
+fn head_rows(v: usize) -> usize {
+    (HEAD_BYTES / (v.max(1) * 4)).clamp(32, 1024) / 32 * 32
+}
 
 fn resize<F: Real>(v: &mut Vec<F>, n: usize) {
     v.clear();
@@ -492,19 +500,20 @@ impl<F: Real> TrainModel<F> {
         let want_grad = grads.is_some();
         let mut dxn = if want_grad { vec![F::ZERO; n * d] } else { Vec::new() };
         let mut nll = 0.0;
-        let mut rows = vec![F::ZERO; HEAD_ROWS * d];
-        let mut logits = vec![F::ZERO; HEAD_ROWS * v];
-        let mut dlogits = vec![F::ZERO; HEAD_ROWS * v];
-        let mut drows = vec![F::ZERO; HEAD_ROWS * d];
+        let head_rows = head_rows(v).min(scored.len().next_multiple_of(32));
+        let mut rows = vec![F::ZERO; head_rows * d];
+        let mut logits = vec![F::ZERO; head_rows * v];
+        let mut dlogits = vec![F::ZERO; head_rows * v];
+        let mut drows = vec![F::ZERO; head_rows * d];
+        let mut row_nll = vec![0f64; head_rows];
         let scale = F::from_f64(loss_scale);
-        for chunk in scored.chunks(HEAD_ROWS) {
+        for chunk in scored.chunks(head_rows) {
             let m = chunk.len();
             for (i, &(r, _)) in chunk.iter().enumerate() {
                 rows[i * d..(i + 1) * d].copy_from_slice(&acts.xn_final[r * d..(r + 1) * d]);
             }
             F::matmul_nt(&self.pool, self.level, &self.head.fwd, &rows[..m * d], m, &mut logits[..m * v]);
             // Rows split over the pool; their losses added in row order.
-            let mut row_nll = [0f64; HEAD_ROWS];
             let (dl, nl) = (SharedMut::new(&mut dlogits[..m * v]), SharedMut::new(&mut row_nll[..m]));
             ops::par_rows(&self.pool, m, &|rows| {
                 for i in rows {
