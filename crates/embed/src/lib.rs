@@ -13,7 +13,8 @@
 //! [`SentenceEmbedder`] runs it on many texts at once as flat batches: the texts' tokens are
 //! concatenated, so no work goes to padding, and each text gets exactly the bits it gets alone.
 //! The math runs in f32 on the `kernels` crate (dense products, LayerNorm, exact GELU,
-//! bidirectional attention); weights are read with `safetensors-file` and text is tokenized by
+//! bidirectional attention), or with the linear layers in bf16 on Intel AMX ([`Precision`],
+//! chosen by [`Precision::auto`] where AMX runs); weights are read with `safetensors-file` and text is tokenized by
 //! `tokenizer::hf` (WordPiece, token-exact with Hugging Face).
 //!
 //! Not here: a command line, a server, nearest-neighbour search over the vectors.

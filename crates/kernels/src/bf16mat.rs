@@ -4,8 +4,8 @@
 //!
 //! AMX (Advanced Matrix Extensions: Intel Xeon Sapphire Rapids and later) adds eight tile
 //! registers of 16 rows x 64 bytes and `tdpbf16ps`, which adds to a 16 x 16 f32 tile C the
-//! product of a 16 x 32 bf16 tile A with a 32 x 16 bf16 tile B: 8192 multiply-adds per
-//! instruction, 16 times what one AVX-512 FMA does. The kernel keeps four C tiles (32 tokens x 32
+//! product of a 16 x 32 bf16 tile A with a 32 x 16 bf16 tile B: 8192 multiply-adds in one
+//! instruction (an AVX-512 FMA does 16), one every 16 cycles or so. The kernel keeps four C tiles (32 tokens x 32
 //! outputs) and streams two A tiles (activations) and two B tiles (weights) per 32 depths.
 //!
 //! Layout:
@@ -173,7 +173,7 @@ pub fn amx_available() -> bool {
 
 /// w (N, K) packed, b (N) or none, x (T, K) -> y (T, N) = bf16(x) . w^T + b, on AMX.
 ///
-/// `scratch` holds at least [`bf16_scratch_len`]`(T, K)` values (its contents are overwritten).
+/// `scratch` has room for T rows of depth K ([`Bf16Rows::ensure`]; its contents are overwritten).
 /// Panel pairs are split statically over the pool's threads; the bits do not depend on the
 /// thread count nor on the other rows of x (see the module doc).
 ///
@@ -355,6 +355,10 @@ mod amx {
 
     /// The CPU has AMX-TILE and AMX-BF16, the OS enabled their state, and the process may use it.
     pub(super) fn request() -> bool {
+        // The permission request below is a Linux system call; elsewhere AMX is not used.
+        if !cfg!(target_os = "linux") {
+            return false;
+        }
         let (leaf1, leaf7) = (__cpuid(1), __cpuid_count(7, 0));
         let osxsave = leaf1.ecx >> 27 & 1 == 1;
         let (amx_bf16, amx_tile) = (leaf7.edx >> 22 & 1 == 1, leaf7.edx >> 24 & 1 == 1);

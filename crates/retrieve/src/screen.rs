@@ -49,9 +49,22 @@ const BLOCK_ROWS: usize = 256;
 /// Candidates a query may hold per thread beyond 4K before it falls back to the exact scan.
 pub(crate) const CANDIDATE_CAP: usize = 2048;
 
-/// Whether [`top_k_screened`] runs here: AMX, and the kernels not capped below AVX-512.
-pub(crate) fn available(level: Level, dim: usize) -> bool {
-    level >= Level::Avx512Vnni && dim <= MAX_SCREEN_DIM && kernels::bf16mat::amx_available()
+/// Largest K the screen takes: its memory per query grows with K (the heap and up to 4K
+/// candidates per thread), and a K in the thousands leaves little to screen out.
+const MAX_SCREEN_K: usize = 4096;
+/// Memory for the screens' heaps and candidates per thread, which bounds the queries of a batch.
+const SCREEN_BYTES: usize = 64 << 20;
+
+/// Whether [`top_k_screened`] runs here for D and K: AMX, the kernels not capped below AVX-512,
+/// D and K within the screen's bounds.
+pub(crate) fn available(level: Level, dim: usize, k: usize) -> bool {
+    level >= Level::Avx512Vnni && dim <= MAX_SCREEN_DIM && k <= MAX_SCREEN_K && kernels::bf16mat::amx_available()
+}
+
+/// Queries per batch for K: as many as fit [`SCREEN_BYTES`] per thread (a heap of K floats and up
+/// to 4K + [`CANDIDATE_CAP`] candidates of 16 bytes per query), from 32 to `max`.
+pub(crate) fn batch_for(k: usize, max: usize) -> usize {
+    (SCREEN_BYTES / (4 * k + 16 * (4 * k + CANDIDATE_CAP))).clamp(2 * TILE, max.max(2 * TILE))
 }
 
 /// [`crate::top_k`] by the AMX screen: vectors (N, D), queries (Q, D) -> each query's best `k`
@@ -331,6 +344,14 @@ mod tests {
                 assert!(a.index == b.index && a.score.to_bits() == b.score.to_bits(), "query {q}: {g:?} vs {w:?}");
             }
         }
+    }
+
+    #[test]
+    fn batches_fit_the_memory_bound() {
+        assert_eq!(batch_for(10, 1024), 1024);
+        let b = batch_for(MAX_SCREEN_K, 1024);
+        assert!(b >= 2 * TILE && b * (4 * MAX_SCREEN_K + 16 * (4 * MAX_SCREEN_K + CANDIDATE_CAP)) <= SCREEN_BYTES, "{b}");
+        assert!(!available(Level::Avx512Vnni, 384, MAX_SCREEN_K + 1) && !available(Level::Avx2, 384, 10));
     }
 
     #[test]

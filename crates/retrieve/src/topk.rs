@@ -97,15 +97,16 @@ pub fn top_k_reference(vectors: &[f32], dim: usize, queries: &[f32], k: usize) -
 
 /// vectors (N, D), queries (Q, D) -> for each query its best `k` hits (all N when `k >= N`),
 /// best first, exactly as [`top_k_reference`] ranks them, on the pool's threads at `level`.
-/// Where AMX runs (and `level` is AVX-512), by the bf16 screen of [`crate::top_k_screened`];
-/// elsewhere by the f32 scan described above.
+/// Where AMX runs (and `level` is AVX-512, D <= 1024, K <= 4096), by the bf16 screen of
+/// [`crate::top_k_screened`]; elsewhere by the f32 scan described above.
 /// For cosine similarity pass unit vectors (see [`crate::normalize_rows`]).
 ///
 /// # Errors
 /// If `dim` is 0 or a length is not a multiple of it.
 pub fn top_k(pool: &ThreadPool, level: Level, vectors: &[f32], dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, RetrieveError> {
-    if crate::screen::available(level, dim) {
-        return crate::screen::top_k_screened(pool, level, vectors, dim, queries, k, QUERY_BATCH, crate::screen::CANDIDATE_CAP);
+    if crate::screen::available(level, dim, k) {
+        let batch = crate::screen::batch_for(k, QUERY_BATCH);
+        return crate::screen::top_k_screened(pool, level, vectors, dim, queries, k, batch, crate::screen::CANDIDATE_CAP);
     }
     // A whole number of tiles per block, at least one tile.
     let block_rows = (BLOCK_BYTES / (dim.max(1) * 4)).max(1).next_multiple_of(MR);

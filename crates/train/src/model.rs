@@ -258,9 +258,14 @@ fn head_rows(v: usize) -> usize {
     (HEAD_BYTES / (v.max(1) * 4)).clamp(32, 1024) / 32 * 32
 }
 
+/// Gives `v` the length n for an output that the next call writes whole (every caller's does):
+/// zeroed when the length changes, left as it is otherwise, so that a step of the same shape as
+/// the last one spends no time clearing megabytes of activations on one thread.
 fn resize<F: Real>(v: &mut Vec<F>, n: usize) {
-    v.clear();
-    v.resize(n, F::ZERO);
+    if v.len() != n {
+        v.clear();
+        v.resize(n, F::ZERO);
+    }
 }
 
 impl<F: Real> TrainModel<F> {
@@ -362,7 +367,8 @@ impl<F: Real> TrainModel<F> {
         }
     }
 
-    /// dx (N, in) += dy W, plus the LoRA path's gradients (into `grads`) and input gradient.
+    /// dx (N, in) = dy W (`first`: what dx held is dropped) or dx += dy W, plus the LoRA path's
+    /// gradients (into `grads`) and input gradient.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
@@ -373,15 +379,27 @@ impl<F: Real> TrainModel<F> {
         x: &[F],
         dy: &[F],
         n: usize,
+        first: bool,
         dx: &mut [F],
         grads: &mut [F],
         tmp: &mut Vec<F>,
     ) {
         let w = &self.layers[l].maps[target.index()];
-        resize(tmp, n * w.n_in);
-        F::matmul_nt(&self.pool, self.level, &w.bwd, dy, n, tmp);
-        for (d, &t) in dx.iter_mut().zip(tmp.iter()) {
-            *d += t;
+        if first {
+            F::matmul_nt(&self.pool, self.level, &w.bwd, dy, n, dx);
+        } else {
+            resize(tmp, n * w.n_in);
+            F::matmul_nt(&self.pool, self.level, &w.bwd, dy, n, tmp);
+            // dx += tmp, rows split over the pool.
+            let (dx_ptr, tmp) = (SharedMut::new(dx), &tmp[..]);
+            let width = w.n_in;
+            ops::par_rows(&self.pool, n, &|rows| {
+                // SAFETY: each thread adds into its own rows of dx.
+                let d = unsafe { dx_ptr.slice(rows.start * width, rows.len() * width) };
+                for (d, &t) in d.iter_mut().zip(&tmp[rows.start * width..rows.end * width]) {
+                    *d += t;
+                }
+            });
         }
         if let Some(s) = &params.slots[l][target.index()] {
             let scaling = F::from_f64(params.config.scaling() as f64);
@@ -569,23 +587,20 @@ impl<F: Real> TrainModel<F> {
         for l in (0..c.n_layer).rev() {
             let (lw, s) = (&self.layers[l], &acts.layers[l]);
             // dx is d(loss)/d(x_next) = dh through the residual, and dy of the down map.
-            da.iter_mut().for_each(|x| *x = F::ZERO);
-            self.linear_backward(l, Target::Down, params, s, &s.a, &dx, n, &mut da, grads, &mut tmp);
+            // The first product into each gradient writes it, the others add.
+            self.linear_backward(l, Target::Down, params, s, &s.a, &dx, n, true, &mut da, grads, &mut tmp);
             self.swiglu_backward_rows(&da, &s.g, &s.u, &mut dg, &mut du);
-            dxn2.iter_mut().for_each(|x| *x = F::ZERO);
-            self.linear_backward(l, Target::Gate, params, s, &s.xn2, &dg, n, &mut dxn2, grads, &mut tmp);
-            self.linear_backward(l, Target::Up, params, s, &s.xn2, &du, n, &mut dxn2, grads, &mut tmp);
+            self.linear_backward(l, Target::Gate, params, s, &s.xn2, &dg, n, true, &mut dxn2, grads, &mut tmp);
+            self.linear_backward(l, Target::Up, params, s, &s.xn2, &du, n, false, &mut dxn2, grads, &mut tmp);
             // dh = dx + the norm's input gradient (kept in dx).
             self.rms_norm_backward_rows(&dxn2, &s.h, &lw.ffn_norm, &s.rstd2, &mut dx);
-            do_.iter_mut().for_each(|x| *x = F::ZERO);
-            self.linear_backward(l, Target::O, params, s, &s.o, &dx, n, &mut do_, grads, &mut tmp);
+            self.linear_backward(l, Target::O, params, s, &s.o, &dx, n, true, &mut do_, grads, &mut tmp);
             ops::attention_backward(&self.pool, &shape, &batch.seqs, &s.q, &s.k, &s.v, &s.probs, &do_, &mut dq, &mut dk, &mut dv);
             ops::rope_backward(&mut dq, dh, &acts.cos_sin);
             ops::rope_backward(&mut dk, dh, &acts.cos_sin);
-            dxn1.iter_mut().for_each(|x| *x = F::ZERO);
-            self.linear_backward(l, Target::Q, params, s, &s.xn1, &dq, n, &mut dxn1, grads, &mut tmp);
-            self.linear_backward(l, Target::K, params, s, &s.xn1, &dk, n, &mut dxn1, grads, &mut tmp);
-            self.linear_backward(l, Target::V, params, s, &s.xn1, &dv, n, &mut dxn1, grads, &mut tmp);
+            self.linear_backward(l, Target::Q, params, s, &s.xn1, &dq, n, true, &mut dxn1, grads, &mut tmp);
+            self.linear_backward(l, Target::K, params, s, &s.xn1, &dk, n, false, &mut dxn1, grads, &mut tmp);
+            self.linear_backward(l, Target::V, params, s, &s.xn1, &dv, n, false, &mut dxn1, grads, &mut tmp);
             // dx(block input) = dh + the attention norm's input gradient.
             self.rms_norm_backward_rows(&dxn1, &s.x, &lw.attn_norm, &s.rstd1, &mut dx);
         }
