@@ -142,7 +142,7 @@ impl Real for f32 {
         self as f64
     }
     fn exp(self) -> f32 {
-        f32::exp(self)
+        exp_f32(self)
     }
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
@@ -186,6 +186,33 @@ impl Real for f32 {
     fn cross_entropy(logits: &[f32], target: u32, scale: f32, grad: Option<&mut [f32]>) -> f64 {
         kernels::loss::cross_entropy_row(logits, target, scale, grad)
     }
+}
+
+/// e^x in f32 without a branch or a fused multiply-add, so that the softmax and SiLU loops
+/// vectorize in every compilation of them (libm's `expf` is a call per value, and `mul_add`
+/// without FMA is a call too): the range reduction and degree-5 polynomial of the kernels'
+/// `exp_poly` with plain multiplies and adds (within 2 ulps of e^x), the argument clamped to
+/// [-87, 88] so that 2^n is a normal float built from its bits. Past the clamp it gives e^-87
+/// (1.6e-38) or e^88, which move no sigmoid and no normalized softmax; NaN stays NaN.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const SHIFT: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let z = x * f32::from_bits(0x3fb8_aa3b) + SHIFT; // x log2(e) + SHIFT
+    let n = z - SHIFT;
+    // x - n ln2 in two parts (n ln2_hi is exact: ln2_hi has 16 significant bits, |n| < 128).
+    let b = (x - n * f32::from_bits(0x3f31_7200)) - n * f32::from_bits(0x35bf_be8e);
+    let u = b * b;
+    let c = [
+        f32::from_bits(0x3f7f_fff6),
+        f32::from_bits(0x3eff_fedb),
+        f32::from_bits(0x3e2a_af33),
+        f32::from_bits(0x3d2b_9f17),
+        f32::from_bits(0x3c07_2010),
+    ];
+    let j = ((c[4] * b + c[3]) * u + (c[2] * b + c[1])) * u + (c[0] * b + 1.0);
+    let n_bits = (z.to_bits() as i32) - (SHIFT.to_bits() as i32); // n, from the rounding step
+    j * f32::from_bits(((n_bits + 127) as u32) << 23)
 }
 
 /// An f64 matrix for the gradient checks: (N, K) row-major.
@@ -240,5 +267,28 @@ impl Real for f64 {
             g[target as usize] -= scale;
         }
         sum.ln() - (logits[target as usize] - max)
+    }
+}
+
+#[cfg(test)]
+mod exp_tests {
+    use super::exp_f32;
+
+    #[test]
+    fn exp_f32_is_within_two_ulps_and_clamps_instead_of_overflowing() {
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            let ulp = f32::EPSILON as f64 * want;
+            assert!((got - want).abs() <= 2.0 * ulp, "e^{x}: {got} vs {want}");
+            x += 0.0173;
+        }
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(-1000.0), exp_f32(-87.0));
+        assert!(exp_f32(1000.0).is_finite() && exp_f32(f32::INFINITY) == exp_f32(88.0));
+        assert!(exp_f32(f32::NAN).is_nan());
+        // The sigmoid of the SiLU stays exact at the extremes: 1 and (almost) 0, never NaN.
+        assert_eq!(1.0 / (1.0 + exp_f32(-200.0)), 1.0);
+        assert!(1.0 / (1.0 + exp_f32(200.0)) < 1e-38);
     }
 }
