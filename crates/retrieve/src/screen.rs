@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use kernels::bf16mat::{round_rows, AmxTiles, Bf16Rows, PackedBf16, TILE};
 use kernels::{Level, ThreadPool};
 
-use crate::topk::{rank_order, score, top_k_blocked, Hit, BLOCK_BYTES};
+use crate::topk::{rank_order, score, sift_down_by, sift_up_by, top_k_blocked, Hit, BLOCK_BYTES};
 use crate::RetrieveError;
 
 /// |screen score - exact score| <= EPS_PER_NORM * |q| for rows of norm <= 1.01 and D <= 1024
@@ -260,11 +260,11 @@ impl Screen {
         let len = self.lens[query];
         if len < k {
             heap[len] = a;
-            sift_up(heap, len);
+            sift_up_by(heap, len, |x, y| x < y);
             self.lens[query] = len + 1;
         } else if a > heap[0] {
             heap[0] = a;
-            sift_down(heap, 0);
+            sift_down_by(heap, 0, |x, y| x < y);
         }
         if self.lens[query] == k {
             self.cut[query] = heap[0] - self.band[query];
@@ -282,37 +282,6 @@ impl Screen {
                 self.prune_at[query] = (2 * list.len()).max(2 * k + 64);
             }
         }
-    }
-}
-
-/// Min-heap of f32 (no NaN): moves heap[i] up while it is below its parent.
-fn sift_up(heap: &mut [f32], mut i: usize) {
-    while i > 0 {
-        let parent = (i - 1) / 2;
-        if heap[parent] <= heap[i] {
-            break;
-        }
-        heap.swap(i, parent);
-        i = parent;
-    }
-}
-
-/// Min-heap of f32: moves heap[i] down while a child is below it.
-fn sift_down(heap: &mut [f32], mut i: usize) {
-    loop {
-        let (left, right) = (2 * i + 1, 2 * i + 2);
-        let mut least = i;
-        if left < heap.len() && heap[left] < heap[least] {
-            least = left;
-        }
-        if right < heap.len() && heap[right] < heap[least] {
-            least = right;
-        }
-        if least == i {
-            return;
-        }
-        heap.swap(i, least);
-        i = least;
     }
 }
 

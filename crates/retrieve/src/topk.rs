@@ -270,10 +270,21 @@ impl Heaps {
 }
 
 /// Moves `heap[i]` up while it ranks after (is worse than) its parent: the root stays the worst.
-fn sift_up(heap: &mut [Hit], mut i: usize) {
+fn sift_up(heap: &mut [Hit], i: usize) {
+    sift_up_by(heap, i, |a, b| b.ranks_before(a));
+}
+
+/// Moves `heap[i]` down while a child ranks after (is worse than) it.
+fn sift_down(heap: &mut [Hit], i: usize) {
+    sift_down_by(heap, i, |a, b| b.ranks_before(a));
+}
+
+/// A binary heap whose root is its least element by `less`: moves `heap[i]` up while it is less
+/// than its parent.
+pub(crate) fn sift_up_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
     while i > 0 {
         let parent = (i - 1) / 2;
-        if !heap[parent].ranks_before(&heap[i]) {
+        if !less(&heap[i], &heap[parent]) {
             break;
         }
         heap.swap(i, parent);
@@ -281,22 +292,22 @@ fn sift_up(heap: &mut [Hit], mut i: usize) {
     }
 }
 
-/// Moves `heap[i]` down while a child ranks after (is worse than) it.
-fn sift_down(heap: &mut [Hit], mut i: usize) {
+/// The same heap: moves `heap[i]` down while a child is less than it.
+pub(crate) fn sift_down_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
     loop {
         let (left, right) = (2 * i + 1, 2 * i + 2);
-        let mut worst = i;
-        if left < heap.len() && heap[worst].ranks_before(&heap[left]) {
-            worst = left;
+        let mut least = i;
+        if left < heap.len() && less(&heap[left], &heap[least]) {
+            least = left;
         }
-        if right < heap.len() && heap[worst].ranks_before(&heap[right]) {
-            worst = right;
+        if right < heap.len() && less(&heap[right], &heap[least]) {
+            least = right;
         }
-        if worst == i {
+        if least == i {
             return;
         }
-        heap.swap(i, worst);
-        i = worst;
+        heap.swap(i, least);
+        i = least;
     }
 }
 
