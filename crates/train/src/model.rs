@@ -518,7 +518,7 @@ impl<F: Real> TrainModel<F> {
         let want_grad = grads.is_some();
         let mut dxn = if want_grad { vec![F::ZERO; n * d] } else { Vec::new() };
         let mut nll = 0.0;
-        let head_rows = head_rows(v).min(scored.len().next_multiple_of(32));
+        let head_rows = head_rows(v).min(scored.len().max(1).next_multiple_of(32)); // never 0: chunks(0) panics
         let mut rows = vec![F::ZERO; head_rows * d];
         let mut logits = vec![F::ZERO; head_rows * v];
         let mut dlogits = vec![F::ZERO; head_rows * v];

@@ -422,3 +422,19 @@ fn frozen_formats_train_like_f32() {
         assert!(cosine > 0.99, "{format:?} {level:?}: gradient cosine {cosine}");
     }
 }
+
+#[test]
+fn a_batch_with_nothing_to_score_has_zero_loss_and_no_gradient() {
+    // Every label ignored (a record whose answer was cut away): no chunk of the head to run.
+    let llama = tiny_llama();
+    let model = TrainModel::<f32>::from_llama(&llama, 2).unwrap();
+    let params = LoraParams::<f32>::init(&LoraConfig { rank: 2, alpha: 4.0, ..LoraConfig::default() }, &model.config, 3);
+    let mut batch = tiny_batch(model.config.n_vocab);
+    batch.labels.iter_mut().for_each(|l| *l = -100);
+    let mut acts = Activations::default();
+    model.forward(&params, &batch, &mut acts, None);
+    let mut grads = vec![0f32; params.values.len()];
+    let loss = model.loss_backward(&params, &batch, &acts, 1.0, Some(&mut grads));
+    assert_eq!((loss.nll, loss.count), (0.0, 0));
+    assert!(grads.iter().all(|&g| g == 0.0));
+}
