@@ -54,7 +54,7 @@ impl Precision {
     /// bf16 where AMX runs it and `FERROLM_KERNELS` does not cap the kernels below AVX-512, f32
     /// otherwise.
     pub fn auto() -> Precision {
-        if amx_available() && Level::current() == Level::best_available() && Level::current() == Level::Avx512Vnni {
+        if amx_available() && Level::current() == Level::Avx512Vnni {
             Precision::Bf16
         } else {
             Precision::F32

@@ -201,13 +201,7 @@ pub fn matmul_bf16(pool: &ThreadPool, w: &PackedBf16, bias: Option<&[f32]>, x: &
     pool.run(&|i, nt| {
         for r in split_range(rows_padded, i, nt) {
             // SAFETY: thread i alone writes its rows.
-            let row = unsafe { shared.slice(r * kp, kp) };
-            if r < t {
-                round_row(&x[r * k..(r + 1) * k], &mut row[..k]);
-                row[k..].fill(0);
-            } else {
-                row.fill(0);
-            }
+            round_padded_row(x, k, t, r, unsafe { shared.slice(r * kp, kp) });
         }
     });
     let xb: &[u16] = xb;
@@ -241,13 +235,18 @@ pub fn round_rows(x: &[f32], k: usize, out: &mut Bf16Rows) {
     out.ensure(rows, k);
     let out = values_mut(&mut out.lines);
     for r in 0..padded {
-        let row = &mut out[r * kp..(r + 1) * kp];
-        if r < rows {
-            round_row(&x[r * k..(r + 1) * k], &mut row[..k]);
-            row[k..].fill(0);
-        } else {
-            row.fill(0);
-        }
+        round_padded_row(x, k, rows, r, &mut out[r * kp..(r + 1) * kp]);
+    }
+}
+
+/// Row r of the padded bf16 layout of x (rows, k): x's row r rounded then zeros, or all zeros
+/// for a padding row.
+fn round_padded_row(x: &[f32], k: usize, rows: usize, r: usize, row: &mut [u16]) {
+    if r < rows {
+        round_row(&x[r * k..(r + 1) * k], &mut row[..k]);
+        row[k..].fill(0);
+    } else {
+        row.fill(0);
     }
 }
 

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use kernels::bf16mat::{round_rows, AmxTiles, Bf16Rows, PackedBf16, TILE};
 use kernels::{Level, ThreadPool};
 
-use crate::topk::{rank_order, score, sift_down_by, sift_up_by, top_k_blocked, Hit, BLOCK_BYTES};
+use crate::topk::{keep_best, rank_order, score, top_k_blocked, Hit, BLOCK_BYTES};
 use crate::RetrieveError;
 
 /// |screen score - exact score| <= EPS_PER_NORM * |q| for rows of norm <= 1.01 and D <= 1024
@@ -71,8 +71,10 @@ pub(crate) fn batch_for(k: usize, max: usize) -> usize {
 /// hits, best first, in batches of `batch` queries; `cap` candidates per query and thread beyond
 /// 4K (tests make it small to reach the fallback, which runs the f32 scan at `level`).
 ///
+/// Without AMX every block is scored exactly (the same hits, slowly: check [`available`]).
+///
 /// # Panics
-/// If AMX does not run here or D is past [`MAX_SCREEN_DIM`] (see [`available`]).
+/// If D is past [`MAX_SCREEN_DIM`], where the error bound no longer holds.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn top_k_screened(
@@ -117,11 +119,11 @@ pub fn top_k_screened(
                 let rows = block * BLOCK_ROWS..((block + 1) * BLOCK_ROWS).min(n);
                 let x = &vectors[rows.start * dim..rows.end * dim];
                 let short = x.chunks_exact(dim).all(|r| r.iter().map(|v| v * v).sum::<f32>() <= MAX_ROW_NORM_SQUARED);
-                if short {
-                    if tiles.is_none() {
-                        tiles = AmxTiles::open();
-                    }
-                    let tiles = tiles.as_mut().expect("the caller checked that AMX runs");
+                if short && tiles.is_none() {
+                    tiles = AmxTiles::open();
+                }
+                // Without AMX (a caller that did not check `available`) every block is exact.
+                if let (true, Some(tiles)) = (short, tiles.as_mut()) {
                     round_rows(x, dim, &mut xb);
                     screen.scan(tiles, &packed, &xb, rows.start, rows.len());
                 } else {
@@ -257,15 +259,8 @@ impl Screen {
         }
         let k = self.k;
         let heap = &mut self.best[query * k..(query + 1) * k];
-        let len = self.lens[query];
-        if len < k {
-            heap[len] = a;
-            sift_up_by(heap, len, |x, y| x < y);
-            self.lens[query] = len + 1;
-        } else if a > heap[0] {
-            heap[0] = a;
-            sift_down_by(heap, 0, |x, y| x < y);
-        }
+        // A min-heap: the root is the K-th best so far. A score below it is still a candidate.
+        keep_best(heap, &mut self.lens[query], a, |x, y| x < y);
         if self.lens[query] == k {
             self.cut[query] = heap[0] - self.band[query];
         }

@@ -252,15 +252,8 @@ impl Heaps {
         }
         let k = self.k;
         let heap = &mut self.hits[query * k..(query + 1) * k];
-        let len = self.lens[query];
-        if len < k {
-            heap[len] = hit;
-            sift_up(heap, len);
-            self.lens[query] = len + 1;
-        } else if hit.ranks_before(&heap[0]) {
-            heap[0] = hit;
-            sift_down(heap, 0);
-        } else {
+        // The root is the worst hit kept.
+        if !keep_best(heap, &mut self.lens[query], hit, |a, b| b.ranks_before(a)) {
             return;
         }
         if self.lens[query] == k {
@@ -269,19 +262,26 @@ impl Heaps {
     }
 }
 
-/// Moves `heap[i]` up while it ranks after (is worse than) its parent: the root stays the worst.
-fn sift_up(heap: &mut [Hit], i: usize) {
-    sift_up_by(heap, i, |a, b| b.ranks_before(a));
-}
-
-/// Moves `heap[i]` down while a child ranks after (is worse than) it.
-fn sift_down(heap: &mut [Hit], i: usize) {
-    sift_down_by(heap, i, |a, b| b.ranks_before(a));
+/// The best `heap.len()` items so far in a binary heap whose root is the least by `less`
+/// (`*len` of them in use): `item` goes in while there is room, or replaces the root when the
+/// root is less than it. Whether it was kept.
+pub(crate) fn keep_best<T>(heap: &mut [T], len: &mut usize, item: T, less: impl Fn(&T, &T) -> bool) -> bool {
+    if *len < heap.len() {
+        heap[*len] = item;
+        sift_up_by(heap, *len, &less);
+        *len += 1;
+    } else if less(&heap[0], &item) {
+        heap[0] = item;
+        sift_down_by(heap, 0, &less);
+    } else {
+        return false;
+    }
+    true
 }
 
 /// A binary heap whose root is its least element by `less`: moves `heap[i]` up while it is less
 /// than its parent.
-pub(crate) fn sift_up_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
+fn sift_up_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
     while i > 0 {
         let parent = (i - 1) / 2;
         if !less(&heap[i], &heap[parent]) {
@@ -293,7 +293,7 @@ pub(crate) fn sift_up_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) 
 }
 
 /// The same heap: moves `heap[i]` down while a child is less than it.
-pub(crate) fn sift_down_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
+fn sift_down_by<T>(heap: &mut [T], mut i: usize, less: impl Fn(&T, &T) -> bool) {
     loop {
         let (left, right) = (2 * i + 1, 2 * i + 2);
         let mut least = i;
